@@ -1,0 +1,49 @@
+# One command sets up and runs the demo; one command runs every test.
+#   make demo    create .venv, install pe_renal with everything it needs, run the demo study
+#   make test    create .venv, install, run every test (notebooks with nbdev_test + pytest tests/)
+#   make lab     open the notebooks in JupyterLab
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= demo_results/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean
+
+$(STAMP): setup.py settings.ini pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pe_renal needs Python >= 3.10 (set PYTHON=...)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/pe-renal demo --out "$(OUT)"
+
+check-export: setup
+	$(BIN)/nbdev_export
+	@if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- pe_renal; then \
+	  git --no-pager diff --stat -- pe_renal; \
+	  echo "pe_renal/ differs from the notebooks: run .venv/bin/nbdev_export and commit pe_renal/"; exit 1; fi
+
+test-notebooks: setup
+	PE_RENAL_QUIET=1 $(BIN)/nbdev_test --n_workers 2
+
+test-pytest: setup
+	PE_RENAL_QUIET=1 $(BIN)/python -m pytest tests -q -n 2
+
+test: check-export test-notebooks test-pytest
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+readme: setup
+	$(BIN)/jupyter nbconvert --log-level=WARN --to markdown nbs/index.ipynb --output-dir . --output README
+	sed -i.bak -E 's#\]\(([0-9][0-9]_[a-z_]+)\.ipynb\)#](nbs/\1.ipynb)#g' README.md && rm -f README.md.bak
+
+bench: setup
+	$(BIN)/python benchmarks/bench_synthetic.py
+
+clean:
+	rm -rf _proc _docs .pytest_cache

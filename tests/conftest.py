@@ -1,0 +1,45 @@
+"Shared fixtures: small cohort folders written in the data contract."
+import hashlib, os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int = 0) -> Path:
+    "A small valid cohort: n patients (alternating labels), gray PNGs, an ROI box, one categorical column."
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        for k in range(images_per_patient):
+            name = f"images/p{i:02d}_{k}.png"
+            Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(root / name)
+            rows.append(dict(patient_id=f"P{i:02d}", path=name, x0=2, y0=2, x1=48, y1=38))
+    pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
+    pd.DataFrame(dict(patient_id=[f"P{i:02d}" for i in range(n)], label=[i % 2 for i in range(n)],
+                      age=rng.integers(20, 40, n), creatinine=rng.normal(55, 8, n).round(1),
+                      parity=["nulliparous", "multiparous"] * (n // 2) + ["nulliparous"] * (n % 2))
+                 ).to_csv(root / "clinical.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def cohort_dir(tmp_path) -> Path:
+    return write_cohort(tmp_path / "cohort")
+
+
+def tree_state(root: Path) -> dict:
+    "Every file under root with its size, mtime and content hash: to prove nothing was written."
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames: out[os.path.join(dirpath, d)] = "dir"
+        for f in filenames:
+            p = Path(dirpath) / f
+            st = p.stat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out

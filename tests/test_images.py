@@ -1,0 +1,149 @@
+"""Every supported image flavour reads as the same 2-D float32 array in [0, 1]; DICOM gives pixels only."""
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from pe_renal.core import CohortError
+from pe_renal.data import apply_roi, load_cohort, read_image
+
+from conftest import write_cohort
+
+H, W = 48, 64
+G = np.linspace(0, 1, H * W, dtype=np.float64).reshape(H, W)  # a gradient that uses the whole range
+G8 = (G * 255).round().astype(np.uint8)
+G16 = (G * 65535).round().astype(np.uint16)
+
+
+def rgb(a): return np.repeat(a[..., None], 3, -1)
+
+
+def check(img, tol):
+    assert img.dtype == np.float32 and img.shape == (H, W) and img.flags["C_CONTIGUOUS"]
+    assert img.min() >= 0 and img.max() <= 1
+    np.testing.assert_allclose(img, G, atol=tol)
+
+
+@pytest.mark.parametrize("name,writer,tol", [
+    ("g8.png", lambda p: Image.fromarray(G8).save(p), 0.003),
+    ("g16.png", lambda p: Image.fromarray(G16).save(p), 1e-4),
+    ("rgb8.png", lambda p: Image.fromarray(rgb(G8)).save(p), 0.003),
+    ("rgba8.png", lambda p: Image.fromarray(np.dstack([rgb(G8), np.full((H, W), 255, np.uint8)])).save(p), 0.003),
+    ("la8.png", lambda p: Image.fromarray(np.dstack([G8, np.full((H, W), 255, np.uint8)]), "LA").save(p), 0.003),
+    ("pal.png", lambda p: Image.fromarray(G8).convert("P").save(p), 0.01),
+    ("g8.jpg", lambda p: Image.fromarray(G8).save(p, quality=100), 0.01),
+    ("rgb8.jpeg", lambda p: Image.fromarray(rgb(G8)).save(p, quality=100), 0.01),
+    ("g8.bmp", lambda p: Image.fromarray(G8).save(p), 0.003),
+    ("rgb8.bmp", lambda p: Image.fromarray(rgb(G8)).save(p), 0.003),
+    ("g8.tif", lambda p: tifffile.imwrite(p, G8), 0.003),
+    ("g16.tiff", lambda p: tifffile.imwrite(p, G16), 1e-4),
+    ("rgb16.tif", lambda p: tifffile.imwrite(p, rgb(G16), photometric="rgb"), 1e-4),
+    ("rgba16.tif", lambda p: tifffile.imwrite(p, np.dstack([rgb(G16), np.full((H, W), 65535, np.uint16)]),
+                                              photometric="rgb", extrasamples=["unassalpha"]), 1e-4),
+    ("g16_pil.tif", lambda p: Image.fromarray(G16).save(p), 1e-4),
+])
+def test_raster_formats(tmp_path, name, writer, tol):
+    p = tmp_path / name
+    writer(p)
+    check(read_image(p), tol)
+
+
+def test_colour_uses_luminance(tmp_path):
+    a = np.zeros((H, W, 3), np.uint8); a[..., 0] = 255  # pure red
+    Image.fromarray(a).save(tmp_path / "red.png")
+    np.testing.assert_allclose(read_image(tmp_path / "red.png"), 0.299, atol=1e-6)
+
+
+def _dicom(path, arr, photometric="MONOCHROME2", bits=16, frames=None, spp=1):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset(); ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN-123456", "19900101"
+    ds.Modality = "US"
+    ds.Rows, ds.Columns = arr.shape[-3 if spp == 3 else -2], arr.shape[-2 if spp == 3 else -1]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = spp, photometric
+    if spp == 3: ds.PlanarConfiguration = 0
+    ds.BitsAllocated = 16 if arr.dtype == np.uint16 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    if frames: ds.NumberOfFrames = frames
+    ds.PixelData = np.ascontiguousarray(arr).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_16bit(tmp_path):
+    _dicom(tmp_path / "a.dcm", G16)
+    check(read_image(tmp_path / "a.dcm"), 1e-4)
+
+
+def test_dicom_12bit_stored(tmp_path):
+    _dicom(tmp_path / "a.dcm", (G * 4095).round().astype(np.uint16), bits=12)
+    check(read_image(tmp_path / "a.dcm"), 2e-4)
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    _dicom(tmp_path / "a.dcm", (65535 - G16).astype(np.uint16), photometric="MONOCHROME1")
+    check(read_image(tmp_path / "a.dcm"), 1e-4)
+
+
+def test_dicom_rgb_8bit(tmp_path):
+    _dicom(tmp_path / "a.dcm", rgb(G8), photometric="RGB", bits=8, spp=3)
+    check(read_image(tmp_path / "a.dcm"), 0.003)
+
+
+def test_dicom_multiframe_takes_first_frame(tmp_path):
+    _dicom(tmp_path / "cine.dcm", np.stack([G16, 65535 - G16, G16]), frames=3)
+    check(read_image(tmp_path / "cine.dcm"), 1e-4)
+
+
+def test_dicom_without_extension_is_recognised(tmp_path):
+    _dicom(tmp_path / "IMG0001", G16)
+    check(read_image(tmp_path / "IMG0001"), 1e-4)
+
+
+def test_dicom_metadata_never_enters_the_cohort(tmp_path):
+    root = write_cohort(tmp_path / "c", n=10)
+    _dicom(root / "images" / "p00_0.dcm", G16)
+    df = pd.read_csv(root / "images.csv"); df.loc[0, "path"] = "images/p00_0.dcm"
+    df.loc[0, ["x0", "y0", "x1", "y1"]] = [0, 0, W, H]
+    df.to_csv(root / "images.csv", index=False)
+    c = load_cohort(root)
+    check(c.image(0), 1e-4)
+    text = c.images.to_csv() + c.clinical.to_csv() + repr(c) + c.summary()
+    for secret in ("Doe", "Jane", "MRN-123456", "19900101"):
+        assert secret not in text
+
+
+def test_corrupt_dicom(tmp_path):
+    _dicom(tmp_path / "a.dcm", G16)
+    b = (tmp_path / "a.dcm").read_bytes()
+    (tmp_path / "a.dcm").write_bytes(b[: len(b) - 3000])
+    with pytest.raises(CohortError, match="a.dcm"):
+        read_image(tmp_path / "a.dcm")
+
+
+def test_roi_box_and_mask_through_the_cohort(tmp_path):
+    root = write_cohort(tmp_path / "c", n=10)
+    (root / "masks").mkdir()
+    m = np.zeros((40, 50), np.uint8); m[10:20, 5:25] = 255; m[12, 5] = 0
+    Image.fromarray(m).save(root / "masks" / "m0.png")
+    df = pd.read_csv(root / "images.csv")
+    df["mask"] = None; df.loc[0, "mask"] = "masks/m0.png"; df.loc[0, ["x0", "y0", "x1", "y1"]] = None
+    df.to_csv(root / "images.csv", index=False)
+    c = load_cohort(root)
+    raw = c.image(0, roi=False)
+    roi = c.image(0)
+    assert roi.shape == (10, 20)
+    assert roi[2, 0] == 0 and roi[0, 0] == raw[10, 5]          # outside the mask is zero, inside untouched
+    assert c.image(1).shape == (36, 46)                        # box 2..48 x 2..38
+
+
+def test_tiny_image_is_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "t.png")
+    with pytest.raises(CohortError, match="too small"):
+        read_image(tmp_path / "t.png")

@@ -1,0 +1,91 @@
+"""The 7:3 patient-level split and Table 1."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pe_renal.core import CohortError
+from pe_renal.data import load_cohort, split_cohort, table_one
+
+from conftest import write_cohort
+
+
+def paper_table(n=279, n_pe=151, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = rng.permutation(np.r_[np.ones(n_pe, int), np.zeros(n - n_pe, int)])
+    return pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "label": lab,
+                         "normal_var": rng.normal(50, 5, n) + 3 * lab,
+                         "skewed_var": np.exp(rng.normal(0, 1, n)) * (1 + lab),
+                         "cat": np.where(rng.random(n) < 0.3 + 0.3 * lab, "yes", "no")})
+
+
+def test_paper_split_sizes_and_stratification():
+    s = split_cohort(paper_table(), seed=42)
+    assert s["split"].value_counts().to_dict() == {"train": 195, "test": 84}
+    by = s.groupby("split")["label"].mean()
+    assert abs(by["train"] - by["test"]) < 0.02  # class balance kept on both sides
+
+
+def test_split_is_seeded_and_by_patient(tmp_path):
+    root = write_cohort(tmp_path / "c", n=20, images_per_patient=2)
+    c = load_cohort(root)
+    a, b = split_cohort(c, seed=3), split_cohort(c, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["split"].equals(split_cohort(c, seed=4)["split"])
+    # one row per patient: every image of a patient inherits the same side of the split
+    per_image = c.images.merge(a[["patient_id", "split"]], on="patient_id")
+    assert per_image.groupby("patient_id")["split"].nunique().max() == 1
+    assert len(a) == 20
+
+
+def test_imposed_split_is_honoured(tmp_path):
+    root = write_cohort(tmp_path / "c", n=12)
+    df = pd.read_csv(root / "clinical.csv")
+    df["split"] = ["Train"] * 8 + ["TEST"] * 4
+    df.to_csv(root / "clinical.csv", index=False)
+    s = split_cohort(load_cohort(root), seed=99)
+    assert s["split"].tolist() == ["train"] * 8 + ["test"] * 4
+
+
+def test_bad_test_size():
+    with pytest.raises(Exception, match="test_size"):
+        split_cohort(paper_table(), test_size=1.5)
+
+
+def test_table_one_chooses_tests_and_matches_scipy():
+    d = split_cohort(paper_table(seed=1), seed=1)
+    # precondition of the rule: both groups of normal_var pass Shapiro-Wilk, skewed_var does not
+    assert all(stats.shapiro(d.loc[d.label == k, "normal_var"]).pvalue > 0.05 for k in (0, 1))
+    assert any(stats.shapiro(d.loc[d.label == k, "skewed_var"]).pvalue <= 0.05 for k in (0, 1))
+    t = table_one(d, categorical=["cat"]).set_index("variable")
+    assert t.loc["normal_var", "test"] == "Welch t-test" and "±" in t.loc["normal_var", "overall"]
+    assert t.loc["skewed_var", "test"] == "Mann-Whitney U" and "[" in t.loc["skewed_var", "overall"]
+    g = [d.loc[d.label == k] for k in (0, 1)]
+    p_t = stats.ttest_ind(g[0]["normal_var"], g[1]["normal_var"], equal_var=False).pvalue
+    p_u = stats.mannwhitneyu(g[0]["skewed_var"], g[1]["skewed_var"]).pvalue
+    assert t.loc["normal_var", "p"] == ("<0.001" if p_t < 0.001 else f"{p_t:.3f}")
+    assert t.loc["skewed_var", "p"] == ("<0.001" if p_u < 0.001 else f"{p_u:.3f}")
+    cat = t.loc[["cat"]]
+    assert cat["test"].iloc[0] == "Chi-square" and len(cat) == 2
+    assert "Normal (n=128)" in t.columns and "Preeclampsia (n=151)" in t.columns
+
+
+def test_table_one_fisher_for_small_counts_and_missing_counts():
+    d = paper_table(n=30, n_pe=15)
+    d["rare"] = ["yes"] * 2 + ["no"] * 28
+    d.loc[:4, "normal_var"] = np.nan
+    t = table_one(d, categorical=["cat", "rare"]).set_index("variable")
+    assert t.loc["rare", "test"].iloc[0] == "Fisher"
+    assert t.loc["normal_var", "missing"] == 5
+    tab = pd.crosstab(d["rare"], d["label"]).to_numpy()
+    assert t.loc["rare", "p"].iloc[0] == f"{stats.fisher_exact(tab)[1]:.3f}"
+
+
+def test_table_one_by_split_shows_class_balance_first():
+    t = table_one(split_cohort(paper_table(), seed=1), by="split", categorical=["cat"])
+    assert t["variable"].iloc[0] == "label" and "Training (n=195)" in t.columns and "Test (n=84)" in t.columns
+
+
+def test_table_one_needs_two_groups():
+    with pytest.raises(Exception, match="two groups"):
+        table_one(paper_table().assign(label=1))

@@ -1,0 +1,82 @@
+"""The synthetic cohort: the paper's cohort from the command line, signal when asked for, none at effect 0."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from pe_renal.core import PeRenalError
+from pe_renal.data import load_cohort
+from pe_renal.synthetic import make_cohort
+
+PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
+
+
+def test_cli_synth_gives_the_paper_cohort(tmp_path):
+    r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    c = load_cohort(tmp_path / "c")
+    assert c.n_patients == 279
+    assert c.clinical["label"].value_counts().to_dict() == {1: 151, 0: 128}
+    assert "NOT REAL" in (tmp_path / "c" / "README.txt").read_text().upper()
+    # masks beside every image, same size as the image
+    row = pd.read_csv(tmp_path / "c" / "images.csv").iloc[0]
+    img = np.asarray(Image.open(tmp_path / "c" / row["path"]))
+    assert np.asarray(Image.open(tmp_path / "c" / row["kidney_mask"])).shape == img.shape
+    # ids do not give away the label
+    assert not c.clinical["patient_id"].str.contains("PE|N", regex=True).any()
+    # the existing folder is refused with a clear message
+    r2 = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c")], capture_output=True, text=True)
+    assert r2.returncode == 2 and "already exists" in r2.stderr and "Traceback" not in r2.stderr
+
+
+def _cortex_brightness(root):
+    imgs = pd.read_csv(root / "images.csv")
+    vals = []
+    for _, r in imgs.iterrows():
+        a = np.asarray(Image.open(root / r["path"])).astype(float)
+        m = np.asarray(Image.open(root / r["cortex_mask"])) > 0
+        vals.append(a[m].mean())
+    imgs["cortex"] = vals
+    truth = pd.read_csv(root / "truth" / "patients.csv")
+    per = imgs.groupby("patient_id")["cortex"].mean()
+    return truth.set_index("patient_id").join(per)
+
+
+def _auc(y, s):
+    return stats.mannwhitneyu(s[y == 1], s[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
+
+
+def test_images_and_labs_carry_the_signal(tmp_path):
+    root = make_cohort(tmp_path / "c", n=80, seed=2)
+    d = _cortex_brightness(root)
+    assert _auc(d["label"].to_numpy(), d["cortex"].to_numpy()) > 0.7          # brighter cortex in preeclampsia
+    clin = pd.read_csv(root / "clinical.csv").merge(d.reset_index()[["patient_id", "label"]], on="patient_id")
+    cr = clin.dropna(subset=["serum_creatinine_umol_L"])
+    assert _auc(cr["label"].to_numpy(), cr["serum_creatinine_umol_L"].to_numpy()) > 0.7
+
+
+def test_effect_zero_means_no_signal(tmp_path):
+    root = make_cohort(tmp_path / "c", n=120, seed=5, effect=0)
+    d = _cortex_brightness(root)
+    y = d["label"].to_numpy()
+    assert 0.35 < _auc(y, d["cortex"].to_numpy()) < 0.65
+    clin = pd.read_csv(root / "clinical.csv").merge(d.reset_index()[["patient_id", "label"]], on="patient_id")
+    for col in ["serum_creatinine_umol_L", "sbp_mmHg", "cystatin_c_mg_L"]:
+        cc = clin.dropna(subset=[col])
+        assert 0.35 < _auc(cc["label"].to_numpy(), cc[col].to_numpy()) < 0.65, col
+
+
+def test_settings_recorded_and_bad_arguments(tmp_path):
+    root = make_cohort(tmp_path / "c", n=20, seed=1, effect=0.5)
+    s = json.loads((root / "synthetic.json").read_text())
+    assert s["n"] == 20 and s["effect"] == 0.5 and s["seed"] == 1
+    with pytest.raises(PeRenalError, match="too small"):
+        make_cohort(tmp_path / "d", n=4)
+    with pytest.raises(PeRenalError, match="n_pe"):
+        make_cohort(tmp_path / "e", n=20, n_pe=20)
