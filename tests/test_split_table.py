@@ -83,7 +83,7 @@ def test_table_one_fisher_for_small_counts_and_missing_counts():
 
 def test_table_one_by_split_shows_class_balance_first():
     t = table_one(split_cohort(paper_table(), seed=1), by="split", categorical=["cat"])
-    assert t["variable"].iloc[0] == "label" and "Training (n=195)" in t.columns and "Test (n=84)" in t.columns
+    assert t["variable"].iloc[0] == "outcome" and list(t["level"].iloc[:2]) == ["normal", "preeclampsia"] and "Training (n=195)" in t.columns and "Test (n=84)" in t.columns
 
 
 def test_table_one_needs_two_groups():

@@ -1,0 +1,133 @@
+"""Deep-feature extraction on CPU: throughput, cache speed-up, memory and bf16 agreement, in one run.
+
+    .venv/bin/python benchmarks/bench_features.py [--images 160] [--rss 100 1000] [--try-jit] [--try-compile]
+
+Prints, all measured in this run on the same images:
+  naive       one image at a time, fp32, PIL + torchvision transforms, forward hook on avgpool (typical script)
+  bare        the model alone on ready-made tensors, batch 16, channels_last, same precision as pe_renal
+  pe_renal    extract_features() from the image files (decode, ROI, transform, DataLoader, model)
+  ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0)
+  cache       cold extraction vs re-run with a warm cache (aim >= 50x)
+  agreement   cosine similarity of bf16 vs fp32 features per image (aim >= 0.999)
+  peak RSS    of a fresh process extracting 100 and 1000 images (aim < 2.5 GB, flat in the number of images)
+"""
+import argparse, contextlib, json, os, resource, subprocess, sys, tempfile, time
+from pathlib import Path
+
+os.environ.setdefault("PE_RENAL_QUIET", "1")
+import numpy as np
+import torch
+
+from pe_renal.data import load_cohort
+from pe_renal.features import (FeatureTransform, ImageDataset, _image_table, cpu_has_bf16, extract_features, load_backbone,
+                               resolve_precision)
+from pe_renal.synthetic import make_cohort
+
+BACKBONE = "resnet152"
+
+
+def cohort_with(n_images, root):
+    "A synthetic cohort with at least n_images images (about 1.5 per patient)."
+    n = max(10, int(np.ceil(n_images / 1.45)))
+    c = load_cohort(make_cohort(root, n=n, seed=0), check_images=False)
+    return c, c.images.iloc[:n_images]
+
+
+def naive(table, model):
+    "The typical deep-radiomics loop: PIL image, torchvision transforms, batch of 1, fp32, hook on avgpool."
+    from PIL import Image
+    import torchvision.transforms as T
+    tf = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    feats = []
+    hook = model.avgpool.register_forward_hook(lambda m, i, o: feats.append(o.flatten(1).detach().numpy()))
+    model.eval()
+    t = time.perf_counter()
+    with torch.no_grad():
+        for _, r in table.iterrows():
+            img = Image.open(r["abspath"]).convert("RGB").crop((r.x0, r.y0, r.x1, r.y1))
+            model(tf(img)[None])
+    hook.remove()
+    return len(table) / (time.perf_counter() - t)
+
+
+def bare(model, n, precision, batch=16, jit=False, compile_=False):
+    "Forward passes alone, on ready-made tensors."
+    x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last).eval()
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    with torch.inference_mode(), ctx():
+        if jit: model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+        if compile_: model = torch.compile(model)
+        model(x); model(x)                                    # warm-up (and compilation)
+        reps = max(1, n // batch)
+        t = time.perf_counter()
+        for _ in range(reps): model(x)
+    return reps * batch / (time.perf_counter() - t)
+
+
+def child_rss(n_images):
+    with tempfile.TemporaryDirectory() as d:
+        c, table = cohort_with(n_images, Path(d) / "c")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.perf_counter()
+        f = extract_features(table, BACKBONE, "random", cache=False, show_progress=False)
+        print(json.dumps(dict(n=len(f), seconds=time.perf_counter() - t,
+                              peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                              children_peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--rss", type=int, nargs="*", default=[100, 1000])
+    ap.add_argument("--try-jit", action="store_true", help="also time a TorchScript-frozen (oneDNN-fused) model")
+    ap.add_argument("--try-compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--child-rss", type=int, default=0, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child_rss: return child_rss(a.child_rss)
+
+    prec = resolve_precision("auto", torch.device("cpu"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 native: {cpu_has_bf16()}, precision: {prec}, "
+          f"backbone {BACKBONE} (random weights: speed and memory do not depend on the weights)")
+    with tempfile.TemporaryDirectory() as d:
+        c, table = cohort_with(a.images, Path(d) / "c")
+        bb = load_backbone(BACKBONE, "random")
+        import torchvision
+        full = torchvision.models.resnet152(weights=None)
+        r_naive = naive(table.iloc[: max(16, a.images // 4)], full)
+        r_bare = bare(bb.model, a.images, prec)
+        t = time.perf_counter()
+        f_cold = extract_features(table, bb, cache=Path(d) / "cache", show_progress=False)
+        t_cold = time.perf_counter() - t
+        r_ours = len(table) / t_cold
+        t = time.perf_counter()
+        f_warm = extract_features(table, bb, cache=Path(d) / "cache", show_progress=False)
+        t_warm = time.perf_counter() - t
+        assert f_warm.attrs["pe_renal"]["n_cached"] == len(table)
+        print(f"\nthroughput on {len(table)} images (img/s)")
+        print(f"  naive (batch 1, fp32, hook)     {r_naive:7.1f}")
+        print(f"  bare model, {prec}, batch 16     {r_bare:7.1f}")
+        print(f"  pe_renal extract_features       {r_ours:7.1f}   (cold, includes decoding, ROI, transform, cache write)")
+        print(f"  pe_renal / bare  = {r_ours / r_bare:.2f}   (aim >= 0.85)")
+        print(f"  pe_renal / naive = {r_ours / r_naive:.2f}   (aim >= 2.0)")
+        if a.try_jit:
+            r_jit = bare(bb.model, a.images, prec, jit=True)
+            print(f"  bare, TorchScript frozen ({prec})  {r_jit:7.1f}   ({r_jit / r_bare:.2f}x eager)")
+        if a.try_compile:
+            r_comp = bare(bb.model, a.images, prec, compile_=True)
+            print(f"  bare, torch.compile ({prec})      {r_comp:7.1f}   ({r_comp / r_bare:.2f}x eager)")
+        print(f"\ncache: cold {t_cold:.1f} s, warm {t_warm:.3f} s -> {t_cold / t_warm:.0f}x faster (aim >= 50)")
+        if prec == "bf16":
+            f32 = extract_features(table.iloc[:48], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
+            b16 = f_cold.to_numpy()[:48]
+            cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
+            print(f"bf16 vs fp32 cosine similarity per image (48 images): min {cos.min():.5f}, mean {cos.mean():.5f} (aim >= 0.999)")
+    for n in a.rss:
+        out = subprocess.run([sys.executable, __file__, "--child-rss", str(n)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"peak RSS extracting {r['n']:>5} images: {r['peak_rss_gb']:.2f} GB main process "
+              f"(+ decoding workers {r['children_peak_rss_gb']:.2f} GB each at most), {r['n'] / r['seconds']:.1f} img/s")
+
+
+if __name__ == "__main__":
+    main()

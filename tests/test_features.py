@@ -1,0 +1,213 @@
+"""Deep features: order, aggregation, cache behaviour, weights options, image flavours, and controls."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pe_renal.core import PeRenalError
+from pe_renal.data import load_cohort
+from pe_renal.features import (FeatureCache, FeatureTransform, WeightsUnavailable, aggregate_features, cohort_features,
+                               extract_features, load_backbone, model_key)
+from pe_renal.synthetic import make_cohort
+
+from conftest import write_cohort
+
+SMALL = dict(backbone="resnet18", weights="random", transform=FeatureTransform(size=64), show_progress=False)
+PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory):
+    return load_cohort(write_cohort(tmp_path_factory.mktemp("f") / "c", n=10, images_per_patient=2))
+
+
+def test_shape_order_and_metadata(small_cohort, tmp_path):
+    f = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert f.shape == (20, 512) and list(f.columns[:2]) == ["deep_0000", "deep_0001"]
+    assert f.index.equals(small_cohort.images.index)
+    meta = f.attrs["pe_renal"]
+    assert meta["weights"] == "random:seed0" and meta["untrained"] and "UNTRAINED" in meta["note"]
+    # output order follows input order, whatever it is
+    shuffled = small_cohort.images.sample(frac=1, random_state=1)
+    g = extract_features(shuffled, cache=False, **SMALL)
+    np.testing.assert_allclose(g.loc[f.index].to_numpy(), f.to_numpy(), rtol=1e-2, atol=1e-3 * np.abs(f.to_numpy()).max())
+    # different images give different features
+    assert not np.allclose(f.iloc[0], f.iloc[1])
+
+
+def test_fp32_matches_batch_size_and_workers(small_cohort):
+    a = extract_features(small_cohort, cache=False, precision="fp32", batch_size=3, num_workers=0, **SMALL)
+    b = extract_features(small_cohort, cache=False, precision="fp32", batch_size=8, num_workers=1, **SMALL)
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-5 * np.abs(a.to_numpy()).max())
+
+
+def test_per_patient_mean_aggregation(small_cohort):
+    f = extract_features(small_cohort, cache=False, **SMALL)
+    p = aggregate_features(f, small_cohort)
+    assert list(p.index) == small_cohort.clinical["patient_id"].tolist() and p.index.name == "patient_id"
+    rows = small_cohort.images.index[small_cohort.images["patient_id"] == "P03"]
+    np.testing.assert_allclose(p.loc["P03"].to_numpy(), f.loc[rows].mean().to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(aggregate_features(f, small_cohort, how="max").loc["P03"], f.loc[rows].max(), rtol=1e-6)
+    with pytest.raises(PeRenalError, match="how"):
+        aggregate_features(f, small_cohort, how="sum")
+
+
+def test_cache_hit_miss_invalidation(small_cohort, tmp_path):
+    a = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert a.attrs["pe_renal"]["n_cached"] == 0
+    b = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert b.attrs["pe_renal"]["n_cached"] == 20
+    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+    # any setting that changes the features is a different key: a miss
+    for kw in (dict(transform=FeatureTransform(size=64, resize="stretch")), dict(precision="fp32"),
+               dict(weights="random", seed=1)):
+        c = extract_features(small_cohort, cache=tmp_path, **{**SMALL, **kw})
+        assert c.attrs["pe_renal"]["n_cached"] == 0, kw
+    # a changed image (same name) is a miss for that image only
+    p = Path(small_cohort.images["abspath"].iloc[0])
+    Image.fromarray(np.full((40, 50), 77, np.uint8)).save(p)
+    d = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert d.attrs["pe_renal"]["n_cached"] == 19
+    assert not np.allclose(d.iloc[0], a.iloc[0]) and np.allclose(d.iloc[1:], a.iloc[1:])
+    # a moved ROI is a miss too
+    imgs = small_cohort.images.copy(); imgs.loc[imgs.index[1], "x1"] = 40
+    e = extract_features(imgs, cache=tmp_path, **SMALL)
+    assert e.attrs["pe_renal"]["n_cached"] == 19
+
+
+def test_renamed_image_is_still_a_hit(small_cohort, tmp_path):
+    extract_features(small_cohort, cache=tmp_path, **SMALL)
+    imgs = small_cohort.images.copy()
+    src = Path(imgs["abspath"].iloc[2]); dst = src.with_name("renamed.png")
+    dst.write_bytes(src.read_bytes()); imgs.loc[imgs.index[2], "abspath"] = str(dst)
+    assert extract_features(imgs, cache=tmp_path, **SMALL).attrs["pe_renal"]["n_cached"] == 20
+
+
+def test_corrupt_cache_is_detected_and_recomputed(small_cohort, tmp_path):
+    a = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    shards = list(tmp_path.rglob("*.parquet"))
+    assert len(shards) == 1
+    raw = bytearray(shards[0].read_bytes()); raw[len(raw) // 2] ^= 0xFF  # flip one byte
+    shards[0].write_bytes(bytes(raw))
+    b = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert b.attrs["pe_renal"]["n_cached"] == 0
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5)
+    assert list(tmp_path.rglob("*.corrupt"))
+    assert extract_features(small_cohort, cache=tmp_path, **SMALL).attrs["pe_renal"]["n_cached"] == 20
+
+
+def test_no_temporary_files_left_in_cache(small_cohort, tmp_path):
+    extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_weights_from_file_and_wrong_file(tmp_path):
+    torch.save(load_backbone("resnet18", "random", seed=5).model.state_dict(), tmp_path / "w.pth")
+    bb = load_backbone("resnet18", str(tmp_path / "w.pth"))
+    assert bb.weights.startswith("file:") and not bb.untrained
+    ref = load_backbone("resnet18", "random", seed=5)
+    for p, q in zip(bb.model.parameters(), ref.model.parameters()):
+        assert torch.equal(p, q)
+    (tmp_path / "junk.pth").write_text("not weights")
+    with pytest.raises(PeRenalError, match="junk.pth"):
+        load_backbone("resnet18", str(tmp_path / "junk.pth"))
+    with pytest.raises(PeRenalError, match="do not fit"):
+        load_backbone("resnet34", str(tmp_path / "w.pth"))
+
+
+def test_unavailable_imagenet_weights_give_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("PE_RENAL_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailable) as e:
+        load_backbone("resnet152", "imagenet")
+    msg = str(e.value)
+    assert "resnet152-f82ba261.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+    assert "--weights random" in msg and "TORCH_HOME" in msg
+    # only an explicit fallback substitutes an untrained network, and it says so
+    bb = load_backbone("resnet18", "imagenet", fallback=True)
+    assert bb.untrained and bb.weights == "random:seed0" and "ImageNet weights for resnet18 were not available" in bb.note
+
+
+def test_imagenet_weights_are_read_from_the_torch_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PE_RENAL_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torchvision
+    w = torchvision.models.ResNet18_Weights.DEFAULT
+    full = torchvision.models.resnet18(weights=None)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(full.state_dict(), tmp_path / "hub" / "checkpoints" / os.path.basename(w.url))
+    bb = load_backbone("resnet18", "imagenet")
+    assert bb.weights == f"imagenet:{w.name}" and not bb.untrained
+
+
+def test_16bit_and_rgba_images(tmp_path):
+    root = write_cohort(tmp_path / "c", n=10)
+    g = np.linspace(0, 1, 40 * 50).reshape(40, 50)
+    tifffile.imwrite(root / "images" / "p00_0.tif", (g * 65535).astype(np.uint16))
+    rgba = np.dstack([np.repeat((g * 255).astype(np.uint8)[..., None], 3, -1), np.full((40, 50), 255, np.uint8)])
+    Image.fromarray(rgba).save(root / "images" / "p01_0.png")
+    Image.fromarray((g * 255).astype(np.uint8)).save(root / "images" / "p02_0.png")
+    df = pd.read_csv(root / "images.csv"); df.loc[0, "path"] = "images/p00_0.tif"; df.to_csv(root / "images.csv", index=False)
+    f = extract_features(load_cohort(root), cache=False, precision="fp32", **{k: v for k, v in SMALL.items()})
+    # the same picture as 16-bit TIFF, RGBA PNG and 8-bit gray PNG gives (nearly) the same features
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos(f.iloc[0].to_numpy(), f.iloc[2].to_numpy()) > 0.999
+    assert cos(f.iloc[1].to_numpy(), f.iloc[2].to_numpy()) > 0.999
+
+
+def test_bad_options():
+    with pytest.raises(PeRenalError, match="unknown backbone"):
+        load_backbone("alexnet9")
+    with pytest.raises(PeRenalError, match="precision"):
+        extract_features(["x.png"], precision="int8", **{k: v for k, v in SMALL.items()})
+    if not torch.cuda.is_available():
+        with pytest.raises(PeRenalError, match="no CUDA"):
+            extract_features(["x.png"], device="cuda", **SMALL)
+
+
+def _held_out_auc(effect, tmp_path):
+    c = load_cohort(make_cohort(tmp_path / f"c{effect}", n=120, seed=3, effect=effect))
+    X = cohort_features(c, backbone="resnet18", weights="random", cache=False, transform=FeatureTransform(size=128),
+                        show_progress=False).to_numpy()
+    y = c.clinical["label"].to_numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=5000))
+    return cross_val_score(model, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="roc_auc").mean()
+
+
+def test_positive_and_negative_control(tmp_path):
+    "Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not."
+    pos, neg = _held_out_auc(1.0, tmp_path), _held_out_auc(0.0, tmp_path)
+    assert pos > 0.65, pos
+    assert 0.35 < neg < 0.62, neg
+    assert pos - neg > 0.1
+
+
+def test_cli_features(small_cohort, tmp_path):
+    out = tmp_path / "f.parquet"
+    r = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18",
+                        "--weights", "random", "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "UNTRAINED" in r.stdout
+    df = pd.read_parquet(out)
+    assert df.shape == (10, 512) and df.index.name == "patient_id"
+    assert json.loads((tmp_path / "f.parquet.json").read_text())["weights"] == "random:seed0"
+    r2 = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18",
+                         "--weights", "random"], capture_output=True, text=True)
+    assert r2.returncode == 2 and "already exists" in r2.stderr
+    r3 = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(tmp_path / "g.parquet"),
+                         "--weights", "imagenet", "--backbone", "resnet18"], capture_output=True, text=True,
+                        env={**os.environ, "PE_RENAL_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "th")})
+    assert r3.returncode == 2 and "resnet18-f37072fd.pth" in r3.stderr and "Traceback" not in r3.stderr
+    assert not (tmp_path / "g.parquet").exists()
