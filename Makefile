@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo_results/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean
+.PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 
 $(STAMP): setup.py settings.ini pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pe_renal needs Python >= 3.10 (set PYTHON=...)"'
@@ -28,7 +28,7 @@ check-export: setup
 	  echo "pe_renal/ differs from the notebooks: run .venv/bin/nbdev_export and commit pe_renal/"; exit 1; fi
 
 test-notebooks: setup
-	PE_RENAL_QUIET=1 $(BIN)/nbdev_test --n_workers 2
+	PE_RENAL_QUIET=1 $(BIN)/nbdev_test --n_workers 1 --do_print --timing
 
 test-pytest: setup
 	PE_RENAL_QUIET=1 $(BIN)/python -m pytest tests -q -n 2
@@ -46,4 +46,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_synthetic.py
 
 clean:
-	rm -rf _proc _docs .pytest_cache
+	rm -rf _proc _docs _docs_preview _nbs_executed .pytest_cache
+
+docs: setup
+	$(BIN)/python tools/docs.py --quarto
+
+docs-preview: setup
+	$(BIN)/python tools/docs.py --check

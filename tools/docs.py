@@ -1,0 +1,93 @@
+"""Build the documentation site from the notebooks.
+
+    .venv/bin/python tools/docs.py [--quarto] [--check] [--only 06_evaluation ...]
+
+The notebooks are committed without outputs, so the site needs them executed first:
+  1. copy nbs/ to _nbs_executed/ and run every notebook there (figures become outputs);
+  2. with --quarto (Quarto installed): `nbdev_docs --path _nbs_executed` builds the real site in _docs/;
+     without it: nbdev's own processing (hidden cells removed, show_doc tables added) into _proc/,
+     then each page is rendered to HTML with nbconvert into _docs_preview/ (a local preview of the site);
+  3. --check opens every page in headless Chromium (Debian's chromium) and verifies that all images load.
+"""
+import argparse, os, re, shutil, subprocess, sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXEC, PREVIEW = ROOT / "_nbs_executed", ROOT / "_docs_preview"
+
+
+def execute(nb_path: str) -> str:
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(nb_path, as_version=4)
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(Path(nb_path).parent)}}).execute()
+    nbformat.write(nb, nb_path)
+    return Path(nb_path).name
+
+
+def render(nb: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
+    body = re.sub(r'href="([0-9A-Za-z_]+)\.ipynb', r'href="\1.html', body)       # links between pages
+    nav = " | ".join(f'<a href="{p.stem}.html">{p.stem}</a>' for p in sorted(nb.parent.glob("*.ipynb")))
+    body = body.replace("<body", f'<body', 1).replace("</main>", f'<hr><nav style="padding:1em">{nav}</nav></main>', 1)
+    out = PREVIEW / f"{nb.stem}.html"
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def check(pages):
+    from playwright.sync_api import sync_playwright
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium: sys.exit("chromium not found: apt-get install chromium")
+    bad = 0
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                                "--disable-component-update", "--no-first-run", "--disable-sync"])
+        page = b.new_page()
+        for p in pages:
+            page.goto(p.as_uri()); page.wait_for_load_state("load")
+            imgs = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+            ok = all(imgs)
+            bad += not ok
+            print(f"  {p.name:<26} {len(imgs):>3} images, {'all rendered' if ok else f'{imgs.count(False)} BROKEN'}")
+        b.close()
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quarto", action="store_true", help="build the real site with nbdev_docs (needs Quarto)")
+    ap.add_argument("--check", action="store_true", help="check the pages in headless Chromium")
+    ap.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to build")
+    ap.add_argument("--jobs", type=int, default=2)
+    a = ap.parse_args()
+    os.environ.setdefault("PE_RENAL_QUIET", "1")
+    shutil.rmtree(EXEC, ignore_errors=True)
+    shutil.copytree(ROOT / "nbs", EXEC, symlinks=False, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    nbs = sorted(EXEC.glob("*.ipynb"))
+    if a.only: nbs = [p for p in nbs if p.stem in a.only]
+    for p in sorted(EXEC.glob("*.ipynb")):
+        if p not in nbs: p.unlink()
+    print(f"executing {len(nbs)} notebooks in {EXEC} ...", flush=True)
+    with ProcessPoolExecutor(a.jobs) as ex:
+        for name in ex.map(execute, map(str, nbs)): print(f"  {name}", flush=True)
+    if a.quarto:
+        if not shutil.which("quarto"): sys.exit("Quarto is not installed (https://quarto.org); run without --quarto for a local preview.")
+        subprocess.run([str(Path(sys.executable).with_name("nbdev_docs")), "--path", str(EXEC)], check=True, cwd=ROOT)
+        print(f"site built in {ROOT / '_docs'}")
+        return
+    from nbdev.serve import proc_nbs
+    from nbdev.quarto import nbdev_sidebar
+    proc = proc_nbs(path=str(EXEC), force=True, n_workers=0)
+    PREVIEW.mkdir(exist_ok=True)
+    pages = [render(p) for p in sorted(Path(proc).glob("*.ipynb"))]
+    print(f"preview: {len(pages)} pages in {PREVIEW} (open {PREVIEW / 'index.html'})")
+    if a.check and check(pages): sys.exit("some pages have broken images")
+
+
+if __name__ == "__main__":
+    main()
