@@ -33,7 +33,7 @@ OUTPUTS = ["report.html", "run.json", "split.csv", "predictions.csv", "model.sko
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     d = tmp_path_factory.mktemp("study")
-    cohort = make_cohort(d / "cohort", n=70, seed=0)
+    cohort = make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
     cfg = StudyConfig(**FAST, cache=str(d / "cache"), synthetic=True)
     out = run_study(cohort, d / "results", cfg, verbose=False)
     return d, cohort, cfg, out
