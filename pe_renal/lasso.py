@@ -248,6 +248,22 @@ def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     i_1se = int(np.flatnonzero(mean <= mean[i_min] + se[i_min])[0])    # largest λ within one SE
     return mean, se, i_min, i_1se
 
+def _lasso_coefs_at(X:np.ndarray, y:np.ndarray, alphas:np.ndarray)->np.ndarray:
+    "Exact LASSO coefficients (p x len(alphas)) at the given λ, from the piecewise-linear LARS-lasso path of centred X, y."
+    from sklearn.linear_model import lars_path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a_bp, _, coefs = lars_path(X, y, method="lasso", alpha_min=float(np.min(alphas)) * 0.999, max_iter=max(500, 4 * len(X)))
+    # a_bp decreases; between breakpoints the coefficients are linear in λ
+    a = np.clip(alphas, a_bp[-1], a_bp[0])
+    i = np.clip(np.searchsorted(-a_bp, -a, side="right") - 1, 0, len(a_bp) - 2) if len(a_bp) > 1 else np.zeros(len(a), int)
+    if len(a_bp) == 1: return np.repeat(coefs, len(a), axis=1)
+    w = (a_bp[i] - a) / np.where(a_bp[i] > a_bp[i + 1], a_bp[i] - a_bp[i + 1], 1.0)
+    out = coefs[:, i] * (1 - w) + coefs[:, i + 1] * w
+    out[:, alphas >= a_bp[0] * (1 - 1e-9)] = 0.0           # at or above the λ that keeps nothing (up to rounding)
+    out[np.abs(out) < 1e-12] = 0.0                            # rounding noise of the interpolation, not a selected feature
+    return out
+
 def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
     "Scaler, folds, CV error of every λ and the coefficient path: the cached, rule-independent part of a fit."
     n, p = Xa.shape
@@ -263,11 +279,19 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)   # only ever at the smallest λ of the grid
         if self.method == "lasso":
-            cvm = LassoCV(alphas=100 if self.alphas is None else self.alphas, eps=eps, cv=folds, max_iter=self.max_iter,
-                          tol=self.tol, n_jobs=self.n_jobs).fit(Xs, y.astype(float))
-            alphas, err = cvm.alphas_, cvm.mse_path_
-            path = lasso_path(Xs, y - y.mean(), alphas=alphas, max_iter=self.max_iter, tol=self.tol)[1]
-            path_icpt = np.full(len(alphas), y.mean())        # standardised X has mean 0
+            yf = y.astype(float)
+            if self.alphas is None or np.ndim(self.alphas) == 0:   # glmnet's grid: log-spaced from the λ that keeps nothing
+                a_max = np.abs(Xs.T @ (yf - yf.mean())).max() / n
+                k = 100 if self.alphas is None else int(self.alphas)
+                alphas = np.logspace(np.log10(a_max), np.log10(a_max * eps), k) if a_max > 0 else np.array([1.0])
+            else: alphas = np.sort(np.asarray(self.alphas, float))[::-1]
+            err = np.empty((len(alphas), len(folds)))
+            for j, (tr, va) in enumerate(folds):                 # the exact LASSO path of each fold (LARS)
+                mu, ym = Xs[tr].mean(0), yf[tr].mean()
+                W = _lasso_coefs_at(Xs[tr] - mu, yf[tr] - ym, alphas)
+                err[:, j] = (((Xs[va] - mu) @ W + ym - yf[va][:, None]) ** 2).mean(0)
+            path = _lasso_coefs_at(Xs, yf - yf.mean(), alphas)
+            path_icpt = np.full(len(alphas), yf.mean())        # standardised X has mean 0
         else:
             from sklearn.svm import l1_min_c
             grid = 30 if self.alphas is None else self.alphas
@@ -368,7 +392,8 @@ def _boot_support(Xa:np.ndarray, y:np.ndarray, idx:np.ndarray, sel:LassoSelector
         if refit_cv: return clone(sel).set_params(cache=False, on_empty="warn").fit(Xb, yb).coef_
         Xs = StandardScaler().fit_transform(Xb)
         if sel.method == "lasso":
-            return Lasso(alpha=sel.alpha_, max_iter=sel.max_iter, tol=sel.tol).fit(Xs, yb.astype(float)).coef_
+            yb = yb.astype(float)
+            return _lasso_coefs_at(Xs, yb - yb.mean(), np.array([sel.alpha_]))[:, 0]   # exact LASSO at λ (LARS)
         C = 1.0 / (sel.alpha_ * len(yb))
         return LogisticRegression(C=C, l1_ratio=1.0, solver=sel.solver, max_iter=sel.max_iter, tol=sel.tol,
                                   random_state=sel.random_state).fit(Xs, yb).coef_[0]

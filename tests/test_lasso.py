@@ -247,3 +247,24 @@ def test_warns_when_lambda_min_is_the_grid_edge(sim):
     X, y, _ = sim
     with pytest.warns(LambdaAtGridEdge, match="smallest λ of the grid"):
         LassoSelector(eps=0.6, alphas=4).fit(X, y)          # a grid stopping far above the best λ
+
+
+def test_lars_path_is_exact_and_fast_on_collinear_features():
+    "The LASSO path from LARS equals coordinate descent, and stays fast when one direction dominates the features."
+    import time
+    from sklearn.linear_model import lasso_path
+    from pe_renal.lasso import _lasso_coefs_at
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 300)); X[:, 1:40] += X[:, [0]] * 2
+    y = (X[:, 0] + X[:, 5] + rng.normal(0, 1, 120) > 0).astype(float)
+    X = (X - X.mean(0)) / X.std(0); yc = y - y.mean()
+    amax = np.abs(X.T @ yc).max() / len(y)
+    alphas = np.logspace(np.log10(amax), np.log10(amax * 0.01), 30)
+    _, C, _ = lasso_path(X, yc, alphas=alphas, tol=1e-10, max_iter=100000)
+    np.testing.assert_allclose(_lasso_coefs_at(X, yc, alphas), C, atol=1e-6)
+    # features dominated by one direction (as those of an untrained ResNet152)
+    f = rng.normal(size=(195, 1)) * 50 + rng.normal(size=(195, 1500))
+    lab = (2 * f[:, 3] + rng.normal(0, 1, 195) > 0).astype(int)
+    t = time.perf_counter()
+    sel = LassoSelector(cache=False).fit(pd.DataFrame(f, columns=[f"deep_{j:04d}" for j in range(1500)]), lab)
+    assert time.perf_counter() - t < 30 and "deep_0003" in sel.selected_
