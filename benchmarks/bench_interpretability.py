@@ -38,13 +38,17 @@ def main():
     rng = np.random.default_rng(0); idx = rng.choice(2048, 30, replace=False)
     sig = DeepSignature(bb.model, idx, np.zeros(30), np.ones(30), rng.normal(size=30), 0.0)
     x = torch.randn(a.images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    import psutil
+    proc = psutil.Process()
     compute_cams(sig, x[: a.batch], batch_size=a.batch)                   # warm-up
-    after_first = rss_mb()
-    t = time.perf_counter(); maps = compute_cams(sig, x, batch_size=a.batch); t_cam = time.perf_counter() - t
+    rss, maps, t_cam = [], [], 0.0
+    for i in range(0, a.images, a.batch):                                 # one call per batch: hooks added and released each time
+        t = time.perf_counter(); maps.append(compute_cams(sig, x[i:i + a.batch], batch_size=a.batch)); t_cam += time.perf_counter() - t
+        rss.append(proc.memory_info().rss / 1e6)
     print(f"Grad-CAM ResNet152 (fp32, CPU, batch {a.batch}): {a.images} images in {t_cam:.1f} s = {t_cam / a.images:.3f} s/image "
-          f"(aim < 0.5); peak RSS {after_first:.0f} MB after the first batch, {rss_mb():.0f} MB after {a.images} images; "
+          f"(aim < 0.5); RSS after batch 1: {rss[0]:.0f} MB, after the last: {rss[-1]:.0f} MB (max {max(rss):.0f}, peak {rss_mb():.0f}); "
           f"hooks left on layer4: {len(bb.model.layer4[-1]._forward_hooks)}")
-    assert maps.shape == (a.images, 224, 224)
+    assert np.concatenate(maps).shape == (a.images, 224, 224)
 
 
 if __name__ == "__main__":
