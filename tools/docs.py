@@ -26,6 +26,26 @@ def execute(nb_path: str) -> str:
     return Path(nb_path).name
 
 
+def split_import_cells(nb_path: Path):
+    "nbdev's docs processing re-runs every cell with an import; give imports their own cells so only they re-run."
+    import nbformat
+    nb = nbformat.read(nb_path, as_version=4)
+    cells = []
+    for c in nb.cells:
+        lines = c.source.splitlines()
+        is_imp = [l.startswith(("import ", "from ")) and " import " in l + " " or l.startswith("import ") for l in lines]
+        if c.cell_type != "code" or c.source.lstrip().startswith("#|") or not any(is_imp) or all(is_imp):
+            cells.append(c); continue
+        imp = nbformat.v4.new_code_cell("\n".join(l for l, i in zip(lines, is_imp) if i))
+        imp.metadata = {"tags": ["docs-imports"]}
+        rest = nbformat.v4.new_code_cell("\n".join(l for l, i in zip(lines, is_imp) if not i))
+        rest.outputs, rest.execution_count = c.outputs, c.execution_count
+        imp.execution_count = None
+        cells += [imp, rest]
+    nb.cells = cells
+    nbformat.write(nb, nb_path)
+
+
 def render(nb: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -75,6 +95,7 @@ def main():
     print(f"executing {len(nbs)} notebooks in {EXEC} ...", flush=True)
     with ProcessPoolExecutor(a.jobs) as ex:
         for name in ex.map(execute, map(str, nbs)): print(f"  {name}", flush=True)
+    for p in nbs: split_import_cells(p)
     if a.quarto:
         if not shutil.which("quarto"): sys.exit("Quarto is not installed (https://quarto.org); run without --quarto for a local preview.")
         subprocess.run([str(Path(sys.executable).with_name("nbdev_docs")), "--path", str(EXEC)], check=True, cwd=ROOT)
