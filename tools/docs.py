@@ -33,7 +33,7 @@ def split_import_cells(nb_path: Path):
     cells = []
     for c in nb.cells:
         lines = c.source.splitlines()
-        is_imp = [l.startswith(("import ", "from ")) and " import " in l + " " or l.startswith("import ") for l in lines]
+        is_imp = [(l.startswith("import ") or (l.startswith("from ") and " import " in l)) and ";" not in l for l in lines]
         if c.cell_type != "code" or c.source.lstrip().startswith("#|") or not any(is_imp) or all(is_imp):
             cells.append(c); continue
         imp = nbformat.v4.new_code_cell("\n".join(l for l, i in zip(lines, is_imp) if i))
