@@ -53,7 +53,7 @@ def render(nb: Path) -> Path:
     body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
     body = re.sub(r'href="([0-9A-Za-z_]+)\.ipynb', r'href="\1.html', body)       # links between pages
     nav = " | ".join(f'<a href="{p.stem}.html">{p.stem}</a>' for p in sorted(nb.parent.glob("*.ipynb")))
-    body = body.replace("<body", f'<body', 1).replace("</main>", f'<hr><nav style="padding:1em">{nav}</nav></main>', 1)
+    body = body.replace("</main>", f'<hr><nav style="padding:1em">{nav}</nav></main>', 1)
     out = PREVIEW / f"{nb.stem}.html"
     out.write_text(body, encoding="utf-8")
     return out
@@ -102,7 +102,6 @@ def main():
         print(f"site built in {ROOT / '_docs'}")
         return
     from nbdev.serve import proc_nbs
-    from nbdev.quarto import nbdev_sidebar
     proc = proc_nbs(path=str(EXEC), force=True, n_workers=0)
     PREVIEW.mkdir(exist_ok=True)
     pages = [render(p) for p in sorted(Path(proc).glob("*.ipynb"))]
