@@ -1,14 +1,17 @@
 """Deep-feature extraction on CPU: throughput, cache speed-up, memory and bf16 agreement, in one run.
 
-    .venv/bin/python benchmarks/bench_features.py [--images 160] [--rss 100 1000] [--try-jit] [--try-compile]
+    .venv/bin/python benchmarks/bench_features.py [--images 160] [--rss 100 1000] [--precisions] [--try-jit] [--try-compile]
 
 Prints, all measured in this run on the same images:
   naive       one image at a time, fp32, PIL + torchvision transforms, forward hook on avgpool (typical script)
-  bare        the model alone on ready-made tensors, batch 16, channels_last, same precision as pe_renal
+  bare        the model alone on ready-made tensors, same batch size and precision as pe_renal, channels_last
+  precisions  (--precisions) the bare model in fp32, bf16 and fp16 autocast, to see which is fastest on this CPU
   pe_renal    extract_features() from the image files (decode, ROI, transform, DataLoader, model)
   ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0)
   cache       cold extraction vs re-run with a warm cache (aim >= 50x)
   agreement   cosine similarity of bf16 vs fp32 features per image (aim >= 0.999)
+  jit/compile (--try-jit, --try-compile) TorchScript freezing and torch.compile with inductor freezing (oneDNN
+              weight prepacking), against eager in the same precision; compile time is printed too
   peak RSS    of a fresh process extracting 100 and 1000 images (aim < 2.5 GB, flat in the number of images)
 """
 import argparse, contextlib, json, os, resource, subprocess, sys, tempfile, time
@@ -19,8 +22,7 @@ import numpy as np
 import torch
 
 from pe_renal.data import load_cohort
-from pe_renal.features import (FeatureTransform, ImageDataset, _image_table, cpu_has_bf16, extract_features, load_backbone,
-                               resolve_precision)
+from pe_renal.features import cpu_has_amx, extract_features, load_backbone, resolve_precision
 from pe_renal.synthetic import make_cohort
 
 BACKBONE = "resnet152"
@@ -54,11 +56,17 @@ def bare(model, n, precision, batch=16, jit=False, compile_=False):
     "Forward passes alone, on ready-made tensors."
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     model = model.to(memory_format=torch.channels_last).eval()
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(precision)
+    ctx = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
     with torch.inference_mode(), ctx():
+        t = time.perf_counter()
         if jit: model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-        if compile_: model = torch.compile(model)
+        if compile_:
+            import torch._inductor.config as inductor_config
+            inductor_config.freezing = True                   # constant weights: oneDNN prepacking and fusion
+            model = torch.compile(model)
         model(x); model(x)                                    # warm-up (and compilation)
+        if jit or compile_: print(f"  (compilation and warm-up: {time.perf_counter() - t:.1f} s)")
         reps = max(1, n // batch)
         t = time.perf_counter()
         for _ in range(reps): model(x)
@@ -80,6 +88,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=160)
     ap.add_argument("--rss", type=int, nargs="*", default=[100, 1000])
+    ap.add_argument("--batch", type=int, default=8, help="batch size of pe_renal and of the bare model (8: the CPU default)")
+    ap.add_argument("--precisions", action="store_true", help="also time the bare model in fp32, bf16 and fp16")
     ap.add_argument("--try-jit", action="store_true", help="also time a TorchScript-frozen (oneDNN-fused) model")
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--child-rss", type=int, default=0, help=argparse.SUPPRESS)
@@ -87,7 +97,7 @@ def main():
     if a.child_rss: return child_rss(a.child_rss)
 
     prec = resolve_precision("auto", torch.device("cpu"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 native: {cpu_has_bf16()}, precision: {prec}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, AMX: {cpu_has_amx()}, auto precision: {prec}, "
           f"backbone {BACKBONE} (random weights: speed and memory do not depend on the weights)")
     with tempfile.TemporaryDirectory() as d:
         c, table = cohort_with(a.images, Path(d) / "c")
@@ -95,9 +105,9 @@ def main():
         import torchvision
         full = torchvision.models.resnet152(weights=None)
         r_naive = naive(table.iloc[: max(16, a.images // 4)], full)
-        r_bare = bare(bb.model, a.images, prec)
+        r_bare = bare(bb.model, a.images, prec, batch=a.batch)
         t = time.perf_counter()
-        f_cold = extract_features(table, bb, cache=Path(d) / "cache", show_progress=False)
+        f_cold = extract_features(table, bb, cache=Path(d) / "cache", batch_size=a.batch, show_progress=False)
         t_cold = time.perf_counter() - t
         r_ours = len(table) / t_cold
         t = time.perf_counter()
@@ -106,22 +116,25 @@ def main():
         assert f_warm.attrs["pe_renal"]["n_cached"] == len(table)
         print(f"\nthroughput on {len(table)} images (img/s)")
         print(f"  naive (batch 1, fp32, hook)     {r_naive:7.1f}")
-        print(f"  bare model, {prec}, batch 16     {r_bare:7.1f}")
+        print(f"  bare model, {prec}, batch {a.batch:<3}    {r_bare:7.1f}")
         print(f"  pe_renal extract_features       {r_ours:7.1f}   (cold, includes decoding, ROI, transform, cache write)")
         print(f"  pe_renal / bare  = {r_ours / r_bare:.2f}   (aim >= 0.85)")
         print(f"  pe_renal / naive = {r_ours / r_naive:.2f}   (aim >= 2.0)")
+        if a.precisions:
+            for p in ("fp32", "bf16", "fp16"):
+                r = bare(bb.model, a.images, p, batch=a.batch)
+                print(f"  bare model, {p}, batch {a.batch:<3}    {r:7.1f}   ({r / r_naive:.2f}x naive)")
         if a.try_jit:
-            r_jit = bare(bb.model, a.images, prec, jit=True)
+            r_jit = bare(bb.model, a.images, prec, batch=a.batch, jit=True)
             print(f"  bare, TorchScript frozen ({prec})  {r_jit:7.1f}   ({r_jit / r_bare:.2f}x eager)")
         if a.try_compile:
-            r_comp = bare(bb.model, a.images, prec, compile_=True)
+            r_comp = bare(bb.model, a.images, prec, batch=a.batch, compile_=True)
             print(f"  bare, torch.compile ({prec})      {r_comp:7.1f}   ({r_comp / r_bare:.2f}x eager)")
         print(f"\ncache: cold {t_cold:.1f} s, warm {t_warm:.3f} s -> {t_cold / t_warm:.0f}x faster (aim >= 50)")
-        if prec == "bf16":
-            f32 = extract_features(table.iloc[:48], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
-            b16 = f_cold.to_numpy()[:48]
-            cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
-            print(f"bf16 vs fp32 cosine similarity per image (48 images): min {cos.min():.5f}, mean {cos.mean():.5f} (aim >= 0.999)")
+        f32 = extract_features(table.iloc[:48], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
+        b16 = extract_features(table.iloc[:48], bb, precision="bf16", cache=False, show_progress=False).to_numpy()
+        cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
+        print(f"bf16 vs fp32 cosine similarity per image (48 images): min {cos.min():.5f}, mean {cos.mean():.5f} (aim >= 0.999)")
     for n in a.rss:
         out = subprocess.run([sys.executable, __file__, "--child-rss", str(n)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -129,7 +129,7 @@ def build_parser()->argparse.ArgumentParser:
     f.add_argument("--weights", default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
     f.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
     f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
     f.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"], help="how image features are combined per patient")
     f.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE or ~/.cache/pe_renal)")

@@ -19,7 +19,7 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'FeatureTransform', 'WeightsUnavailable', 'Backbone', 'load_backbone',
-           'cpu_has_bf16', 'resolve_device', 'resolve_precision', 'ImageDataset', 'default_cache_dir', 'image_keys',
+           'cpu_has_amx', 'resolve_device', 'resolve_precision', 'ImageDataset', 'default_cache_dir', 'image_keys',
            'model_key', 'FeatureCache', 'feature_names', 'extract_features', 'aggregate_features', 'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
@@ -183,9 +183,9 @@ def load_backbone(name:str="resnet152",   # a key of BACKBONES
                     f"Deep features from {name} with weights from {path.name} (sha256 {digest}...).")
 
 # %% ../nbs/03_features.ipynb #84771588
-def cpu_has_bf16()->bool:
-    "True when this CPU runs bf16 matrix maths natively (AVX512-BF16 / AMX), so bf16 autocast is fast."
-    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def cpu_has_amx()->bool:
+    "True when this CPU has AMX tiles (Intel Sapphire Rapids or later): the CPUs where bf16 is faster than fp32."
+    try: return bool(torch.cpu._is_amx_tile_supported())
     except Exception: return False
 
 def resolve_device(device:str="auto")->torch.device:
@@ -196,12 +196,12 @@ def resolve_device(device:str="auto")->torch.device:
     return torch.device(device)
 
 def resolve_precision(precision:str, device:torch.device)->str:
-    "'auto' -> 'fp16' on CUDA, 'bf16' on a CPU with native bf16, else 'fp32'."
+    "'auto' -> 'fp16' on CUDA, 'bf16' on a CPU with AMX, else 'fp32' (bf16 without AMX is slower than fp32)."
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise PeRenalError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
     if precision != "auto": return precision
     if device.type == "cuda": return "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    return "bf16" if cpu_has_amx() else "fp32"
 
 def _autocast(device:torch.device, precision:str):
     if precision == "fp32": return contextlib.nullcontext()
@@ -299,7 +299,7 @@ def extract_features(images,                         # Cohort, its images table,
                      weights:str="imagenet",          # "imagenet", "random", or a state-dict file
                      device:str="auto",               # "auto", "cpu" or "cuda"
                      precision:str="auto",            # "auto", "fp32", "bf16" or "fp16"
-                     batch_size:int=16,
+                     batch_size:int|None=None,        # images per forward pass (default: 8 on CPU, 32 on CUDA)
                      num_workers:int|None=None,       # decoding processes (default: 1 on <= 2 cores, else 2)
                      transform:FeatureTransform|None=None,
                      cache:str|Path|bool|None=None,   # cache folder; None = default, False = no cache
@@ -336,6 +336,8 @@ def extract_features(images,                         # Cohort, its images table,
 
 def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress)->np.ndarray:
     model = bb.model.to(dev).to(memory_format=torch.channels_last).eval()
+    if batch_size is None: batch_size = 32 if dev.type == "cuda" else 8     # CPU: 8 keeps activations in cache
+    if int(batch_size) < 1: raise PeRenalError(f"batch_size must be at least 1, got {batch_size}.")
     if num_workers is None: num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
     loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=dev.type == "cuda",

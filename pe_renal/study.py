@@ -33,7 +33,7 @@ class StudyConfig:
     test_size: float = 0.3
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 16
+    batch_size: int|None = None      # images per forward pass (None: 8 on CPU, 32 on CUDA)
     cache: str|None = None           # feature cache folder (default ~/.cache/pe_renal)
     cv_splits: int = 5               # internal validation: repeated stratified K-fold ...
     cv_repeats: int = 3              # ... repeated this often

@@ -71,7 +71,8 @@ def test_cache_hit_miss_invalidation(small_cohort, tmp_path):
     assert b.attrs["pe_renal"]["n_cached"] == 20
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
     # any setting that changes the features is a different key: a miss
-    for kw in (dict(transform=FeatureTransform(size=64, resize="stretch")), dict(precision="fp32"),
+    other = "bf16" if a.attrs["pe_renal"]["precision"] == "fp32" else "fp32"
+    for kw in (dict(transform=FeatureTransform(size=64, resize="stretch")), dict(precision=other),
                dict(weights="random", seed=1)):
         c = extract_features(small_cohort, cache=tmp_path, **{**SMALL, **kw})
         assert c.attrs["pe_renal"]["n_cached"] == 0, kw
@@ -167,7 +168,7 @@ def test_16bit_and_rgba_images(tmp_path):
     assert cos(f.iloc[1].to_numpy(), f.iloc[2].to_numpy()) > 0.999
 
 
-def test_bad_options():
+def test_bad_options(small_cohort):
     with pytest.raises(PeRenalError, match="unknown backbone"):
         load_backbone("alexnet9")
     with pytest.raises(PeRenalError, match="precision"):
@@ -175,6 +176,18 @@ def test_bad_options():
     if not torch.cuda.is_available():
         with pytest.raises(PeRenalError, match="no CUDA"):
             extract_features(["x.png"], device="cuda", **SMALL)
+
+
+def test_auto_precision_uses_bf16_only_where_it_is_faster(monkeypatch):
+    "bf16 autocast is slower than fp32 on CPUs without AMX tiles, so 'auto' picks it only with AMX; fp16 on CUDA."
+    import pe_renal.features as F
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(F, "cpu_has_amx", lambda: False)
+    assert F.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(F, "cpu_has_amx", lambda: True)
+    assert F.resolve_precision("auto", cpu) == "bf16"
+    assert F.resolve_precision("fp32", cpu) == "fp32"
+    assert F.resolve_precision("auto", torch.device("cuda")) == "fp16"
 
 
 def _held_out_auc(effect, tmp_path):
