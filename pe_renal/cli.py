@@ -73,7 +73,7 @@ def cmd_run(args)->int:
 
 def cmd_demo(args)->int:
     "Make the default synthetic cohort and run the whole study on it (offline: with an untrained backbone, said plainly)."
-    import tempfile, shutil
+    import tempfile
     from pe_renal.synthetic import make_cohort
     from pe_renal.study import run_study
     out = Path(args.out)
@@ -84,8 +84,8 @@ def cmd_demo(args)->int:
     with tempfile.TemporaryDirectory(prefix="pe_renal_demo_") as d:
         cohort = make_cohort(Path(d)/"cohort", n=279, seed=args.seed)
         print(f"[0] synthetic cohort written in {time.perf_counter() - t:.0f} s", flush=True)
-        res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True), overwrite=args.overwrite)
-        shutil.copytree(cohort, Path(res)/"cohort")    # keep the demo cohort with its results, for `pe-renal predict` and checks
+        res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True), overwrite=args.overwrite,
+                        copy_cohort=True)              # keep the demo cohort with its results, for `pe-renal predict` and checks
     print(f"Report: {Path(res)/'report.html'}  (total {time.perf_counter() - t:.0f} s)")
     return 0
 

@@ -11,8 +11,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['logger', 'PeRenalError', 'CohortError', 'format_problems', 'seed_everything', 'file_sha256', 'atomic_write',
-           'staged_dir', 'progress']
+__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'format_problems', 'seed_everything', 'file_sha256',
+           'atomic_write', 'staged_dir', 'progress', 'set_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #797b3fff
 class PeRenalError(Exception):
@@ -111,3 +111,24 @@ def progress(iterable:Iterable, # what to iterate over
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     disable = quiet or not interactive
     return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kwargs)
+
+# %% ../nbs/00_core.ipynb #c292638e
+PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere
+
+def set_style():
+    "The seaborn look of every pe_renal figure (call before creating your own axes)."
+    import seaborn as sns
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
+
+def save_figure(fig,                   # a matplotlib figure
+                path:str|Path,         # file name; the suffix is set per format
+                formats=("png",),      # any of png, svg, pdf
+                dpi:int=300,
+               )->list[Path]:          # the files written
+    "Save a figure as PNG (and SVG/PDF on request), each file written atomically."
+    path = Path(path); out = []
+    for fmt in formats:
+        p = path.with_suffix(f".{fmt}")
+        with atomic_write(p) as f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
+        out.append(p)
+    return out

@@ -15,11 +15,11 @@ from scipy import stats
 from .core import PeRenalError
 
 # %% auto #0
-__all__ = ['METRICS', 'PALETTE', 'EvaluationError', 'check_scores', 'delong_placements', 'AUC', 'delong_ci', 'DeLongTest',
-           'delong_test', 'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion',
-           'calibration_curve', 'brier_score', 'calibration_slope_intercept', 'decision_curve', 'performance_table',
-           'format_performance', 'delong_comparisons', 'set_style', 'plot_roc', 'plot_calibration',
-           'plot_decision_curve', 'plot_confusion_matrices', 'save_figure', 'write_evaluation']
+__all__ = ['METRICS', 'EvaluationError', 'check_scores', 'delong_placements', 'AUC', 'delong_ci', 'DeLongTest', 'delong_test',
+           'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion', 'calibration_curve',
+           'brier_score', 'calibration_slope_intercept', 'decision_curve', 'performance_table', 'format_performance',
+           'delong_comparisons', 'plot_roc', 'plot_calibration', 'plot_decision_curve', 'plot_confusion_matrices',
+           'write_evaluation']
 
 # %% ../nbs/06_evaluation.ipynb #8b85e189
 class EvaluationError(PeRenalError, ValueError):
@@ -311,21 +311,14 @@ def delong_comparisons(results:dict)->pd.DataFrame:
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
-
-PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}
+from .core import PALETTE, set_style, save_figure   # shared by every module that draws
 
 def _colour(name, i): return PALETTE.get(name, sns.color_palette("colorblind")[i % 10])
-
-def set_style():
-    "The seaborn look of every pe_renal figure (call before creating your own axes)."
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
-
-_style = set_style
 
 def plot_roc(results:dict, cohort:str="test", ax=None, title:str|None=None, alpha:float=0.05):
     "ROC curves of every model on one axis for one cohort, AUC (95% DeLong CI) in the legend."
     from sklearn.metrics import roc_curve
-    _style()
+    set_style()
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     for i, (name, cohorts) in enumerate(results.items()):
         if cohort not in cohorts: continue
@@ -340,7 +333,7 @@ def plot_roc(results:dict, cohort:str="test", ax=None, title:str|None=None, alph
 
 def plot_calibration(results:dict, cohort:str="test", ax=None, title:str|None=None):
     "Reliability curves (observed share vs predicted probability, Wilson 95% CI) with Brier scores."
-    _style()
+    set_style()
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     for i, (name, cohorts) in enumerate(results.items()):
         if cohort not in cohorts: continue
@@ -358,7 +351,7 @@ def plot_calibration(results:dict, cohort:str="test", ax=None, title:str|None=No
 
 def plot_decision_curve(results:dict, cohort:str="test", ax=None, title:str|None=None, max_threshold:float=0.9):
     "Net benefit of each model against treat-all and treat-none."
-    _style()
+    set_style()
     if ax is None: _, ax = plt.subplots(figsize=(6, 4.5))
     t = np.arange(0.01, max_threshold + 1e-9, 0.01)
     ref = None
@@ -380,7 +373,7 @@ def plot_decision_curve(results:dict, cohort:str="test", ax=None, title:str|None
 
 def plot_confusion_matrices(results:dict, cohort:str="test"):
     "Confusion matrices of every model at its training-set Youden threshold."
-    _style()
+    set_style()
     names = [m for m in results if cohort in results[m]]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -390,16 +383,6 @@ def plot_confusion_matrices(results:dict, cohort:str="test"):
         ax.set_title(f"{name} ({cohort}, threshold {th:.3g})", fontsize="medium")
     fig.tight_layout()
     return fig
-
-def save_figure(fig, path:str|Path, formats=("png",), dpi:int=300)->list[Path]:
-    "Save a figure as PNG (and SVG/PDF on request), written atomically; returns the files written."
-    from pe_renal.core import atomic_write
-    path = Path(path); out = []
-    for fmt in formats:
-        p = path.with_suffix(f".{fmt}")
-        with atomic_write(p) as f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
-        out.append(p)
-    return out
 
 # %% ../nbs/06_evaluation.ipynb #b8f879eb
 def write_evaluation(results:dict,          # {model: {"train": (y, score), "test": (y, score)}}

@@ -334,8 +334,15 @@ def extract_features(images,                         # Cohort, its images table,
                                  n_cached=len(table) - len(todo), seconds=round(time.perf_counter() - t0, 2))
     return out
 
+def _fold_batchnorm(model:nn.Module)->nn.Module:
+    "A copy of an eval-mode network with each BatchNorm folded into its convolution; the network itself if it cannot be traced."
+    from torch.fx.experimental.optimization import fuse
+    try: return fuse(model.eval(), inplace=False)
+    except Exception as e:                                   # a custom network torch.fx cannot trace: run it as it is
+        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})"); return model
+
 def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress)->np.ndarray:
-    model = bb.model.to(dev).to(memory_format=torch.channels_last).eval()
+    model = _fold_batchnorm(bb.model.eval()).to(dev).to(memory_format=torch.channels_last)
     if batch_size is None: batch_size = 32 if dev.type == "cuda" else 8     # CPU: 8 keeps activations in cache
     if int(batch_size) < 1: raise PeRenalError(f"batch_size must be at least 1, got {batch_size}.")
     if num_workers is None: num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2

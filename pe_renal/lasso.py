@@ -315,13 +315,13 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-def _style(): sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)   # as pe_renal.evaluation.set_style
+from .core import set_style, save_figure
 
 def plot_lasso_cv(sel:LassoSelector, # a fitted selector
                   ax=None,           # matplotlib axis (default: a new figure)
                  ):
     "CV error (mean ± 1 SE) against log λ, with λ-min and λ-1se marked and their feature counts."
-    check_is_fitted(sel, "support_"); _style()
+    check_is_fitted(sel, "support_"); set_style()
     if ax is None: _, ax = plt.subplots(figsize=(6.5, 4.3))
     x = np.log(sel.alphas_); n_sel = (sel.path_ != 0).sum(0)
     ax.errorbar(x, sel.cv_mean_, yerr=sel.cv_se_, fmt="o", ms=3.5, color="#D55E00", ecolor="0.65", elinewidth=1, capsize=1.5)
@@ -338,7 +338,7 @@ def plot_lasso_path(sel:LassoSelector, ax=None,
                     label:int=8,    # name this many of the largest selected coefficients
                    ):
     "Coefficient paths against log λ: the largest selected in colour, other selected dark grey, never selected light grey."
-    check_is_fitted(sel, "support_"); _style()
+    check_is_fitted(sel, "support_"); set_style()
     if ax is None: _, ax = plt.subplots(figsize=(6.5, 4.3))
     x = np.log(sel.alphas_); names = np.asarray(sel._names(), dtype=object)
     ever = np.flatnonzero((sel.path_ != 0).any(1))
@@ -371,7 +371,7 @@ def plot_lasso_coefficients(sel:LassoSelector, ax=None,
                             top:int=30, # show at most this many (largest |coefficient|)
                            ):
     "Bar chart of the selected coefficients (standardised scale), largest first."
-    _style(); tab = lasso_table(sel).head(top)
+    set_style(); tab = lasso_table(sel).head(top)
     if ax is None: _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
     if len(tab) == 0:
         ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes); ax.set_axis_off(); return ax
@@ -436,7 +436,7 @@ def plot_selection_stability(stab:pd.DataFrame, # from `selection_stability`
                              ax=None, top:int=30, # show the `top` most often kept features
                             ):
     "Selection frequency of the most often kept features; features kept on the full training set in colour."
-    _style(); tab = stab.head(top)
+    set_style(); tab = stab.head(top)
     if ax is None: _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
     tab = tab.assign(full=np.where(tab["selected"], "kept on the full training set", "not kept on the full set"))
     sns.barplot(tab, x="frequency", y="feature", hue="full", dodge=False, ax=ax,
@@ -455,19 +455,15 @@ def write_lasso(sel:LassoSelector,          # a fitted selector
                 dpi:int=300,
                )->list[Path]:               # the files written
     "Write the LASSO tables and figures."
-    from pe_renal.core import atomic_write
+    from pe_renal.core import atomic_write, save_figure
     out = Path(out_dir); written = []
     def table(df, name):
         p = out/"tables"/f"{name}.csv"
         with atomic_write(p, "w") as f: df.to_csv(f, index=False)
         written.append(p)
     def figure(fn, name, *args):
-        ax = fn(*args); fig = ax.figure
-        for fmt in formats:
-            p = out/"figures"/f"{name}.{fmt}"
-            with atomic_write(p) as f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
-            written.append(p)
-        plt.close(fig)
+        fig = fn(*args).figure
+        written.extend(save_figure(fig, out/"figures"/name, formats, dpi)); plt.close(fig)
     table(lasso_table(sel).reset_index(), "lasso_coefficients")
     table(pd.DataFrame({"alpha": sel.alphas_, "log_alpha": np.log(sel.alphas_), "cv_mean": sel.cv_mean_, "cv_se": sel.cv_se_,
                         "n_selected": (sel.path_ != 0).sum(0), "rule": [("min" if a == sel.alpha_min_ else "") +

@@ -460,16 +460,16 @@ def bootstrap_optimism(models:dict,          # unfitted models, e.g. `make_model
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-_PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # as pe_renal.evaluation.PALETTE
+from .core import PALETTE, set_style
 
 def plot_internal_validation(cv:CVResult,                  # from `repeated_cv`
                              boot:OptimismResult|None=None, # from `bootstrap_optimism`
                             ):
     "Fold AUCs of repeated CV per model and, if given, apparent vs optimism-corrected training AUC."
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
+    set_style()
     fig, axes = plt.subplots(1, 2 if boot is not None else 1, figsize=(11 if boot is not None else 5.5, 4.3), squeeze=False)
     ax = axes[0, 0]; order = list(cv.summary["model"])
-    pal = {m: _PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
+    pal = {m: PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
     sns.boxplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, width=0.5, fliersize=0, boxprops=dict(alpha=0.35))
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)

@@ -129,7 +129,7 @@ def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
 def plot_families(imp:dict, title:str="Contribution per feature family"):
     "Sum of mean |SHAP| per family (deep vs clinical), with the number of features in each."
     import matplotlib.pyplot as plt, seaborn as sns
-    from pe_renal.evaluation import set_style
+    from pe_renal.core import set_style
     set_style()
     fam = imp["family"].reset_index()
     fig, ax = plt.subplots(figsize=(5.5, 2.6))
@@ -144,7 +144,7 @@ def plot_families(imp:dict, title:str="Contribution per feature family"):
 def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
     "Write SHAP values, importance tables and figures into out_dir/tables and out_dir/figures."
     import matplotlib.pyplot as plt
-    from pe_renal.evaluation import save_figure
+    from pe_renal.core import save_figure
     out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
     imp = importance(ex)
     tables = {"shap_values": shap_values_table(ex), "shap_importance_feature": imp["feature"],

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_study.ipynb #e7691369
 from __future__ import annotations
-import base64, contextlib, copy, datetime, hashlib, json, os, platform, sys, time, warnings
+import base64, contextlib, copy, datetime, hashlib, json, os, platform, shutil, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -211,6 +211,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
               config:StudyConfig|None=None,
               overwrite:bool=False,           # replace an existing results folder
               verbose:bool=True,              # print one line per stage
+              copy_cohort:bool=False,         # keep a copy of the cohort folder in the results (the demo's synthetic cohort)
              )->Path:                         # the results folder
     "Run the whole study on a cohort and write every output into a new results folder."
     import matplotlib; matplotlib.use("Agg", force=False) if "ipykernel" not in sys.modules else None
@@ -218,7 +219,8 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
     from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform, resolve_device, resolve_precision
     from pe_renal.models import model_data, make_models, fit_models, model_summary, lasso_of, repeated_cv, bootstrap_optimism, plot_internal_validation
     from pe_renal.lasso import write_lasso, selection_stability, lasso_table
-    from pe_renal.evaluation import write_evaluation, youden_threshold, save_figure, set_style
+    from pe_renal.core import save_figure, set_style
+    from pe_renal.evaluation import write_evaluation, youden_threshold
     from pe_renal.gradcam import DeepSignature, explain_images, plot_cam_grid, checks_table
     from pe_renal.shap import explain_model, write_shap
     cfg = config or StudyConfig()
@@ -231,6 +233,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
         with stage("cohort", "load and validate"):
             cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
             hashes = _input_hashes(cohort)
+            if copy_cohort: shutil.copytree(cohort.root, tmp/"cohort")   # inside the staged folder: all or nothing
         with stage("split", f"{'imposed' if cohort.has_split else 'stratified 7:3'} split by patient, Table 1"):
             split = split_cohort(cohort, test_size=cfg.test_size, seed=cfg.seed)
             with atomic_write(tmp/"split.csv", "w") as f: split[["patient_id", "label", "split"]].to_csv(f, index=False)

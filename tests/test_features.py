@@ -178,6 +178,23 @@ def test_bad_options(small_cohort):
             extract_features(["x.png"], device="cuda", **SMALL)
 
 
+def test_batchnorm_folding_keeps_the_features_and_the_backbone():
+    from pe_renal.features import _fold_batchnorm
+    bb = load_backbone("resnet18", "random")
+    folded = _fold_batchnorm(bb.model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bb.model.modules()) == 20     # the backbone is untouched
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        a, b = bb.model(x), folded(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+    class DataDependent(torch.nn.Module):                 # torch.fx cannot trace this: it is run as it is
+        def forward(self, x): return x if x.sum() > 0 else -x
+    m = DataDependent()
+    assert _fold_batchnorm(m) is m
+
+
 def test_auto_precision_uses_bf16_only_where_it_is_faster(monkeypatch):
     "bf16 autocast is slower than fp32 on CPUs without AMX tiles, so 'auto' picks it only with AMX; fp16 on CUDA."
     import pe_renal.features as F

@@ -35,7 +35,7 @@ def study(tmp_path_factory):
     d = tmp_path_factory.mktemp("study")
     cohort = make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
     cfg = StudyConfig(**FAST, cache=str(d / "cache"), synthetic=True)
-    out = run_study(cohort, d / "results", cfg, verbose=False)
+    out = run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
     return d, cohort, cfg, out
 
 
@@ -44,6 +44,10 @@ def test_every_output_is_written(study):
     missing = [f for f in OUTPUTS if not (out / f).is_file()]
     assert not missing, missing
     assert not [p for p in d.iterdir() if ".partial-" in p.name]
+    # copy_cohort keeps an identical copy of the cohort inside the results folder
+    src = sorted(p.relative_to(cohort) for p in cohort.rglob("*") if p.is_file())
+    assert src and src == sorted(p.relative_to(out / "cohort") for p in (out / "cohort").rglob("*") if p.is_file())
+    assert all(file_sha256(cohort / p) == file_sha256(out / "cohort" / p) for p in src)
 
 
 def test_manifest(study):
@@ -141,6 +145,7 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     r = subprocess.run(cmd[:-2] + ["--backbone", "resnet18", "--cache", str(tmp_path / "cache_rerun")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "report.html").is_file()
+    assert not (out / "cohort").exists()           # `run` does not copy the patients' images (only the demo does)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
