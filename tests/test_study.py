@@ -130,14 +130,20 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     out = tmp_path / "results"
     cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--backbone", "resnet50", "--weights", "random",
            "--cache", str(tmp_path / f"cache{int(sig)}")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}   # a stack dump if it has to be aborted below
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     t0 = time.time()
     for line in proc.stdout:                       # wait until the features stage has started
         if "features:" in line: break
         assert time.time() - t0 < 120
     time.sleep(1.0)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    try:
+        rest, _ = proc.communicate(timeout=60)     # keeps reading: a full pipe cannot block the child
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        rest, _ = proc.communicate()
+        pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its last output:\n{rest[-6000:]}")
     assert proc.returncode != 0
     assert not out.exists()                        # nothing under the final name
     if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
