@@ -26,24 +26,22 @@ def execute(nb_path: str) -> str:
     return Path(nb_path).name
 
 
-def split_import_cells(nb_path: Path):
-    "nbdev's docs processing re-runs every cell with an import; give imports their own cells so only they re-run."
+def _is_import(line: str) -> bool:
+    return (line.startswith("import ") or (line.startswith("from ") and " import " in line)) and ";" not in line
+
+
+def mixed_import_cells(nb_path: Path) -> list[str]:
+    """Code cells (other than #| directive cells) that mix imports with other statements. nbdev's docs processing
+    re-runs every cell that has an import (to make show_doc work), so such a cell would re-run its computation."""
     import nbformat
     nb = nbformat.read(nb_path, as_version=4)
-    cells = []
-    for c in nb.cells:
-        lines = c.source.splitlines()
-        is_imp = [(l.startswith("import ") or (l.startswith("from ") and " import " in l)) and ";" not in l for l in lines]
-        if c.cell_type != "code" or c.source.lstrip().startswith("#|") or not any(is_imp) or all(is_imp):
-            cells.append(c); continue
-        imp = nbformat.v4.new_code_cell("\n".join(l for l, i in zip(lines, is_imp) if i))
-        imp.metadata = {"tags": ["docs-imports"]}
-        rest = nbformat.v4.new_code_cell("\n".join(l for l, i in zip(lines, is_imp) if not i))
-        rest.outputs, rest.execution_count = c.outputs, c.execution_count
-        imp.execution_count = None
-        cells += [imp, rest]
-    nb.cells = cells
-    nbformat.write(nb, nb_path)
+    bad = []
+    for n, c in enumerate(nb.cells):
+        lines = [l for l in c.source.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+        if c.cell_type == "code" and not c.source.lstrip().startswith("#|") and any(map(_is_import, lines)) \
+                and not all(map(_is_import, lines)):
+            bad.append(f"{nb_path.name}, cell {n}: {c.source.splitlines()[0][:60]!r}")
+    return bad
 
 
 def render(nb: Path) -> Path:
@@ -86,6 +84,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
     os.environ.setdefault("PE_RENAL_QUIET", "1")
+    bad = [b for p in sorted((ROOT / "nbs").glob("*.ipynb")) for b in mixed_import_cells(p)]
+    if bad: sys.exit("Put these imports in a cell of their own (nbdev's docs processing re-runs every cell "
+                     "that imports):\n  " + "\n  ".join(bad))
     shutil.rmtree(EXEC, ignore_errors=True)
     shutil.copytree(ROOT / "nbs", EXEC, symlinks=False, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     nbs = sorted(EXEC.glob("*.ipynb"))
@@ -95,7 +96,6 @@ def main():
     print(f"executing {len(nbs)} notebooks in {EXEC} ...", flush=True)
     with ProcessPoolExecutor(a.jobs) as ex:
         for name in ex.map(execute, map(str, nbs)): print(f"  {name}", flush=True)
-    for p in nbs: split_import_cells(p)
     if a.quarto:
         if not shutil.which("quarto"): sys.exit("Quarto is not installed (https://quarto.org); run without --quarto for a local preview.")
         subprocess.run([str(Path(sys.executable).with_name("nbdev_docs")), "--path", str(EXEC)], check=True, cwd=ROOT)
