@@ -131,7 +131,9 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--backbone", "resnet50", "--weights", "random",
            "--cache", str(tmp_path / f"cache{int(sig)}")]
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}   # a stack dump if it has to be aborted below
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # a test run started in the background (`make test &`) ignores SIGINT, and a child would inherit that: undo it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     for line in proc.stdout:                       # wait until the features stage has started
         if "features:" in line: break
