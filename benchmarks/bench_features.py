@@ -4,7 +4,8 @@
 
 Prints, all measured in this run on the same images:
   naive       one image at a time, fp32, PIL + torchvision transforms, forward hook on avgpool (typical script)
-  bare        the model alone on ready-made tensors, same batch size and precision as pe_renal, channels_last
+  bare        the network pe_renal runs (BatchNorm folded) alone on ready-made tensors, same batch size and
+              precision, channels_last; 'unfolded' is the torchvision model as it comes
   precisions  (--precisions) the bare model in fp32, bf16 and fp16 autocast, to see which is fastest on this CPU
   pe_renal    extract_features() from the image files (decode, ROI, transform, DataLoader, model)
   ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0)
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from pe_renal.data import load_cohort
-from pe_renal.features import cpu_has_amx, extract_features, load_backbone, resolve_precision
+from pe_renal.features import _fold_batchnorm, cpu_has_amx, extract_features, load_backbone, resolve_precision
 from pe_renal.synthetic import make_cohort
 
 BACKBONE = "resnet152"
@@ -113,7 +114,9 @@ def main():
         import torchvision
         full = torchvision.models.resnet152(weights=None)
         r_naive = naive(table.iloc[: max(16, a.images // 4)], full)
-        r_bare = bare(bb.model, a.images, prec, batch=a.batch)
+        folded = _fold_batchnorm(bb.model)
+        r_bare = bare(folded, a.images, prec, batch=a.batch)
+        r_unfolded = bare(bb.model, a.images, prec, batch=a.batch)
         t = time.perf_counter()
         f_cold = extract_features(table, bb, cache=Path(d) / "cache", batch_size=a.batch, show_progress=False)
         t_cold = time.perf_counter() - t
@@ -124,19 +127,19 @@ def main():
         assert f_warm.attrs["pe_renal"]["n_cached"] == len(table)
         print(f"\nthroughput on {len(table)} images (img/s)")
         print(f"  naive (batch 1, fp32, hook)     {r_naive:7.1f}")
-        print(f"  bare model, {prec}, batch {a.batch:<3}    {r_bare:7.1f}")
+        print(f"  bare model, {prec}, batch {a.batch:<3}    {r_bare:7.1f}   (unfolded: {r_unfolded:.1f}, {r_bare / r_unfolded:.2f}x)")
         print(f"  pe_renal extract_features       {r_ours:7.1f}   (cold, includes decoding, ROI, transform, cache write)")
         print(f"  pe_renal / bare  = {r_ours / r_bare:.2f}   (aim >= 0.85)")
         print(f"  pe_renal / naive = {r_ours / r_naive:.2f}   (aim >= 2.0)")
         if a.precisions:
             for p in ("fp32", "bf16", "fp16"):
-                r = bare(bb.model, a.images, p, batch=a.batch)
+                r = bare(folded, a.images, p, batch=a.batch)
                 print(f"  bare model, {p}, batch {a.batch:<3}    {r:7.1f}   ({r / r_naive:.2f}x naive)")
         if a.try_jit:
-            r_jit = bare(bb.model, a.images, prec, batch=a.batch, jit=True)
+            r_jit = bare(folded, a.images, prec, batch=a.batch, jit=True)
             print(f"  bare, TorchScript frozen ({prec})  {r_jit:7.1f}   ({r_jit / r_bare:.2f}x eager)")
         if a.try_compile:
-            r_comp = bare(bb.model, a.images, prec, batch=a.batch, compile_=True)
+            r_comp = bare(folded, a.images, prec, batch=a.batch, compile_=True)
             print(f"  bare, torch.compile ({prec})      {r_comp:7.1f}   ({r_comp / r_bare:.2f}x eager)")
         print(f"\ncache: cold {t_cold:.1f} s, warm {t_warm:.3f} s -> {t_cold / t_warm:.0f}x faster (aim >= 50)")
         f32 = extract_features(table.iloc[:48], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
