@@ -137,7 +137,7 @@ def main():
                 rows.append({"method": name, "folds": scheme, "AUC (pooled OOF)": ci.auc, "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
                              "mean fold AUC": aucs.mean(), "SD fold AUC": aucs.std(ddof=1),
                              "features s": t_feat, "CV s": time.perf_counter() - t,
-                             "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})
+                             "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
         res = pd.DataFrame(rows)
         wide = res.pivot(index="method", columns="folds", values="AUC (pooled OOF)")
         wide["inflation (naive - grouped)"] = wide["naive"] - wide["grouped"]

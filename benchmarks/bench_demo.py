@@ -22,7 +22,7 @@ def run(out, cache, backbone):
     if r.returncode: sys.exit(r.stdout + r.stderr)
     peak = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("PEAK_RSS_KB")][0]
     m = json.loads((Path(out) / "run.json").read_text())
-    return wall, int(peak[0]) / 1e6, int(peak[1]) / 1e6, m
+    return wall, int(peak[0]) * 1024 / 1e9, int(peak[1]) * 1024 / 1e9, m   # ru_maxrss is in KiB
 
 
 def main():

@@ -79,9 +79,9 @@ def peak_rss_gb():
     from the forking parent across exec, so a child started by a big parent would report the parent's size."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"): return int(line.split()[1]) / 1e6
+            if line.startswith("VmHWM:"): return int(line.split()[1]) * 1024 / 1e9   # kB (KiB) -> GB
     except OSError: pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def child_rss(n_images):
@@ -90,7 +90,7 @@ def child_rss(n_images):
         t = time.perf_counter()
         f = extract_features(table, BACKBONE, "random", cache=False, show_progress=False)
         print(json.dumps(dict(n=len(f), seconds=time.perf_counter() - t, peak_rss_gb=peak_rss_gb(),
-                              children_peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)))
+                              children_peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9)))
 
 
 def main():
