@@ -152,7 +152,9 @@ def main():
             res.to_csv(a.out / "busi_results.csv", index=False)
             (a.out / "busi_results.md").write_text(
                 f"# BUSI benchmark\n\nCommand: `python benchmarks/bench_busi.py {a.data} --out {a.out}`\n\n"
-                f"{cohort.n_images} images; weights {bb.weights}{' (UNTRAINED)' if bb.untrained else ''}; {a.folds}-fold CV, seed {a.seed}.\n\n"
+                f"{cohort.n_images} images; weights {bb.weights}{' (UNTRAINED)' if bb.untrained else ''}, "
+                f"{deep.attrs['pe_renal']['precision']} ({deep.attrs['pe_renal']['n_cached']} of them from the feature cache); "
+                f"{a.folds}-fold CV, seed {a.seed}.\n\n"
                 + markdown(res.round(3)) + "\n\n" + markdown(wide.round(3).reset_index()) + "\n")
 
 
