@@ -53,7 +53,7 @@ def naive(table, model):
     return len(table) / (time.perf_counter() - t)
 
 
-def bare(model, n, precision, batch=16, jit=False, compile_=False):
+def bare(model, n, precision, batch=8, jit=False, compile_=False):
     "Forward passes alone, on ready-made tensors."
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     model = model.to(memory_format=torch.channels_last).eval()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_features.ipynb #9fb87917
 from __future__ import annotations
-import contextlib, hashlib, io, json, os, time, uuid, warnings
+import contextlib, copy, hashlib, io, json, os, time, uuid, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -186,7 +186,7 @@ def load_backbone(name:str="resnet152",   # a key of BACKBONES
 def cpu_has_amx()->bool:
     "True when this CPU has AMX tiles (Intel Sapphire Rapids or later): the CPUs where bf16 is faster than fp32."
     try: return bool(torch.cpu._is_amx_tile_supported())
-    except Exception: return False
+    except AttributeError: return False                   # a PyTorch without this probe: fp32, the safe choice
 
 def resolve_device(device:str="auto")->torch.device:
     "'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."
@@ -253,7 +253,7 @@ def image_keys(table:pd.DataFrame)->list[str]:
 def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str:
     "Hash of everything besides the image that determines a feature vector."
     spec = dict(backbone=backbone.name, weights=backbone.weights, transform=transform.settings(), precision=precision,
-                feature_version=1)
+                feature_version=2)                      # 2: BatchNorm folded into the convolutions
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 class FeatureCache:
@@ -311,6 +311,9 @@ def extract_features(images,                         # Cohort, its images table,
     table = _image_table(images)
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
     dev = resolve_device(device); prec = resolve_precision(precision, dev)
+    if batch_size is None: batch_size = 32 if dev.type == "cuda" else 8    # CPU: 8 keeps activations in cache
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise PeRenalError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
     transform = transform or FeatureTransform()
     names = feature_names(bb.dim)
     t0 = time.perf_counter()
@@ -330,21 +333,19 @@ def extract_features(images,                         # Cohort, its images table,
             store.save(list(new), X[[first[k] for k in new]])
     out = pd.DataFrame(X, index=table.index, columns=names)
     out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
-                                 device=str(dev), transform=transform.settings(), n_images=len(table),
+                                 device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
                                  n_cached=len(table) - len(todo), seconds=round(time.perf_counter() - t0, 2))
     return out
 
 def _fold_batchnorm(model:nn.Module)->nn.Module:
-    "A copy of an eval-mode network with each BatchNorm folded into its convolution; the network itself if it cannot be traced."
+    "A copy of an eval-mode network with each BatchNorm folded into its convolution (a plain copy if it cannot be traced)."
     from torch.fx.experimental.optimization import fuse
     try: return fuse(model.eval(), inplace=False)
-    except Exception as e:                                   # a custom network torch.fx cannot trace: run it as it is
-        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})"); return model
+    except Exception as e:                                   # a custom network torch.fx cannot trace: run a copy as it is
+        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})"); return copy.deepcopy(model)
 
 def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress)->np.ndarray:
     model = _fold_batchnorm(bb.model.eval()).to(dev).to(memory_format=torch.channels_last)
-    if batch_size is None: batch_size = 32 if dev.type == "cuda" else 8     # CPU: 8 keeps activations in cache
-    if int(batch_size) < 1: raise PeRenalError(f"batch_size must be at least 1, got {batch_size}.")
     if num_workers is None: num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
     loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=dev.type == "cuda",

@@ -455,7 +455,7 @@ def write_lasso(sel:LassoSelector,          # a fitted selector
                 dpi:int=300,
                )->list[Path]:               # the files written
     "Write the LASSO tables and figures."
-    from pe_renal.core import atomic_write, save_figure
+    from pe_renal.core import atomic_write
     out = Path(out_dir); written = []
     def table(df, name):
         p = out/"tables"/f"{name}.csv"

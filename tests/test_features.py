@@ -173,6 +173,9 @@ def test_bad_options(small_cohort):
         load_backbone("alexnet9")
     with pytest.raises(PeRenalError, match="precision"):
         extract_features(["x.png"], precision="int8", **{k: v for k, v in SMALL.items()})
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(PeRenalError, match="batch_size must be a whole number"):
+            extract_features(small_cohort, batch_size=bad, cache=False, **SMALL)
     if not torch.cuda.is_available():
         with pytest.raises(PeRenalError, match="no CUDA"):
             extract_features(["x.png"], device="cuda", **SMALL)
@@ -187,12 +190,39 @@ def test_batchnorm_folding_keeps_the_features_and_the_backbone():
     x = torch.randn(3, 3, 96, 96)
     with torch.inference_mode():
         a, b = bb.model(x), folded(x)
-    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert ((b - a).abs().max() / a.abs().max()).item() < 1e-5                   # fp32 rounding only
 
-    class DataDependent(torch.nn.Module):                 # torch.fx cannot trace this: it is run as it is
-        def forward(self, x): return x if x.sum() > 0 else -x
+    class DataDependent(torch.nn.Module):                 # torch.fx cannot trace this: a plain copy is run
+        def __init__(self):
+            super().__init__(); self.scale = torch.nn.Parameter(torch.tensor(2.0))
+        def forward(self, x): return self.scale * (x if x.sum() > 0 else -x)
     m = DataDependent()
-    assert _fold_batchnorm(m) is m
+    c = _fold_batchnorm(m)
+    assert isinstance(c, DataDependent) and c is not m and c.scale is not m.scale
+    torch.testing.assert_close(c(x), m(x))
+
+
+def test_bad_batch_size_is_refused_even_when_every_image_is_cached(small_cohort, tmp_path):
+    a = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    assert a.attrs["pe_renal"]["batch_size"] == 8                            # the CPU default, recorded
+    with pytest.raises(PeRenalError, match="batch_size must be a whole number"):
+        extract_features(small_cohort, cache=tmp_path, batch_size=0, **SMALL)
+
+
+def test_extraction_leaves_the_backbone_as_it_was(small_cohort):
+    bb = load_backbone("resnet18", "random")
+    before = {k: v.clone() for k, v in bb.model.state_dict().items()}
+    extract_features(small_cohort, bb, cache=False, **{k: v for k, v in SMALL.items() if k != "backbone"})
+    after = bb.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bb.model.modules()) == 20
+    w = bb.model.conv1.weight
+    assert w.device.type == "cpu" and not w.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_amx_probe_exists_in_this_pytorch():
+    "cpu_has_amx relies on this probe; if PyTorch renames it, auto precision would quietly stay fp32 on AMX CPUs."
+    assert callable(torch.cpu._is_amx_tile_supported)
 
 
 def test_auto_precision_uses_bf16_only_where_it_is_faster(monkeypatch):

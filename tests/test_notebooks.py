@@ -22,11 +22,17 @@ def test_imports_have_cells_of_their_own(nb):
 
 def test_a_mixed_cell_is_found(tmp_path):
     import nbformat
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os"),
-                                         nbformat.v4.new_code_cell("#| export\nimport os\nx = 1"),
-                                         nbformat.v4.new_code_cell("import sys\nprint(sys.path)")])
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[cell("import os"),                                  # fine: imports only
+                                         cell("from os import (path,\n    sep)"),           # fine: one import on two lines
+                                         cell("#| export\nimport os\nx = 1"),              # fine: export cells always run
+                                         cell("#| eval: false\nimport os\nx = 1"),         # fine: not run at all
+                                         cell("import sys\nprint(sys.path)"),
+                                         cell("#| hide\nimport os; x = 1"),
+                                         cell("if True:\n    import os\nx = 1")])
     nbformat.write(nb, tmp_path / "x.ipynb")
-    assert mixed_import_cells(tmp_path / "x.ipynb") == ["x.ipynb, cell 2: 'import sys'"]
+    assert mixed_import_cells(tmp_path / "x.ipynb") == ["x.ipynb, cell 4: 'import sys'", "x.ipynb, cell 5: 'import os; x = 1'",
+                                                        "x.ipynb, cell 6: 'if True:'"]
 
 
 @pytest.mark.parametrize("nb", NBS, ids=lambda p: p.stem)

@@ -120,8 +120,11 @@ def test_model_file_is_checked(tmp_path):
 def test_a_failing_stage_is_named(tmp_path):
     cohort = make_cohort(tmp_path / "c", n=30, seed=0)
     with pytest.raises(PeRenalError, match="stage 'features'"):
-        run_study(cohort, tmp_path / "r", StudyConfig(backbone="resnet18", weights=str(tmp_path / "nope.pth")), verbose=False)
+        run_study(cohort, tmp_path / "r", StudyConfig(backbone="resnet18", weights=str(tmp_path / "nope.pth")), verbose=False,
+                  copy_cohort=True)               # the cohort is copied before the failing stage: it goes with the rest
     assert not (tmp_path / "r").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    with pytest.raises(PeRenalError, match="batch_size"):
+        StudyConfig(batch_size=0)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

@@ -26,21 +26,26 @@ def execute(nb_path: str) -> str:
     return Path(nb_path).name
 
 
-def _is_import(line: str) -> bool:
-    return (line.startswith("import ") or (line.startswith("from ") and " import " in line)) and ";" not in line
-
-
 def mixed_import_cells(nb_path: Path) -> list[str]:
-    """Code cells (other than #| directive cells) that mix imports with other statements. nbdev's docs processing
-    re-runs every cell that has an import (to make show_doc work), so such a cell would re-run its computation."""
-    import nbformat
+    """Code cells that import something and also compute. nbdev's docs processing re-runs every cell with an import
+    (to make show_doc work), so such a cell would re-run its computation; the rule is nbdev's own (processors._do_eval):
+    any Import node plus any Expr/Assign node, export and `#| eval: false` cells exempt."""
+    import ast, nbformat
     nb = nbformat.read(nb_path, as_version=4)
     bad = []
     for n, c in enumerate(nb.cells):
-        lines = [l for l in c.source.splitlines() if l.strip() and not l.lstrip().startswith("#")]
-        if c.cell_type == "code" and not c.source.lstrip().startswith("#|") and any(map(_is_import, lines)) \
-                and not all(map(_is_import, lines)):
-            bad.append(f"{nb_path.name}, cell {n}: {c.source.splitlines()[0][:60]!r}")
+        if c.cell_type != "code" or "nbdev_export()" in c.source: continue
+        lines = c.source.splitlines()
+        directives = [l[2:].strip() for l in lines if l.startswith("#|")]
+        keys = {d.split()[0].rstrip(":") for d in directives if d}
+        if keys & {"export", "exports", "exporti", "exec_doc"} or any(d.replace(" ", "").lower() == "eval:false" for d in directives):
+            continue
+        try: tree = ast.parse("\n".join(l for l in lines if not l.lstrip().startswith(("%", "!"))))
+        except SyntaxError: continue
+        nodes = list(ast.walk(tree))
+        if any(isinstance(x, (ast.Import, ast.ImportFrom)) for x in nodes) and any(isinstance(x, (ast.Expr, ast.Assign)) for x in nodes):
+            first = next((l for l in lines if l.strip() and not l.startswith("#|")), "")
+            bad.append(f"{nb_path.name}, cell {n}: {first[:60]!r}")
     return bad
 
 
