@@ -62,7 +62,8 @@ def cmd_features(args)->int:
 def _config(args, **extra):
     from pe_renal.study import StudyConfig
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, seed=args.seed,
-                       device=args.device, cache=args.cache, n_jobs=args.jobs, **extra)
+                       device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
+                       n_jobs=args.jobs, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
@@ -142,6 +143,9 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--lasso-rule", default="min", choices=["min", "1se"], help="lambda rule of the LASSO (default min)")
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="of the deep features (auto: bf16 on CPUs with AMX, fp16 on CUDA, else fp32)")
+        q.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
         q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE or ~/.cache/pe_renal)")
         q.add_argument("--jobs", type=int, default=None, help="parallel CV folds / resamples")
         q.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
