@@ -133,7 +133,7 @@ def main():
         print(f"  pe_renal / naive = {r_ours / r_naive:.2f}   (aim >= 2.0)")
         if a.precisions:
             for p in ("fp32", "bf16", "fp16"):
-                r = bare(folded, a.images, p, batch=a.batch)
+                r = r_bare if p == prec else bare(folded, a.images, p, batch=a.batch)   # the auto precision is timed above
                 print(f"  bare model, {p}, batch {a.batch:<3}    {r:7.1f}   ({r / r_naive:.2f}x naive)")
         if a.try_jit:
             r_jit = bare(folded, a.images, prec, batch=a.batch, jit=True)

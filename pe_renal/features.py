@@ -20,7 +20,8 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'FeatureTransform', 'WeightsUnavailable', 'Backbone', 'load_backbone',
            'cpu_has_amx', 'resolve_device', 'resolve_precision', 'ImageDataset', 'default_cache_dir', 'image_keys',
-           'model_key', 'FeatureCache', 'feature_names', 'extract_features', 'aggregate_features', 'cohort_features']
+           'model_key', 'FeatureCache', 'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features',
+           'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -294,6 +295,13 @@ class FeatureCache:
 # %% ../nbs/03_features.ipynb #85706f39
 def feature_names(dim:int)->list[str]: return [f"deep_{j:04d}" for j in range(dim)]
 
+def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|None:
+    "A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32 on CUDA)."
+    if batch_size is None: return None if device is None else (32 if device.type == "cuda" else 8)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise PeRenalError(f"batch_size must be a whole number of at least 1 (or None for the default), got {batch_size!r}.")
+    return int(batch_size)
+
 def extract_features(images,                         # Cohort, its images table, or a list of image paths
                      backbone:str|Backbone="resnet152",
                      weights:str="imagenet",          # "imagenet", "random", or a state-dict file
@@ -311,9 +319,7 @@ def extract_features(images,                         # Cohort, its images table,
     table = _image_table(images)
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
     dev = resolve_device(device); prec = resolve_precision(precision, dev)
-    if batch_size is None: batch_size = 32 if dev.type == "cuda" else 8    # CPU: 8 keeps activations in cache
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise PeRenalError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+    batch_size = check_batch_size(batch_size, dev)
     transform = transform or FeatureTransform()
     names = feature_names(bb.dim)
     t0 = time.perf_counter()
@@ -345,7 +351,7 @@ def _fold_batchnorm(model:nn.Module)->nn.Module:
         logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})"); return copy.deepcopy(model)
 
 def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress)->np.ndarray:
-    model = _fold_batchnorm(bb.model.eval()).to(dev).to(memory_format=torch.channels_last)
+    model = _fold_batchnorm(bb.model).to(dev).to(memory_format=torch.channels_last)
     if num_workers is None: num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
     loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=dev.type == "cuda",

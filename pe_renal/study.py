@@ -50,8 +50,9 @@ class StudyConfig:
     def __post_init__(self):
         if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
         if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {self.test_size}.")
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise PeRenalError(f"batch_size must be a whole number of at least 1 (or None for the default), got {self.batch_size!r}.")
+        if self.batch_size is not None:
+            from pe_renal.features import check_batch_size                # imports torch: only when a size is given
+            self.batch_size = check_batch_size(self.batch_size)
         self.formats = tuple(self.formats)
 
 # %% ../nbs/09_study.ipynb #f611790e

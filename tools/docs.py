@@ -28,24 +28,20 @@ def execute(nb_path: str) -> str:
 
 def mixed_import_cells(nb_path: Path) -> list[str]:
     """Code cells that import something and also compute. nbdev's docs processing re-runs every cell with an import
-    (to make show_doc work), so such a cell would re-run its computation; the rule is nbdev's own (processors._do_eval):
-    any Import node plus any Expr/Assign node, export and `#| eval: false` cells exempt."""
-    import ast, nbformat
-    nb = nbformat.read(nb_path, as_version=4)
+    (to make show_doc work), so such a cell would re-run its computation. The notebook, its #| directives and each
+    cell's syntax tree are read by nbdev itself, and the rule is its own (processors._do_eval)."""
+    import ast
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _ast_contains
     bad = []
-    for n, c in enumerate(nb.cells):
-        if c.cell_type != "code" or "nbdev_export()" in c.source: continue
-        lines = c.source.splitlines()
-        directives = [l[2:].strip() for l in lines if l.startswith("#|")]
-        keys = {d.split()[0].rstrip(":") for d in directives if d}
-        if keys & {"export", "exports", "exporti", "exec_doc"} or any(d.replace(" ", "").lower() == "eval:false" for d in directives):
-            continue
-        try: tree = ast.parse("\n".join(l for l in lines if not l.lstrip().startswith(("%", "!"))))
-        except SyntaxError: continue
-        nodes = list(ast.walk(tree))
-        if any(isinstance(x, (ast.Import, ast.ImportFrom)) for x in nodes) and any(isinstance(x, (ast.Expr, ast.Assign)) for x in nodes):
-            first = next((l for l in lines if l.strip() and not l.startswith("#|")), "")
-            bad.append(f"{nb_path.name}, cell {n}: {first[:60]!r}")
+    for n, cell in enumerate(NBProcessor(nb_path, procs=[], rm_directives=False).nb.cells):
+        if cell.cell_type != "code" or "nbdev_export()" in cell.source: continue
+        d = cell.directives_
+        if d.keys() & {"export", "exports", "exporti", "exec_doc"} or d.get("eval:", [""])[0].lower() == "false": continue
+        trees = cell.parsed_()
+        if trees and _ast_contains(trees, (ast.Import, ast.ImportFrom)) and _ast_contains(trees, (ast.Expr, ast.Assign)):
+            first = next((l for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
+            bad.append(f"{Path(nb_path).name}, cell {n}: {first[:60]!r}")
     return bad
 
 
