@@ -4,14 +4,14 @@
 
 # %% ../nbs/10_cli.ipynb #3479469e
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, contextlib, json, signal, sys, time
 from pathlib import Path
 
 import pandas as pd
 
 import pe_renal
-from .core import PeRenalError, staged_dir, seed_everything, _nonempty
-from .data import load_cohort, split_cohort, table_one
+from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything, _nonempty
+from .data import load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
 __all__ = ['cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_predict', 'build_parser', 'main']
@@ -21,10 +21,13 @@ def cmd_check(args)->int:
     "Validate a cohort folder and print its summary."
     cohort = load_cohort(args.cohort)
     print(cohort.summary())
+    split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
+    check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
     if not cohort.has_split:
-        s = split_cohort(cohort, seed=args.seed)["split"].value_counts()
-        print(f"  a 7:3 split (seed {args.seed}) gives {s.get('train', 0)} training / {s.get('test', 0)} test patients")
-    print("OK: the cohort follows the data contract.")
+        s = split["split"].value_counts()
+        print(f"  a {1-args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives {s.get('train', 0)} training / "
+              f"{s.get('test', 0)} test patients, enough for {args.cv_splits}-fold cross-validation")
+    print("OK: the cohort follows the data contract" + (" (SYNTHETIC: not real patients)." if cohort.synthetic else "."))
     return 0
 
 def cmd_synth(args)->int:
@@ -42,8 +45,8 @@ def cmd_features(args)->int:
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise PeRenalError(f"--out {out}: give a file name ending in .parquet or .csv.")
-    if out.exists() and not args.overwrite:
-        raise PeRenalError(f"{out} already exists. Choose another file name, or pass --overwrite to replace it.")
+    check_output(out, _inputs(args), args.overwrite, folder=False, what="features file")
+    check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
     cohort = load_cohort(args.cohort)
     print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
     feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
@@ -59,9 +62,19 @@ def cmd_features(args)->int:
           f"({meta['n_cached']} of {meta['n_images']} images from the cache, {meta['seconds']} s, {meta['precision']}) -> {out}")
     return 0
 
+def _inputs(args)->dict:
+    "What a command reads and must never write over, into, or around."
+    from pe_renal.features import default_cache_dir
+    ins = {"cohort folder": getattr(args, "cohort", None), "model file": getattr(args, "model", None),
+           "feature cache": None if getattr(args, "no_cache", False) else (args.cache or default_cache_dir())}
+    w = getattr(args, "weights", None)
+    if w and w not in ("imagenet", "random"): ins["weights file"] = w
+    return ins
+
 def _config(args, **extra):
     from pe_renal.study import StudyConfig
-    return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, seed=args.seed,
+    return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
+                       classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, seed=args.seed,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, **extra)
 
@@ -78,8 +91,7 @@ def cmd_demo(args)->int:
     from pe_renal.synthetic import make_cohort
     from pe_renal.study import run_study
     out = Path(args.out)
-    if _nonempty(out) and not args.overwrite:   # refuse before spending time on the cohort
-        raise PeRenalError(f"The results folder {out} already exists. Choose another, or pass --overwrite.")
+    check_output(out, _inputs(args), args.overwrite)   # refuse before spending time on the cohort
     print("Demo: synthetic cohort of 279 women (151 preeclampsia) - NOT real patients.", flush=True)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pe_renal_demo_") as d:
@@ -93,8 +105,13 @@ def cmd_demo(args)->int:
 def cmd_predict(args)->int:
     "Score new patients with a saved model."
     from pe_renal.study import predict_cohort
-    pred, metrics = predict_cohort(args.model, args.cohort, args.out, weights=args.weights, device=args.device,
-                                   cache=args.cache, overwrite=args.overwrite)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        pred, metrics = predict_cohort(args.model, args.cohort, args.out, weights=args.weights, device=args.device,
+                                       cache=args.cache, overwrite=args.overwrite)
+    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        print(f"pe-renal predict: warning: {w}", file=sys.stderr)
     print(f"{len(pred)} patients scored -> {args.out}")
     if metrics is not None:
         print("External validation (labels present):")
@@ -111,7 +128,9 @@ def build_parser()->argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="validate a cohort folder and print a summary")
     c.add_argument("cohort", help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
-    c.add_argument("--seed", type=int, default=42, help="seed of the 7:3 split shown in the summary")
+    c.add_argument("--seed", type=int, default=42, help="seed of the 7:3 split, as `run` (default 42)")
+    c.add_argument("--test-size", type=float, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
+    c.add_argument("--cv-splits", type=int, default=5, help="folds of the internal validation, as `run` (default 5)")
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
                        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")
@@ -141,6 +160,12 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152, as the paper)")
         q.add_argument("--weights", default="imagenet", help=weights_help)
         q.add_argument("--lasso-rule", default="min", choices=["min", "1se"], help="lambda rule of the LASSO (default min)")
+        q.add_argument("--lasso-method", default="lasso", choices=["lasso", "logistic"],
+                       help="lasso: least squares on the 0/1 label (LassoCV, default, as most such studies); logistic: L1 logistic")
+        q.add_argument("--classifier", default="knn", choices=["knn", "logistic", "svm", "rf"],
+                       help="classifier of the three models (default knn, as the paper)")
+        q.add_argument("--cv-splits", type=int, default=5, help="folds of the repeated cross-validation (default 5)")
+        q.add_argument("--cv-repeats", type=int, default=3, help="repeats of the cross-validation (default 3)")
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -177,10 +202,15 @@ def build_parser()->argparse.ArgumentParser:
 def main(argv:list[str]|None=None)->int:
     "Entry point of the `pe-renal` command."
     args = build_parser().parse_args(argv)
-    try: return args.func(args)
+    try:
+        with stoppable(): return args.func(args)
     except PeRenalError as e:
         print(f"pe-renal {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pe-renal: interrupted; nothing was left half-written.", file=sys.stderr)
-        return 130
+    except OSError as e:   # any file the checks could not foresee (a disk that fills up, a file removed meanwhile)
+        print(f"pe-renal {args.command}: error: {path_error(e.filename or '?', e, 'read or write')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"pe-renal: {'stopped by ' + e.args[0] if isinstance(e, Interrupted) else 'interrupted'}; "
+              "nothing was left half-written.", file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #4ac8303f
 from __future__ import annotations
-import contextlib, hashlib, logging, os, random, shutil, sys, tempfile, uuid
+import contextlib, glob, hashlib, logging, os, random, shutil, signal, sys, tempfile, uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'format_problems', 'seed_everything', 'file_sha256',
-           'atomic_write', 'staged_dir', 'progress', 'set_style', 'save_figure']
+__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'format_problems', 'seed_everything',
+           'file_sha256', 'atomic_write', 'check_output', 'staged_dir', 'progress', 'Interrupted', 'check_stop',
+           'stoppable', 'set_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #797b3fff
 class PeRenalError(Exception):
@@ -20,6 +21,25 @@ class PeRenalError(Exception):
 
 class CohortError(PeRenalError, ValueError):
     "The cohort folder does not follow the data contract (clinical.csv, images.csv, cohort.toml, images)."
+
+class PathError(PeRenalError):
+    "A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is needed)."
+
+def path_error(path:str|Path,   # the file or folder concerned
+               e:OSError,       # the error the operating system gave
+               doing:str="read", # "read" or "write"
+              )->PathError:
+    "Turn an operating-system error on `path` into a `PathError` that says what to do."
+    import errno
+    hint = {errno.EACCES: "you do not have permission; check the file's owner and permissions (ls -l)",
+            errno.EPERM: "the operation is not permitted; check the file's owner and permissions (ls -l)",
+            errno.ENAMETOOLONG: "the path is longer than the file system allows; use a shorter folder or file name",
+            errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+            errno.EROFS: "the file system is read-only; write elsewhere",
+            errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+            errno.EISDIR: "it is a folder, not a file; give a file name",
+            errno.ENOENT: "it does not exist; check the path"}.get(e.errno, "check the path and its permissions")
+    return PathError(f"{path}: cannot {doing} it ({e.strerror or type(e).__name__}): {hint}.")
 
 # %% ../nbs/00_core.ipynb #6ae2160d
 def format_problems(problems:list[str], # one line per problem found
@@ -72,26 +92,85 @@ def atomic_write(path:str|Path, # final file name
 # %% ../nbs/00_core.ipynb #6fad24f0
 def _nonempty(p:Path)->bool: return p.exists() and (not p.is_dir() or any(p.iterdir()))
 
+def _real(p:str|Path)->Path: return Path(os.path.realpath(Path(p).expanduser()))
+
+def check_output(out:str|Path,            # the file or folder a command will write
+                 inputs:dict|None=None,   # what must never be replaced or written into: {"cohort folder": path, ...}
+                 overwrite:bool=False,    # the user asked to replace an existing `out`
+                 folder:bool=True,        # `out` is a folder (else a file)
+                 marker:str|None="run.json", # a file that marks an earlier folder of this tool (only those are replaced)
+                 what:str="results folder",  # how to name `out` in messages
+                )->Path:                  # `out` as an absolute path
+    "Refuse, before any work, an output that would replace or sit inside an input, or that cannot be written."
+    out = Path(os.path.abspath(Path(out).expanduser()))
+    real = _real(out)
+    for name, p in (inputs or {}).items():
+        if p is None: continue
+        q = _real(p)
+        if real == q or q in real.parents:
+            raise PathError(f"The {what} {out} would be written {'over' if real == q else 'inside'} the {name} {q}. "
+                            f"Results are never written into an input; choose a {what} outside it.")
+        if folder and real in q.parents:
+            raise PathError(f"The {what} {out} contains the {name} {q}; writing (or replacing) it could destroy that input. "
+                            f"Choose a {what} that does not contain your inputs.")
+    try:
+        if out.exists() or out.is_symlink():
+            if folder and not out.is_dir(): raise PathError(f"The {what} {out} is a file, not a folder; choose another name.")
+            if not folder and out.is_dir(): raise PathError(f"{out} is a folder; give a file name for the {what}.")
+            if _nonempty(out):
+                if not overwrite:
+                    raise PathError(f"The {what} {out} already exists{' and is not empty' if folder else ''}. Choose another "
+                                    f"{'folder' if folder else 'file name'}, or pass overwrite=True (--overwrite on the "
+                                    "command line) to replace it.")
+                if folder and marker and not (out/marker).is_file():
+                    raise PathError(f"The folder {out} is not an earlier {what} of pe_renal (it has no {marker}), so "
+                                    "--overwrite does not replace it. Choose another folder, or empty this one yourself.")
+        anc = out.parent
+        while not anc.exists() and anc != anc.parent: anc = anc.parent
+        if not anc.is_dir(): raise PathError(f"The {what} {out} cannot be created: {anc} is a file, not a folder.")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            raise PathError(f"The {what} {out} cannot be created: you may not write in {anc}. Choose a folder you own.")
+    except OSError as e: raise path_error(out, e, "write") from None
+    return out
+
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True   # exists, owned by someone else
+    return True
+
+def _clean_stale(out:Path):
+    "Remove temporary folders that an interrupted or killed earlier run of this tool left beside `out`."
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        kind, _, rest = p.name[len(out.name) + 2:].partition("-")
+        if kind not in ("partial", "old"): continue
+        pid = rest.split("-")[0]
+        if pid.isdigit() and len(rest.split("-")) == 2 and _alive(int(pid)): continue   # a run still in progress
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
 @contextlib.contextmanager
 def staged_dir(out:str|Path, # the results folder to create
-               overwrite:bool=False, # replace an existing, non-empty `out`
+               overwrite:bool=False, # replace an existing, non-empty `out` (only one that holds `marker`)
                what:str="results folder", # how to name `out` in messages
+               inputs:dict|None=None,     # inputs that `out` must neither be, nor sit inside, nor contain
+               marker:str|None="run.json",# the file that marks an earlier folder of this kind
               )->Iterator[Path]: # a temporary folder to fill; moved to `out` on success
     "Build a folder under a temporary name and move it into place only when complete."
-    out = Path(out).absolute()
-    if _nonempty(out) and not overwrite:
-        raise PeRenalError(f"The {what} {out} already exists and is not empty. Choose another folder, "
-                           "or pass overwrite=True (--overwrite on the command line) to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(out)
+        tmp = out.with_name(f".{out.name}.partial-{tag}")
+        tmp.mkdir()
+    except OSError as e: raise path_error(out, e, "write") from None
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = out.with_name(f".{out.name}.old-{tag}")
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
@@ -110,7 +189,38 @@ def progress(iterable:Iterable, # what to iterate over
     quiet = os.environ.get("PE_RENAL_QUIET", "") not in ("", "0")
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     disable = quiet or not interactive
-    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kwargs)
+    if total is None and hasattr(iterable, "__len__"): total = len(iterable)
+    return tqdm(_checked(iterable), desc=desc, total=total, disable=disable, leave=False, **kwargs)
+
+class Interrupted(KeyboardInterrupt):
+    "The process was asked to stop: Ctrl-C, SIGTERM (schedulers, `timeout`) or SIGHUP (a closed terminal)."
+    def __init__(self, signum:int=2): super().__init__(signal.Signals(signum).name); self.signum = signum
+
+_STOP = {"signum": None}
+
+def _on_signal(signum, frame):
+    _STOP["signum"] = signum
+    raise Interrupted(signum)
+
+def check_stop():
+    "Raise `Interrupted` if a stop signal arrived, even one whose exception was swallowed where it landed (a fork hook, a __del__)."
+    if _STOP["signum"] is not None: raise Interrupted(_STOP["signum"])
+
+def _checked(iterable):
+    for x in iterable:
+        check_stop(); yield x
+    check_stop()
+
+@contextlib.contextmanager
+def stoppable():
+    "Within this block SIGTERM and SIGHUP stop the work like Ctrl-C does, so every partial output is removed."
+    sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    try: old = {s: signal.signal(s, _on_signal) for s in sigs}
+    except ValueError: old = {}   # not the main thread: leave the handlers alone
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+        _STOP["signum"] = None
 
 # %% ../nbs/00_core.ipynb #c292638e
 PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere

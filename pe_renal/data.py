@@ -4,24 +4,52 @@
 
 # %% ../nbs/01_data.ipynb #c88de4af
 from __future__ import annotations
-import os, warnings
+import csv, io, os, stat, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import CohortError, PeRenalError, format_problems
+from .core import CohortError, PeRenalError, PathError, format_problems, path_error
 
 try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
 __all__ = ['ROI_BOX', 'RESERVED', 'MIN_PER_CLASS', 'read_table', 'to_numeric', 'encode_label', 'read_image', 'apply_roi',
-           'Cohort', 'read_config', 'load_cohort', 'split_cohort', 'table_one']
+           'Cohort', 'read_config', 'is_synthetic', 'load_cohort', 'check_split_sizes', 'split_cohort', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
+
+_DECIMAL_COMMA = r"[-+]?\d*,\d+"
+
+def _is_file(path:Path)->bool:
+    "Whether `path` is a file; an operating-system error (name too long, no permission) becomes a `PathError`."
+    try: return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError): return False
+    except OSError as e: raise path_error(path, e) from None
+
+def _header(path:Path)->str:
+    "The first line of a CSV file (for the delimiter and the column names as written)."
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f: return f.readline()
+    except OSError as e: raise path_error(path, e) from None
+    except UnicodeDecodeError: return ""   # reported by the full read
+
+def _delimiter(path:Path)->str:
+    "',' unless the header line has no comma but semicolons or tabs (as spreadsheet programs in many locales write)."
+    h = _header(path)
+    if "," in h or not h: return ","
+    counts = {d: h.count(d) for d in (";", "\t")}
+    d = max(counts, key=counts.get)
+    return d if counts[d] else ","
+
+def _duplicated_header(path:Path, sep:str)->list[str]:
+    "Column names that appear more than once in the header line (pandas would silently rename them 'x.1')."
+    names = [c.strip() for c in next(csv.reader(io.StringIO(_header(path)), delimiter=sep), [])]
+    return sorted({c for c in names if c and names.count(c) > 1})
 
 def read_table(path:Path,         # the CSV file
                required:list[str], # columns that must be present
@@ -29,10 +57,12 @@ def read_table(path:Path,         # the CSV file
               )->pd.DataFrame:     # all columns as text, missing values as NaN
     "Read a cohort CSV as text, with clear errors for a missing, empty or header-only file or missing columns."
     path = Path(path); what = what or path.name
-    if not path.is_file():
+    if not _is_file(path):
         raise CohortError(f"{path}: file not found. A cohort folder needs {what} with the columns "
                           f"{', '.join(required)}; see the data contract in the documentation.")
-    try: df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig")
+    sep = _delimiter(path)
+    try: df = pd.read_csv(path, dtype=str, sep=sep, skipinitialspace=True, encoding="utf-8-sig")
+    except OSError as e: raise path_error(path, e) from None
     except pd.errors.EmptyDataError:
         raise CohortError(f"{path}: the file is empty. It needs a header line with the columns "
                           f"{', '.join(required)} and one row per {'patient' if 'clinical' in what else 'image'}.") from None
@@ -40,16 +70,22 @@ def read_table(path:Path,         # the CSV file
         raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
                           "Save it as CSV (UTF-8) from your spreadsheet program.") from None
     df.columns = [str(c).strip() for c in df.columns]
+    dup = _duplicated_header(path, sep)
+    if dup: raise CohortError(f"{path}: column(s) {', '.join(map(repr, dup))} appear more than once in the header line; "
+                              "rename or remove the repeated columns (each column name must be unique).")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CohortError(f"{path}: required column(s) {', '.join(repr(c) for c in missing)} missing. "
                           f"Columns found: {', '.join(repr(c) for c in df.columns)}. Rename or add them.")
-    dup = df.columns[df.columns.duplicated()].tolist()
-    if dup: raise CohortError(f"{path}: column(s) {', '.join(map(repr, dup))} appear more than once; rename them.")
     if len(df) == 0:
         raise CohortError(f"{path}: the file has a header but no rows. Add one row per "
                           f"{'patient' if 'clinical' in what else 'image'}.")
     for c in df.columns: df[c] = df[c].str.strip().replace("", np.nan)
+    if sep != ",":   # semicolon/tab files come from locales that write a decimal comma: 1,5 means 1.5
+        for c in df.columns:
+            v = df[c].dropna()
+            if len(v) and v.str.fullmatch(_DECIMAL_COMMA + r"|[-+]?\d+").all() and v.str.contains(",").any():
+                df[c] = df[c].str.replace(",", ".", regex=False)
     return df
 
 # %% ../nbs/01_data.ipynb #8317c2a6
@@ -61,19 +97,24 @@ def to_numeric(df:pd.DataFrame, # table read by `read_table`
     "Convert a text column to numbers, naming every row whose value is not a number."
     s = df[col]
     num = pd.to_numeric(s, errors="coerce")
-    bad = s.notna() & num.isna()
+    bad = s.notna() & (num.isna() | ~np.isfinite(num.fillna(0.0)))
     if bad.any():
         rows = [f"line {_line(i)} (patient {df[id_col].iloc[i] if id_col in df else '?'}): {s.iloc[i]!r}"
                 for i in np.flatnonzero(bad.to_numpy())]
-        raise CohortError(f"{fname}: column {col!r} holds numbers but also text that is not a number:\n"
-                          f"{format_problems(rows)}\nCorrect these values, leave the cell empty if the value is "
-                          f"missing, or declare {col!r} categorical in cohort.toml ([clinical] categorical = [...]).")
+        comma = s[bad].str.fullmatch(_DECIMAL_COMMA).all()
+        hint = (" These look like numbers with a decimal comma: save the file with a point as the decimal separator."
+                if comma else "")
+        raise CohortError(f"{fname}: column {col!r} holds numbers but also values that are not finite numbers "
+                          f"(text, or infinity):\n{format_problems(rows)}\nCorrect these values, leave the cell "
+                          f"empty if the value is missing, or declare {col!r} categorical in cohort.toml "
+                          "([clinical] categorical = [...])." + hint)
     return num.astype(float)
 
 # %% ../nbs/01_data.ipynb #b713523e
 def encode_label(s:pd.Series,     # the label column as read (text)
                  positive=None,   # the value meaning "positive class" (from cohort.toml)
                  fname:str="clinical.csv", col:str="label",
+                 one_class_ok:bool=False, # new patients to score may all have the same outcome
                 )->pd.Series:     # 0/1 integers
     "Map a two-valued label column to 0/1, with 1 = the positive class."
     if s.isna().any():
@@ -81,6 +122,12 @@ def encode_label(s:pd.Series,     # the label column as read (text)
         raise CohortError(f"{fname}: column {col!r} is empty on {format_problems(rows).strip()}\n"
                           "Every patient needs a label; fill it in or remove the patient.")
     values = sorted(s.unique())
+    if len(values) == 1 and one_class_ok:
+        v = values[0]; num = pd.to_numeric(pd.Series([v, positive]), errors="coerce")
+        if positive is not None: return pd.Series(int(str(v) == str(positive).strip() or num[0] == num[1]), index=s.index)
+        if num[0] in (0.0, 1.0): return pd.Series(int(num[0]), index=s.index)
+        raise CohortError(f"{fname}: every patient has {col!r} = {v!r}; say whether that is the positive class "
+                          f"(preeclampsia) in cohort.toml:\n  [label]\n  positive = \"...\"")
     if len(values) != 2:
         raise CohortError(f"{fname}: column {col!r} must hold exactly two values (e.g. 0 = normal, "
                           f"1 = preeclampsia); found {len(values)}: {', '.join(map(repr, values[:10]))}.")
@@ -165,16 +212,20 @@ def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
               )->np.ndarray:  # 2-D float32 array, values in [0, 1]
     "Read any supported ultrasound image as a grayscale float32 array in [0, 1]."
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise CohortError(f"{path}: image file not found. Check the path in images.csv "
                           "(it is relative to the cohort folder) or add the file.")
     try:
         img = _read_dicom(path) if _is_dicom(path) else _read_raster(path)
     except CohortError: raise
+    except PermissionError as e: raise path_error(path, e) from None
     except Exception as e:
         raise CohortError(f"{path}: cannot be read as an image ({type(e).__name__}: {e}). "
                           "The file may be corrupt or truncated, or in an unsupported format; "
                           "re-export it as PNG, TIFF or DICOM.") from None
+    if not np.isfinite(img).all():
+        raise CohortError(f"{path}: {int((~np.isfinite(img)).sum())} pixel(s) are not finite numbers (NaN or infinity), "
+                          "as floating-point TIFFs can hold; re-export the image with finite values (e.g. as 8- or 16-bit).")
     if img.ndim != 2 or min(img.shape) < 8:
         raise CohortError(f"{path}: image of shape {img.shape} is too small to analyse (at least 8x8 pixels).")
     return img
@@ -216,6 +267,7 @@ class Cohort:
     label_name: str = "label"   # the label column in clinical.csv
     positive: str = "1"         # the value of that column that means preeclampsia
     config: dict = field(default_factory=dict)  # contents of cohort.toml
+    synthetic: bool = False     # made by `pe_renal.synthetic.make_cohort` (it writes synthetic.json): not real patients
 
     @property
     def numeric(self)->list[str]: return [c for c in self.features if c not in self.categorical]
@@ -242,7 +294,7 @@ class Cohort:
         c = self.clinical
         n1 = int(c["label"].sum()); n0 = int((c["label"] == 0).sum())
         per = self.images.groupby("patient_id").size()
-        lines = [f"Cohort {self.root}",
+        lines = [f"Cohort {self.root}" + ("  -- SYNTHETIC: not real patients" if self.synthetic else ""),
                  f"  patients: {len(c)}  " + (f"(positive '{self.positive}' = 1: {n1}, other = 0: {n0})" if self.has_labels
                                               else "(no labels: patients to score)"),
                  f"  images:   {len(self.images)}  ({per.min()}-{per.max()} per patient, mean {per.mean():.2f})",
@@ -267,18 +319,33 @@ _TOML_KEYS = {"label": {"column", "positive"}, "clinical": {"features", "categor
 def read_config(root:Path)->dict:
     "Read and check the optional cohort.toml of a cohort folder."
     p = Path(root)/"cohort.toml"
-    if not p.exists(): return {}
-    try: cfg = tomllib.loads(p.read_text(encoding="utf-8"))
+    if not _is_file(p): return {}
+    try: text = p.read_text(encoding="utf-8-sig")   # a byte-order mark, as some editors write, is accepted
+    except OSError as e: raise path_error(p, e) from None
+    except UnicodeDecodeError as e:
+        raise CohortError(f"{p}: not a UTF-8 text file ({e}). Save it as UTF-8 text.") from None
+    try: cfg = tomllib.loads(text)
     except Exception as e:
         raise CohortError(f"{p}: not valid TOML ({e}). Check quotes and brackets; see the data contract.") from None
+    example = '[label]\ncolumn = "group"\npositive = "preeclampsia"'
     for sec, val in cfg.items():
-        if sec not in _TOML_KEYS or not isinstance(val, dict):
-            raise CohortError(f"{p}: unknown section [{sec}]. Allowed sections: "
-                              f"{', '.join('['+s+']' for s in _TOML_KEYS)}.")
+        if sec in _TOML_KEYS and not isinstance(val, dict):
+            raise CohortError(f"{p}: {sec!r} is written as a single key ({sec} = {val!r}) but must be a section "
+                              f"[{sec}] with keys {', '.join(sorted(_TOML_KEYS[sec]))} under it, e.g.\n{example}")
+        if sec not in _TOML_KEYS:
+            keys = [s for s, ks in _TOML_KEYS.items() if sec in ks]
+            where = f" It is a key of the section [{keys[0]}]: write it under that heading, e.g.\n{example}" if keys else ""
+            raise CohortError(f"{p}: unknown {'section' if isinstance(val, dict) else 'top-level key'} {sec!r}. Allowed "
+                              f"sections: {', '.join('['+s+']' for s in _TOML_KEYS)}.{where}")
         unknown = set(val) - _TOML_KEYS[sec]
         if unknown:
             raise CohortError(f"{p}: unknown key(s) {', '.join(sorted(unknown))} in [{sec}]. "
                               f"Allowed: {', '.join(sorted(_TOML_KEYS[sec]))}.")
+    lab = cfg.get("label", {})
+    if "column" in lab and not isinstance(lab["column"], str):
+        raise CohortError(f"{p}: [label] column must be a column name in quotes, e.g. column = \"group\".")
+    if "positive" in lab and not isinstance(lab["positive"], (str, int, float)):
+        raise CohortError(f"{p}: [label] positive must be one value of the label column, e.g. positive = \"preeclampsia\".")
     for key in ("features", "categorical", "exclude"):
         v = cfg.get("clinical", {}).get(key)
         if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
@@ -302,7 +369,8 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
         raise CohortError(f"{root/fname}: duplicate patient_id (one row per patient is required):\n"
                           f"{format_problems(rows)}\nMerge or rename these rows.")
     if label_col in df.columns:
-        label = encode_label(df[label_col], lab.get("positive"), fname=str(root/fname), col=label_col)
+        label = encode_label(df[label_col], lab.get("positive"), fname=str(root/fname), col=label_col,
+                             one_class_ok=not require_label)
     else: label = pd.Series(np.nan, index=df.index)   # new patients to score: no outcome known
     positive = str(lab.get("positive", "1"))
     out = pd.DataFrame({"patient_id": ids.to_numpy(), "label": label.to_numpy()})
@@ -330,6 +398,10 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
         if c in declared_cat:
             out[c] = df[c].to_numpy(); categorical.append(c); continue
         has_number = pd.to_numeric(df[c], errors="coerce").notna().any()
+        if not has_number and df[c].notna().any() and df[c].dropna().str.fullmatch(_DECIMAL_COMMA).all():
+            raise CohortError(f"{root/fname}: column {c!r} holds numbers written with a decimal comma (e.g. "
+                              f"{df[c].dropna().iloc[0]!r}) in a comma-separated file. Save the file with a point as the "
+                              "decimal separator, or as semicolon-separated CSV.")
         if df[c].notna().any() and not has_number:   # a text column: categorical
             out[c] = df[c].to_numpy(); categorical.append(c)
         else:
@@ -395,24 +467,26 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
                           "Remove the repeated rows (an image belongs to one patient only).")
     widths, heights = [], []
     for i, r in df.iterrows():
-        if not Path(r["abspath"]).is_file():
-            problems.append(f"line {_line(i)}: image {r['path']!r} not found"); widths.append(np.nan); heights.append(np.nan); continue
+        try: found = _is_file(Path(r["abspath"]))
+        except PathError as e: found = str(e).split(": ", 1)[-1]
+        if found is not True:
+            problems.append(f"line {_line(i)}: image {r['path']!r} {found or 'not found'}"); widths.append(np.nan); heights.append(np.nan); continue
         if not check_images: widths.append(np.nan); heights.append(np.nan); continue
         try: img = read_image(r["abspath"])
-        except CohortError as e:
+        except PeRenalError as e:
             problems.append(f"line {_line(i)}: image {r['path']!r} cannot be read - {str(e).split(': ', 1)[-1]}")
             widths.append(np.nan); heights.append(np.nan); continue
         h, w = img.shape; widths.append(w); heights.append(h)
         try:
             mask = None
             if isinstance(r.get("mask_abspath"), str):
-                if not Path(r["mask_abspath"]).is_file(): raise ValueError(f"mask file {r['mask']!r} not found")
+                if not _is_file(Path(r["mask_abspath"])): raise ValueError(f"mask file {r['mask']!r} not found")
                 mask = read_image(r["mask_abspath"])
             box = tuple(r[c] for c in ROI_BOX) if has_box and r[ROI_BOX].notna().all() else None
             if has_box and r[ROI_BOX].notna().any() and box is None: raise ValueError("ROI box is incomplete (some of x0, y0, x1, y1 empty)")
             apply_roi(img, box=box, mask=mask)
-        except (ValueError, CohortError) as e:
-            problems.append(f"line {_line(i)}: image {r['path']!r}: {str(e).split(': ', 1)[-1] if isinstance(e, CohortError) else e}")
+        except (ValueError, PeRenalError) as e:
+            problems.append(f"line {_line(i)}: image {r['path']!r}: {str(e).split(': ', 1)[-1] if isinstance(e, PeRenalError) else e}")
     if problems:
         raise CohortError(f"{fname}: problems with the images:\n{format_problems(problems)}\n"
                           "Fix or re-export these files (or correct their rows in images.csv).")
@@ -420,6 +494,13 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
     return df
 
 # %% ../nbs/01_data.ipynb #2feb2694
+def is_synthetic(root:str|Path)->bool:
+    "Whether a cohort folder was made by `pe_renal.synthetic.make_cohort` (its synthetic.json says so)."
+    import json
+    p = Path(root)/"synthetic.json"
+    try: return _is_file(p) and json.loads(p.read_text(encoding="utf-8")).get("generator", "").startswith("pe_renal.synthetic")
+    except (ValueError, AttributeError, OSError): return False
+
 def load_cohort(path:str|Path,            # the cohort folder
                 check_images:bool=True,   # decode every image (and ROI) now, to report any bad file up front
                 require_label:bool=True,  # False for new patients to score (the label column may be absent)
@@ -434,10 +515,22 @@ def load_cohort(path:str|Path,            # the cohort folder
     clinical, features, categorical, label_col, positive = _check_clinical(root, cfg, require_label)
     images = _check_images(root, clinical, check_images)
     return Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
-                  categorical=categorical, label_name=label_col, positive=positive, config=cfg)
+                  categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root))
 
 # %% ../nbs/01_data.ipynb #182571ef
 MIN_PER_CLASS = 5
+
+def check_split_sizes(split:pd.DataFrame, # from `split_cohort`: label and split columns
+                      cv_splits:int=5,     # folds of the internal validation the run will use
+                     )->None:
+    "Refuse, before any work, a split whose training set is too small for the run's cross-validation."
+    k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0)
+    if k.min() < cv_splits:
+        fix = (f"use fewer folds (--cv-splits {int(k.min())} on the command line, cv_splits in StudyConfig), or add patients"
+               if k.min() >= 2 else "add patients")
+        raise CohortError(f"clinical.csv: the training set has {k[0]} normal and {k[1]} preeclampsia patients; internal "
+                          f"validation by {cv_splits}-fold cross-validation needs at least {cv_splits} of each class in it. "
+                          f"Either {fix}.")
 
 def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
                  test_size:float=0.3,        # fraction of patients held out for testing

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_study.ipynb #e7691369
 from __future__ import annotations
-import base64, contextlib, copy, datetime, hashlib, json, os, platform, shutil, sys, time, warnings
+import base64, contextlib, copy, dataclasses, datetime, hashlib, json, os, platform, shutil, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 import pe_renal
-from .core import PeRenalError, atomic_write, file_sha256, logger, seed_everything, staged_dir
-from .data import Cohort, load_cohort, split_cohort, table_one
+from .core import PeRenalError, atomic_write, check_output, file_sha256, logger, seed_everything, staged_dir
+from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'REPORT_TEMPLATE', 'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model',
-           'render_report', 'run_study', 'predict_cohort']
+           'render_report', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 @dataclass
@@ -219,7 +219,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
     "Run the whole study on a cohort and write every output into a new results folder."
     import matplotlib; matplotlib.use("Agg", force=False) if "ipykernel" not in sys.modules else None
     import matplotlib.pyplot as plt
-    from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform, resolve_device, resolve_precision
+    from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform, resolve_device, resolve_precision, default_cache_dir
     from pe_renal.models import model_data, make_models, fit_models, model_summary, lasso_of, repeated_cv, bootstrap_optimism, plot_internal_validation
     from pe_renal.lasso import write_lasso, selection_stability, lasso_table
     from pe_renal.core import save_figure, set_style
@@ -231,14 +231,19 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
     started = datetime.datetime.now().astimezone()
     seed_everything(cfg.seed)
     out = Path(out)
-    with staged_dir(out, overwrite=overwrite) as tmp:
+    inputs = {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort,
+              "feature cache": cfg.cache or default_cache_dir(),
+              "weights file": cfg.weights if cfg.weights not in ("imagenet", "random") else None}
+    with staged_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         (tmp/"tables").mkdir(); (tmp/"figures").mkdir()
         with stage("cohort", "load and validate"):
             cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
+            if cohort.synthetic and not cfg.synthetic: cfg = dataclasses.replace(cfg, synthetic=True)   # synthetic.json says so
             hashes = _input_hashes(cohort)
             if copy_cohort: shutil.copytree(cohort.root, tmp/"cohort")   # inside the staged folder: all or nothing
         with stage("split", f"{'imposed' if cohort.has_split else 'stratified 7:3'} split by patient, Table 1"):
             split = split_cohort(cohort, test_size=cfg.test_size, seed=cfg.seed)
+            check_split_sizes(split, cfg.cv_splits)
             with atomic_write(tmp/"split.csv", "w") as f: split[["patient_id", "label", "split"]].to_csv(f, index=False)
             t1 = table_one(split, categorical=cohort.categorical); t1s = table_one(split, by="split", categorical=cohort.categorical)
             t1.to_csv(tmp/"tables"/"table1_by_group.csv", index=False); t1s.to_csv(tmp/"tables"/"table1_by_split.csv", index=False)
@@ -376,6 +381,35 @@ def _backbone_for(info:dict, weights:str|None):
     if bb.weights != wid: raise PeRenalError(f"the weights file {weights} ({bb.weights}) is not the one the model was trained with ({wid}).")
     return bb
 
+def _as_category(v):
+    "A categorical value as the text it was trained on: 1.0 read as a number becomes '1'."
+    if isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v)): return v
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+def known_categories(models:dict)->dict:
+    "The values each categorical column took in training, read from the one-hot encoders of the fitted models."
+    known = {}
+    for m in models.values():
+        for name, tr, cols in m.named_steps["features"].transformers_:
+            if name != "cat": continue
+            for c, cats in zip(cols, tr.named_steps["onehot"].categories_): known.setdefault(c, set()).update(map(str, cats))
+    return known
+
+def _check_categories(models:dict, clin:pd.DataFrame, fname:Path):
+    "Warn about categorical values never seen in training (they are encoded as 'none of the known levels'); refuse a column with no known value."
+    for c, cats in known_categories(models).items():
+        v = clin[c].dropna().astype(str)
+        new = v[~v.isin(cats)]
+        if not len(new): continue
+        if not v.isin(cats).any():
+            raise PeRenalError(f"{fname}: column {c!r} holds none of the values the model was trained with "
+                               f"({', '.join(map(repr, sorted(cats)))}); it holds {', '.join(map(repr, sorted(set(new))[:10]))}. "
+                               "Recode the column as in the training cohort (or declare it categorical in cohort.toml).")
+        warnings.warn(f"{fname}: column {c!r} holds value(s) never seen in training: {', '.join(map(repr, sorted(set(new))[:10]))} "
+                      f"({len(new)} of {len(clin)} patients, {100*len(new)/len(clin):.0f}%). The model encodes them as none of "
+                      f"the known levels ({', '.join(map(repr, sorted(cats)))}), which can lower its accuracy for these patients.",
+                      stacklevel=3)
+
 def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    cohort:str|Path|Cohort,# new patients: images + clinical values (labels optional)
                    out:str|Path|None=None,# predictions CSV to write (refused if it exists, unless overwrite)
@@ -383,10 +417,13 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    device:str="auto", cache:str|None=None, overwrite:bool=False,
                   )->tuple[pd.DataFrame, pd.DataFrame|None]: # predictions; external-validation metrics (if labels)
     "Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics."
-    from pe_renal.features import extract_features, aggregate_features, FeatureTransform
+    from pe_renal.features import extract_features, aggregate_features, FeatureTransform, default_cache_dir
     from pe_renal.evaluation import delong_ci, threshold_metrics
-    if out is not None and Path(out).exists() and not overwrite:
-        raise PeRenalError(f"{out} already exists. Choose another file name, or pass --overwrite to replace it.")
+    if out is not None:   # every output location is checked before any patient is scored
+        inputs = {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort, "model file": model_path,
+                  "weights file": weights, "feature cache": cache or default_cache_dir()}
+        out = check_output(out, inputs, overwrite, folder=False, what="predictions file")
+        check_output(out.with_name(out.stem + "_metrics.csv"), inputs, overwrite, folder=False, what="metrics file")
     obj = load_model(model_path); info = obj["info"]
     cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort, require_label=False)
     need = list(info["numeric"]) + list(info["categorical"])
@@ -400,6 +437,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     feats = aggregate_features(extract_features(cohort, bb, device=device, precision=info["precision"], transform=tf, cache=cache),
                                cohort, how=info.get("aggregation", "mean"))
     clin = cohort.clinical.set_index("patient_id")
+    clin = clin.assign(**{c: clin[c].map(_as_category) for c in info["categorical"]})
+    _check_categories(obj["models"], clin, cohort.root/"clinical.csv")
     X = pd.concat([feats[info["deep_columns"]], clin[info["numeric"]].astype(float), clin[info["categorical"]].astype(object)], axis=1)
     pred = pd.DataFrame(index=X.index)
     if cohort.has_labels: pred["label"] = clin["label"].astype(int)
@@ -407,6 +446,9 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         pred[f"p_{m}"] = mod.predict_proba(X)[:, 1]
         pred[f"pred_{m}"] = (pred[f"p_{m}"] >= obj["thresholds"][m]).astype(int)
     metrics = None
+    if cohort.has_labels and pred["label"].nunique() == 1:
+        warnings.warn(f"every patient of {cohort.root} has the same label ({int(pred['label'].iloc[0])}); scores are written, "
+                      "but an AUC and other external-validation metrics need patients of both classes.", stacklevel=2)
     if cohort.has_labels and pred["label"].nunique() == 2:
         rows = []
         for m in obj["models"]:

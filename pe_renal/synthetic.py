@@ -256,13 +256,15 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
                 two_views_rate=two_views_rate)
     seeds = np.random.SeedSequence([seed, 2]).spawn(n)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
-    with staged_dir(out_dir, overwrite=overwrite, what="cohort folder") as root:
+    with staged_dir(out_dir, overwrite=overwrite, what="cohort folder", marker="synthetic.json") as root:
         (root/"images").mkdir(); (root/"masks").mkdir(); (root/"truth").mkdir()
         jobs = [(pid, z, s, opts, root) for pid, z, s in zip(clin["patient_id"], clin["severity"], seeds)]
         from pe_renal.core import progress
         if n_jobs > 1:
             with ProcessPoolExecutor(n_jobs) as ex:
-                rows = list(progress(ex.map(_render_patient, jobs, chunksize=8), "synthetic images", total=n))
+                try: rows = list(progress(ex.map(_render_patient, jobs, chunksize=8), "synthetic images", total=n))
+                except BaseException:   # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
+                    ex.shutdown(wait=True, cancel_futures=True); raise
         else: rows = [_render_patient(j) for j in progress(jobs, "synthetic images")]
         imgs = pd.DataFrame([r for rs in rows for r in rs])
         contract = ["patient_id", "path", "side", "view", "x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask"]

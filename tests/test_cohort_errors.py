@@ -244,7 +244,7 @@ def test_cli_check_prints_message_without_traceback(cohort_dir):
 
 
 def test_cli_check_ok(cohort_dir):
-    r = subprocess.run([PE_RENAL, "check", str(cohort_dir)], capture_output=True, text=True)
+    r = subprocess.run([PE_RENAL, "check", str(cohort_dir), "--cv-splits", "4"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "patients: 12" in r.stdout and "images:   12" in r.stdout and "creatinine" in r.stdout
     assert "8 training / 4 test" in r.stdout

@@ -1,0 +1,286 @@
+"""Bad or awkward inputs to the command line, one test per class: nothing is lost, every failure is a clear message
+naming the file, row or column (exit status 2, no traceback), and `check` applies the limits `run` will meet."""
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from pe_renal.cli import main
+from pe_renal.core import PathError, PeRenalError, check_output
+from pe_renal.study import StudyConfig, predict_cohort, run_study
+from pe_renal.synthetic import make_cohort
+
+from conftest import tree_state, write_cohort
+
+PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
+
+
+@pytest.fixture
+def cohort_dir(tmp_path) -> Path:
+    "20 patients: a 7:3 split leaves 7 of each class for training, enough for the run's 5-fold cross-validation."
+    return write_cohort(tmp_path / "cohort", n=20)
+
+
+def cli(capsys, *argv):
+    "Run `pe-renal ARGV` in-process; return (status, stdout, stderr). A traceback would raise here and fail the test."
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def refused(capsys, *argv, says=()):
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+    for s in says: assert s.lower() in err.lower(), f"{s!r} not in:\n{err}"
+    return err
+
+
+# ---- data loss ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["cohort", "inside", "above", "cache"])
+def test_results_never_replace_or_sit_inside_an_input(capsys, tmp_path, cohort_dir, where):
+    cache = tmp_path / "cache"; cache.mkdir(); (cache / "shard.parquet").write_text("cached")
+    out = {"cohort": cohort_dir, "inside": cohort_dir / "results", "above": tmp_path, "cache": cache}[where]
+    before, before_cache = tree_state(cohort_dir), tree_state(cache)
+    refused(capsys, "run", cohort_dir, "--out", out, "--overwrite", "--cache", cache, "--backbone", "resnet18",
+            "--weights", "random", says=["cohort folder" if where != "cache" else "feature cache", "choose"])
+    assert tree_state(cohort_dir) == before and tree_state(cache) == before_cache
+
+
+def test_overwrite_replaces_only_an_earlier_results_folder(capsys, tmp_path, cohort_dir):
+    notes = tmp_path / "notes"; notes.mkdir(); (notes / "thesis.docx").write_text("years of work")
+    refused(capsys, "run", cohort_dir, "--out", notes, "--overwrite", says=["not an earlier results folder", "run.json"])
+    assert (notes / "thesis.docx").read_text() == "years of work"
+    refused(capsys, "demo", "--out", notes, "--overwrite", says=["not an earlier results folder"])
+    assert (notes / "thesis.docx").read_text() == "years of work"
+
+
+def test_predict_never_writes_over_its_model_or_into_the_cohort(capsys, tmp_path, cohort_dir):
+    model = tmp_path / "model.skops"; model.write_bytes(b"the model")
+    refused(capsys, "predict", cohort_dir, "--model", model, "--out", model, "--overwrite", says=["model file"])
+    refused(capsys, "predict", cohort_dir, "--model", model, "--out", cohort_dir / "p.csv", says=["inside the cohort folder"])
+    assert model.read_bytes() == b"the model" and not (cohort_dir / "p.csv").exists()
+
+
+# ---- tracebacks: output locations and OS errors -------------------------------------------------------------------
+
+def test_an_output_whose_parent_is_a_file_is_named_before_any_work(capsys, tmp_path, cohort_dir):
+    f = tmp_path / "afile"; f.write_text("x")
+    for argv in (["run", cohort_dir, "--out", f / "r"], ["demo", "--out", f / "r"], ["synth", "--out", f / "c"],
+                 ["features", cohort_dir, "--out", f / "x.csv", "--no-cache"],
+                 ["predict", cohort_dir, "--model", tmp_path / "m.skops", "--out", f / "p.csv"]):
+        refused(capsys, *argv, says=[f"{f} is a file, not a folder"])
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"; ro.mkdir()
+    if os.geteuid() == 0:   # root may write anywhere: pretend, as for a normal user
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    else: ro.chmod(0o500)
+    with pytest.raises(PathError, match=f"you may not write in {ro}"):
+        check_output(ro / "results")
+
+
+def test_predict_checks_its_output_before_scoring(capsys, tmp_path, cohort_dir):
+    (tmp_path / "taken.csv").write_text("earlier predictions")
+    refused(capsys, "predict", cohort_dir, "--model", tmp_path / "none.skops", "--out", tmp_path / "taken.csv",
+            "--cache", tmp_path / "cache", says=["taken.csv already exists"])
+    assert not (tmp_path / "cache").exists()   # nothing was scored (the model is not even read)
+
+
+def test_an_unreadable_clinical_csv_is_named(capsys, cohort_dir, monkeypatch):
+    import pe_renal.data as data
+    target = cohort_dir / "clinical.csv"
+    if os.geteuid() == 0:   # root reads any file: make the open fail as it would for a normal user
+        def deny(p, *a, **k):
+            if Path(p) == target: raise PermissionError(errno.EACCES, "Permission denied", str(p))
+            return open(p, *a, **k)
+        monkeypatch.setattr(data, "open", deny, raising=False)
+    else: target.chmod(0)
+    refused(capsys, "check", cohort_dir, says=[str(target), "permission"])
+
+
+def test_an_image_path_longer_than_the_file_system_allows(capsys, cohort_dir):
+    img = pd.read_csv(cohort_dir / "images.csv")
+    img.loc[3, "path"] = "images/" + "x" * 300 + ".png"
+    img.to_csv(cohort_dir / "images.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["line 5", "longer than the file system allows"])
+
+
+def test_infinite_roi_coordinate_is_named(capsys, cohort_dir):
+    img = pd.read_csv(cohort_dir / "images.csv", dtype=str)
+    img.loc[2, "x1"] = "inf"
+    img.to_csv(cohort_dir / "images.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["'x1'", "line 4", "'inf'"])
+
+
+# ---- `check` says OK only when `run` can succeed ------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e999"])
+def test_non_finite_clinical_value_fails_check(capsys, cohort_dir, value):
+    clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str)
+    clin.loc[4, "creatinine"] = value
+    clin.to_csv(cohort_dir / "clinical.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["'creatinine'", "line 6", repr(value)])
+
+
+def test_duplicated_column_name_fails_check(capsys, cohort_dir):
+    text = (cohort_dir / "clinical.csv").read_text().splitlines()
+    text = [text[0] + ",age"] + [line + ",30" for line in text[1:]]
+    (cohort_dir / "clinical.csv").write_text("\n".join(text) + "\n")
+    refused(capsys, "check", cohort_dir, says=["'age'", "more than once"])
+
+
+def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_path):
+    root = write_cohort(tmp_path / "c", n=16)   # 8 + 8: a 7:3 split leaves 6 + 5 for training
+    code, out, err = cli(capsys, "check", root)
+    assert code == 0 and "enough for 5-fold" in out
+    err = refused(capsys, "check", root, "--cv-splits", "6", says=["6-fold", "--cv-splits 5"])
+    # `run` applies the same limit before any feature is extracted
+    err = refused(capsys, "run", root, "--out", tmp_path / "r", "--cv-splits", "6", "--backbone", "resnet18",
+                  "--weights", "random", "--cache", tmp_path / "cache", says=["6-fold"])
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
+def test_an_image_with_non_finite_pixels_fails_check(capsys, cohort_dir):
+    a = np.random.default_rng(0).random((40, 50)).astype(np.float32); a[5, 5] = np.nan
+    tifffile.imwrite(cohort_dir / "images" / "nan.tif", a)
+    img = pd.read_csv(cohort_dir / "images.csv")
+    img.loc[0, "path"] = "images/nan.tif"
+    img.to_csv(cohort_dir / "images.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["images/nan.tif", "not finite"])
+
+
+# ---- messages that mislead ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_or_tab_separated_csv_is_read(capsys, cohort_dir, sep):
+    for f in ("clinical.csv", "images.csv"):
+        pd.read_csv(cohort_dir / f, dtype=str).to_csv(cohort_dir / f, index=False, sep=sep)
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0 and "patients: 20" in out
+
+
+def test_decimal_commas(capsys, cohort_dir):
+    from pe_renal.data import load_cohort
+    clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str)
+    comma = clin.assign(creatinine=clin["creatinine"].str.replace(".", ",", regex=False))
+    comma.to_csv(cohort_dir / "clinical.csv", index=False, sep=";")      # as spreadsheets in many locales save it
+    c = load_cohort(cohort_dir)
+    np.testing.assert_allclose(c.clinical["creatinine"], clin["creatinine"].astype(float))
+    assert "creatinine" in c.numeric
+    comma.to_csv(cohort_dir / "clinical.csv", index=False)               # quoted "44,4" in a comma-separated file
+    refused(capsys, "check", cohort_dir, says=["'creatinine'", "decimal comma"])
+
+
+def test_toml_with_a_byte_order_mark_is_read(capsys, cohort_dir):
+    clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str).rename(columns={"label": "group"})
+    clin["group"] = clin["group"].map({"0": "normal", "1": "pe"}); clin.to_csv(cohort_dir / "clinical.csv", index=False)
+    (cohort_dir / "cohort.toml").write_bytes('[label]\ncolumn = "group"\npositive = "pe"\n'.encode("utf-8-sig"))
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0, err
+
+
+def test_a_top_level_key_is_told_where_it_belongs(capsys, cohort_dir):
+    (cohort_dir / "cohort.toml").write_text('label = "group"\n')
+    err = refused(capsys, "check", cohort_dir, says=["[label]", 'column = "group"'])
+    assert "unknown section [label]" not in err
+    (cohort_dir / "cohort.toml").write_text('positive = "pe"\n')
+    refused(capsys, "check", cohort_dir, says=["section [label]"])
+
+
+# ---- interruption -------------------------------------------------------------------------------------------------
+
+def _start(cmd):
+    # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])
+
+
+def _wait_for_partial(parent, name, proc, timeout=120):
+    t0 = time.time()
+    while not list(parent.glob(f".{name}.partial-*")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < timeout, "no partial folder appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
+    proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"])
+    _wait_for_partial(tmp_path, "c", proc)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, out
+    assert "nothing was left half-written" in out and "Traceback" not in out
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
+    proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"])
+    _wait_for_partial(tmp_path, "c", proc)
+    proc.kill(); proc.communicate(timeout=60)
+    assert list(tmp_path.glob(".c.partial-*"))            # SIGKILL cannot be handled: a leftover stays ...
+    r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "20"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # ... until the next run to the same place
+
+
+# ---- predict ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    cohort = make_cohort(d / "cohort", n=40, seed=0, delta=2.5)
+    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=0, n_boot_ci=50,
+                      stability_boot=0, cache=str(d / "cache"))
+    out = run_study(cohort, d / "results", cfg, verbose=False)
+    return d, out / "model.skops"
+
+
+def _new(d, tmp_path, n=16, seed=5):
+    return make_cohort(tmp_path / f"new{seed}", n=n, seed=seed)
+
+
+def test_predict_scores_a_cohort_whose_labels_are_all_one_value(capsys, model, tmp_path):
+    d, m = model
+    new = _new(d, tmp_path)
+    clin = pd.read_csv(new / "clinical.csv", dtype=str); clin["group"] = "preeclampsia"
+    clin.to_csv(new / "clinical.csv", index=False)
+    code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
+    assert code == 0, err
+    assert "16 patients scored" in out and "same label" in err and "both classes" in err
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert len(p) == 16 and (p["label"] == 1).all() and not (tmp_path / "p_metrics.csv").exists()
+
+
+def test_predict_warns_about_categories_never_seen_in_training(capsys, model, tmp_path):
+    d, m = model
+    new = _new(d, tmp_path)
+    clin = pd.read_csv(new / "clinical.csv", dtype=str)
+    col = "parity"
+    assert col in clin, clin.columns
+    seen = sorted(clin[col].dropna().unique())
+    clin.loc[:3, col] = "grand multiparous"               # 4 of 16 patients
+    clin.to_csv(new / "clinical.csv", index=False)
+    code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
+    assert code == 0, err
+    assert "'parity'" in err and "'grand multiparous'" in err and "4 of 16 patients, 25%" in err
+    # a column with no value the model knows (recoded 0/1) is refused
+    clin[col] = (clin[col] == seen[0]).astype(int).astype(str)
+    clin.to_csv(new / "clinical.csv", index=False)
+    refused(capsys, "predict", new, "--model", m, "--out", tmp_path / "q.csv", "--cache", d / "cache",
+            says=["'parity'", "none of the values the model was trained with"])
+    assert not (tmp_path / "q.csv").exists()
