@@ -155,7 +155,7 @@ def _loader(ds, batch_size, dev, num_workers, shuffle=False, generator=None):
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
                                        pin_memory=dev.type == "cuda", prefetch_factor=2 if num_workers else None)
 
-@torch.inference_mode()
+@torch.no_grad()
 def _trunk_outputs(trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None)->list[torch.Tensor]:
     "Frozen-trunk activations of each view of each ROI, kept on the CPU: computed once, reused every epoch."
     net = _fold_batchnorm(trunk).to(dev).to(memory_format=torch.channels_last) if not isinstance(trunk, nn.Identity) else trunk
@@ -356,12 +356,14 @@ def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its h
     ax.set_title(title)
     return ax.figure
 
-def head_signature(result:FinetuneResult|tuple)->"DeepSignature":
+def head_signature(result:FinetuneResult|tuple, # a result, or (backbone, head) from `load_finetuned`
+                   sign:float=1.0,                # +1: evidence for preeclampsia; -1: evidence for normal
+                  )->"DeepSignature":
     "The fine-tuned head's logit as a Grad-CAM target: a `DeepSignature` over all pooled features (standardised, linear)."
     from pe_renal.gradcam import DeepSignature
     bb, head = (result.backbone, result.head) if isinstance(result, FinetuneResult) else result[:2]
     return DeepSignature(bb.model, np.arange(len(head.mean)), head.mean.numpy(), head.std.numpy(),
-                         head.linear.weight.detach()[0].numpy(), float(head.linear.bias.detach()[0]))
+                         head.linear.weight.detach()[0].numpy(), float(head.linear.bias.detach()[0]), sign)
 
 HeadLogit = head_signature   # the Grad-CAM target by name
 

@@ -31,12 +31,14 @@ def small(tmp_path_factory):
 def test_same_seed_same_weights(small, mode):
     c, tr, _ = small
     bb = load_backbone("resnet18", "random")
-    a = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
-    b = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
+    kw = {**FAST, "epochs": 2 if mode == "last" else 1}
+    a = finetune_backbone(c, tr, bb, mode=mode, seed=0, **kw)
+    b = finetune_backbone(c, tr, bb, mode=mode, seed=0, **kw)
     assert a.sha256 == b.sha256 and a.backbone.weights == b.backbone.weights
     pd.testing.assert_frame_equal(a.history.drop(columns="seconds"), b.history.drop(columns="seconds"))
-    other = finetune_backbone(c, tr, bb, mode=mode, seed=1, **FAST)
-    assert other.sha256 != a.sha256                                          # negative control: the seed matters
+    if mode == "last":
+        other = finetune_backbone(c, tr, bb, mode=mode, seed=1, **kw)
+        assert other.sha256 != a.sha256                                      # negative control: the seed matters
 
 
 def test_only_training_patients_are_read(small, monkeypatch):
@@ -96,3 +98,19 @@ def test_head_signature_is_the_head_logit(small):
     x = torch.randn(3, 3, 48, 48)
     with torch.inference_mode():
         np.testing.assert_allclose(head_signature(res)(x)[:, 0].numpy(), res.head(res.backbone.model(x)).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_null_cohort_held_out_auc_covers_half(tmp_path):
+    """Known answer, negative control: no signal anywhere, so the fine-tuned features of the held-out patients carry
+    none (a leak of test patients into fine-tuning would show up here as a high AUC)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    c = load_cohort(make_cohort(tmp_path / "c", n=60, seed=4, effect=0.0, annotation_rate=0.0, n_jobs=1))
+    s = split_cohort(c, seed=0); y = s.set_index("patient_id")["label"]
+    tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
+    res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), mode="last", seed=0, **{**FAST, "epochs": 4})
+    f = aggregate_features(extract_features(c, res.backbone, transform=TF, cache=False, show_progress=False), c)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=5000)).fit(f.loc[tr], y[tr])
+    auc = delong_ci(y[te], clf.predict_proba(f.loc[te])[:, 1])
+    assert auc.lo < 0.5 < auc.hi, auc
