@@ -351,7 +351,7 @@ def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its h
     ax2.set_ylim(0, 1.02); ax2.set_ylabel("AUC")
     if best: ax.axvline(best, color="gray", ls="--", lw=1)
     lines = ax.get_legend_handles_labels(); lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower left")
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
     title = f"Fine-tuning ({result.info['mode']}, kept epoch {best})" if isinstance(result, FinetuneResult) else "Fine-tuning"
     ax.set_title(title)
     return ax.figure
