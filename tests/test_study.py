@@ -17,6 +17,8 @@ from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.study import StudyConfig, load_model, predict_cohort, run_study
 from pe_renal.synthetic import make_cohort
 
+from conftest import tree_state
+
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=3, n_boot_ci=100, stability_boot=5)
 
@@ -74,10 +76,10 @@ def test_same_input_and_seed_same_results(study):
 
 def test_existing_results_folder_is_refused(study):
     d, cohort, cfg, out = study
-    before = sorted(p.name for p in out.iterdir())
+    before = tree_state(out)
     with pytest.raises(PeRenalError, match="already exists"):
         run_study(cohort, out, cfg, verbose=False)
-    assert sorted(p.name for p in out.iterdir()) == before
+    assert tree_state(out) == before               # no file added, removed or changed
 
 
 def test_predict_new_patients_with_labels(study, tmp_path):
