@@ -203,7 +203,7 @@ def test_batchnorm_folding_keeps_the_features_and_the_backbone():
 
 
 def test_bad_batch_size_is_refused_even_when_every_image_is_cached(small_cohort, tmp_path):
-    a = extract_features(small_cohort, cache=tmp_path, **SMALL)
+    a = extract_features(small_cohort, cache=tmp_path, device="cpu", **SMALL)
     assert a.attrs["pe_renal"]["batch_size"] == 8                            # the CPU default, recorded
     with pytest.raises(PeRenalError, match="batch_size must be a whole number"):
         extract_features(small_cohort, cache=tmp_path, batch_size=0, **SMALL)

@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.study import StudyConfig, load_model, predict_cohort, run_study
 from pe_renal.synthetic import make_cohort
+
+from conftest import tree_state
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=3, n_boot_ci=100, stability_boot=5)
@@ -73,10 +76,10 @@ def test_same_input_and_seed_same_results(study):
 
 def test_existing_results_folder_is_refused(study):
     d, cohort, cfg, out = study
-    before = sorted(p.name for p in out.iterdir())
+    before = tree_state(out)
     with pytest.raises(PeRenalError, match="already exists"):
         run_study(cohort, out, cfg, verbose=False)
-    assert sorted(p.name for p in out.iterdir()) == before
+    assert tree_state(out) == before               # no file added, removed or changed
 
 
 def test_predict_new_patients_with_labels(study, tmp_path):
@@ -137,18 +140,26 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     # a test run started in the background (`make test &`) ignores SIGINT, and a child would inherit that: undo it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    t0 = time.time()
-    for line in proc.stdout:                       # wait until the features stage has started
-        if "features:" in line: break
-        assert time.time() - t0 < 120
+    lines, features_started = [], threading.Event()
+    def read():                                    # keeps reading: a full pipe cannot block the child
+        for line in proc.stdout:
+            lines.append(line)
+            if "features:" in line: features_started.set()
+    reader = threading.Thread(target=read, daemon=True); reader.start()
+    deadline = time.monotonic() + 120              # holds whether or not the child prints anything
+    while not features_started.wait(0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill(); proc.wait(); reader.join(5)
+            pytest.fail(f"the features stage did not start within 120 s (exit code {proc.returncode}); output:\n"
+                        f"{''.join(lines)[-6000:]}")
     time.sleep(1.0)
     proc.send_signal(sig)
     try:
-        rest, _ = proc.communicate(timeout=60)     # keeps reading: a full pipe cannot block the child
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        rest, _ = proc.communicate()
-        pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its last output:\n{rest[-6000:]}")
+        proc.send_signal(signal.SIGABRT); proc.wait(); reader.join(5)
+        pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its last output:\n{''.join(lines)[-6000:]}")
+    reader.join(10)
     assert proc.returncode != 0
     assert not out.exists()                        # nothing under the final name
     if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
