@@ -256,7 +256,9 @@ class ImageDataset(torch.utils.data.Dataset):
 # %% ../nbs/03_features.ipynb #d4edcf84
 def _cache_root()->Path: return Path(os.environ.get("PE_RENAL_CACHE", Path.home()/".cache"/"pe_renal"))
 
-def default_cache_dir()->Path: return _cache_root()/"features"
+def default_cache_dir()->Path:
+    "Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, by default ~/.cache/pe_renal/features."
+    return _cache_root()/"features"
 
 def image_keys(table:pd.DataFrame)->list[str]:
     "Content key of each image: SHA-256 of the file's bytes plus its ROI (box or mask bytes)."
@@ -309,7 +311,9 @@ class FeatureCache:
         return path
 
 # %% ../nbs/03_features.ipynb #85706f39
-def feature_names(dim:int)->list[str]: return [f"deep_{j:04d}" for j in range(dim)]
+def feature_names(dim:int)->list[str]:
+    "Column names of the deep features: deep_0000, deep_0001, ..."
+    return [f"deep_{j:04d}" for j in range(dim)]
 
 def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|None:
     "A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32 on CUDA)."
