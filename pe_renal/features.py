@@ -418,8 +418,12 @@ def calibrate_precision(backbone:Backbone,
     spec = dict(machine=machine_key(), backbone=backbone.name, weights=backbone.weights, batch_size=int(batch_size), size=int(size))
     path = _cache_root()/"precision"/f"{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]}.json"
     if cache and path.exists():
-        try: return {**json.loads(path.read_text()), "cached": True}
-        except (OSError, ValueError) as e: logger.warning(f"precision calibration: unreadable {path} ({e}); measuring again")
+        try:
+            res = json.loads(path.read_text())
+            if res.get("precision") not in ("fp32", "bf16"): raise ValueError(f"precision {res.get('precision')!r}")
+            return {**res, "cached": True}
+        except (OSError, ValueError, AttributeError) as e:
+            logger.warning(f"precision calibration: unreadable {path} ({e}); measuring again")
     model = _fold_batchnorm(backbone.model).to(memory_format=torch.channels_last)
     x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
     feats, times = {}, {"fp32": [], "bf16": []}

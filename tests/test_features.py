@@ -278,6 +278,9 @@ def test_calibration_cache_is_per_network_and_survives_a_corrupt_file(monkeypatc
     path.write_text("{not json")
     again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=2.0)      # unreadable: measured again
     assert again["precision"] == "fp32" and calls
+    path.write_text('{"precision": "int8"}')                                      # readable, but not a precision
+    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
+    assert again["precision"] == "bf16" and calls and not again["calibration"]["cached"]
     import pe_renal.features as F
     F.calibrate_precision(load_backbone("resnet18", "random"), batch_size=4, size=64)  # another batch size: another file
     assert len(list((tmp_path / "precision").glob("*.json"))) == 2
