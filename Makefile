@@ -1,12 +1,15 @@
 # One command sets up and runs the demo; one command runs every test.
 #   make demo    create .venv, install pe_renal with everything it needs, run the demo study
 #   make test    create .venv, install, run every test (notebooks with nbdev_test + pytest tests/)
-#   make lab     open the notebooks in JupyterLab
+#   make lab     open the notebooks in JupyterLab (options with LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8890")
+# The install stamp depends on setup.py, settings.ini and pyproject.toml; nbdev_export leaves them alone
+# (update_pyproject = False in settings.ini), so exporting does not trigger a reinstall.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo_results/$(shell date +%Y%m%d-%H%M%S)
+LAB_ARGS ?=
 
 .PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 
@@ -36,7 +39,7 @@ test-pytest: setup
 test: check-export test-notebooks test-pytest
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(LAB_ARGS)
 
 readme: setup
 	$(BIN)/jupyter nbconvert --log-level=WARN --to markdown nbs/index.ipynb --output-dir . --output README

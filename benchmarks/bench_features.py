@@ -3,12 +3,15 @@
     .venv/bin/python benchmarks/bench_features.py [--images 160] [--rss 100 1000] [--precisions] [--try-jit] [--try-compile]
 
 Prints, all measured in this run on the same images:
+  auto        the precision extract_features picks on this CPU and why (fp32 without AMX or AVX512-BF16; with them
+              a one-off calibration, cached in $PE_RENAL_CACHE/precision/), and what deciding it took
   naive       one image at a time, fp32, PIL + torchvision transforms, forward hook on avgpool (typical script)
   bare        the network pe_renal runs (BatchNorm folded) alone on ready-made tensors, same batch size and
               precision, channels_last; 'unfolded' is the torchvision model as it comes
   precisions  (--precisions) the bare model in fp32, bf16 and fp16 autocast, to see which is fastest on this CPU
   pe_renal    extract_features() from the image files (decode, ROI, transform, DataLoader, model)
-  ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0)
+  ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0); on a shared CPU only the ratios of
+              one run mean anything, the absolute img/s move with the other load
   cache       cold extraction vs re-run with a warm cache (aim >= 50x)
   agreement   cosine similarity of bf16 vs fp32 features per image (aim >= 0.999)
   jit/compile (--try-jit, --try-compile) TorchScript freezing and torch.compile with inductor freezing (oneDNN
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from pe_renal.data import load_cohort
-from pe_renal.features import _fold_batchnorm, cpu_has_amx, extract_features, load_backbone, resolve_precision
+from pe_renal.features import _fold_batchnorm, cpu_bf16_kernels, extract_features, load_backbone, precision_choice
 from pe_renal.synthetic import make_cohort
 
 BACKBONE = "resnet152"
@@ -101,22 +104,28 @@ def main():
     ap.add_argument("--precisions", action="store_true", help="also time the bare model in fp32, bf16 and fp16")
     ap.add_argument("--try-jit", action="store_true", help="also time a TorchScript-frozen (oneDNN-fused) model")
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--agree", type=int, default=16, help="images on which bf16 and fp32 features are compared "
+                    "(bf16 is slow where the CPU has no bf16 kernels)")
     ap.add_argument("--child-rss", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child_rss: return child_rss(a.child_rss)
 
-    prec = resolve_precision("auto", torch.device("cpu"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, AMX: {cpu_has_amx()}, auto precision: {prec}, "
-          f"backbone {BACKBONE} (random weights: speed and memory do not depend on the weights)")
     with tempfile.TemporaryDirectory() as d:
         c, table = cohort_with(a.images, Path(d) / "c")
         bb = load_backbone(BACKBONE, "random")
+        t = time.perf_counter()
+        choice = precision_choice("auto", torch.device("cpu"), bb, a.batch)   # as extract_features decides it (cached)
+        prec = choice["precision"]
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 kernels (AMX or AVX512-BF16): "
+              f"{cpu_bf16_kernels()}, backbone {BACKBONE} (random weights: speed and memory do not depend on the weights)\n"
+              f"auto precision: {prec} ({choice['reason']}; decided in {time.perf_counter() - t:.1f} s"
+              f"{', cached' if choice.get('calibration', {}).get('cached') else ''})")
         import torchvision
         full = torchvision.models.resnet152(weights=None)
         r_naive = naive(table.iloc[: max(16, a.images // 4)], full)
         folded = _fold_batchnorm(bb.model)
         r_bare = bare(folded, a.images, prec, batch=a.batch)
-        r_unfolded = bare(bb.model, a.images, prec, batch=a.batch)
+        r_unfolded = bare(bb.model, max(2 * a.batch, a.images // 4), prec, batch=a.batch)   # a rate: fewer images do
         t = time.perf_counter()
         f_cold = extract_features(table, bb, cache=Path(d) / "cache", batch_size=a.batch, show_progress=False)
         t_cold = time.perf_counter() - t
@@ -142,10 +151,10 @@ def main():
             r_comp = bare(folded, a.images, prec, batch=a.batch, compile_=True)
             print(f"  bare, torch.compile ({prec})      {r_comp:7.1f}   ({r_comp / r_bare:.2f}x eager)")
         print(f"\ncache: cold {t_cold:.1f} s, warm {t_warm:.3f} s -> {t_cold / t_warm:.0f}x faster (aim >= 50)")
-        f32 = extract_features(table.iloc[:48], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
-        b16 = extract_features(table.iloc[:48], bb, precision="bf16", cache=False, show_progress=False).to_numpy()
+        f32 = extract_features(table.iloc[:a.agree], bb, precision="fp32", cache=False, show_progress=False).to_numpy()
+        b16 = extract_features(table.iloc[:a.agree], bb, precision="bf16", cache=False, show_progress=False).to_numpy()
         cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
-        print(f"bf16 vs fp32 cosine similarity per image (48 images): min {cos.min():.5f}, mean {cos.mean():.5f} (aim >= 0.999)")
+        print(f"bf16 vs fp32 cosine similarity per image ({len(cos)} images): min {cos.min():.5f}, mean {cos.mean():.5f} (aim >= 0.999)")
     for n in a.rss:
         out = subprocess.run([sys.executable, __file__, "--child-rss", str(n)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -19,9 +19,9 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'FeatureTransform', 'WeightsUnavailable', 'Backbone', 'load_backbone',
-           'cpu_has_amx', 'resolve_device', 'resolve_precision', 'ImageDataset', 'default_cache_dir', 'image_keys',
-           'model_key', 'FeatureCache', 'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features',
-           'cohort_features']
+           'cpu_bf16_kernels', 'resolve_device', 'precision_choice', 'resolve_precision', 'ImageDataset',
+           'default_cache_dir', 'image_keys', 'model_key', 'FeatureCache', 'feature_names', 'check_batch_size',
+           'extract_features', 'machine_key', 'calibrate_precision', 'aggregate_features', 'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -184,10 +184,10 @@ def load_backbone(name:str="resnet152",   # a key of BACKBONES
                     f"Deep features from {name} with weights from {path.name} (sha256 {digest}...).")
 
 # %% ../nbs/03_features.ipynb #84771588
-def cpu_has_amx()->bool:
-    "True when this CPU has AMX tiles (Intel Sapphire Rapids or later): the CPUs where bf16 is faster than fp32."
-    try: return bool(torch.cpu._is_amx_tile_supported())
-    except AttributeError: return False                   # a PyTorch without this probe: fp32, the safe choice
+def cpu_bf16_kernels()->bool:
+    "True when this CPU multiplies bf16 natively: AMX tiles or AVX512-BF16 instructions."
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)  # a PyTorch without them: fp32
 
 def resolve_device(device:str="auto")->torch.device:
     "'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."
@@ -196,18 +196,33 @@ def resolve_device(device:str="auto")->torch.device:
         raise PeRenalError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return torch.device(device)
 
-def resolve_precision(precision:str, device:torch.device)->str:
-    "'auto' -> 'fp16' on CUDA, 'bf16' on a CPU with AMX, else 'fp32' (bf16 without AMX is slower than fp32)."
+def precision_choice(precision:str,              # "auto", "fp32", "bf16" or "fp16"
+                     device:torch.device,
+                     backbone:Backbone|None=None,  # the network to calibrate bf16 on (CPU with bf16 kernels)
+                     batch_size:int|None=None,     # its batch size (default for the device)
+                     size:int=224,                 # input image size
+                    )->dict:                       # precision, asked, reason (and calibration, when one ran)
+    "The precision to run in, and why."
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise PeRenalError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
-    if precision != "auto": return precision
-    if device.type == "cuda": return "fp16"
-    return "bf16" if cpu_has_amx() else "fp32"
+    if precision != "auto": return dict(precision=precision, asked=precision, reason="asked for")
+    if device.type == "cuda": return dict(precision="fp16", asked="auto", reason="CUDA")
+    if not cpu_bf16_kernels():
+        return dict(precision="fp32", asked="auto", reason="this CPU has no native bf16 kernels (AMX or AVX512-BF16)")
+    if backbone is None:
+        return dict(precision="fp32", asked="auto", reason="bf16 kernels, but no network given to calibrate on")
+    cal = calibrate_precision(backbone, check_batch_size(batch_size, device), size=size)
+    return dict(precision=cal["precision"], asked="auto", reason=cal["reason"], calibration=cal)
+
+def resolve_precision(precision:str, device:torch.device, backbone:Backbone|None=None, batch_size:int|None=None)->str:
+    "'auto' -> fp16 on CUDA; bf16 on a CPU with bf16 kernels where calibration on `backbone` favours it; else fp32."
+    return precision_choice(precision, device, backbone, batch_size)["precision"]
 
 def _autocast(device:torch.device, precision:str):
     if precision == "fp32": return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
 
 # %% ../nbs/03_features.ipynb #f6e9721c
 def _image_table(images)->pd.DataFrame:
@@ -239,8 +254,11 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(img), i
 
 # %% ../nbs/03_features.ipynb #d4edcf84
+def _cache_root()->Path: return Path(os.environ.get("PE_RENAL_CACHE", Path.home()/".cache"/"pe_renal"))
+
 def default_cache_dir()->Path:
-    return Path(os.environ.get("PE_RENAL_CACHE", Path.home()/".cache"/"pe_renal"))/"features"
+    "Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, by default ~/.cache/pe_renal/features."
+    return _cache_root()/"features"
 
 def image_keys(table:pd.DataFrame)->list[str]:
     "Content key of each image: SHA-256 of the file's bytes plus its ROI (box or mask bytes)."
@@ -293,7 +311,9 @@ class FeatureCache:
         return path
 
 # %% ../nbs/03_features.ipynb #85706f39
-def feature_names(dim:int)->list[str]: return [f"deep_{j:04d}" for j in range(dim)]
+def feature_names(dim:int)->list[str]:
+    "Column names of the deep features: deep_0000, deep_0001, ..."
+    return [f"deep_{j:04d}" for j in range(dim)]
 
 def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|None:
     "A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32 on CUDA)."
@@ -318,9 +338,10 @@ def extract_features(images,                         # Cohort, its images table,
     "Deep features of every image: batched, cached, with the weights stated in `attrs`."
     table = _image_table(images)
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
-    dev = resolve_device(device); prec = resolve_precision(precision, dev)
+    dev = resolve_device(device)
     batch_size = check_batch_size(batch_size, dev)
     transform = transform or FeatureTransform()
+    choice = precision_choice(precision, dev, bb, batch_size, size=transform.size); prec = choice["precision"]
     names = feature_names(bb.dim)
     t0 = time.perf_counter()
     keys = image_keys(table)
@@ -340,6 +361,7 @@ def extract_features(images,                         # Cohort, its images table,
     out = pd.DataFrame(X, index=table.index, columns=names)
     out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
                                  device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
+                                 precision_choice=choice,
                                  n_cached=len(table) - len(todo), seconds=round(time.perf_counter() - t0, 2))
     return out
 
@@ -365,6 +387,60 @@ def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_s
     if not np.isfinite(out).all():
         raise PeRenalError(f"{bb.name} produced non-finite features (overflow in {prec}); rerun with precision='fp32'.")
     return out
+
+# %% ../nbs/03_features.ipynb #c3e9d4f5
+def _cpu_model()->str:
+    try: return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
+
+def machine_key()->dict:
+    "What makes one machine's timings differ from another's."
+    return dict(cpu=_cpu_model(), bf16_kernels=cpu_bf16_kernels(), threads=torch.get_num_threads(), torch=torch.__version__)
+
+def _timed_batch(model:nn.Module, x:torch.Tensor, precision:str)->tuple[np.ndarray, float]:
+    "Features of one batch and the seconds it took."
+    with torch.inference_mode(), _autocast(x.device, precision):
+        t = time.perf_counter(); out = model(x).float().numpy()
+    return out, time.perf_counter() - t
+
+def _cosines(a:np.ndarray, b:np.ndarray)->np.ndarray:
+    return (a*b).sum(1) / np.maximum(np.linalg.norm(a, axis=1)*np.linalg.norm(b, axis=1), 1e-30)
+
+def calibrate_precision(backbone:Backbone,
+                        batch_size:int=8,      # images per batch, as extraction will run
+                        size:int=224,          # input image size
+                        n_batches:int=3,       # timed batches per precision (after one warm-up each)
+                        min_cosine:float=0.999,# agreement with fp32 asked of bf16, per image
+                        min_speedup:float=1.1, # bf16 must be this much faster than fp32
+                        cache:bool=True,       # read and write the cached result
+                       )->dict:                # precision, reason, the figures behind it
+    "Time the network on this CPU in fp32 and bf16 and check that bf16 agrees with fp32; cached per machine and network."
+    spec = dict(machine=machine_key(), backbone=backbone.name, weights=backbone.weights, batch_size=int(batch_size), size=int(size))
+    path = _cache_root()/"precision"/f"{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]}.json"
+    if cache and path.exists():
+        try:
+            res = json.loads(path.read_text())
+            if res.get("precision") not in ("fp32", "bf16"): raise ValueError(f"precision {res.get('precision')!r}")
+            return {**res, "cached": True}
+        except (OSError, ValueError, AttributeError) as e:
+            logger.warning(f"precision calibration: unreadable {path} ({e}); measuring again")
+    model = _fold_batchnorm(backbone.model).to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
+    feats, times = {}, {"fp32": [], "bf16": []}
+    for p in times: feats[p], _ = _timed_batch(model, x, p)            # warm-up (weight reordering), and the features
+    for _ in range(n_batches):                                            # taking turns: load changes hit both alike
+        for p in times: times[p].append(_timed_batch(model, x, p)[1])
+    speed = {p: batch_size / float(np.median(t)) for p, t in times.items()}
+    cos = float(_cosines(feats["fp32"], feats["bf16"]).min())
+    ok_agree, ok_fast = cos >= min_cosine, speed["bf16"] >= min_speedup * speed["fp32"]
+    reason = (f"calibration: bf16 {speed['bf16']:.1f} img/s vs fp32 {speed['fp32']:.1f} img/s, features cosine >= {cos:.5f}; "
+              + ("bf16 faster and in agreement" if ok_agree and ok_fast else
+                 "bf16 disagrees with fp32" if not ok_agree else f"bf16 not {min_speedup}x faster"))
+    res = dict(precision="bf16" if ok_agree and ok_fast else "fp32", reason=reason, img_per_s=speed, min_cosine=cos,
+               n_batches=n_batches, **spec, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if cache:
+        with atomic_write(path, "w") as f: json.dump(res, f, indent=1)
+    return {**res, "cached": False}
 
 # %% ../nbs/03_features.ipynb #73cc0e63
 def aggregate_features(features:pd.DataFrame,  # one row per image (from `extract_features`)

@@ -220,21 +220,89 @@ def test_extraction_leaves_the_backbone_as_it_was(small_cohort):
     assert w.device.type == "cpu" and not w.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_amx_probe_exists_in_this_pytorch():
-    "cpu_has_amx relies on this probe; if PyTorch renames it, auto precision would quietly stay fp32 on AMX CPUs."
-    assert callable(torch.cpu._is_amx_tile_supported)
+def test_bf16_probes_exist_in_this_pytorch():
+    "cpu_bf16_kernels relies on these probes; if PyTorch renames them, auto precision would quietly stay fp32."
+    assert callable(torch.cpu._is_amx_tile_supported) and callable(torch.cpu._is_avx512_bf16_supported)
 
 
-def test_auto_precision_uses_bf16_only_where_it_is_faster(monkeypatch):
-    "bf16 autocast is slower than fp32 on CPUs without AMX tiles, so 'auto' picks it only with AMX; fp16 on CUDA."
+def test_auto_precision_without_bf16_kernels_is_fp32_and_measures_nothing(monkeypatch, tmp_path):
     import pe_renal.features as F
+    monkeypatch.setenv("PE_RENAL_CACHE", str(tmp_path))
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: False)
+    monkeypatch.setattr(F, "calibrate_precision", lambda *a, **k: pytest.fail("calibration without bf16 kernels"))
     cpu = torch.device("cpu")
-    monkeypatch.setattr(F, "cpu_has_amx", lambda: False)
-    assert F.resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(F, "cpu_has_amx", lambda: True)
-    assert F.resolve_precision("auto", cpu) == "bf16"
-    assert F.resolve_precision("fp32", cpu) == "fp32"
+    bb = load_backbone("resnet18", "random")
+    assert F.resolve_precision("auto", cpu, bb) == "fp32"
+    assert F.resolve_precision("bf16", cpu, bb) == "bf16"                 # asked for: honoured
     assert F.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(PeRenalError, match="precision"): F.resolve_precision("int8", cpu)
+    assert not (tmp_path / "precision").exists()
+
+
+def _calibrate_with(monkeypatch, tmp_path, bf16_seconds, perturb=0.0):
+    """Auto precision on a CPU said to have bf16 kernels, with timings set by hand (fp32 batches take 1 s) and bf16
+    features optionally perturbed; returns the choice and how many batches were timed."""
+    import pe_renal.features as F
+    monkeypatch.setenv("PE_RENAL_CACHE", str(tmp_path))
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: True)
+    real, calls = F._timed_batch, []
+    def fake(model, x, precision):
+        f, _ = real(model, x, precision); calls.append(precision)
+        if precision == "bf16" and perturb: f = f + perturb * np.random.default_rng(0).standard_normal(f.shape) * np.abs(f).mean()
+        return f, bf16_seconds if precision == "bf16" else 1.0
+    monkeypatch.setattr(F, "_timed_batch", fake)
+    choice = F.precision_choice("auto", torch.device("cpu"), load_backbone("resnet18", "random"), batch_size=2, size=64)
+    return choice, calls
+
+
+def test_auto_precision_picks_bf16_when_calibration_finds_it_faster_and_agreeing(monkeypatch, tmp_path):
+    choice, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
+    assert choice["precision"] == "bf16" and choice["calibration"]["min_cosine"] >= 0.999, choice
+    assert calls.count("bf16") == calls.count("fp32") == 4                # one warm-up and three timed batches each
+    saved = list((tmp_path / "precision").glob("*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["precision"] == "bf16"
+    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=2.0)   # cached: not measured again
+    assert again["precision"] == "bf16" and again["calibration"]["cached"] and calls == []
+
+
+def test_auto_precision_stays_fp32_when_bf16_is_slower_or_disagrees(monkeypatch, tmp_path):
+    slower, _ = _calibrate_with(monkeypatch, tmp_path / "a", bf16_seconds=1.0)   # no faster than fp32
+    assert slower["precision"] == "fp32" and "not" in slower["reason"], slower
+    wrong, _ = _calibrate_with(monkeypatch, tmp_path / "b", bf16_seconds=0.5, perturb=0.5)
+    assert wrong["precision"] == "fp32" and wrong["calibration"]["min_cosine"] < 0.999 and "disagrees" in wrong["reason"]
+
+
+def test_calibration_cache_is_per_network_and_survives_a_corrupt_file(monkeypatch, tmp_path):
+    _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
+    (path,) = (tmp_path / "precision").glob("*.json")
+    path.write_text("{not json")
+    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=2.0)      # unreadable: measured again
+    assert again["precision"] == "fp32" and calls
+    path.write_text('{"precision": "int8"}')                                      # readable, but not a precision
+    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
+    assert again["precision"] == "bf16" and calls and not again["calibration"]["cached"]
+    import pe_renal.features as F
+    F.calibrate_precision(load_backbone("resnet18", "random"), batch_size=4, size=64)  # another batch size: another file
+    assert len(list((tmp_path / "precision").glob("*.json"))) == 2
+
+
+def test_bf16_features_agree_with_fp32(small_cohort):
+    "Real bf16 arithmetic (emulated where the CPU has no bf16 kernels): features agree per image."
+    kw = {k: v for k, v in SMALL.items()}
+    f32 = extract_features(small_cohort, cache=False, precision="fp32", **kw).to_numpy()
+    b16 = extract_features(small_cohort, cache=False, precision="bf16", **kw)
+    assert b16.attrs["pe_renal"]["precision_choice"] == dict(precision="bf16", asked="bf16", reason="asked for")
+    b16 = b16.to_numpy()
+    cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
+    assert cos.min() >= 0.999 and not np.array_equal(f32, b16), cos.min()   # bf16 really ran, and agrees
+
+
+def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch):
+    import pe_renal.features as F
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: False)
+    f = extract_features(small_cohort, cache=False, **SMALL)
+    ch = f.attrs["pe_renal"]["precision_choice"]
+    assert ch["asked"] == "auto" and ch["precision"] == f.attrs["pe_renal"]["precision"] == "fp32" and "no native bf16" in ch["reason"]
 
 
 def _held_out_auc(effect, tmp_path):

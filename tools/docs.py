@@ -45,11 +45,51 @@ def mixed_import_cells(nb_path: Path) -> list[str]:
     return bad
 
 
+_LINK_ATTRS = re.compile(r'\[([^\]]*)\]\(([^)\s]*)\)\{([^}]*)\}')
+_CALL_SELF = re.compile(r'\s*\*?Call self as a function\.\*?')   # fastcore's stand-in for a function with no docstring
+
+
+def _markdown_as_quarto(md: str) -> str:
+    """What Quarto does to nbdev's markdown and nbconvert does not: Pandoc link attributes ([source](url){target="_blank"
+    style=...}) become HTML attributes, and the docstring that fastcore borrows from object.__call__ is not shown."""
+    attrs = lambda a: " ".join(re.findall(r'[\w-]+="[^"]*"', a))
+    return _CALL_SELF.sub("", _LINK_ATTRS.sub(lambda m: f'<a href="{m[2]}" {attrs(m[3])}>{m[1]}</a>', md))
+
+
+def as_quarto_renders(nb):
+    """A notebook processed by nbdev, changed to show what the Quarto site shows: the front matter (a raw YAML cell) as
+    title and description, `#| echo/output/include: false` honoured and #| lines hidden, no In [n] prompts (set on the
+    exporter), and markdown read as Quarto reads it."""
+    import nbformat, yaml
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == "raw" and c.source.startswith("---"):
+            fm = yaml.safe_load(c.source.split("---")[1]) or {}
+            head = "\n\n".join([f"# {fm['title']}"] * ("title" in fm) + [f"*{fm['description']}*"] * ("description" in fm))
+            if head: cells.append(nbformat.v4.new_markdown_cell(head))
+            continue
+        if c.cell_type == "markdown": c.source = _markdown_as_quarto(c.source)
+        if c.cell_type == "code":
+            d = dict(re.findall(r"^#\|\s*([\w-]+):\s*(\S+)\s*$", c.source, re.M))
+            if d.get("include") == "false": continue
+            if d.get("output") == "false": c.outputs = []
+            c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip()
+            if d.get("echo") == "false": c.metadata.setdefault("tags", []).append("remove_input")
+            for o in c.outputs:
+                if "text/markdown" in o.get("data", {}): o.data["text/markdown"] = _markdown_as_quarto(o.data["text/markdown"])
+        cells.append(c)
+    nb.cells = cells
+    return nb
+
+
 def render(nb: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
-    exporter = HTMLExporter(template_name="lab")
-    body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
+    from traitlets.config import Config
+    cfg = Config({"TagRemovePreprocessor": {"enabled": True, "remove_input_tags": ["remove_input"]},
+                  "HTMLExporter": {"exclude_input_prompt": True, "exclude_output_prompt": True}})
+    exporter = HTMLExporter(template_name="lab", config=cfg)
+    body, _ = exporter.from_notebook_node(as_quarto_renders(nbformat.read(nb, as_version=4)))
     body = re.sub(r'href="([0-9A-Za-z_]+)\.ipynb', r'href="\1.html', body)       # links between pages
     nav = " | ".join(f'<a href="{p.stem}.html">{p.stem}</a>' for p in sorted(nb.parent.glob("*.ipynb")))
     body = body.replace("</main>", f'<hr><nav style="padding:1em">{nav}</nav></main>', 1)
@@ -85,6 +125,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
     os.environ.setdefault("PE_RENAL_QUIET", "1")
+    if a.quarto and not shutil.which("quarto"):                          # before any notebook runs
+        sys.exit("Quarto is not installed (https://quarto.org); run without --quarto for a local preview.")
     bad = [b for p in sorted((ROOT / "nbs").glob("*.ipynb")) for b in mixed_import_cells(p)]
     if bad: sys.exit("Put these imports in a cell of their own (nbdev's docs processing re-runs every cell "
                      "that imports):\n  " + "\n  ".join(bad))
@@ -98,7 +140,6 @@ def main():
     with ProcessPoolExecutor(a.jobs) as ex:
         for name in ex.map(execute, map(str, nbs)): print(f"  {name}", flush=True)
     if a.quarto:
-        if not shutil.which("quarto"): sys.exit("Quarto is not installed (https://quarto.org); run without --quarto for a local preview.")
         subprocess.run([str(Path(sys.executable).with_name("nbdev_docs")), "--path", str(EXEC)], check=True, cwd=ROOT)
         print(f"site built in {ROOT / '_docs'}")
         return
