@@ -384,8 +384,14 @@ def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_s
         for x, idx in batches:
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             out[idx.numpy()] = model(x).float().cpu().numpy()
-    if not np.isfinite(out).all():
-        raise PeRenalError(f"{bb.name} produced non-finite features (overflow in {prec}); rerun with precision='fp32'.")
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if len(bad):
+        names = table["path"].iloc[bad].astype(str).tolist() if "path" in table else [str(i) for i in table.index[bad]]
+        fix = (f"the reduced precision ({prec}) overflowed: rerun with --precision fp32 (precision='fp32')" if prec != "fp32" else
+               "in fp32 this means extreme pixel values in these images or damaged weights: check the images "
+               "(re-export them as 8- or 16-bit) and the weights file")
+        raise PeRenalError(f"{bb.name} produced non-finite features for {len(bad)} image(s): {', '.join(names[:10])}"
+                           f"{' ...' if len(bad) > 10 else ''}; {fix}.")
     return out
 
 # %% ../nbs/03_features.ipynb #c3e9d4f5

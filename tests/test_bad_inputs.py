@@ -284,3 +284,22 @@ def test_predict_warns_about_categories_never_seen_in_training(capsys, model, tm
     refused(capsys, "predict", new, "--model", m, "--out", tmp_path / "q.csv", "--cache", d / "cache",
             says=["'parity'", "none of the values the model was trained with"])
     assert not (tmp_path / "q.csv").exists()
+
+
+def test_non_finite_features_name_the_images_and_a_fix_that_applies(cohort_dir):
+    "A network that overflows on one image in fp32: the message names that image and does not advise fp32 again."
+    import torch
+    from pe_renal.data import load_cohort
+    from pe_renal.features import Backbone, extract_features
+
+    class Overflows(torch.nn.Module):
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3), keepdim=True).flatten(1)
+            return torch.where(m > m.max() - 1e-6, torch.full_like(m, float("inf")), m).repeat(1, 4)
+
+    bb = Backbone(Overflows(), "overflows", "random:test", 4, untrained=True)
+    cohort = load_cohort(cohort_dir)
+    with pytest.raises(PeRenalError) as e:
+        extract_features(cohort, bb, device="cpu", precision="fp32", batch_size=len(cohort.images), cache=False, show_progress=False)
+    msg = str(e.value)
+    assert "1 image(s): images/p" in msg and "check the images" in msg and "--precision fp32" not in msg
