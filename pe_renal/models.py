@@ -510,11 +510,11 @@ def auc_632plus(apparent:float, # AUC of the model fitted on all patients, score
                 oob:float,      # out-of-bag AUC (mean over resamples)
                 gamma:float=0.5,# no-information AUC
                )->float:
-    "Efron & Tibshirani's (1997) .632+ estimate on the AUC scale (error = 1 - AUC, no-information error 1 - gamma)."
-    oob1 = max(oob, gamma)                                      # Err1' = min(Err1, no-information error)
-    R = (apparent - oob1) / (apparent - gamma) if apparent > oob1 and apparent > gamma else 0.0  # relative overfitting
+    "Efron & Tibshirani's (1997) .632+ estimate on the AUC scale (error = 1 - AUC), the out-of-bag AUC not floored at gamma."
+    if apparent <= gamma: R = 0.0                               # no apparent skill: nothing to correct
+    else: R = float(np.clip((apparent - oob) / (apparent - gamma), 0, 1))   # relative overfitting rate
     w = 0.632 / (1 - 0.368 * R)
-    return float((1 - w) * apparent + w * oob1)
+    return float((1 - w) * apparent + w * oob)
 
 def _cv_auc_ci(folds:pd.DataFrame, n:int, z:float=1.959964)->tuple[float, float, float]:
     "Mean fold AUC and its CI from the influence curve (LeDell et al. 2015), the variance averaged over repeats."
@@ -599,27 +599,37 @@ import seaborn as sns
 
 from .core import PALETTE, set_style
 
-def plot_internal_validation(cv:CVResult,                  # from `repeated_cv`
-                             boot:OptimismResult|None=None, # from `bootstrap_optimism`
+def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv`, or `internal_validation`
                             ):
-    "Fold AUCs of repeated CV per model and, if given, apparent vs optimism-corrected training AUC."
+    "Fold AUCs of repeated CV per model; given an `InternalValidation`, also each estimate with its CI beside the apparent AUC."
+    iv = cv if isinstance(cv, InternalValidation) else None
+    cv = iv.cv if iv is not None else cv
     set_style()
-    fig, axes = plt.subplots(1, 2 if boot is not None else 1, figsize=(11 if boot is not None else 5.5, 4.3), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if iv is not None else 1, figsize=(11 if iv is not None else 5.5, 4.3), squeeze=False)
     ax = axes[0, 0]; order = list(cv.summary["model"])
     pal = {m: PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
     sns.boxplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, width=0.5, fliersize=0, boxprops=dict(alpha=0.35))
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)
     a = cv.summary.attrs
-    ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats")
-    if boot is not None:
-        ax = axes[0, 1]
-        long = boot.summary.melt(id_vars="model", value_vars=["apparent", "corrected"], var_name="AUC", value_name="value")
-        sns.barplot(long, x="model", y="value", hue="AUC", order=order, ax=ax, palette={"apparent": "0.75", "corrected": "#009E73"})
-        cvm = cv.summary.set_index("model")["auc_mean"]
-        ax.scatter(range(len(order)), [cvm[m] for m in order], marker="D", color="black", zorder=3, label="repeated-CV mean")
+    ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats: fold AUCs")
+    if iv is not None:
+        ax = axes[0, 1]; s = iv.summary
+        app = s.drop_duplicates("model").set_index("model")["apparent_auc"]
+        ax.bar(range(len(order)), [app[m] for m in order], width=0.7, color="0.85", label="apparent (in-sample, optimistic)")
+        keys = list(dict.fromkeys(s["key"])); marks = {"cv": ("D", "black", "repeated CV"), "632+": ("o", "#009E73", ".632+ bootstrap")}
+        for j, key in enumerate(keys):
+            r = s[s["key"] == key].set_index("model"); x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
+            mk, col, lab = marks[key]
+            for xi, m in zip(x, order):
+                if not np.isfinite(r.loc[m, "auc"]):
+                    ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color=col); continue
+                ax.errorbar(xi, r.loc[m, "auc"], yerr=[[r.loc[m, "auc"] - r.loc[m, "lo"]], [r.loc[m, "hi"] - r.loc[m, "auc"]]],
+                            fmt=mk, color=col, capsize=3, label=lab if m == order[0] or not np.isfinite(r.loc[order[0], "auc"]) else None)
         ax.axhline(0.5, ls="--", color="grey", lw=1)
-        ax.set(ylim=(0, 1.02), xlabel="", ylabel="AUC", title=f"Bootstrap optimism ({boot.summary.attrs.get('n_boot', '?')} resamples)")
-        ax.legend(fontsize="small", loc="lower right")
+        ax.set_xticks(range(len(order)), order)
+        ax.set(ylim=(0, 1.02), ylabel="AUC (95% CI)", title="Internal validation of the whole pipeline")
+        handles, labels = ax.get_legend_handles_labels(); keep = dict(zip(labels, handles))
+        ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig
