@@ -37,7 +37,10 @@ def test_null_control_is_centred_on_one_half_with_cis_covering_it(null_runs):
     s = null_runs.dropna(subset=["auc"])                      # a stand-in DL model reports NA, not a number
     means = s.groupby(["model", "key"])["auc"].mean()
     assert means.between(0.45, 0.55).all(), means
-    assert ((s["lo"] <= 0.5) & (0.5 <= s["hi"])).all(), s[["seed", "model", "key", "auc", "lo", "hi"]]
+    # 95% CIs: about 1 in 20 misses 0.5 by design, so the share is checked, not every interval (on the paper-sized
+    # cohorts of the notebook every interval covered 0.5)
+    covers = (s["lo"] <= 0.5) & (0.5 <= s["hi"])
+    assert covers.mean() >= 0.9, s.loc[~covers, ["seed", "model", "key", "auc", "lo", "hi"]]
     assert {"Clinical", "Composite"} <= set(s["model"])
 
 
