@@ -18,7 +18,8 @@ except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
 __all__ = ['ROI_BOX', 'RESERVED', 'MIN_PER_CLASS', 'read_table', 'to_numeric', 'encode_label', 'read_image', 'apply_roi',
-           'Cohort', 'read_config', 'is_synthetic', 'load_cohort', 'check_split_sizes', 'split_cohort', 'table_one']
+           'Cohort', 'read_config', 'is_synthetic', 'load_cohort', 'check_split_sizes', 'split_cohort', 'smd_numeric',
+           'smd_categorical', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
@@ -568,13 +569,30 @@ def _fmt(x:float)->str:
 def _fmt_p(p:float)->str:
     return "NA" if not np.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
+def smd_numeric(a, b)->float:
+    "Standardised mean difference of a numeric variable: (mean_a - mean_b) / sqrt((var_a + var_b) / 2) (Austin 2009)."
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2: return np.nan
+    sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return float((a.mean() - b.mean()) / sd) if sd > 0 else (0.0 if a.mean() == b.mean() else np.inf)
+
+def smd_categorical(p_a, p_b)->float:
+    "SMD of a categorical variable from the level proportions of two groups: Mahalanobis form of Austin (2009), >= 0."
+    ta, tb = np.asarray(p_a, float)[1:], np.asarray(p_b, float)[1:]     # the first level is the reference
+    if len(ta) == 0: return 0.0
+    S = -(np.outer(ta, ta) + np.outer(tb, tb)) / 2
+    S[np.diag_indices_from(S)] = (ta * (1 - ta) + tb * (1 - tb)) / 2
+    d = ta - tb
+    if not d.any(): return 0.0
+    return float(np.sqrt(max(d @ np.linalg.pinv(S) @ d, 0.0)))
+
 def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split_cohort`)
               by:str="label",                 # column that defines the two groups: "label" or "split"
               columns:list[str]|None=None,    # variables to describe (default: all but id/label/split)
               categorical:list[str]|None=None,# which of them are categorical (default: non-numeric ones)
               names:dict|None=None,           # display names of the groups
-             )->pd.DataFrame:                 # one row per variable (or level), with p-values and tests
-    "Table 1 of baseline characteristics by group, with suitable tests and missing counts."
+             )->pd.DataFrame:                 # one row per variable (or level): p-values (by label) or SMD (by split)
+    "Table 1 of baseline characteristics by group with suitable tests; by split, standardised mean differences instead."
     from scipy import stats
     df = clinical
     if by not in df.columns: raise PeRenalError(f"table_one: no column {by!r} in the table (add a split first?).")
@@ -588,13 +606,15 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
     if by == "split" and "label" in df.columns:   # class balance of the split is its first row
         df = df.assign(outcome=df["label"].map({0: "normal", 1: "preeclampsia"}))
         columns = ["outcome"] + [c for c in columns if c != "label"]; categorical = ["outcome"] + list(categorical)
+    smd = by == "split"                           # balance of a random split: SMD, not a test of a null known to be true
     rows = []
     for c in columns:
         miss = int(df[c].isna().sum())
         if c in categorical:
             tab = pd.crosstab(df[c], df[by]).reindex(columns=groups, fill_value=0)
             p, test = np.nan, ""
-            if tab.shape[0] >= 2:
+            if smd: d = smd_categorical(*(tab[g] / max(tab[g].sum(), 1) for g in groups))
+            elif tab.shape[0] >= 2:
                 expected = stats.contingency.expected_freq(tab.to_numpy())
                 if tab.shape == (2, 2) and expected.min() < 5: p, test = stats.fisher_exact(tab.to_numpy())[1], "Fisher"
                 else: p, test = stats.chi2_contingency(tab.to_numpy())[1], "Chi-square"
@@ -604,7 +624,8 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
                              "overall": f"{n_all} ({100*n_all/tot:.1f}%)",
                              **{gname[k]: f"{int(tab.loc[level, g])} ({100*tab.loc[level, g]/max(tab[g].sum(), 1):.1f}%)"
                                 for k, g in enumerate(groups)},
-                             "p": _fmt_p(p) if j == 0 else "", "test": test if j == 0 else "",
+                             **({"SMD": round(d, 3) if j == 0 else np.nan} if smd else
+                                {"p": _fmt_p(p) if j == 0 else "", "test": test if j == 0 else ""}),
                              "missing": miss if j == 0 else ""})
             continue
         x = [df.loc[df[by] == g, c].dropna().astype(float).to_numpy() for g in groups]
@@ -614,10 +635,12 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
             if len(v) == 0: return "NA"
             if normal: return f"{_fmt(v.mean())} ± {_fmt(v.std(ddof=1)) if len(v) > 1 else 'NA'}"
             q1, q2, q3 = np.percentile(v, [25, 50, 75]); return f"{_fmt(q2)} [{_fmt(q1)}, {_fmt(q3)}]"
-        if min(len(v) for v in x) >= 2:
+        if smd: pass
+        elif min(len(v) for v in x) >= 2:
             if normal: p, test = stats.ttest_ind(x[0], x[1], equal_var=False).pvalue, "Welch t-test"
             else: p, test = stats.mannwhitneyu(x[0], x[1], alternative="two-sided").pvalue, "Mann-Whitney U"
         else: p, test = np.nan, ""
         rows.append({"variable": c, "level": "mean ± SD" if normal else "median [IQR]", "overall": summ(allx),
-                     **{gname[k]: summ(v) for k, v in enumerate(x)}, "p": _fmt_p(p), "test": test, "missing": miss})
+                     **{gname[k]: summ(v) for k, v in enumerate(x)},
+                     **({"SMD": round(smd_numeric(x[0], x[1]), 3)} if smd else {"p": _fmt_p(p), "test": test}), "missing": miss})
     return pd.DataFrame(rows)

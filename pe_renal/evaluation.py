@@ -15,11 +15,12 @@ from scipy import stats
 from .core import PeRenalError
 
 # %% auto #0
-__all__ = ['METRICS', 'EvaluationError', 'check_scores', 'delong_placements', 'AUC', 'delong_ci', 'DeLongTest', 'delong_test',
-           'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion', 'calibration_curve',
-           'brier_score', 'calibration_slope_intercept', 'decision_curve', 'performance_table', 'format_performance',
-           'delong_comparisons', 'plot_roc', 'plot_calibration', 'plot_decision_curve', 'plot_confusion_matrices',
-           'write_evaluation']
+__all__ = ['METRICS', 'APPARENT', 'EvaluationError', 'check_scores', 'delong_placements', 'AUC', 'delong_ci', 'DeLongTest',
+           'delong_test', 'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion',
+           'calibration_bins', 'calibration_curve', 'brier_score', 'count_denominator', 'smoothed_probabilities',
+           'calibration_slope_intercept', 'calibration_table', 'decision_curve', 'estimate_kind', 'performance_table',
+           'format_performance', 'delong_comparisons', 'plot_roc', 'plot_calibration', 'plot_decision_curve',
+           'plot_confusion_matrices', 'write_evaluation']
 
 # %% ../nbs/06_evaluation.ipynb #8b85e189
 class EvaluationError(PeRenalError, ValueError):
@@ -201,18 +202,19 @@ def _wilson(k, n, alpha=0.05):
     c = (p + z**2 / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
     return c - h, c + h
 
+def calibration_bins(n:int)->int: # about 20 patients per bin, 3 to 10 bins
+    "Number of quantile bins of a reliability curve for n patients."
+    return int(np.clip(n // 20, 3, 10))
+
 def calibration_curve(y_true, y_prob,
-                      n_bins:int=10,     # quantile bins when the probabilities take many values
-                      max_levels:int=12, # up to this many distinct values: one point per value
-                     )->pd.DataFrame:    # per bin: mean predicted, observed share and its Wilson CI, n
-    "Reliability curve that handles the coarse, discrete probabilities of KNN sensibly."
+                      n_bins:int|None=None, # quantile bins (default: `calibration_bins(n)`, ~20 patients each)
+                     )->pd.DataFrame:       # per bin: mean predicted, observed share and its Wilson CI, n
+    "Reliability curve on quantile bins of the predicted probability; tied probabilities stay in one bin."
     y, p = check_scores(y_true, y_prob, "y_prob")
     if (p < 0).any() or (p > 1).any(): raise EvaluationError("y_prob must be probabilities in [0, 1].")
-    levels = np.unique(p)
-    if len(levels) <= max_levels: groups = np.searchsorted(levels, p)
-    else:
-        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
-        groups = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+    nb = calibration_bins(len(p)) if n_bins is None else int(n_bins)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, nb + 1)))
+    groups = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
     rows = []
     for g in np.unique(groups):
         k = groups == g; n = int(k.sum()); obs = y[k].sum()
@@ -225,19 +227,82 @@ def brier_score(y_true, y_prob)->float:
     y, p = check_scores(y_true, y_prob, "y_prob")
     return float(np.mean((p - y) ** 2))
 
-def _logit(p, eps): p = np.clip(p, eps, 1 - eps); return np.log(p / (1 - p))
+def count_denominator(p, max_m:int=1000)->int|None:
+    "Smallest m with every m·p a whole number (KNN: k; a random forest: its trees); None for continuous probabilities."
+    p = np.asarray(p, float)
+    for m in range(1, max_m + 1):
+        if np.allclose(p * m, np.round(p * m), rtol=0, atol=1e-8): return m
+    return None
 
-def calibration_slope_intercept(y_true, y_prob, eps:float=0.01)->tuple[float, float]:
+def smoothed_probabilities(y_prob,              # predicted probabilities
+                           m:int|None=None,     # votes behind each probability (KNN: k); None: inferred
+                           eps:float=1e-3,      # clip for exact 0/1 of continuous probabilities
+                          )->tuple[np.ndarray, str]: # probabilities strictly inside (0, 1), the rule applied
+    "Probabilities the logit can take: vote shares Laplace-smoothed, (m·p + 1)/(m + 2); others as they are."
+    p = np.asarray(y_prob, float)
+    m = count_denominator(p) if m is None else int(m)
+    if m is not None and m > 1 or (m == 1 and ((p == 0) | (p == 1)).any()):
+        return (m * p + 1) / (m + 2), f"Laplace (m*p+1)/(m+2), m={m}"
+    if ((p <= 0) | (p >= 1)).any(): return np.clip(p, eps, 1 - eps), f"clipped to [{eps:g}, {1 - eps:g}]"
+    return p, "none"
+
+def _expit(x): return 0.5 * (1 + np.tanh(0.5 * x))
+
+def _recalibrate(y:np.ndarray, x:np.ndarray)->tuple[float, float]:
+    "Slope of the logistic regression of y on x; intercept of the one with offset x; by Newton's method (nan if separated)."
+    b = np.zeros(2); X = np.column_stack([np.ones_like(x), x]); slope = np.nan
+    for _ in range(100):
+        mu = _expit(X @ b); H = X.T @ (X * (mu * (1 - mu))[:, None])
+        try: step = np.linalg.solve(H, X.T @ (y - mu))
+        except np.linalg.LinAlgError: break
+        b += step
+        if not np.isfinite(b).all() or np.abs(b).max() > 1e3: break
+        if np.abs(step).max() < 1e-10: slope = float(b[1]); break
+    a, intercept = 0.0, np.nan
+    for _ in range(100):
+        mu = _expit(a + x); w = (mu * (1 - mu)).sum()
+        if w <= 0: break
+        step = (y - mu).sum() / w; a += step
+        if abs(a) > 1e3: break
+        if abs(step) < 1e-10: intercept = float(a); break
+    return slope, intercept
+
+def calibration_slope_intercept(y_true, y_prob,
+                                m:int|None=None,   # votes behind each probability (KNN: k); None: inferred
+                                eps:float=1e-3,    # clip for exact 0/1 of continuous probabilities
+                               )->tuple[float, float]:
     "Calibration slope (logistic recalibration) and calibration-in-the-large intercept (slope fixed at 1)."
-    from scipy.optimize import minimize
     y, p = check_scores(y_true, y_prob, "y_prob")
-    x = _logit(p, eps)
-    def nll(beta, offset_only=False):
-        eta = beta[0] + (x if offset_only else beta[1] * x)
-        return np.sum(np.logaddexp(0, eta) - y * eta)
-    slope = minimize(lambda b: nll(b), x0=[0.0, 1.0], method="BFGS").x[1]
-    intercept = minimize(lambda b: nll(b, True), x0=[0.0], method="BFGS").x[0]
-    return float(slope), float(intercept)
+    ps, _ = smoothed_probabilities(p, m, eps)
+    return _recalibrate(y.astype(float), np.log(ps / (1 - ps)))
+
+def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
+                      cohorts=("test",),    # cohorts to judge (calibration is judged on held-out patients)
+                      n_boot:int=2000,      # bootstrap resamples of the patients for the CIs
+                      seed:int=42, alpha:float=0.05,
+                      counts:dict|None=None,# {model: m} votes behind the probabilities (KNN: k); default inferred
+                     )->pd.DataFrame:       # one row per model and cohort
+    "Calibration slope and intercept with percentile bootstrap CIs, Brier score, and the smoothing rule used."
+    rows = []
+    for model, cs in results.items():
+        every = np.concatenate([np.asarray(p, float) for _, p in cs.values()])
+        m = (counts or {}).get(model) or count_denominator(every)    # all of a model's predictions: the finest grid
+        for cohort in cohorts:
+            if cohort not in cs: continue
+            y, p = check_scores(*cs[cohort], "y_prob")
+            if (p < 0).any() or (p > 1).any(): continue
+            ps, rule = smoothed_probabilities(p, m)
+            x, yf = np.log(ps / (1 - ps)), y.astype(float)
+            slope, icpt = _recalibrate(yf, x)
+            rng = np.random.default_rng(seed)
+            boot = np.array([_recalibrate(yf[i], x[i]) for i in rng.integers(0, len(y), (n_boot, len(y)))]).reshape(-1, 2)
+            ok = np.isfinite(boot).all(1)
+            q = np.percentile(boot[ok], [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0) if ok.any() else np.full((2, 2), np.nan)
+            rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=q[0, 0], slope_hi=q[1, 0],
+                             intercept=icpt, intercept_lo=q[0, 1], intercept_hi=q[1, 1], brier=brier_score(y, p),
+                             smoothing=rule, n_boot=int(ok.sum())))
+    return pd.DataFrame(rows, columns=["model", "cohort", "n", "slope", "slope_lo", "slope_hi", "intercept", "intercept_lo",
+                                       "intercept_hi", "brier", "smoothing", "n_boot"])
 
 # %% ../nbs/06_evaluation.ipynb #488a5b8b
 def decision_curve(y_true, y_prob,
@@ -257,12 +322,18 @@ def decision_curve(y_true, y_prob,
 # %% ../nbs/06_evaluation.ipynb #b80c96f6
 def _fmt_ci(v, lo, hi, d=3): return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
 
+APPARENT = "apparent (in-sample, optimistic)"
+def estimate_kind(cohort:str)->str:
+    "What an AUC on a cohort estimates: training predictions are in-sample (apparent), the others held out."
+    return APPARENT if cohort == "train" else "held-out"
+
 def performance_table(results:dict,       # {model: {"train": (y, score), "test": (y, score)}}
                       n_boot:int=2000,    # bootstrap resamples for the threshold metrics
                       alpha:float=0.05,
                       seed:int=42,
+                      internal:dict|None=None, # {model: {method, auc, lo, hi, ...}} (`InternalValidation.to_json()`)
                      )->pd.DataFrame:     # one row per model and cohort: numbers and formatted strings
-    "AUC (DeLong CI) and threshold metrics (bootstrap CIs) per model and cohort, threshold from training."
+    "AUC (DeLong CI) and threshold metrics (bootstrap CIs) per model and cohort, threshold from training; internal validation beside the apparent AUC."
     rows = []
     for model, cohorts in results.items():
         if "train" not in cohorts:
@@ -272,8 +343,12 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
             a = delong_ci(y, s, alpha)
             tm = threshold_metrics(y, s, th, n_boot=n_boot, alpha=alpha, seed=seed)
             y_ = np.asarray(y).astype(int)
-            row = dict(model=model, cohort=cohort, n=len(y_), n_positive=int(y_.sum()), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi,
-                       threshold=th)
+            row = dict(model=model, cohort=cohort, estimate=estimate_kind(cohort), n=len(y_), n_positive=int(y_.sum()),
+                       auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=th)
+            if internal is not None:
+                iv = internal.get(model, {}) if cohort == "train" else {}
+                row.update(iv_auc=iv.get("auc", np.nan), iv_lo=iv.get("lo", np.nan), iv_hi=iv.get("hi", np.nan),
+                           iv_method=iv.get("method"), iv_reason=iv.get("reason"))
             for k in METRICS:
                 row[k] = tm.loc[k, "value"]
                 if n_boot: row[f"{k}_lo"], row[f"{k}_hi"] = tm.loc[k, "lo"], tm.loc[k, "hi"]
@@ -282,8 +357,18 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
 
 def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
     "The performance table as printed in a paper: 'value (lo-hi)' strings."
-    out = table[["model", "cohort", "n"]].copy()
+    out = table[["model", "cohort"]].copy()
+    out["Estimate"] = table["estimate"] if "estimate" in table else [estimate_kind(c) for c in table["cohort"]]
+    out["n"] = table["n"]
     out["AUC (95% CI)"] = [_fmt_ci(r.auc, r.auc_lo, r.auc_hi, digits) for r in table.itertuples()]
+    if "iv_auc" in table:
+        def iv(r):
+            if r.cohort != "train": return ""
+            if r.iv_auc is None or not np.isfinite(r.iv_auc): return f"NA ({r.iv_reason})" if isinstance(r.iv_reason, str) else "NA"
+            return _fmt_ci(r.iv_auc, r.iv_lo, r.iv_hi, digits)
+        out["Internal validation AUC (95% CI)"] = [iv(r) for r in table.itertuples()]
+        out["Internal validation method"] = [r.iv_method if r.cohort == "train" and isinstance(r.iv_method, str) else ""
+                                             for r in table.itertuples()]
     names = dict(sensitivity="Sensitivity", specificity="Specificity", accuracy="Accuracy", ppv="PPV", npv="NPV", f1="F1")
     for k, lab in names.items():
         if f"{k}_lo" in table: out[lab] = [_fmt_ci(getattr(r, k), getattr(r, f"{k}_lo"), getattr(r, f"{k}_hi"), digits) for r in table.itertuples()]
@@ -292,9 +377,9 @@ def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
     return out
 
 def delong_comparisons(results:dict)->pd.DataFrame:
-    "Pairwise paired DeLong tests between models, per cohort (the same patients in the same order)."
+    "Pairwise paired DeLong tests between models on held-out cohorts (never on the in-sample training predictions)."
     rows = []
-    cohorts = sorted({c for v in results.values() for c in v}, key=lambda c: (c != "train", c))
+    cohorts = sorted({c for v in results.values() for c in v if c != "train"})
     for cohort in cohorts:
         models = [m for m in results if cohort in results[m]]
         for a, b in itertools.combinations(models, 2):
@@ -305,7 +390,7 @@ def delong_comparisons(results:dict)->pd.DataFrame:
             t = delong_test(ya, sa, sb)
             rows.append(dict(cohort=cohort, model_a=a, model_b=b, auc_a=t.auc_a, auc_b=t.auc_b,
                              difference=t.auc_a - t.auc_b, z=t.z, p=t.p))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["cohort", "model_a", "model_b", "auc_a", "auc_b", "difference", "z", "p"])
 
 # %% ../nbs/06_evaluation.ipynb #32d10ce5
 import matplotlib
@@ -331,8 +416,15 @@ def plot_roc(results:dict, cohort:str="test", ax=None, title:str|None=None, alph
     ax.legend(loc="lower right", fontsize="small", title=f"AUC ({100*(1-alpha):.0f}% CI)", title_fontsize="small")
     return ax
 
+def _risk_spikes(ax, p:np.ndarray, i:int, n_models:int, colour, height:float=0.12, width:float=0.02):
+    "Distribution of the predicted risks as a spike histogram along the bottom of a calibration plot (as rms::val.prob)."
+    counts, edges = np.histogram(p, bins=np.arange(0, 1 + width, width))
+    x = edges[:-1] + width * (i + 1) / (n_models + 1)            # the models side by side within a bin
+    h = height * counts / max(counts.max(), 1)
+    ax.vlines(x[counts > 0], -0.02, -0.02 + h[counts > 0], color=colour, lw=1.2, alpha=0.8, gid="predicted-risk-distribution")
+
 def plot_calibration(results:dict, cohort:str="test", ax=None, title:str|None=None):
-    "Reliability curves (observed share vs predicted probability, Wilson 95% CI) with Brier scores."
+    "Reliability curves (quantile bins, Wilson 95% CI) with Brier scores; the predicted risks as spikes along the bottom."
     set_style()
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     for i, (name, cohorts) in enumerate(results.items()):
@@ -341,6 +433,7 @@ def plot_calibration(results:dict, cohort:str="test", ax=None, title:str|None=No
         p = np.asarray(p, float)
         if p.min() < 0 or p.max() > 1: continue           # scores that are not probabilities: no calibration
         cc = calibration_curve(y, p)
+        _risk_spikes(ax, p, i, len(results), _colour(name, i))
         ax.errorbar(cc["predicted"], cc["observed"], yerr=[(cc["observed"] - cc["lo"]).clip(lower=0), (cc["hi"] - cc["observed"]).clip(lower=0)],
                     marker="o", ms=4, lw=1.5, capsize=2, color=_colour(name, i), label=f"{name} (Brier {brier_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="ideal")
@@ -389,12 +482,16 @@ def write_evaluation(results:dict,          # {model: {"train": (y, score), "tes
                      out_dir:str|Path,       # results folder (tables/ and figures/ are created inside)
                      formats=("png",),       # figure formats: png, svg, pdf
                      n_boot:int=2000, seed:int=42,
+                     internal:dict|None=None,# {model: {method, auc, lo, hi, ...}}: internal validation beside the apparent AUC
+                     counts:dict|None=None,  # {model: k}: votes behind KNN probabilities (default: inferred)
                     )->dict:                 # the tables, by name
-    "Write the performance table, DeLong comparisons and evaluation figures of a set of models."
+    "Write the performance table, DeLong comparisons (held-out only), calibration table and evaluation figures."
     from pe_renal.core import atomic_write
     out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
-    perf = performance_table(results, n_boot=n_boot, seed=seed)
-    tables = {"performance": perf, "performance_formatted": format_performance(perf), "delong_comparisons": delong_comparisons(results)}
+    perf = performance_table(results, n_boot=n_boot, seed=seed, internal=internal)
+    held_out = [c for c in dict.fromkeys(c for v in results.values() for c in v) if c != "train"]
+    tables = {"performance": perf, "performance_formatted": format_performance(perf), "delong_comparisons": delong_comparisons(results),
+              "calibration": calibration_table(results, held_out, n_boot=n_boot, seed=seed, counts=counts)}
     for name, df in tables.items():
         with atomic_write(out/"tables"/f"{name}.csv", "w") as f: df.to_csv(f, index=False)
     set_style()

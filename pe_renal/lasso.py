@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -23,8 +23,8 @@ from .core import PeRenalError
 # %% auto #0
 __all__ = ['LASSO_CACHE_SIZE', 'cohort_severity', 'simulated_deep_features', 'NoFeaturesSelected', 'NoFeaturesSelectedError',
            'LambdaAtGridEdge', 'lasso_cache_info', 'lasso_cache_clear', 'LinearSignature', 'LassoSelector',
-           'plot_lasso_cv', 'plot_lasso_path', 'lasso_table', 'plot_lasso_coefficients', 'stratified_bootstrap',
-           'selection_stability', 'plot_selection_stability', 'write_lasso']
+           'inner_folds', 'plot_lasso_cv', 'plot_lasso_path', 'lasso_table', 'plot_lasso_coefficients',
+           'stratified_bootstrap', 'selection_stability', 'plot_selection_stability', 'write_lasso']
 
 # %% ../nbs/04_lasso.ipynb #22ae1a04
 def cohort_severity(cohort_dir:str|Path, # a synthetic cohort folder (from `make_cohort`)
@@ -240,6 +240,18 @@ class LassoSelector(TransformerMixin, BaseEstimator):
                                self.coef_[s].copy(), float(self.intercept_))
 
 # %% ../nbs/04_lasso.ipynb #95e1ae15
+def inner_folds(X,               # features of the rows being split (array or DataFrame)
+                y,               # 0/1 labels
+                n_splits:int,    # folds
+                seed:int=42,     # seed of the shuffle
+               )->list:          # [(train rows, validation rows), ...]
+    "Stratified folds in which identical rows (one patient drawn twice by a bootstrap) always share a fold."
+    Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    groups = np.unique(Xa, axis=0, return_inverse=True)[1].ravel() if len(Xa) else np.zeros(0, int)
+    if len(np.unique(groups)) == len(Xa):               # no copies: the plain stratified folds
+        return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(Xa, y))
+    return list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(Xa, y, groups))
+
 def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     "Mean and SE of the CV error per λ (rows, λ decreasing); indices of λ-min and λ-1se (glmnet's rules)."
     mean = err.mean(1)
@@ -274,7 +286,7 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
                            "choosing λ by cross-validation needs at least 2 of each class. Add patients.")
     scaler = StandardScaler().fit(Xa)
     Xs = scaler.transform(Xa)
-    folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(Xs, y))
+    folds = inner_folds(Xa, y, n_splits, self.random_state)
     eps = self.eps or (0.01 if n < p else 1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)   # only ever at the smallest λ of the grid

@@ -22,12 +22,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .core import PeRenalError
 from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeaturesSelectedError, _check_label,
-                            simulated_deep_features, stratified_bootstrap)
+                            inner_folds, simulated_deep_features, stratified_bootstrap)
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'MODELS', 'ModelData', 'model_data', 'demo_data', 'clinical_preprocessor', 'SafeStandardScaler',
-           'knn_grid', 'TunedClassifier', 'make_model', 'make_models', 'lasso_of', 'fit_models', 'model_summary',
-           'compare_classifiers', 'CVResult', 'repeated_cv', 'OptimismResult', 'bootstrap_optimism',
+__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'IV_METHODS', 'STAND_IN', 'ModelData', 'model_data', 'demo_data',
+           'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid', 'TunedClassifier', 'make_model',
+           'make_models', 'lasso_of', 'fit_models', 'model_summary', 'compare_classifiers', 'CVResult', 'repeated_cv',
+           'OptimismResult', 'bootstrap_optimism', 'auc_632plus', 'InternalValidation', 'internal_validation',
            'plot_internal_validation']
 
 # %% ../nbs/05_models.ipynb #0f381ead
@@ -163,6 +164,9 @@ class SafeStandardScaler(StandardScaler):
 # %% ../nbs/05_models.ipynb #c09edd3a
 CLASSIFIERS = ("knn", "logistic", "svm", "rf")
 
+class KAtGridEdge(UserWarning):
+    "The tuned k of a KNN model is the smallest or largest k tried: the best k may lie outside the grid."
+
 def _base_classifier(name:str, seed:int):
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.linear_model import LogisticRegression
@@ -214,6 +218,14 @@ def _auc_columns(y:np.ndarray, S:np.ndarray)->np.ndarray:
     n1 = int(y.sum()); n0 = len(y) - n1
     return (r[y == 1].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
+def _warn_k_edge(grid:dict, best:dict):
+    ks = grid.get("n_neighbors", [])
+    k = best.get("n_neighbors")
+    if k is None or len(ks) < 2 or min(ks) < k < max(ks): return
+    side, what = ("largest", "raise k_max") if k == max(ks) else ("smallest", "a k below it is not tried")
+    warnings.warn(f"KNN: the tuned k={k} is the {side} k of the grid ({min(ks)}-{max(ks)}), so the best k may lie "
+                  f"outside it ({what}); read the tuning curve (cv_results_) before trusting the choice.", KAtGridEdge, stacklevel=3)
+
 class TunedClassifier(ClassifierMixin, BaseEstimator):
     "A classifier by name, its settings (KNN: k and weighting) tuned by stratified CV on the data it is fitted on."
     def __init__(self,
@@ -243,7 +255,7 @@ class TunedClassifier(ClassifierMixin, BaseEstimator):
         if n_splits < 2:
             raise PeRenalError(f"tuning the {self.classifier} classifier needs at least 2 patients of each class; "
                                f"the training data hold {counts[1]} preeclampsia and {counts[0]} normal.")
-        folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(X, y))
+        folds = inner_folds(X, y, n_splits, self.random_state)     # copies of a patient never on both sides
         grid = self._grid(min(len(tr) for tr, _ in folds))
         if self.classifier == "knn" and set(grid) <= {"n_neighbors", "weights"}:
             cands, scores = _knn_cv_scores(X, y, folds, grid)
@@ -256,6 +268,7 @@ class TunedClassifier(ClassifierMixin, BaseEstimator):
         self.cv_results_ = pd.DataFrame(cands).assign(mean_auc=mean, sd_auc=scores.std(1))
         self.best_params_, self.best_score_, self.n_splits_ = cands[best], float(mean[best]), n_splits
         self.best_estimator_ = clone(est).set_params(**cands[best]).fit(X, y)
+        _warn_k_edge(grid, cands[best])
         self.classes_ = self.best_estimator_.classes_
         return self
 
@@ -329,16 +342,22 @@ def _params(m)->str:
     if not hasattr(m, "named_steps"): return "no features: training prevalence"
     return ", ".join(f"{k}={v}" for k, v in m.named_steps["classifier"].best_params_.items())
 
+TUNING_NOTE = ("tuning_criterion_auc: the inner-CV AUC that chose the classifier settings (k), on deep features the LASSO "
+               "selected from all training patients; a tuning criterion only, optimistic, NOT a validation estimate "
+               "(see internal_validation)")
+
 def model_summary(fitted:dict)->pd.DataFrame: # one row per fitted model
-    "What each fitted model chose: deep features kept, λ, classifier settings and inner CV AUC."
+    "What each fitted model chose: deep features kept, λ, classifier settings and the criterion that chose them."
     rows = []
     for name, m in fitted.items():
         sel, clf = lasso_of(m), m.named_steps["classifier"]
         rows.append(dict(model=name, classifier=clf.classifier, inputs=int(clf.n_features_in_),
                          deep_kept=len(sel.selected_) if sel is not None else np.nan,
                          lasso_lambda=sel.alpha_ if sel is not None else np.nan,
-                         settings=_params(m), tuning_cv_auc=clf.best_score_))
-    return pd.DataFrame(rows)
+                         settings=_params(m), tuning_criterion_auc=clf.best_score_))
+    out = pd.DataFrame(rows)
+    out.attrs["notes"] = {"tuning_criterion_auc": TUNING_NOTE}
+    return out
 
 # %% ../nbs/05_models.ipynb #2f99256f
 def compare_classifiers(data:ModelData,
@@ -363,6 +382,7 @@ def _fit_or_prevalence(model, X, y)->tuple:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoFeaturesSelected)    # counted instead
         warnings.simplefilter("ignore", LambdaAtGridEdge)      # expected when a bootstrap resample repeats patients
+        warnings.simplefilter("ignore", KAtGridEdge)          # reported for the model fitted on all patients
         try: return m.fit(X, y), False
         except NoFeaturesSelectedError: return _Prevalence(float(np.mean(y))), True
 
@@ -371,17 +391,33 @@ def _n_deep(m)->float:
     sel = lasso_of(m)
     return len(sel.selected_) if sel is not None else np.nan
 
+def _placements(y:np.ndarray, s:np.ndarray)->tuple[float, np.ndarray]:
+    "AUC and each patient's placement: for a case the share of controls scored lower, for a control the share of cases scored higher (ties 1/2)."
+    from scipy.stats import rankdata
+    pos, neg = y == 1, y == 0
+    r, r1, r0 = rankdata(s), rankdata(s[pos]), rankdata(s[neg])
+    v = np.empty(len(y))
+    v[pos] = (r[pos] - r1) / neg.sum(); v[neg] = 1 - (r[neg] - r0) / pos.sum()
+    return float(v[pos].mean()), v
+
+def _ic_msq(y:np.ndarray, s:np.ndarray, prev:float)->float:
+    "Mean squared influence-curve value of a validation fold's AUC (LeDell, Petersen & van der Laan 2015)."
+    auc, v = _placements(y, s)
+    ic = np.where(y == 1, (v - auc) / prev, (v - auc) / (1 - prev))
+    return float(np.mean(ic ** 2))
+
 def _cv_fold(models:dict, X:pd.DataFrame, y:np.ndarray, tr, te, repeat:int, fold:int)->list:
     rows = []
     for name, model in models.items():
         m, empty = _fit_or_prevalence(model, X.iloc[tr], y[tr])
         s = m.predict_proba(X.iloc[te])[:, 1]
         rows.append(dict(model=name, repeat=repeat, fold=fold, auc=roc_auc_score(y[te], s), n_train=len(tr), n_test=len(te),
-                         deep_kept=_n_deep(m), settings=_params(m), no_features=empty))
+                         deep_kept=_n_deep(m), settings=_params(m), no_features=empty,
+                         ic_msq=_ic_msq(y[te], s, float(y.mean()))))
     return rows
 
 class CVResult(NamedTuple):
-    folds: pd.DataFrame     # one row per model, repeat and fold
+    folds: pd.DataFrame     # one row per model, repeat and fold (ic_msq: the fold's term of the CI in `internal_validation`)
     summary: pd.DataFrame   # one row per model: mean, SD and 2.5-97.5 percentiles of the fold AUCs
 
 def _check_xy(X, y, n_splits:int, what:str)->np.ndarray:
@@ -408,7 +444,9 @@ def repeated_cv(models:dict,           # unfitted models, e.g. `make_models(data
     splits = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y)
     rows = Parallel(n_jobs=n_jobs)(delayed(_cv_fold)(models, X, y, tr, te, i // n_splits + 1, i % n_splits + 1)
                                    for i, (tr, te) in enumerate(splits))
-    folds = pd.DataFrame([r for rs in rows for r in rs])
+    return _cv_result(pd.DataFrame([r for rs in rows for r in rs]), n_splits, n_repeats, seed)
+
+def _cv_result(folds:pd.DataFrame, n_splits:int, n_repeats:int, seed:int)->CVResult:
     g = folds.groupby("model", sort=False)
     summary = pd.DataFrame({"auc_mean": g["auc"].mean(), "auc_sd": g["auc"].std(ddof=1),
                             "auc_lo": g["auc"].quantile(0.025), "auc_hi": g["auc"].quantile(0.975),
@@ -437,7 +475,7 @@ def bootstrap_optimism(models:dict,          # unfitted models, e.g. `make_model
                        seed:int=42,          # seed of the resampling
                        n_jobs:int|None=None, # resamples in parallel
                       )->OptimismResult:
-    "Harrell's bootstrap optimism-corrected AUC of every model (the whole pipeline refitted per resample)."
+    "BIASED for KNN, kept to show why it is not used: Harrell's optimism-corrected AUC. Use `internal_validation`."
     from joblib import Parallel, delayed
     y = _check_xy(X, y, 2, "bootstrap_optimism")
     apparent = {}
@@ -456,33 +494,142 @@ def bootstrap_optimism(models:dict,          # unfitted models, e.g. `make_model
     summary.attrs.update(n_boot=n_boot, seed=seed)
     return OptimismResult(res, summary)
 
+# %% ../nbs/05_models.ipynb #e2165842
+def _oob_one(models:dict, X:pd.DataFrame, y:np.ndarray, idx:np.ndarray, b:int)->list:
+    "Fit every model on one bootstrap resample; AUC on the patients it did not draw (out of bag)."
+    oob = np.setdiff1d(np.arange(len(y)), idx)
+    rows = []
+    for name, model in models.items():
+        m, empty = _fit_or_prevalence(model, X.iloc[idx], y[idx])
+        ok = len(np.unique(y[oob])) == 2
+        auc = roc_auc_score(y[oob], m.predict_proba(X.iloc[oob])[:, 1]) if ok else np.nan
+        rows.append(dict(model=name, resample=b, auc_oob=auc, n_oob=len(oob), deep_kept=_n_deep(m), no_features=empty))
+    return rows
+
+def auc_632plus(apparent:float, # AUC of the model fitted on all patients, scored on them
+                oob:float,      # out-of-bag AUC (mean over resamples)
+                gamma:float=0.5,# no-information AUC
+               )->float:
+    "Efron & Tibshirani's (1997) .632+ estimate on the AUC scale (error = 1 - AUC), the out-of-bag AUC not floored at gamma."
+    if apparent <= gamma: R = 0.0                               # no apparent skill: nothing to correct
+    else: R = float(np.clip((apparent - oob) / (apparent - gamma), 0, 1))   # relative overfitting rate
+    w = 0.632 / (1 - 0.368 * R)
+    return float((1 - w) * apparent + w * oob)
+
+def _cv_auc_ci(folds:pd.DataFrame, n:int, z:float=1.959964)->tuple[float, float, float]:
+    "Mean fold AUC and its CI from the influence curve (LeDell et al. 2015), the variance averaged over repeats."
+    per = folds.groupby("repeat").agg(auc=("auc", "mean"), msq=("ic_msq", "mean"))
+    auc, se = float(per["auc"].mean()), float(np.sqrt(per["msq"].mean() / n))
+    return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+@dataclass
+class InternalValidation:
+    "Internal-validation AUCs of every model by two methods, with CIs; `to_json()` gives the primary one per model."
+    summary: pd.DataFrame   # model, method, auc, lo, hi, n_resamples, reason, primary, apparent_auc, n_no_features
+    cv: CVResult            # the repeated-CV folds
+    bootstrap: pd.DataFrame # one row per model and resample: out-of-bag AUC
+    settings: dict          # n_boot, n_splits, n_repeats, seed, primary, seconds
+
+    def to_json(self)->dict: # {model: {method, auc, lo, hi, n_resamples, reason}}
+        "The primary estimate of each model, as written to run.json."
+        def num(v): return None if v is None or not np.isfinite(v) else round(float(v), 6)
+        rows = self.summary[self.summary["primary"]]
+        return {r.model: dict(method=r.method, auc=num(r.auc), lo=num(r.lo), hi=num(r.hi), n_resamples=int(r.n_resamples),
+                              reason=r.reason if isinstance(r.reason, str) else None) for r in rows.itertuples()}
+
+IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% CI: influence curve, LeDell 2015)",
+              "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; 95% CI: percentiles "
+                      "of per-resample .632+ AUCs, conservative)"}
+
+STAND_IN = ("the LASSO kept no deep feature on all training patients, so the model is a prevalence stand-in "
+            "(no information); resamples that keep features would validate a different model")
+
+def internal_validation(models:dict,          # unfitted models, e.g. `make_models(data)`
+                        X:pd.DataFrame, y,    # the training patients
+                        n_boot:int=40,        # bootstrap resamples for .632+ (0: skip)
+                        n_splits:int=5,       # CV folds
+                        n_repeats:int=4,      # CV repetitions with new folds
+                        seed:int=42,          # seed of the folds and resamples
+                        n_jobs:int|None=None, # fits in parallel
+                        primary:str="cv",     # the estimate `to_json` reports: "cv" or "632+"
+                       )->InternalValidation:
+    "Internal validation of the whole pipeline of every model: repeated CV and the .632+ bootstrap, each AUC with a CI."
+    import time
+    from joblib import Parallel, delayed
+    if primary not in IV_METHODS: raise PeRenalError(f"primary must be 'cv' or '632+', not {primary!r}.")
+    if primary == "632+" and n_boot < 1: raise PeRenalError("primary='632+' needs n_boot >= 1.")
+    y = _check_xy(X, y, n_splits, "internal_validation")
+    t0 = time.perf_counter()
+    splits = list(RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y))
+    idx = stratified_bootstrap(y, n_boot, seed) if n_boot else []
+    tasks = [delayed(_cv_fold)(models, X, y, tr, te, i // n_splits + 1, i % n_splits + 1) for i, (tr, te) in enumerate(splits)]
+    tasks += [delayed(_oob_one)(models, X, y, i, b + 1) for b, i in enumerate(idx)]
+    out = Parallel(n_jobs=n_jobs)(tasks)
+    folds = pd.DataFrame([r for rs in out[:len(splits)] for r in rs])
+    boot = pd.DataFrame([r for rs in out[len(splits):] for r in rs],
+                        columns=["model", "resample", "auc_oob", "n_oob", "deep_kept", "no_features"])
+    cv = _cv_result(folds, n_splits, n_repeats, seed)
+    rows = []
+    for name, model in models.items():
+        m, stand_in = _fit_or_prevalence(model, X, y)
+        app = roc_auc_score(y, m.predict_proba(X)[:, 1])
+        reason = STAND_IN if stand_in else None
+        f, b = folds[folds["model"] == name], boot[(boot["model"] == name) & boot["auc_oob"].notna()]
+        est = (np.nan,) * 3 if stand_in else _cv_auc_ci(f, len(y))
+        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats), auc=est[0], lo=est[1], hi=est[2],
+                         n_resamples=len(f), reason=reason, primary=primary == "cv", key="cv", apparent_auc=app,
+                         n_no_features=int(f["no_features"].sum())))
+        if n_boot:
+            if stand_in or not len(b): est = (np.nan,) * 3
+            else:
+                per = [auc_632plus(app, a) for a in b["auc_oob"]]
+                est = (auc_632plus(app, b["auc_oob"].mean()), *np.percentile(per, [2.5, 97.5]))
+            rows.append(dict(model=name, method=IV_METHODS["632+"].format(b=n_boot), auc=est[0], lo=est[1], hi=est[2], n_resamples=len(b),
+                             reason=reason if stand_in else (None if len(b) else "no resample left both classes out of bag"),
+                             primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=int(b["no_features"].sum())))
+    summary = pd.DataFrame(rows)
+    settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
+                    seconds=round(time.perf_counter() - t0, 1))
+    summary.attrs.update(settings)
+    return InternalValidation(summary, cv, boot, settings)
+
 # %% ../nbs/05_models.ipynb #9c5a2a40
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .core import PALETTE, set_style
 
-def plot_internal_validation(cv:CVResult,                  # from `repeated_cv`
-                             boot:OptimismResult|None=None, # from `bootstrap_optimism`
+def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv`, or `internal_validation`
                             ):
-    "Fold AUCs of repeated CV per model and, if given, apparent vs optimism-corrected training AUC."
+    "Fold AUCs of repeated CV per model; given an `InternalValidation`, also each estimate with its CI beside the apparent AUC."
+    iv = cv if isinstance(cv, InternalValidation) else None
+    cv = iv.cv if iv is not None else cv
     set_style()
-    fig, axes = plt.subplots(1, 2 if boot is not None else 1, figsize=(11 if boot is not None else 5.5, 4.3), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if iv is not None else 1, figsize=(11 if iv is not None else 5.5, 4.3), squeeze=False)
     ax = axes[0, 0]; order = list(cv.summary["model"])
     pal = {m: PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
     sns.boxplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, width=0.5, fliersize=0, boxprops=dict(alpha=0.35))
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)
     a = cv.summary.attrs
-    ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats")
-    if boot is not None:
-        ax = axes[0, 1]
-        long = boot.summary.melt(id_vars="model", value_vars=["apparent", "corrected"], var_name="AUC", value_name="value")
-        sns.barplot(long, x="model", y="value", hue="AUC", order=order, ax=ax, palette={"apparent": "0.75", "corrected": "#009E73"})
-        cvm = cv.summary.set_index("model")["auc_mean"]
-        ax.scatter(range(len(order)), [cvm[m] for m in order], marker="D", color="black", zorder=3, label="repeated-CV mean")
+    ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats: fold AUCs")
+    if iv is not None:
+        ax = axes[0, 1]; s = iv.summary
+        app = s.drop_duplicates("model").set_index("model")["apparent_auc"]
+        ax.bar(range(len(order)), [app[m] for m in order], width=0.7, color="0.85", label="apparent (in-sample, optimistic)")
+        keys = list(dict.fromkeys(s["key"])); marks = {"cv": ("D", "black", "repeated CV"), "632+": ("o", "#009E73", ".632+ bootstrap")}
+        for j, key in enumerate(keys):
+            r = s[s["key"] == key].set_index("model"); x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
+            mk, col, lab = marks[key]
+            for xi, m in zip(x, order):
+                if not np.isfinite(r.loc[m, "auc"]):
+                    ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color=col); continue
+                ax.errorbar(xi, r.loc[m, "auc"], yerr=[[r.loc[m, "auc"] - r.loc[m, "lo"]], [r.loc[m, "hi"] - r.loc[m, "auc"]]],
+                            fmt=mk, color=col, capsize=3, label=lab if m == order[0] or not np.isfinite(r.loc[order[0], "auc"]) else None)
         ax.axhline(0.5, ls="--", color="grey", lw=1)
-        ax.set(ylim=(0, 1.02), xlabel="", ylabel="AUC", title=f"Bootstrap optimism ({boot.summary.attrs.get('n_boot', '?')} resamples)")
-        ax.legend(fontsize="small", loc="lower right")
+        ax.set_xticks(range(len(order)), order)
+        ax.set(ylim=(0, 1.02), ylabel="AUC (95% CI)", title="Internal validation of the whole pipeline")
+        handles, labels = ax.get_legend_handles_labels(); keep = dict(zip(labels, handles))
+        ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig

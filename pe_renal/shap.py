@@ -13,8 +13,8 @@ import pandas as pd
 from .core import PeRenalError, atomic_write
 
 # %% auto #0
-__all__ = ['model_inputs', 'explain_model', 'shap_values_table', 'importance', 'plot_beeswarm', 'plot_importance_bar',
-           'plot_waterfall', 'plot_families', 'write_shap']
+__all__ = ['FAMILY_NOTES', 'model_inputs', 'explain_model', 'shap_values_table', 'importance', 'plot_beeswarm',
+           'plot_importance_bar', 'plot_waterfall', 'plot_families', 'write_shap']
 
 # %% ../nbs/08_shap.ipynb #f74a2224
 def model_inputs(model,                 # a fitted model from pe_renal.models (Pipeline: features -> classifier)
@@ -40,18 +40,18 @@ def model_inputs(model,                 # a fitted model from pe_renal.models (P
 def explain_model(model,                   # a fitted model (Pipeline: features -> classifier)
                   X_train:pd.DataFrame,    # training patients: the background is drawn from them
                   X:pd.DataFrame,          # patients to explain (e.g. the test set)
-                  n_background:int=10,     # k-means centres of the training inputs used as background
+                  n_background:int=25,     # training patients drawn (seeded, without replacement) as the background
                   max_evals:int|None=None, # model evaluations per patient (default: 10 x (features + 1), at least 500)
                   seed:int=42,
                  ):                        # shap.Explanation (values: patients x features), with `.columns` info
-    "SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, k-means background)."
+    "SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, background of real training patients)."
     import shap
-    from sklearn.cluster import KMeans
     Ztr, cols = model_inputs(model, X_train)
     Z, _ = model_inputs(model, X)
     if Z.shape[1] == 0: raise PeRenalError("the model has no inputs to explain (no feature was selected or given).")
     k = int(min(n_background, len(Ztr)))
-    bg = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Ztr.to_numpy()).cluster_centers_ if k < len(Ztr) else Ztr.to_numpy()
+    rows = np.sort(np.random.default_rng(seed).choice(len(Ztr), size=k, replace=False))
+    bg = Ztr.to_numpy()[rows]                           # real patients: one-hot columns stay 0/1, no impossible mixtures
     clf = model.named_steps["classifier"]
     f = lambda z: clf.predict_proba(np.asarray(z, dtype=np.float64))[:, 1]
     M = Z.shape[1]
@@ -65,6 +65,7 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
     if values.ndim == 3: values, base = values[..., -1], base[..., -1]   # multi-output: keep P(preeclampsia)
     out = shap.Explanation(values=values, base_values=base.reshape(-1), data=Z.to_numpy(), feature_names=list(cols["feature"]))
     out.columns, out.patients, out.prediction = cols, list(X.index), f(Z.to_numpy())
+    out.background = list(Ztr.index[rows])
     return out
 
 # %% ../nbs/08_shap.ipynb #f64e8684
@@ -74,8 +75,18 @@ def shap_values_table(ex)->pd.DataFrame:
     t.insert(0, "expected_value", ex.base_values); t.insert(1, "prediction", ex.prediction)
     return t
 
+FAMILY_NOTES = {
+    "mean_net_contribution": "mean over patients of the sum of the family's SHAP values: how far, on average and with "
+                             "sign, the family moves P(preeclampsia) from the expected value (probability units)",
+    "mean_abs_net_contribution": "mean over patients of |sum of the family's SHAP values|: how much the family moves a "
+                                 "patient's probability, either way; the family's importance (leads the table)",
+    "n_features": "inputs of the family the model sees",
+    "sum_of_feature_importance": "sum over the family's features of mean |SHAP|; grows with the number of features "
+                                 "(their values can cancel within a patient), so it is not a share of the prediction",
+    "share_of_summed_importance": "sum_of_feature_importance / its total over families; grows with n_features too"}
+
 def importance(ex)->dict:
-    "Mean |SHAP| per feature, per variable (one-hot columns summed) and per family (deep vs clinical)."
+    "Mean |SHAP| per feature and per variable (one-hot columns summed); per family (deep vs clinical) the net contribution first."
     v = pd.DataFrame(ex.values, columns=ex.feature_names)
     cols = ex.columns.set_index("feature")
     feat = (v.abs().mean().rename("mean_abs_shap").to_frame()
@@ -85,13 +96,15 @@ def importance(ex)->dict:
     var = (var_vals.abs().mean().rename("mean_abs_shap").to_frame().assign(family=fam_of_var)
            .sort_values("mean_abs_shap", ascending=False))
     var.index.name = "variable"
-    fam_net = v.T.groupby(cols["family"].reindex(v.columns).to_numpy()).sum().T
-    fam = pd.DataFrame({"n_features": feat.groupby("family").size(),
-                        "sum_of_feature_importance": feat.groupby("family")["mean_abs_shap"].sum(),
-                        "mean_abs_net_contribution": fam_net.abs().mean()})
-    fam["share_of_total"] = fam["sum_of_feature_importance"] / fam["sum_of_feature_importance"].sum()
+    fam_net = v.T.groupby(cols["family"].reindex(v.columns).to_numpy()).sum().T      # per patient: the family's summed SHAP
+    fam = pd.DataFrame({"mean_net_contribution": fam_net.mean(), "mean_abs_net_contribution": fam_net.abs().mean(),
+                        "n_features": feat.groupby("family").size(),
+                        "sum_of_feature_importance": feat.groupby("family")["mean_abs_shap"].sum()})
+    fam["share_of_summed_importance"] = fam["sum_of_feature_importance"] / fam["sum_of_feature_importance"].sum()
     fam.index.name = "family"
-    return {"feature": feat, "variable": var, "family": fam.sort_values("sum_of_feature_importance", ascending=False)}
+    fam = fam.sort_values("mean_abs_net_contribution", ascending=False)
+    fam.attrs["notes"] = FAMILY_NOTES
+    return {"feature": feat, "variable": var, "family": fam}
 
 # %% ../nbs/08_shap.ipynb #65c95ff2
 import contextlib
@@ -110,35 +123,38 @@ def _tolerant_ioff():
 
 def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite model"):
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()                                  # shap draws into the current figure: make it a new one
     with _tolerant_ioff(): shap.plots.beeswarm(ex, max_display=max_display, show=False, plot_size=(7, 0.35 * max_display + 1.5))
-    fig = plt.gcf(); fig.axes[0].set_title(title, fontsize=11); return fig
+    fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composite model"):
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()
     with _tolerant_ioff(): shap.plots.bar(ex, max_display=max_display, show=False)
-    fig = plt.gcf(); fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
+    fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     "How one patient's inputs move her probability away from the expected value."
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()
     with _tolerant_ioff(): shap.plots.waterfall(ex[i], max_display=max_display, show=False)
-    fig = plt.gcf(); fig.set_size_inches(7, 0.4 * max_display + 1.5)
+    fig.set_size_inches(7, 0.4 * max_display + 1.5)
     fig.axes[0].set_title(title or f"Patient {ex.patients[i]}: P(preeclampsia) = {ex.prediction[i]:.2f}", fontsize=11)
     return fig
 
-def plot_families(imp:dict, title:str="Contribution per feature family"):
-    "Sum of mean |SHAP| per family (deep vs clinical), with the number of features in each."
+def plot_families(imp:dict, title:str="Net contribution per feature family"):
+    "Mean |net contribution| per family (deep vs clinical), with its signed mean and the number of features."
     import matplotlib.pyplot as plt, seaborn as sns
     from pe_renal.core import set_style
     set_style()
     fam = imp["family"].reset_index()
     fig, ax = plt.subplots(figsize=(5.5, 2.6))
-    sns.barplot(fam, y="family", x="sum_of_feature_importance", hue="family", ax=ax,
+    sns.barplot(fam, y="family", x="mean_abs_net_contribution", hue="family", ax=ax,
                 palette={"deep": "#0072B2", "clinical": "#E69F00"}, legend=False)
     for i, r in fam.iterrows():
-        ax.text(r.sum_of_feature_importance, i, f"  {100*r.share_of_total:.0f}% ({r.n_features} features)", va="center", fontsize=9)
-    ax.set(xlabel="sum of mean |SHAP| (probability units)", ylabel="", title=title)
-    ax.set_xlim(0, fam["sum_of_feature_importance"].max() * 1.45)
+        ax.text(r.mean_abs_net_contribution, i, f"  mean {r.mean_net_contribution:+.3f} ({r.n_features} features)", va="center", fontsize=9)
+    ax.set(xlabel="mean over patients of |family's summed SHAP| (probability)", ylabel="", title=title)
+    ax.set_xlim(0, fam["mean_abs_net_contribution"].max() * 1.6)
     fig.tight_layout(); return fig
 
 def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
@@ -147,10 +163,13 @@ def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
     from pe_renal.core import save_figure
     out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
     imp = importance(ex)
+    notes = pd.DataFrame({"column": list(FAMILY_NOTES), "meaning": list(FAMILY_NOTES.values())})
     tables = {"shap_values": shap_values_table(ex), "shap_importance_feature": imp["feature"],
-              "shap_importance_variable": imp["variable"], "shap_importance_family": imp["family"]}
+              "shap_importance_variable": imp["variable"], "shap_importance_family": imp["family"],
+              "shap_importance_family_columns": notes.set_index("column")}
     for name, df in tables.items():
         with atomic_write(out/"tables"/f"{name}.csv", "w") as fh: df.to_csv(fh)
-    for name, fig in (("shap_beeswarm", plot_beeswarm(ex)), ("shap_bar", plot_importance_bar(ex)), ("shap_families", plot_families(imp))):
-        save_figure(fig, out/"figures"/name, formats); plt.close(fig)
+    for name, plot in (("shap_beeswarm", lambda: plot_beeswarm(ex)), ("shap_bar", lambda: plot_importance_bar(ex)),
+                       ("shap_families", lambda: plot_families(imp))):
+        fig = plot(); save_figure(fig, out/"figures"/name, formats); plt.close(fig)      # one figure drawn, saved, closed
     return tables

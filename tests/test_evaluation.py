@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pe_renal.evaluation import (EvaluationError, calibration_curve, calibration_slope_intercept, decision_curve,
-                                 delong_comparisons, performance_table, threshold_metrics, youden_threshold)
+from pe_renal.evaluation import (EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
+                                 decision_curve, delong_comparisons, performance_table, threshold_metrics,
+                                 write_evaluation, youden_threshold)
 
 
 def model(n, signal, seed):
@@ -45,7 +46,7 @@ def test_calibration_handles_knn_levels_and_rejects_non_probabilities():
     y, s = model(200, 1.0, 3)
     p = np.round(1 / (1 + np.exp(-s)) * 5) / 5
     cc = calibration_curve(y, p)
-    assert len(cc) == len(np.unique(p)) and cc["n"].sum() == 200
+    assert len(cc) <= len(np.unique(p)) and cc["n"].sum() == 200
     assert ((cc["lo"] <= cc["observed"]) & (cc["observed"] <= cc["hi"])).all()
     with pytest.raises(EvaluationError, match="probabilities"):
         calibration_curve(y, s)
@@ -73,3 +74,67 @@ def test_comparisons_need_the_same_patients():
         delong_comparisons({"a": {"test": a}, "b": {"test": b}})
     with pytest.raises(EvaluationError, match="train"):
         performance_table({"a": {"test": a}})
+
+
+def knn_like(n, k, signal, seed):
+    "Labels and k-NN-like vote shares j/k (exact 0 and 1 included)."
+    y, s = model(n, signal, seed)
+    return y, np.round(k / (1 + np.exp(-2 * s))) / k
+
+
+def test_no_hypothesis_tests_on_training_predictions_and_apparent_label():
+    tr, te = model(120, 1.0, 0), model(60, 1.0, 1)
+    tr2, te2 = (tr[0], tr[1] + np.random.default_rng(2).normal(0, 1, 120)), (te[0], te[1] + 0.3)
+    res = {"a": {"train": tr, "test": te}, "b": {"train": tr2, "test": te2}}
+    d = delong_comparisons(res)
+    assert set(d["cohort"]) == {"test"} and len(d) == 1
+    assert len(delong_comparisons({m: {"train": r["train"]} for m, r in res.items()})) == 0
+    t = performance_table(res, n_boot=0).set_index("cohort")
+    assert (t.loc["train", "estimate"] == "apparent (in-sample, optimistic)").all()
+    assert (t.loc["test", "estimate"] == "held-out").all()
+
+
+def test_calibration_of_knn_votes_does_not_depend_on_a_clip():
+    "KNN probabilities of exactly 0 or 1: Laplace smoothing (k p + 1)/(k + 2), not an arbitrary clip."
+    y, p = knn_like(84, 25, 1.0, 4)
+    assert ((p == 0) | (p == 1)).any()
+    a = calibration_slope_intercept(y, p, eps=1e-2)
+    b = calibration_slope_intercept(y, p, eps=1e-6)
+    assert a == pytest.approx(b, abs=1e-12)
+    # the same numbers as a logistic fit on the smoothed probabilities (statsmodels-free check with scipy)
+    from scipy.optimize import minimize
+    ps = (25 * p + 1) / 27; x = np.log(ps / (1 - ps))
+    nll = lambda b: np.sum(np.logaddexp(0, b[0] + b[1] * x) - y * (b[0] + b[1] * x))
+    assert a[0] == pytest.approx(minimize(nll, [0, 1], method="BFGS").x[1], abs=1e-4)
+    assert calibration_slope_intercept(y, p, m=25) == pytest.approx(a)   # k given or inferred: the same
+
+
+def test_calibration_bins_fit_a_small_test_set():
+    y, p = knn_like(84, 25, 1.0, 5)
+    cc = calibration_curve(y, p)
+    assert 3 <= len(cc) <= 5 and cc["n"].min() >= 12 and cc["n"].sum() == 84
+
+
+def test_calibration_table_has_bootstrap_cis_and_is_written(tmp_path):
+    tr, te = knn_like(195, 25, 1.0, 6), knn_like(84, 25, 1.0, 7)
+    res = {"Composite": {"train": tr, "test": te}}
+    t = calibration_table(res, n_boot=300, seed=1)
+    r = t.iloc[0]
+    assert r.cohort == "test" and r.slope_lo <= r.slope <= r.slope_hi and r.intercept_lo <= r.intercept <= r.intercept_hi
+    assert r.smoothing == "Laplace (m*p+1)/(m+2), m=25" and r.n_boot > 250
+    pd.testing.assert_frame_equal(t, calibration_table(res, n_boot=300, seed=1))            # seeded
+    tabs = write_evaluation(res, tmp_path, n_boot=200)
+    written = pd.read_csv(tmp_path / "tables" / "calibration.csv")
+    assert list(written["model"]) == ["Composite"] and {"slope_lo", "intercept_hi", "smoothing"} <= set(written.columns)
+    assert "calibration" in tabs
+
+
+def test_calibration_plot_shows_the_distribution_of_predicted_risks():
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pe_renal.evaluation import plot_calibration
+    y, p = knn_like(84, 25, 1.0, 8)
+    ax = plot_calibration({"m": {"test": (y, p)}}, "test")
+    spikes = [c for c in ax.collections if c.get_gid() == "predicted-risk-distribution"]
+    assert len(spikes) == 1 and len(spikes[0].get_segments()) == len(np.unique(p))
+    plt.close("all")

@@ -9,7 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from pe_renal.core import PeRenalError
 from pe_renal.evaluation import delong_ci
-from pe_renal.lasso import NoFeaturesSelected, NoFeaturesSelectedError, lasso_cache_clear, lasso_cache_info
+from pe_renal.lasso import NoFeaturesSelected, NoFeaturesSelectedError, inner_folds, lasso_cache_clear, lasso_cache_info
 from pe_renal.models import (ModelData, SafeStandardScaler, TunedClassifier, bootstrap_optimism, clinical_preprocessor,
                              compare_classifiers, demo_data, fit_models, knn_grid, lasso_of, make_model, make_models,
                              model_data, model_summary, repeated_cv)
@@ -197,8 +197,9 @@ def test_tuned_knn_equals_gridsearch():
     X = np.vstack([X, X[:10]]); y = np.r_[y, y[:10]]          # duplicates: zero distances in distance weighting
     for w in (("uniform",), ("uniform", "distance")):
         t = TunedClassifier(weights=w, random_state=3).fit(X, y)
-        g = GridSearchCV(KNeighborsClassifier(), knn_grid(min(len(tr) for tr, _ in StratifiedKFold(5, shuffle=True, random_state=3).split(X, y)), 25, w),
-                         scoring="roc_auc", cv=StratifiedKFold(5, shuffle=True, random_state=3)).fit(X, y)
+        folds = inner_folds(X, y, 5, 3)                     # copies of a patient kept in one fold
+        g = GridSearchCV(KNeighborsClassifier(), knn_grid(min(len(tr) for tr, _ in folds), 25, w),
+                         scoring="roc_auc", cv=folds).fit(X, y)
         assert t.best_params_ == g.best_params_
         np.testing.assert_allclose(t.cv_results_["mean_auc"], g.cv_results_["mean_test_score"], atol=1e-12)
         np.testing.assert_array_equal(t.predict_proba(X), g.best_estimator_.predict_proba(X))

@@ -89,3 +89,41 @@ def test_table_one_by_split_shows_class_balance_first():
 def test_table_one_needs_two_groups():
     with pytest.raises(Exception, match="two groups"):
         table_one(paper_table().assign(label=1))
+
+
+def test_table_one_by_split_reports_smd_not_p_values():
+    d = split_cohort(paper_table(seed=2), seed=5)
+    t = table_one(d, by="split", categorical=["cat"])
+    assert "SMD" in t.columns and "p" not in t.columns and "test" not in t.columns
+    tr, te = d[d.split == "train"], d[d.split == "test"]
+    r = t.set_index("variable")
+    # numeric: Austin (2009), pooled SD of the two groups
+    x, y = tr["normal_var"], te["normal_var"]
+    assert r.loc["normal_var", "SMD"] == pytest.approx(round((x.mean() - y.mean()) / np.sqrt((x.var() + y.var()) / 2), 3))
+    # binary categorical: (p1 - p2) / sqrt((p1 (1 - p1) + p2 (1 - p2)) / 2), sign-free
+    p1, p2 = (tr["cat"] == "yes").mean(), (te["cat"] == "yes").mean()
+    assert r.loc["cat", "SMD"].iloc[0] == pytest.approx(round(abs(p1 - p2) / np.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / 2), 3))
+    assert np.isnan(r.loc["cat", "SMD"].iloc[1])               # one SMD per variable, on its first level
+    # the group table keeps its tests
+    assert {"p", "test"} <= set(table_one(d, categorical=["cat"]).columns)
+
+
+def test_smd_known_answers():
+    from pe_renal.data import smd_categorical, smd_numeric
+    assert smd_numeric([1, 2, 3], [1, 2, 3]) == 0
+    assert smd_numeric([0, 2], [1, 3]) == pytest.approx(-1 / np.sqrt(2))
+    assert smd_categorical([0.5, 0.5], [0.7, 0.3]) == pytest.approx(0.2 / np.sqrt((0.25 + 0.21) / 2))
+    # three levels: the Mahalanobis form; a level split evenly the same way in both groups adds nothing
+    assert smd_categorical([0.2, 0.4, 0.4], [0.2, 0.4, 0.4]) == 0
+    a, b = np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.3, 0.3])
+    T, C = a[1:], b[1:]
+    S = np.array([[(T[0] * (1 - T[0]) + C[0] * (1 - C[0])) / 2, -(T[0] * T[1] + C[0] * C[1]) / 2],
+                  [-(T[0] * T[1] + C[0] * C[1]) / 2, (T[1] * (1 - T[1]) + C[1] * (1 - C[1])) / 2]])
+    assert smd_categorical(a, b) == pytest.approx(np.sqrt((T - C) @ np.linalg.inv(S) @ (T - C)))
+
+
+def test_random_split_of_a_null_cohort_is_balanced_by_smd():
+    "Random halves of one population: SMDs are small (|SMD| < 0.3 at n = 279), whatever a p-value would say."
+    for seed in range(5):
+        t = table_one(split_cohort(paper_table(seed=seed), seed=seed), by="split", categorical=["cat"])
+        assert t["SMD"].dropna().abs().max() < 0.3
