@@ -110,19 +110,22 @@ def _tolerant_ioff():
 
 def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite model"):
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()                 # shap draws into the current figure: give it its own
     with _tolerant_ioff(): shap.plots.beeswarm(ex, max_display=max_display, show=False, plot_size=(7, 0.35 * max_display + 1.5))
-    fig = plt.gcf(); fig.axes[0].set_title(title, fontsize=11); return fig
+    fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composite model"):
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()
     with _tolerant_ioff(): shap.plots.bar(ex, max_display=max_display, show=False)
-    fig = plt.gcf(); fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
+    fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     "How one patient's inputs move her probability away from the expected value."
     import shap, matplotlib.pyplot as plt
+    fig = plt.figure()
     with _tolerant_ioff(): shap.plots.waterfall(ex[i], max_display=max_display, show=False)
-    fig = plt.gcf(); fig.set_size_inches(7, 0.4 * max_display + 1.5)
+    fig.set_size_inches(7, 0.4 * max_display + 1.5)
     fig.axes[0].set_title(title or f"Patient {ex.patients[i]}: P(preeclampsia) = {ex.prediction[i]:.2f}", fontsize=11)
     return fig
 
@@ -151,6 +154,8 @@ def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
               "shap_importance_variable": imp["variable"], "shap_importance_family": imp["family"]}
     for name, df in tables.items():
         with atomic_write(out/"tables"/f"{name}.csv", "w") as fh: df.to_csv(fh)
-    for name, fig in (("shap_beeswarm", plot_beeswarm(ex)), ("shap_bar", plot_importance_bar(ex)), ("shap_families", plot_families(imp))):
+    for name, plot in (("shap_beeswarm", lambda: plot_beeswarm(ex)), ("shap_bar", lambda: plot_importance_bar(ex)),
+                       ("shap_families", lambda: plot_families(imp))):
+        fig = plot()                   # one figure at a time: made, saved, closed
         save_figure(fig, out/"figures"/name, formats); plt.close(fig)
     return tables
