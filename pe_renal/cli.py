@@ -14,7 +14,7 @@ from .core import Interrupted, PeRenalError, check_output, stoppable, path_error
 from .data import load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 def cmd_check(args)->int:
@@ -100,6 +100,12 @@ def cmd_demo(args)->int:
         res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True), overwrite=args.overwrite,
                         copy_cohort=True)              # keep the demo cohort with its results, for `pe-renal predict` and checks
     print(f"Report: {Path(res)/'report.html'}  (total {time.perf_counter() - t:.0f} s)")
+    return 0
+
+def cmd_report(args)->int:
+    "Render report.html again from an existing results folder (nothing is rerun; no other file changes)."
+    from pe_renal.study import render_report
+    print(f"Report: {render_report(args.results)}")
     return 0
 
 def cmd_predict(args)->int:
@@ -197,6 +203,11 @@ def build_parser()->argparse.ArgumentParser:
     pr.add_argument("--cache", default=None, help="feature cache folder")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     pr.set_defaults(func=cmd_predict)
+    rp = sub.add_parser("report", help="render report.html again from a results folder",
+                        description="Render report.html from what a results folder holds (run.json, tables, figures), "
+                                    "without rerunning anything: e.g. after updating pe_renal's report template.")
+    rp.add_argument("results", help="results folder written by `pe-renal run` or `pe-renal demo`")
+    rp.set_defaults(func=cmd_report)
     return p
 
 def main(argv:list[str]|None=None)->int:

@@ -197,13 +197,13 @@ def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
     ax.imshow(cam, cmap="jet", alpha=alpha * (cam > 0.02), vmin=0, vmax=1)
     ax.set_title(title, fontsize=9); ax.axis("off")
 
-def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True):
-    "A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map."
-    import matplotlib.pyplot as plt
+def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True, caption:str=""):
+    "A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a caption."
+    import matplotlib.pyplot as plt, matplotlib as mpl
     ncol = 3 if randomised and "cam_randomised" in items[0] else 2
     fig, axes = plt.subplots(len(items), ncol, figsize=(3.3 * ncol, 2.9 * len(items)), squeeze=False)
     for k, (row, it) in enumerate(zip(axes, items)):
-        t = (titles[k] if titles else f"{it['patient_id']}") + f"\nsignature {it['score']:.2f}"
+        t = (titles[k] if titles else f"{it['patient_id']}") + f"\ndeep signature {it['score']:.2f}"
         row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1); row[0].set_title(t, fontsize=9); row[0].axis("off")
         sub = f"Grad-CAM" + (f" - {100*it['kidney_energy_inside']:.0f}% in kidney ({100*it['kidney_area_fraction']:.0f}% of area)"
                             if "kidney_energy_inside" in it else "")
@@ -212,4 +212,10 @@ def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", ran
         if ncol == 3: overlay(row[2], it["roi"], it["cam_randomised"], title=f"randomised weights (rho {it['randomisation_spearman']:.2f})")
     if note: fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
     fig.tight_layout()
+    cb = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), cmap="jet"), ax=axes[:, 1:].ravel().tolist(),
+                      fraction=0.03, pad=0.02)
+    cb.set_label("Grad-CAM (normalised: 0 low, 1 highest)", fontsize=8); cb.ax.tick_params(labelsize=7)
+    if caption:
+        import textwrap
+        fig.text(0.01, 0, textwrap.fill(caption, 120), fontsize=7.5, va="top", ha="left", color="#333")
     return fig

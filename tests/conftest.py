@@ -43,3 +43,16 @@ def tree_state(root: Path) -> dict:
             st = p.stat()
             out[str(p)] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
+
+
+@pytest.fixture(scope="session")
+def study_results(tmp_path_factory):
+    "One small synthetic run of the whole study (resnet18, random weights, few resamples), shared by the test modules."
+    from pe_renal.study import StudyConfig, run_study
+    from pe_renal.synthetic import make_cohort
+    d = tmp_path_factory.mktemp("study")
+    cohort = make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
+    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=3, n_boot_ci=100, stability_boot=5,
+                      cache=str(d / "cache"), synthetic=True)
+    out = run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
+    return d, cohort, cfg, out

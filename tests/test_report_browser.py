@@ -1,0 +1,117 @@
+"""report.html as a person sees it: opened in headless Chromium, read as rendered text, tables, images and a screenshot.
+
+The results folder comes from the shared `study_results` fixture (a small synthetic run); set PE_RENAL_TEST_RESULTS to a
+results folder (e.g. a `pe-renal demo` output) to check that report instead.
+"""
+import hashlib
+import os
+import re
+import shutil
+from itertools import combinations
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"]
+MARKUP = re.compile(r"<\s*/?\s*(table|thead|tbody|tr|td|th|div|span|p|br|img|details|summary)\b|&(lt|gt|amp|quot|nbsp|#\d+);", re.I)
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def results(request):
+    if os.environ.get("PE_RENAL_TEST_RESULTS"): return Path(os.environ["PE_RENAL_TEST_RESULTS"])
+    return request.getfixturevalue("study_results")[3]
+
+
+@pytest.fixture(scope="module")
+def rendered(results, tmp_path_factory):
+    "What Chromium shows: body text, tables (source and cell texts), images, and a full-page screenshot."
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shot = tmp_path_factory.mktemp("browser") / "report.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((results / "report.html").as_uri()); page.wait_for_load_state("load")
+        text = page.inner_text("body")
+        tables = page.evaluate("""Array.from(document.querySelectorAll('table')).map(t => ({
+            source: t.dataset.source || '', filter: t.dataset.filter || '',
+            header: Array.from(t.querySelectorAll('thead th')).map(c => c.textContent.trim()),
+            rows: Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))""")
+        imgs = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")   # the screenshot shows everything
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    print(f"screenshot: {shot}")
+    return dict(text=text, tables=tables, imgs=imgs, errors=errors, screenshot=shot)
+
+
+def test_visible_text_has_no_markup(rendered):
+    hits = sorted({m.group(0) for m in MARKUP.finditer(rendered["text"])})
+    assert not hits, f"markup shown as text: {hits}"
+    assert not rendered["errors"]
+
+
+def test_every_table_renders_with_the_rows_of_its_csv(rendered, results):
+    tables = rendered["tables"]
+    sources = [t["source"] for t in tables]
+    expected = ["tables/table1_by_group.csv", "tables/performance_formatted.csv", "tables/internal_validation.csv",
+                "tables/delong_comparisons.csv", "tables/lasso_coefficients.csv", "tables/gradcam_checks.csv",
+                "tables/shap_importance_family.csv", "tables/tripod_ai.csv"]
+    assert set(expected) <= set(sources), sorted(set(expected) - set(sources))
+    assert len(tables) == len(sources) >= len(expected) and "" not in sources, sources
+    for t in tables:
+        csv = pd.read_csv(results / t["source"], dtype=str)
+        for cond in t["filter"].split():              # a table may show part of its file, and says which part
+            col, _, value = cond.partition("=")
+            csv = csv[csv[col] == value]
+        assert t["rows"] and len(t["rows"]) == len(csv), t["source"]
+        assert all(len(r) == len(t["header"]) for r in t["rows"]), t["source"]
+
+
+def test_performance_cells_equal_the_csv(rendered, results):
+    perf = pd.read_csv(results / "tables/performance_formatted.csv")
+    t = next(t for t in rendered["tables"] if t["source"] == "tables/performance_formatted.csv")
+    col = t["header"].index("AUC (95% CI)")
+    assert [r[col] for r in t["rows"]] == list(perf["AUC (95% CI)"])
+    assert [r[t["header"].index("model")] for r in t["rows"]] == list(perf["model"])
+    assert any("apparent (in-sample, optimistic)" in r[t["header"].index("cohort")] for r in t["rows"])
+
+
+def test_checklist_matches_its_csv(rendered, results):
+    tripod = pd.read_csv(results / "tables/tripod_ai.csv", dtype=str).fillna("")
+    t = next(t for t in rendered["tables"] if t["source"] == "tables/tripod_ai.csv")
+    assert [r[0] for r in t["rows"]] == list(tripod.iloc[:, 0])
+    assert [r[-1] for r in t["rows"]] == list(tripod.iloc[:, -1])
+
+
+def test_every_image_loaded(rendered, results):
+    imgs = rendered["imgs"]
+    n_png = len(list((results / "figures").glob("*.png")))
+    assert len(imgs) >= 12 and all(ok and w > 0 and h > 0 for _, ok, w, h in imgs), imgs
+    assert len(imgs) <= n_png
+
+
+def test_no_two_figures_are_identical(results):
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((results / "figures").iterdir()) if p.is_file()}
+    same = [(a, b) for a, b in combinations(digests, 2) if digests[a] == digests[b]]
+    assert len(digests) >= 12 and not same, same
+
+
+def test_status_is_stated(rendered, results):
+    import json
+    m = json.loads((results / "run.json").read_text())
+    if m.get("status"):
+        assert m["status"] in rendered["text"]
+        for d in (results, results / "tables", results / "figures"):
+            readme = (d / "README.txt").read_text()
+            assert m["status"] in readme and "run.json" in readme
+
+
+def test_screenshot_is_saved(rendered):
+    assert rendered["screenshot"].stat().st_size > 50_000
