@@ -74,7 +74,7 @@ def _inputs(args)->dict:
 def _config(args, **extra):
     from pe_renal.study import StudyConfig
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
-                       classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, seed=args.seed,
+                       classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, **extra)
 
@@ -171,7 +171,8 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--classifier", default="knn", choices=["knn", "logistic", "svm", "rf"],
                        help="classifier of the three models (default knn, as the paper)")
         q.add_argument("--cv-splits", type=int, default=5, help="folds of the repeated cross-validation (default 5)")
-        q.add_argument("--cv-repeats", type=int, default=3, help="repeats of the cross-validation (default 3)")
+        q.add_argument("--cv-repeats", type=int, default=4, help="repeats of the cross-validation (default 4)")
+        q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

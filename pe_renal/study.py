@@ -41,13 +41,13 @@ class StudyConfig:
     batch_size: int|None = None      # images per forward pass (None: 8 on CPU, 32 on CUDA)
     cache: str|None = None           # feature cache folder (default ~/.cache/pe_renal)
     cv_splits: int = 5               # internal validation: repeated stratified K-fold ...
-    cv_repeats: int = 3              # ... repeated this often
-    n_boot_optimism: int = 25        # bootstrap resamples for the optimism-corrected AUC
+    cv_repeats: int = 4              # ... repeated this often (the primary internal validation, with an influence-curve CI)
+    n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
     n_boot_ci: int = 2000            # bootstrap resamples for the threshold-metric CIs
     stability_boot: int = 50         # bootstrap resamples for LASSO selection stability (0 = skip)
     gradcam_method: str = "gradcam"
     gradcam_per_cell: int = 1        # Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)
-    shap_background: int = 10
+    shap_background: int = 25        # real training patients sampled as the SHAP background
     formats: tuple = ("png",)        # figure formats
     n_jobs: int|None = None          # parallel folds / resamples
     synthetic: bool = False          # set by the demo: every output says the data are synthetic
@@ -273,7 +273,7 @@ def models_stage(deep:pd.DataFrame, split:pd.DataFrame, cohort:Cohort, cfg:Study
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fitted, results = fit_models(data, **kw)
-    notes = sorted({str(w.message) for w in caught if "LASSO" in str(w.message) or "not fitted" in str(w.message)})
+    notes = sorted({str(w.message) for w in caught if any(k in str(w.message) for k in ("LASSO", "not fitted", "KNN:"))})
     if "Composite" not in fitted: raise PeRenalError("the composite model could not be fitted.")
     _csv(model_summary(fitted), tmp/"tables"/"models.csv")
     sel = lasso_of(fitted["Composite"])
@@ -287,38 +287,29 @@ def models_stage(deep:pd.DataFrame, split:pd.DataFrame, cohort:Cohort, cfg:Study
 # %% ../nbs/09_study.ipynb #04a5fc60
 @dataclass
 class ValidationStage:
-    table: pd.DataFrame          # the internal-validation estimate per model: model, method, auc, lo, hi, n_resamples, reason
+    table: pd.DataFrame          # the internal-validation estimates: model, method, auc, lo, hi, n_resamples, reason, ...
+    json: dict                   # {model: {method, auc, lo, hi, n_resamples, reason}}: the primary estimate, for run.json
     details: dict                # further tables written (name -> DataFrame), e.g. per-fold AUCs
 
 def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ValidationStage:
-    "Internal validation of the whole pipeline on the training set: repeated stratified CV and bootstrap optimism."
+    "Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+ bootstrap."
     import matplotlib.pyplot as plt
-    from pe_renal.models import make_models, repeated_cv, bootstrap_optimism, plot_internal_validation
+    from pe_renal.models import make_models, internal_validation, plot_internal_validation
     from pe_renal.core import save_figure
     Xtr, ytr = models.data.part("train")
     unfitted = make_models(models.data, **models.options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cv = repeated_cv(unfitted, Xtr, ytr, n_splits=cfg.cv_splits, n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs)
-        opt = bootstrap_optimism(unfitted, Xtr, ytr, n_boot=cfg.n_boot_optimism, seed=cfg.seed, n_jobs=cfg.n_jobs) if cfg.n_boot_optimism else None
-    s = cv.summary
-    rows = [pd.DataFrame(dict(model=s["model"], method=f"repeated stratified {cfg.cv_splits}-fold CV x {cfg.cv_repeats}",
-                              auc=s["auc_mean"], lo=s["auc_lo"], hi=s["auc_hi"], n_resamples=s["n_folds"],
-                              reason="mean of the fold AUCs; interval: 2.5-97.5 percentiles of the folds"))]
-    details = {"internal_validation_cv": s, "internal_validation_cv_folds": cv.folds}
-    if opt is not None:
-        o = opt.summary
-        rows.append(pd.DataFrame(dict(model=o["model"], method="bootstrap optimism (Harrell)", auc=o["corrected"], lo=np.nan,
-                                      hi=np.nan, n_resamples=o["n_boot"],
-                                      reason="apparent AUC minus the mean optimism; no interval" +
-                                             ("; biased upward for KNN (a patient is her own neighbour)" if cfg.classifier == "knn" else ""))))
-        details["optimism"] = o
-    table = pd.concat(rows, ignore_index=True)
+        iv = internal_validation(unfitted, Xtr, ytr, n_boot=cfg.n_boot, n_splits=cfg.cv_splits, n_repeats=cfg.cv_repeats,
+                                 seed=cfg.seed, n_jobs=cfg.n_jobs)
+    table = iv.summary.drop(columns=["key"], errors="ignore")
+    details = {"internal_validation_cv_folds": iv.cv.folds}
+    if len(iv.bootstrap): details["internal_validation_bootstrap"] = iv.bootstrap
     _csv(table, tmp/"tables"/"internal_validation.csv")
     for name, df in details.items(): _csv(df, tmp/"tables"/f"{name}.csv")
-    fig = plot_internal_validation(cv); fig = getattr(fig, "figure", fig)
+    fig = plot_internal_validation(iv); fig = getattr(fig, "figure", fig)
     save_figure(fig, tmp/"figures"/"internal_validation", cfg.formats); plt.close("all")
-    return ValidationStage(table, details)
+    return ValidationStage(table, iv.to_json(), details)
 
 @dataclass
 class EvaluationStage:
@@ -326,10 +317,19 @@ class EvaluationStage:
     thresholds: dict             # model -> Youden threshold on the training set
     predictions: pd.DataFrame    # one row per patient: split, label, p_<model>, pred_<model>
 
-def evaluation_stage(models:ModelStage, split:pd.DataFrame, cfg:StudyConfig, tmp:Path)->EvaluationStage:
-    "ROC, AUC with DeLong CI, paired DeLong tests, threshold metrics, calibration and decision curves; predictions."
+def _knn_votes(fitted:dict)->dict:
+    "k of each tuned KNN model: its probabilities are vote shares out of k (for the calibration rule)."
+    out = {}
+    for m, mod in fitted.items():
+        k = getattr(mod.named_steps["classifier"], "best_params_", {}).get("n_neighbors")
+        if k: out[m] = int(k)
+    return out
+
+def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path)->EvaluationStage:
+    "ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold metrics, calibration, decision curves; predictions."
     from pe_renal.evaluation import write_evaluation, youden_threshold
-    tables = write_evaluation(models.results, tmp, formats=cfg.formats, n_boot=cfg.n_boot_ci, seed=cfg.seed)
+    tables = write_evaluation(models.results, tmp, formats=cfg.formats, n_boot=cfg.n_boot_ci, seed=cfg.seed,
+                              internal=validation.json, counts=_knn_votes(models.fitted))
     thresholds = {m: youden_threshold(*models.results[m]["train"]) for m in models.results}
     X = models.data.X
     pred = split[["patient_id", "split", "label"]].set_index("patient_id").loc[X.index]
@@ -491,7 +491,8 @@ def _tripod_reports(m:dict)->dict:
                f"; then {cfg['classifier'].upper()} ({'k and weighting' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
-               f"repeats and bootstrap optimism ({cfg['n_boot_optimism']} resamples), whole pipeline refitted per resample.",
+               f"repeats (95% CI by the influence curve of the cross-validated AUC) and the .632+ bootstrap ({cfg['n_boot']} "
+               "resamples), whole pipeline refitted per resample; a model that is a prevalence stand-in is reported as NA.",
         "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV, F1 with bootstrap CIs "
                f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
                "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
@@ -532,6 +533,7 @@ def html_table(results_dir:Path,    # results folder
                relabel:dict|None=None, # column -> {value: shown text}
                text:bool=False,     # long text cells: let them wrap
                rename:dict|None=None,  # shorter column headings
+               na:str="",           # how a missing value is shown
               ):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
     "A table of the results folder as HTML, escaped by pandas and marked safe for the template."
     from markupsafe import Markup
@@ -547,7 +549,7 @@ def html_table(results_dir:Path,    # results folder
     for col, mapping in (relabel or {}).items():
         if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
     df = df.rename(columns=rename or {})
-    html = df.to_html(index=False, border=0, na_rep="", escape=True, float_format=_NUM, classes="data text" if text else "data")
+    html = df.to_html(index=False, border=0, na_rep=na, escape=True, float_format=_NUM, classes="data text" if text else "data")
     html = re.sub(r"(?<=\d )(\(\d[\d.]*-\d[\d.]*\))", r'<span class="ci">\1</span>', html)   # an interval wraps as one piece
     filt = " ".join(f"{k}={v}" for k, v in (where or {}).items())
     return Markup('<div class="scroll">' + html.replace("<table ", f'<table data-source="{src}" data-filter="{filt}" ', 1) + "</div>")
@@ -599,7 +601,7 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
         manifest_json=json.dumps(short, indent=2, default=str), hashes=m.get("input_sha256", {}),
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS}),
-                    validation=t("internal_validation"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA"), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
                     shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True)),
@@ -646,7 +648,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                     config=asdict(cfg), versions=_versions(), features={**f.meta, "backbone": cfg.backbone},
                     weights=bb.weights, untrained_backbone=bb.untrained, warnings=warn,
                     model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds},
-                    split=s.split["split"].value_counts().to_dict(), summary=_summary(c, s, f, m, stages["gradcam"], cfg),
+                    split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json, summary=_summary(c, s, f, m, stages["gradcam"], cfg),
                     input_sha256=c.input_sha256, timings_s=times)
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     write_readmes(tmp, status)
@@ -683,10 +685,10 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
         r["features"] = stage("features", f"{cfg.backbone} deep features of {c.n_images} images", features_stage, c, cfg, verbose)
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
-        r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats}) and bootstrap optimism "
-                                f"({cfg.n_boot_optimism})", validation_stage, r["models"], cfg, tmp)
+        r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats}) and .632+ bootstrap "
+                                f"({cfg.n_boot})", validation_stage, r["models"], cfg, tmp)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
-                                evaluation_stage, r["models"], r["split"].split, cfg, tmp)
+                                evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
         r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} of the deep signature on test patients",
                              gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp)
         r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)

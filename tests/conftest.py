@@ -52,7 +52,7 @@ def study_results(tmp_path_factory):
     from pe_renal.synthetic import make_cohort
     d = tmp_path_factory.mktemp("study")
     cohort = make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
-    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=3, n_boot_ci=100, stability_boot=5,
+    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5,
                       cache=str(d / "cache"), synthetic=True)
     out = run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
     return d, cohort, cfg, out

@@ -244,7 +244,7 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
     cohort = make_cohort(d / "cohort", n=40, seed=0, delta=2.5)
-    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=0, n_boot_ci=50,
+    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot=0, n_boot_ci=50,
                       stability_boot=0, cache=str(d / "cache"))
     out = run_study(cohort, d / "results", cfg, verbose=False)
     return d, out / "model.skops"

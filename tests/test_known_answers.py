@@ -29,7 +29,7 @@ from pe_renal.synthetic import make_cohort
 from conftest import tree_state, write_cohort
 
 MODELS = ["DL", "Clinical", "Composite"]
-FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot_optimism=0, n_boot_ci=50,
+FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
             stability_boot=0, shap_background=5)
 
 

@@ -20,13 +20,13 @@ from pe_renal.synthetic import make_cohort
 from conftest import tree_state
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
-FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot_optimism=3, n_boot_ci=100, stability_boot=5)
+FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5)
 
 OUTPUTS = ["report.html", "run.json", "split.csv", "predictions.csv", "model.skops",
            "tables/table1_by_group.csv", "tables/table1_by_split.csv", "tables/performance.csv", "tables/performance_formatted.csv",
            "tables/delong_comparisons.csv", "tables/lasso_coefficients.csv", "tables/lasso_cv.csv", "tables/selection_stability.csv",
            "tables/shap_values.csv", "tables/shap_importance_feature.csv", "tables/shap_importance_family.csv",
-           "tables/internal_validation_cv.csv", "tables/optimism.csv", "tables/gradcam_checks.csv", "tables/models.csv",
+           "tables/internal_validation.csv", "tables/internal_validation_cv_folds.csv", "tables/calibration.csv", "tables/gradcam_checks.csv", "tables/models.csv",
            "figures/roc_train.png", "figures/roc_test.png", "figures/lasso_cv.png", "figures/lasso_path.png",
            "figures/lasso_coefficients.png", "figures/calibration_test.png", "figures/decision_curve_test.png",
            "figures/confusion_test.png", "figures/gradcam_grid.png", "figures/shap_beeswarm.png", "figures/shap_bar.png",
