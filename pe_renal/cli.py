@@ -75,6 +75,7 @@ def _config(args, **extra):
     from pe_renal.study import StudyConfig
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
                        classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
+                       finetune=args.finetune, epochs=args.epochs, gradcam_target=args.gradcam_target,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, **extra)
 
@@ -172,6 +173,12 @@ def build_parser()->argparse.ArgumentParser:
                        help="classifier of the three models (default knn, as the paper)")
         q.add_argument("--cv-splits", type=int, default=5, help="folds of the repeated cross-validation (default 5)")
         q.add_argument("--cv-repeats", type=int, default=4, help="repeats of the cross-validation (default 4)")
+        q.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
+                       help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
+                            "as the paper), head (linear probe), last (last block + head) or full")
+        q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: the mode's own)")
+        q.add_argument("--gradcam-target", default="signature", choices=["signature", "head"],
+                       help="what Grad-CAM explains: the LASSO deep signature (default) or the fine-tuned head's logit")
         q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -199,7 +206,8 @@ def build_parser()->argparse.ArgumentParser:
     pr.add_argument("cohort", help="cohort folder of the new patients (the label column is optional)")
     pr.add_argument("--model", required=True, help="model.skops from a results folder")
     pr.add_argument("--out", required=True, help="predictions CSV to write")
-    pr.add_argument("--weights", default=None, help="the weights file, if the model was trained on weights from a file")
+    pr.add_argument("--weights", default=None, help="the weights file, if the model was trained on weights from a file "
+                    "(fine-tuned weights are found beside model.skops)")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("--cache", default=None, help="feature cache folder")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")

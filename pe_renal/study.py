@@ -19,10 +19,10 @@ from .data import Cohort, load_cohort, split_cohort, table_one, check_split_size
 __all__ = ['MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'AUTHORS',
            'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model', 'run_status', 'status_text',
            'stamp_figure', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
-           'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'validation_stage', 'EvaluationStage',
-           'evaluation_stage', 'check_verdicts', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
-           'tripod_checklist', 'html_table', 'render_report', 'report_stage', 'run_study', 'known_categories',
-           'predict_cohort']
+           'FinetuneStage', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
+           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
+           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'tripod_checklist', 'html_table',
+           'render_report', 'report_stage', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 @dataclass
@@ -30,6 +30,9 @@ class StudyConfig:
     "Every setting of a run; recorded in run.json."
     backbone: str = "resnet152"      # torchvision backbone of the deep features
     weights: str = "imagenet"        # "imagenet", "random" (untrained) or a state-dict file
+    finetune: str = "none"           # "none" (frozen backbone, as the paper), "head", "last" or "full": fine-tune on training patients
+    epochs: int|None = None          # fine-tuning epochs at most (None: the mode's default)
+    gradcam_target: str = "signature"# "signature" (LASSO deep signature) or "head" (the fine-tuned head's logit)
     fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
     lasso_rule: str = "min"          # "min" (lambda with the lowest CV error) or "1se"
     lasso_method: str = "lasso"      # "lasso" (LassoCV on the 0/1 label) or "logistic" (L1 logistic)
@@ -54,6 +57,12 @@ class StudyConfig:
 
     def __post_init__(self):
         if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
+        if self.finetune not in ("none", "head", "last", "full"):
+            raise PeRenalError(f"finetune must be 'none', 'head', 'last' or 'full', got {self.finetune!r}.")
+        if self.gradcam_target not in ("signature", "head"):
+            raise PeRenalError(f"gradcam_target must be 'signature' or 'head', got {self.gradcam_target!r}.")
+        if self.gradcam_target == "head" and self.finetune == "none":
+            raise PeRenalError("gradcam_target='head' needs a fine-tuned head: set finetune to 'head', 'last' or 'full'.")
         if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {self.test_size}.")
         if self.batch_size is not None:
             from pe_renal.features import check_batch_size                # imports torch: only when a size is given
@@ -244,14 +253,37 @@ class FeatureStage:
     deep: pd.DataFrame           # deep features, one row per patient
     meta: dict                   # what extract_features recorded
 
-def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True)->FeatureStage:
-    "Deep features of every image (cached), averaged per patient."
+@dataclass
+class FinetuneStage:
+    result: object|None          # FinetuneResult (None when the backbone stays frozen)
+    file: str|None               # the weights file in the results folder
+    sha256: str|None
+
+def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path, verbose:bool=True)->FinetuneStage:
+    "Fine-tune the backbone on the training patients only (inner validation by patient); save its weights and training curve."
+    if cfg.finetune == "none": return FinetuneStage(None, None, None)
+    import matplotlib.pyplot as plt
+    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve
+    from pe_renal.core import save_figure
+    train_ids = split.loc[split["split"] == "train", "patient_id"].tolist()   # the test patients never touch fine-tuning
+    res = finetune_backbone(cohort, train_ids, cfg.backbone, cfg.weights, mode=cfg.finetune, epochs=cfg.epochs, seed=cfg.seed,
+                            device=cfg.device, fallback=cfg.fallback, show_progress=verbose)
+    name = f"finetuned_{cfg.backbone}.pt"
+    digest = save_finetuned(res, tmp/name)
+    _csv(res.history, tmp/"tables"/"finetune_history.csv")
+    fig = plot_training_curve(res); save_figure(fig, tmp/"figures"/"finetune_curve", cfg.formats); plt.close(fig)
+    if verbose: print("    " + res.info["note"])
+    return FinetuneStage(res, name, digest)
+
+def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True, finetuned:FinetuneStage|None=None)->FeatureStage:
+    "Deep features of every image (cached), averaged per patient: of the fine-tuned network when there is one."
     from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform, resolve_device, resolve_precision
-    bb = load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
-    prec = resolve_precision(cfg.precision, resolve_device(cfg.device))
+    ft = finetuned.result if finetuned is not None else None
+    bb = ft.backbone if ft is not None else load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
     transform = FeatureTransform()
-    feats = extract_features(cohort, bb, device=cfg.device, precision=prec, batch_size=cfg.batch_size,
-                             transform=transform, cache=cfg.cache, show_progress=verbose)
+    feats = extract_features(cohort, bb, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,   # "auto" decided
+                             transform=transform, cache=cfg.cache, show_progress=verbose)                         # on this network
+    prec = feats.attrs["pe_renal"]["precision"]
     if bb.untrained and verbose: print("    " + bb.note)
     return FeatureStage(bb, transform, prec, aggregate_features(feats, cohort), dict(feats.attrs["pe_renal"]))
 
@@ -340,15 +372,27 @@ def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:Validatio
     return EvaluationStage(tables, thresholds, pred)
 
 # %% ../nbs/09_study.ipynb #090016df
-LOCALISATION_MIN_RATIO = 1.2   # a map passes when its energy share inside the kidney is at least this times the kidney's area share
-RANDOMISATION_MAX_RHO = 0.5    # a map whose |rank correlation| with the randomised-weights map reaches this fails the check
+LOCALISATION_MIN_RATIO = 1.5   # a map passes when its energy share inside the kidney is at least this times the kidney's area share
+RANDOMISATION_MAX_RHO = 0.3    # a map whose |rank correlation| with the randomised-weights map exceeds this fails the check
 
 def check_verdicts(checks:pd.DataFrame)->pd.DataFrame:
     "Add 'localisation' and 'randomisation' columns (passed / failed / not measured) to a Grad-CAM checks table."
     def verdict(ok, known): return np.where(~known, "not measured", np.where(ok, "passed", "failed"))
     e, a, r = (checks[c].astype(float) for c in ("kidney_energy_inside", "kidney_area_fraction", "randomisation_spearman"))
     return checks.assign(localisation=verdict(e >= LOCALISATION_MIN_RATIO * a, e.notna() & a.notna()),
-                         randomisation=verdict(r.abs() < RANDOMISATION_MAX_RHO, r.notna()))
+                         randomisation=verdict(r.abs() <= RANDOMISATION_MAX_RHO, r.notna()))
+
+def signature_agreement(selector, X:pd.DataFrame, results:dict)->pd.DataFrame:
+    "Rank agreement (Spearman) on the test patients between the deep signature Grad-CAM explains and each model's P(preeclampsia)."
+    from scipy.stats import spearmanr
+    sig = selector.linear_signature()
+    score = sig.intercept + ((X[list(sig.features)].to_numpy(float) - sig.mean) / sig.scale) @ sig.coef
+    rows = []
+    for m, r in results.items():
+        p = np.asarray(r["test"][1], float)
+        rho = spearmanr(score, p)[0] if np.ptp(p) > 0 and np.ptp(score) > 0 else np.nan
+        rows.append(dict(model=m, spearman_with_signature=rho, n_test=len(p)))
+    return pd.DataFrame(rows)
 
 @dataclass
 class GradcamStage:
@@ -356,33 +400,44 @@ class GradcamStage:
     note: str                    # why there is no map, when there is none
 
 def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evaluation:EvaluationStage,
-                  cfg:StudyConfig, tmp:Path)->GradcamStage:
+                  cfg:StudyConfig, tmp:Path, finetuned:FinetuneStage|None=None)->GradcamStage:
     "Grad-CAM of the deep signature on test patients from each cell of the composite model's confusion matrix."
     import matplotlib.pyplot as plt
     from pe_renal.gradcam import DeepSignature, explain_images, plot_cam_grid, checks_table
     from pe_renal.core import save_figure
     sel = models.selector
-    if sel is None or not len(sel.selected_):
+    if cfg.gradcam_target == "head" and finetuned is not None and finetuned.result is not None:
+        from pe_renal.finetune import head_signature
+        target = head_signature(finetuned.result)      # the fine-tuned head's logit: evidence for preeclampsia
+    elif sel is None or not len(sel.selected_):
         return GradcamStage(None, "LASSO selected no deep feature, so there is no deep signature to explain.")
+    else: target = DeepSignature.from_selector(features.backbone, sel)
     yt, pt = models.results["Composite"]["test"]
+    Xte = models.data.part("test")[0]
+    if sel is not None and len(sel.selected_):
+        _csv(signature_agreement(sel, Xte, models.results), tmp/"tables"/"gradcam_signature_agreement.csv")
     cases = pick_cases(yt, pt, evaluation.thresholds["Composite"], cfg.gradcam_per_cell)
-    pids = models.data.part("test")[0].index.to_numpy()
+    pids = Xte.index.to_numpy()
     img_pids = cohort.images["patient_id"].to_numpy()
-    rows = [int(np.flatnonzero(img_pids == pids[i])[0]) for i, _ in cases]
-    titles = [f"{pids[i]}: {name}\np = {pt[i]:.2f}" for i, name in cases]
-    items = explain_images(cohort, rows, DeepSignature.from_selector(features.backbone, sel), cfg.backbone,
+    rows, titles, names = [], [], []                  # every image of each patient shown, not only the first
+    for i, name in cases:
+        for r in np.flatnonzero(img_pids == pids[i]):
+            view = " ".join(str(cohort.images.iloc[r][k]) for k in ("side", "view") if k in cohort.images and pd.notna(cohort.images.iloc[r][k]))
+            rows.append(int(r)); names.append((i, name))
+            titles.append(f"{pids[i]}{' ' + view if view else ''}: {name}\np = {pt[i]:.2f}")
+    items = explain_images(cohort, rows, target, cfg.backbone,
                            features.transform, method=cfg.gradcam_method)
     fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "", caption=GRADCAM_CAPTION)
     save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats); plt.close(fig)
     checks = checks_table(items)
-    checks.insert(1, "case", [name for _, name in cases]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in cases])
+    checks.insert(1, "case", [name for _, name in names]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])
     checks = check_verdicts(checks)
     _csv(checks, tmp/"tables"/"gradcam_checks.csv")
     return GradcamStage(checks, "")
 
 GRADCAM_CAPTION = ("p: predicted probability of preeclampsia from the Composite model. Signature: the deep signature score "
                    "(LASSO linear score over the selected deep features) that Grad-CAM explains; higher means more "
-                   "preeclampsia-like. White line: kidney outline.")
+                   "preeclampsia-like, so the maps show evidence for preeclampsia. White line: kidney outline.")
 
 @dataclass
 class ShapStage:
@@ -576,7 +631,7 @@ def _gradcam_verdict(results_dir:Path)->dict|None:
            if t["kidney_energy_inside"].notna().any() else "Localisation: not measured (no kidney masks in this cohort).")
     r = t["randomisation_spearman"]
     rnd = (f"Randomisation: {'passed' if rnd_n == n else 'failed'} ({rnd_n} of {n} maps). Spearman correlation with the map of "
-           f"randomised weights {r.min():.2f} to {r.max():.2f}; a map passes when its absolute value is below {RANDOMISATION_MAX_RHO}."
+           f"randomised weights {r.min():.2f} to {r.max():.2f}; a map passes when its absolute value is at most {RANDOMISATION_MAX_RHO}."
            if r.notna().any() else "Randomisation: not measured.")
     return dict(localisation=loc, randomisation=rnd, all_passed=loc_n == n and rnd_n == n)
 
@@ -604,12 +659,13 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
                     validation=t("internal_validation", na="NA"), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
+                    gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
                     shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True)),
         n_lasso=len(pd.read_csv(d/"tables"/"lasso_coefficients.csv")) if (d/"tables"/"lasso_coefficients.csv").is_file() else 0,
         figs=dict(evaluation=_figures(d, "roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test"),
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
-                  gradcam=_figures(d, "gradcam_grid"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
+                  gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
         gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION)
     with atomic_write(d/"report.html", "w") as f: f.write(html)
     return d/"report.html"
@@ -640,6 +696,9 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                 precision=f.precision, aggregation="mean", deep_columns=list(m.data.deep), numeric=list(m.data.numeric),
                 categorical=list(m.data.categorical), label_column=c.cohort.label_name, positive=c.cohort.positive,
                 synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)))
+    ft = stages.get("finetune")
+    if ft is not None and ft.result is not None:
+        info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
     model_hash = save_model(tmp/"model.skops", m.fitted, e.thresholds, info)
     warn = ([f"SYNTHETIC DATA: {STATUS_NOTES['SYNTHETIC DATA']}"] if synthetic else []) + ([bb.note] if bb.untrained else []) + m.warnings
     manifest = dict(pe_renal=pe_renal.__version__, started=started.isoformat(timespec="seconds"),
@@ -649,7 +708,13 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                     weights=bb.weights, untrained_backbone=bb.untrained, warnings=warn,
                     model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds},
                     split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json, summary=_summary(c, s, f, m, stages["gradcam"], cfg),
-                    input_sha256=c.input_sha256, timings_s=times)
+                    input_sha256=c.input_sha256, timings_s=times,
+                    finetune=None if ft is None or ft.result is None else
+                             {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
+                              "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": False,
+                              "internal_validation": "conditional on the fine-tuned features: fine-tuning was done once on all "
+                                                     "training patients, not inside each resample, so the internal-validation "
+                                                     "estimates are optimistic; the held-out test set never touched it"})
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     write_readmes(tmp, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
@@ -682,7 +747,11 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
         r["cohort"] = stage("cohort", "load and validate", cohort_stage, cohort, tmp, out, copy_cohort)
         c = r["cohort"].cohort
         r["split"] = stage("split", f"{'imposed' if c.has_split else 'stratified 7:3'} split by patient, Table 1", split_stage, c, cfg, tmp)
-        r["features"] = stage("features", f"{cfg.backbone} deep features of {c.n_images} images", features_stage, c, cfg, verbose)
+        if cfg.finetune != "none":
+            r["finetune"] = stage("finetune", f"fine-tune {cfg.backbone} ({cfg.finetune}) on the training patients only",
+                                  finetune_stage, c, r["split"].split, cfg, tmp, verbose)
+        r["features"] = stage("features", f"{cfg.backbone} deep features of {c.n_images} images", features_stage, c, cfg, verbose,
+                              r.get("finetune"))
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
         r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats}) and .632+ bootstrap "
@@ -690,7 +759,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
                                 evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
         r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} of the deep signature on test patients",
-                             gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp)
+                             gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp, r.get("finetune"))
         r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)
         stage("report", "model file, status labels, run.json, TRIPOD+AI checklist, report.html",
               report_stage, r, cfg, tmp, started, stage.times)
@@ -698,9 +767,15 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
     return out
 
 # %% ../nbs/09_study.ipynb #ba02629f
-def _backbone_for(info:dict, weights:str|None):
+def _backbone_for(info:dict, weights:str|None, model_path:str|Path|None=None):
     from pe_renal.features import load_backbone
     wid = info["weights"]
+    if info.get("finetune_sha256"):   # fine-tuned weights: the file beside the model unless given, verified by its SHA-256
+        from pe_renal.finetune import load_finetuned
+        path = Path(weights) if weights else Path(model_path).parent/info["finetune_file"]
+        bb = load_finetuned(path, sha256=info["finetune_sha256"])[0]
+        if bb.weights != wid: raise PeRenalError(f"{path} gives features {bb.weights}, but the model was trained on {wid}.")
+        return bb
     if wid.startswith("random:seed"):
         return load_backbone(info["backbone"], "random", seed=int(wid.removeprefix("random:seed")))
     if wid.startswith("imagenet:"):
@@ -767,7 +842,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                            f"which this cohort does not have. It was trained with: {', '.join(need)}.")
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
-    bb = _backbone_for(info, weights)
+    bb = _backbone_for(info, weights, model_path)
     tf = FeatureTransform(size=info["transform"]["size"], resize=info["transform"]["resize"],
                           mean=tuple(info["transform"]["mean"]), std=tuple(info["transform"]["std"]))
     feats = aggregate_features(extract_features(cohort, bb, device=device, precision=info["precision"], transform=tf, cache=cache),

@@ -303,3 +303,13 @@ def test_non_finite_features_name_the_images_and_a_fix_that_applies(cohort_dir):
         extract_features(cohort, bb, device="cpu", precision="fp32", batch_size=len(cohort.images), cache=False, show_progress=False)
     msg = str(e.value)
     assert "1 image(s): images/p" in msg and "check the images" in msg and "--precision fp32" not in msg
+
+
+def test_a_run_on_a_synthetic_cohort_says_so_without_being_told(model):
+    "The cohort comes from make_cohort (its synthetic.json marks it); the config does not say synthetic=True."
+    import json
+    d, m = model
+    run = json.loads((m.parent / "run.json").read_text())
+    assert run["config"]["synthetic"] is False
+    assert "SYNTHETIC" in run["status"] and run["data"] == "synthetic (not real patients)"
+    assert "SYNTHETIC" in (m.parent / "report.html").read_text() and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()

@@ -62,7 +62,8 @@ def test_every_table_renders_with_the_rows_of_its_csv(rendered, results):
     sources = [t["source"] for t in tables]
     expected = ["tables/table1_by_group.csv", "tables/performance_formatted.csv", "tables/internal_validation.csv",
                 "tables/delong_comparisons.csv", "tables/lasso_coefficients.csv", "tables/gradcam_checks.csv",
-                "tables/shap_importance_family.csv", "tables/tripod_ai.csv"]
+                "tables/shap_importance_family.csv", "tables/tripod_ai.csv", "tables/calibration.csv",
+                "tables/gradcam_signature_agreement.csv"]
     assert set(expected) <= set(sources), sorted(set(expected) - set(sources))
     assert len(tables) == len(sources) >= len(expected) and "" not in sources, sources
     for t in tables:
@@ -81,6 +82,12 @@ def test_performance_cells_equal_the_csv(rendered, results):
     assert [r[col] for r in t["rows"]] == list(perf["AUC (95% CI)"])
     assert [r[t["header"].index("model")] for r in t["rows"]] == list(perf["model"])
     assert any("apparent (in-sample, optimistic)" in r[t["header"].index("cohort")] for r in t["rows"])
+    # the internal-validation estimate with its CI sits beside the apparent training AUC, as in run.json
+    import json
+    iv = json.loads((results / "run.json").read_text())["internal_validation"]
+    col = t["header"].index("Internal validation AUC (95% CI)")
+    shown = {r[t["header"].index("model")]: r[col] for r in t["rows"] if r[col]}
+    assert shown and all(f"{iv[m]['auc']:.3f}" in v for m, v in shown.items() if iv[m]["auc"] is not None), (shown, iv)
 
 
 def test_checklist_matches_its_csv(rendered, results):
