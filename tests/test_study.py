@@ -224,3 +224,15 @@ def test_report_command_rerenders_without_touching_anything_else(study, tmp_path
     assert {k: v for k, v in tree_state(res).items() if not k.endswith("report.html")} == before
     r = subprocess.run([PE_RENAL, "report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "run.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_renders_a_results_folder_of_an_earlier_version(study, tmp_path):
+    "A run.json without the keys later versions added (fine-tuning, internal validation) still renders."
+    from pe_renal.study import render_report
+    d, cohort, cfg, out = study
+    res = tmp_path / "old"
+    shutil.copytree(out, res)
+    m = json.loads((res / "run.json").read_text())
+    for k in ("finetune", "internal_validation", "status"): m.pop(k, None)
+    (res / "run.json").write_text(json.dumps(m))
+    assert "Model performance" in render_report(res).read_text()
