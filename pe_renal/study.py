@@ -655,7 +655,8 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
         m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
         manifest_json=json.dumps(short, indent=2, default=str), hashes=m.get("input_sha256", {}),
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
-                    performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS}),
+                    performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
+                                  drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
                     validation=t("internal_validation", na="NA"), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
