@@ -204,8 +204,9 @@ def test_a_top_level_key_is_told_where_it_belongs(capsys, cohort_dir):
 # ---- interruption -------------------------------------------------------------------------------------------------
 
 def _start(cmd):
-    # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults;
+    # its own session, so that a kill can reach its worker processes too, as a scheduler's does
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])
 
 
@@ -231,7 +232,7 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
 def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
     proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"])
     _wait_for_partial(tmp_path, "c", proc)
-    proc.kill(); proc.communicate(timeout=60)
+    os.killpg(proc.pid, signal.SIGKILL); proc.communicate(timeout=60)   # the whole job, workers included
     assert list(tmp_path.glob(".c.partial-*"))            # SIGKILL cannot be handled: a leftover stays ...
     r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "20"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
