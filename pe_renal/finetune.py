@@ -20,9 +20,9 @@ from .features import (Backbone, FeatureTransform, load_backbone, resolve_device
                                _fold_batchnorm, _image_table, _roi_of)
 
 # %% auto #0
-__all__ = ['MODES', 'DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network', 'LinearHead',
-           'inner_split', 'read_rois', 'ViewDataset', 'FinetuneResult', 'calibrate_batchnorm', 'finetune_backbone',
-           'plot_training_curve', 'head_signature', 'save_finetuned', 'load_finetuned']
+__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network',
+           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'FinetuneResult', 'calibrate_batchnorm',
+           'finetune_backbone', 'plot_training_curve', 'head_signature', 'save_finetuned', 'load_finetuned']
 
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class UltrasoundAugment:
 MODES = ("head", "last", "full")
 DEFAULTS = {  # mode: (epochs, learning rate) - chosen on the synthetic known answers below
     "head": (30, 1e-2), "last": (20, 1e-3), "full": (15, 3e-4)}
+# what a study run passes to `finetune_backbone` when asked to fine-tune without further settings: the last block
+# (cheap on CPU: the trunk is computed once), 2 cached views, 12 epochs, the final epoch kept (an inner validation of
+# a few dozen patients is too noisy to choose an epoch; measured below)
+STUDY_DEFAULTS = dict(mode="last", epochs=12, views=2, select="last")
 
 def split_network(model:nn.Module, # a backbone's network (pooled features out), e.g. `load_backbone(...).model`
                   mode:str="last", # "head", "last" or "full"

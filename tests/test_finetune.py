@@ -18,7 +18,7 @@ TF = FeatureTransform(size=48)
 FAST = dict(transform=TF, epochs=2, views=2, show_progress=False)
 
 TF64 = FeatureTransform(size=64)
-KNOWN = dict(transform=TF64, mode="last", epochs=12, views=2, select="last", seed=0, show_progress=False)
+KNOWN = dict(transform=TF64, seed=0, show_progress=False, **ft.STUDY_DEFAULTS)   # last, 12 epochs, 2 views, final epoch
 
 
 def _dl_auc(c, f, tr, te, y):
