@@ -20,9 +20,9 @@ from .features import (Backbone, FeatureTransform, load_backbone, resolve_device
                                _fold_batchnorm, _image_table, _roi_of)
 
 # %% auto #0
-__all__ = ['MODES', 'DEFAULTS', 'FORMAT', 'HeadLogit', 'UltrasoundAugment', 'split_network', 'LinearHead', 'inner_split',
-           'read_rois', 'ViewDataset', 'FinetuneResult', 'calibrate_batchnorm', 'finetune_backbone',
-           'plot_training_curve', 'head_signature', 'save_finetuned', 'load_finetuned']
+__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network',
+           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'FinetuneResult', 'calibrate_batchnorm',
+           'finetune_backbone', 'plot_training_curve', 'head_signature', 'save_finetuned', 'load_finetuned']
 
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class UltrasoundAugment:
 MODES = ("head", "last", "full")
 DEFAULTS = {  # mode: (epochs, learning rate) - chosen on the synthetic known answers below
     "head": (30, 1e-2), "last": (20, 1e-3), "full": (15, 3e-4)}
+# what a study run passes to `finetune_backbone` when asked to fine-tune without further settings: the last block
+# (cheap on CPU: the trunk is computed once), 2 cached views, 12 epochs, the final epoch kept (an inner validation of
+# a few dozen patients is too noisy to choose an epoch; measured below)
+STUDY_DEFAULTS = dict(mode="last", epochs=12, views=2, select="last")
 
 def split_network(model:nn.Module, # a backbone's network (pooled features out), e.g. `load_backbone(...).model`
                   mode:str="last", # "head", "last" or "full"
@@ -199,6 +203,15 @@ def calibrate_batchnorm(net:nn.Module, # the part being trained
     for m, mom in zip(bns, momenta): m.momentum = mom
     return net.eval()
 
+SELECT = ("auc", "loss", "last")
+
+def _better(select:str, new:tuple, best:tuple)->bool:
+    "Is the epoch scoring `new` = (inner-validation AUC, loss) better than the best so far, by criterion `select`?"
+    (va, vl), (ba, bl) = new, best
+    if select == "last": return True
+    if select == "loss": return vl < bl
+    return (va, -vl) > (ba, -bl)
+
 def _state(*modules)->list[dict]: return [copy.deepcopy(m.state_dict()) for m in modules]
 
 def finetune_backbone(cohort:Cohort,                   # the cohort (images and labels)
@@ -211,7 +224,9 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                       batch_size:int|None=None,        # images per step (default 16 on CPU, 64 on CUDA)
                       weight_decay:float=1e-4,
                       val_fraction:float=0.2,          # training patients held out (by patient, stratified) for early stopping
-                      patience:int=6,                  # stop after this many epochs without a better inner-validation AUC
+                      patience:int=6,                  # stop after this many epochs without a better inner-validation score
+                      select:str="auc",                # epoch kept: "auc" (highest inner-validation AUC, ties to lower loss),
+                                                       # "loss" (lowest inner-validation loss) or "last" (no early stopping)
                       views:int=4,                     # head/last: views per image through the frozen trunk (1 plain + augmented)
                       augment:UltrasoundAugment|None=UltrasoundAugment(), # None: no augmentation
                       transform:FeatureTransform|None=None, # the feature extractor's preprocessing (default FeatureTransform())
@@ -225,6 +240,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
     t0 = time.perf_counter()
     if mode not in MODES: raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
     epochs = int(epochs or DEFAULTS[mode][0]); lr = float(lr or DEFAULTS[mode][1])
+    if select not in SELECT: raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {select!r}.")
     if epochs < 1 or lr <= 0 or views < 1: raise PeRenalError(f"epochs ({epochs}) and views ({views}) must be >= 1 and lr ({lr}) > 0.")
     start = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
     transform = transform or FeatureTransform()
@@ -299,17 +315,17 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                                batch_size, num_workers)
             rows.append(dict(epoch=epoch, train_loss=total / seen, val_loss=vl, val_auc=va, seconds=time.perf_counter() - te))
             if hasattr(epochs_bar, "set_postfix"): epochs_bar.set_postfix(loss=f"{total / seen:.3f}", val_auc=f"{va:.3f}")
-            if (va, -vl) > (best[0], -best[1]) or best_state is None:
+            if best_state is None or _better(select, (va, vl), best):
                 best, best_state, since, best_epoch = (va, vl), _state(learn, head), 0, epoch
             else: since += 1
-            if since >= patience: break
+            if since >= patience and select != "last": break
         learn.load_state_dict(best_state[0]); head.load_state_dict(best_state[1])
     model = model.cpu().eval(); head = head.cpu().eval()
     for p in list(model.parameters()) + list(head.parameters()): p.requires_grad_(True)   # as load_backbone leaves them (Grad-CAM needs it)
     history = pd.DataFrame(rows)
     info = dict(mode=mode, start_weights=start.weights, start_untrained=start.untrained, backbone=start.name,
                 epochs=epochs, epochs_run=len(rows), best_epoch=best_epoch, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                val_fraction=val_fraction, patience=patience, views=views if cached else None,
+                val_fraction=val_fraction, patience=patience, select=select, views=views if cached else None,
                 augment=augment.settings() if augment else None, transform=transform.settings(), seed=seed, device=str(dev),
                 precision=prec, n_train_patients=len(inner_tr), n_val_patients=len(inner_va),
                 n_train_images=len(rois["train"]), n_val_images=len(rois["val"]),
