@@ -263,10 +263,12 @@ def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path,
     "Fine-tune the backbone on the training patients only (inner validation by patient); save its weights and training curve."
     if cfg.finetune == "none": return FinetuneStage(None, None, None)
     import matplotlib.pyplot as plt
-    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve
+    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve, STUDY_DEFAULTS
     from pe_renal.core import save_figure
     train_ids = split.loc[split["split"] == "train", "patient_id"].tolist()   # the test patients never touch fine-tuning
-    res = finetune_backbone(cohort, train_ids, cfg.backbone, cfg.weights, mode=cfg.finetune, epochs=cfg.epochs, seed=cfg.seed,
+    epochs = cfg.epochs or (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
+    res = finetune_backbone(cohort, train_ids, cfg.backbone, cfg.weights, mode=cfg.finetune, epochs=epochs, seed=cfg.seed,
+                            views=STUDY_DEFAULTS["views"], select=STUDY_DEFAULTS["select"],   # see 03b_finetune: why
                             device=cfg.device, fallback=cfg.fallback, show_progress=verbose)
     name = f"finetuned_{cfg.backbone}.pt"
     digest = save_finetuned(res, tmp/name)
