@@ -30,8 +30,11 @@ check-export: setup
 	  git --no-pager diff --stat -- pe_renal; \
 	  echo "pe_renal/ differs from the notebooks: run .venv/bin/nbdev_export and commit pe_renal/"; exit 1; fi
 
+# notebook tests run offline on a throw-away torch and feature cache: their results never depend on
+# ImageNet weights a machine happens to have, and they never write the user's caches
 test-notebooks: setup
-	PE_RENAL_QUIET=1 $(BIN)/nbdev_test --n_workers 1 --do_print --timing
+	T=$$(mktemp -d) && PE_RENAL_QUIET=1 PE_RENAL_OFFLINE=1 TORCH_HOME=$$T/torch PE_RENAL_CACHE=$$T/cache \
+	  $(BIN)/nbdev_test --n_workers 1 --do_print --timing; rc=$$?; rm -rf $$T; exit $$rc
 
 test-pytest: setup
 	PE_RENAL_QUIET=1 $(BIN)/python -m pytest tests -q -n 2
