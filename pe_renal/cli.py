@@ -4,13 +4,13 @@
 
 # %% ../nbs/10_cli.ipynb #3479469e
 from __future__ import annotations
-import argparse, contextlib, json, signal, sys, time
+import argparse, json, signal, sys, time
 from pathlib import Path
 
 import pandas as pd
 
 import pe_renal
-from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything, _nonempty
+from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything
 from .data import load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
@@ -64,12 +64,9 @@ def cmd_features(args)->int:
 
 def _inputs(args)->dict:
     "What a command reads and must never write over, into, or around."
-    from pe_renal.features import default_cache_dir
-    ins = {"cohort folder": getattr(args, "cohort", None), "model file": getattr(args, "model", None),
-           "feature cache": None if getattr(args, "no_cache", False) else (args.cache or default_cache_dir())}
-    w = getattr(args, "weights", None)
-    if w and w not in ("imagenet", "random"): ins["weights file"] = w
-    return ins
+    from pe_renal.study import protected_inputs
+    return protected_inputs(getattr(args, "cohort", None), False if getattr(args, "no_cache", False) else args.cache,
+                            getattr(args, "weights", None), getattr(args, "model", None))
 
 def _config(args, **extra):
     from pe_renal.study import StudyConfig

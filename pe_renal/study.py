@@ -22,7 +22,7 @@ __all__ = ['MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISAT
            'FinetuneStage', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
            'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
            'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'tripod_checklist', 'html_table',
-           'render_report', 'report_stage', 'run_study', 'known_categories', 'predict_cohort']
+           'render_report', 'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 @dataclass
@@ -279,7 +279,7 @@ def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path,
 
 def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True, finetuned:FinetuneStage|None=None)->FeatureStage:
     "Deep features of every image (cached), averaged per patient: of the fine-tuned network when there is one."
-    from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform, resolve_device, resolve_precision
+    from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform
     ft = finetuned.result if finetuned is not None else None
     bb = ft.backbone if ft is not None else load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
     transform = FeatureTransform()
@@ -727,6 +727,17 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
     return manifest
 
 # %% ../nbs/09_study.ipynb #ddfee75d
+def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loaded Cohort)
+                     cache:str|Path|None=None,  # feature cache (None: the default one); False: no cache
+                     weights:str|None=None,     # "imagenet", "random" or a weights file
+                     model:str|Path|None=None,  # the model file being used
+                    )->dict:                    # name -> path, for `check_output` / `staged_dir`
+    "What a command reads, and so must never write over, into or around."
+    from pe_renal.features import default_cache_dir
+    return {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort, "model file": model,
+            "feature cache": None if cache is False else (cache or default_cache_dir()),
+            "weights file": weights if weights not in (None, "imagenet", "random") else None}
+
 def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort)
               out:str|Path,                   # results folder to create
               config:StudyConfig|None=None,
@@ -741,11 +752,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
     started = datetime.datetime.now().astimezone()
     seed_everything(cfg.seed)
     out = Path(out)
-    from pe_renal.features import default_cache_dir
-    inputs = {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort,      # never replaced, written into
-              "feature cache": cfg.cache or default_cache_dir(),                            # or contained by the results
-              "weights file": cfg.weights if cfg.weights not in ("imagenet", "random") else None}
-    with staged_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
+    with staged_dir(out, overwrite=overwrite, inputs=protected_inputs(cohort, cfg.cache, cfg.weights)) as tmp:
         (tmp/"tables").mkdir(); (tmp/"figures").mkdir()
         r["cohort"] = stage("cohort", "load and validate", cohort_stage, cohort, tmp, out, copy_cohort)
         c = r["cohort"].cohort
@@ -828,11 +835,10 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    verbose:bool=True,      # print the status of the model and data
                   )->tuple[pd.DataFrame, pd.DataFrame|None]: # predictions; external-validation metrics (if labels)
     "Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics; the run's status goes along."
-    from pe_renal.features import extract_features, aggregate_features, FeatureTransform, default_cache_dir
+    from pe_renal.features import extract_features, aggregate_features, FeatureTransform
     from pe_renal.evaluation import delong_ci, threshold_metrics
     if out is not None:   # every output location is checked before any patient is scored
-        inputs = {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort, "model file": model_path,
-                  "weights file": weights, "feature cache": cache or default_cache_dir()}
+        inputs = protected_inputs(cohort, cache, weights, model_path)
         out = check_output(out, inputs, overwrite, folder=False, what="predictions file")
         for extra in (out.with_name(out.stem + "_metrics.csv"), out.with_name(out.name + ".json")):
             check_output(extra, inputs, overwrite, folder=False, what="file beside the predictions")

@@ -2,12 +2,10 @@
 naming the file, row or column (exit status 2, no traceback), and `check` applies the limits `run` will meet."""
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import tifffile
 
 from pe_renal.cli import main
 from pe_renal.core import PathError, PeRenalError, check_output
-from pe_renal.study import StudyConfig, predict_cohort, run_study
+from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 from conftest import tree_state, write_cohort
@@ -147,9 +145,9 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     root = write_cohort(tmp_path / "c", n=16)   # 8 + 8: a 7:3 split leaves 6 + 5 for training
     code, out, err = cli(capsys, "check", root)
     assert code == 0 and "enough for 5-fold" in out
-    err = refused(capsys, "check", root, "--cv-splits", "6", says=["6-fold", "--cv-splits 5"])
+    refused(capsys, "check", root, "--cv-splits", "6", says=["6-fold", "--cv-splits 5"])
     # `run` applies the same limit before any feature is extracted
-    err = refused(capsys, "run", root, "--out", tmp_path / "r", "--cv-splits", "6", "--backbone", "resnet18",
+    refused(capsys, "run", root, "--out", tmp_path / "r", "--cv-splits", "6", "--backbone", "resnet18",
                   "--weights", "random", "--cache", tmp_path / "cache", says=["6-fold"])
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
