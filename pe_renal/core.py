@@ -217,9 +217,14 @@ def stoppable():
     sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
     try: old = {s: signal.signal(s, _on_signal) for s in sigs}
     except ValueError: old = {}   # not the main thread: leave the handlers alone
+    hook = sys.unraisablehook
+    def quiet(u):   # an Interrupted that landed where Python cannot raise (a fork hook, a __del__): `check_stop` raises it
+        if not isinstance(u.exc_value, Interrupted): hook(u)
+    if old: sys.unraisablehook = quiet
     try: yield
     finally:
         for s, h in old.items(): signal.signal(s, h)
+        if old: sys.unraisablehook = hook
         _STOP["signum"] = None
 
 # %% ../nbs/00_core.ipynb #c292638e

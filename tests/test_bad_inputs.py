@@ -312,3 +312,26 @@ def test_a_run_on_a_synthetic_cohort_says_so_without_being_told(model):
     assert run["config"]["synthetic"] is False
     assert "SYNTHETIC" in run["status"] and run["data"] == "synthetic (not real patients)"
     assert "SYNTHETIC" in (m.parent / "report.html").read_text() and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()
+
+
+def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_stops(monkeypatch):
+    "A signal handled inside a fork hook or a __del__ cannot raise there: no stray traceback, the next check stops."
+    import gc
+    from pe_renal.core import _on_signal, check_stop, stoppable, Interrupted
+
+    class StopInDel:
+        def __del__(self): _on_signal(signal.SIGTERM, None)
+
+    class FailInDel:
+        def __del__(self): raise ValueError("a real error in __del__")
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_type))
+    with stoppable():
+        StopInDel(); gc.collect()
+        with pytest.raises(Interrupted): check_stop()
+        FailInDel(); gc.collect()                      # other unraisable errors are still reported
+    assert reported == [ValueError]
+    check_stop()                                       # leaving the block forgets the stop
+    StopInDel(); gc.collect()                          # outside the block the hook is the caller's again
+    assert reported == [ValueError, Interrupted]
