@@ -228,6 +228,6 @@ def main(argv:list[str]|None=None)->int:
         print(f"pe-renal {args.command}: error: {path_error(e.filename or '?', e, 'read or write')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"pe-renal: {'stopped by ' + e.args[0] if isinstance(e, Interrupted) else 'interrupted'}; "
+        print(f"pe-renal: {'stopped by ' + e.args[0] if getattr(e, 'signum', signal.SIGINT) != signal.SIGINT else 'interrupted'}; "
               "nothing was left half-written.", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)

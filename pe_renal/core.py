@@ -213,8 +213,10 @@ def _checked(iterable):
 
 @contextlib.contextmanager
 def stoppable():
-    "Within this block SIGTERM and SIGHUP stop the work like Ctrl-C does, so every partial output is removed."
+    """Within this block SIGTERM and SIGHUP stop the work like Ctrl-C does, so every partial output is removed; a stop
+    (Ctrl-C included) that lands where Python cannot raise (a fork hook, a __del__) is raised at the next `check_stop`."""
     sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler: sigs.append(signal.SIGINT)   # not when ignored (`cmd &`)
     try: old = {s: signal.signal(s, _on_signal) for s in sigs}
     except ValueError: old = {}   # not the main thread: leave the handlers alone
     hook = sys.unraisablehook

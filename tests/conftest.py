@@ -28,6 +28,14 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    "Longest first, so that the parallel workers finish together: the notebooks (the largest first), then the rest in file order."
+    def size(item):
+        nb = item.callspec.params.get("nb") if hasattr(item, "callspec") else None
+        return -nb.stat().st_size if item.get_closest_marker("notebook") and nb is not None else 0
+    items.sort(key=size)           # stable: the other tests keep their order
+
+
 @pytest.fixture
 def cohort_dir(tmp_path) -> Path:
     return write_cohort(tmp_path / "cohort")
@@ -45,14 +53,38 @@ def tree_state(root: Path) -> dict:
     return out
 
 
+class StudyRun(tuple):
+    "(folder, cohort, config, results); `.before` is the cohort's tree state before the run."
+    before: dict
+
+
+def shared_dir(tmp_path_factory, request) -> Path:
+    "A folder every pytest-xdist worker of this session sees (the session's own temporary folder without xdist)."
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if hasattr(request.config, "workerinput") else root
+
+
 @pytest.fixture(scope="session")
-def study_results(tmp_path_factory):
-    "One small synthetic run of the whole study (resnet18, random weights, few resamples), shared by the test modules."
+def study_results(tmp_path_factory, request):
+    """One small synthetic run of the whole study (resnet18, random weights, few resamples), shared by the test modules
+    and computed once per session even with several xdist workers (the first builds it under a lock, the others read it).
+    Tests only read it. The config does not say synthetic=True: the cohort's own marker (synthetic.json) must make
+    every output say so."""
+    import json
+    from filelock import FileLock
     from pe_renal.study import StudyConfig, run_study
     from pe_renal.synthetic import make_cohort
-    d = tmp_path_factory.mktemp("study")
-    cohort = make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
-    cfg = StudyConfig(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5,
-                      cache=str(d / "cache"), synthetic=True)
-    out = run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
-    return d, cohort, cfg, out
+    root = shared_dir(tmp_path_factory, request)
+    d, done = root / "study", root / "study" / "before.json"
+    cohort = d / "cohort"
+    cfg = StudyConfig(backbone="resnet18", weights="random", device="cpu", cv_repeats=1, n_boot=3, n_boot_ci=100,
+                      stability_boot=5, shap_background=10, cache=str(d / "cache"))
+    with FileLock(str(root / "study.lock")):
+        if not done.exists():
+            make_cohort(cohort, n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
+            before = tree_state(cohort)
+            run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
+            done.write_text(json.dumps(before))
+    run = StudyRun((d, cohort, cfg, d / "results"))
+    run.before = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(done.read_text()).items()}
+    return run

@@ -37,13 +37,10 @@ FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv
 # The study and prediction: one strong-signal study shared by the tests, one no-signal cohort
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    d = tmp_path_factory.mktemp("known")
-    cohort = make_cohort(d / "cohort", n=60, seed=0, delta=2.5)  # strong signal: LASSO keeps features of an untrained resnet18
-    before = tree_state(cohort)
-    cfg = StudyConfig(**FAST, cache=str(d / "cache"))
-    out = run_study(cohort, d / "results", cfg, verbose=False)
-    return d, cohort, cfg, out, before
+def study(study_results):
+    "The session's strong-signal study (tests/conftest.py), with the cohort's state before it ran."
+    d, cohort, cfg, out = study_results
+    return d, cohort, cfg, out, study_results.before
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +78,7 @@ def test_study_positive_control_test_auc_above_chance(study):
 
 def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_path):
     d, cohort, cfg, out, _ = study
-    res = run_study(null_cohort, tmp_path / "null", cfg, verbose=False)
+    res = run_study(null_cohort, tmp_path / "null", StudyConfig(**FAST, cache=cfg.cache), verbose=False)
     perf = pd.read_csv(res / "tables" / "performance.csv")
     test = perf[perf["cohort"] == "test"]
     assert "Composite" in set(test["model"]) and covers_half(test["auc_lo"], test["auc_hi"]).all(), test

@@ -1,5 +1,8 @@
-"""The notebooks themselves: committed clean, and shaped so the documentation build stays cheap."""
+"""The notebooks themselves: each runs from top to bottom as `nbdev_test` runs it, committed clean, and shaped so the
+documentation build stays cheap."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +42,16 @@ def test_a_mixed_cell_is_found(tmp_path):
 def test_committed_without_outputs(nb):
     cells = json.loads(nb.read_text())["cells"]
     assert [i for i, c in enumerate(cells) if c.get("outputs") or c.get("execution_count")] == []
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NBS, ids=lambda p: p.stem)
+def test_notebook_runs(nb, tmp_path):
+    """Each notebook in a process of its own, as `nbdev_test --path` runs it (its test flags, its cells in order), offline
+    on a throw-away torch and feature cache: no state, cache or environment variable is shared with any other notebook
+    or test, so running them side by side cannot change what one computes."""
+    env = {**os.environ, "PE_RENAL_QUIET": "1", "PE_RENAL_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch"),
+           "PE_RENAL_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
+    r = subprocess.run([str(Path(sys.executable).with_name("nbdev_test")), "--path", str(nb), "--n_workers", "0"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, f"{nb.name} failed:\n{(r.stdout + r.stderr)[-8000:]}"
