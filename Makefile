@@ -1,6 +1,6 @@
 # One command sets up and runs the demo; one command runs every test.
 #   make demo    create .venv, install pe_renal with everything it needs, run the demo study
-#   make test    create .venv, install, run every test (notebooks with nbdev_test + pytest tests/)
+#   make test    create .venv, install, run every test: each notebook from top to bottom and tests/, in parallel (pytest)
 #   make lab     open the notebooks in JupyterLab (options with LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8890")
 # The install stamp depends on setup.py, settings.ini and pyproject.toml; nbdev_export leaves them alone
 # (update_pyproject = False in settings.ini), so exporting does not trigger a reinstall.
@@ -10,6 +10,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo_results/$(shell date +%Y%m%d-%H%M%S)
 LAB_ARGS ?=
+# parallel test workers: one per core, at most 4 (each holds a torch process of 1-2 GB); one thread each
+TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))' 2>/dev/null || echo 2)
+PYTEST := PE_RENAL_QUIET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist worksteal
 
 .PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 
@@ -30,16 +33,18 @@ check-export: setup
 	  git --no-pager diff --stat -- pe_renal; \
 	  echo "pe_renal/ differs from the notebooks: run .venv/bin/nbdev_export and commit pe_renal/"; exit 1; fi
 
-# notebook tests run offline on a throw-away torch and feature cache: their results never depend on
-# ImageNet weights a machine happens to have, and they never write the user's caches
+# `make test` runs every notebook as a test of its own (tests/test_notebooks.py: `nbdev_test --path NB` in a fresh
+# process, offline, on a throw-away torch and feature cache), side by side with tests/, so both cores stay busy.
+# test-notebooks runs the notebooks alone with nbdev_test, the same way; test-pytest runs tests/ without them.
 test-notebooks: setup
 	T=$$(mktemp -d) && PE_RENAL_QUIET=1 PE_RENAL_OFFLINE=1 TORCH_HOME=$$T/torch PE_RENAL_CACHE=$$T/cache \
 	  $(BIN)/nbdev_test --n_workers 1 --do_print --timing; rc=$$?; rm -rf $$T; exit $$rc
 
 test-pytest: setup
-	PE_RENAL_QUIET=1 $(BIN)/python -m pytest tests -q -n 2
+	$(PYTEST) -m "not notebook"
 
-test: check-export test-notebooks test-pytest
+test: check-export
+	$(PYTEST)
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs $(LAB_ARGS)

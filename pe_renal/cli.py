@@ -180,7 +180,7 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="of the deep features (auto: bf16 on CPUs with AMX, fp16 on CUDA, else fp32)")
+                       help="of the deep features (auto: fp16 on CUDA; bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) where a short calibration shows it faster and in agreement with fp32; else fp32)")
         q.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
         q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE or ~/.cache/pe_renal)")
         q.add_argument("--jobs", type=int, default=None, help="parallel CV folds / resamples")

@@ -28,12 +28,18 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
     return root
 
 
+# the slowest notebooks (`pytest --durations`): scheduled first, so that the parallel workers finish together. Only the
+# order of the run depends on this list; a notebook missing from it runs after those on it.
+SLOWEST_NOTEBOOKS = ["09_study", "05_models", "07_gradcam", "03_features", "03b_finetune", "02_synthetic", "04_lasso", "08_shap"]
+
+
 def pytest_collection_modifyitems(config, items):
-    "Longest first, so that the parallel workers finish together: the notebooks (the largest first), then the rest in file order."
-    def size(item):
-        nb = item.callspec.params.get("nb") if hasattr(item, "callspec") else None
-        return -nb.stat().st_size if item.get_closest_marker("notebook") and nb is not None else 0
-    items.sort(key=size)           # stable: the other tests keep their order
+    "The notebooks first (the slowest first), then the other tests in file order."
+    def rank(item):
+        nb = item.callspec.params.get("nb") if item.get_closest_marker("notebook") and hasattr(item, "callspec") else None
+        if nb is None: return len(SLOWEST_NOTEBOOKS) + 1
+        return SLOWEST_NOTEBOOKS.index(nb.stem) if nb.stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS)
+    items.sort(key=rank)           # stable: the other tests keep their order
 
 
 @pytest.fixture
