@@ -12,9 +12,11 @@ feature cache) with `--finetune none` and with `--finetune MODE` (the study's se
 and the difference: what fine-tuning adds to a run. Starting weights are random (ImageNet weights
 cannot be downloaded offline); the arithmetic, and so the time, is the same with ImageNet weights.
 
-    .venv/bin/python benchmarks/bench_finetune.py COHORT --study [--backbone resnet152] [--mode last] [--threads 2]
+    .venv/bin/python benchmarks/bench_finetune.py COHORT --study [--compare] [--backbone resnet152] [--mode last] [--threads 2]
 """
 import argparse, json, os, time
+
+import numpy as np
 
 os.environ.setdefault("PE_RENAL_QUIET", "1")
 import torch
@@ -28,6 +30,8 @@ p.add_argument("cohort"); p.add_argument("--backbone", default="resnet152"); p.a
 p.add_argument("--views", type=int, default=4); p.add_argument("--threads", type=int, default=2)
 p.add_argument("--epochs", type=int, default=None); p.add_argument("--components", action="store_true")
 p.add_argument("--study", action="store_true")
+p.add_argument("--compare", action="store_true", help="with --study: also time a plain extraction with the fine-tuned network "
+               "(what the feature stage did before it reused the trunk) and compare its features")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 if a.study:
@@ -48,8 +52,15 @@ if a.study:
                          n_trunk_reused=f.meta.get("n_trunk_reused", 0), kept_trunk_mb=round(kept / 2**20, 1),
                          **({} if ft.result is None else dict(trunk_s=ft.result.info["trunk_seconds"], epochs_run=ft.result.info["epochs_run"],
                                                              epoch_s=round(float(ft.result.history["seconds"].sum()), 1))))
+        if a.compare and ft.result is not None:
+            from pe_renal.features import aggregate_features
+            t = time.perf_counter(); ref = extract_features(c, ft.result.backbone, device="cpu", cache=False, show_progress=False)
+            out[mode].update(plain_features_s=round(time.perf_counter() - t, 1), total_plain_s=round(t_ft + time.perf_counter() - t, 1),
+                             max_abs_diff=float(np.abs(aggregate_features(ref, c).to_numpy() - f.deep.to_numpy()).max()),
+                             max_abs_feature=float(np.abs(f.deep.to_numpy()).max()))
         print(json.dumps({mode: out[mode]}), flush=True)
     out["added_s"] = round(out[a.mode]["total_s"] - out["none"]["total_s"], 1)
+    if a.compare: out["added_plain_s"] = round(out[a.mode]["total_plain_s"] - out["none"]["total_s"], 1)
     print(json.dumps(out, indent=2))
     raise SystemExit
 c = load_cohort(a.cohort, check_images=False); s = split_cohort(c, seed=42)
