@@ -16,13 +16,15 @@ from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, logger, progress
 from .data import Cohort, apply_roi, read_image
-from .features import (Backbone, FeatureTransform, load_backbone, resolve_device, resolve_precision, _autocast,
-                               _fold_batchnorm, _image_table, _roi_of)
+from .features import (Backbone, FeatureCache, FeatureTransform, check_batch_size, default_cache_dir, extract_features,
+                               feature_names, image_keys, load_backbone, model_key, precision_choice, resolve_device,
+                               resolve_precision, _autocast, _fold_batchnorm, _image_table, _roi_of, _run_backbone)
 
 # %% auto #0
 __all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network',
-           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'FinetuneResult', 'calibrate_batchnorm',
-           'finetune_backbone', 'plot_training_curve', 'head_signature', 'save_finetuned', 'load_finetuned']
+           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations', 'FinetuneResult',
+           'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve', 'head_signature',
+           'save_finetuned', 'load_finetuned']
 
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
@@ -119,6 +121,17 @@ class ViewDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/03b_finetune.ipynb #5b7ac0c0
 @dataclass
+class TrunkActivations:
+    "The frozen trunk's output for the plain view of some images, kept from fine-tuning so their features need only the part that learned."
+    acts: dict         # image content key (`image_keys`) -> activation tensor on the CPU (fp32)
+    precision: str     # the precision the trunk ran in
+    transform: dict    # the preprocessing (`FeatureTransform.settings()`)
+    mode: str          # the fine-tuning mode ("head": the activations are the pooled features themselves)
+
+    @property
+    def nbytes(self)->int: return sum(a.numel() * a.element_size() for a in self.acts.values())
+
+@dataclass
 class FinetuneResult:
     "A fine-tuned backbone, its head, how training went, and the bytes of its weights file."
     backbone: Backbone        # the fine-tuned feature extractor (use it with `extract_features`)
@@ -127,6 +140,7 @@ class FinetuneResult:
     best_epoch: int           # the epoch whose weights were kept (highest inner-validation AUC)
     info: dict                # settings, patients, timings: for run.json
     blob: bytes = field(repr=False, default=b"")  # the weights file's content (`save_finetuned` writes it)
+    trunk: TrunkActivations|None = field(repr=False, default=None)  # head/last: plain-view trunk outputs (`finetuned_features`)
 
     @property
     def sha256(self)->str:
@@ -141,7 +155,7 @@ def _note(info:dict)->str:
             f"{info['epochs_run']}) on {info['n_train_patients']} training patients (inner validation "
             f"{info['n_val_patients']}), starting from {start}.")
 
-def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFrame, info:dict)->FinetuneResult:
+def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFrame, info:dict, trunk=None)->FinetuneResult:
     "Serialise the fine-tuned weights (trunk state dict + head + settings) and name the backbone by their SHA-256."
     import hashlib
     info = {**info, "note": _note(info)}
@@ -153,7 +167,7 @@ def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFra
         bb = start
     else:
         bb = Backbone(model, start.name, f"file:{digest[:16]}", start.dim, False, info["note"])
-    return FinetuneResult(bb, head, history, info["best_epoch"], {**info, "sha256": digest}, blob)
+    return FinetuneResult(bb, head, history, info["best_epoch"], {**info, "sha256": digest}, blob, trunk)
 
 def _loader(ds, batch_size, dev, num_workers, shuffle=False, generator=None):
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
@@ -234,6 +248,8 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                       device:str="auto", precision:str="auto", # CUDA: mixed precision by default; CPU: fp32 unless asked
                       num_workers:int|None=None,       # image decoding processes (default 0 on CPU, 4 on CUDA)
                       fallback:bool=False,             # demo only: random starting weights when ImageNet is unavailable
+                      keep_trunk:bool=True,            # head/last: keep the plain-view trunk outputs in the result, so that
+                                                       # `finetuned_features` does not run the trunk on these images again
                       show_progress:bool=True,
                      )->FinetuneResult:
     "Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to keep."
@@ -276,6 +292,11 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                  "val": _trunk_outputs(trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar)}
             if bar is not None: bar.close()
         t_trunk = time.perf_counter() - t_trunk
+        kept = None
+        if cached and keep_trunk:                                     # views (no copy) of the plain view of every image
+            keys = image_keys(parts["train"]) + image_keys(parts["val"])
+            kept = TrunkActivations(dict(zip(keys, [*X["train"][0].unbind(), *X["val"][0].unbind()])), prec,
+                                    transform.settings(), mode)
         learn.to(dev)
         plain = lambda: (X["train"][0].split(batch_size) if cached else
                          (x for x, _ in _loader(ViewDataset(rois["train"], transform, None), batch_size, dev, num_workers)))
@@ -332,7 +353,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                 best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
                 seconds=round(time.perf_counter() - t0, 1), trunk_seconds=round(t_trunk, 1), train_patients=list(map(str, train_ids)),
                 val_patients=list(map(str, inner_va)))
-    return _result(start, model, head, history, info)
+    return _result(start, model, head, history, info, kept)
 
 @torch.inference_mode()
 def _evaluate(learn, head, X, y, groups, transform, dev, prec, batch_size, num_workers)->tuple[float, float]:
@@ -347,6 +368,61 @@ def _evaluate(learn, head, X, y, groups, transform, dev, prec, batch_size, num_w
     sp, codes = _patient_mean(s.numpy().astype(float), groups)
     yp = np.zeros(len(sp), int); yp[codes] = y
     return loss, _auc(yp, sp)
+
+@torch.inference_mode()
+def _tail_features(result:FinetuneResult, acts:list, dev, prec, batch_size)->np.ndarray:
+    "Pooled features from kept trunk outputs: only the part that learned runs (nothing at all in head mode)."
+    tail = split_network(result.backbone.model, result.trunk.mode)[1]
+    net = tail if isinstance(tail, nn.Identity) else _fold_batchnorm(tail).to(dev).to(memory_format=torch.channels_last)
+    out = []
+    for i in range(0, len(acts), batch_size):
+        x = torch.stack(acts[i:i + batch_size]).to(dev)
+        if x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(dev, prec): out.append(net(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+def finetuned_features(images,                       # Cohort, its images table, or a list of image paths
+                       result:FinetuneResult,        # from `finetune_backbone`
+                       device:str="auto", precision:str="auto", # as `extract_features`
+                       batch_size:int|None=None, num_workers:int|None=None,
+                       transform:FeatureTransform|None=None,
+                       cache:str|Path|bool|None=None, # feature cache folder; None = default, False = no cache
+                       show_progress:bool=True,
+                      )->pd.DataFrame:               # as `extract_features(images, result.backbone, ...)`
+    "Features of the fine-tuned network, reusing the frozen trunk outputs that fine-tuning kept: the same numbers, less work."
+    transform = transform or FeatureTransform(); bb, kept = result.backbone, result.trunk
+    kw = dict(device=device, precision=precision, batch_size=batch_size, num_workers=num_workers, transform=transform,
+              cache=cache, show_progress=show_progress)
+    dev = resolve_device(device); batch_size = check_batch_size(batch_size, dev)
+    choice = precision_choice(precision, dev, bb, batch_size, size=transform.size); prec = choice["precision"]
+    if kept is None or kept.precision != prec or kept.transform != transform.settings():   # not the same trunk pass
+        return extract_features(images, bb, **kw)
+    t0 = time.perf_counter()
+    table = _image_table(images); keys = image_keys(table)
+    store = None if cache is False else FeatureCache(default_cache_dir() if cache in (None, True) else cache,
+                                                     model_key(bb, transform, prec), bb.dim)
+    found = store.load(set(keys)) if store else {}
+    X = np.zeros((len(table), bb.dim), np.float32)
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    for i, k in enumerate(keys):
+        if k in found: X[i] = found[k]
+    reuse = [i for i in todo if keys[i] in kept.acts]; rest = [i for i in todo if keys[i] not in kept.acts]
+    if rest: X[rest] = _run_backbone(bb, table.iloc[rest], transform, dev, prec, batch_size, num_workers, show_progress)
+    if reuse:
+        X[reuse] = _tail_features(result, [kept.acts[keys[i]] for i in reuse], dev, prec, batch_size)
+        if not np.isfinite(X[reuse]).all():
+            raise PeRenalError(f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun with "
+                               "--precision fp32 (precision='fp32').")
+    if store and todo:
+        new = dict.fromkeys(keys[i] for i in todo)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        store.save(list(new), X[[first[k] for k in new]])
+    out = pd.DataFrame(X, index=table.index, columns=feature_names(bb.dim))
+    out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
+                                 device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
+                                 precision_choice=choice, n_cached=len(table) - len(todo), n_trunk_reused=len(reuse),
+                                 seconds=round(time.perf_counter() - t0, 2))
+    return out
 
 # %% ../nbs/03b_finetune.ipynb #0ba748ad
 def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its history

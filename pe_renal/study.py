@@ -283,8 +283,12 @@ def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True, finetuned:
     ft = finetuned.result if finetuned is not None else None
     bb = ft.backbone if ft is not None else load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
     transform = FeatureTransform()
-    feats = extract_features(cohort, bb, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,   # "auto" decided
-                             transform=transform, cache=cfg.cache, show_progress=verbose)                         # on this network
+    kw = dict(device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,       # "auto" decided on this network
+              transform=transform, cache=cfg.cache, show_progress=verbose)
+    if ft is None: feats = extract_features(cohort, bb, **kw)
+    else:                  # the frozen trunk's outputs kept from fine-tuning are reused (the same features, computed once)
+        from pe_renal.finetune import finetuned_features
+        feats = finetuned_features(cohort, ft, **kw); ft.trunk = None          # used once: free their memory
     prec = feats.attrs["pe_renal"]["precision"]
     if bb.untrained and verbose: print("    " + bb.note)
     return FeatureStage(bb, transform, prec, aggregate_features(feats, cohort), dict(feats.attrs["pe_renal"]))

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+import pe_renal.features
 import pe_renal.finetune as ft
 from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort, split_cohort
@@ -155,3 +156,35 @@ def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
     print("image signal: DL model held-out AUC, frozen", frozen, "fine-tuned", tuned)
     assert tuned is not None and tuned.lo > 0.5, tuned
     assert tuned.auc > (0.5 if frozen is None else frozen.auc), (tuned, frozen)
+
+
+@pytest.mark.parametrize("mode", ["last", "head"])
+def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small, mode, monkeypatch, tmp_path):
+    "The kept frozen-trunk outputs give the fine-tuned network's features: the trunk runs only on the images fine-tuning did not see."
+    c, tr, _ = small
+    bb = load_backbone("resnet18", "random")
+    res = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
+    n_kept = int(c.images.patient_id.isin(set(tr)).sum())
+    assert len(res.trunk.acts) == n_kept and res.trunk.precision == "fp32"     # the plain view of every training image
+    ran = []
+    real = ft._run_backbone
+    count = lambda b, table, *a: ran.append(len(table)) or real(b, table, *a)    # full-network passes, and on how many images
+    monkeypatch.setattr(ft, "_run_backbone", count); monkeypatch.setattr(pe_renal.features, "_run_backbone", count)
+    got = ft.finetuned_features(c, res, transform=TF, cache=tmp_path, show_progress=False)
+    ref = extract_features(c, res.backbone, transform=TF, cache=False, show_progress=False)   # a plain forward pass
+    ran_ref = ran.pop()
+    np.testing.assert_allclose(got.to_numpy(), ref.to_numpy(), rtol=1e-4, atol=1e-5)
+    assert ran_ref == c.n_images and ran == [c.n_images - n_kept] and got.attrs["pe_renal"]["n_trunk_reused"] == n_kept
+    assert got.attrs["pe_renal"]["weights"] == res.backbone.weights
+    # cached under the fine-tuned network's own name, where `extract_features` finds them
+    again = extract_features(c, res.backbone, transform=TF, cache=tmp_path, show_progress=False)
+    assert again.attrs["pe_renal"]["n_cached"] == c.n_images
+    np.testing.assert_array_equal(again.to_numpy(), got.to_numpy())
+    # another preprocessing than the trunk ran with: no reuse, a plain forward pass of every image
+    ran.clear()
+    ft.finetuned_features(c, res, transform=FeatureTransform(size=40), cache=False, show_progress=False)
+    assert ran == [c.n_images]
+    # negative control: activations that are not this trunk's give other features, and the comparison sees it
+    res.trunk.acts = {k: v.roll(1, 0) for k, v in res.trunk.acts.items()}
+    wrong = ft.finetuned_features(c, res, transform=TF, cache=False, show_progress=False)
+    assert not np.allclose(wrong.to_numpy(), ref.to_numpy(), rtol=1e-4, atol=1e-5)

@@ -38,7 +38,9 @@ def test_finetuned_weights_curve_and_manifest(tuned):
 
 def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
     d, cohort, out = tuned
-    pred, _ = predict_cohort(out / "model.skops", cohort, cache=str(d / "cache"), verbose=False)
+    # a fresh cache: predict runs the whole saved network on every image, the run reused the trunk kept from fine-tuning
+    pred, _ = predict_cohort(out / "model.skops", cohort, cache=str(tmp_path / "fresh"), verbose=False)
+    assert json.loads((out / "run.json").read_text())["features"].get("n_trunk_reused", 0) > 0
     own = pd.read_csv(out / "predictions.csv").set_index("patient_id")
     got = pred.set_index("patient_id").loc[own.index]
     pd.testing.assert_series_equal(got["p_Composite"], own["p_Composite"], check_names=False, atol=1e-6)
