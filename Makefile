@@ -12,7 +12,7 @@ OUT    ?= demo_results/$(shell date +%Y%m%d-%H%M%S)
 LAB_ARGS ?=
 # parallel test workers: one per core, at most 4 (each holds a torch process of 1-2 GB); one thread each
 TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))' 2>/dev/null || echo 2)
-PYTEST := PE_RENAL_QUIET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist worksteal
+PYTEST := PE_RENAL_QUIET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist worksteal --durations=15
 
 .PHONY: setup demo test test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 

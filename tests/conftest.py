@@ -28,17 +28,23 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
     return root
 
 
-# the slowest notebooks (`pytest --durations`): scheduled first, so that the parallel workers finish together. Only the
-# order of the run depends on this list; a notebook missing from it runs after those on it.
-SLOWEST_NOTEBOOKS = ["09_study", "05_models", "07_gradcam", "03_features", "03b_finetune", "02_synthetic", "04_lasso", "08_shap"]
+# the slowest notebooks and tests (`pytest --durations`): scheduled first, so that the parallel workers finish together.
+# Only the order of the run depends on these lists; what is not on them runs afterwards, in file order.
+SLOWEST_NOTEBOOKS = ["09_study", "05_models", "03b_finetune", "08_shap", "03_features", "07_gradcam", "02_synthetic", "04_lasso"]
+SLOWEST_TESTS = ["test_interrupted_run_leaves_no_results_folder", "test_cli_synth_gives_the_paper_cohort",
+                 "test_positive_and_negative_control", "test_finetuned_weights_curve_and_manifest", "test_null_control_is_centred",
+                 "test_image_signal_fine_tuned_dl_model_beats_frozen", "test_null_cohort_held_out_auc_covers_half", "test_cli_features",
+                 "test_effect_zero_means_no_signal", "test_images_and_labs_carry_the_signal"]
 
 
 def pytest_collection_modifyitems(config, items):
-    "The notebooks first (the slowest first), then the other tests in file order."
+    "The slowest notebooks first, then the slowest tests, then the others in file order."
     def rank(item):
         nb = item.callspec.params.get("nb") if item.get_closest_marker("notebook") and hasattr(item, "callspec") else None
-        if nb is None: return len(SLOWEST_NOTEBOOKS) + 1
-        return SLOWEST_NOTEBOOKS.index(nb.stem) if nb.stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS)
+        if nb is not None:
+            return SLOWEST_NOTEBOOKS.index(nb.stem) if nb.stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS)
+        slow = [i for i, t in enumerate(SLOWEST_TESTS) if item.name.startswith(t)]
+        return len(SLOWEST_NOTEBOOKS) + 1 + (slow[0] if slow else len(SLOWEST_TESTS))
     items.sort(key=rank)           # stable: the other tests keep their order
 
 

@@ -171,7 +171,8 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     assert not out.exists()                        # nothing under the final name
     if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
         assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
-    r = subprocess.run(cmd[:-2] + ["--backbone", "resnet18", "--cache", str(tmp_path / "cache_rerun"), "--cv-repeats", "1", "--boot", "0"],
+    r = subprocess.run(cmd[:-2] + ["--backbone", "resnet18", "--cache", str(tmp_path / "cache_rerun"), "--cv-repeats", "1", "--boot", "0",
+                                   "--stability-boot", "0"],
                        capture_output=True, text=True)            # the rerun only has to succeed: few resamples
     assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "report.html").is_file()
