@@ -174,8 +174,9 @@ def build_parser()->argparse.ArgumentParser:
                        help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
                             "as the paper), head (linear probe), last (last block + head) or full")
         q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: the mode's own)")
-        q.add_argument("--gradcam-target", default="signature", choices=["signature", "head"],
-                       help="what Grad-CAM explains: the LASSO deep signature (default) or the fine-tuned head's logit")
+        q.add_argument("--gradcam-target", default="signature", choices=["signature", "head", "predicted"],
+                       help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
+                            "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")
         q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=int, default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")

@@ -61,25 +61,29 @@ def target_layer(model:nn.Module)->nn.Module:
     raise PeRenalError(f"cannot find the last convolutional block of {type(model).__name__}; pass target_layer explicitly.")
 
 class _Score:
-    "pytorch-grad-cam target: the (only) output of the signature."
-    def __call__(self, out): return out[..., 0]
+    "pytorch-grad-cam target: the (only) output of the signature, times a sign (-1: evidence for the other class)."
+    def __init__(self, sign:float=1.0): self.sign = float(sign)
+    def __call__(self, out): return self.sign * out[..., 0]
 
 def compute_cams(signature:DeepSignature,     # the differentiable deep signature
                  x:torch.Tensor,              # (B, 3, S, S) preprocessed images
                  method:str="gradcam",        # a key of cam_methods()
                  layer:nn.Module|None=None,   # default: target_layer(signature.backbone)
                  batch_size:int=8,
+                 signs=None,                  # per image: +1 explains the signature, -1 its opposite (default all +1)
                 )->np.ndarray:                # (B, S, S) maps in [0, 1]
     "Class-activation maps of the deep signature, computed in batches with hooks released afterwards."
     methods = cam_methods()
     if method not in methods: raise PeRenalError(f"unknown CAM method {method!r}; choose one of {', '.join(methods)}.")
     layer = layer or target_layer(signature.backbone)
     signature = signature.float().eval()
+    signs = np.ones(len(x)) if signs is None else np.asarray(signs, float)
+    if len(signs) != len(x): raise PeRenalError(f"{len(signs)} signs for {len(x)} images.")
     out = []
     with methods[method](model=signature, target_layers=[layer]) as cam:
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].float()
-            out.append(cam(input_tensor=xb, targets=[_Score()] * len(xb)))
+            out.append(cam(input_tensor=xb, targets=[_Score(s) for s in signs[i:i + batch_size]]))
     return np.concatenate(out).astype(np.float32)
 
 # %% ../nbs/07_gradcam.ipynb #ab937748
@@ -156,6 +160,8 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
                    method:str="gradcam",
                    randomisation:bool=True,      # also compute maps with randomised weights
                    mask_column:str="kidney_mask",# ground-truth mask column in images.csv (if any)
+                   predicted_class:bool=False,   # each map explains the class the target predicts for the image
+                                                 # (score > 0: its own class; else the other), the randomised map the same
                   )->list[dict]:                 # one dict per image: roi, cam, full image, box, checks
     "Grad-CAM maps of the deep signature for chosen images, mapped onto their ROI, with honesty checks."
     transform = transform or FeatureTransform()
@@ -171,14 +177,16 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
         items.append(dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth))
         xs.append(transform(roi))
     x = torch.stack(xs)
-    cams = compute_cams(signature, x, method, batch_size=2)            # small batches: backward memory stays low
+    with torch.inference_mode(): scores = signature.float().eval()(x)[:, 0].numpy()
+    signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
+    cams = compute_cams(signature, x, method, batch_size=2, signs=signs)  # small batches: backward memory stays low
     rand = [None] * len(items)
     if randomisation:
         rnd = randomised_signature(signature, backbone_name)
-        rand = compute_cams(rnd, x, method, batch_size=2); del rnd
-    for it, c, rc in zip(items, cams, rand):
+        rand = compute_cams(rnd, x, method, batch_size=2, signs=signs); del rnd
+    for it, c, rc, s, sg in zip(items, cams, rand, scores, signs):
         it["cam"] = cam_to_roi(c, it["roi"].shape, transform)
-        with torch.inference_mode(): it["score"] = float(signature(transform(it["roi"])[None]).item())
+        it["score"], it["explains"] = float(s), ("preeclampsia" if sg * signature.sign > 0 else "normal")
         if it["truth"] is not None: it.update({f"kidney_{k}": v for k, v in localisation(it["cam"], it["truth"]).items()})
         if rc is not None:
             it["cam_randomised"] = cam_to_roi(rc, it["roi"].shape, transform)
@@ -187,7 +195,7 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
 
 def checks_table(items:list[dict])->pd.DataFrame:
     "The honesty-check numbers of explained images, one row each."
-    cols = ["patient_id", "path", "score", "kidney_energy_inside", "kidney_area_fraction", "kidney_ratio", "randomisation_spearman"]
+    cols = ["patient_id", "path", "score", "explains", "kidney_energy_inside", "kidney_area_fraction", "kidney_ratio", "randomisation_spearman"]
     return pd.DataFrame([{c: it.get(c, np.nan) for c in cols} for it in items])
 
 # %% ../nbs/07_gradcam.ipynb #c9e104f1

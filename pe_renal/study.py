@@ -16,15 +16,18 @@ from .core import PeRenalError, atomic_write, check_output, file_sha256, seed_ev
 from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'AUTHORS',
-           'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model', 'run_status', 'status_text',
-           'stamp_figure', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
-           'FinetuneStage', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
-           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
-           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'tripod_checklist', 'html_table',
-           'render_report', 'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
+__all__ = ['GRADCAM_TARGETS', 'MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
+           'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
+           'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
+           'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_stage',
+           'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'validation_stage', 'EvaluationStage',
+           'evaluation_stage', 'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
+           'shap_stage', 'tripod_checklist', 'html_table', 'render_report', 'report_stage', 'protected_inputs',
+           'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
+GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
+
 @dataclass
 class StudyConfig:
     "Every setting of a run; recorded in run.json."
@@ -32,7 +35,8 @@ class StudyConfig:
     weights: str = "imagenet"        # "imagenet", "random" (untrained) or a state-dict file
     finetune: str = "none"           # "none" (frozen backbone, as the paper), "head", "last" or "full": fine-tune on training patients
     epochs: int|None = None          # fine-tuning epochs at most (None: the mode's default)
-    gradcam_target: str = "signature"# "signature" (LASSO deep signature) or "head" (the fine-tuned head's logit)
+    gradcam_target: str = "signature"# "signature" (LASSO deep signature), "head" (the fine-tuned head's logit, evidence for
+                                     # preeclampsia) or "predicted" (the head's logit for the class it predicts per image)
     fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
     lasso_rule: str = "min"          # "min" (lambda with the lowest CV error) or "1se"
     lasso_method: str = "lasso"      # "lasso" (LassoCV on the 0/1 label) or "logistic" (L1 logistic)
@@ -59,10 +63,10 @@ class StudyConfig:
         if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
         if self.finetune not in ("none", "head", "last", "full"):
             raise PeRenalError(f"finetune must be 'none', 'head', 'last' or 'full', got {self.finetune!r}.")
-        if self.gradcam_target not in ("signature", "head"):
-            raise PeRenalError(f"gradcam_target must be 'signature' or 'head', got {self.gradcam_target!r}.")
-        if self.gradcam_target == "head" and self.finetune == "none":
-            raise PeRenalError("gradcam_target='head' needs a fine-tuned head: set finetune to 'head', 'last' or 'full'.")
+        if self.gradcam_target not in GRADCAM_TARGETS:
+            raise PeRenalError(f"gradcam_target must be one of {', '.join(GRADCAM_TARGETS)}, got {self.gradcam_target!r}.")
+        if self.gradcam_target != "signature" and self.finetune == "none":
+            raise PeRenalError(f"gradcam_target={self.gradcam_target!r} needs a fine-tuned head: set finetune to 'head', 'last' or 'full'.")
         if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {self.test_size}.")
         if self.batch_size is not None:
             from pe_renal.features import check_batch_size                # imports torch: only when a size is given
@@ -412,7 +416,7 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
     from pe_renal.gradcam import DeepSignature, explain_images, plot_cam_grid, checks_table
     from pe_renal.core import save_figure
     sel = models.selector
-    if cfg.gradcam_target == "head" and finetuned is not None and finetuned.result is not None:
+    if cfg.gradcam_target in ("head", "predicted") and finetuned is not None and finetuned.result is not None:
         from pe_renal.finetune import head_signature
         target = head_signature(finetuned.result)      # the fine-tuned head's logit: evidence for preeclampsia
     elif sel is None or not len(sel.selected_):
@@ -431,9 +435,11 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
             view = " ".join(str(cohort.images.iloc[r][k]) for k in ("side", "view") if k in cohort.images and pd.notna(cohort.images.iloc[r][k]))
             rows.append(int(r)); names.append((i, name))
             titles.append(f"{pids[i]}{' ' + view if view else ''}: {name}\np = {pt[i]:.2f}")
+    predicted = cfg.gradcam_target == "predicted"      # each map: evidence for the class the head predicts for the image
     items = explain_images(cohort, rows, target, cfg.backbone,
-                           features.transform, method=cfg.gradcam_method)
-    fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "", caption=GRADCAM_CAPTION)
+                           features.transform, method=cfg.gradcam_method, predicted_class=predicted)
+    fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
+                        caption=GRADCAM_CAPTION_PREDICTED if predicted else GRADCAM_CAPTION)
     save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats); plt.close(fig)
     checks = checks_table(items)
     checks.insert(1, "case", [name for _, name in names]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])
@@ -444,6 +450,10 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
 GRADCAM_CAPTION = ("p: predicted probability of preeclampsia from the Composite model. Signature: the deep signature score "
                    "(LASSO linear score over the selected deep features) that Grad-CAM explains; higher means more "
                    "preeclampsia-like, so the maps show evidence for preeclampsia. White line: kidney outline.")
+GRADCAM_CAPTION_PREDICTED = ("p: predicted probability of preeclampsia from the Composite model. Signature: the fine-tuned head's "
+                             "logit (above 0: the head predicts preeclampsia). Each map shows the evidence for the class the head "
+                             "predicts for that image: preeclampsia where the logit is above 0, normal where it is below "
+                             "(column 'explains' of gradcam_checks.csv). White line: kidney outline.")
 
 @dataclass
 class ShapStage:
