@@ -13,11 +13,21 @@ FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ft")
-    cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
-    cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
-    return d, cohort, run_study(cohort, d / "results", cfg, verbose=False)
+def tuned(tmp_path_factory, request):
+    "One fine-tuned study, built once per session even when xdist sends this module's tests to different workers."
+    import shutil
+    from filelock import FileLock
+    from conftest import shared_dir
+    root = shared_dir(tmp_path_factory, request)
+    d = root / "ft"
+    with FileLock(str(root / "ft.lock")):
+        if not (d / "done").exists():
+            shutil.rmtree(d, ignore_errors=True)                  # what a failed attempt may have left
+            cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
+            cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
+            run_study(cohort, d / "results", cfg, verbose=False)
+            (d / "done").touch()
+    return d, d / "cohort", d / "results"
 
 
 def test_finetuned_weights_curve_and_manifest(tuned):
