@@ -334,6 +334,8 @@ def extract_features(images,                         # Cohort, its images table,
                      seed:int=0,                      # seed of random weights
                      fallback:bool=False,             # demo only: untrained backbone if ImageNet is unavailable
                      show_progress:bool=True,
+                     known=None,                      # optional fn(keys, precision) -> {key: features} for images whose
+                                                      # features it can give without running the backbone
                     )->pd.DataFrame:                  # one row per image, columns deep_0000...
     "Deep features of every image: batched, cached, with the weights stated in `attrs`."
     table = _image_table(images)
@@ -352,8 +354,12 @@ def extract_features(images,                         # Cohort, its images table,
     X = np.zeros((len(table), bb.dim), np.float32)
     for i, k in enumerate(keys):
         if k in cached: X[i] = cached[k]
+    given = known([keys[i] for i in todo], prec) if known is not None and todo else {}
+    for i in todo:
+        if keys[i] in given: X[i] = given[keys[i]]
+    run = [i for i in todo if keys[i] not in given]
+    if run: X[run] = _run_backbone(bb, table.iloc[run], transform, dev, prec, batch_size, num_workers, show_progress)
     if todo:
-        X[todo] = _run_backbone(bb, table.iloc[todo], transform, dev, prec, batch_size, num_workers, show_progress)
         if store:
             new = dict.fromkeys(keys[i] for i in todo)          # duplicates of one image are stored once
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
@@ -362,7 +368,8 @@ def extract_features(images,                         # Cohort, its images table,
     out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
                                  device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
                                  precision_choice=choice,
-                                 n_cached=len(table) - len(todo), seconds=round(time.perf_counter() - t0, 2))
+                                 n_cached=len(table) - len(todo), n_known=len(todo) - len(run),
+                                 seconds=round(time.perf_counter() - t0, 2))
     return out
 
 def _fold_batchnorm(model:nn.Module)->nn.Module:

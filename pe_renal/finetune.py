@@ -16,9 +16,8 @@ from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, logger, progress
 from .data import Cohort, apply_roi, read_image
-from .features import (Backbone, FeatureCache, FeatureTransform, check_batch_size, default_cache_dir, extract_features,
-                               feature_names, image_keys, load_backbone, model_key, precision_choice, resolve_device,
-                               resolve_precision, _autocast, _fold_batchnorm, _image_table, _roi_of, _run_backbone)
+from .features import (Backbone, FeatureTransform, check_batch_size, extract_features, image_keys, load_backbone,
+                               resolve_device, resolve_precision, _autocast, _fold_batchnorm, _image_table, _roi_of)
 
 # %% auto #0
 __all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network',
@@ -391,37 +390,21 @@ def finetuned_features(images,                       # Cohort, its images table,
                       )->pd.DataFrame:               # as `extract_features(images, result.backbone, ...)`
     "Features of the fine-tuned network, reusing the frozen trunk outputs that fine-tuning kept: the same numbers, less work."
     transform = transform or FeatureTransform(); bb, kept = result.backbone, result.trunk
-    kw = dict(device=device, precision=precision, batch_size=batch_size, num_workers=num_workers, transform=transform,
-              cache=cache, show_progress=show_progress)
     dev = resolve_device(device); batch_size = check_batch_size(batch_size, dev)
-    choice = precision_choice(precision, dev, bb, batch_size, size=transform.size); prec = choice["precision"]
-    if kept is None or kept.precision != prec or kept.transform != transform.settings():   # not the same trunk pass
-        return extract_features(images, bb, **kw)
-    t0 = time.perf_counter()
-    table = _image_table(images); keys = image_keys(table)
-    store = None if cache is False else FeatureCache(default_cache_dir() if cache in (None, True) else cache,
-                                                     model_key(bb, transform, prec), bb.dim)
-    found = store.load(set(keys)) if store else {}
-    X = np.zeros((len(table), bb.dim), np.float32)
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    for i, k in enumerate(keys):
-        if k in found: X[i] = found[k]
-    reuse = [i for i in todo if keys[i] in kept.acts]; rest = [i for i in todo if keys[i] not in kept.acts]
-    if rest: X[rest] = _run_backbone(bb, table.iloc[rest], transform, dev, prec, batch_size, num_workers, show_progress)
-    if reuse:
-        X[reuse] = _tail_features(result, [kept.acts[keys[i]] for i in reuse], dev, prec, batch_size)
-        if not np.isfinite(X[reuse]).all():
+
+    def known(keys, prec):            # the images whose trunk ran in fine-tuning, in the same precision and preprocessing
+        if kept is None or kept.precision != prec or kept.transform != transform.settings(): return {}
+        keys = [k for k in dict.fromkeys(keys) if k in kept.acts]
+        if not keys: return {}
+        X = _tail_features(result, [kept.acts[k] for k in keys], dev, prec, batch_size)
+        if not np.isfinite(X).all():
             raise PeRenalError(f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun with "
                                "--precision fp32 (precision='fp32').")
-    if store and todo:
-        new = dict.fromkeys(keys[i] for i in todo)
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        store.save(list(new), X[[first[k] for k in new]])
-    out = pd.DataFrame(X, index=table.index, columns=feature_names(bb.dim))
-    out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
-                                 device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
-                                 precision_choice=choice, n_cached=len(table) - len(todo), n_trunk_reused=len(reuse),
-                                 seconds=round(time.perf_counter() - t0, 2))
+        return dict(zip(keys, X))
+
+    out = extract_features(images, bb, device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
+                           transform=transform, cache=cache, show_progress=show_progress, known=known)
+    out.attrs["pe_renal"]["n_trunk_reused"] = out.attrs["pe_renal"].pop("n_known")
     return out
 
 # %% ../nbs/03b_finetune.ipynb #0ba748ad

@@ -167,9 +167,9 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small
     n_kept = int(c.images.patient_id.isin(set(tr)).sum())
     assert len(res.trunk.acts) == n_kept and res.trunk.precision == "fp32"     # the plain view of every training image
     ran = []
-    real = ft._run_backbone
+    real = pe_renal.features._run_backbone
     count = lambda b, table, *a: ran.append(len(table)) or real(b, table, *a)    # full-network passes, and on how many images
-    monkeypatch.setattr(ft, "_run_backbone", count); monkeypatch.setattr(pe_renal.features, "_run_backbone", count)
+    monkeypatch.setattr(pe_renal.features, "_run_backbone", count)    # finetuned_features runs it through extract_features
     got = ft.finetuned_features(c, res, transform=TF, cache=tmp_path, show_progress=False)
     ref = extract_features(c, res.backbone, transform=TF, cache=False, show_progress=False)   # a plain forward pass
     ran_ref = ran.pop()
