@@ -447,13 +447,12 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
     _csv(checks, tmp/"tables"/"gradcam_checks.csv")
     return GradcamStage(checks, "")
 
-GRADCAM_CAPTION = ("p: predicted probability of preeclampsia from the Composite model. Signature: the deep signature score "
-                   "(LASSO linear score over the selected deep features) that Grad-CAM explains; higher means more "
-                   "preeclampsia-like, so the maps show evidence for preeclampsia. White line: kidney outline.")
-GRADCAM_CAPTION_PREDICTED = ("p: predicted probability of preeclampsia from the Composite model. Signature: the fine-tuned head's "
-                             "logit (above 0: the head predicts preeclampsia). Each map shows the evidence for the class the head "
-                             "predicts for that image: preeclampsia where the logit is above 0, normal where it is below "
-                             "(column 'explains' of gradcam_checks.csv). White line: kidney outline.")
+_P, _OUTLINE = "p: predicted probability of preeclampsia from the Composite model. ", " White line: kidney outline."
+GRADCAM_CAPTION = (_P + "Signature: the deep signature score (LASSO linear score over the selected deep features) that "
+                   "Grad-CAM explains; higher means more preeclampsia-like, so the maps show evidence for preeclampsia." + _OUTLINE)
+GRADCAM_CAPTION_PREDICTED = (_P + "Signature: the fine-tuned head's logit (above 0: the head predicts preeclampsia). Each map "
+                             "shows the evidence for the class the head predicts for that image: preeclampsia where the logit "
+                             "is above 0, normal where it is below (column 'explains' of gradcam_checks.csv)." + _OUTLINE)
 
 @dataclass
 class ShapStage:
