@@ -74,7 +74,7 @@ def _config(args, **extra):
                        classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
                        finetune=args.finetune, epochs=args.epochs, gradcam_target=args.gradcam_target,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
-                       n_jobs=args.jobs, stability_boot=args.stability_boot, **extra)
+                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
@@ -180,6 +180,7 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=int, default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
+        q.add_argument("--dpi", type=int, default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

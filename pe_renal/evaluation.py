@@ -484,6 +484,7 @@ def write_evaluation(results:dict,          # {model: {"train": (y, score), "tes
                      n_boot:int=2000, seed:int=42,
                      internal:dict|None=None,# {model: {method, auc, lo, hi, ...}}: internal validation beside the apparent AUC
                      counts:dict|None=None,  # {model: k}: votes behind KNN probabilities (default: inferred)
+                     dpi:int=300,            # resolution of PNG figures
                     )->dict:                 # the tables, by name
     "Write the performance table, DeLong comparisons (held-out only), calibration table and evaluation figures."
     from pe_renal.core import atomic_write
@@ -499,6 +500,6 @@ def write_evaluation(results:dict,          # {model: {"train": (y, score), "tes
     for cohort in cohorts:
         for kind, fn in (("roc", plot_roc), ("calibration", plot_calibration), ("decision_curve", plot_decision_curve)):
             fig, ax = plt.subplots(figsize=(6, 4.5) if kind == "decision_curve" else (5.2, 5.2))
-            fn(results, cohort, ax); save_figure(fig, out/"figures"/f"{kind}_{cohort}", formats); plt.close(fig)
-        fig = plot_confusion_matrices(results, cohort); save_figure(fig, out/"figures"/f"confusion_{cohort}", formats); plt.close(fig)
+            fn(results, cohort, ax); save_figure(fig, out/"figures"/f"{kind}_{cohort}", formats, dpi); plt.close(fig)
+        fig = plot_confusion_matrices(results, cohort); save_figure(fig, out/"figures"/f"confusion_{cohort}", formats, dpi); plt.close(fig)
     return tables

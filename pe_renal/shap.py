@@ -157,7 +157,7 @@ def plot_families(imp:dict, title:str="Net contribution per feature family"):
     ax.set_xlim(0, fam["mean_abs_net_contribution"].max() * 1.6)
     fig.tight_layout(); return fig
 
-def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
+def write_shap(ex, out_dir:str|Path, formats=("png",), dpi:int=300)->dict:
     "Write SHAP values, importance tables and figures into out_dir/tables and out_dir/figures."
     import matplotlib.pyplot as plt
     from pe_renal.core import save_figure
@@ -171,5 +171,5 @@ def write_shap(ex, out_dir:str|Path, formats=("png",))->dict:
         with atomic_write(out/"tables"/f"{name}.csv", "w") as fh: df.to_csv(fh)
     for name, plot in (("shap_beeswarm", lambda: plot_beeswarm(ex)), ("shap_bar", lambda: plot_importance_bar(ex)),
                        ("shap_families", lambda: plot_families(imp))):
-        fig = plot(); save_figure(fig, out/"figures"/name, formats); plt.close(fig)      # one figure drawn, saved, closed
+        fig = plot(); save_figure(fig, out/"figures"/name, formats, dpi); plt.close(fig)      # one figure drawn, saved, closed
     return tables

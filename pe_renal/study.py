@@ -56,6 +56,7 @@ class StudyConfig:
     gradcam_per_cell: int = 1        # Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)
     shap_background: int = 25        # real training patients sampled as the SHAP background
     formats: tuple = ("png",)        # figure formats
+    dpi: int = 300                   # resolution of PNG figures (300 for print; 100 is enough on screen and faster)
     n_jobs: int|None = None          # parallel folds / resamples
     synthetic: bool = False          # set by the demo: every output says the data are synthetic
 
@@ -72,6 +73,8 @@ class StudyConfig:
             from pe_renal.features import check_batch_size                # imports torch: only when a size is given
             self.batch_size = check_batch_size(self.batch_size)
         self.formats = tuple(self.formats)
+        if not (isinstance(self.dpi, int) and 30 <= self.dpi <= 1200):
+            raise PeRenalError(f"dpi must be a whole number from 30 to 1200, got {self.dpi!r}.")
 
 # %% ../nbs/09_study.ipynb #461ec5ab
 class StageError(PeRenalError):
@@ -277,7 +280,7 @@ def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path,
     name = f"finetuned_{cfg.backbone}.pt"
     digest = save_finetuned(res, tmp/name)
     _csv(res.history, tmp/"tables"/"finetune_history.csv")
-    fig = plot_training_curve(res); save_figure(fig, tmp/"figures"/"finetune_curve", cfg.formats); plt.close(fig)
+    fig = plot_training_curve(res); save_figure(fig, tmp/"figures"/"finetune_curve", cfg.formats, cfg.dpi); plt.close(fig)
     if verbose: print("    " + res.info["note"])
     return FinetuneStage(res, name, digest)
 
@@ -323,7 +326,7 @@ def models_stage(deep:pd.DataFrame, split:pd.DataFrame, cohort:Cohort, cfg:Study
     if sel is not None and len(sel.selected_) and cfg.stability_boot:
         Xtr, ytr = data.part("train")
         stab = selection_stability(Xtr[data.deep], ytr, selector=sel, n_boot=cfg.stability_boot, seed=cfg.seed, n_jobs=cfg.n_jobs)
-    if sel is not None: write_lasso(sel, tmp, stability=stab, formats=cfg.formats)
+    if sel is not None: write_lasso(sel, tmp, stability=stab, formats=cfg.formats, dpi=cfg.dpi)
     return ModelStage(data, fitted, results, sel, kw, notes)
 
 # %% ../nbs/09_study.ipynb #04a5fc60
@@ -350,7 +353,7 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ValidationSt
     _csv(table, tmp/"tables"/"internal_validation.csv")
     for name, df in details.items(): _csv(df, tmp/"tables"/f"{name}.csv")
     fig = plot_internal_validation(iv); fig = getattr(fig, "figure", fig)
-    save_figure(fig, tmp/"figures"/"internal_validation", cfg.formats); plt.close("all")
+    save_figure(fig, tmp/"figures"/"internal_validation", cfg.formats, cfg.dpi); plt.close("all")
     return ValidationStage(table, iv.to_json(), details)
 
 @dataclass
@@ -370,7 +373,7 @@ def _knn_votes(fitted:dict)->dict:
 def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path)->EvaluationStage:
     "ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold metrics, calibration, decision curves; predictions."
     from pe_renal.evaluation import write_evaluation, youden_threshold
-    tables = write_evaluation(models.results, tmp, formats=cfg.formats, n_boot=cfg.n_boot_ci, seed=cfg.seed,
+    tables = write_evaluation(models.results, tmp, formats=cfg.formats, dpi=cfg.dpi, n_boot=cfg.n_boot_ci, seed=cfg.seed,
                               internal=validation.json, counts=_knn_votes(models.fitted))
     thresholds = {m: youden_threshold(*models.results[m]["train"]) for m in models.results}
     X = models.data.X
@@ -440,7 +443,7 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
                            features.transform, method=cfg.gradcam_method, predicted_class=predicted)
     fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
                         caption=GRADCAM_CAPTION_PREDICTED if predicted else GRADCAM_CAPTION)
-    save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats); plt.close(fig)
+    save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats, cfg.dpi); plt.close(fig)
     checks = checks_table(items)
     checks.insert(1, "case", [name for _, name in names]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])
     checks = check_verdicts(checks)
@@ -464,7 +467,7 @@ def shap_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ShapStage:
     from pe_renal.shap import explain_model, write_shap
     (Xtr, _), (Xte, _) = models.data.part("train"), models.data.part("test")
     ex = explain_model(models.fitted["Composite"], Xtr, Xte, n_background=cfg.shap_background, seed=cfg.seed)
-    tables = write_shap(ex, tmp, cfg.formats); plt.close("all")
+    tables = write_shap(ex, tmp, cfg.formats, cfg.dpi); plt.close("all")
     return ShapStage(tables)
 
 # %% ../nbs/09_study.ipynb #d7bf2d79

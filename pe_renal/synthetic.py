@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
+from scipy import fft   # about twice as fast as numpy.fft here, in single precision
 
 from .core import PeRenalError, staged_dir, atomic_write
 
@@ -25,10 +26,10 @@ IMG_H, IMG_W = 360, 480   # rows, columns of a synthetic image
 def _smooth_noise(rng, shape, scale:float)->np.ndarray:
     "Low-frequency Gaussian random field with unit variance (FFT-filtered white noise)."
     h, w = shape
-    f = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
+    f = fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
     fy = np.fft.fftfreq(h)[:, None]; fx = np.fft.rfftfreq(w)[None, :]
     f *= np.exp(-2 * (np.pi * scale)**2 * (fy**2 + fx**2)).astype(np.float32)
-    out = np.fft.irfft2(f, s=shape).astype(np.float32)
+    out = fft.irfft2(f, s=shape).astype(np.float32)
     return out / (out.std() + 1e-8)
 
 def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarray:
@@ -38,7 +39,7 @@ def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarr
     field *= np.sqrt(refl).astype(np.float32)
     fy = np.fft.fftfreq(h)[:, None]; fx = np.fft.fftfreq(w)[None, :]
     psf = np.exp(-2 * np.pi**2 * ((sig_axial * fy)**2 + (sig_lateral * fx)**2)).astype(np.float32)
-    return np.abs(np.fft.ifft2(np.fft.fft2(field) * psf)).astype(np.float32)
+    return np.abs(fft.ifft2(fft.fft2(field) * psf)).astype(np.float32)
 
 # %% ../nbs/02_synthetic.ipynb #d6992fe9
 @dataclass

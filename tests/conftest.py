@@ -76,27 +76,43 @@ def shared_dir(tmp_path_factory, request) -> Path:
     return root.parent if hasattr(request.config, "workerinput") else root
 
 
+def build_once(tmp_path_factory, request, name:str, build) -> Path:
+    """A folder `name` that every pytest-xdist worker of this session shares, filled by `build(folder)` once: the first
+    worker that asks builds it under a file lock, the others wait and read it. A failed attempt's leftovers are removed
+    before the next try."""
+    import shutil
+    from filelock import FileLock
+    root = shared_dir(tmp_path_factory, request)
+    d = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (d / ".built").exists():
+            shutil.rmtree(d, ignore_errors=True); d.mkdir(parents=True)
+            build(d)
+            (d / ".built").touch()
+    return d
+
+
+# small figures (dpi 100) wherever a test does not look at their resolution: a third of a study's time is drawing PNGs
+TEST_DPI = 100
+
+
 @pytest.fixture(scope="session")
 def study_results(tmp_path_factory, request):
     """One small synthetic run of the whole study (resnet18, random weights, few resamples), shared by the test modules
-    and computed once per session even with several xdist workers (the first builds it under a lock, the others read it).
-    Tests only read it. The config does not say synthetic=True: the cohort's own marker (synthetic.json) must make
-    every output say so."""
+    and computed once per session even with several xdist workers. Tests only read it. The config does not say
+    synthetic=True: the cohort's own marker (synthetic.json) must make every output say so."""
     import json
-    from filelock import FileLock
     from pe_renal.study import StudyConfig, run_study
     from pe_renal.synthetic import make_cohort
-    root = shared_dir(tmp_path_factory, request)
-    d, done = root / "study", root / "study" / "before.json"
-    cohort = d / "cohort"
+    d = shared_dir(tmp_path_factory, request) / "study"
     cfg = StudyConfig(backbone="resnet18", weights="random", device="cpu", cv_repeats=1, n_boot=3, n_boot_ci=100,
-                      stability_boot=5, shap_background=10, cache=str(d / "cache"))
-    with FileLock(str(root / "study.lock")):
-        if not done.exists():
-            make_cohort(cohort, n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
-            before = tree_state(cohort)
-            run_study(cohort, d / "results", cfg, verbose=False, copy_cohort=True)
-            done.write_text(json.dumps(before))
-    run = StudyRun((d, cohort, cfg, d / "results"))
-    run.before = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(done.read_text()).items()}
+                      stability_boot=5, shap_background=10, dpi=TEST_DPI, cache=str(d / "cache"))
+    def build(d):
+        make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
+        before = tree_state(d / "cohort")
+        run_study(d / "cohort", d / "results", cfg, verbose=False, copy_cohort=True)
+        (d / "before.json").write_text(json.dumps(before))
+    build_once(tmp_path_factory, request, "study", build)
+    run = StudyRun((d, d / "cohort", cfg, d / "results"))
+    run.before = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((d / "before.json").read_text()).items()}
     return run

@@ -150,6 +150,9 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     refused(capsys, "run", root, "--out", tmp_path / "r", "--cv-splits", "6", "--backbone", "resnet18",
                   "--weights", "random", "--cache", tmp_path / "cache", says=["6-fold"])
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+    refused(capsys, "run", root, "--out", tmp_path / "r", "--dpi", "5", "--backbone", "resnet18", "--weights", "random",
+            "--cache", tmp_path / "cache", says=["dpi", "30 to 1200"])
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
 def test_an_image_with_non_finite_pixels_fails_check(capsys, cohort_dir):

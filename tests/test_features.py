@@ -322,20 +322,22 @@ def test_positive_and_negative_control(tmp_path):
     assert pos - neg > 0.1
 
 
-def test_cli_features(small_cohort, tmp_path):
+def test_cli_features(small_cohort, tmp_path, capsys, monkeypatch):
     out = tmp_path / "f.parquet"
     r = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18",
                         "--weights", "random", "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr                # the installed command, once; the refusals below run in-process
     assert "UNTRAINED" in r.stdout
     df = pd.read_parquet(out)
     assert df.shape == (10, 512) and df.index.name == "patient_id"
     assert json.loads((tmp_path / "f.parquet.json").read_text())["weights"] == "random:seed0"
-    r2 = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18",
-                         "--weights", "random"], capture_output=True, text=True)
-    assert r2.returncode == 2 and "already exists" in r2.stderr
-    r3 = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(tmp_path / "g.parquet"),
-                         "--weights", "imagenet", "--backbone", "resnet18"], capture_output=True, text=True,
-                        env={**os.environ, "PE_RENAL_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "th")})
-    assert r3.returncode == 2 and "resnet18-f37072fd.pth" in r3.stderr and "Traceback" not in r3.stderr
+    from pe_renal.cli import main
+    assert main(["features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18", "--weights", "random"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err
+    monkeypatch.setenv("PE_RENAL_OFFLINE", "1"); monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert main(["features", str(small_cohort.root), "--out", str(tmp_path / "g.parquet"), "--weights", "imagenet",
+                 "--backbone", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet18-f37072fd.pth" in err and "Traceback" not in err
     assert not (tmp_path / "g.parquet").exists()

@@ -9,24 +9,18 @@ from pe_renal.study import StudyConfig, predict_cohort, run_study
 from pe_renal.synthetic import make_cohort
 
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
-            stability_boot=0, shap_background=5)
+            stability_boot=0, shap_background=5, dpi=100)
 
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, request):
     "One fine-tuned study, built once per session even when xdist sends this module's tests to different workers."
-    import shutil
-    from filelock import FileLock
-    from conftest import shared_dir
-    root = shared_dir(tmp_path_factory, request)
-    d = root / "ft"
-    with FileLock(str(root / "ft.lock")):
-        if not (d / "done").exists():
-            shutil.rmtree(d, ignore_errors=True)                  # what a failed attempt may have left
-            cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
-            cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
-            run_study(cohort, d / "results", cfg, verbose=False)
-            (d / "done").touch()
+    from conftest import build_once
+    def build(d):
+        cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
+        cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
+        run_study(cohort, d / "results", cfg, verbose=False)
+    d = build_once(tmp_path_factory, request, "ft", build)
     return d, d / "cohort", d / "results"
 
 

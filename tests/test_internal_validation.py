@@ -28,7 +28,7 @@ def null_runs():
     out = []
     for seed in range(8):                                     # 8 x 140 training patients: the mean has an SD of ~0.02
         d = demo_data(n=200, effect=0, n_features=40, seed=seed)
-        out.append(quiet(internal_validation, make_models(d), *d.part("train"), seed=seed, **{**FAST, "n_jobs": 2})
+        out.append(quiet(internal_validation, make_models(d), *d.part("train"), seed=seed, **FAST)
                    .summary.assign(seed=seed))
     return pd.concat(out, ignore_index=True)
 
@@ -72,7 +72,7 @@ def test_stand_in_model_is_not_a_number():
     assert j["Composite"]["auc"] is not None and j["Composite"]["reason"] is None
 
 
-def test_contract(null_runs):
+def test_contract():
     d = demo_data(n=100, effect=1.0, n_features=80, seed=2)
     iv = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1)
     assert list(iv.summary.columns[:7]) == COLUMNS

@@ -30,7 +30,7 @@ from conftest import tree_state, write_cohort
 
 MODELS = ["DL", "Clinical", "Composite"]
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
-            stability_boot=0, shap_background=5)
+            stability_boot=0, shap_background=5, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

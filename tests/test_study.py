@@ -133,11 +133,15 @@ def test_a_failing_stage_is_named(tmp_path):
     assert not (tmp_path / "r").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     with pytest.raises(PeRenalError, match="batch_size"):
         StudyConfig(batch_size=0)
+    for dpi in (0, 10, 5000, 150.5, "300"):
+        with pytest.raises(PeRenalError, match="dpi"):
+            StudyConfig(dpi=dpi)
+    assert StudyConfig(dpi=600).dpi == 600 and StudyConfig().dpi == 300
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, sig):
-    cohort = make_cohort(tmp_path / "c", n=40, seed=0)
+    cohort = make_cohort(tmp_path / "c", n=30, seed=0)
     out = tmp_path / "results"
     cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--backbone", "resnet50", "--weights", "random",
            "--cache", str(tmp_path / f"cache{int(sig)}")]
@@ -172,7 +176,7 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
     if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
         assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     r = subprocess.run(cmd[:-2] + ["--backbone", "resnet18", "--cache", str(tmp_path / "cache_rerun"), "--cv-repeats", "1", "--boot", "0",
-                                   "--stability-boot", "0"],
+                                   "--stability-boot", "0", "--dpi", "100"],
                        capture_output=True, text=True)            # the rerun only has to succeed: few resamples
     assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "report.html").is_file()
@@ -185,6 +189,7 @@ def test_status_on_every_output(study):
     status = "SYNTHETIC DATA · UNTRAINED BACKBONE"
     for p in sorted((out / "figures").glob("*.png")):
         assert Image.open(p).info.get("pe_renal-status") == status, p.name
+        assert round(Image.open(p).info["dpi"][0]) == cfg.dpi == 100, p.name      # every figure at the resolution asked
     for sub in (".", "tables", "figures"):
         text = (out / sub / "README.txt").read_text()
         assert status in text and "run.json" in text
