@@ -30,6 +30,7 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     ft = m["finetune"]
     assert ft["file"] == "finetuned_resnet18.pt" and ft["sha256"] == file_sha256(out / ft["file"])
     assert ft["refitted_per_fold"] is False and "optimistic" in ft["internal_validation"]
+    assert "finetune_optimism.md" in ft["internal_validation"]
     split = pd.read_csv(out / "split.csv")
     assert ft["n_train_patients"] + ft["n_val_patients"] == int((split["split"] == "train").sum())
     assert m["weights"] == m["features"]["weights"] and m["weights"].startswith("file:") and ft["sha256"].startswith(m["weights"][5:])
@@ -38,6 +39,7 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     assert (out / "figures" / "finetune_curve.png").is_file()
     report = (out / "report.html").read_text()
     assert "fine-tuned once on all training patients" in report and "finetune_curve" in report
+    assert "finetune_optimism.md" in report
 
 
 def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
