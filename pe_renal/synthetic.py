@@ -263,8 +263,9 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
         from pe_renal.core import progress
         if n_jobs > 1:
             with ProcessPoolExecutor(n_jobs) as ex:
-                try: rows = list(progress(ex.map(_render_patient, jobs, chunksize=8), "synthetic images", total=n))
+                try: rows = list(progress(ex.map(_render_patient, jobs, chunksize=2), "synthetic images", total=n))
                 except BaseException:   # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
+                    # (small chunks: a stop waits for a few patients only)
                     ex.shutdown(wait=True, cancel_futures=True); raise
         else: rows = [_render_patient(j) for j in progress(jobs, "synthetic images")]
         imgs = pd.DataFrame([r for rs in rows for r in rs])

@@ -204,10 +204,11 @@ def test_a_top_level_key_is_told_where_it_belongs(capsys, cohort_dir):
 
 # ---- interruption -------------------------------------------------------------------------------------------------
 
-def _start(cmd):
+def _start(cmd, faulthandler=False):
     # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults;
     # its own session, so that a kill can reach its worker processes too, as a scheduler's does
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"} if faulthandler else None,
                             preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])
 
 
@@ -221,10 +222,13 @@ def _wait_for_partial(parent, name, proc, timeout=120):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
-    proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"])
+    proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"], faulthandler=True)
     _wait_for_partial(tmp_path, "c", proc)
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    try: out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:           # a stack dump of where it hangs (faulthandler on SIGABRT)
+        proc.send_signal(signal.SIGABRT); out, _ = proc.communicate()
+        pytest.fail(f"pe-renal synth did not stop within 60 s of {sig.name}; its output:\n{out[-8000:]}")
     assert proc.returncode == 128 + sig, out
     assert "nothing was left half-written" in out and "Traceback" not in out
     assert not list(tmp_path.iterdir())
