@@ -69,13 +69,6 @@ def test_manifest(study):
     assert s["split"]["test"]["events"] == int(pd.read_csv(out / "split.csv").query("split == 'test'")["label"].sum())
 
 
-def test_same_input_and_seed_same_results(study, tmp_path):
-    d, cohort, cfg, out = study
-    out2 = run_study(cohort, tmp_path / "results_again", cfg, verbose=False)
-    for f in ["predictions.csv", "split.csv", "tables/performance.csv", "tables/lasso_coefficients.csv", "tables/shap_values.csv"]:
-        pd.testing.assert_frame_equal(pd.read_csv(out / f), pd.read_csv(out2 / f), obj=f)
-
-
 def test_existing_results_folder_is_refused(study):
     d, cohort, cfg, out = study
     before = tree_state(out)
@@ -139,12 +132,8 @@ def test_a_failing_stage_is_named(tmp_path):
     assert StudyConfig(dpi=600).dpi == 600 and StudyConfig().dpi == 300
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, sig):
-    cohort = make_cohort(tmp_path / "c", n=30, seed=0)
-    out = tmp_path / "results"
-    cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--backbone", "resnet50", "--weights", "random",
-           "--cache", str(tmp_path / f"cache{int(sig)}")]
+def _interrupt_during_features(cmd, sig):
+    "Start `pe-renal run`, send `sig` once its features stage has begun; return (exit code, output)."
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}   # a stack dump if it has to be aborted below
     # a test run started in the background (`make test &`) ignores SIGINT, and a child would inherit that: undo it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -171,16 +160,33 @@ def test_interrupted_run_leaves_no_results_folder_and_rerun_succeeds(tmp_path, s
         pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its output:\n{text[:3000]}\n...\n"
                     f"{text[dump:dump + 8000] if dump >= 0 else text[-6000:]}")
     reader.join(10)
-    assert proc.returncode != 0
-    assert not out.exists()                        # nothing under the final name
-    if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
-        assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
-    r = subprocess.run(cmd[:-2] + ["--backbone", "resnet18", "--cache", str(tmp_path / "cache_rerun"), "--cv-repeats", "1", "--boot", "0",
-                                   "--stability-boot", "0", "--dpi", "100"],
-                       capture_output=True, text=True)            # the rerun only has to succeed: few resamples
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert (out / "report.html").is_file()
-    assert not (out / "cohort").exists()           # `run` does not copy the patients' images (only the demo does)
+    return proc.returncode, "".join(lines)
+
+
+def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(tmp_path):
+    """Ctrl-C, then a hard kill, in the middle of the features stage: nothing under the results folder's name (Ctrl-C
+    also removes its temporary folder); a rerun succeeds each time, and the two reruns (same input and seed, each with
+    a fresh feature cache) write the same numbers."""
+    cohort = make_cohort(tmp_path / "c", n=30, seed=0)
+    outs = []
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        out = tmp_path / f"results_{sig.name}"
+        cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--weights", "random", "--cv-repeats", "1", "--boot", "3",
+               "--stability-boot", "5", "--dpi", "100"]
+        code, text = _interrupt_during_features(cmd + ["--backbone", "resnet50", "--cache", str(tmp_path / f"cache_{sig.name}")], sig)
+        assert code != 0, text
+        assert not out.exists()                        # nothing under the final name
+        if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
+            assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+        r = subprocess.run(cmd + ["--backbone", "resnet18", "--cache", str(tmp_path / f"rerun_{sig.name}")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (out / "report.html").is_file()
+        assert not (out / "cohort").exists()           # `run` does not copy the patients' images (only the demo does)
+        outs.append(out)
+    for f in ["predictions.csv", "split.csv", "tables/performance.csv", "tables/lasso_coefficients.csv", "tables/shap_values.csv",
+              "tables/selection_stability.csv", "tables/internal_validation.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(outs[0] / f), pd.read_csv(outs[1] / f), obj=f)
 
 
 def test_status_on_every_output(study):
