@@ -73,6 +73,7 @@ def _config(args, **extra):
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
                        classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
                        finetune=args.finetune, epochs=args.epochs, gradcam_target=args.gradcam_target,
+                       gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
 
@@ -177,6 +178,12 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--gradcam-target", default="signature", choices=["signature", "head", "predicted"],
                        help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
                             "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")
+        q.add_argument("--gradcam-method", default="gradcam",
+                       choices=["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigengradcam", "scorecam", "eigencam"],
+                       help="CAM method of the maps (default gradcam, as the paper; hirescam keeps finer maps faithful cell by cell)")
+        q.add_argument("--gradcam-layer", default="layer4", choices=["layer4", "layer3", "layer2"],
+                       help="ResNet stage whose last block the maps explain: layer4 (the last block, default) or layer3 / layer2 "
+                            "(finer maps)")
         q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=int, default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")

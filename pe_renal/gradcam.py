@@ -17,8 +17,8 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
 # %% auto #0
-__all__ = ['DeepSignature', 'cam_methods', 'target_layer', 'compute_cams', 'cam_to_roi', 'localisation', 'randomised_signature',
-           'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
+__all__ = ['CAM_LAYERS', 'DeepSignature', 'cam_methods', 'target_layer', 'compute_cams', 'cam_to_roi', 'localisation',
+           'randomised_signature', 'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
 
 # %% ../nbs/07_gradcam.ipynb #b0363c6c
 class DeepSignature(nn.Module):
@@ -54,8 +54,18 @@ def cam_methods()->dict:
     return {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "hirescam": pgc.HiResCAM, "xgradcam": pgc.XGradCAM,
             "layercam": pgc.LayerCAM, "eigengradcam": pgc.EigenGradCAM, "scorecam": pgc.ScoreCAM, "eigencam": pgc.EigenCAM}
 
-def target_layer(model:nn.Module)->nn.Module:
-    "The last convolutional block of a torchvision backbone (ResNet layer4[-1]; features[-1] otherwise)."
+CAM_LAYERS = ("layer4", "layer3", "layer2")   # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
+
+def target_layer(model:nn.Module,         # a torchvision backbone
+                 name:str|None=None,      # a ResNet stage of CAM_LAYERS; None: the last convolutional block
+                )->nn.Module:
+    "A block of a torchvision backbone: the last one (ResNet layer4[-1]; features[-1] otherwise), or a named ResNet stage's last."
+    if name is not None:
+        if name not in CAM_LAYERS: raise PeRenalError(f"unknown Grad-CAM layer {name!r}; choose one of {', '.join(CAM_LAYERS)}.")
+        if not hasattr(model, name):
+            raise PeRenalError(f"{type(model).__name__} has no stage {name!r}: Grad-CAM layers by name are ResNet stages; "
+                               "leave the layer unset to explain the last convolutional block.")
+        return getattr(model, name)[-1]
     if hasattr(model, "layer4"): return model.layer4[-1]
     if hasattr(model, "features"): return model.features[-1]
     raise PeRenalError(f"cannot find the last convolutional block of {type(model).__name__}; pass target_layer explicitly.")
@@ -68,14 +78,14 @@ class _Score:
 def compute_cams(signature:DeepSignature,     # the differentiable deep signature
                  x:torch.Tensor,              # (B, 3, S, S) preprocessed images
                  method:str="gradcam",        # a key of cam_methods()
-                 layer:nn.Module|None=None,   # default: target_layer(signature.backbone)
+                 layer:nn.Module|str|None=None, # a block, a stage name of CAM_LAYERS, or None: target_layer(signature.backbone)
                  batch_size:int=8,
                  signs=None,                  # per image: +1 explains the signature, -1 its opposite (default all +1)
                 )->np.ndarray:                # (B, S, S) maps in [0, 1]
     "Class-activation maps of the deep signature, computed in batches with hooks released afterwards."
     methods = cam_methods()
     if method not in methods: raise PeRenalError(f"unknown CAM method {method!r}; choose one of {', '.join(methods)}.")
-    layer = layer or target_layer(signature.backbone)
+    layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
     signature = signature.float().eval()
     signs = np.ones(len(x)) if signs is None else np.asarray(signs, float)
     if len(signs) != len(x): raise PeRenalError(f"{len(signs)} signs for {len(x)} images.")
@@ -162,6 +172,8 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
                    mask_column:str="kidney_mask",# ground-truth mask column in images.csv (if any)
                    predicted_class:bool=False,   # each map explains the class the target predicts for the image
                                                  # (score > 0: its own class; else the other), the randomised map the same
+                   layer:str|None=None,          # a ResNet stage of CAM_LAYERS (None: the last block); the randomised
+                                                 # comparison uses the same stage of its own network
                   )->list[dict]:                 # one dict per image: roi, cam, full image, box, checks
     "Grad-CAM maps of the deep signature for chosen images, mapped onto their ROI, with honesty checks."
     transform = transform or FeatureTransform()
@@ -179,11 +191,11 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
     x = torch.stack(xs)
     with torch.inference_mode(): scores = signature.float().eval()(x)[:, 0].numpy()
     signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
-    cams = compute_cams(signature, x, method, batch_size=2, signs=signs)  # small batches: backward memory stays low
+    cams = compute_cams(signature, x, method, layer, batch_size=2, signs=signs)  # small batches: backward memory stays low
     rand = [None] * len(items)
     if randomisation:
         rnd = randomised_signature(signature, backbone_name)
-        rand = compute_cams(rnd, x, method, batch_size=2, signs=signs); del rnd
+        rand = compute_cams(rnd, x, method, layer, batch_size=2, signs=signs); del rnd
     for it, c, rc, s, sg in zip(items, cams, rand, scores, signs):
         it["cam"] = cam_to_roi(c, it["roi"].shape, transform)
         it["score"], it["explains"] = float(s), ("preeclampsia" if sg * signature.sign > 0 else "normal")

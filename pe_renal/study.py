@@ -16,7 +16,7 @@ from .core import PeRenalError, atomic_write, check_output, file_sha256, seed_ev
 from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
+__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
            'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
            'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
            'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_stage',
@@ -27,6 +27,7 @@ __all__ = ['GRADCAM_TARGETS', 'MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
+GRADCAM_LAYERS = ("layer4", "layer3", "layer2")        # ResNet stages Grad-CAM can explain (pe_renal.gradcam.CAM_LAYERS)
 
 @dataclass
 class StudyConfig:
@@ -52,7 +53,9 @@ class StudyConfig:
     n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
     n_boot_ci: int = 2000            # bootstrap resamples for the threshold-metric CIs
     stability_boot: int = 50         # bootstrap resamples for LASSO selection stability (0 = skip)
-    gradcam_method: str = "gradcam"
+    gradcam_method: str = "gradcam"  # a CAM method of pe_renal.gradcam.cam_methods(), e.g. "hirescam"
+    gradcam_layer: str = "layer4"    # the stage whose last block the maps explain: "layer4" (the last block; features[-1] on
+                                     # non-ResNets), or for ResNets "layer3" / "layer2" (finer maps: 14 x 14 / 28 x 28 at 224 px)
     gradcam_per_cell: int = 1        # Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)
     shap_background: int = 25        # real training patients sampled as the SHAP background
     formats: tuple = ("png",)        # figure formats
@@ -68,6 +71,10 @@ class StudyConfig:
             raise PeRenalError(f"gradcam_target must be one of {', '.join(GRADCAM_TARGETS)}, got {self.gradcam_target!r}.")
         if self.gradcam_target != "signature" and self.finetune == "none":
             raise PeRenalError(f"gradcam_target={self.gradcam_target!r} needs a fine-tuned head: set finetune to 'head', 'last' or 'full'.")
+        if self.gradcam_layer not in GRADCAM_LAYERS:
+            raise PeRenalError(f"gradcam_layer must be one of {', '.join(GRADCAM_LAYERS)}, got {self.gradcam_layer!r}.")
+        if self.gradcam_layer != "layer4" and not self.backbone.startswith("resnet"):
+            raise PeRenalError(f"gradcam_layer={self.gradcam_layer!r} names a ResNet stage; {self.backbone} has none: use 'layer4' (its last block).")
         if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {self.test_size}.")
         if self.batch_size is not None:
             from pe_renal.features import check_batch_size                # imports torch: only when a size is given
@@ -440,7 +447,8 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
             titles.append(f"{pids[i]}{' ' + view if view else ''}: {name}\np = {pt[i]:.2f}")
     predicted = cfg.gradcam_target == "predicted"      # each map: evidence for the class the head predicts for the image
     items = explain_images(cohort, rows, target, cfg.backbone,
-                           features.transform, method=cfg.gradcam_method, predicted_class=predicted)
+                           features.transform, method=cfg.gradcam_method, predicted_class=predicted,
+                           layer=None if cfg.gradcam_layer == "layer4" else cfg.gradcam_layer)
     fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
                         caption=GRADCAM_CAPTION_PREDICTED if predicted else GRADCAM_CAPTION)
     save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats, cfg.dpi); plt.close(fig)
@@ -786,7 +794,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                                 f"({cfg.n_boot})", validation_stage, r["models"], cfg, tmp)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
                                 evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
-        r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} of the deep signature on test patients",
+        r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of the deep signature on test patients",
                              gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp, r.get("finetune"))
         r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)
         stage("report", "model file, status labels, run.json, TRIPOD+AI checklist, report.html",
