@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import PeRenalError, atomic_write, file_sha256, logger, progress
+from .core import PeRenalError, atomic_write, file_sha256, progress
 from .data import Cohort, apply_roi, read_image
 from .features import (Backbone, FeatureTransform, check_batch_size, extract_features, image_keys, load_backbone,
                                resolve_device, resolve_precision, _autocast, _fold_batchnorm, _image_table, _roi_of)
