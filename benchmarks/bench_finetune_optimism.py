@@ -14,7 +14,8 @@ image_effect, lab_effect=0, annotation_rate=0)`, the study's 7:3 split, seed 42)
 - `refit_3f`: the honest reference: on the same 3 folds, the backbone fine-tuned again on each fold's training part
   only, and the fold's held-out patients scored from that network's features;
 - `fresh`: the truth: the study's DL model (fine-tuned once, LASSO -> KNN fitted on all training patients) applied to a
-  fresh cohort of `--fresh` women from the same generator (seed 1000 + seed: no patient in common);
+  fresh cohort of `--fresh` women from the same generator (one cohort, seed 1000 + the first seed, scored by every
+  seed's model: no patient in common with any of them);
 - `test`: the study's held-out test AUC (30% of the cohort), for comparison.
 
 Optimism = once_cv - fresh (and once_3f - refit_3f, same folds). With `--null`, the same under the null (`effect=0`):

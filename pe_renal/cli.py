@@ -127,6 +127,7 @@ def cmd_predict(args)->int:
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
 def build_parser()->argparse.ArgumentParser:
+    from pe_renal.study import GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_TARGETS     # names only: no torch imported
     p = argparse.ArgumentParser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
                                 "reproduce the study on your own cohort.")
     p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
@@ -175,13 +176,13 @@ def build_parser()->argparse.ArgumentParser:
                        help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
                             "as the paper), head (linear probe), last (last block + head) or full")
         q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: the mode's own)")
-        q.add_argument("--gradcam-target", default="signature", choices=["signature", "head", "predicted"],
+        q.add_argument("--gradcam-target", default="signature", choices=GRADCAM_TARGETS,
                        help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
                             "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")
         q.add_argument("--gradcam-method", default="gradcam",
-                       choices=["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigengradcam", "scorecam", "eigencam"],
+                       choices=GRADCAM_METHODS,
                        help="CAM method of the maps (default gradcam, as the paper; hirescam keeps finer maps faithful cell by cell)")
-        q.add_argument("--gradcam-layer", default="layer4", choices=["layer4", "layer3", "layer2"],
+        q.add_argument("--gradcam-layer", default="layer4", choices=GRADCAM_LAYERS,
                        help="ResNet stage whose last block the maps explain: layer4 (the last block, default) or layer3 / layer2 "
                             "(finer maps)")
         q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")

@@ -16,18 +16,24 @@ from .core import PeRenalError, atomic_write, check_output, file_sha256, seed_ev
 from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'MODEL_FORMAT', 'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
-           'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
-           'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
-           'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_stage',
-           'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'validation_stage', 'EvaluationStage',
-           'evaluation_stage', 'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
-           'shap_stage', 'tripod_checklist', 'html_table', 'render_report', 'report_stage', 'protected_inputs',
-           'run_study', 'known_categories', 'predict_cohort']
+__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'STATUS_NOTES',
+           'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS',
+           'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model', 'run_status', 'status_text',
+           'stamp_figure', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
+           'FinetuneStage', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
+           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
+           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'tripod_checklist', 'html_table',
+           'render_report', 'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
 GRADCAM_LAYERS = ("layer4", "layer3", "layer2")        # ResNet stages Grad-CAM can explain (pe_renal.gradcam.CAM_LAYERS)
+GRADCAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigengradcam", "scorecam", "eigencam")
+                                                       # the names of pe_renal.gradcam.cam_methods(), without importing torch
+# the optimism of internal validation after fine-tuning once on all training patients, measured on a synthetic known
+# answer (benchmarks/bench_finetune_optimism.py, 5 seeds): what run.json and the report of a fine-tuned run quote
+FINETUNE_OPTIMISM = dict(signal=0.11, null_cv_auc=0.77, null=0.28, setting="resnet18, 49 training patients",
+                         source="benchmarks/results/finetune_optimism.md")
 
 @dataclass
 class StudyConfig:
@@ -693,7 +699,7 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
-        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION)
+        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM)
     with atomic_write(d/"report.html", "w") as f: f.write(html)
     return d/"report.html"
 
@@ -741,8 +747,8 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                               "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": False,
                               "internal_validation": "conditional on the fine-tuned features: fine-tuning was done once on all "
                                                      "training patients, not inside each resample, so the internal-validation "
-                                                     "estimates are optimistic (on a synthetic known answer, by 0.11 AUC on average with a "
-                                                     "signal and 0.28 under the null: benchmarks/results/finetune_optimism.md); "
+                                                     f"estimates are optimistic (on a synthetic known answer, by {FINETUNE_OPTIMISM['signal']} AUC on average with a "
+                                                     f"signal and {FINETUNE_OPTIMISM['null']} under the null: {FINETUNE_OPTIMISM['source']}); "
                                                      "the held-out test set never touched it"})
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     write_readmes(tmp, status)

@@ -6,8 +6,8 @@ import torch
 
 from pe_renal.core import PeRenalError
 from pe_renal.features import FeatureTransform, load_backbone
-from pe_renal.gradcam import CAM_LAYERS, _known_case, compute_cams, explain_images, target_layer
-from pe_renal.study import GRADCAM_LAYERS, StudyConfig
+from pe_renal.gradcam import CAM_LAYERS, _known_case, cam_methods, compute_cams, explain_images, target_layer
+from pe_renal.study import GRADCAM_LAYERS, GRADCAM_METHODS, StudyConfig
 
 
 def _ratio(m, blob): return float((m * blob).sum() / m.sum()) / blob.mean() if m.sum() > 0 else 0.0
@@ -31,6 +31,7 @@ def test_layer_names_resolve_and_bad_names_are_clear_errors():
     with pytest.raises(PeRenalError, match="layer5"): target_layer(m, "layer5")
     with pytest.raises(PeRenalError, match="ResNet stage"): target_layer(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), "layer3")
     assert GRADCAM_LAYERS == CAM_LAYERS                                           # the study's names are the module's
+    assert GRADCAM_METHODS == tuple(cam_methods())                                # and so are the CAM methods' names
 
 
 def test_randomised_comparison_uses_the_same_stage(tmp_path, monkeypatch):
