@@ -13,7 +13,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'format_problems', 'seed_everything',
            'file_sha256', 'atomic_write', 'check_output', 'staged_dir', 'progress', 'Interrupted', 'check_stop',
-           'stoppable', 'set_style', 'save_figure']
+           'stoppable', 'stops_held', 'release_stops', 'set_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #797b3fff
 class PeRenalError(Exception):
@@ -228,6 +228,22 @@ def stoppable():
         for s, h in old.items(): signal.signal(s, h)
         if old: sys.unraisablehook = hook
         _STOP["signum"] = None
+
+_STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+
+@contextlib.contextmanager
+def stops_held():
+    """Within this block a stop signal waits until the block ends, then stops the work as usual: for a step that must
+    not be cut in half, such as starting a pool's worker processes (a pool half started can be neither used nor shut
+    down). Processes started inside it hold the signals too: give them `release_stops` as their initializer."""
+    if not hasattr(signal, "pthread_sigmask"): yield; return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+def release_stops():
+    "Let stop signals through again (the initializer of worker processes started inside `stops_held`)."
+    if hasattr(signal, "pthread_sigmask"): signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 # %% ../nbs/00_core.ipynb #c292638e
 PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from scipy import fft   # about twice as fast as numpy.fft here, in single precision
 
-from .core import PeRenalError, staged_dir, atomic_write
+from .core import PeRenalError, staged_dir, atomic_write, stops_held, release_stops
 
 # %% auto #0
 __all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'KidneyParams', 'render_kidney', 'make_clinical', 'image_params',
@@ -262,8 +262,10 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
         jobs = [(pid, z, s, opts, root) for pid, z, s in zip(clin["patient_id"], clin["severity"], seeds)]
         from pe_renal.core import progress
         if n_jobs > 1:
-            with ProcessPoolExecutor(n_jobs) as ex:
-                try: rows = list(progress(ex.map(_render_patient, jobs, chunksize=2), "synthetic images", total=n))
+            with ProcessPoolExecutor(n_jobs, initializer=release_stops) as ex:
+                try:
+                    with stops_held(): done = ex.map(_render_patient, jobs, chunksize=2)   # every worker starts before a stop lands
+                    rows = list(progress(done, "synthetic images", total=n))
                 except BaseException:   # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
                     # (small chunks: a stop waits for a few patients only)
                     ex.shutdown(wait=True, cancel_futures=True); raise

@@ -226,8 +226,10 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
     _wait_for_partial(tmp_path, "c", proc)
     proc.send_signal(sig)
     try: out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:           # a stack dump of where it hangs (faulthandler on SIGABRT)
-        proc.send_signal(signal.SIGABRT); out, _ = proc.communicate()
+    except subprocess.TimeoutExpired:           # a stack dump of where it hangs (faulthandler on SIGABRT), its workers too
+        os.killpg(proc.pid, signal.SIGABRT)
+        try: out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); out, _ = proc.communicate()
         pytest.fail(f"pe-renal synth did not stop within 60 s of {sig.name}; its output:\n{out[-8000:]}")
     assert proc.returncode == 128 + sig, out
     assert "nothing was left half-written" in out and "Traceback" not in out
