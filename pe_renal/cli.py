@@ -72,7 +72,8 @@ def _config(args, **extra):
     from pe_renal.study import StudyConfig
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
                        classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
-                       finetune=args.finetune, epochs=args.epochs, gradcam_target=args.gradcam_target,
+                       finetune=args.finetune, epochs=args.epochs,
+                       finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam_target=args.gradcam_target,
                        gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
@@ -176,6 +177,12 @@ def build_parser()->argparse.ArgumentParser:
                        help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
                             "as the paper), head (linear probe), last (last block + head) or full")
         q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: the mode's own)")
+        q.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
+                       help="internal validation of a fine-tuned run: once (default: fine-tuned once on all training patients, "
+                            "the CV is optimistic and says so) or refit (fine-tuned again inside every CV fold: honest, one "
+                            "fine-tune per fold, no .632+ bootstrap; practical on a GPU or with a small backbone)")
+        q.add_argument("--image-size", type=int, default=224,
+                       help="side of the square network input in pixels (default 224, as the paper; smaller is faster)")
         q.add_argument("--gradcam-target", default="signature", choices=GRADCAM_TARGETS,
                        help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
                             "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")

@@ -25,11 +25,11 @@ from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeatu
                             inner_folds, simulated_deep_features, stratified_bootstrap)
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'IV_METHODS', 'STAND_IN', 'ModelData', 'model_data', 'demo_data',
-           'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid', 'TunedClassifier', 'make_model',
-           'make_models', 'lasso_of', 'fit_models', 'model_summary', 'compare_classifiers', 'CVResult', 'repeated_cv',
-           'OptimismResult', 'bootstrap_optimism', 'auc_632plus', 'InternalValidation', 'internal_validation',
-           'plot_internal_validation']
+__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'IV_METHODS', 'REFIT_WORDS', 'STAND_IN', 'ModelData', 'model_data',
+           'demo_data', 'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid', 'TunedClassifier',
+           'make_model', 'make_models', 'lasso_of', 'fit_models', 'model_summary', 'compare_classifiers', 'CVResult',
+           'repeated_cv', 'OptimismResult', 'bootstrap_optimism', 'auc_632plus', 'InternalValidation',
+           'internal_validation', 'plot_internal_validation']
 
 # %% ../nbs/05_models.ipynb #0f381ead
 @dataclass
@@ -541,6 +541,16 @@ IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% C
               "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; 95% CI: percentiles "
                       "of per-resample .632+ AUCs, conservative)"}
 
+REFIT_WORDS = "; the deep features refitted inside every fold (fine-tuning on the fold's training patients only)"
+
+def _refit_table(refit, X:pd.DataFrame, tr:np.ndarray, i:int)->pd.DataFrame:
+    "The table of one CV fold from `refit`, checked to hold X's patients and columns."
+    Xk = refit(np.asarray(tr))
+    if not isinstance(Xk, pd.DataFrame) or not Xk.index.equals(X.index) or not Xk.columns.equals(X.columns):
+        raise PeRenalError(f"internal_validation: refit returned a table for fold {i + 1} whose patients or columns differ "
+                           "from X's; it must return X's rows and columns, in the same order.")
+    return Xk
+
 STAND_IN = ("the LASSO kept no deep feature on all training patients, so the model is a prevalence stand-in "
             "(no information); resamples that keep features would validate a different model")
 
@@ -552,17 +562,25 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
                         seed:int=42,          # seed of the folds and resamples
                         n_jobs:int|None=None, # fits in parallel
                         primary:str="cv",     # the estimate `to_json` reports: "cv" or "632+"
+                        refit=None,           # features refitted in every fold: called with the training positions of each
+                                              # CV fold, returns the table to use in that fold (X's patients and columns, its
+                                              # deep features made from those patients only: fine-tuning refitted per fold)
                        )->InternalValidation:
     "Internal validation of the whole pipeline of every model: repeated CV and the .632+ bootstrap, each AUC with a CI."
     import time
     from joblib import Parallel, delayed
     if primary not in IV_METHODS: raise PeRenalError(f"primary must be 'cv' or '632+', not {primary!r}.")
     if primary == "632+" and n_boot < 1: raise PeRenalError("primary='632+' needs n_boot >= 1.")
+    if refit is not None and (n_boot or primary != "cv"):
+        raise PeRenalError("internal_validation: with features refitted in every fold only the cross-validation is computed "
+                           "(the .632+ bootstrap would need a refit per resample): set n_boot=0 and primary='cv'.")
     y = _check_xy(X, y, n_splits, "internal_validation")
     t0 = time.perf_counter()
     splits = list(RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y))
     idx = stratified_bootstrap(y, n_boot, seed) if n_boot else []
-    tasks = [delayed(_cv_fold)(models, X, y, tr, te, i // n_splits + 1, i % n_splits + 1) for i, (tr, te) in enumerate(splits)]
+    tables = [X] * len(splits) if refit is None else [_refit_table(refit, X, tr, i) for i, (tr, _) in enumerate(splits)]
+    tasks = [delayed(_cv_fold)(models, Xk, y, tr, te, i // n_splits + 1, i % n_splits + 1)
+             for i, ((tr, te), Xk) in enumerate(zip(splits, tables))]
     tasks += [delayed(_oob_one)(models, X, y, i, b + 1) for b, i in enumerate(idx)]
     out = Parallel(n_jobs=n_jobs)(tasks)
     folds = pd.DataFrame([r for rs in out[:len(splits)] for r in rs])
@@ -576,7 +594,7 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
         reason = STAND_IN if stand_in else None
         f, b = folds[folds["model"] == name], boot[(boot["model"] == name) & boot["auc_oob"].notna()]
         est = (np.nan,) * 3 if stand_in else _cv_auc_ci(f, len(y))
-        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats), auc=est[0], lo=est[1], hi=est[2],
+        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit else ""), auc=est[0], lo=est[1], hi=est[2],
                          n_resamples=len(f), reason=reason, primary=primary == "cv", key="cv", apparent_auc=app,
                          n_no_features=int(f["no_features"].sum())))
         if n_boot:
@@ -589,7 +607,7 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
                              primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=int(b["no_features"].sum())))
     summary = pd.DataFrame(rows)
     settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
-                    seconds=round(time.perf_counter() - t0, 1))
+                    refit=refit is not None, seconds=round(time.perf_counter() - t0, 1))
     summary.attrs.update(settings)
     return InternalValidation(summary, cv, boot, settings)
 

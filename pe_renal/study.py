@@ -20,10 +20,11 @@ __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPT
            'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS',
            'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model', 'run_status', 'status_text',
            'stamp_figure', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
-           'FinetuneStage', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
-           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
-           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'tripod_checklist', 'html_table',
-           'render_report', 'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
+           'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
+           'ValidationStage', 'finetune_refit', 'validation_stage', 'EvaluationStage', 'evaluation_stage',
+           'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
+           'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words', 'report_stage',
+           'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -42,6 +43,11 @@ class StudyConfig:
     weights: str = "imagenet"        # "imagenet", "random" (untrained) or a state-dict file
     finetune: str = "none"           # "none" (frozen backbone, as the paper), "head", "last" or "full": fine-tune on training patients
     epochs: int|None = None          # fine-tuning epochs at most (None: the mode's default)
+    finetune_cv: str = "once"        # internal validation of a fine-tuned run: "once" (fine-tuned once on all training
+                                     # patients; the CV is conditional on those features and optimistic) or "refit"
+                                     # (fine-tuned again inside every CV fold on its training part: honest, one fine-tune
+                                     # per fold; no .632+ bootstrap)
+    image_size: int = 224            # side of the square network input (224 as the paper; smaller is faster, coarser)
     gradcam_target: str = "signature"# "signature" (LASSO deep signature), "head" (the fine-tuned head's logit, evidence for
                                      # preeclampsia) or "predicted" (the head's logit for the class it predicts per image)
     fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
@@ -73,6 +79,12 @@ class StudyConfig:
         if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
         if self.finetune not in ("none", "head", "last", "full"):
             raise PeRenalError(f"finetune must be 'none', 'head', 'last' or 'full', got {self.finetune!r}.")
+        if self.finetune_cv not in ("once", "refit"):
+            raise PeRenalError(f"finetune_cv must be 'once' or 'refit', got {self.finetune_cv!r}.")
+        if self.finetune_cv == "refit" and self.finetune == "none":
+            raise PeRenalError("finetune_cv='refit' refits the fine-tuning inside every CV fold: set finetune to 'head', 'last' or 'full'.")
+        if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 1024):
+            raise PeRenalError(f"image_size must be a whole number of pixels from 32 to 1024, got {self.image_size!r}.")
         if self.gradcam_target not in GRADCAM_TARGETS:
             raise PeRenalError(f"gradcam_target must be one of {', '.join(GRADCAM_TARGETS)}, got {self.gradcam_target!r}.")
         if self.gradcam_target != "signature" and self.finetune == "none":
@@ -279,17 +291,23 @@ class FinetuneStage:
     file: str|None               # the weights file in the results folder
     sha256: str|None
 
+def finetune_settings(cfg:StudyConfig)->dict:
+    "What a study passes to `finetune_backbone` (the study stage and every refit in internal validation alike)."
+    from pe_renal.finetune import STUDY_DEFAULTS
+    from pe_renal.features import FeatureTransform
+    epochs = cfg.epochs or (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
+    return dict(mode=cfg.finetune, epochs=epochs, seed=cfg.seed, views=STUDY_DEFAULTS["views"],
+                select=STUDY_DEFAULTS["select"],   # see 03b_finetune: why
+                transform=FeatureTransform(size=cfg.image_size), device=cfg.device, fallback=cfg.fallback)
+
 def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path, verbose:bool=True)->FinetuneStage:
     "Fine-tune the backbone on the training patients only (inner validation by patient); save its weights and training curve."
     if cfg.finetune == "none": return FinetuneStage(None, None, None)
     import matplotlib.pyplot as plt
-    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve, STUDY_DEFAULTS
+    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve
     from pe_renal.core import save_figure
     train_ids = split.loc[split["split"] == "train", "patient_id"].tolist()   # the test patients never touch fine-tuning
-    epochs = cfg.epochs or (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
-    res = finetune_backbone(cohort, train_ids, cfg.backbone, cfg.weights, mode=cfg.finetune, epochs=epochs, seed=cfg.seed,
-                            views=STUDY_DEFAULTS["views"], select=STUDY_DEFAULTS["select"],   # see 03b_finetune: why
-                            device=cfg.device, fallback=cfg.fallback, show_progress=verbose)
+    res = finetune_backbone(cohort, train_ids, cfg.backbone, cfg.weights, **finetune_settings(cfg), show_progress=verbose)
     name = f"finetuned_{cfg.backbone}.pt"
     digest = save_finetuned(res, tmp/name)
     _csv(res.history, tmp/"tables"/"finetune_history.csv")
@@ -302,7 +320,7 @@ def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True, finetuned:
     from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform
     ft = finetuned.result if finetuned is not None else None
     bb = ft.backbone if ft is not None else load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
-    transform = FeatureTransform()
+    transform = FeatureTransform(size=cfg.image_size)
     kw = dict(device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,       # "auto" decided on this network
               transform=transform, cache=cfg.cache, show_progress=verbose)
     if ft is None: feats = extract_features(cohort, bb, **kw)
@@ -349,17 +367,45 @@ class ValidationStage:
     json: dict                   # {model: {method, auc, lo, hi, n_resamples, reason}}: the primary estimate, for run.json
     details: dict                # further tables written (name -> DataFrame), e.g. per-fold AUCs
 
-def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ValidationStage:
+def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, verbose:bool=True):
+    "For `internal_validation(refit=...)`: fine-tune again on a fold's training patients only; X with that network's features."
+    from pe_renal.finetune import finetune_backbone, finetuned_features
+    from pe_renal.features import load_backbone, aggregate_features
+    kw = finetune_settings(cfg)
+    start = load_backbone(cfg.backbone, cfg.weights, seed=cfg.seed, fallback=cfg.fallback)   # as finetune_stage starts
+    ids = X.index.astype(str)
+    images = cohort.images[cohort.images["patient_id"].astype(str).isin(set(ids))]
+    done = [0]
+    def refit(tr:np.ndarray)->pd.DataFrame:
+        t = time.perf_counter()
+        try: res = finetune_backbone(cohort, list(ids[tr]), start, **kw, show_progress=False)
+        except PeRenalError as e:
+            raise PeRenalError(f"refitting the fine-tuning in CV fold {done[0] + 1} ({len(tr)} training patients): {e} With "
+                               "fewer folds (--cv-splits) each fold keeps more patients; or validate with --finetune-cv once.") from None
+        f = finetuned_features(images, res, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,
+                               transform=kw["transform"], cache=False, show_progress=False)   # nothing to reuse later
+        feats = aggregate_features(f, images).loc[ids, deep]
+        done[0] += 1
+        if verbose: print(f"    fold {done[0]}: fine-tuned on {len(tr)} patients, features of {len(ids)} "
+                          f"({time.perf_counter() - t:.0f} s)", flush=True)
+        return X.assign(**{c: feats[c].to_numpy() for c in deep})
+    return refit
+
+def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort|None=None, verbose:bool=True)->ValidationStage:
     "Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+ bootstrap."
     import matplotlib.pyplot as plt
     from pe_renal.models import make_models, internal_validation, plot_internal_validation
     from pe_renal.core import save_figure
     Xtr, ytr = models.data.part("train")
     unfitted = make_models(models.data, **models.options)
+    refit = None
+    if cfg.finetune != "none" and cfg.finetune_cv == "refit":     # fine-tuning inside every fold: CV only
+        if cohort is None: raise PeRenalError("validation_stage: finetune_cv='refit' needs the cohort (its images).")
+        refit = finetune_refit(cohort, Xtr, list(models.data.deep), cfg, verbose)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        iv = internal_validation(unfitted, Xtr, ytr, n_boot=cfg.n_boot, n_splits=cfg.cv_splits, n_repeats=cfg.cv_repeats,
-                                 seed=cfg.seed, n_jobs=cfg.n_jobs)
+        iv = internal_validation(unfitted, Xtr, ytr, n_boot=0 if refit else cfg.n_boot, n_splits=cfg.cv_splits,
+                                 n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs, refit=refit)
     table = iv.summary.drop(columns=["key"], errors="ignore")
     details = {"internal_validation_cv_folds": iv.cv.folds}
     if len(iv.bootstrap): details["internal_validation_bootstrap"] = iv.bootstrap
@@ -699,7 +745,8 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
-        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM)
+        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM,
+        refit=bool((m.get("finetune") or {}).get("refitted_per_fold")))
     with atomic_write(d/"report.html", "w") as f: f.write(html)
     return d/"report.html"
 
@@ -717,6 +764,18 @@ def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:Gradca
                 lasso=None if sel is None else dict(selected=int(len(sel.selected_)), candidates=len(data.deep),
                                                     alpha=float(sel.alpha_), rule=cfg.lasso_rule, method=cfg.lasso_method),
                 gradcam_note=g.note, model_warnings=m.warnings)
+
+def finetune_validation_words(cfg:StudyConfig)->str:
+    "What run.json says about how the internal validation of a fine-tuned run treats the fine-tuning."
+    if cfg.finetune_cv == "refit":
+        return (f"fine-tuning refitted inside each of the {cfg.cv_splits * cfg.cv_repeats} cross-validation folds on the fold's "
+                "training patients only, so the cross-validated estimates include fine-tuning (no .632+ bootstrap: it would "
+                "need a fine-tune per resample); the held-out test set never touched it")
+    o = FINETUNE_OPTIMISM
+    return ("conditional on the fine-tuned features: fine-tuning was done once on all training patients, not inside each "
+            f"resample, so the internal-validation estimates are optimistic (on a synthetic known answer, by {o['signal']} AUC "
+            f"on average with a signal and {o['null']} under the null: {o['source']}); rerun with finetune_cv='refit' "
+            "(--finetune-cv refit) to refit it in every fold; the held-out test set never touched it")
 
 def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:
     "Save the model, label every output with the run's status, write run.json, the checklist and report.html."
@@ -744,12 +803,8 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                     input_sha256=c.input_sha256, timings_s=times,
                     finetune=None if ft is None or ft.result is None else
                              {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
-                              "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": False,
-                              "internal_validation": "conditional on the fine-tuned features: fine-tuning was done once on all "
-                                                     "training patients, not inside each resample, so the internal-validation "
-                                                     f"estimates are optimistic (on a synthetic known answer, by {FINETUNE_OPTIMISM['signal']} AUC on average with a "
-                                                     f"signal and {FINETUNE_OPTIMISM['null']} under the null: {FINETUNE_OPTIMISM['source']}); "
-                                                     "the held-out test set never touched it"})
+                              "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
+                              "internal_validation": finetune_validation_words(cfg)})
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     write_readmes(tmp, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
@@ -796,8 +851,10 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                               r.get("finetune"))
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
-        r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats}) and .632+ bootstrap "
-                                f"({cfg.n_boot})", validation_stage, r["models"], cfg, tmp)
+        refit = cfg.finetune != "none" and cfg.finetune_cv == "refit"
+        r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})" +
+                                (f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds" if refit else
+                                 f" and .632+ bootstrap ({cfg.n_boot})"), validation_stage, r["models"], cfg, tmp, c, verbose)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
                                 evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
         r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of the deep signature on test patients",

@@ -152,6 +152,10 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
     refused(capsys, "run", root, "--out", tmp_path / "r", "--dpi", "5", "--backbone", "resnet18", "--weights", "random",
             "--cache", tmp_path / "cache", says=["dpi", "30 to 1200"])
+    refused(capsys, "run", root, "--out", tmp_path / "r", "--image-size", "8", "--backbone", "resnet18", "--weights", "random",
+            "--cache", tmp_path / "cache", says=["image_size", "32 to 1024"])
+    refused(capsys, "run", root, "--out", tmp_path / "r", "--finetune-cv", "refit", "--backbone", "resnet18", "--weights",
+            "random", "--cache", tmp_path / "cache", says=["refit", "set finetune"])
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 

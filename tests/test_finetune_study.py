@@ -54,3 +54,60 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
     blob = bytearray((out / "finetuned_resnet18.pt").read_bytes()); blob[-10] ^= 1; bad.write_bytes(bytes(blob))
     with pytest.raises(PeRenalError, match="SHA-256"):
         predict_cohort(out / "model.skops", cohort, weights=str(bad), cache=str(d / "cache"), verbose=False)
+
+
+def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_path, monkeypatch):
+    "--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only."
+    import pe_renal.finetune as ft_mod
+    from pe_renal.data import load_cohort
+    from pe_renal.study import features_stage, models_stage, split_stage, validation_stage
+    seen, real = [], ft_mod.finetune_backbone
+    def spy(cohort, train_ids, *a, **k):
+        seen.append(sorted(map(str, train_ids))); return real(cohort, train_ids, *a, **k)
+    monkeypatch.setattr(ft_mod, "finetune_backbone", spy)
+    cohort = load_cohort(make_cohort(tmp_path / "cohort", n=50, seed=5, delta=2.5))
+    cfg = StudyConfig(**{**FAST, "cv_splits": 3, "cv_repeats": 1}, finetune="last", epochs=2, finetune_cv="refit",
+                      image_size=64, cache=str(tmp_path / "cache"))
+    (tmp_path / "tables").mkdir(); (tmp_path / "figures").mkdir()
+    split = split_stage(cohort, cfg, tmp_path).split
+    features = features_stage(cohort, cfg, verbose=False)          # frozen: only the folds fine-tune here
+    assert features.meta["transform"]["size"] == 64
+    models = models_stage(features.deep, split, cohort, cfg, tmp_path)
+    iv = validation_stage(models, cfg, tmp_path, cohort, verbose=False)
+    train = sorted(split.loc[split["split"] == "train", "patient_id"].astype(str))
+    held_out = [sorted(set(train) - set(s)) for s in seen]
+    assert len(seen) == 3 and all(set(s) <= set(train) for s in seen)
+    folds = iv.details["internal_validation_cv_folds"]
+    assert [len(h) for h in held_out] == folds[folds["model"] == "DL"]["n_test"].tolist()  # each saw its training part only
+    assert sorted(p for h in held_out for p in h) == train       # and every training patient was held out once
+    assert len(iv.table) == 3 and iv.table["method"].str.contains("refitted inside every fold").all()  # no .632+ rows
+    def too_few(*a, **k): raise PeRenalError("fine-tuning needs at least 2 patients of each class.")
+    monkeypatch.setattr(ft_mod, "finetune_backbone", too_few)          # a fold too small to fine-tune: named, with a way out
+    with pytest.raises(PeRenalError, match=r"CV fold 1 \(2\d training patients\): fine-tuning needs .*--cv-splits"):
+        validation_stage(models, cfg, tmp_path, cohort, verbose=False)
+
+
+def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
+    "The report of a run validated with fine-tuning refitted per fold says so, and has no optimism warning."
+    import shutil
+    from pe_renal.study import finetune_validation_words, render_report
+    d = shutil.copytree(tuned[2], tmp_path / "results")
+    m = json.loads((d / "run.json").read_text())
+    cfg = StudyConfig(finetune="last", finetune_cv="refit", cv_splits=m["config"]["cv_splits"], cv_repeats=m["config"]["cv_repeats"])
+    m["config"]["finetune_cv"] = "refit"
+    m["finetune"].update(refitted_per_fold=True, internal_validation=finetune_validation_words(cfg))
+    (d / "run.json").write_text(json.dumps(m))
+    html = render_report(d).read_text()
+    assert "again inside each of the" in html and "No .632+ bootstrap" in html
+    assert "fine-tuned once on all training patients" not in html and "finetune_optimism.md" not in html
+    assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
+
+
+def test_refit_needs_a_fine_tuned_run_and_sizes_are_checked():
+    with pytest.raises(PeRenalError, match="set finetune"):
+        StudyConfig(finetune_cv="refit")
+    with pytest.raises(PeRenalError, match="finetune_cv must be"):
+        StudyConfig(finetune="last", finetune_cv="always")
+    for bad in (16, 2000, 64.5, "64"):
+        with pytest.raises(PeRenalError, match="image_size"):
+            StudyConfig(image_size=bad)
