@@ -541,7 +541,12 @@ IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% C
               "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; 95% CI: percentiles "
                       "of per-resample .632+ AUCs, conservative)"}
 
-REFIT_WORDS = "; the deep features refitted inside every fold (fine-tuning on the fold's training patients only)"
+REFIT_WORDS = "; deep features refitted inside every fold (fine-tuned on the fold's training patients only)"
+
+def _uses_deep(model)->bool:
+    "Does this (fitted or unfitted) model take deep features?"
+    steps = getattr(model, "named_steps", {})
+    return "features" in steps and any(n == "deep" for n, *_ in steps["features"].transformers)
 
 def _refit_table(refit, X:pd.DataFrame, tr:np.ndarray, i:int)->pd.DataFrame:
     "The table of one CV fold from `refit`, checked to hold X's patients and columns."
@@ -594,7 +599,7 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
         reason = STAND_IN if stand_in else None
         f, b = folds[folds["model"] == name], boot[(boot["model"] == name) & boot["auc_oob"].notna()]
         est = (np.nan,) * 3 if stand_in else _cv_auc_ci(f, len(y))
-        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit else ""), auc=est[0], lo=est[1], hi=est[2],
+        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit and _uses_deep(model) else ""), auc=est[0], lo=est[1], hi=est[2],
                          n_resamples=len(f), reason=reason, primary=primary == "cv", key="cv", apparent_auc=app,
                          n_no_features=int(f["no_features"].sum())))
         if n_boot:

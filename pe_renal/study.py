@@ -386,8 +386,8 @@ def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, ve
                                transform=kw["transform"], cache=False, show_progress=False)   # nothing to reuse later
         feats = aggregate_features(f, images).loc[ids, deep]
         done[0] += 1
-        if verbose: print(f"    fold {done[0]}: fine-tuned on {len(tr)} patients, features of {len(ids)} "
-                          f"({time.perf_counter() - t:.0f} s)", flush=True)
+        if verbose: print(f"    fold {done[0]}: fine-tuned on {len(tr)} of the {len(ids)} training patients, the other "
+                          f"{len(ids) - len(tr)} scored ({time.perf_counter() - t:.0f} s)", flush=True)
         return X.assign(**{c: feats[c].to_numpy() for c in deep})
     return refit
 
@@ -735,7 +735,7 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA"), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
