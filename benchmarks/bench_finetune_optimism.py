@@ -11,8 +11,9 @@ image_effect, lab_effect=0, annotation_rate=0)`, the study's 7:3 split, seed 42)
 - `once_cv`: what the study reports: fine-tuned once on the training patients, then `internal_validation` (5-fold x 4,
   seed 42) of the study's DL model (LASSO rule "min" -> KNN) on their features;
 - `once_3f`: the same features, cross-validated on 3 folds x 1 (the folds of the refit below);
-- `refit_3f`: the honest reference: on the same 3 folds, the backbone fine-tuned again on each fold's training part
-  only, and the fold's held-out patients scored from that network's features;
+- `refit_3f`: the honest reference, what `--finetune-cv refit` reports: on the same 3 folds, the backbone fine-tuned
+  again on each fold's training part only, and the fold's held-out patients scored from that network's features (the
+  study's own code: `internal_validation(refit=finetune_refit(...))`);
 - `fresh`: the truth: the study's DL model (fine-tuned once, LASSO -> KNN fitted on all training patients) applied to a
   fresh cohort of `--fresh` women from the same generator (one cohort, seed 1000 + the first seed, scored by every
   seed's model: no patient in common with any of them);
@@ -35,7 +36,8 @@ from sklearn.model_selection import StratifiedKFold
 from pe_renal.data import load_cohort, split_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features, load_backbone
 from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
-from pe_renal.models import _cv_fold, _fit_or_prevalence, internal_validation, make_model
+from pe_renal.models import _fit_or_prevalence, internal_validation, make_model
+from pe_renal.study import StudyConfig, finetune_refit, finetune_settings
 from pe_renal.synthetic import make_cohort
 
 p = argparse.ArgumentParser()
@@ -48,9 +50,9 @@ a = p.parse_args()
 torch.set_num_threads(1)
 TF = FeatureTransform(size=a.size)
 GEN = dict(effect=0.0 if a.null else 1.0, delta=3.0, image_effect=a.image_effect, lab_effect=0.0, annotation_rate=0.0, n_jobs=1)
-FT = dict(mode=a.mode, epochs=a.epochs, views=STUDY_DEFAULTS["views"], select=STUDY_DEFAULTS["select"], transform=TF,
-          seed=0, show_progress=False)
 SEED = 42                                                         # the study's default seed (split, models, CV)
+CFG = StudyConfig(backbone="resnet18", weights="random", finetune=a.mode, epochs=a.epochs, image_size=a.size, seed=SEED,
+                  device="cpu", precision="fp32", cache=None)      # what `pe-renal run --finetune MODE` would do
 
 
 def dl_model(cols): return {"DL": make_model("DL", deep=list(cols), seed=SEED, lasso={"rule": "min", "method": "lasso"})}
@@ -67,30 +69,26 @@ def one_seed(seed, tmp, fresh):
     c = load_cohort(make_cohort(tmp/f"c{seed}", n=a.n, seed=seed, **GEN))
     s = split_cohort(c, seed=SEED); y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
-    bb = load_backbone("resnet18", "random")
-    res = finetune_backbone(c, tr, bb, **FT)
+    res = finetune_backbone(c, tr, CFG.backbone, CFG.weights, **finetune_settings(CFG), show_progress=False)
     f = features(c, res); X, ytr = f.loc[tr], y[tr].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        iv = internal_validation(dl_model(f.columns), X, ytr, n_boot=0, n_splits=5, n_repeats=4, seed=SEED, n_jobs=1)
+        cv = dict(n_boot=0, seed=SEED, n_jobs=1)
+        iv = internal_validation(dl_model(f.columns), X, ytr, n_splits=5, n_repeats=4, **cv)
         once_cv = float(iv.summary.loc[iv.summary.key == "cv", "auc"].iloc[0])   # NaN: no DL model on all training patients
-        folds = list(StratifiedKFold(a.refit_folds, shuffle=True, random_state=SEED).split(np.zeros(len(ytr)), ytr))
-        once = [_cv_fold(dl_model(f.columns), X, ytr, i, o, 1, k)[0] for k, (i, o) in enumerate(folds)]
-        refit = []
-        for k, (i, o) in enumerate(folds):                  # fine-tuning refitted on the fold's training part only
-            rk = finetune_backbone(c, [tr[j] for j in i], bb, **FT)
-            fk = features(c, rk, c.images[c.images.patient_id.isin(set(tr))]).loc[tr]
-            refit.append(_cv_fold(dl_model(fk.columns), fk, ytr, i, o, 1, k)[0])
+        once = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv).cv.folds
+        refit = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv,
+                                    refit=finetune_refit(c, X, list(f.columns), CFG, verbose=False)).cv.folds
         m, stand_in = _fit_or_prevalence(dl_model(f.columns)["DL"], X, ytr)     # the study's DL model
         ff = aggregate_features(extract_features(fresh, res.backbone, device="cpu", transform=TF, cache=False,
                                                  show_progress=False), fresh)
         yf = fresh.clinical.set_index("patient_id").loc[ff.index, "label"].to_numpy()
         auc = lambda yy, XX: float(roc_auc_score(yy, m.predict_proba(XX)[:, 1]))
-        row = dict(seed=seed, n_train=len(tr), once_cv=once_cv, once_3f=float(np.mean([r["auc"] for r in once])),
-                   refit_3f=float(np.mean([r["auc"] for r in refit])), fresh=auc(yf, ff), test=auc(y[te].to_numpy(), f.loc[te]),
+        row = dict(seed=seed, n_train=len(tr), once_cv=once_cv, once_3f=float(once["auc"].mean()),
+                   refit_3f=float(refit["auc"].mean()), fresh=auc(yf, ff), test=auc(y[te].to_numpy(), f.loc[te]),
                    dl_model=not stand_in, deep_kept=np.nan if stand_in else len(m.named_steps["features"].named_transformers_["deep"]
-                   .named_steps["lasso"].selected_), no_feat_once=int(sum(r["no_features"] for r in once)),
-                   no_feat_refit=int(sum(r["no_features"] for r in refit)), inner_val_auc_last=float(res.history["val_auc"].iloc[-1])
+                   .named_steps["lasso"].selected_), no_feat_once=int(once["no_features"].sum()),
+                   no_feat_refit=int(refit["no_features"].sum()), inner_val_auc_last=float(res.history["val_auc"].iloc[-1])
                    if "val_auc" in res.history else np.nan)
     row.update(optimism_vs_fresh=row["once_cv"] - row["fresh"], optimism_vs_refit=row["once_3f"] - row["refit_3f"])
     return row

@@ -37,6 +37,10 @@ def model_inputs(model,                 # a fitted model from pe_renal.models (P
     return pd.DataFrame(Z, index=X.index, columns=cols["feature"]), cols
 
 # %% ../nbs/08_shap.ipynb #3ab25cf5
+def _batch_size(max_evals:int, n_background:int, n_features:int, budget:int=8_000_000)->int:
+    "Masked samples the model scores per call: all of a patient's at once where they fit in `budget` values (64 MB)."
+    return int(max(1, min(max_evals, budget // max(1, n_background * n_features))))
+
 def explain_model(model,                   # a fitted model (Pipeline: features -> classifier)
                   X_train:pd.DataFrame,    # training patients: the background is drawn from them
                   X:pd.DataFrame,          # patients to explain (e.g. the test set)
@@ -60,7 +64,7 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
     explainer = shap.explainers.Permutation(f, masker, feature_names=list(cols["feature"]), seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ex = explainer(Z.to_numpy(), max_evals=max_evals, silent=True)
+        ex = explainer(Z.to_numpy(), max_evals=max_evals, silent=True, batch_size=_batch_size(max_evals, len(bg), M))
     values = np.asarray(ex.values); base = np.asarray(ex.base_values)
     if values.ndim == 3: values, base = values[..., -1], base[..., -1]   # multi-output: keep P(preeclampsia)
     out = shap.Explanation(values=values, base_values=base.reshape(-1), data=Z.to_numpy(), feature_names=list(cols["feature"]))
