@@ -99,7 +99,7 @@ def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     (d / "run.json").write_text(json.dumps(m))
     html = render_report(d).read_text()
     assert "again inside each of the" in html and "No .632+ bootstrap" in html
-    assert "fine-tuned once on all training patients" not in html and "finetune_optimism.md" not in html
+    assert "fine-tuned once on all training patients" not in html and "and 0.52 where it was 0.5" in html
     assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
 
 
