@@ -667,6 +667,7 @@ def html_table(results_dir:Path,    # results folder
                text:bool=False,     # long text cells: let them wrap
                rename:dict|None=None,  # shorter column headings
                na:str="",           # how a missing value is shown
+               blank:tuple=(),      # columns whose missing values are left blank whatever `na` is (e.g. a reason column)
               ):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
     "A table of the results folder as HTML, escaped by pandas and marked safe for the template."
     from markupsafe import Markup
@@ -681,6 +682,8 @@ def html_table(results_dir:Path,    # results folder
             df[c] = df[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     for col, mapping in (relabel or {}).items():
         if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
+    for c in blank:
+        if c in df.columns: df[c] = df[c].astype(object).where(df[c].notna(), "")
     df = df.rename(columns=rename or {})
     html = df.to_html(index=False, border=0, na_rep=na, escape=True, float_format=_NUM, classes="data text" if text else "data")
     html = re.sub(r"(?<=\d )(\(\d[\d.]*-\d[\d.]*\))", r'<span class="ci">\1</span>', html)   # an interval wraps as one piece
@@ -735,7 +738,7 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True, blank=("reason",)), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
