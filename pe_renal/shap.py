@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_shap.ipynb #becb29a3
 from __future__ import annotations
-import warnings
+import contextlib, importlib, warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +41,30 @@ def _batch_size(max_evals:int, n_background:int, n_features:int, budget:int=8_00
     "Masked samples the model scores per call: all of a patient's at once where they fit in `budget` values (64 MB)."
     return int(max(1, min(max_evals, budget // max(1, n_background * n_features))))
 
+_NUMBA_MODULES = ("shap.utils._masked_model", "shap.maskers._tabular", "shap.links", "shap.explainers._permutation")
+
+@contextlib.contextmanager
+def _interpreted(modules=_NUMBA_MODULES):
+    "Within the block, shap's numba-compiled helpers run as the plain Python they are written in (restored after)."
+    saved = []
+    try:
+        for name in modules:
+            mod = importlib.import_module(name)
+            for k, obj in list(vars(mod).items()):
+                f = getattr(obj, "py_func", None)          # a numba dispatcher keeps its Python function here
+                if callable(f): saved.append((mod, k, obj)); setattr(mod, k, f)
+        yield len(saved)
+    finally:
+        for mod, k, obj in saved: setattr(mod, k, obj)
+
 def explain_model(model,                   # a fitted model (Pipeline: features -> classifier)
                   X_train:pd.DataFrame,    # training patients: the background is drawn from them
                   X:pd.DataFrame,          # patients to explain (e.g. the test set)
                   n_background:int=25,     # training patients drawn (seeded, without replacement) as the background
                   max_evals:int|None=None, # model evaluations per patient (default: 10 x (features + 1), at least 500)
                   seed:int=42,
+                  compiled:bool=False,     # run shap's numba helpers compiled: compiling costs ~8 s once per process and
+                                           # pays off only above a few hundred patients; the values are the same
                  ):                        # shap.Explanation (values: patients x features), with `.columns` info
     "SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, background of real training patients)."
     import shap
@@ -62,7 +80,7 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
     max_evals = max_evals or max(500, 10 * (M + 1))
     masker = shap.maskers.Independent(bg, max_samples=len(bg))
     explainer = shap.explainers.Permutation(f, masker, feature_names=list(cols["feature"]), seed=seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (contextlib.nullcontext() if compiled else _interpreted()):
         warnings.simplefilter("ignore")
         ex = explainer(Z.to_numpy(), max_evals=max_evals, silent=True, batch_size=_batch_size(max_evals, len(bg), M))
     values = np.asarray(ex.values); base = np.asarray(ex.base_values)
