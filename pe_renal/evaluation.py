@@ -267,6 +267,40 @@ def _recalibrate(y:np.ndarray, x:np.ndarray)->tuple[float, float]:
         if abs(step) < 1e-10: intercept = float(a); break
     return slope, intercept
 
+def _recalibrate_many(y:np.ndarray, x:np.ndarray)->np.ndarray:
+    "`_recalibrate` of many resamples at once (rows of y and x), the same Newton steps and stopping rules: (rows, 2)."
+    R = len(y); out = np.full((R, 2), np.nan)
+    b = np.zeros((R, 2)); live = np.arange(R)
+    for _ in range(100):                                   # slope: logistic regression of y on x, per row
+        if not len(live): break
+        yy, xx, bb = y[live], x[live], b[live]
+        mu = _expit(bb[:, :1] + bb[:, 1:] * xx); w = mu * (1 - mu); r = yy - mu
+        h00, h01, h11 = w.sum(1), (w * xx).sum(1), (w * xx * xx).sum(1)
+        g0, g1 = r.sum(1), (r * xx).sum(1)
+        det = h00 * h11 - h01 * h01
+        ok = det != 0                                      # a singular system stops that row (np.linalg.solve raises)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.column_stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])
+        nb_ = bb + step
+        bad = ~np.isfinite(nb_).all(1) | (np.abs(nb_).max(1) > 1e3)
+        done = ok & ~bad & (np.abs(step).max(1) < 1e-10)
+        out[live[done], 0] = nb_[done, 1]
+        b[live] = nb_
+        live = live[ok & ~bad & ~done]
+    a = np.zeros(R); live = np.arange(R)
+    for _ in range(100):                                   # intercept: offset x, slope fixed at 1
+        if not len(live): break
+        mu = _expit(a[live, None] + x[live]); w = (mu * (1 - mu)).sum(1)
+        ok = w > 0
+        with np.errstate(divide="ignore", invalid="ignore"): step = (y[live] - mu).sum(1) / w
+        na = a[live] + step
+        bad = np.abs(na) > 1e3
+        done = ok & ~bad & (np.abs(step) < 1e-10)
+        out[live[done], 1] = na[done]
+        a[live] = np.where(ok, na, a[live])
+        live = live[ok & ~bad & ~done]
+    return out
+
 def calibration_slope_intercept(y_true, y_prob,
                                 m:int|None=None,   # votes behind each probability (KNN: k); None: inferred
                                 eps:float=1e-3,    # clip for exact 0/1 of continuous probabilities
@@ -295,7 +329,8 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             x, yf = np.log(ps / (1 - ps)), y.astype(float)
             slope, icpt = _recalibrate(yf, x)
             rng = np.random.default_rng(seed)
-            boot = np.array([_recalibrate(yf[i], x[i]) for i in rng.integers(0, len(y), (n_boot, len(y)))]).reshape(-1, 2)
+            idx = rng.integers(0, len(y), (n_boot, len(y)))
+            boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))
             ok = np.isfinite(boot).all(1)
             q = np.percentile(boot[ok], [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0) if ok.any() else np.full((2, 2), np.nan)
             rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=q[0, 0], slope_hi=q[1, 0],
