@@ -13,6 +13,14 @@ Compared in one run, on the same folds (5-fold, stratified):
 each with GROUPED folds (near-duplicate images never on both sides; `near_duplicate_groups.csv`) and with NAIVE
 image-level folds: the difference measures the leakage that inflates published figures.
 AUC of the pooled out-of-fold predictions with its DeLong 95% CI, the mean of the fold AUCs, time and peak memory.
+
+With `--finetune last|full|head`, fine-tuned rows on the grouped folds: in each fold a backbone (`--ft-backbone`,
+default resnet18, at `--ft-size` pixels) is fine-tuned on that fold's training images only, with the study's settings
+(`pe_renal.study.finetune_settings`), and the fold's held-out images are scored (a) by LASSO -> KNN on that network's
+pooled features, as `pe-renal run --finetune MODE --finetune-cv refit` validates, and (b) by the fine-tuned head's own
+logit; beside them the same backbone frozen, on the same folds, for comparison:
+
+    .venv/bin/python benchmarks/bench_busi.py ../shared/data/busi_breast_us --finetune last [--ft-backbone resnet18 --ft-size 128]
 """
 import argparse, os, resource, shutil, sys, tempfile, time, warnings
 from pathlib import Path
@@ -25,9 +33,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from pe_renal.data import load_cohort, read_image, apply_roi
-from pe_renal.evaluation import delong_ci
+from pe_renal.evaluation import delong_ci, delong_test
 from pe_renal.features import extract_features, load_backbone
 from pe_renal.models import make_model
+from pe_renal.study import StudyConfig, finetune_settings
 
 CONFLICTS = ["busi_benign_042", "busi_benign_131", "busi_malignant_051", "busi_benign_399", "busi_malignant_093",
              "busi_benign_433", "busi_malignant_145"]
@@ -93,6 +102,45 @@ def cv_predictions(model, X: pd.DataFrame, y, folds):
     return oof, np.array(aucs)
 
 
+def finetuned_cv(cohort, ids, y, folds, backbone, weights, mode, size, epochs, seed):
+    "Out-of-fold scores with the backbone fine-tuned inside each fold: LASSO -> KNN on its features, and its head's logit."
+    import torch
+    from pe_renal.features import FeatureTransform
+    from pe_renal.finetune import finetune_backbone, finetuned_features
+    cfg = StudyConfig(backbone=backbone, weights=weights, finetune=mode, epochs=epochs, image_size=size, seed=seed,
+                      device="cpu", fallback=weights == "imagenet")
+    kw = finetune_settings(cfg)
+    oof_knn, oof_head, aucs_knn, aucs_head, notes = np.zeros(len(y)), np.zeros(len(y)), [], [], []
+    t0 = time.perf_counter()
+    for k, (tr, te) in enumerate(folds):
+        t = time.perf_counter()
+        res = finetune_backbone(cohort, list(ids[tr]), backbone, weights, **kw, show_progress=False)
+        f = finetuned_features(cohort, res, device="cpu", transform=kw["transform"], cache=False, show_progress=False)
+        X = pd.DataFrame(f.to_numpy(), index=ids, columns=f.columns)
+        with torch.inference_mode(): logit = res.head(torch.tensor(X.to_numpy(np.float32))).numpy()
+        m = make_model("DL", deep=list(X.columns), seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.fit(X.iloc[tr], y[tr])
+        oof_knn[te] = m.predict_proba(X.iloc[te])[:, 1]; oof_head[te] = logit[te]
+        aucs_knn.append(roc_auc_score(y[te], oof_knn[te])); aucs_head.append(roc_auc_score(y[te], oof_head[te]))
+        notes.append(res.info["note"])
+        print(f"  fold {k + 1}: fine-tuned ({mode}) on {len(tr)} images, {time.perf_counter() - t:.0f} s; held-out AUC "
+              f"LASSO -> KNN {aucs_knn[-1]:.3f}, head {aucs_head[-1]:.3f}", flush=True)
+    return (oof_knn, np.array(aucs_knn)), (oof_head, np.array(aucs_head)), time.perf_counter() - t0, notes[0]
+
+
+def frozen_cv(cohort, ids, y, folds, backbone, weights, size, seed):
+    "The same backbone, not fine-tuned, at the same input size: LASSO -> KNN on the same folds."
+    from pe_renal.features import FeatureTransform
+    t = time.perf_counter()
+    bb = load_backbone(backbone, weights, seed=seed, fallback=weights == "imagenet")
+    f = extract_features(cohort, bb, device="cpu", transform=FeatureTransform(size=size), cache=False, show_progress=False)
+    X = pd.DataFrame(f.to_numpy(), index=ids, columns=f.columns)
+    oof, aucs = cv_predictions(make_model("DL", deep=list(X.columns), seed=seed), X, y, folds)
+    return (oof, aucs), time.perf_counter() - t, bb.note
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path, help="the busi_breast_us folder")
@@ -102,6 +150,11 @@ def main():
     ap.add_argument("--keep-conflicts", action="store_true", help="keep the 7 images whose near-duplicates carry the other label")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
+                    help="add rows with the backbone fine-tuned inside each grouped fold")
+    ap.add_argument("--ft-backbone", default="resnet18", help="backbone of the fine-tuned rows (default resnet18)")
+    ap.add_argument("--ft-size", type=int, default=128, help="input size of the fine-tuned rows (default 128)")
+    ap.add_argument("--ft-epochs", type=int, default=None, help="fine-tuning epochs (default: the study's)")
     a = ap.parse_args()
     if not (a.data / "labels.csv").is_file(): sys.exit(f"{a.data}: not the BUSI folder (labels.csv missing)")
     with tempfile.TemporaryDirectory() as d:
@@ -127,17 +180,39 @@ def main():
             f"{a.backbone} -> LASSO -> logistic": (make_model("DL", deep=list(deep.columns), classifier="logistic", seed=a.seed), deep, t_deep),
             "first-order + GLCM -> LASSO -> KNN": (make_model("DL", deep=list(tex.columns), seed=a.seed), tex, t_tex),
         }
-        rows = []
+        rows, oofs, paired = [], {}, []
         for name, (model, X, t_feat) in methods.items():
             for scheme, folds in schemes.items():
                 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 t = time.perf_counter()
                 oof, aucs = cv_predictions(model, X, y, folds)
+                oofs[(name, scheme)] = oof
                 ci = delong_ci(y, oof)
                 rows.append({"method": name, "folds": scheme, "AUC (pooled OOF)": ci.auc, "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
                              "mean fold AUC": aucs.mean(), "SD fold AUC": aucs.std(ddof=1),
                              "features s": t_feat, "CV s": time.perf_counter() - t,
                              "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
+        if a.finetune != "none":
+            g = schemes["grouped"]
+            tag = f"{a.ft_backbone} {a.ft_size} px"
+            r0 = time.perf_counter()
+            (oof, aucs), secs, note = frozen_cv(cohort, ids, y, g, a.ft_backbone, a.weights, a.ft_size, a.seed)
+            extra = [(f"{tag}, frozen -> LASSO -> KNN", oof, aucs, secs, note)]
+            knn, head, secs, note = finetuned_cv(cohort, ids, y, g, a.ft_backbone, a.weights, a.finetune, a.ft_size,
+                                                 a.ft_epochs, a.seed)
+            extra += [(f"{tag}, fine-tuned ({a.finetune}) in each fold -> LASSO -> KNN", *knn, secs, note),
+                      (f"{tag}, fine-tuned ({a.finetune}) in each fold: its head's logit", *head, secs, note)]
+            for name, oof, aucs, secs, note in extra:
+                oofs[(name, "grouped")] = oof
+                ci = delong_ci(y, oof)
+                rows.append({"method": name, "folds": "grouped", "AUC (pooled OOF)": ci.auc, "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
+                             "mean fold AUC": aucs.mean(), "SD fold AUC": aucs.std(ddof=1), "features s": secs, "CV s": np.nan,
+                             "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
+            print(f"fine-tuned rows: {note} (first fold); {time.perf_counter() - r0:.0f} s in all")
+            ft_name = extra[1][0]                    # paired DeLong on the same images (pooled out-of-fold scores)
+            for other in ("first-order + GLCM -> LASSO -> KNN", extra[0][0], f"{a.backbone} -> LASSO -> KNN"):
+                d = delong_test(y, oofs[(ft_name, "grouped")], oofs[(other, "grouped")])
+                paired.append({"a": ft_name, "b": other, "AUC a": d.auc_a, "AUC b": d.auc_b, "z": d.z, "p": d.p})
         res = pd.DataFrame(rows)
         wide = res.pivot(index="method", columns="folds", values="AUC (pooled OOF)")
         wide["inflation (naive - grouped)"] = wide["naive"] - wide["grouped"]
@@ -145,17 +220,22 @@ def main():
         print(res.round(3).to_string(index=False))
         print("\nleakage: folds whose test images have a near-duplicate in training:", leaks)
         print(wide.round(3).to_string())
+        if paired: print("\npaired DeLong, grouped folds:\n" + pd.DataFrame(paired).round(4).to_string(index=False))
         print(f"\nweights: {bb.weights}. " + ("An UNTRAINED backbone: its features are fixed random filters, not ImageNet features; "
               "the deep AUCs here are a floor for what the paper's pipeline can do on these images." if bb.untrained else ""))
         if a.out:
             a.out.mkdir(parents=True, exist_ok=True)
             res.to_csv(a.out / "busi_results.csv", index=False)
             (a.out / "busi_results.md").write_text(
-                f"# BUSI benchmark\n\nCommand: `python benchmarks/bench_busi.py {a.data} --out {a.out}`\n\n"
+                f"# BUSI benchmark\n\nCommand: `python benchmarks/bench_busi.py {a.data} --out {a.out}"
+                f"{f' --finetune {a.finetune} --ft-backbone {a.ft_backbone} --ft-size {a.ft_size}' if a.finetune != 'none' else ''}`\n\n"
                 f"{cohort.n_images} images; weights {bb.weights}{' (UNTRAINED)' if bb.untrained else ''}, "
                 f"{deep.attrs['pe_renal']['precision']} ({deep.attrs['pe_renal']['n_cached']} of them from the feature cache); "
                 f"{a.folds}-fold CV, seed {a.seed}.\n\n"
-                + markdown(res.round(3)) + "\n\n" + markdown(wide.round(3).reset_index()) + "\n")
+                + markdown(res.round(3)) + "\n\n" + markdown(wide.round(3).reset_index()) + "\n"
+                + (("\nPaired DeLong tests on the grouped folds' pooled out-of-fold scores (the same 640 images; each "
+                    "fold's model scores its own held-out images, so the pairing is approximate):\n\n"
+                    + markdown(pd.DataFrame(paired).round(4)) + "\n") if paired else ""))
 
 
 if __name__ == "__main__":
