@@ -250,25 +250,14 @@ def _expit(x): return 0.5 * (1 + np.tanh(0.5 * x))
 
 def _recalibrate(y:np.ndarray, x:np.ndarray)->tuple[float, float]:
     "Slope of the logistic regression of y on x; intercept of the one with offset x; by Newton's method (nan if separated)."
-    b = np.zeros(2); X = np.column_stack([np.ones_like(x), x]); slope = np.nan
-    for _ in range(100):
-        mu = _expit(X @ b); H = X.T @ (X * (mu * (1 - mu))[:, None])
-        try: step = np.linalg.solve(H, X.T @ (y - mu))
-        except np.linalg.LinAlgError: break
-        b += step
-        if not np.isfinite(b).all() or np.abs(b).max() > 1e3: break
-        if np.abs(step).max() < 1e-10: slope = float(b[1]); break
-    a, intercept = 0.0, np.nan
-    for _ in range(100):
-        mu = _expit(a + x); w = (mu * (1 - mu)).sum()
-        if w <= 0: break
-        step = (y - mu).sum() / w; a += step
-        if abs(a) > 1e3: break
-        if abs(step) < 1e-10: intercept = float(a); break
-    return slope, intercept
+    return tuple(float(v) for v in _recalibrate_many(np.asarray(y, float)[None], np.asarray(x, float)[None])[0])
 
-def _recalibrate_many(y:np.ndarray, x:np.ndarray)->np.ndarray:
-    "`_recalibrate` of many resamples at once (rows of y and x), the same Newton steps and stopping rules: (rows, 2)."
+def _recalibrate_many(y:np.ndarray, x:np.ndarray, chunk:int=2_000_000)->np.ndarray:
+    """`_recalibrate` of many resamples at once (rows of y and x): (rows, 2) slopes and intercepts. A slope is nan when
+    Newton's method does not converge to a finite maximum: separated or quasi-separated classes, constant x."""
+    y, x = np.atleast_2d(np.asarray(y, float)), np.atleast_2d(np.asarray(x, float))
+    step = max(1, chunk // max(1, y.shape[1]))                      # rows per pass: bounded memory
+    if len(y) > step: return np.vstack([_recalibrate_many(y[i:i + step], x[i:i + step], chunk) for i in range(0, len(y), step)])
     R = len(y); out = np.full((R, 2), np.nan)
     b = np.zeros((R, 2)); live = np.arange(R)
     for _ in range(100):                                   # slope: logistic regression of y on x, per row
@@ -278,27 +267,27 @@ def _recalibrate_many(y:np.ndarray, x:np.ndarray)->np.ndarray:
         h00, h01, h11 = w.sum(1), (w * xx).sum(1), (w * xx * xx).sum(1)
         g0, g1 = r.sum(1), (r * xx).sum(1)
         det = h00 * h11 - h01 * h01
-        ok = det != 0                                      # a singular system stops that row (np.linalg.solve raises)
+        ok = det > 1e-12 * h00 * h11                       # (nearly) singular information: no finite maximum, stop
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.column_stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])
-        nb_ = bb + step
-        bad = ~np.isfinite(nb_).all(1) | (np.abs(nb_).max(1) > 1e3)
-        done = ok & ~bad & (np.abs(step).max(1) < 1e-10)
+            d = np.column_stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])
+        nb_ = bb + d
+        bad = ~ok | ~np.isfinite(nb_).all(1) | (np.abs(nb_).max(1) > 1e3)
+        done = ~bad & (np.abs(d).max(1) < 1e-10)
         out[live[done], 0] = nb_[done, 1]
-        b[live] = nb_
-        live = live[ok & ~bad & ~done]
+        b[live] = np.where(bad[:, None], bb, nb_)
+        live = live[~bad & ~done]
     a = np.zeros(R); live = np.arange(R)
     for _ in range(100):                                   # intercept: offset x, slope fixed at 1
         if not len(live): break
         mu = _expit(a[live, None] + x[live]); w = (mu * (1 - mu)).sum(1)
         ok = w > 0
-        with np.errstate(divide="ignore", invalid="ignore"): step = (y[live] - mu).sum(1) / w
-        na = a[live] + step
-        bad = np.abs(na) > 1e3
-        done = ok & ~bad & (np.abs(step) < 1e-10)
+        with np.errstate(divide="ignore", invalid="ignore"): d = (y[live] - mu).sum(1) / w
+        na = a[live] + d
+        bad = ~ok | ~np.isfinite(na) | (np.abs(na) > 1e3)
+        done = ~bad & (np.abs(d) < 1e-10)
         out[live[done], 1] = na[done]
-        a[live] = np.where(ok, na, a[live])
-        live = live[ok & ~bad & ~done]
+        a[live] = np.where(bad, a[live], na)
+        live = live[~bad & ~done]
     return out
 
 def calibration_slope_intercept(y_true, y_prob,
