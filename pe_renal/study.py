@@ -81,8 +81,9 @@ class StudyConfig:
             raise PeRenalError(f"finetune must be 'none', 'head', 'last' or 'full', got {self.finetune!r}.")
         if self.finetune_cv not in ("once", "refit"):
             raise PeRenalError(f"finetune_cv must be 'once' or 'refit', got {self.finetune_cv!r}.")
-        if self.finetune_cv == "refit" and self.finetune == "none":
-            raise PeRenalError("finetune_cv='refit' refits the fine-tuning inside every CV fold: set finetune to 'head', 'last' or 'full'.")
+        if self.finetune_cv == "refit" and self.finetune in ("none", "head"):
+            raise PeRenalError("finetune_cv='refit' refits the fine-tuning inside every CV fold: set finetune to 'last' or 'full' "
+                               "(in 'head' mode the backbone's features do not change, so there is nothing to refit).")
         if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 1024):
             raise PeRenalError(f"image_size must be a whole number of pixels from 32 to 1024, got {self.image_size!r}.")
         if self.gradcam_target not in GRADCAM_TARGETS:
@@ -604,6 +605,8 @@ def _tripod_reports(m:dict)->dict:
     sp = "; ".join(f"{k}: {v['patients']} patients, {v['events']} with the outcome" for k, v in sorted(s["split"].items(), reverse=True))
     las = s.get("lasso") or {}
     miss = ", ".join(f"{k} {v}" for k, v in s["missing"].items()) or "none"
+    ft = m.get("finetune") or {}
+    refit, ft_once = bool(ft.get("refitted_per_fold")), bool(ft) and not ft.get("refitted_per_fold") and ft.get("mode") != "head"
     return {
         "5a": f"Cohort folder {m['cohort']}; data: {m['data']}; {s['patients']} patients, {s['images']} images. "
               "Source and representativeness: authors.",
@@ -624,8 +627,12 @@ def _tripod_reports(m:dict)->dict:
                f"; then {cfg['classifier'].upper()} ({'k and weighting' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
-               f"repeats (95% CI by the influence curve of the cross-validated AUC) and the .632+ bootstrap ({cfg['n_boot']} "
-               "resamples), whole pipeline refitted per resample; a model that is a prevalence stand-in is reported as NA.",
+               "repeats (95% CI by the influence curve of the cross-validated AUC)"
+               + ("" if refit or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
+               + ", whole pipeline refitted per resample"
+               + (", the fine-tuning of the backbone included (refitted in every fold)" if refit else
+                  ", except the fine-tuning of the backbone (done once on all training patients: optimistic)" if ft_once else "")
+               + "; a model that is a prevalence stand-in is reported as NA.",
         "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV, F1 with bootstrap CIs "
                f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
                "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
@@ -770,6 +777,9 @@ def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:Gradca
 
 def finetune_validation_words(cfg:StudyConfig)->str:
     "What run.json says about how the internal validation of a fine-tuned run treats the fine-tuning."
+    if cfg.finetune == "head":
+        return ("head mode: only a linear head learned, on the frozen backbone; the models use the frozen backbone's features, "
+                "so fine-tuning does not touch the internal-validation estimates")
     if cfg.finetune_cv == "refit":
         o = FINETUNE_OPTIMISM
         return (f"fine-tuning refitted inside each of the {cfg.cv_splits * cfg.cv_repeats} cross-validation folds on the fold's "

@@ -40,6 +40,8 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     report = (out / "report.html").read_text()
     assert "fine-tuned once on all training patients" in report and "finetune_curve" in report
     assert "finetune_optimism.md" in report
+    item = pd.read_csv(out / "tables" / "tripod_ai.csv").set_index("item number").loc["12c", "what this run reports"]
+    assert "except the fine-tuning of the backbone" in item
 
 
 def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
@@ -101,11 +103,15 @@ def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     assert "again inside each of the" in html and "No .632+ bootstrap" in html
     assert "fine-tuned once on all training patients" not in html and "and 0.52 where it was 0.5" in html
     assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
+    from pe_renal.study import tripod_checklist
+    item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]
+    assert "refitted in every fold" in item and ".632+" not in item
 
 
 def test_refit_needs_a_fine_tuned_run_and_sizes_are_checked():
-    with pytest.raises(PeRenalError, match="set finetune"):
-        StudyConfig(finetune_cv="refit")
+    for mode in ("none", "head"):           # head mode leaves the features as they were: nothing to refit
+        with pytest.raises(PeRenalError, match="set finetune"):
+            StudyConfig(finetune=mode, finetune_cv="refit")
     with pytest.raises(PeRenalError, match="finetune_cv must be"):
         StudyConfig(finetune="last", finetune_cv="always")
     for bad in (16, 2000, 64.5, "64"):
