@@ -32,7 +32,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from pe_renal.data import load_cohort, read_image, apply_roi
+from pe_renal.data import load_cohort, read_image
 from pe_renal.evaluation import delong_ci, delong_test
 from pe_renal.features import extract_features, load_backbone
 from pe_renal.models import make_model
@@ -105,7 +105,6 @@ def cv_predictions(model, X: pd.DataFrame, y, folds):
 def finetuned_cv(cohort, ids, y, folds, backbone, weights, mode, size, epochs, seed):
     "Out-of-fold scores with the backbone fine-tuned inside each fold: LASSO -> KNN on its features, and its head's logit."
     import torch
-    from pe_renal.features import FeatureTransform
     from pe_renal.finetune import finetune_backbone, finetuned_features
     cfg = StudyConfig(backbone=backbone, weights=weights, finetune=mode, epochs=epochs, image_size=size, seed=seed,
                       device="cpu", fallback=weights == "imagenet")

@@ -31,10 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 
 from pe_renal.data import load_cohort, split_cohort
-from pe_renal.features import FeatureTransform, aggregate_features, extract_features, load_backbone
+from pe_renal.features import FeatureTransform, aggregate_features, extract_features
 from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
 from pe_renal.models import _fit_or_prevalence, internal_validation, make_model
 from pe_renal.study import StudyConfig, finetune_refit, finetune_settings

@@ -23,8 +23,8 @@ __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPT
            'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
            'ValidationStage', 'finetune_refit', 'validation_stage', 'EvaluationStage', 'evaluation_stage',
            'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
-           'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words', 'report_stage',
-           'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
+           'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words',
+           'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -400,7 +400,7 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort
     Xtr, ytr = models.data.part("train")
     unfitted = make_models(models.data, **models.options)
     refit = None
-    if cfg.finetune != "none" and cfg.finetune_cv == "refit":     # fine-tuning inside every fold: CV only
+    if cfg.finetune_cv == "refit":                     # fine-tuning inside every fold (StudyConfig: last/full only): CV only
         if cohort is None: raise PeRenalError("validation_stage: finetune_cv='refit' needs the cohort (its images).")
         refit = finetune_refit(cohort, Xtr, list(models.data.deep), cfg, verbose)
     with warnings.catch_warnings():
@@ -599,14 +599,20 @@ def _transform_words(t:dict)->str:
 
 def _lasso_words(method:str)->str: return "L1-penalised logistic regression (LASSO)" if method == "logistic" else "LASSO (LassoCV on the 0/1 label)"
 
+def finetune_in_validation(m:dict)->str|None: # None (frozen backbone), "head", "once" or "refit"
+    "How a run's fine-tuning enters its internal validation, read from its manifest (run.json)."
+    ft = m.get("finetune") or {}
+    if not ft: return None
+    if ft.get("mode") == "head": return "head"       # only a linear head learned: the models' features are the frozen ones
+    return "refit" if ft.get("refitted_per_fold") else "once"
+
 def _tripod_reports(m:dict)->dict:
     "What this run can report, by TRIPOD+AI item, from its manifest."
     s, cfg = m["summary"], m["config"]
     sp = "; ".join(f"{k}: {v['patients']} patients, {v['events']} with the outcome" for k, v in sorted(s["split"].items(), reverse=True))
     las = s.get("lasso") or {}
     miss = ", ".join(f"{k} {v}" for k, v in s["missing"].items()) or "none"
-    ft = m.get("finetune") or {}
-    refit, ft_once = bool(ft.get("refitted_per_fold")), bool(ft) and not ft.get("refitted_per_fold") and ft.get("mode") != "head"
+    ft_cv = finetune_in_validation(m)
     return {
         "5a": f"Cohort folder {m['cohort']}; data: {m['data']}; {s['patients']} patients, {s['images']} images. "
               "Source and representativeness: authors.",
@@ -628,10 +634,10 @@ def _tripod_reports(m:dict)->dict:
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
                "repeats (95% CI by the influence curve of the cross-validated AUC)"
-               + ("" if refit or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
+               + ("" if ft_cv == "refit" or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
                + ", whole pipeline refitted per resample"
-               + (", the fine-tuning of the backbone included (refitted in every fold)" if refit else
-                  ", except the fine-tuning of the backbone (done once on all training patients: optimistic)" if ft_once else "")
+               + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
+                  "once": ", except the fine-tuning of the backbone (done once on all training patients: optimistic)"}.get(ft_cv, "")
                + "; a model that is a prevalence stand-in is reported as NA.",
         "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV, F1 with bootstrap CIs "
                f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
@@ -756,7 +762,7 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
         gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM,
-        refit=bool((m.get("finetune") or {}).get("refitted_per_fold")))
+        ft_cv=finetune_in_validation(m))
     with atomic_write(d/"report.html", "w") as f: f.write(html)
     return d/"report.html"
 
@@ -780,13 +786,12 @@ def finetune_validation_words(cfg:StudyConfig)->str:
     if cfg.finetune == "head":
         return ("head mode: only a linear head learned, on the frozen backbone; the models use the frozen backbone's features, "
                 "so fine-tuning does not touch the internal-validation estimates")
+    o = FINETUNE_OPTIMISM
     if cfg.finetune_cv == "refit":
-        o = FINETUNE_OPTIMISM
         return (f"fine-tuning refitted inside each of the {cfg.cv_splits * cfg.cv_repeats} cross-validation folds on the fold's "
                 "training patients only, so the cross-validated estimates include fine-tuning (on a synthetic known answer: "
                 f"{o['refit_cv_auc']} where the truth was {o['truth']}, and {o['refit_null_cv_auc']} under the null: "
                 f"{o['source']}; no .632+ bootstrap: it would need a fine-tune per resample); the held-out test set never touched it")
-    o = FINETUNE_OPTIMISM
     return ("conditional on the fine-tuned features: fine-tuning was done once on all training patients, not inside each "
             f"resample, so the internal-validation estimates are optimistic (on a synthetic known answer, by {o['signal']} AUC "
             f"on average with a signal and {o['null']} under the null: {o['source']}); rerun with finetune_cv='refit' "
@@ -866,9 +871,9 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                               r.get("finetune"))
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
-        refit = cfg.finetune != "none" and cfg.finetune_cv == "refit"
         r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})" +
-                                (f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds" if refit else
+                                (f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds"
+                                 if cfg.finetune_cv == "refit" else
                                  f" and .632+ bootstrap ({cfg.n_boot})"), validation_stage, r["models"], cfg, tmp, c, verbose)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
                                 evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
