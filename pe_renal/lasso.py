@@ -240,6 +240,31 @@ class LassoSelector(TransformerMixin, BaseEstimator):
                                self.coef_[s].copy(), float(self.intercept_))
 
 # %% ../nbs/04_lasso.ipynb #95e1ae15
+def _group_folds(y, groups, n_splits:int, seed:int)->list:
+    "scikit-learn's `StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(X, y, groups)`, the fold search vectorised."
+    _, y_inv, y_cnt = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+    _, g_inv, g_cnt = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    if n_splits > y_cnt.min() or n_splits > len(g_cnt):   # scikit-learn's warnings and errors for too few rows
+        return list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y_inv)), y, groups))
+    y_inv, g_inv = y_inv.ravel(), g_inv.ravel()
+    counts = np.zeros((len(g_cnt), len(y_cnt)))           # rows of each class per group
+    np.add.at(counts, (g_inv, y_inv), 1)
+    perm = np.arange(len(g_cnt)); np.random.RandomState(seed).shuffle(perm)   # the same shuffle as scikit-learn's
+    counts = counts[perm]
+    inv = np.empty_like(perm); inv[perm] = np.arange(perm.size); g_inv = inv[g_inv]
+    per_fold, fold_of = np.zeros((n_splits, len(y_cnt))), np.empty(len(g_cnt), dtype=int)
+    eye = np.eye(n_splits)[:, :, None]
+    for g in np.argsort(-np.std(counts, axis=1), kind="stable"):
+        cand = per_fold[None] + eye * counts[g]            # [i]: every fold's class counts if the group went to fold i
+        evals, sizes = np.std(cand / y_cnt, axis=1).mean(axis=1).tolist(), per_fold.sum(axis=1).tolist()
+        best, min_eval, min_size = 0, np.inf, np.inf
+        for i, (e, s) in enumerate(zip(evals, sizes)):      # scikit-learn's order and tie rule (np.isclose, then the smaller fold)
+            if e < min_eval or (abs(e - min_eval) <= 1e-8 + 1e-5 * abs(min_eval) and s < min_size):
+                best, min_eval, min_size = i, e, s
+        per_fold[best] += counts[g]; fold_of[g] = best
+    fold, rows = fold_of[g_inv], np.arange(len(g_inv))
+    return [(rows[fold != k], rows[fold == k]) for k in range(n_splits)]
+
 def inner_folds(X,               # features of the rows being split (array or DataFrame)
                 y,               # 0/1 labels
                 n_splits:int,    # folds
@@ -250,7 +275,7 @@ def inner_folds(X,               # features of the rows being split (array or Da
     groups = np.unique(Xa, axis=0, return_inverse=True)[1].ravel() if len(Xa) else np.zeros(0, int)
     if len(np.unique(groups)) == len(Xa):               # no copies: the plain stratified folds
         return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(Xa, y))
-    return list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(Xa, y, groups))
+    return _group_folds(y, groups, n_splits, seed)
 
 def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     "Mean and SE of the CV error per λ (rows, λ decreasing); indices of λ-min and λ-1se (glmnet's rules)."
