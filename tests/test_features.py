@@ -307,7 +307,7 @@ def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch)
 
 def _held_out_auc(effect, tmp_path):
     c = load_cohort(make_cohort(tmp_path / f"c{effect}", n=120, seed=3, effect=effect))
-    X = cohort_features(c, backbone="resnet18", weights="random", cache=False, transform=FeatureTransform(size=128),
+    X = cohort_features(c, backbone="resnet18", weights="random", cache=False, transform=FeatureTransform(size=96),
                         show_progress=False).to_numpy()
     y = c.clinical["label"].to_numpy()
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=5000))
