@@ -314,6 +314,7 @@ def _held_out_auc(effect, tmp_path):
     return cross_val_score(model, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="roc_auc").mean()
 
 
+@pytest.mark.slow
 def test_positive_and_negative_control(tmp_path):
     "Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not."
     pos, neg = _held_out_auc(1.0, tmp_path), _held_out_auc(0.0, tmp_path)

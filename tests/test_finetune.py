@@ -113,6 +113,7 @@ def test_head_signature_is_the_head_logit(small):
         np.testing.assert_allclose(head_signature(res)(x)[:, 0].numpy(), res.head(res.backbone.model(x)).numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_null_cohort_held_out_auc_covers_half(tmp_path):
     """Known answer, negative control: no signal anywhere, so the fine-tuned features of the held-out patients carry
     none (a leak of test patients into fine-tuning would show up here as a high AUC)."""
@@ -140,6 +141,7 @@ def test_select_criterion(small):
     with pytest.raises(PeRenalError, match="select must be"): finetune_backbone(c, tr, bb, select="best", **FAST)
 
 
+@pytest.mark.slow
 def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
     """Known answer, positive: 60 women whose kidneys show the severity (strong group difference, delta=3) and whose
     labs do not. From an untrained resnet18 (64 px), the frozen features give LASSO nothing it keeps at the 1-SE rule

@@ -58,6 +58,7 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
         predict_cohort(out / "model.skops", cohort, weights=str(bad), cache=str(d / "cache"), verbose=False)
 
 
+@pytest.mark.slow
 def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_path, monkeypatch):
     "--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only."
     import pe_renal.finetune as ft_mod

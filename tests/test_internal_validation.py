@@ -33,6 +33,7 @@ def null_runs():
     return pd.concat(out, ignore_index=True)
 
 
+@pytest.mark.slow
 def test_null_control_is_centred_on_one_half_with_cis_covering_it(null_runs):
     s = null_runs.dropna(subset=["auc"])                      # a stand-in DL model reports NA, not a number
     means = s.groupby(["model", "key"])["auc"].mean()

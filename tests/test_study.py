@@ -77,6 +77,7 @@ def test_existing_results_folder_is_refused(study):
     assert tree_state(out) == before               # no file added, removed or changed
 
 
+@pytest.mark.slow
 def test_predict_new_patients_with_labels(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=30, seed=11)
@@ -96,6 +97,7 @@ def test_predict_new_patients_with_labels(study, tmp_path):
     np.testing.assert_allclose(pred["p_Composite"], p["p_Composite"])
 
 
+@pytest.mark.slow
 def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=20, seed=12)
@@ -163,6 +165,7 @@ def _interrupt_during_features(cmd, sig):
     return proc.returncode, "".join(lines)
 
 
+@pytest.mark.slow
 def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(tmp_path):
     """Ctrl-C, then a hard kill, in the middle of the features stage: nothing under the results folder's name (Ctrl-C
     also removes its temporary folder); a rerun succeeds each time, and the two reruns (same input and seed, each with

@@ -68,6 +68,7 @@ def test_images_and_labs_carry_the_signal(tmp_path):
     assert _auc(cr["label"].to_numpy(), cr["serum_creatinine_umol_L"].to_numpy()) > 0.7
 
 
+@pytest.mark.slow
 def test_effect_zero_means_no_signal(tmp_path):
     root = make_cohort(tmp_path / "c", n=120, seed=5, effect=0)
     d = _cortex_brightness(root)
