@@ -49,9 +49,11 @@ def test_committed_without_outputs(nb):
 
 class NotebookRunner:
     "tests/notebook_runner.py in a process of its own (one per test worker), which forks a fresh child per notebook."
-    def __init__(self, env: dict):
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    def __init__(self, env: dict, log: Path):
+        self.log = log                                 # the runner's own errors (its children write their own logs)
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         self.replies = queue.Queue()
         threading.Thread(target=lambda: [self.replies.put(json.loads(l)) for l in self.proc.stdout], daemon=True).start()
 
@@ -59,7 +61,10 @@ class NotebookRunner:
         "Run one notebook; its exit code (0: passed), or None when it ran past `timeout` seconds and was stopped."
         self.proc.stdin.write(json.dumps(dict(nb=str(nb), env=env, log=str(log), root=str(ROOT))) + "\n")
         self.proc.stdin.flush()
-        pid = self.replies.get(timeout=120)["pid"]
+        try: pid = self.replies.get(timeout=300)["pid"]
+        except queue.Empty:
+            raise RuntimeError(f"the notebook runner did not start {nb.name} (exit code {self.proc.poll()}):\n"
+                               f"{self.log.read_text()[-4000:]}") from None
         try: return self.replies.get(timeout=timeout)["code"]
         except queue.Empty:
             os.kill(pid, signal.SIGKILL); self.replies.get(timeout=60)
@@ -77,7 +82,8 @@ def notebook_env(tmp_path: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def notebook_runner(tmp_path_factory):
-    runner = NotebookRunner(notebook_env(tmp_path_factory.mktemp("runner")))
+    d = tmp_path_factory.mktemp("runner")
+    runner = NotebookRunner(notebook_env(d), d / "runner.log")
     yield runner
     runner.close()
 
