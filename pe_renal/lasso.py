@@ -16,6 +16,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .core import PeRenalError
@@ -240,16 +242,19 @@ class LassoSelector(TransformerMixin, BaseEstimator):
                                self.coef_[s].copy(), float(self.intercept_))
 
 # %% ../nbs/04_lasso.ipynb #95e1ae15
-def _group_folds(y, groups, n_splits:int, seed:int)->list:
+def _group_folds(y, groups, n_splits:int, seed)->list:
     "scikit-learn's `StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(X, y, groups)`, the fold search vectorised."
+    sgkf = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)   # validates n_splits as scikit-learn does
+    if type_of_target(np.asarray(y)) not in ("binary", "multiclass") or np.asarray(groups).ndim != 1:   # scikit-learn's errors
+        return list(sgkf.split(np.zeros(len(y)), y, groups))
     _, y_inv, y_cnt = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
     _, g_inv, g_cnt = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
     if n_splits > y_cnt.min() or n_splits > len(g_cnt):   # scikit-learn's warnings and errors for too few rows
-        return list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y_inv)), y, groups))
+        return list(sgkf.split(np.zeros(len(y_inv)), y, groups))
     y_inv, g_inv = y_inv.ravel(), g_inv.ravel()
     counts = np.zeros((len(g_cnt), len(y_cnt)))           # rows of each class per group
     np.add.at(counts, (g_inv, y_inv), 1)
-    perm = np.arange(len(g_cnt)); np.random.RandomState(seed).shuffle(perm)   # the same shuffle as scikit-learn's
+    perm = np.arange(len(g_cnt)); check_random_state(seed).shuffle(perm)   # the same shuffle as scikit-learn's
     counts = counts[perm]
     inv = np.empty_like(perm); inv[perm] = np.arange(perm.size); g_inv = inv[g_inv]
     per_fold, fold_of = np.zeros((n_splits, len(y_cnt))), np.empty(len(g_cnt), dtype=int)
@@ -268,7 +273,7 @@ def _group_folds(y, groups, n_splits:int, seed:int)->list:
 def inner_folds(X,               # features of the rows being split (array or DataFrame)
                 y,               # 0/1 labels
                 n_splits:int,    # folds
-                seed:int=42,     # seed of the shuffle
+                seed=42,         # seed of the shuffle (int, None or a `np.random.RandomState`, as scikit-learn takes)
                )->list:          # [(train rows, validation rows), ...]
     "Stratified folds in which identical rows (one patient drawn twice by a bootstrap) always share a fold."
     Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float64))

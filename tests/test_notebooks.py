@@ -1,5 +1,6 @@
 """The notebooks themselves: each runs from top to bottom as `nbdev_test` runs it, committed clean, and shaped so the
 documentation build stays cheap."""
+import contextlib
 import json
 import os
 import queue
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -50,28 +52,47 @@ def test_committed_without_outputs(nb):
 class NotebookRunner:
     "tests/notebook_runner.py in a process of its own (one per test worker), which forks a fresh child per notebook."
     def __init__(self, env: dict, log: Path):
-        self.log = log                                 # the runner's own errors (its children write their own logs)
-        with open(log, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=env,
+        self.env, self.log = env, log                  # the runner's own errors (its children write their own logs)
+        self._start()
+
+    def _start(self):
+        with open(self.log, "a") as err:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=self.env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         self.replies = queue.Queue()
-        threading.Thread(target=lambda: [self.replies.put(json.loads(l)) for l in self.proc.stdout], daemon=True).start()
+        threading.Thread(target=lambda q=self.replies, out=self.proc.stdout: [q.put(json.loads(l)) for l in out],
+                         daemon=True).start()
+
+    def _reply(self, timeout: float, doing: str):
+        "The runner's next reply; None after `timeout` s; a RuntimeError with its log's tail if it stops meanwhile."
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try: return self.replies.get(timeout=min(1.0, max(end - time.monotonic(), 0.01)))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.replies.empty():
+                    raise RuntimeError(f"the notebook runner stopped (exit code {self.proc.returncode}) while {doing}; "
+                                       f"its log:\n{self.log.read_text()[-4000:]}") from None
+        return None
 
     def run(self, nb: Path, env: dict, log: Path, timeout: float) -> int:
         "Run one notebook; its exit code (0: passed), or None when it ran past `timeout` seconds and was stopped."
+        if self.proc.poll() is not None: self._start()   # an earlier notebook took the runner down: a fresh one
         self.proc.stdin.write(json.dumps(dict(nb=str(nb), env=env, log=str(log), root=str(ROOT))) + "\n")
         self.proc.stdin.flush()
-        try: pid = self.replies.get(timeout=300)["pid"]
-        except queue.Empty:
-            raise RuntimeError(f"the notebook runner did not start {nb.name} (exit code {self.proc.poll()}):\n"
-                               f"{self.log.read_text()[-4000:]}") from None
-        try: return self.replies.get(timeout=timeout)["code"]
-        except queue.Empty:
-            os.kill(pid, signal.SIGKILL); self.replies.get(timeout=60)
+        started = self._reply(300, f"starting {nb.name}")
+        if started is None:
+            raise RuntimeError(f"the notebook runner did not start {nb.name} in 300 s; its log:\n{self.log.read_text()[-4000:]}")
+        try: done = self._reply(timeout, f"running {nb.name}")
+        except RuntimeError:
+            with contextlib.suppress(ProcessLookupError): os.kill(started["pid"], signal.SIGKILL)
+            raise
+        if done is None:
+            os.kill(started["pid"], signal.SIGKILL); self._reply(60, f"stopping {nb.name}")
             return None
+        return done["code"]
 
     def close(self):
-        self.proc.stdin.close(); self.proc.wait(timeout=60)
+        if self.proc.poll() is None: self.proc.stdin.close(); self.proc.wait(timeout=60)
 
 
 def notebook_env(tmp_path: Path) -> dict:
@@ -111,3 +132,19 @@ def test_a_failing_notebook_fails_and_says_where(tmp_path, notebook_runner):
     nbformat.write(nb, tmp_path / "failing.ipynb")
     code = notebook_runner.run(tmp_path / "failing.ipynb", notebook_env(tmp_path), tmp_path / "out.txt", timeout=120)
     assert code == 1 and "cell three fails" in (tmp_path / "out.txt").read_text()
+
+
+def test_a_runner_that_dies_is_reported_and_replaced(tmp_path, notebook_runner):
+    "If a notebook takes the runner down, the test says so at once with the runner's log, and the next notebook still runs."
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
+                                         nbformat.v4.new_code_cell("import time\ntime.sleep(3)")])
+    nbformat.write(nb, tmp_path / "kills.ipynb")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="runner stopped .* while running kills.ipynb"):
+        notebook_runner.run(tmp_path / "kills.ipynb", notebook_env(tmp_path), tmp_path / "out.txt", timeout=600)
+    assert time.monotonic() - t0 < 60
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('after the restart')")])
+    nbformat.write(nb, tmp_path / "after.ipynb")
+    code = notebook_runner.run(tmp_path / "after.ipynb", notebook_env(tmp_path), tmp_path / "after.txt", timeout=120)
+    assert code == 1 and "after the restart" in (tmp_path / "after.txt").read_text()
