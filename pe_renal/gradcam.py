@@ -17,8 +17,8 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
 # %% auto #0
-__all__ = ['CAM_LAYERS', 'DeepSignature', 'cam_methods', 'target_layer', 'compute_cams', 'cam_to_roi', 'localisation',
-           'randomised_signature', 'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
+__all__ = ['CAM_LAYERS', 'DeepSignature', 'cam_methods', 'target_layer', 'compute_cams', 'cam_to_roi', 'localisation', 'map_grid',
+           'uniform_map_ratio', 'randomised_signature', 'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
 
 # %% ../nbs/07_gradcam.ipynb #b0363c6c
 class DeepSignature(nn.Module):
@@ -150,6 +150,35 @@ def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
     area = float(m.mean())
     return dict(energy_inside=energy, area_fraction=area, ratio=energy / area if area > 0 else np.nan)
 
+def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple|None:
+    "Rows and columns of the activation grid a map is computed on: the layer's output for a `size` x `size` input."
+    layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
+    seen = []
+    hook = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    try:
+        dtype = next(signature.backbone.parameters()).dtype
+        with torch.inference_mode(): signature.backbone(torch.zeros(1, 3, size, size, dtype=dtype))
+    finally: hook.remove()
+    return seen[0][-2:] if seen and len(seen[0]) == 4 else None
+
+def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio is measured against (the kidney)
+                      grid:tuple,                   # (rows, columns) of the map's activation grid (`map_grid`)
+                      transform:FeatureTransform,   # how the ROI became the network's input
+                      marked:np.ndarray|None=None,  # the region the map marks evenly (default: `mask` itself)
+                     )->float:
+    """The ratio `localisation` gives a map that marks `marked` evenly and nothing else, seen at the grid's resolution:
+    the region placed in the network input as the image is, averaged over each grid cell, brought back as CAM methods
+    bring maps back (bilinear, scaled to 0-1) and onto the ROI. With `marked` = the kidney, the ratio a map that
+    covers exactly the whole kidney reaches on this grid: the coarser the grid, the more of it spills outside."""
+    m = np.asarray(mask) > 0
+    r = m if marked is None else np.asarray(marked) > 0
+    if r.shape != m.shape: raise PeRenalError(f"marked region shape {r.shape} differs from the mask's {m.shape}.")
+    geo = FeatureTransform(transform.size, transform.resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    t = geo(r.astype(np.float32))[:1][None]                                  # 1 x 1 x S x S, the region in the input
+    up = F.interpolate(F.adaptive_avg_pool2d(t, tuple(grid)), size=t.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    up = (up - up.min()) / (up.max() - up.min() + 1e-7)
+    return localisation(cam_to_roi(up.numpy(), m.shape, transform), m)["ratio"]
+
 def _spearman(a:np.ndarray, b:np.ndarray)->float:
     from scipy.stats import spearmanr
     if np.ptp(a) == 0 or np.ptp(b) == 0: return np.nan
@@ -192,6 +221,7 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
     with torch.inference_mode(): scores = signature.float().eval()(x)[:, 0].numpy()
     signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
     cams = compute_cams(signature, x, method, layer, batch_size=2, signs=signs)  # small batches: backward memory stays low
+    grid = map_grid(signature, layer, transform.size)
     rand = [None] * len(items)
     if randomisation:
         rnd = randomised_signature(signature, backbone_name)
@@ -199,7 +229,9 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
     for it, c, rc, s, sg in zip(items, cams, rand, scores, signs):
         it["cam"] = cam_to_roi(c, it["roi"].shape, transform)
         it["score"], it["explains"] = float(s), ("preeclampsia" if sg * signature.sign > 0 else "normal")
-        if it["truth"] is not None: it.update({f"kidney_{k}": v for k, v in localisation(it["cam"], it["truth"]).items()})
+        if it["truth"] is not None:
+            it.update({f"kidney_{k}": v for k, v in localisation(it["cam"], it["truth"]).items()})
+            if grid is not None: it["kidney_ratio_uniform"] = uniform_map_ratio(it["truth"], grid, transform)
         if rc is not None:
             it["cam_randomised"] = cam_to_roi(rc, it["roi"].shape, transform)
             it["randomisation_spearman"] = _spearman(it["cam"], it["cam_randomised"])
@@ -207,7 +239,8 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
 
 def checks_table(items:list[dict])->pd.DataFrame:
     "The honesty-check numbers of explained images, one row each."
-    cols = ["patient_id", "path", "score", "explains", "kidney_energy_inside", "kidney_area_fraction", "kidney_ratio", "randomisation_spearman"]
+    cols = ["patient_id", "path", "score", "explains", "kidney_energy_inside", "kidney_area_fraction", "kidney_ratio",
+            "kidney_ratio_uniform", "randomisation_spearman"]
     return pd.DataFrame([{c: it.get(c, np.nan) for c in cols} for it in items])
 
 # %% ../nbs/07_gradcam.ipynb #c9e104f1

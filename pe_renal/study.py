@@ -669,6 +669,7 @@ _NUM = lambda v: f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
 _COHORT_LABELS = {"train": "training: apparent (in-sample, optimistic)", "test": "test (held out)"}
 _GRADCAM_HEADINGS = {"p_composite": "p (Composite)", "score": "deep signature", "kidney_energy_inside": "energy in kidney",
                      "kidney_area_fraction": "kidney area share", "kidney_ratio": "ratio",
+                     "kidney_ratio_uniform": "ratio of a whole-kidney map",
                      "randomisation_spearman": "Spearman vs randomised"}
 _COUNTS = r"^(n|n_.*|missing|deep_kept|inputs|rank|repeat|fold|n_resamples)$"   # columns of counts: shown without decimals
 
@@ -722,6 +723,10 @@ def _gradcam_verdict(results_dir:Path)->dict|None:
     loc = (f"Localisation: {'passed' if loc_n == n else 'failed'} ({loc_n} of {n} maps). Energy inside the kidney "
            f"{pct(t['kidney_energy_inside'])} against a kidney area share of {pct(t['kidney_area_fraction'])}; a map passes "
            f"when its share of energy inside the kidney is at least {LOCALISATION_MIN_RATIO} times the kidney's share of the area."
+           + (f" On this map's grid, a map marking exactly the whole kidney would reach a ratio of "
+              f"{t['kidney_ratio_uniform'].min():.2f}-{t['kidney_ratio_uniform'].max():.2f} (it spills over the kidney's edge), "
+              f"and one marking a thin rim such as the cortex less: read the ratios against that."
+              if "kidney_ratio_uniform" in t and t["kidney_ratio_uniform"].notna().any() else "")
            if t["kidney_energy_inside"].notna().any() else "Localisation: not measured (no kidney masks in this cohort).")
     r = t["randomisation_spearman"]
     rnd = (f"Randomisation: {'passed' if rnd_n == n else 'failed'} ({rnd_n} of {n} maps). Spearman correlation with the map of "

@@ -90,6 +90,19 @@ def test_performance_cells_equal_the_csv(rendered, results):
     assert shown and all(f"{iv[m]['auc']:.3f}" in v for m, v in shown.items() if iv[m]["auc"] is not None), (shown, iv)
 
 
+def test_gradcam_ratios_are_shown_beside_a_whole_kidney_map(rendered, results):
+    "Each map's kidney ratio sits beside the ratio a map of exactly the whole kidney reaches on the same grid, said in words."
+    p = results / "tables/gradcam_checks.csv"
+    if not p.is_file(): pytest.skip("no Grad-CAM in this run")
+    csv = pd.read_csv(p)
+    uni = csv["kidney_ratio_uniform"]
+    assert (uni > 1).all() and (uni <= 1 / csv["kidney_area_fraction"] + 1e-6).all(), csv
+    t = next(t for t in rendered["tables"] if t["source"] == "tables/gradcam_checks.csv")
+    col = t["header"].index("ratio of a whole-kidney map")
+    assert [float(r[col]) for r in t["rows"]] == pytest.approx(list(uni), abs=0.0015)
+    assert f"a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-{uni.max():.2f}" in rendered["text"]
+
+
 def test_checklist_matches_its_csv(rendered, results):
     tripod = pd.read_csv(results / "tables/tripod_ai.csv", dtype=str).fillna("")
     t = next(t for t in rendered["tables"] if t["source"] == "tables/tripod_ai.csv")
