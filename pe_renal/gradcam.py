@@ -153,12 +153,12 @@ def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
 def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple|None:
     "Rows and columns of the activation grid a map is computed on: the layer's output for a `size` x `size` input."
     layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
-    seen = []
-    hook = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    seen, net = [], signature.backbone
+    hook, training = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape))), net.training
     try:
-        dtype = next(signature.backbone.parameters()).dtype
-        with torch.inference_mode(): signature.backbone(torch.zeros(1, 3, size, size, dtype=dtype))
-    finally: hook.remove()
+        net.eval()                                      # leaves batch-norm statistics untouched
+        with torch.inference_mode(): net(torch.zeros(1, 3, size, size, dtype=next(net.parameters()).dtype))
+    finally: hook.remove(); net.train(training)
     return seen[0][-2:] if seen and len(seen[0]) == 4 else None
 
 def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio is measured against (the kidney)
