@@ -4,6 +4,8 @@
 
 # %% ../nbs/07_gradcam.ipynb #d18bd0cb
 from __future__ import annotations
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,16 +152,24 @@ def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
     area = float(m.mean())
     return dict(energy_inside=energy, area_fraction=area, ratio=energy / area if area > 0 else np.nan)
 
+@contextmanager
+def _grid_of(signature:DeepSignature, layer:nn.Module|str|None):
+    "Within the block, each forward pass appends the (rows, columns) of `layer`'s output to the yielded list (None if not 2-D)."
+    layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
+    grid = []
+    hook = layer.register_forward_hook(lambda m, i, o: grid.append(tuple(o.shape[-2:]) if o.ndim == 4 else None))
+    try: yield grid
+    finally: hook.remove()
+
 def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple|None:
     "Rows and columns of the activation grid a map is computed on: the layer's output for a `size` x `size` input."
-    layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
-    seen, net = [], signature.backbone
-    hook, training = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape))), net.training
+    net, training = signature.backbone, signature.backbone.training
     try:
         net.eval()                                      # leaves batch-norm statistics untouched
-        with torch.inference_mode(): net(torch.zeros(1, 3, size, size, dtype=next(net.parameters()).dtype))
-    finally: hook.remove(); net.train(training)
-    return seen[0][-2:] if seen and len(seen[0]) == 4 else None
+        with _grid_of(signature, layer) as grid, torch.inference_mode():
+            net(torch.zeros(1, 3, size, size, dtype=next(net.parameters()).dtype))
+    finally: net.train(training)
+    return grid[0]
 
 def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio is measured against (the kidney)
                       grid:tuple,                   # (rows, columns) of the map's activation grid (`map_grid`)
@@ -173,7 +183,7 @@ def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio 
     m = np.asarray(mask) > 0
     r = m if marked is None else np.asarray(marked) > 0
     if r.shape != m.shape: raise PeRenalError(f"marked region shape {r.shape} differs from the mask's {m.shape}.")
-    geo = FeatureTransform(transform.size, transform.resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    geo = replace(transform, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))   # the transform's geometry, no intensity scaling
     t = geo(r.astype(np.float32))[:1][None]                                  # 1 x 1 x S x S, the region in the input
     up = F.interpolate(F.adaptive_avg_pool2d(t, tuple(grid)), size=t.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     up = (up - up.min()) / (up.max() - up.min() + 1e-7)
@@ -218,10 +228,10 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
         items.append(dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth))
         xs.append(transform(roi))
     x = torch.stack(xs)
-    with torch.inference_mode(): scores = signature.float().eval()(x)[:, 0].numpy()
+    with _grid_of(signature, layer) as grid, torch.inference_mode():   # the map's grid, read on the way
+        scores = signature.float().eval()(x)[:, 0].numpy()
     signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
     cams = compute_cams(signature, x, method, layer, batch_size=2, signs=signs)  # small batches: backward memory stays low
-    grid = map_grid(signature, layer, transform.size)
     rand = [None] * len(items)
     if randomisation:
         rnd = randomised_signature(signature, backbone_name)
@@ -231,7 +241,7 @@ def explain_images(cohort:Cohort,                # the cohort the images belong 
         it["score"], it["explains"] = float(s), ("preeclampsia" if sg * signature.sign > 0 else "normal")
         if it["truth"] is not None:
             it.update({f"kidney_{k}": v for k, v in localisation(it["cam"], it["truth"]).items()})
-            if grid is not None: it["kidney_ratio_uniform"] = uniform_map_ratio(it["truth"], grid, transform)
+            if grid[0] is not None: it["kidney_ratio_uniform"] = uniform_map_ratio(it["truth"], grid[0], transform)
         if rc is not None:
             it["cam_randomised"] = cam_to_roi(rc, it["roi"].shape, transform)
             it["randomisation_spearman"] = _spearman(it["cam"], it["cam_randomised"])

@@ -720,14 +720,16 @@ def _gradcam_verdict(results_dir:Path)->dict|None:
     pct = lambda s: f"{100 * s.min():.0f}-{100 * s.max():.0f}%"
     loc_n = int((t["localisation"] == "passed").sum()) if "localisation" in t else 0
     rnd_n = int((t["randomisation"] == "passed").sum()) if "randomisation" in t else 0
-    loc = (f"Localisation: {'passed' if loc_n == n else 'failed'} ({loc_n} of {n} maps). Energy inside the kidney "
-           f"{pct(t['kidney_energy_inside'])} against a kidney area share of {pct(t['kidney_area_fraction'])}; a map passes "
-           f"when its share of energy inside the kidney is at least {LOCALISATION_MIN_RATIO} times the kidney's share of the area."
-           + (f" On this map's grid, a map marking exactly the whole kidney would reach a ratio of "
-              f"{t['kidney_ratio_uniform'].min():.2f}-{t['kidney_ratio_uniform'].max():.2f} (it spills over the kidney's edge), "
-              f"and one marking a thin rim such as the cortex less: read the ratios against that."
-              if "kidney_ratio_uniform" in t and t["kidney_ratio_uniform"].notna().any() else "")
-           if t["kidney_energy_inside"].notna().any() else "Localisation: not measured (no kidney masks in this cohort).")
+    if t["kidney_energy_inside"].notna().any():
+        loc = (f"Localisation: {'passed' if loc_n == n else 'failed'} ({loc_n} of {n} maps). Energy inside the kidney "
+               f"{pct(t['kidney_energy_inside'])} against a kidney area share of {pct(t['kidney_area_fraction'])}; a map passes "
+               f"when its share of energy inside the kidney is at least {LOCALISATION_MIN_RATIO} times the kidney's share of the area.")
+        uni = t.get("kidney_ratio_uniform", pd.Series(dtype=float))   # absent from tables of older runs
+        if uni.notna().any():
+            loc += (f" On this map's grid, a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-"
+                    f"{uni.max():.2f} (it spills over the kidney's edge), and one marking a thin rim such as the cortex less: "
+                    "read the ratios against that.")
+    else: loc = "Localisation: not measured (no kidney masks in this cohort)."
     r = t["randomisation_spearman"]
     rnd = (f"Randomisation: {'passed' if rnd_n == n else 'failed'} ({rnd_n} of {n} maps). Spearman correlation with the map of "
            f"randomised weights {r.min():.2f} to {r.max():.2f}; a map passes when its absolute value is at most {RANDOMISATION_MAX_RHO}."

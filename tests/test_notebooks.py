@@ -64,13 +64,15 @@ class NotebookRunner:
             q.put(None)                                # after every line it wrote: the runner has stopped
         threading.Thread(target=read, daemon=True).start()
 
+    def _log_tail(self) -> str:
+        return f"its log:\n{self.log.read_text()[-4000:]}"
+
     def _reply(self, timeout: float, doing: str):
         "The runner's next reply; None after `timeout` s; a RuntimeError with its log's tail if it stops meanwhile."
         try: reply = self.replies.get(timeout=timeout)
         except queue.Empty: return None
         if reply is None:
-            raise RuntimeError(f"the notebook runner stopped (exit code {self.proc.wait(timeout=60)}) while {doing}; "
-                               f"its log:\n{self.log.read_text()[-4000:]}")
+            raise RuntimeError(f"the notebook runner stopped (exit code {self.proc.wait(timeout=60)}) while {doing}; {self._log_tail()}")
         return reply
 
     def run(self, nb: Path, env: dict, log: Path, timeout: float) -> int:
@@ -80,7 +82,7 @@ class NotebookRunner:
         self.proc.stdin.flush()
         started = self._reply(300, f"starting {nb.name}")
         if started is None:
-            raise RuntimeError(f"the notebook runner did not start {nb.name} in 300 s; its log:\n{self.log.read_text()[-4000:]}")
+            raise RuntimeError(f"the notebook runner did not start {nb.name} in 300 s; {self._log_tail()}")
         done = self._reply(timeout, f"running {nb.name}")    # a runner that stops takes its child with it
         if done is None:
             os.kill(started["pid"], signal.SIGKILL); self._reply(60, f"stopping {nb.name}")
