@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/bench_features.py [--images 160] [--rss 100 1000] [--precisions] [--try-jit] [--try-compile]
 
 Prints, all measured in this run on the same images:
-  auto        the precision extract_features picks on this CPU and why (fp32 without AMX or AVX512-BF16; with them
-              a one-off calibration, cached in $PE_RENAL_CACHE/precision/), and what deciding it took
+  auto        the precision extract_features picks on this CPU and why (by capability, never by timing: fp32 without
+              AMX or AVX512-BF16; with them bf16, guarded by a deterministic agreement check), and what deciding it took
   naive       one image at a time, fp32, PIL + torchvision transforms, forward hook on avgpool (typical script)
   bare        the network pe_renal runs (BatchNorm folded) alone on ready-made tensors, same batch size and
               precision, channels_last; 'unfolded' is the torchvision model as it comes
-  precisions  (--precisions) the bare model in fp32, bf16 and fp16 autocast, to see which is fastest on this CPU
+  precisions  (--precisions) the bare model in fp32, bf16 and fp16 autocast, to see which is fastest on this CPU:
+              timing is measured here, as a benchmark, and never decides the precision of a study
   pe_renal    extract_features() from the image files (decode, ROI, transform, DataLoader, model)
   ratios      pe_renal / bare (aim >= 0.85), pe_renal / naive (aim >= 2.0); on a shared CPU only the ratios of
               one run mean anything, the absolute img/s move with the other load
@@ -114,12 +115,11 @@ def main():
         c, table = cohort_with(a.images, Path(d) / "c")
         bb = load_backbone(BACKBONE, "random")
         t = time.perf_counter()
-        choice = precision_choice("auto", torch.device("cpu"), bb, a.batch)   # as extract_features decides it (cached)
+        choice = precision_choice("auto", torch.device("cpu"), bb)   # as extract_features decides it
         prec = choice["precision"]
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 kernels (AMX or AVX512-BF16): "
               f"{cpu_bf16_kernels()}, backbone {BACKBONE} (random weights: speed and memory do not depend on the weights)\n"
-              f"auto precision: {prec} ({choice['reason']}; decided in {time.perf_counter() - t:.1f} s"
-              f"{', cached' if choice.get('calibration', {}).get('cached') else ''})")
+              f"auto precision: {prec} ({choice['reason']}; decided in {time.perf_counter() - t:.1f} s)")
         import torchvision
         full = torchvision.models.resnet152(weights=None)
         r_naive = naive(table.iloc[: max(16, a.images // 4)], full)

@@ -155,11 +155,12 @@ def build_parser()->argparse.ArgumentParser:
     f.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152)")
     f.add_argument("--weights", default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
     f.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="of the deep features (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
     f.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
     f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
     f.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"], help="how image features are combined per patient")
-    f.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE or ~/.cache/pe_renal)")
+    f.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     f.set_defaults(func=cmd_features)
@@ -199,9 +200,9 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="of the deep features (auto: fp16 on CUDA; bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) where a short calibration shows it faster and in agreement with fp32; else fp32)")
+                       help="of the deep features and fine-tuning (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
         q.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
-        q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE or ~/.cache/pe_renal)")
+        q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
         q.add_argument("--jobs", type=int, default=None, help="parallel CV folds / resamples")
         q.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r = sub.add_parser("run", help="run the whole study on a cohort", description="Cohort -> split -> deep features -> LASSO -> "

@@ -18,10 +18,11 @@ from .core import PeRenalError, atomic_write, file_sha256, logger, progress
 from .data import Cohort, apply_roi, read_image, ROI_BOX
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'FeatureTransform', 'WeightsUnavailable', 'Backbone', 'load_backbone',
-           'cpu_bf16_kernels', 'resolve_device', 'precision_choice', 'resolve_precision', 'ImageDataset',
-           'default_cache_dir', 'image_keys', 'model_key', 'FeatureCache', 'feature_names', 'check_batch_size',
-           'extract_features', 'machine_key', 'calibrate_precision', 'aggregate_features', 'cohort_features']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PRECISIONS', 'PRECISION_RULE', 'FeatureTransform', 'WeightsUnavailable',
+           'Backbone', 'load_backbone', 'cpu_bf16_kernels', 'cuda_bf16', 'resolve_device', 'precision_choice',
+           'resolve_precision', 'bf16_agreement', 'ImageDataset', 'default_cache_dir', 'image_keys', 'model_key',
+           'FeatureCache', 'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features',
+           'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,6 +190,12 @@ def cpu_bf16_kernels()->bool:
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)  # a PyTorch without them: fp32
 
+def cuda_bf16()->bool:
+    "True when the CUDA GPU computes in bf16 natively (compute capability 8.0 and later), not by emulation."
+    if not torch.cuda.is_available(): return False
+    try: return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError: return bool(torch.cuda.is_bf16_supported())      # an older PyTorch: no emulation to exclude
+
 def resolve_device(device:str="auto")->torch.device:
     "'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."
     if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -196,33 +203,71 @@ def resolve_device(device:str="auto")->torch.device:
         raise PeRenalError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return torch.device(device)
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_RULE = ("auto: bf16 on a CUDA GPU that supports it natively, else fp16; bf16 on a CPU with native bf16 kernels "
+                  "(AMX or AVX512-BF16) when the network's bf16 features agree with its fp32 ones on a fixed input "
+                  "(cosine >= 0.999); fp32 on any other CPU. Decided by the hardware's capabilities, never by timing.")
+
 def precision_choice(precision:str,              # "auto", "fp32", "bf16" or "fp16"
                      device:torch.device,
-                     backbone:Backbone|None=None,  # the network to calibrate bf16 on (CPU with bf16 kernels)
-                     batch_size:int|None=None,     # its batch size (default for the device)
-                     size:int=224,                 # input image size
-                    )->dict:                       # precision, asked, reason (and calibration, when one ran)
-    "The precision to run in, and why."
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+                     backbone:Backbone|None=None,  # the network whose bf16 agreement with fp32 guards bf16 on a CPU
+                     size:int=224,                 # input image size (of the agreement check)
+                    )->dict:                       # precision, asked, rule, reason (and agreement, when it was checked)
+    "The precision to run in, and why: a function of the request, the hardware's capabilities and the network, never of timing."
+    if precision not in PRECISIONS:
         raise PeRenalError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
-    if precision != "auto": return dict(precision=precision, asked=precision, reason="asked for")
-    if device.type == "cuda": return dict(precision="fp16", asked="auto", reason="CUDA")
+    if precision != "auto":
+        return dict(precision=precision, asked=precision, rule="asked for", reason=f"{precision} was asked for")
+    base = dict(asked="auto", rule=PRECISION_RULE)
+    if device.type == "cuda":
+        return (dict(precision="bf16", **base, reason="a CUDA GPU with native bf16") if cuda_bf16() else
+                dict(precision="fp16", **base, reason="a CUDA GPU without native bf16"))
     if not cpu_bf16_kernels():
-        return dict(precision="fp32", asked="auto", reason="this CPU has no native bf16 kernels (AMX or AVX512-BF16)")
+        return dict(precision="fp32", **base, reason="this CPU has no native bf16 kernels (AMX or AVX512-BF16)")
     if backbone is None:
-        return dict(precision="fp32", asked="auto", reason="bf16 kernels, but no network given to calibrate on")
-    cal = calibrate_precision(backbone, check_batch_size(batch_size, device), size=size)
-    return dict(precision=cal["precision"], asked="auto", reason=cal["reason"], calibration=cal)
+        return dict(precision="bf16", **base, reason="this CPU has native bf16 kernels (no network given to check agreement on)")
+    agree = bf16_agreement(backbone, size=size)
+    if agree["agrees"]:
+        return dict(precision="bf16", **base, agreement=agree,
+                    reason=f"this CPU has native bf16 kernels and bf16 features agree with fp32 (cosine >= {agree['min_cosine']:.5f})")
+    return dict(precision="fp32", **base, agreement=agree,
+                reason=f"this CPU has native bf16 kernels, but bf16 features disagree with fp32 (cosine {agree['min_cosine']:.5f} "
+                       f"< {agree['threshold']})")
 
-def resolve_precision(precision:str, device:torch.device, backbone:Backbone|None=None, batch_size:int|None=None)->str:
-    "'auto' -> fp16 on CUDA; bf16 on a CPU with bf16 kernels where calibration on `backbone` favours it; else fp32."
-    return precision_choice(precision, device, backbone, batch_size)["precision"]
+def resolve_precision(precision:str, device:torch.device, backbone:Backbone|None=None, size:int=224)->str:
+    "The precision `precision_choice` picks."
+    return precision_choice(precision, device, backbone, size)["precision"]
 
 def _autocast(device:torch.device, precision:str):
     if precision == "fp32": return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
+def _cosines(a:np.ndarray, b:np.ndarray)->np.ndarray:
+    return (a*b).sum(1) / np.maximum(np.linalg.norm(a, axis=1)*np.linalg.norm(b, axis=1), 1e-30)
+
+_AGREEMENT = {}   # (backbone, weights, size, n_images) -> min cosine: the same network gives the same answer, once per process
+
+def bf16_agreement(backbone:Backbone,
+                   size:int=224,          # input image size
+                   n_images:int=4,        # fixed (seeded) random images
+                   threshold:float=0.999, # least cosine similarity to fp32 asked of every image's bf16 features
+                  )->dict:                # min_cosine, threshold, agrees, n_images, size
+    "Do the network's bf16 features agree with its fp32 ones? One fixed input, no timing: the same answer on every run."
+    key = (backbone.name, backbone.weights, int(size), int(n_images))
+    if key not in _AGREEMENT:
+        model, was = backbone.model, backbone.model.training
+        x = torch.randn(n_images, 3, size, size, generator=torch.Generator().manual_seed(0))
+        try:
+            model.eval()
+            with torch.inference_mode():
+                f32 = model(x).float().numpy()
+                with _autocast(torch.device("cpu"), "bf16"): b16 = model(x).float().numpy()
+        finally: model.train(was)
+        cos = _cosines(f32, b16)
+        _AGREEMENT[key] = float(cos.min()) if np.isfinite(cos).all() else float("nan")
+    cos = _AGREEMENT[key]
+    return dict(min_cosine=round(cos, 6), threshold=threshold, agrees=bool(cos >= threshold), n_images=int(n_images), size=int(size))
 
 # %% ../nbs/03_features.ipynb #f6e9721c
 def _image_table(images)->pd.DataFrame:
@@ -254,10 +299,14 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(img), i
 
 # %% ../nbs/03_features.ipynb #d4edcf84
-def _cache_root()->Path: return Path(os.environ.get("PE_RENAL_CACHE", Path.home()/".cache"/"pe_renal"))
+def _cache_root()->Path:
+    "$PE_RENAL_CACHE if set; else pe_renal under the XDG cache folder ($XDG_CACHE_HOME when absolute, else ~/.cache)."
+    if os.environ.get("PE_RENAL_CACHE"): return Path(os.environ["PE_RENAL_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home()/".cache")/"pe_renal"   # the XDG rule: a relative path is ignored
 
 def default_cache_dir()->Path:
-    "Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, by default ~/.cache/pe_renal/features."
+    "Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, else $XDG_CACHE_HOME/pe_renal/features, by default ~/.cache/pe_renal/features."
     return _cache_root()/"features"
 
 def image_keys(table:pd.DataFrame)->list[str]:
@@ -343,7 +392,7 @@ def extract_features(images,                         # Cohort, its images table,
     dev = resolve_device(device)
     batch_size = check_batch_size(batch_size, dev)
     transform = transform or FeatureTransform()
-    choice = precision_choice(precision, dev, bb, batch_size, size=transform.size); prec = choice["precision"]
+    choice = precision_choice(precision, dev, bb, size=transform.size); prec = choice["precision"]
     names = feature_names(bb.dim)
     t0 = time.perf_counter()
     keys = image_keys(table)
@@ -400,60 +449,6 @@ def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_s
         raise PeRenalError(f"{bb.name} produced non-finite features for {len(bad)} image(s): {', '.join(names[:10])}"
                            f"{' ...' if len(bad) > 10 else ''}; {fix}.")
     return out
-
-# %% ../nbs/03_features.ipynb #c3e9d4f5
-def _cpu_model()->str:
-    try: return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
-
-def machine_key()->dict:
-    "What makes one machine's timings differ from another's."
-    return dict(cpu=_cpu_model(), bf16_kernels=cpu_bf16_kernels(), threads=torch.get_num_threads(), torch=torch.__version__)
-
-def _timed_batch(model:nn.Module, x:torch.Tensor, precision:str)->tuple[np.ndarray, float]:
-    "Features of one batch and the seconds it took."
-    with torch.inference_mode(), _autocast(x.device, precision):
-        t = time.perf_counter(); out = model(x).float().numpy()
-    return out, time.perf_counter() - t
-
-def _cosines(a:np.ndarray, b:np.ndarray)->np.ndarray:
-    return (a*b).sum(1) / np.maximum(np.linalg.norm(a, axis=1)*np.linalg.norm(b, axis=1), 1e-30)
-
-def calibrate_precision(backbone:Backbone,
-                        batch_size:int=8,      # images per batch, as extraction will run
-                        size:int=224,          # input image size
-                        n_batches:int=3,       # timed batches per precision (after one warm-up each)
-                        min_cosine:float=0.999,# agreement with fp32 asked of bf16, per image
-                        min_speedup:float=1.1, # bf16 must be this much faster than fp32
-                        cache:bool=True,       # read and write the cached result
-                       )->dict:                # precision, reason, the figures behind it
-    "Time the network on this CPU in fp32 and bf16 and check that bf16 agrees with fp32; cached per machine and network."
-    spec = dict(machine=machine_key(), backbone=backbone.name, weights=backbone.weights, batch_size=int(batch_size), size=int(size))
-    path = _cache_root()/"precision"/f"{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]}.json"
-    if cache and path.exists():
-        try:
-            res = json.loads(path.read_text())
-            if res.get("precision") not in ("fp32", "bf16"): raise ValueError(f"precision {res.get('precision')!r}")
-            return {**res, "cached": True}
-        except (OSError, ValueError, AttributeError) as e:
-            logger.warning(f"precision calibration: unreadable {path} ({e}); measuring again")
-    model = _fold_batchnorm(backbone.model).to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
-    feats, times = {}, {"fp32": [], "bf16": []}
-    for p in times: feats[p], _ = _timed_batch(model, x, p)            # warm-up (weight reordering), and the features
-    for _ in range(n_batches):                                            # taking turns: load changes hit both alike
-        for p in times: times[p].append(_timed_batch(model, x, p)[1])
-    speed = {p: batch_size / float(np.median(t)) for p, t in times.items()}
-    cos = float(_cosines(feats["fp32"], feats["bf16"]).min())
-    ok_agree, ok_fast = cos >= min_cosine, speed["bf16"] >= min_speedup * speed["fp32"]
-    reason = (f"calibration: bf16 {speed['bf16']:.1f} img/s vs fp32 {speed['fp32']:.1f} img/s, features cosine >= {cos:.5f}; "
-              + ("bf16 faster and in agreement" if ok_agree and ok_fast else
-                 "bf16 disagrees with fp32" if not ok_agree else f"bf16 not {min_speedup}x faster"))
-    res = dict(precision="bf16" if ok_agree and ok_fast else "fp32", reason=reason, img_per_s=speed, min_cosine=cos,
-               n_batches=n_batches, **spec, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if cache:
-        with atomic_write(path, "w") as f: json.dump(res, f, indent=1)
-    return {**res, "cached": False}
 
 # %% ../nbs/03_features.ipynb #73cc0e63
 def aggregate_features(features:pd.DataFrame,  # one row per image (from `extract_features`)

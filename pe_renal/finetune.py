@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_finetune.ipynb #56e2573e
 from __future__ import annotations
-import copy, io, json, time
+import contextlib, copy, io, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +17,13 @@ from torch import nn
 from .core import PeRenalError, atomic_write, file_sha256, progress
 from .data import Cohort, apply_roi, read_image
 from .features import (Backbone, FeatureTransform, check_batch_size, extract_features, image_keys, load_backbone,
-                               resolve_device, resolve_precision, _autocast, _fold_batchnorm, _image_table, _roi_of)
+                               resolve_device, precision_choice, _autocast, _fold_batchnorm, _image_table, _roi_of)
 
 # %% auto #0
-__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'SELECT', 'HeadLogit', 'UltrasoundAugment', 'split_network',
-           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations', 'FinetuneResult',
-           'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve', 'head_signature',
-           'save_finetuned', 'load_finetuned']
+__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SELECT', 'HeadLogit', 'UltrasoundAugment',
+           'split_network', 'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations',
+           'FinetuneResult', 'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve',
+           'head_signature', 'save_finetuned', 'load_finetuned']
 
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class ViewDataset(torch.utils.data.Dataset):
 @dataclass
 class TrunkActivations:
     "The frozen trunk's output for the plain view of some images, kept from fine-tuning so their features need only the part that learned."
-    acts: dict         # image content key (`image_keys`) -> activation tensor on the CPU (fp32)
+    acts: dict         # image content key (`image_keys`) -> activation tensor on the CPU (stored as fp32)
     precision: str     # the precision the trunk ran in
     transform: dict    # the preprocessing (`FeatureTransform.settings()`)
     mode: str          # the fine-tuning mode ("head": the activations are the pooled features themselves)
@@ -171,6 +171,21 @@ def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFra
 def _loader(ds, batch_size, dev, num_workers, shuffle=False, generator=None):
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
                                        pin_memory=dev.type == "cuda", prefetch_factor=2 if num_workers else None)
+
+TRAIN_THREADS = 1   # CPU threads of the learning steps: a sum split over threads rounds differently for each count
+
+@contextlib.contextmanager
+def _cpu_threads(n:int|None):
+    "Run the block on `n` intra-op CPU threads (None: as they are); yields the count before, restored after."
+    old = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield old
+    finally: torch.set_num_threads(old)
+
+def _as_trunk_output(x:torch.Tensor, prec:str)->torch.Tensor:
+    """Kept trunk outputs (stored as fp32) in the dtype the trunk produced them in. Under autocast a residual sum with an
+    fp32 input runs in fp32, so without this the part that learns would not compute what one pass of the whole network does."""
+    return x if prec == "fp32" else x.to(torch.bfloat16 if prec == "bf16" else torch.float16)
 
 @torch.no_grad()
 def _trunk_outputs(trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None)->list[torch.Tensor]:
@@ -244,7 +259,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                       augment:UltrasoundAugment|None=UltrasoundAugment(), # None: no augmentation
                       transform:FeatureTransform|None=None, # the feature extractor's preprocessing (default FeatureTransform())
                       seed:int=0,
-                      device:str="auto", precision:str="auto", # CUDA: mixed precision by default; CPU: fp32 unless asked
+                      device:str="auto", precision:str="auto", # as `extract_features` (`precision_choice`): trunk, training, kept outputs
                       num_workers:int|None=None,       # image decoding processes (default 0 on CPU, 4 on CUDA)
                       fallback:bool=False,             # demo only: random starting weights when ImageNet is unavailable
                       keep_trunk:bool=True,            # head/last: keep the plain-view trunk outputs in the result, so that
@@ -260,7 +275,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
     start = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
     transform = transform or FeatureTransform()
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev) if dev.type == "cuda" or precision != "auto" else "fp32"
+    choice = precision_choice(precision, dev, start, size=transform.size); prec = choice["precision"]   # as extraction picks it
     batch_size = int(batch_size or (64 if dev.type == "cuda" else 16))
     num_workers = (4 if dev.type == "cuda" else 0) if num_workers is None else int(num_workers)
     # patients and images: the training patients only
@@ -275,7 +290,9 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
     g = {k: t["patient_id"].to_numpy() for k, t in parts.items()}
     rois = {k: read_rois(t) for k, t in parts.items()}
     # the network: a copy of the backbone, cut into a frozen trunk and the part that learns
-    with torch.random.fork_rng(devices=[]):
+    # the learning steps on a fixed number of CPU threads (TRAIN_THREADS), so that the weights do not depend on how many
+    # the machine or OMP_NUM_THREADS gives; the frozen trunk, inference only, gives the same outputs on any number and uses all
+    with torch.random.fork_rng(devices=[]), _cpu_threads(TRAIN_THREADS if dev.type == "cpu" else None) as all_threads:
         torch.manual_seed(seed)
         model = copy.deepcopy(start.model).float()
         trunk, learn = split_network(model, mode)
@@ -286,9 +303,10 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
         bar = progress(range(n_tr), f"fine-tuning ({mode}): frozen trunk", total=n_tr) if show_progress and cached else None
         t_trunk = time.perf_counter()
         if cached:
-            X = {"train": _trunk_outputs(trunk, rois["train"], transform, augment, seed, views if augment else 1, dev, prec,
-                                         batch_size, num_workers, bar),
-                 "val": _trunk_outputs(trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar)}
+            with _cpu_threads(all_threads):
+                X = {"train": _trunk_outputs(trunk, rois["train"], transform, augment, seed, views if augment else 1, dev, prec,
+                                             batch_size, num_workers, bar),
+                     "val": _trunk_outputs(trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar)}
             if bar is not None: bar.close()
         t_trunk = time.perf_counter() - t_trunk
         kept = None
@@ -323,6 +341,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                 batches = _loader(ds, batch_size, dev, num_workers, shuffle=True, generator=gen)
             for xb, idx in batches:
                 xb = xb.to(dev, non_blocking=True)
+                if cached: xb = _as_trunk_output(xb, prec)
                 if xb.ndim == 4: xb = xb.contiguous(memory_format=torch.channels_last)
                 with _autocast(dev, prec):
                     logit = head(learn(xb))
@@ -347,7 +366,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                 epochs=epochs, epochs_run=len(rows), best_epoch=best_epoch, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 val_fraction=val_fraction, patience=patience, select=select, views=views if cached else None,
                 augment=augment.settings() if augment else None, transform=transform.settings(), seed=seed, device=str(dev),
-                precision=prec, n_train_patients=len(inner_tr), n_val_patients=len(inner_va),
+                precision=prec, precision_reason=choice["reason"], n_train_patients=len(inner_tr), n_val_patients=len(inner_va),
                 n_train_images=len(rois["train"]), n_val_images=len(rois["val"]),
                 best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
                 seconds=round(time.perf_counter() - t0, 1), trunk_seconds=round(t_trunk, 1), train_patients=list(map(str, train_ids)),
@@ -361,7 +380,8 @@ def _evaluate(learn, head, X, y, groups, transform, dev, prec, batch_size, num_w
     src = X.split(batch_size) if torch.is_tensor(X) else (x for x, _ in _loader(ViewDataset(X, transform, None), batch_size, dev, num_workers))
     logits = []
     for xb in src:
-        with _autocast(dev, prec): logits.append(head(learn(xb.to(dev))).float().cpu())
+        xb = _as_trunk_output(xb.to(dev), prec) if torch.is_tensor(X) else xb.to(dev)
+        with _autocast(dev, prec): logits.append(head(learn(xb)).float().cpu())
     s = torch.cat(logits); w = _weights(y, groups)
     loss = float((F.binary_cross_entropy_with_logits(s, torch.as_tensor(y, dtype=torch.float32), reduction="none") * w).sum() / w.sum())
     sp, codes = _patient_mean(s.numpy().astype(float), groups)
@@ -375,7 +395,7 @@ def _tail_features(result:FinetuneResult, acts:list, dev, prec, batch_size)->np.
     net = tail if isinstance(tail, nn.Identity) else _fold_batchnorm(tail).to(dev).to(memory_format=torch.channels_last)
     out = []
     for i in range(0, len(acts), batch_size):
-        x = torch.stack(acts[i:i + batch_size]).to(dev)
+        x = _as_trunk_output(torch.stack(acts[i:i + batch_size]).to(dev), prec)
         if x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(dev, prec): out.append(net(x).float().cpu().numpy())
     return np.concatenate(out)

@@ -59,7 +59,7 @@ class StudyConfig:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int|None = None      # images per forward pass (None: 8 on CPU, 32 on CUDA)
-    cache: str|None = None           # feature cache folder (default ~/.cache/pe_renal)
+    cache: str|None = None           # feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal or ~/.cache/pe_renal)
     cv_splits: int = 5               # internal validation: repeated stratified K-fold ...
     cv_repeats: int = 4              # ... repeated this often (the primary internal validation, with an influence-curve CI)
     n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
@@ -299,7 +299,8 @@ def finetune_settings(cfg:StudyConfig)->dict:
     epochs = cfg.epochs or (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
     return dict(mode=cfg.finetune, epochs=epochs, seed=cfg.seed, views=STUDY_DEFAULTS["views"],
                 select=STUDY_DEFAULTS["select"],   # see 03b_finetune: why
-                transform=FeatureTransform(size=cfg.image_size), device=cfg.device, fallback=cfg.fallback)
+                transform=FeatureTransform(size=cfg.image_size), device=cfg.device, precision=cfg.precision,   # as the features
+                fallback=cfg.fallback)
 
 def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path, verbose:bool=True)->FinetuneStage:
     "Fine-tune the backbone on the training patients only (inner validation by patient); save its weights and training curve."
@@ -951,7 +952,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    verbose:bool=True,      # print the status of the model and data
                   )->tuple[pd.DataFrame, pd.DataFrame|None]: # predictions; external-validation metrics (if labels)
     "Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics; the run's status goes along."
-    from pe_renal.features import extract_features, aggregate_features, FeatureTransform
+    from pe_renal.features import extract_features, aggregate_features, FeatureTransform, cpu_bf16_kernels, resolve_device
     from pe_renal.evaluation import delong_ci, threshold_metrics
     if out is not None:   # every output location is checked before any patient is scored
         inputs = protected_inputs(cohort, cache, weights, model_path)
@@ -968,6 +969,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
     bb = _backbone_for(info, weights, model_path)
+    if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
+        print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)
     tf = FeatureTransform(size=info["transform"]["size"], resize=info["transform"]["resize"],
                           mean=tuple(info["transform"]["mean"]), std=tuple(info["transform"]["std"]))
     feats = aggregate_features(extract_features(cohort, bb, device=device, precision=info["precision"], transform=tf, cache=cache),

@@ -10,6 +10,16 @@ from PIL import Image
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_configure(config):
+    """The test session never reads or writes the user's caches: pe_renal's (features) and torch's (weights) are a
+    throw-away folder of this process (each xdist worker has its own); $PE_RENAL_CACHE overrides any XDG folder."""
+    import atexit, shutil, tempfile
+    root = tempfile.mkdtemp(prefix="pe_renal_tests_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    os.environ["PE_RENAL_CACHE"] = os.path.join(root, "pe_renal")
+    os.environ["TORCH_HOME"] = os.path.join(root, "torch")
+
+
 def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int = 0) -> Path:
     "A small valid cohort: n patients (alternating labels), gray PNGs, an ROI box, one categorical column."
     rng = np.random.default_rng(seed)
@@ -31,7 +41,7 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
 # the slowest notebooks and tests (`pytest --durations`): scheduled first, so that the parallel workers finish together.
 # Only the order of the run depends on these lists; what is not on them runs afterwards, in file order.
 SLOWEST_NOTEBOOKS = ["05_models", "07_gradcam", "09_study", "03b_finetune", "03_features", "02_synthetic", "08_shap", "04_lasso"]
-SLOWEST_TESTS = ["test_interrupted_runs_leave_no_results_folder", "test_cli_synth_gives_the_paper_cohort",
+SLOWEST_TESTS = ["test_interrupted_runs_leave_no_results_folder", "test_one_and_two_threads_fresh_caches_give_the_same_study", "test_cli_synth_gives_the_paper_cohort",
                  "test_positive_and_negative_control", "test_finetuned_weights_curve_and_manifest", "test_null_control_is_centred",
                  "test_image_signal_fine_tuned_dl_model_beats_frozen", "test_null_cohort_held_out_auc_covers_half", "test_cli_features",
                  "test_effect_zero_means_no_signal", "test_images_and_labs_carry_the_signal"]
@@ -117,3 +127,12 @@ def study_results(tmp_path_factory, request):
     run = StudyRun((d, d / "cohort", cfg, d / "results"))
     run.before = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((d / "before.json").read_text()).items()}
     return run
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def cpu_kind(request, monkeypatch):
+    """`precision="auto"` as it decides on a CPU without native bf16 kernels ("fp32") and on one with them ("bf16"),
+    whichever this CPU is: both paths run on every machine (bf16 arithmetic is emulated, slower, where it is not native)."""
+    import pe_renal.features as F
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: request.param == "bf16")
+    return request.param

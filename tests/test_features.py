@@ -225,65 +225,49 @@ def test_bf16_probes_exist_in_this_pytorch():
     assert callable(torch.cpu._is_amx_tile_supported) and callable(torch.cpu._is_avx512_bf16_supported)
 
 
-def test_auto_precision_without_bf16_kernels_is_fp32_and_measures_nothing(monkeypatch, tmp_path):
+class _NoClock:
+    "Stands in for the time module: any look at a clock fails the test."
+    def __getattr__(self, name): pytest.fail(f"precision_choice looked at time.{name}: the choice must not depend on timing")
+
+
+@pytest.mark.parametrize("kernels", [False, True])
+def test_auto_precision_follows_the_hardware_never_a_stopwatch(monkeypatch, kernels):
+    "auto: fp32 on a CPU without bf16 kernels, bf16 on one with them (guarded), bf16/fp16 on CUDA; no clock is read."
     import pe_renal.features as F
-    monkeypatch.setenv("PE_RENAL_CACHE", str(tmp_path))
-    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: False)
-    monkeypatch.setattr(F, "calibrate_precision", lambda *a, **k: pytest.fail("calibration without bf16 kernels"))
-    cpu = torch.device("cpu")
-    bb = load_backbone("resnet18", "random")
-    assert F.resolve_precision("auto", cpu, bb) == "fp32"
-    assert F.resolve_precision("bf16", cpu, bb) == "bf16"                 # asked for: honoured
-    assert F.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: kernels)
+    monkeypatch.setattr(F, "time", _NoClock())
+    cpu, bb = torch.device("cpu"), load_backbone("resnet18", "random")
+    want = "bf16" if kernels else "fp32"
+    got = []
+    for threads in (1, 2):                                          # the thread count does not enter either
+        torch.set_num_threads(threads)
+        got.append(F.precision_choice("auto", cpu, bb, size=64))
+    torch.set_num_threads(1)
+    assert got[0] == got[1] and got[0]["precision"] == want, got
+    assert got[0]["rule"] == F.PRECISION_RULE and "never by timing" in got[0]["rule"]
+    assert ("agree" in got[0]["reason"] and got[0]["agreement"]["min_cosine"] >= 0.999) if kernels else "no native bf16" in got[0]["reason"]
+    for asked in ("fp32", "bf16", "fp16"):                          # asked for: honoured on any machine
+        assert F.precision_choice(asked, cpu, bb) == dict(precision=asked, asked=asked, rule="asked for", reason=f"{asked} was asked for")
     with pytest.raises(PeRenalError, match="precision"): F.resolve_precision("int8", cpu)
-    assert not (tmp_path / "precision").exists()
+    for native, prec in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(F, "cuda_bf16", lambda native=native: native)
+        assert F.resolve_precision("auto", torch.device("cuda")) == prec
 
 
-def _calibrate_with(monkeypatch, tmp_path, bf16_seconds, perturb=0.0):
-    """Auto precision on a CPU said to have bf16 kernels, with timings set by hand (fp32 batches take 1 s) and bf16
-    features optionally perturbed; returns the choice and how many batches were timed."""
+def test_the_bf16_guard_keeps_fp32_for_a_network_that_disagrees(monkeypatch):
+    "On a CPU with bf16 kernels, a network whose bf16 features drift from fp32 ones stays in fp32, and says why."
     import pe_renal.features as F
-    monkeypatch.setenv("PE_RENAL_CACHE", str(tmp_path))
     monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: True)
-    real, calls = F._timed_batch, []
-    def fake(model, x, precision):
-        f, _ = real(model, x, precision); calls.append(precision)
-        if precision == "bf16" and perturb: f = f + perturb * np.random.default_rng(0).standard_normal(f.shape) * np.abs(f).mean()
-        return f, bf16_seconds if precision == "bf16" else 1.0
-    monkeypatch.setattr(F, "_timed_batch", fake)
-    choice = F.precision_choice("auto", torch.device("cpu"), load_backbone("resnet18", "random"), batch_size=2, size=64)
-    return choice, calls
-
-
-def test_auto_precision_picks_bf16_when_calibration_finds_it_faster_and_agreeing(monkeypatch, tmp_path):
-    choice, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
-    assert choice["precision"] == "bf16" and choice["calibration"]["min_cosine"] >= 0.999, choice
-    assert calls.count("bf16") == calls.count("fp32") == 4                # one warm-up and three timed batches each
-    saved = list((tmp_path / "precision").glob("*.json"))
-    assert len(saved) == 1 and json.loads(saved[0].read_text())["precision"] == "bf16"
-    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=2.0)   # cached: not measured again
-    assert again["precision"] == "bf16" and again["calibration"]["cached"] and calls == []
-
-
-def test_auto_precision_stays_fp32_when_bf16_is_slower_or_disagrees(monkeypatch, tmp_path):
-    slower, _ = _calibrate_with(monkeypatch, tmp_path / "a", bf16_seconds=1.0)   # no faster than fp32
-    assert slower["precision"] == "fp32" and "not" in slower["reason"], slower
-    wrong, _ = _calibrate_with(monkeypatch, tmp_path / "b", bf16_seconds=0.5, perturb=0.5)
-    assert wrong["precision"] == "fp32" and wrong["calibration"]["min_cosine"] < 0.999 and "disagrees" in wrong["reason"]
-
-
-def test_calibration_cache_is_per_network_and_survives_a_corrupt_file(monkeypatch, tmp_path):
-    _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
-    (path,) = (tmp_path / "precision").glob("*.json")
-    path.write_text("{not json")
-    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=2.0)      # unreadable: measured again
-    assert again["precision"] == "fp32" and calls
-    path.write_text('{"precision": "int8"}')                                      # readable, but not a precision
-    again, calls = _calibrate_with(monkeypatch, tmp_path, bf16_seconds=0.5)
-    assert again["precision"] == "bf16" and calls and not again["calibration"]["cached"]
-    import pe_renal.features as F
-    F.calibrate_precision(load_backbone("resnet18", "random"), batch_size=4, size=64)  # another batch size: another file
-    assert len(list((tmp_path / "precision").glob("*.json"))) == 2
+    bb = load_backbone("resnet18", "random")
+    class Drift(torch.nn.Module):
+        def __init__(self, m): super().__init__(); self.m = m
+        def forward(self, x):                                       # as resnet18 in fp32; in bf16, noise as large as the features
+            f = self.m(x)
+            if torch.is_autocast_enabled("cpu"): f = f + torch.randn(f.shape, generator=torch.Generator().manual_seed(0)) * f.abs().mean()
+            return f
+    bad = F.Backbone(Drift(bb.model), "drift", "drift:test", bb.dim, True, "test")
+    ch = F.precision_choice("auto", torch.device("cpu"), bad, size=64)
+    assert ch["precision"] == "fp32" and not ch["agreement"]["agrees"] and "disagree" in ch["reason"], ch
 
 
 def test_bf16_features_agree_with_fp32(small_cohort):
@@ -291,18 +275,20 @@ def test_bf16_features_agree_with_fp32(small_cohort):
     kw = {k: v for k, v in SMALL.items()}
     f32 = extract_features(small_cohort, cache=False, precision="fp32", **kw).to_numpy()
     b16 = extract_features(small_cohort, cache=False, precision="bf16", **kw)
-    assert b16.attrs["pe_renal"]["precision_choice"] == dict(precision="bf16", asked="bf16", reason="asked for")
+    assert b16.attrs["pe_renal"]["precision_choice"] == dict(precision="bf16", asked="bf16", rule="asked for", reason="bf16 was asked for")
     b16 = b16.to_numpy()
     cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
     assert cos.min() >= 0.999 and not np.array_equal(f32, b16), cos.min()   # bf16 really ran, and agrees
 
 
-def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch):
+@pytest.mark.parametrize("kernels", [False, True])
+def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch, kernels):
     import pe_renal.features as F
-    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: False)
+    monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: kernels)
     f = extract_features(small_cohort, cache=False, **SMALL)
     ch = f.attrs["pe_renal"]["precision_choice"]
-    assert ch["asked"] == "auto" and ch["precision"] == f.attrs["pe_renal"]["precision"] == "fp32" and "no native bf16" in ch["reason"]
+    assert ch["asked"] == "auto" and ch["precision"] == f.attrs["pe_renal"]["precision"] == ("bf16" if kernels else "fp32")
+    assert ch["rule"] == F.PRECISION_RULE and ("agree with fp32" if kernels else "no native bf16") in ch["reason"], ch
 
 
 def _held_out_auc(effect, tmp_path):
@@ -342,3 +328,23 @@ def test_cli_features(small_cohort, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "resnet18-f37072fd.pth" in err and "Traceback" not in err
     assert not (tmp_path / "g.parquet").exists()
+
+
+def test_cache_folder_follows_xdg_and_pe_renal_cache_overrides(monkeypatch, tmp_path):
+    import pe_renal.features as F
+    monkeypatch.delenv("PE_RENAL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert F.default_cache_dir() == tmp_path / "xdg" / "pe_renal" / "features"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")                # not absolute: ignored, as the XDG rule says
+    assert F.default_cache_dir() == Path.home() / ".cache" / "pe_renal" / "features"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert F.default_cache_dir() == Path.home() / ".cache" / "pe_renal" / "features"
+    monkeypatch.setenv("PE_RENAL_CACHE", str(tmp_path / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert F.default_cache_dir() == tmp_path / "own" / "features"
+
+
+def test_the_test_session_never_touches_the_users_cache():
+    "conftest gives the session a throw-away cache: nothing a test computes lands in ~/.cache/pe_renal."
+    from pe_renal.features import default_cache_dir
+    assert "pe_renal_tests_" in str(default_cache_dir()) and not str(default_cache_dir()).startswith(str(Path.home() / ".cache"))

@@ -161,13 +161,14 @@ def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["last", "head"])
-def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small, mode, monkeypatch, tmp_path):
-    "The kept frozen-trunk outputs give the fine-tuned network's features: the trunk runs only on the images fine-tuning did not see."
+def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small, mode, monkeypatch, tmp_path, cpu_kind):
+    """The kept frozen-trunk outputs give the fine-tuned network's features: the trunk runs only on the images fine-tuning did
+    not see. On either kind of CPU (`cpu_kind`): fine-tuning and extraction pick the same precision, so the reuse holds."""
     c, tr, _ = small
     bb = load_backbone("resnet18", "random")
     res = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
     n_kept = int(c.images.patient_id.isin(set(tr)).sum())
-    assert len(res.trunk.acts) == n_kept and res.trunk.precision == "fp32"     # the plain view of every training image
+    assert len(res.trunk.acts) == n_kept and res.trunk.precision == res.info["precision"] == cpu_kind   # the plain view of every training image
     ran = []
     real = pe_renal.features._run_backbone
     count = lambda b, table, *a: ran.append(len(table)) or real(b, table, *a)    # full-network passes, and on how many images
@@ -175,7 +176,10 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small
     got = ft.finetuned_features(c, res, transform=TF, cache=tmp_path, show_progress=False)
     ref = extract_features(c, res.backbone, transform=TF, cache=False, show_progress=False)   # a plain forward pass
     ran_ref = ran.pop()
-    np.testing.assert_allclose(got.to_numpy(), ref.to_numpy(), rtol=1e-4, atol=1e-5)
+    assert got.attrs["pe_renal"]["precision"] == ref.attrs["pe_renal"]["precision"] == cpu_kind
+    # equal up to fp32 rounding in either precision: the part that learned gets the trunk's outputs in the trunk's own dtype
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.to_numpy(), ref.to_numpy(), **tol)
     assert ran_ref == c.n_images and ran == [c.n_images - n_kept] and got.attrs["pe_renal"]["n_trunk_reused"] == n_kept
     assert got.attrs["pe_renal"]["weights"] == res.backbone.weights
     # cached under the fine-tuned network's own name, where `extract_features` finds them
@@ -186,7 +190,12 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small
     ran.clear()
     ft.finetuned_features(c, res, transform=FeatureTransform(size=40), cache=False, show_progress=False)
     assert ran == [c.n_images]
+    # another precision than the trunk ran in (asked for): no reuse either
+    ran.clear()
+    other = ft.finetuned_features(c, res, transform=TF, precision="bf16" if cpu_kind == "fp32" else "fp32", cache=False,
+                                  show_progress=False)
+    assert ran == [c.n_images] and other.attrs["pe_renal"]["n_trunk_reused"] == 0
     # negative control: activations that are not this trunk's give other features, and the comparison sees it
     res.trunk.acts = {k: v.roll(1, 0) for k, v in res.trunk.acts.items()}
     wrong = ft.finetuned_features(c, res, transform=TF, cache=False, show_progress=False)
-    assert not np.allclose(wrong.to_numpy(), ref.to_numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(wrong.to_numpy(), ref.to_numpy(), **tol)

@@ -12,15 +12,20 @@ FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv
             stability_boot=0, shap_background=5, dpi=100)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
 def tuned(tmp_path_factory, request):
-    "One fine-tuned study, built once per session even when xdist sends this module's tests to different workers."
+    """One fine-tuned study per kind of CPU that `precision="auto"` tells apart (without native bf16 kernels: fp32; with
+    them: bf16), whichever this CPU is; each built once per session even when xdist sends this module's tests to different
+    workers."""
+    import pe_renal.features as F
     from conftest import build_once
     def build(d):
         cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
         cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
-        run_study(cohort, d / "results", cfg, verbose=False)
-    d = build_once(tmp_path_factory, request, "ft", build)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(F, "cpu_bf16_kernels", lambda: request.param == "bf16")
+            run_study(cohort, d / "results", cfg, verbose=False)
+    d = build_once(tmp_path_factory, request, f"ft_{request.param}", build)
     return d, d / "cohort", d / "results"
 
 
@@ -48,7 +53,10 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
     d, cohort, out = tuned
     # a fresh cache: predict runs the whole saved network on every image, the run reused the trunk kept from fine-tuning
     pred, _ = predict_cohort(out / "model.skops", cohort, cache=str(tmp_path / "fresh"), verbose=False)
-    assert json.loads((out / "run.json").read_text())["features"].get("n_trunk_reused", 0) > 0
+    m = json.loads((out / "run.json").read_text())
+    assert m["features"].get("n_trunk_reused", 0) > 0
+    kind = d.name.removeprefix("ft_")                           # the kind of CPU the run was made on
+    assert m["features"]["precision"] == m["finetune"]["precision"] == kind and m["features"]["precision_choice"]["asked"] == "auto"
     own = pd.read_csv(out / "predictions.csv").set_index("patient_id")
     got = pred.set_index("patient_id").loc[own.index]
     pd.testing.assert_series_equal(got["p_Composite"], own["p_Composite"], check_names=False, atol=1e-6)
