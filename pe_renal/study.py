@@ -16,15 +16,16 @@ from .core import PeRenalError, atomic_write, check_output, file_sha256, seed_ev
 from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'STATUS_NOTES',
-           'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS',
-           'StudyConfig', 'StageError', 'pick_cases', 'save_model', 'load_model', 'run_status', 'status_text',
-           'stamp_figure', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
-           'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
-           'ValidationStage', 'finetune_refit', 'validation_stage', 'EvaluationStage', 'evaluation_stage',
-           'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
-           'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words',
-           'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'predict_cohort']
+__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'MODEL_FILE_TYPES',
+           'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION',
+           'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases', 'model_file_types',
+           'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
+           'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings',
+           'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit',
+           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
+           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'finetune_in_validation', 'tripod_checklist',
+           'html_table', 'render_report', 'finetune_validation_words', 'report_stage', 'protected_inputs', 'run_study',
+           'known_categories', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -139,7 +140,46 @@ def pick_cases(y:np.ndarray, p:np.ndarray, threshold:float, per_cell:int=1)->lis
 
 # %% ../nbs/09_study.ipynb #3af20a34
 MODEL_FORMAT = "pe_renal-model/1"
-_TRUSTED_PREFIXES = ("pe_renal.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
+# Every object a model file written by `save_model` holds, as "how skops builds it:module.Class", for every classifier
+# (knn, logistic, svm, rf), LASSO method and rule, with and without categorical columns (tests/test_model_file.py writes
+# each and checks it against this list). An exact list, never name prefixes: a file holding anything else is refused
+# before a single object is built, since scikit-learn, NumPy and builtins each hold callables that run code.
+MODEL_FILE_TYPES = frozenset({
+    # containers and plain values
+    "DictNode:builtins.dict", "ListNode:builtins.list", "TupleNode:builtins.tuple", "SliceNode:builtins.slice",
+    "JsonNode:builtins.str", "JsonNode:builtins.int", "JsonNode:builtins.float", "JsonNode:builtins.bool",
+    "JsonNode:builtins.NoneType", "TypeNode:builtins.str",
+    # NumPy arrays and the dtypes they carry (read with allow_pickle=False)
+    "NdArrayNode:numpy.ndarray", "NdArrayNode:numpy.float64", "NdArrayNode:numpy.float32", "NdArrayNode:numpy.int64",
+    "NdArrayNode:numpy.int32", "NdArrayNode:numpy.bool_", "DTypeNode:numpy.dtype",
+    "TypeNode:numpy.float64", "TypeNode:numpy.float32", "TypeNode:numpy.int64", "TypeNode:numpy.int32",
+    # the fitted pipelines
+    "ObjectNode:pe_renal.lasso.LassoSelector", "ObjectNode:pe_renal.models.SafeStandardScaler",
+    "ObjectNode:pe_renal.models.TunedClassifier",
+    "ObjectNode:sklearn.pipeline.Pipeline", "ObjectNode:sklearn.compose._column_transformer.ColumnTransformer",
+    "ObjectNode:sklearn.impute._base.SimpleImputer", "ObjectNode:sklearn.preprocessing._data.StandardScaler",
+    "ObjectNode:sklearn.preprocessing._encoders.OneHotEncoder",
+    "ObjectNode:sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode:sklearn.neighbors._kd_tree.KDTree",
+    "ObjectNode:sklearn.neighbors._ball_tree.BallTree", "ObjectNode:sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "ObjectNode:sklearn.linear_model._logistic.LogisticRegression",
+    "ObjectNode:sklearn.svm._classes.SVC", "ObjectNode:sklearn.calibration.CalibratedClassifierCV",
+    "ObjectNode:sklearn.calibration._CalibratedClassifier", "ObjectNode:sklearn.calibration._SigmoidCalibration",
+    "ObjectNode:sklearn.ensemble._forest.RandomForestClassifier", "ObjectNode:sklearn.tree._classes.DecisionTreeClassifier",
+    "TreeNode:sklearn.tree._tree.Tree",
+})
+
+def model_file_types(path:str|Path)->set[str]:
+    "Every object a .skops file would build, as 'Loader:module.Class', read from its schema without building anything."
+    import zipfile
+    with zipfile.ZipFile(path) as z: schema = json.loads(z.read("schema.json"))
+    found, todo = set(), [schema]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, dict):
+            if "__loader__" in n: found.add(f"{n['__loader__']}:{n.get('__module__')}.{n.get('__class__')}")
+            todo.extend(n.values())
+        elif isinstance(n, list): todo.extend(n)
+    return found
 
 def _slim(model):
     "A copy of a fitted model without tuning leftovers that are not needed to predict (and not serialisable)."
@@ -159,17 +199,30 @@ def save_model(path:str|Path, fitted:dict, thresholds:dict, info:dict)->str:
     return file_sha256(path)
 
 def load_model(path:str|Path)->dict:
-    "Load a model saved by `save_model`, refusing any type outside pe_renal, scikit-learn and NumPy."
+    "Load a model saved by `save_model`, refusing, by name, any object that `save_model` does not write (`MODEL_FILE_TYPES`)."
     import skops.io as sio
     path = Path(path)
     if not path.is_file(): raise PeRenalError(f"{path}: model file not found (it is model.skops in a results folder).")
-    try: untrusted = sio.get_untrusted_types(file=path)
-    except Exception as e: raise PeRenalError(f"{path}: not a readable .skops model file ({type(e).__name__}: {e}).") from None
-    foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-    if foreign: raise PeRenalError(f"{path}: refusing to load types that pe_renal did not write: {', '.join(foreign[:5])}.")
-    obj = sio.load(path, trusted=untrusted)
+    try:
+        found = model_file_types(path)
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as e:
+        raise PeRenalError(f"{path}: not a readable .skops model file ({type(e).__name__}: {str(e)[:200]}).") from None
+    allowed_names = {t.split(":", 1)[1] for t in MODEL_FILE_TYPES}
+    foreign = sorted(found - MODEL_FILE_TYPES) + sorted(set(untrusted) - allowed_names)
+    if foreign:
+        raise PeRenalError(f"{path}: refusing to load it: it holds {len(foreign)} kind(s) of object that pe_renal never writes "
+                           f"into a model file ({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}), and such "
+                           "objects can run code when the model is used. Use the model.skops of a results folder written by "
+                           "`pe-renal run`, or ask whoever sent this file for that folder.")
+    try: obj = sio.load(path, trusted=untrusted)
+    except Exception as e:
+        raise PeRenalError(f"{path}: a damaged model file ({type(e).__name__}: {str(e)[:200]}); use the model.skops of a "
+                           "results folder written by `pe-renal run`.") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise PeRenalError(f"{path}: not a pe_renal model (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__}).")
+    for key, kind in (("models", dict), ("thresholds", dict), ("info", dict)):
+        if not isinstance(obj.get(key), kind): raise PeRenalError(f"{path}: a damaged pe_renal model ({key!r} missing or not a {kind.__name__}).")
     return obj
 
 # %% ../nbs/09_study.ipynb #142ed549

@@ -1,0 +1,137 @@
+"""A model file is untrusted input: `load_model` builds nothing a pe_renal model does not hold (an exact list, never name
+prefixes), whatever a tampered, crafted or random file says."""
+import builtins
+import io
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from pe_renal.core import PeRenalError
+from pe_renal.study import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, predict_cohort, save_model
+
+OLD_PREFIXES = ("pe_renal.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")   # the rule this replaced
+
+
+def _write(path, obj):
+    import skops.io as sio
+    path.write_bytes(sio.dumps(obj)); return path
+
+
+def _model_dict(models, info=None):
+    return {"format": MODEL_FORMAT, "models": models, "thresholds": {k: 0.5 for k in models}, "info": info or {}}
+
+
+def _refused(path, *names):
+    with pytest.raises(PeRenalError) as e: load_model(path)
+    msg = str(e.value)
+    assert str(path) in msg and "refusing" in msg and all(n in msg for n in names), msg
+    return msg
+
+
+def test_a_function_chain_that_passed_the_prefix_rule_is_refused(tmp_path, study_results, capsys):
+    """A pipeline of FunctionTransformer steps that reaches builtins.exec when predict_proba runs: every type in it starts with
+    sklearn., numpy. or builtins., so the prefix rule let it through; the exact list refuses it before building anything."""
+    import skops.io as sio
+    evil = Pipeline([("a", FunctionTransformer(func=np.asarray, kw_args={"dtype": str})),
+                     ("b", FunctionTransformer(func=builtins.exec))])
+    path = _write(tmp_path / "model.skops", _model_dict({"DL": evil}))
+    untrusted = sio.get_untrusted_types(file=path)
+    assert untrusted and all(t.startswith(OLD_PREFIXES) for t in untrusted), untrusted   # the old rule would have loaded it
+    assert "builtins.exec" in untrusted
+    _refused(path, "builtins.exec")
+    # and through the command line, as a collaborator's file would arrive
+    from pe_renal.cli import main
+    _, cohort, _, _ = study_results
+    assert main(["predict", str(cohort), "--model", str(path), "--out", str(tmp_path / "p.csv")]) == 2
+    assert not (tmp_path / "p.csv").exists()
+    err = capsys.readouterr().err
+    assert "builtins.exec" in err and "Traceback" not in err
+
+
+def test_an_unknown_class_and_an_unlisted_ufunc_are_refused_by_name(tmp_path, study_results):
+    from sklearn.neural_network import MLPClassifier
+    _refused(_write(tmp_path / "a.skops", _model_dict({"DL": Pipeline([("m", MLPClassifier())])})), "MLPClassifier")
+    real = load_model(study_results[3] / "model.skops")
+    _refused(_write(tmp_path / "b.skops", _model_dict(real["models"], info={"f": np.exp})), "numpy.exp")
+    _refused(_write(tmp_path / "c.skops", _model_dict(real["models"], info={"p": pd.Timestamp(0)})), "Timestamp")
+
+
+def test_every_configuration_writes_only_listed_types(tmp_path):
+    "Each classifier and LASSO method, with categorical columns: the files save_model writes hold nothing off the list, and load."
+    from pe_renal.models import fit_models, model_data
+    rng = np.random.default_rng(0); n = 48
+    ids = [f"P{i:02d}" for i in range(n)]
+    y = np.arange(n) % 2
+    deep = pd.DataFrame(rng.normal(size=(n, 12)).astype(np.float32), index=ids, columns=[f"deep_{j:04d}" for j in range(12)])
+    deep.iloc[y == 1, :3] += 1.5
+    clin = pd.DataFrame(dict(patient_id=ids, label=y, split=["train"] * 34 + ["test"] * 14, age=rng.normal(30, 5, n),
+                             crea=np.where(rng.random(n) < .1, np.nan, rng.normal(55, 8, n)), parity=rng.choice(["a", "b"], n)))
+    data = model_data(deep, clin, ["age", "crea"], ["parity"])
+    for clf, method in (("knn", "lasso"), ("logistic", "logistic"), ("svm", "lasso"), ("rf", "lasso")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
+        path = tmp_path / f"{clf}.skops"
+        save_model(path, fitted, {k: 0.5 for k in fitted}, {"classifier": clf})
+        assert model_file_types(path) <= MODEL_FILE_TYPES, (clf, model_file_types(path) - MODEL_FILE_TYPES)
+        got = load_model(path)["models"]["Composite"].predict_proba(data.part("test")[0])
+        np.testing.assert_array_equal(got, fitted["Composite"].predict_proba(data.part("test")[0]))
+
+
+NODE_POOL = [("FunctionNode", "builtins", "exec"), ("FunctionNode", "builtins", "eval"), ("FunctionNode", "os", "system"),
+             ("FunctionNode", "numpy", "exp"), ("ObjectNode", "sklearn.preprocessing._function_transformer", "FunctionTransformer"),
+             ("ObjectNode", "collections", "OrderedDict"), ("MethodNode", "builtins", "str"), ("TypeNode", "builtins", "type"),
+             ("ObjectNode", "sklearn.pipeline", "Pipeline"), ("JsonNode", "builtins", "str"), ("NdArrayNode", "numpy", "ndarray"),
+             ("ObjectNode", "pe_renal.models", "TunedClassifier"), ("DictNode", "builtins", "dict")]
+
+
+def _nodes(n, out):
+    if isinstance(n, dict):
+        if "__loader__" in n: out.append(n)
+        for v in n.values(): _nodes(v, out)
+    elif isinstance(n, list):
+        for v in n: _nodes(v, out)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_and_tampered_model_files_never_load_foreign_objects(study_results, tmp_path_factory, data):
+    """Random bytes, random zips, and a real model file with nodes swapped for others (dangerous or merely misplaced): load_model
+    returns a pe_renal model built only from listed types, or refuses with a PeRenalError naming the file; never anything else."""
+    real = study_results[3] / "model.skops"
+    with zipfile.ZipFile(real) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    kind = data.draw(st.sampled_from(["bytes", "zip", "tamper"]))
+    if kind == "bytes":
+        blob = data.draw(st.binary(max_size=2000))
+    else:
+        schema = json.loads(files["schema.json"])
+        if kind == "zip":
+            schema = data.draw(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                                            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+                                            max_leaves=12))
+        else:
+            nodes = _nodes(schema, [])
+            for _ in range(data.draw(st.integers(1, 3))):
+                node = nodes[data.draw(st.integers(0, len(nodes) - 1))]
+                node["__loader__"], node["__module__"], node["__class__"] = data.draw(st.sampled_from(NODE_POOL))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, b in files.items(): z.writestr(n, json.dumps(schema) if n == "schema.json" else b)
+        blob = buf.getvalue()
+    path = tmp_path_factory.mktemp("m") / "model.skops"
+    path.write_bytes(blob)
+    try:
+        obj = load_model(path)
+    except PeRenalError as e:
+        assert str(path) in str(e)
+        return
+    assert obj["format"] == MODEL_FORMAT and model_file_types(path) <= MODEL_FILE_TYPES
