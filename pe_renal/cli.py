@@ -115,12 +115,14 @@ def cmd_predict(args)->int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         pred, metrics = predict_cohort(args.model, args.cohort, args.out, weights=args.weights, device=args.device,
-                                       cache=args.cache, overwrite=args.overwrite)
+                                       cache=args.cache, overwrite=args.overwrite, allow_overlap=args.allow_overlap)
     for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
         print(f"pe-renal predict: warning: {w}", file=sys.stderr)
     print(f"{len(pred)} patients scored -> {args.out}")
     if metrics is not None:
-        print("External validation (labels present):")
+        v = metrics["validation"].iloc[0]
+        print("External validation (labels present):" if v.startswith("external") else
+              f"Validation on patients with labels, {v[0].lower() + v[1:]}:")
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
                   f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
@@ -228,6 +230,9 @@ def build_parser()->argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("--cache", default=None, help="feature cache folder")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
+    pr.add_argument("--allow-overlap", action="store_true",
+                    help="score patients whose images the model was developed on (refused by default: the output then says "
+                         "they overlap and never calls the result external validation)")
     pr.set_defaults(func=cmd_predict)
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "

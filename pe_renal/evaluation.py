@@ -344,7 +344,10 @@ def decision_curve(y_true, y_prob,
                       pd.DataFrame(dict(model="treat none", threshold=t, net_benefit=0.0))], ignore_index=True)
 
 # %% ../nbs/06_evaluation.ipynb #b80c96f6
-def _fmt_ci(v, lo, hi, d=3): return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
+def _fmt_ci(v, lo, hi, d=3):
+    "value (lo-hi); the value alone where there is no interval (apparent training rows)."
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)): return f"{v:.{d}f}"
+    return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
 
 APPARENT = "apparent (in-sample, optimistic)"
 def estimate_kind(cohort:str)->str:
@@ -365,7 +368,9 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
         th = youden_threshold(*cohorts["train"])
         for cohort, (y, s) in cohorts.items():
             a = delong_ci(y, s, alpha)
-            tm = threshold_metrics(y, s, th, n_boot=n_boot, alpha=alpha, seed=seed)
+            apparent = cohort == "train"        # in-sample: a point value, labelled so; no CI (it would not cover the truth)
+            tm = threshold_metrics(y, s, th, n_boot=0 if apparent else n_boot, alpha=alpha, seed=seed)
+            if apparent: a = a._replace(lo=np.nan, hi=np.nan)
             y_ = np.asarray(y).astype(int)
             row = dict(model=model, cohort=cohort, estimate=estimate_kind(cohort), n=len(y_), n_positive=int(y_.sum()),
                        auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=th)
@@ -375,7 +380,7 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
                            iv_method=iv.get("method"), iv_reason=iv.get("reason"))
             for k in METRICS:
                 row[k] = tm.loc[k, "value"]
-                if n_boot: row[f"{k}_lo"], row[f"{k}_hi"] = tm.loc[k, "lo"], tm.loc[k, "hi"]
+                if n_boot: row[f"{k}_lo"], row[f"{k}_hi"] = (np.nan, np.nan) if apparent else (tm.loc[k, "lo"], tm.loc[k, "hi"])
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -433,11 +438,14 @@ def plot_roc(results:dict, cohort:str="test", ax=None, title:str|None=None, alph
         if cohort not in cohorts: continue
         y, s = check_scores(*cohorts[cohort])
         fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-        ax.plot(fpr, tpr, lw=2, color=_colour(name, i), label=f"{name}: AUC {delong_ci(y, s, alpha)}")
+        auc = delong_ci(y, s, alpha)
+        ax.plot(fpr, tpr, lw=2, color=_colour(name, i), label=f"{name}: {auc.auc:.3f}" if cohort == "train" else f"{name}: AUC {auc}")
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey")
+    apparent = cohort == "train"    # in-sample: the apparent AUC, no CI
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity",
-           title=title or f"ROC, {cohort} cohort", aspect="equal")
-    ax.legend(loc="lower right", fontsize="small", title=f"AUC ({100*(1-alpha):.0f}% CI)", title_fontsize="small")
+           title=title or (f"ROC, {cohort} cohort (apparent, in-sample)" if apparent else f"ROC, {cohort} cohort"), aspect="equal")
+    ax.legend(loc="lower right", fontsize="small", title="apparent AUC (optimistic; no CI)" if apparent else f"AUC ({100*(1-alpha):.0f}% CI)",
+              title_fontsize="small")
     return ax
 
 def _risk_spikes(ax, p:np.ndarray, i:int, n_models:int, colour, height:float=0.12, width:float=0.02):

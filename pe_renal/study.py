@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_study.ipynb #b2b9eabc
 from __future__ import annotations
-import base64, contextlib, copy, datetime, json, platform, re, shutil, sys, time, warnings
+import base64, contextlib, copy, dataclasses, datetime, hashlib, json, platform, re, shutil, sys, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -17,15 +17,16 @@ from .data import Cohort, load_cohort, split_cohort, table_one, check_split_size
 
 # %% auto #0
 __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'MODEL_FILE_TYPES',
-           'STATUS_NOTES', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION',
+           'STATUS_NOTES', 'FINETUNED_ONCE', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION',
            'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases', 'model_file_types',
            'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
            'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings',
            'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit',
-           'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts', 'signature_agreement',
-           'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'finetune_in_validation', 'tripod_checklist',
-           'html_table', 'render_report', 'finetune_validation_words', 'report_stage', 'protected_inputs', 'run_study',
-           'known_categories', 'predict_cohort']
+           'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts',
+           'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'finetune_in_validation',
+           'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words', 'report_stage',
+           'protected_inputs', 'run_study', 'known_categories', 'development_fingerprint', 'development_overlap',
+           'overlap_words', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -446,6 +447,24 @@ def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, ve
         return X.assign(**{c: feats[c].to_numpy() for c in deep})
     return refit
 
+FINETUNED_ONCE = ("not estimated: the backbone was fine-tuned once on all training patients, so the held-out patients of "
+                  "every resample were seen, with their labels, by the network that made their deep features, and any estimate "
+                  "would be optimistic (0.83 on a null cohort, where the truth is 0.5); quote the held-out test AUC, or rerun "
+                  "with --finetune-cv refit")
+
+def mask_finetuned_once(iv, models:dict):
+    """The internal validation with every estimate of a model that uses deep features set to NA, with the reason: for a
+    backbone fine-tuned once on all training patients (`FINETUNED_ONCE`). The clinical model's estimates stay."""
+    from pe_renal.models import _uses_deep
+    deep = [m for m, mod in models.items() if _uses_deep(mod)]
+    s = iv.summary.copy(); hit = s["model"].isin(deep)
+    s.loc[hit, ["auc", "lo", "hi"]] = np.nan; s.loc[hit, "reason"] = FINETUNED_ONCE; s.attrs = dict(iv.summary.attrs)
+    cs = iv.cv.summary.copy(); num = [c for c in cs.columns if c != "model" and pd.api.types.is_numeric_dtype(cs[c])]
+    cs.loc[cs["model"].isin(deep), num] = np.nan; cs.attrs = dict(iv.cv.summary.attrs)
+    folds = iv.cv.folds[~iv.cv.folds["model"].isin(deep)].reset_index(drop=True)
+    boot = iv.bootstrap[~iv.bootstrap["model"].isin(deep)].reset_index(drop=True) if len(iv.bootstrap) else iv.bootstrap
+    return dataclasses.replace(iv, summary=s, cv=type(iv.cv)(folds, cs), bootstrap=boot)
+
 def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort|None=None, verbose:bool=True)->ValidationStage:
     "Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+ bootstrap."
     import matplotlib.pyplot as plt
@@ -461,6 +480,7 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort
         warnings.simplefilter("ignore")
         iv = internal_validation(unfitted, Xtr, ytr, n_boot=0 if refit else cfg.n_boot, n_splits=cfg.cv_splits,
                                  n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs, refit=refit)
+    if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once": iv = mask_finetuned_once(iv, unfitted)
     table = iv.summary.drop(columns=["key"], errors="ignore")
     details = {"internal_validation_cv_folds": iv.cv.folds}
     if len(iv.bootstrap): details["internal_validation_bootstrap"] = iv.bootstrap
@@ -853,10 +873,11 @@ def finetune_validation_words(cfg:StudyConfig)->str:
                 "training patients only, so the cross-validated estimates include fine-tuning (on a synthetic known answer: "
                 f"{o['refit_cv_auc']} where the truth was {o['truth']}, and {o['refit_null_cv_auc']} under the null: "
                 f"{o['source']}; no .632+ bootstrap: it would need a fine-tune per resample); the held-out test set never touched it")
-    return ("conditional on the fine-tuned features: fine-tuning was done once on all training patients, not inside each "
-            f"resample, so the internal-validation estimates are optimistic (on a synthetic known answer, by {o['signal']} AUC "
-            f"on average with a signal and {o['null']} under the null: {o['source']}); rerun with finetune_cv='refit' "
-            "(--finetune-cv refit) to refit it in every fold; the held-out test set never touched it")
+    return ("fine-tuning was done once on all training patients, not inside each resample, so cross-validating the models "
+            "that use deep features would be optimistic (on a synthetic known answer, by {0} AUC on average with a signal, and "
+            "{1} where the truth was 0.5: {2}): their internal-validation estimates are NA, with the reason, and the clinical "
+            "model's stand; rerun with finetune_cv='refit' (--finetune-cv refit) to refit it in every fold; the held-out test "
+            "set never touched it").format(o["signal"], o["null_cv_auc"], o["source"])
 
 def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:
     "Save the model, label every output with the run's status, write run.json, the checklist and report.html."
@@ -868,7 +889,8 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
     info = dict(backbone=cfg.backbone, weights=bb.weights, untrained=bb.untrained, note=bb.note, transform=f.transform.settings(),
                 precision=f.precision, aggregation="mean", deep_columns=list(m.data.deep), numeric=list(m.data.numeric),
                 categorical=list(m.data.categorical), label_column=c.cohort.label_name, positive=c.cohort.positive,
-                synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)))
+                synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)),
+                development=development_fingerprint(c.cohort, s.split, c.input_sha256))
     ft = stages.get("finetune")
     if ft is not None and ft.result is not None:
         info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
@@ -997,12 +1019,43 @@ def _check_categories(models:dict, clin:pd.DataFrame, fname:Path):
                       f"the known levels ({', '.join(map(repr, sorted(cats)))}), which can lower its accuracy for these patients.",
                       stacklevel=3)
 
+def _patient_key(pid)->str:
+    "A patient id as the model file keeps it: hashed, so that a shared model file lists no identifiers."
+    return hashlib.sha256(f"pe_renal-patient:{pid}".encode()).hexdigest()[:20]
+
+def development_fingerprint(cohort:Cohort, split:pd.DataFrame, hashes:dict)->dict:
+    "Who a model was developed on, by split: hashed patient ids and the SHA-256 of every image (kept in the model file)."
+    part = dict(zip(split["patient_id"].astype(str), split["split"]))
+    imgs = cohort.images[cohort.images["patient_id"].astype(str).isin(part)]
+    return dict(patients={_patient_key(p): s for p, s in part.items()},
+                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes})
+
+def development_overlap(info:dict, cohort:Cohort)->dict|None:
+    """Patients of `cohort` the model was developed on: by identical image files (SHA-256), and patient ids that also occur
+    there (weaker: another hospital may reuse ids). None when the model file does not say who it was developed on."""
+    dev = info.get("development")
+    if not isinstance(dev, dict): return None
+    pids = cohort.clinical["patient_id"].astype(str).tolist()
+    img_part = [dev["images"].get(file_sha256(a)) for a in cohort.images["abspath"]]
+    by_img = {}
+    for p, s in zip(cohort.images["patient_id"].astype(str), img_part):
+        if s is not None: by_img.setdefault(p, set()).add(s)
+    id_part = {p: dev["patients"].get(_patient_key(p)) for p in pids}
+    return dict(n_patients=len(pids), n_overlap=len(by_img), n_overlap_train=sum("train" in v for v in by_img.values()),
+                n_images=len(img_part), n_images_overlap=sum(s is not None for s in img_part),
+                n_id_only=sum(v is not None and p not in by_img for p, v in id_part.items()))
+
+def overlap_words(o:dict)->str:
+    return (f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of this model) "
+            f"have images identical to those this model was developed on ({o['n_images_overlap']} of {o['n_images']} images)")
+
 def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    cohort:str|Path|Cohort,# new patients: images + clinical values (labels optional)
                    out:str|Path|None=None,# predictions CSV to write (refused if it exists, unless overwrite)
                    weights:str|None=None, # weights file, when the model was trained on file weights
                    device:str="auto", cache:str|None=None, overwrite:bool=False,
                    verbose:bool=True,      # print the status of the model and data
+                   allow_overlap:bool=False, # score patients the model was developed on (never called external validation)
                   )->tuple[pd.DataFrame, pd.DataFrame|None]: # predictions; external-validation metrics (if labels)
     "Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics; the run's status goes along."
     from pe_renal.features import extract_features, aggregate_features, FeatureTransform, cpu_bf16_kernels, resolve_device
@@ -1021,6 +1074,21 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                            f"which this cohort does not have. It was trained with: {', '.join(need)}.")
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
+    overlap = development_overlap(info, cohort)
+    if overlap and overlap["n_overlap"]:
+        if not allow_overlap:
+            raise PeRenalError(f"{cohort.root}: {overlap_words(overlap)}. Scoring them is not external validation. Score "
+                               "patients the model has not seen, or pass --allow-overlap (allow_overlap=True) to score them "
+                               "anyway: the output then says they overlap and never calls the result external.")
+        warnings.warn(f"{overlap_words(overlap)}: these scores are not external validation.", stacklevel=2)
+    if overlap and overlap["n_id_only"]:
+        warnings.warn(f"{overlap['n_id_only']} patient id(s) of {cohort.root/'clinical.csv'} also occur among the patients this "
+                      "model was developed on, with other images: if they are the same women, these scores are not external "
+                      "validation.", stacklevel=2)
+    validation = ("not known to be external: this model file does not record the patients it was developed on"
+                  if overlap is None else f"NOT external: {overlap_words(overlap)}" if overlap["n_overlap"] else
+                  f"external by image content ({overlap['n_id_only']} patient ids also occur in the development cohort)"
+                  if overlap["n_id_only"] else "external")
     bb = _backbone_for(info, weights, model_path)
     if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
         print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)
@@ -1051,6 +1119,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                              **{k: tm.loc[k, "value"] for k in tm.index}, **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
                              **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index}))
         metrics = pd.DataFrame(rows)
+        metrics["validation"] = validation
         if status: metrics["status"] = status
     if out is not None:
         out = Path(out)
@@ -1060,6 +1129,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         side = dict(status=status, status_text=status_text(status), synthetic_training_data=bool(info.get("synthetic")),
                     untrained_backbone=bool(info.get("untrained")), model=str(Path(model_path).absolute()),
                     model_sha256=file_sha256(model_path), cohort=str(cohort.root), patients=int(len(pred)),
-                    labels=bool(cohort.has_labels), pe_renal=pe_renal.__version__)
+                    labels=bool(cohort.has_labels), validation=validation, development_overlap=overlap,
+                    pe_renal=pe_renal.__version__)
         with atomic_write(out.with_name(out.name + ".json"), "w") as f: json.dump(side, f, indent=2)
     return pred.reset_index(), metrics

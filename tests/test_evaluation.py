@@ -138,3 +138,20 @@ def test_calibration_plot_shows_the_distribution_of_predicted_risks():
     spikes = [c for c in ax.collections if c.get_gid() == "predicted-risk-distribution"]
     assert len(spikes) == 1 and len(spikes[0].get_segments()) == len(np.unique(p))
     plt.close("all")
+
+
+def test_apparent_training_rows_carry_no_interval_anywhere(tmp_path):
+    "Training rows are in-sample point values: no AUC CI, no bootstrap CIs, no CI in the paper-format table or the ROC legend."
+    from pe_renal.evaluation import format_performance, performance_table, plot_roc
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(40)].astype(int); s = y + rng.normal(0, 1, 80)
+    res = {"m": {"train": (y, s), "test": (y[::2], s[::2] + rng.normal(0, 1, 40))}}
+    t = performance_table(res, n_boot=200, seed=0).set_index("cohort")
+    lo_hi = [c for c in t.columns if c.endswith(("_lo", "_hi"))]
+    assert len(lo_hi) >= 14 and t.loc["train", lo_hi].isna().all() and t.loc["test", lo_hi].notna().all()
+    f = format_performance(t.reset_index()).set_index("cohort")
+    assert "(" not in f.loc["train", "AUC (95% CI)"] and "(" in f.loc["test", "AUC (95% CI)"]
+    assert "(" not in f.loc["train", "Sensitivity"] and "(" in f.loc["test", "Sensitivity"]
+    ax = plot_roc(res, "train")
+    assert "no CI" in ax.get_legend().get_title().get_text() and "(" not in ax.get_legend().get_texts()[0].get_text()
+    assert "apparent" in ax.get_title()

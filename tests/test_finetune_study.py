@@ -35,7 +35,18 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     ft = m["finetune"]
     assert ft["file"] == "finetuned_resnet18.pt" and ft["sha256"] == file_sha256(out / ft["file"])
     assert ft["refitted_per_fold"] is False and "optimistic" in ft["internal_validation"]
-    assert "finetune_optimism.md" in ft["internal_validation"]
+    assert "finetune_optimism.md" in ft["internal_validation"] and "NA" in ft["internal_validation"]
+    # fine-tuned once: no internal-validation estimate for the models on the fine-tuned features, anywhere; the clinical one stands
+    from pe_renal.study import FINETUNED_ONCE
+    iv = m["internal_validation"]
+    assert {k: (v["auc"], v["lo"], v["hi"], v["reason"]) for k, v in iv.items() if k != "Clinical"} == \
+        {"DL": (None, None, None, FINETUNED_ONCE), "Composite": (None, None, None, FINETUNED_ONCE)}
+    assert iv["Clinical"]["auc"] is not None and iv["Clinical"]["reason"] is None
+    t = pd.read_csv(out / "tables" / "internal_validation.csv")
+    assert t.loc[t["model"] != "Clinical", "auc"].isna().all() and t.loc[t["model"] == "Clinical", "auc"].notna().all()
+    assert set(pd.read_csv(out / "tables" / "internal_validation_cv_folds.csv")["model"]) == {"Clinical"}
+    p = pd.read_csv(out / "tables" / "performance_formatted.csv").set_index(["model", "cohort"])
+    assert p.loc[("DL", "train"), "Internal validation AUC (95% CI)"].startswith("NA (not estimated: the backbone was fine-tuned once")
     split = pd.read_csv(out / "split.csv")
     assert ft["n_train_patients"] + ft["n_val_patients"] == int((split["split"] == "train").sum())
     assert m["weights"] == m["features"]["weights"] and m["weights"].startswith("file:") and ft["sha256"].startswith(m["weights"][5:])
@@ -52,7 +63,7 @@ def test_finetuned_weights_curve_and_manifest(tuned):
 def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
     d, cohort, out = tuned
     # a fresh cache: predict runs the whole saved network on every image, the run reused the trunk kept from fine-tuning
-    pred, _ = predict_cohort(out / "model.skops", cohort, cache=str(tmp_path / "fresh"), verbose=False)
+    pred, _ = predict_cohort(out / "model.skops", cohort, cache=str(tmp_path / "fresh"), verbose=False, allow_overlap=True)
     m = json.loads((out / "run.json").read_text())
     assert m["features"].get("n_trunk_reused", 0) > 0
     kind = d.name.removeprefix("ft_")                           # the kind of CPU the run was made on
@@ -63,7 +74,7 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
     bad = tmp_path / "changed.pt"
     blob = bytearray((out / "finetuned_resnet18.pt").read_bytes()); blob[-10] ^= 1; bad.write_bytes(bytes(blob))
     with pytest.raises(PeRenalError, match="SHA-256"):
-        predict_cohort(out / "model.skops", cohort, weights=str(bad), cache=str(d / "cache"), verbose=False)
+        predict_cohort(out / "model.skops", cohort, weights=str(bad), cache=str(d / "cache"), verbose=False, allow_overlap=True)
 
 
 @pytest.mark.slow
@@ -110,7 +121,8 @@ def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     (d / "run.json").write_text(json.dumps(m))
     html = render_report(d).read_text()
     assert "again inside each of the" in html and "No .632+ bootstrap" in html
-    assert "fine-tuned once on all training patients" not in html and "and 0.52 where it was 0.5" in html
+    # no warning box of a run fine-tuned once (the tables copied from that run still carry its NA reasons)
+    assert '<div class="warn">The backbone was fine-tuned once' not in html and "and 0.52 where it was 0.5" in html
     assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
     from pe_renal.study import tripod_checklist
     item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]

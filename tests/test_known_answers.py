@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from pe_renal.cli import main as pe_renal_main
+from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
 from pe_renal.evaluation import delong_ci
 from pe_renal.features import IMAGENET_MEAN, IMAGENET_STD, FeatureTransform, extract_features
@@ -58,7 +59,7 @@ def covers_half(lo, hi): return (np.asarray(lo) < 0.5) & (np.asarray(hi) > 0.5)
 
 def test_the_study_writes_nothing_into_the_cohort(study):
     d, cohort, cfg, out, before = study
-    predict_cohort(out / "model.skops", cohort, cache=cfg.cache)
+    predict_cohort(out / "model.skops", cohort, cache=cfg.cache, allow_overlap=True)
     assert tree_state(cohort) == before
 
 
@@ -87,7 +88,12 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
 def test_predict_on_the_study_cohort_reproduces_predictions_csv(study):
     d, cohort, cfg, out, _ = study
     written = pd.read_csv(out / "predictions.csv").set_index("patient_id")
-    pred, metrics = predict_cohort(out / "model.skops", cohort, cache=cfg.cache)
+    with pytest.raises(PeRenalError, match="not external validation"):          # its own development cohort: refused ...
+        predict_cohort(out / "model.skops", cohort, cache=cfg.cache)
+    with pytest.warns(UserWarning, match="not external validation"):            # ... unless allowed, and then said
+        pred, metrics = predict_cohort(out / "model.skops", cohort, cache=cfg.cache, allow_overlap=True)
+    n_train = int((pd.read_csv(out / "split.csv")["split"] == "train").sum())
+    assert metrics["validation"].str.startswith(f"NOT external: {len(written)} of {len(written)} patients ({n_train} of them training").all()
     pred = pred.set_index("patient_id").loc[written.index]
     cols = [f"{k}_{m}" for m in MODELS for k in ("p", "pred")]
     pd.testing.assert_frame_equal(pred[["label"] + cols], written[["label"] + cols], check_exact=True)
