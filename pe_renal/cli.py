@@ -121,8 +121,10 @@ def cmd_predict(args)->int:
     print(f"{len(pred)} patients scored -> {args.out}")
     if metrics is not None:
         v = metrics["validation"].iloc[0]
-        print("External validation (labels present):" if v.startswith("external") else
-              f"Validation on patients with labels, {v[0].lower() + v[1:]}:")
+        print("External validation (labels present):" if v == "external" else
+              f"External validation (labels present), {v.removeprefix('external ')}:" if v.startswith("external") else
+              f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}." if v.startswith("NOT") else
+              f"Validation (labels present), {v}:")
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
                   f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")

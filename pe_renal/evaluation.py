@@ -393,7 +393,8 @@ def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
     if "iv_auc" in table:
         def iv(r):
             if r.cohort != "train": return ""
-            if r.iv_auc is None or not np.isfinite(r.iv_auc): return f"NA ({r.iv_reason})" if isinstance(r.iv_reason, str) else "NA"
+            if r.iv_auc is None or not np.isfinite(r.iv_auc):   # the reason's first clause; the whole of it is in the CSV and run.json
+                return f"NA ({r.iv_reason.split(', so ')[0]})" if isinstance(r.iv_reason, str) else "NA"
             return _fmt_ci(r.iv_auc, r.iv_lo, r.iv_hi, digits)
         out["Internal validation AUC (95% CI)"] = [iv(r) for r in table.itertuples()]
         out["Internal validation method"] = [r.iv_method if r.cohort == "train" and isinstance(r.iv_method, str) else ""

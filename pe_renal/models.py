@@ -634,6 +634,8 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
     sns.boxplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, width=0.5, fliersize=0, boxprops=dict(alpha=0.35))
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)
+    for xi, m in enumerate(order):                     # a model with no fold AUCs (not estimated: its reason is below)
+        if not (cv.folds["model"] == m).any(): ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color="black")
     a = cv.summary.attrs
     ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats: fold AUCs")
     if iv is not None:
@@ -654,5 +656,10 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
         ax.set(ylim=(0, 1.02), ylabel="AUC (95% CI)", title="Internal validation of the whole pipeline")
         handles, labels = ax.get_legend_handles_labels(); keep = dict(zip(labels, handles))
         ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
+        why = {r.split(", so ")[0] for r in s.loc[s["auc"].isna(), "reason"] if isinstance(r, str)}
+        if why:                                        # say why an estimate is NA, under the figure
+            import textwrap
+            fig.text(0.01, 0.01, textwrap.fill("NA: " + "; ".join(sorted(why)) + ".", 150), fontsize=8, va="bottom")
+            fig.tight_layout(rect=(0, 0.06, 1, 1)); return fig
     fig.tight_layout()
     return fig

@@ -876,7 +876,7 @@ def finetune_validation_words(cfg:StudyConfig)->str:
     return ("fine-tuning was done once on all training patients, not inside each resample, so cross-validating the models "
             "that use deep features would be optimistic (on a synthetic known answer, by {0} AUC on average with a signal, and "
             "{1} where the truth was 0.5: {2}): their internal-validation estimates are NA, with the reason, and the clinical "
-            "model's stand; rerun with finetune_cv='refit' (--finetune-cv refit) to refit it in every fold; the held-out test "
+            "model's estimates stand; rerun with finetune_cv='refit' (--finetune-cv refit) to refit it in every fold; the held-out test "
             "set never touched it").format(o["signal"], o["null_cv_auc"], o["source"])
 
 def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:

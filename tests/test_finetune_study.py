@@ -46,7 +46,7 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     assert t.loc[t["model"] != "Clinical", "auc"].isna().all() and t.loc[t["model"] == "Clinical", "auc"].notna().all()
     assert set(pd.read_csv(out / "tables" / "internal_validation_cv_folds.csv")["model"]) == {"Clinical"}
     p = pd.read_csv(out / "tables" / "performance_formatted.csv").set_index(["model", "cohort"])
-    assert p.loc[("DL", "train"), "Internal validation AUC (95% CI)"].startswith("NA (not estimated: the backbone was fine-tuned once")
+    assert p.loc[("DL", "train"), "Internal validation AUC (95% CI)"] == "NA (not estimated: the backbone was fine-tuned once on all training patients)"
     split = pd.read_csv(out / "split.csv")
     assert ft["n_train_patients"] + ft["n_val_patients"] == int((split["split"] == "train").sum())
     assert m["weights"] == m["features"]["weights"] and m["weights"].startswith("file:") and ft["sha256"].startswith(m["weights"][5:])
