@@ -359,13 +359,15 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
                       alpha:float=0.05,
                       seed:int=42,
                       internal:dict|None=None, # {model: {method, auc, lo, hi, ...}} (`InternalValidation.to_json()`)
+                      thresholds:dict|None=None, # {model: threshold} chosen beforehand (the study: Youden on out-of-fold
+                                               # scores of the training patients); default: Youden on the training scores
                      )->pd.DataFrame:     # one row per model and cohort: numbers and formatted strings
     "AUC (DeLong CI) and threshold metrics (bootstrap CIs) per model and cohort, threshold from training; internal validation beside the apparent AUC."
     rows = []
     for model, cohorts in results.items():
         if "train" not in cohorts:
             raise EvaluationError(f"model {model!r}: a 'train' cohort is needed to choose the threshold.")
-        th = youden_threshold(*cohorts["train"])
+        th = float(thresholds[model]) if thresholds and model in thresholds else youden_threshold(*cohorts["train"])
         for cohort, (y, s) in cohorts.items():
             a = delong_ci(y, s, alpha)
             apparent = cohort == "train"        # in-sample: a point value, labelled so; no CI (it would not cover the truth)
@@ -497,13 +499,13 @@ def plot_decision_curve(results:dict, cohort:str="test", ax=None, title:str|None
     ax.legend(loc="upper right", fontsize="small")
     return ax
 
-def plot_confusion_matrices(results:dict, cohort:str="test"):
-    "Confusion matrices of every model at its training-set Youden threshold."
+def plot_confusion_matrices(results:dict, cohort:str="test", thresholds:dict|None=None):
+    "Confusion matrices of every model at its threshold (given, or the Youden threshold of its training scores)."
     set_style()
     names = [m for m in results if cohort in results[m]]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
-        th = youden_threshold(*results[name]["train"])
+        th = float(thresholds[name]) if thresholds and name in thresholds else youden_threshold(*results[name]["train"])
         cm = confusion(*results[name][cohort], th)
         sns.heatmap(cm, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax, square=True, annot_kws={"size": 13})
         ax.set_title(f"{name} ({cohort}, threshold {th:.3g})", fontsize="medium")
@@ -518,11 +520,12 @@ def write_evaluation(results:dict,          # {model: {"train": (y, score), "tes
                      internal:dict|None=None,# {model: {method, auc, lo, hi, ...}}: internal validation beside the apparent AUC
                      counts:dict|None=None,  # {model: k}: votes behind KNN probabilities (default: inferred)
                      dpi:int=300,            # resolution of PNG figures
+                     thresholds:dict|None=None, # {model: threshold} chosen beforehand (default: Youden on the training scores)
                     )->dict:                 # the tables, by name
     "Write the performance table, DeLong comparisons (held-out only), calibration table and evaluation figures."
     from pe_renal.core import atomic_write
     out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
-    perf = performance_table(results, n_boot=n_boot, seed=seed, internal=internal)
+    perf = performance_table(results, n_boot=n_boot, seed=seed, internal=internal, thresholds=thresholds)
     held_out = [c for c in dict.fromkeys(c for v in results.values() for c in v) if c != "train"]
     tables = {"performance": perf, "performance_formatted": format_performance(perf), "delong_comparisons": delong_comparisons(results),
               "calibration": calibration_table(results, held_out, n_boot=n_boot, seed=seed, counts=counts)}
@@ -534,5 +537,5 @@ def write_evaluation(results:dict,          # {model: {"train": (y, score), "tes
         for kind, fn in (("roc", plot_roc), ("calibration", plot_calibration), ("decision_curve", plot_decision_curve)):
             fig, ax = plt.subplots(figsize=(6, 4.5) if kind == "decision_curve" else (5.2, 5.2))
             fn(results, cohort, ax); save_figure(fig, out/"figures"/f"{kind}_{cohort}", formats, dpi); plt.close(fig)
-        fig = plot_confusion_matrices(results, cohort); save_figure(fig, out/"figures"/f"confusion_{cohort}", formats, dpi); plt.close(fig)
+        fig = plot_confusion_matrices(results, cohort, thresholds); save_figure(fig, out/"figures"/f"confusion_{cohort}", formats, dpi); plt.close(fig)
     return tables

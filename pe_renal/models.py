@@ -413,8 +413,18 @@ def _cv_fold(models:dict, X:pd.DataFrame, y:np.ndarray, tr, te, repeat:int, fold
         s = m.predict_proba(X.iloc[te])[:, 1]
         rows.append(dict(model=name, repeat=repeat, fold=fold, auc=roc_auc_score(y[te], s), n_train=len(tr), n_test=len(te),
                          deep_kept=_n_deep(m), settings=_params(m), no_features=empty,
-                         ic_msq=_ic_msq(y[te], s, float(y.mean()))))
+                         ic_msq=_ic_msq(y[te], s, float(y.mean())), _oof=(np.asarray(te), s)))
     return rows
+
+def _fold_table(out:list)->tuple[pd.DataFrame, pd.DataFrame]:
+    "The fold rows of `_cv_fold` results, and the out-of-fold scores they carried: model, repeat, row (position in X), score."
+    rows, oof = [], []
+    for rs in out:
+        for r in rs:
+            te, s = r.pop("_oof")
+            oof.append(pd.DataFrame(dict(model=r["model"], repeat=r["repeat"], row=te, score=s)))
+            rows.append(r)
+    return pd.DataFrame(rows), (pd.concat(oof, ignore_index=True) if oof else pd.DataFrame(columns=["model", "repeat", "row", "score"]))
 
 class CVResult(NamedTuple):
     folds: pd.DataFrame     # one row per model, repeat and fold (ic_msq: the fold's term of the CI in `internal_validation`)
@@ -444,7 +454,7 @@ def repeated_cv(models:dict,           # unfitted models, e.g. `make_models(data
     splits = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y)
     rows = Parallel(n_jobs=n_jobs)(delayed(_cv_fold)(models, X, y, tr, te, i // n_splits + 1, i % n_splits + 1)
                                    for i, (tr, te) in enumerate(splits))
-    return _cv_result(pd.DataFrame([r for rs in rows for r in rs]), n_splits, n_repeats, seed)
+    return _cv_result(_fold_table(rows)[0], n_splits, n_repeats, seed)
 
 def _cv_result(folds:pd.DataFrame, n_splits:int, n_repeats:int, seed:int)->CVResult:
     g = folds.groupby("model", sort=False)
@@ -529,6 +539,7 @@ class InternalValidation:
     cv: CVResult            # the repeated-CV folds
     bootstrap: pd.DataFrame # one row per model and resample: out-of-bag AUC
     settings: dict          # n_boot, n_splits, n_repeats, seed, primary, seconds
+    oof: pd.DataFrame = None # out-of-fold scores of the CV: model, repeat, row (position in X), score; each patient once per repeat
 
     def to_json(self)->dict: # {model: {method, auc, lo, hi, n_resamples, reason}}
         "The primary estimate of each model, as written to run.json."
@@ -588,7 +599,7 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
              for i, ((tr, te), Xk) in enumerate(zip(splits, tables))]
     tasks += [delayed(_oob_one)(models, X, y, i, b + 1) for b, i in enumerate(idx)]
     out = Parallel(n_jobs=n_jobs)(tasks)
-    folds = pd.DataFrame([r for rs in out[:len(splits)] for r in rs])
+    folds, oof = _fold_table(out[:len(splits)])
     boot = pd.DataFrame([r for rs in out[len(splits):] for r in rs],
                         columns=["model", "resample", "auc_oob", "n_oob", "deep_kept", "no_features"])
     cv = _cv_result(folds, n_splits, n_repeats, seed)
@@ -614,7 +625,7 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
     settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
                     refit=refit is not None, seconds=round(time.perf_counter() - t0, 1))
     summary.attrs.update(settings)
-    return InternalValidation(summary, cv, boot, settings)
+    return InternalValidation(summary, cv, boot, settings, oof)
 
 # %% ../nbs/05_models.ipynb #9c5a2a40
 import matplotlib.pyplot as plt

@@ -17,16 +17,16 @@ from .data import Cohort, load_cohort, split_cohort, table_one, check_split_size
 
 # %% auto #0
 __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'MODEL_FILE_TYPES',
-           'STATUS_NOTES', 'FINETUNED_ONCE', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION',
-           'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases', 'model_file_types',
-           'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes', 'CohortStage',
-           'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings',
-           'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit',
-           'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'evaluation_stage', 'check_verdicts',
-           'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'finetune_in_validation',
-           'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words', 'report_stage',
-           'protected_inputs', 'run_study', 'known_categories', 'development_fingerprint', 'development_overlap',
-           'overlap_words', 'predict_cohort']
+           'STATUS_NOTES', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
+           'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
+           'model_file_types', 'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes',
+           'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
+           'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
+           'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'oof_thresholds',
+           'evaluation_stage', 'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
+           'shap_stage', 'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report',
+           'finetune_validation_words', 'report_stage', 'protected_inputs', 'run_study', 'known_categories',
+           'development_fingerprint', 'development_overlap', 'overlap_words', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -422,6 +422,7 @@ class ValidationStage:
     table: pd.DataFrame          # the internal-validation estimates: model, method, auc, lo, hi, n_resamples, reason, ...
     json: dict                   # {model: {method, auc, lo, hi, n_resamples, reason}}: the primary estimate, for run.json
     details: dict                # further tables written (name -> DataFrame), e.g. per-fold AUCs
+    oof: pd.DataFrame|None = None # out-of-fold scores of the training patients: model, repeat, patient_id, label, score
 
 def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, verbose:bool=True):
     "For `internal_validation(refit=...)`: fine-tune again on a fold's training patients only; X with that network's features."
@@ -482,18 +483,21 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort
                                  n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs, refit=refit)
     if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once": iv = mask_finetuned_once(iv, unfitted)
     table = iv.summary.drop(columns=["key"], errors="ignore")
-    details = {"internal_validation_cv_folds": iv.cv.folds}
+    rows = iv.oof["row"].to_numpy(int)
+    oof = pd.DataFrame(dict(model=iv.oof["model"], repeat=iv.oof["repeat"], patient_id=Xtr.index[rows], label=np.asarray(ytr)[rows],
+                            score=iv.oof["score"]))
+    details = {"internal_validation_cv_folds": iv.cv.folds, "threshold_oof_scores": oof}
     if len(iv.bootstrap): details["internal_validation_bootstrap"] = iv.bootstrap
     _csv(table, tmp/"tables"/"internal_validation.csv")
     for name, df in details.items(): _csv(df, tmp/"tables"/f"{name}.csv")
     fig = plot_internal_validation(iv); fig = getattr(fig, "figure", fig)
     save_figure(fig, tmp/"figures"/"internal_validation", cfg.formats, cfg.dpi); plt.close("all")
-    return ValidationStage(table, iv.to_json(), details)
+    return ValidationStage(table, iv.to_json(), details, oof)
 
 @dataclass
 class EvaluationStage:
     tables: dict                 # performance, performance_formatted, delong_comparisons, ...
-    thresholds: dict             # model -> Youden threshold on the training set
+    thresholds: dict             # model -> Youden threshold on the out-of-fold scores of the training patients (`THRESHOLD_RULE`)
     predictions: pd.DataFrame    # one row per patient: split, label, p_<model>, pred_<model>
 
 def _knn_votes(fitted:dict)->dict:
@@ -504,12 +508,29 @@ def _knn_votes(fitted:dict)->dict:
         if k: out[m] = int(k)
     return out
 
+THRESHOLD_RULE = ("Youden index on the out-of-fold predictions of the training patients (every repeat of the internal "
+                  "cross-validation pooled), so that no patient is scored by a model that saw her")
+
+def oof_thresholds(oof:pd.DataFrame|None, results:dict)->dict:
+    """Each model's Youden threshold on the out-of-fold CV scores of the training patients (`THRESHOLD_RULE`): in-sample KNN
+    scores, where every patient is among her own neighbours, would put it too high. Models without out-of-fold scores fall
+    back to the training scores, with a warning."""
+    from pe_renal.evaluation import youden_threshold
+    out = {}
+    for m in results:
+        o = oof[oof["model"] == m] if oof is not None and len(oof) else None
+        if o is not None and len(o) and o["label"].nunique() == 2: out[m] = youden_threshold(o["label"].to_numpy(int), o["score"].to_numpy(float))
+        else:
+            warnings.warn(f"{m}: no out-of-fold scores; its threshold is the Youden index of its in-sample training scores.", stacklevel=2)
+            out[m] = youden_threshold(*results[m]["train"])
+    return out
+
 def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path)->EvaluationStage:
     "ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold metrics, calibration, decision curves; predictions."
-    from pe_renal.evaluation import write_evaluation, youden_threshold
+    from pe_renal.evaluation import write_evaluation
+    thresholds = oof_thresholds(validation.oof, models.results)
     tables = write_evaluation(models.results, tmp, formats=cfg.formats, dpi=cfg.dpi, n_boot=cfg.n_boot_ci, seed=cfg.seed,
-                              internal=validation.json, counts=_knn_votes(models.fitted))
-    thresholds = {m: youden_threshold(*models.results[m]["train"]) for m in models.results}
+                              internal=validation.json, counts=_knn_votes(models.fitted), thresholds=thresholds)
     X = models.data.X
     pred = split[["patient_id", "split", "label"]].set_index("patient_id").loc[X.index]
     for m, mod in models.fitted.items():
@@ -719,8 +740,9 @@ def _tripod_reports(m:dict)->dict:
         "12f": "No model updating.",
         "12g": "Predictions from the fitted pipelines saved in model.skops (sha256 in run.json); predictions.csv.",
         "13": "No class imbalance method used.",
-        "15": "Output: probability of the outcome per model; classification at the Youden threshold chosen on the training "
-              f"set ({', '.join(f'{k} {v:.3g}' for k, v in m['model']['thresholds'].items())}).",
+        "15": "Output: probability of the outcome per model; classification at the threshold chosen by the "
+              f"{m['model'].get('threshold_rule', 'Youden index on the training set')} "
+              f"({', '.join(f'{k} {v:.3g}' for k, v in m['model']['thresholds'].items())}).",
         "18f": f"pe_renal {m['pe_renal']} (open source); settings, versions and input hashes in run.json.",
         "20b": f"Table 1 by group and by split (tables/table1_by_group.csv, tables/table1_by_split.csv), with missing counts.",
         "21": sp + ". Hyperparameters tuned within the training set.",
@@ -890,7 +912,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                 precision=f.precision, aggregation="mean", deep_columns=list(m.data.deep), numeric=list(m.data.numeric),
                 categorical=list(m.data.categorical), label_column=c.cohort.label_name, positive=c.cohort.positive,
                 synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)),
-                development=development_fingerprint(c.cohort, s.split, c.input_sha256))
+                development=development_fingerprint(c.cohort, s.split, c.input_sha256), threshold_rule=THRESHOLD_RULE)
     ft = stages.get("finetune")
     if ft is not None and ft.result is not None:
         info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
@@ -901,7 +923,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                     cohort=c.path, data="synthetic (not real patients)" if synthetic else "user cohort", status=status,
                     config=asdict(cfg), versions=_versions(), features={**f.meta, "backbone": cfg.backbone},
                     weights=bb.weights, untrained_backbone=bb.untrained, warnings=warn,
-                    model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds},
+                    model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds, "threshold_rule": THRESHOLD_RULE},
                     split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json, summary=_summary(c, s, f, m, stages["gradcam"], cfg),
                     input_sha256=c.input_sha256, timings_s=times,
                     finetune=None if ft is None or ft.result is None else
