@@ -320,13 +320,38 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             rng = np.random.default_rng(seed)
             idx = rng.integers(0, len(y), (n_boot, len(y)))
             boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))
-            ok = np.isfinite(boot).all(1)
-            q = np.percentile(boot[ok], [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0) if ok.any() else np.full((2, 2), np.nan)
-            rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=q[0, 0], slope_hi=q[1, 0],
-                             intercept=icpt, intercept_lo=q[0, 1], intercept_hi=q[1, 1], brier=brier_score(y, p),
-                             smoothing=rule, n_boot=int(ok.sum())))
+            slopes, n_sep = _separated_as_infinite(boot[:, 0], yf[idx], x[idx])
+            s_lo, s_hi = _percentiles_extended(slopes, alpha)
+            b = boot[np.isfinite(boot[:, 1]), 1]
+            i_lo, i_hi = np.percentile(b, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(b) else (np.nan, np.nan)
+            rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=s_lo, slope_hi=s_hi,
+                             intercept=icpt, intercept_lo=i_lo, intercept_hi=i_hi, brier=brier_score(y, p),
+                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep)))
     return pd.DataFrame(rows, columns=["model", "cohort", "n", "slope", "slope_lo", "slope_hi", "intercept", "intercept_lo",
-                                       "intercept_hi", "brier", "smoothing", "n_boot"])
+                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated"])
+
+def _separated_as_infinite(slopes:np.ndarray, y:np.ndarray, x:np.ndarray)->tuple[np.ndarray, int]:
+    """Bootstrap slopes with each (quasi-)separated resample's missing slope set to the infinity its likelihood heads to
+    (the sign of the classes' difference in x); resamples with one class or constant x stay nan (no slope at all).
+    Returns the slopes and how many resamples were separated."""
+    s = np.asarray(slopes, float).copy()
+    miss = ~np.isfinite(s)
+    if not miss.any(): return s, 0
+    yy, xx = y[miss], x[miss]
+    n1 = yy.sum(1); n0 = yy.shape[1] - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = (yy * xx).sum(1) / n1 - ((1 - yy) * xx).sum(1) / n0
+    sep = (n1 > 0) & (n0 > 0) & (np.ptp(xx, axis=1) > 0) & np.isfinite(diff) & (diff != 0)
+    s[np.flatnonzero(miss)[sep]] = np.sign(diff[sep]) * np.inf
+    return s, int(sep.sum())
+
+def _percentiles_extended(v:np.ndarray, alpha:float)->tuple[float, float]:
+    "Percentile interval of values that may be +-inf (kept: an unbounded limit is reported as such); nan values are left out."
+    v = np.asarray(v, float); v = v[~np.isnan(v)]
+    if not len(v): return np.nan, np.nan
+    big = 1e300                                                  # infinities as sentinels, so that interpolation stays defined
+    q = np.percentile(np.clip(v, -big, big), [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return tuple(float(np.sign(t) * np.inf) if abs(t) > big / 10 else float(t) for t in q)
 
 # %% ../nbs/06_evaluation.ipynb #488a5b8b
 def decision_curve(y_true, y_prob,

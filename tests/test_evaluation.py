@@ -155,3 +155,24 @@ def test_apparent_training_rows_carry_no_interval_anywhere(tmp_path):
     ax = plot_roc(res, "train")
     assert "no CI" in ax.get_legend().get_title().get_text() and "(" not in ax.get_legend().get_texts()[0].get_text()
     assert "apparent" in ax.get_title()
+
+
+def test_calibration_ci_counts_separated_resamples_and_leaves_their_limit_unbounded():
+    """A resample whose classes the score separates has no finite calibration slope: its likelihood heads to +inf. Such
+    resamples are counted (n_separated) and enter the percentile interval as +inf, so the upper limit is unbounded once
+    they are more than alpha/2 of them, instead of being dropped (which gave a finite, too narrow interval)."""
+    from pe_renal.evaluation import calibration_table
+    rng = np.random.default_rng(3)
+    # small and strongly informative: many resamples are separated
+    y = np.r_[np.zeros(8), np.ones(8)].astype(int)
+    p = np.clip(np.where(y == 1, 0.75, 0.25) + rng.normal(0, 0.2, 16), 0.02, 0.98)
+    t = calibration_table({"m": {"test": (y, p)}}, n_boot=1000, seed=0).iloc[0]
+    assert t["n_boot"] == 1000 and 50 < t["n_separated"] < 1000, t["n_separated"]
+    assert t["slope_hi"] == np.inf and np.isfinite(t["slope_lo"]) and t["slope_lo"] > 0, t
+    # large and weakly informative: no resample is separated, the interval is finite and unchanged by the rule
+    y2 = rng.integers(0, 2, 400); p2 = np.clip(0.5 + 0.2 * (y2 - 0.5) + rng.normal(0, 0.15, 400), 0.01, 0.99)
+    t2 = calibration_table({"m": {"test": (y2, p2)}}, n_boot=300, seed=0).iloc[0]
+    assert t2["n_separated"] == 0 and np.isfinite([t2["slope_lo"], t2["slope_hi"]]).all() and t2["slope_lo"] < t2["slope"] < t2["slope_hi"]
+    # an inverted score: separated resamples head to -inf, the lower limit is the unbounded one
+    t3 = calibration_table({"m": {"test": (y, 1 - p)}}, n_boot=1000, seed=0).iloc[0]
+    assert t3["slope_lo"] == -np.inf and np.isfinite(t3["slope_hi"]) and t3["slope_hi"] < 0, t3
