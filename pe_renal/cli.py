@@ -14,7 +14,8 @@ from .core import Interrupted, PeRenalError, check_output, stoppable, path_error
 from .data import load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict', 'build_parser',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 def cmd_check(args)->int:
@@ -131,24 +132,57 @@ def cmd_predict(args)->int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
+def _whole(lo:int, hi:int|None=None, also:tuple=()):
+    "An argparse type: a whole number from `lo` (to `hi`), or one of `also`; anything else is refused naming the option."
+    def parse(s:str)->int:
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+        if v in also or (v >= lo and (hi is None or v <= hi)): return v
+        want = f"at least {lo}" if hi is None else f"from {lo} to {hi}"
+        raise argparse.ArgumentTypeError(f"{v} is out of range: give a whole number {want}"
+                                         + (f" (or {', '.join(map(str, also))})" if also else ""))
+    return parse
+
+def _finite(s:str)->float:
+    "An argparse type: a finite number (not nan or inf)."
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")): raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+    return v
+
+def _fraction(s:str)->float:
+    "An argparse type: a number strictly between 0 and 1."
+    v = _finite(s)
+    if not 0 < v < 1: raise argparse.ArgumentTypeError(f"{v} is not between 0 and 1 (a share of the patients, e.g. 0.3)")
+    return v
+
+SEED = _whole(0, 2**32 - 1)
+
+class _Parser(argparse.ArgumentParser):
+    "argparse, with an error that is the message and where to read more, not the whole usage of a command of 30 options."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options.)\n")
+
 def build_parser()->argparse.ArgumentParser:
     from pe_renal.study import GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_TARGETS     # names only: no torch imported
-    p = argparse.ArgumentParser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
+    p = _Parser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
                                 "reproduce the study on your own cohort.")
     p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="validate a cohort folder and print a summary")
     c.add_argument("cohort", help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
-    c.add_argument("--seed", type=int, default=42, help="seed of the 7:3 split, as `run` (default 42)")
-    c.add_argument("--test-size", type=float, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
-    c.add_argument("--cv-splits", type=int, default=5, help="folds of the internal validation, as `run` (default 5)")
+    c.add_argument("--seed", type=SEED, default=42, help="seed of the 7:3 split, as `run` (default 42)")
+    c.add_argument("--test-size", type=_fraction, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
+    c.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the internal validation, as `run` (default 5)")
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
                        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")
     s.add_argument("--out", required=True, help="folder to create")
-    s.add_argument("--n", type=int, default=279, help="number of women (default 279, as the paper)")
-    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
-    s.add_argument("--effect", type=float, default=1.0, help="group difference; 0 = no signal (negative control)")
+    s.add_argument("--n", type=_whole(20), default=279,
+                   help="number of women (default 279, as the paper; at least 20, the smallest cohort that `check` and `run` "
+                        "accept with their default settings)")
+    s.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same cohort")
+    s.add_argument("--effect", type=_finite, default=1.0, help="group difference; 0 = no signal (negative control)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     s.set_defaults(func=cmd_synth)
     f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
@@ -161,7 +195,7 @@ def build_parser()->argparse.ArgumentParser:
     f.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="of the deep features (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
-    f.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
+    f.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
     f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
     f.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"], help="how image features are combined per patient")
     f.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
@@ -176,17 +210,17 @@ def build_parser()->argparse.ArgumentParser:
                        help="lasso: least squares on the 0/1 label (LassoCV, default, as most such studies); logistic: L1 logistic")
         q.add_argument("--classifier", default="knn", choices=["knn", "logistic", "svm", "rf"],
                        help="classifier of the three models (default knn, as the paper)")
-        q.add_argument("--cv-splits", type=int, default=5, help="folds of the repeated cross-validation (default 5)")
-        q.add_argument("--cv-repeats", type=int, default=4, help="repeats of the cross-validation (default 4)")
+        q.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the repeated cross-validation (default 5)")
+        q.add_argument("--cv-repeats", type=_whole(1), default=4, help="repeats of the cross-validation (default 4)")
         q.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
                        help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
                             "as the paper), head (linear probe), last (last block + head) or full")
-        q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: the mode's own)")
+        q.add_argument("--epochs", type=_whole(1), default=None, help="fine-tuning epochs at most (default: the mode's own)")
         q.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
                        help="internal validation of a fine-tuned run: once (default: fine-tuned once on all training patients, "
                             "the CV is optimistic and says so) or refit (fine-tuned again inside every CV fold: honest, one "
                             "fine-tune per fold, no .632+ bootstrap; practical on a GPU or with a small backbone)")
-        q.add_argument("--image-size", type=int, default=224,
+        q.add_argument("--image-size", type=_whole(32, 1024), default=224,
                        help="side of the square network input in pixels (default 224, as the paper; smaller is faster)")
         q.add_argument("--gradcam-target", default="signature", choices=GRADCAM_TARGETS,
                        help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
@@ -197,17 +231,17 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--gradcam-layer", default="layer4", choices=GRADCAM_LAYERS,
                        help="ResNet stage whose last block the maps explain: layer4 (the last block, default) or layer3 / layer2 "
                             "(finer maps)")
-        q.add_argument("--boot", type=int, default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
-        q.add_argument("--stability-boot", type=int, default=50,
+        q.add_argument("--boot", type=_whole(0), default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
+        q.add_argument("--stability-boot", type=_whole(0), default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
-        q.add_argument("--dpi", type=int, default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
-        q.add_argument("--seed", type=int, default=42, help="seed of the split and every random step (default 42)")
+        q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
+        q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="of the deep features and fine-tuning (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
-        q.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
+        q.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
         q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
-        q.add_argument("--jobs", type=int, default=None, help="parallel CV folds / resamples")
+        q.add_argument("--jobs", type=_whole(1, also=(-1,)), default=None, help="parallel CV folds / resamples (-1: one per core)")
         q.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r = sub.add_parser("run", help="run the whole study on a cohort", description="Cohort -> split -> deep features -> LASSO -> "
                        "DL / clinical / composite KNN models -> evaluation -> Grad-CAM -> SHAP -> report, saved model.")
@@ -245,7 +279,8 @@ def build_parser()->argparse.ArgumentParser:
 
 def main(argv:list[str]|None=None)->int:
     "Entry point of the `pe-renal` command."
-    args = build_parser().parse_args(argv)
+    try: args = build_parser().parse_args(argv)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # a bad option (argparse said which), --help, --version
     try:
         with stoppable(): return args.func(args)
     except PeRenalError as e:

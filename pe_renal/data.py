@@ -555,9 +555,21 @@ def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
         raise CohortError(f"clinical.csv: class {', '.join(f'{k} ({v} patients)' for k, v in small.items())} is too small "
                           f"to split into training and test sets; each class needs at least {MIN_PER_CLASS} patients. "
                           "Add patients, or check the label column.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise PeRenalError(f"seed must be a whole number from 0 to 4294967295 (--seed), got {seed!r}.")
+    n_test = int(np.ceil(test_size * len(df)))                       # as scikit-learn rounds it
+    if n_test < 2 or len(df) - n_test < 4:
+        raise CohortError(f"clinical.csv: a test size of {test_size} holds out {n_test} of {len(df)} patients, which leaves "
+                          f"{'fewer than one test patient of each class' if n_test < 2 else 'fewer than two training patients of each class'}. "
+                          f"Use a test size from {2 / len(df):.3f} to {1 - 4 / len(df):.3f} (--test-size), or add patients.")
     train, test = train_test_split(np.arange(len(df)), test_size=test_size, random_state=seed, stratify=df["label"])
     split = np.empty(len(df), dtype=object); split[train] = "train"; split[test] = "test"
     df["split"] = split
+    for s, least in (("test", 1), ("train", 2)):
+        k = df.loc[df["split"] == s, "label"].value_counts().reindex([0, 1], fill_value=0)
+        if k.min() < least:
+            raise CohortError(f"clinical.csv: with a test size of {test_size} the {s} set gets {k[0]} normal and {k[1]} positive "
+                              f"patients; it needs at least {least} of each class. Change the test size (--test-size) or add patients.")
     return df
 
 # %% ../nbs/01_data.ipynb #7a1e27bd

@@ -269,7 +269,7 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
     "Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to keep."
     t0 = time.perf_counter()
     if mode not in MODES: raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    epochs = int(epochs or DEFAULTS[mode][0]); lr = float(lr or DEFAULTS[mode][1])
+    epochs = int(DEFAULTS[mode][0] if epochs is None else epochs); lr = float(DEFAULTS[mode][1] if lr is None else lr)   # 0 is refused below
     if select not in SELECT: raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {select!r}.")
     if epochs < 1 or lr <= 0 or views < 1: raise PeRenalError(f"epochs ({epochs}) and views ({views}) must be >= 1 and lr ({lr}) > 0.")
     start = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)

@@ -96,7 +96,18 @@ class StudyConfig:
             raise PeRenalError(f"gradcam_layer must be one of {', '.join(GRADCAM_LAYERS)}, got {self.gradcam_layer!r}.")
         if self.gradcam_layer != "layer4" and not self.backbone.startswith("resnet"):
             raise PeRenalError(f"gradcam_layer={self.gradcam_layer!r} names a ResNet stage; {self.backbone} has none: use 'layer4' (its last block).")
-        if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {self.test_size}.")
+        if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1 (--test-size), got {self.test_size}.")
+        def whole(name, lo, flag, also=(), none=False):
+            v = getattr(self, name)
+            if none and v is None: return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (v >= lo or v in also):
+                raise PeRenalError(f"{name} must be a whole number of at least {lo}{' (or ' + ', '.join(map(str, also)) + ')' if also else ''} "
+                                   f"({flag}), got {v!r}.")
+        whole("seed", 0, "--seed"); whole("cv_splits", 2, "--cv-splits"); whole("cv_repeats", 1, "--cv-repeats")
+        whole("n_boot", 0, "--boot"); whole("n_boot_ci", 0, "n_boot_ci"); whole("stability_boot", 0, "--stability-boot")
+        whole("epochs", 1, "--epochs", none=True); whole("n_jobs", 1, "--jobs", also=(-1,), none=True)
+        whole("shap_background", 1, "shap_background")
+        if self.seed >= 2**32: raise PeRenalError(f"seed must be below 2**32 (--seed), got {self.seed}.")
         if self.batch_size is not None:
             from pe_renal.features import check_batch_size                # imports torch: only when a size is given
             self.batch_size = check_batch_size(self.batch_size)
@@ -350,7 +361,7 @@ def finetune_settings(cfg:StudyConfig)->dict:
     "What a study passes to `finetune_backbone` (the study stage and every refit in internal validation alike)."
     from pe_renal.finetune import STUDY_DEFAULTS
     from pe_renal.features import FeatureTransform
-    epochs = cfg.epochs or (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
+    epochs = cfg.epochs if cfg.epochs is not None else (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
     return dict(mode=cfg.finetune, epochs=epochs, seed=cfg.seed, views=STUDY_DEFAULTS["views"],
                 select=STUDY_DEFAULTS["select"],   # see 03b_finetune: why
                 transform=FeatureTransform(size=cfg.image_size), device=cfg.device, precision=cfg.precision,   # as the features
@@ -944,10 +955,16 @@ def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loa
                      weights:str|None=None,     # "imagenet", "random" or a weights file
                      model:str|Path|None=None,  # the model file being used
                     )->dict:                    # name -> path, for `check_output` / `staged_dir`
-    "What a command reads, and so must never write over, into or around."
+    "What a command reads, and so must never write over, into or around; a feature cache inside the cohort is refused."
     from pe_renal.features import default_cache_dir
-    return {"cohort folder": cohort.root if isinstance(cohort, Cohort) else cohort, "model file": model,
-            "feature cache": None if cache is False else (cache or default_cache_dir()),
+    root = cohort.root if isinstance(cohort, Cohort) else cohort
+    store = None if cache is False else (cache or default_cache_dir())
+    if root is not None and store is not None:
+        r, c = Path(root).expanduser().resolve(), Path(store).expanduser().resolve()
+        if c == r or r in c.parents:
+            raise PeRenalError(f"the feature cache {store} is inside the cohort folder {root}: pe_renal never writes into a cohort. "
+                               "Choose a cache folder outside it (--cache, or the PE_RENAL_CACHE variable).")
+    return {"cohort folder": root, "model file": model, "feature cache": store,
             "weights file": weights if weights not in (None, "imagenet", "random") else None}
 
 def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort)

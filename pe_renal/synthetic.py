@@ -252,6 +252,8 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
     "Write a synthetic renal-ultrasound cohort in the cohort data contract."
     out_dir = Path(out_dir)
     if n < 2 * 5: raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
+    for name, v in dict(effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect).items():
+        if not np.isfinite(float(v)): raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
     clin = make_clinical(n, n_pe, seed, effect, delta, lab_effect, missing_rate)
     opts = dict(image_effect=float(image_effect) * float(effect != 0), annotation_rate=annotation_rate,
                 two_views_rate=two_views_rate)

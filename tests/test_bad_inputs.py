@@ -153,7 +153,7 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     refused(capsys, "run", root, "--out", tmp_path / "r", "--dpi", "5", "--backbone", "resnet18", "--weights", "random",
             "--cache", tmp_path / "cache", says=["dpi", "30 to 1200"])
     refused(capsys, "run", root, "--out", tmp_path / "r", "--image-size", "8", "--backbone", "resnet18", "--weights", "random",
-            "--cache", tmp_path / "cache", says=["image_size", "32 to 1024"])
+            "--cache", tmp_path / "cache", says=["--image-size", "32 to 1024"])
     refused(capsys, "run", root, "--out", tmp_path / "r", "--finetune-cv", "refit", "--backbone", "resnet18", "--weights",
             "random", "--cache", tmp_path / "cache", says=["refit", "set finetune"])
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
@@ -345,3 +345,58 @@ def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_s
     assert reported == [ValueError]
     check_stop()                                       # leaving the block forgets the stop ...
     assert sys.unraisablehook is hook                  # ... and gives the caller's hook back
+
+
+# ---- option values are checked where they are parsed, naming the option ------------------------------------------
+
+@pytest.mark.parametrize("argv, option", [
+    (["check", "{c}", "--seed", "-1"], "--seed"), (["check", "{c}", "--test-size", "1.5"], "--test-size"),
+    (["check", "{c}", "--cv-splits", "1"], "--cv-splits"), (["check", "{c}", "--cv-splits", "0"], "--cv-splits"),
+    (["synth", "--out", "{t}/s", "--effect", "nan"], "--effect"), (["synth", "--out", "{t}/s", "--effect", "inf"], "--effect"),
+    (["synth", "--out", "{t}/s", "--n", "12"], "--n"),
+    (["run", "{c}", "--out", "{t}/r", "--epochs", "0", "--finetune", "last"], "--epochs"),
+    (["run", "{c}", "--out", "{t}/r", "--jobs", "0"], "--jobs"), (["run", "{c}", "--out", "{t}/r", "--boot", "-1"], "--boot"),
+    (["run", "{c}", "--out", "{t}/r", "--seed", "-3"], "--seed"), (["run", "{c}", "--out", "{t}/r", "--cv-repeats", "0"], "--cv-repeats"),
+    (["run", "{c}", "--out", "{t}/r", "--stability-boot", "-2"], "--stability-boot"),
+])
+def test_bad_option_values_are_refused_at_once_naming_the_option(capsys, cohort_dir, tmp_path, argv, option):
+    before = tree_state(cohort_dir)
+    err = refused(capsys, *[a.format(c=cohort_dir, t=tmp_path) for a in argv], says=[option])
+    assert len(err) < 400 and not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+    assert tree_state(cohort_dir) == before
+
+
+def test_a_test_size_that_leaves_a_class_without_test_patients_is_refused(capsys, cohort_dir):
+    refused(capsys, "check", cohort_dir, "--test-size", "0.01", says=["--test-size", "test size"])
+
+
+def test_library_settings_are_checked_too(tmp_path):
+    from pe_renal.study import StudyConfig
+    from pe_renal.synthetic import make_cohort
+    for kw, option in ((dict(seed=-1), "--seed"), (dict(epochs=0), "--epochs"), (dict(n_jobs=0), "--jobs"), (dict(n_boot=-1), "--boot"),
+                       (dict(cv_splits=1), "--cv-splits"), (dict(cv_repeats=0), "--cv-repeats"), (dict(stability_boot=-1), "--stability-boot")):
+        with pytest.raises(PeRenalError, match=option): StudyConfig(**kw)
+    assert StudyConfig(n_jobs=-1).n_jobs == -1 and StudyConfig(epochs=None).epochs is None
+    with pytest.raises(PeRenalError, match="finite"): make_cohort(tmp_path / "c", n=10, effect=float("nan"))
+    from pe_renal.finetune import finetune_backbone
+    from pe_renal.data import load_cohort
+    with pytest.raises(PeRenalError, match="epochs"):           # 0 epochs is refused, not taken for the default
+        finetune_backbone(load_cohort(write_cohort(tmp_path / "w", n=20)), [f"P{i:02d}" for i in range(14)], "resnet18", "random",
+                          epochs=0, show_progress=False)
+
+
+@pytest.mark.parametrize("where", ["cache", "cache/deeper"])
+def test_a_cache_inside_the_cohort_is_refused_by_every_command(capsys, cohort_dir, tmp_path, where):
+    before = tree_state(cohort_dir)
+    cache = cohort_dir / where
+    refused(capsys, "run", cohort_dir, "--out", tmp_path / "r", "--cache", cache, "--weights", "random", says=["inside the cohort"])
+    refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.parquet", "--cache", cache, "--weights", "random",
+            says=["inside the cohort"])
+    assert tree_state(cohort_dir) == before and not (tmp_path / "r").exists()
+
+
+def test_the_smallest_cohort_synth_writes_passes_check(capsys, tmp_path):
+    code, _, err = cli(capsys, "synth", "--out", tmp_path / "s", "--n", "20")
+    assert code == 0, err
+    code, out, err = cli(capsys, "check", tmp_path / "s")
+    assert code == 0 and "OK" in out, err
