@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #4ac8303f
 from __future__ import annotations
-import contextlib, glob, hashlib, logging, os, random, shutil, signal, sys, tempfile, uuid
+import contextlib, glob, hashlib, logging, os, random, shutil, signal, sys, tempfile, time, uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -155,27 +155,64 @@ def staged_dir(out:str|Path, # the results folder to create
                inputs:dict|None=None,     # inputs that `out` must neither be, nor sit inside, nor contain
                marker:str|None="run.json",# the file that marks an earlier folder of this kind
               )->Iterator[Path]: # a temporary folder to fill; moved to `out` on success
-    "Build a folder under a temporary name and move it into place only when complete."
+    """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is locked:
+    a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never replaced
+    without `overwrite`: the finished results then go beside it, under a name the error gives."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(out)
-        tmp = out.with_name(f".{out.name}.partial-{tag}")
-        tmp.mkdir()
+        lock = _lock(out, what)
     except OSError as e: raise path_error(out, e, "write") from None
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tag}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    else:
-        tmp.rename(out)
+        try:
+            _clean_stale(out)
+            tmp = out.with_name(f".{out.name}.partial-{tag}")
+            tmp.mkdir()
+        except OSError as e: raise path_error(out, e, "write") from None
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if out.exists() and not overwrite:                         # appeared while this run worked: keep both
+            alt = out.with_name(f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}")
+            tmp.rename(alt)
+            raise PeRenalError(f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
+                               f"this run's finished {what} is in {alt}.")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{tag}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        else:
+            tmp.rename(out)
+    finally: _unlock(lock)
+
+def _lock(out:Path, what:str):
+    "An exclusive, non-blocking lock on `out` (a file beside it); refused with a clear message while another process holds it."
+    path = out.with_name(f".{out.name}.lock")
+    try: import fcntl
+    except ImportError: fcntl = None                               # no fcntl (Windows): the publish check in staged_dir still holds
+    for _ in range(5):
+        f = open(path, "a+")
+        if fcntl is None: break
+        try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0); who = f.read().strip(); f.close()
+            raise PeRenalError(f"{out}: another pe_renal process{' (' + who + ')' if who else ''} is writing this {what} now. "
+                               "Wait for it to finish, or choose another output folder.") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino: break   # still the file at that name: the lock holds
+        except FileNotFoundError: pass                             # removed by the previous holder meanwhile: try again
+        f.close()
+    f.seek(0); f.truncate(); f.write(f"pid {os.getpid()}"); f.flush()
+    return f, path
+
+def _unlock(lock):
+    f, path = lock
+    with contextlib.suppress(OSError): path.unlink()
+    f.close()
 
 # %% ../nbs/00_core.ipynb #e30291ed
 logger = logging.getLogger("pe_renal")

@@ -321,7 +321,7 @@ def image_keys(table:pd.DataFrame)->list[str]:
 def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str:
     "Hash of everything besides the image that determines a feature vector."
     spec = dict(backbone=backbone.name, weights=backbone.weights, transform=transform.settings(), precision=precision,
-                feature_version=2)                      # 2: BatchNorm folded into the convolutions
+                feature_version=3)                      # 2: BatchNorm folded into the convolutions; 3: EXIF orientation applied
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 class FeatureCache:

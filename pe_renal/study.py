@@ -856,10 +856,32 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
     d = Path(results_dir)
     if not (d/"run.json").is_file():
         raise PeRenalError(f"{d}: no run.json here; give a results folder written by `pe-renal run` or `pe-renal demo`.")
-    m = json.loads((d/"run.json").read_text())
-    t = lambda name, **kw: html_table(d, name, **kw)
+    redo = ("The folder is damaged or was written by another version: run the study again (`pe-renal run`) to write a "
+            "complete one; nothing in this folder was changed.")
+    try: m = json.loads((d/"run.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PeRenalError(f"{d/'run.json'}: not readable as JSON ({str(e)[:120]}). {redo}") from None
+    if not isinstance(m, dict): raise PeRenalError(f"{d/'run.json'}: holds a {type(m).__name__}, not the run's manifest. {redo}")
+    def t(name, **kw):
+        try: return html_table(d, name, **kw)
+        except (KeyError, ValueError, IndexError, pd.errors.ParserError) as e:
+            raise PeRenalError(f"{d/'tables'/(name + '.csv')}: not the table the report expects ({type(e).__name__}: "
+                               f"{str(e)[:120]}). {redo}") from None
+    try: html = _render_report_html(d, m, t)
+    except PeRenalError: raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise PeRenalError(f"{d/'run.json'}: an entry the report needs is missing or malformed ({type(e).__name__}: "
+                           f"{str(e)[:120]}). {redo}") from None
+    except Exception as e:
+        import jinja2
+        if not isinstance(e, jinja2.TemplateError): raise
+        raise PeRenalError(f"{d/'run.json'}: an entry the report needs is missing or malformed ({str(e)[:160]}). {redo}") from None
+    with atomic_write(d/"report.html", "w") as f: f.write(html)
+    return d/"report.html"
+
+def _render_report_html(d:Path, m:dict, t)->str:
     short = {k: v for k, v in m.items() if k != "input_sha256"}
-    html = _template().render(
+    return _template().render(
         m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
         manifest_json=json.dumps(short, indent=2, default=str), hashes=m.get("input_sha256", {}),
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
@@ -877,8 +899,6 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
         gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM,
         ft_cv=finetune_in_validation(m))
-    with atomic_write(d/"report.html", "w") as f: f.write(html)
-    return d/"report.html"
 
 # %% ../nbs/09_study.ipynb #f59500c4
 def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:GradcamStage, cfg:StudyConfig)->dict:

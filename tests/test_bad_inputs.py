@@ -1,6 +1,7 @@
 """Bad or awkward inputs to the command line, one test per class: nothing is lost, every failure is a clear message
 naming the file, row or column (exit status 2, no traceback), and `check` applies the limits `run` will meet."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -400,3 +401,64 @@ def test_the_smallest_cohort_synth_writes_passes_check(capsys, tmp_path):
     assert code == 0, err
     code, out, err = cli(capsys, "check", tmp_path / "s")
     assert code == 0 and "OK" in out, err
+
+
+# ---- one output folder, two writers --------------------------------------------------------------------------------
+
+def test_a_folder_being_written_is_locked_and_one_that_appears_meanwhile_is_never_replaced(tmp_path):
+    from pe_renal.core import staged_dir
+    out = tmp_path / "results"
+    with staged_dir(out) as tmp:
+        (tmp / "run.json").write_text("first")
+        with pytest.raises(PeRenalError, match="another pe_renal process .*is writing"):
+            with staged_dir(out): pass                                  # a second writer: refused at once
+    assert (out / "run.json").read_text() == "first" and not list(tmp_path.glob(".results.lock"))
+    # a folder appears under the name while a run works: left as it is, the run's results go beside it
+    out2 = tmp_path / "r2"
+    with pytest.raises(PeRenalError, match="appeared while this run was working") as e:
+        with staged_dir(out2) as tmp:
+            (tmp / "run.json").write_text("mine")
+            out2.mkdir(); (out2 / "run.json").write_text("theirs")
+    assert (out2 / "run.json").read_text() == "theirs"
+    alt = [p for p in tmp_path.iterdir() if p.name.startswith("r2-")]
+    assert len(alt) == 1 and (alt[0] / "run.json").read_text() == "mine" and str(alt[0]) in str(e.value)
+    # with overwrite, replacing it is what was asked for
+    with staged_dir(out2, overwrite=True) as tmp: (tmp / "run.json").write_text("again")
+    assert (out2 / "run.json").read_text() == "again"
+
+
+def test_two_commands_into_one_folder_at_once_leave_one_complete_result(tmp_path):
+    "Two `pe-renal synth` into the same folder at the same time: one writes it, the other is refused; nothing is lost or mixed."
+    out = tmp_path / "same"
+    procs = [subprocess.Popen([PE_RENAL, "synth", "--out", str(out), "--n", "120", "--seed", str(s)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    res = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in res)
+    assert codes == [0, 2], res
+    refused_err = next(r[1] for r in res if r[2] == 2)
+    assert ("is writing" in refused_err or "already exists" in refused_err) and "Traceback" not in refused_err, refused_err
+    assert (out / "clinical.csv").is_file() and len(pd.read_csv(out / "clinical.csv")) == 120
+    assert not [p for p in tmp_path.iterdir() if p.name != "same"]                 # no leftovers beside it
+
+
+# ---- `report` on a damaged results folder ---------------------------------------------------------------------------
+
+def _copy_results(study_results, tmp_path):
+    import shutil
+    return shutil.copytree(study_results[3], tmp_path / "results")
+
+
+@pytest.mark.parametrize("damage, names", [
+    (lambda d: (d / "run.json").write_text((d / "run.json").read_text()[:500]), ["run.json", "JSON"]),
+    (lambda d: (d / "run.json").write_text(json.dumps({k: v for k, v in json.loads((d / "run.json").read_text()).items() if k != "summary"})),
+     ["run.json", "summary"]),
+    (lambda d: (d / "run.json").write_text("[1, 2]"), ["run.json", "list"]),
+    (lambda d: pd.read_csv(d / "tables" / "delong_comparisons.csv").drop(columns=["cohort"]).to_csv(
+        d / "tables" / "delong_comparisons.csv", index=False), ["delong_comparisons.csv", "cohort"]),
+])
+def test_report_refuses_a_damaged_results_folder_naming_the_file(capsys, study_results, tmp_path, damage, names):
+    d = _copy_results(study_results, tmp_path)
+    damage(d)
+    before = tree_state(d)
+    err = refused(capsys, "report", d, says=names + ["run the study again"])
+    assert tree_state(d) == before and len(err) < 800, err

@@ -249,3 +249,25 @@ def test_cli_check_ok(cohort_dir):
     assert r.returncode == 0, r.stderr
     assert "patients: 12" in r.stdout and "images:   12" in r.stdout and "creatinine" in r.stdout
     assert "8 training / 4 test" in r.stdout
+
+
+def test_the_same_image_under_two_patients_is_refused_and_near_copies_are_named(tmp_path):
+    "Byte-identical files of two patients: a leak, refused naming both rows and patients; a re-encoded copy: a warning."
+    import shutil, warnings
+    from PIL import Image
+    from conftest import write_cohort
+    root = write_cohort(tmp_path / "c", n=12)
+    shutil.copy(root / "images" / "p00_0.png", root / "images" / "p03_0.png")          # P03's image is P00's, byte for byte
+    with pytest.raises(CohortError) as e: load_cohort(root)
+    msg = str(e.value)
+    assert "identical bytes" in msg and "P00" in msg and "P03" in msg and "p00_0.png" in msg and "p03_0.png" in msg
+    # the same picture re-encoded (other bytes, one grey level brighter): loads, with a warning naming the pair
+    a = np.asarray(Image.open(root / "images" / "p00_0.png")).astype(int)
+    Image.fromarray(np.clip(a + 1, 0, 255).astype(np.uint8)).save(root / "images" / "p03_0.png")
+    with pytest.warns(UserWarning, match="near-identical") as w: load_cohort(root)
+    assert "P00" in str(w[0].message) and "P03" in str(w[0].message)
+    # distinct images: no warning
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (40, 50), dtype=np.uint8)).save(root / "images" / "p03_0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_cohort(root)

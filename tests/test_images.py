@@ -147,3 +147,24 @@ def test_tiny_image_is_refused(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "t.png")
     with pytest.raises(CohortError, match="too small"):
         read_image(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "tif"])
+@pytest.mark.parametrize("code, turn", [(6, -1), (8, 1), (3, 2)])
+def test_exif_orientation_is_applied_as_viewers_do_and_the_roi_follows(tmp_path, ext, code, turn):
+    "An image stored rotated with an Orientation tag is read as shown on screen, so a box drawn on it crops the marked region."
+    import tifffile
+    from PIL import Image
+    from pe_renal.data import apply_roi, read_image
+    stored = np.zeros((40, 60), np.uint8); stored[:10, :30] = 255           # a bright block in the stored top-left corner
+    path = tmp_path / f"x.{ext}"
+    if ext == "tif": tifffile.imwrite(path, stored, extratags=[(274, "H", 1, code, True)])
+    else:
+        exif = Image.Exif(); exif[0x0112] = code
+        Image.fromarray(stored).save(path, exif=exif, quality=100)
+    shown = np.rot90(stored, turn) / 255
+    img = read_image(path)
+    assert img.shape == shown.shape and np.abs(img - shown).max() < 0.1
+    ys, xs = np.nonzero(shown > 0.5)                                        # the block where a viewer shows it
+    crop = apply_roi(img, box=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    assert crop.mean() > 0.9                                                 # the box drawn on screen holds the block
