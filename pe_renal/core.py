@@ -81,7 +81,7 @@ def atomic_write(path:str|Path, # final file name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:   # text: always UTF-8
             yield f
             f.flush()
             os.fsync(f.fileno())

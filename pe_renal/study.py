@@ -883,7 +883,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
     short = {k: v for k, v in m.items() if k != "input_sha256"}
     return _template().render(
         m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
-        manifest_json=json.dumps(short, indent=2, default=str), hashes=m.get("input_sha256", {}),
+        manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False), hashes=m.get("input_sha256", {}),
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
@@ -965,7 +965,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
     write_readmes(tmp, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
     manifest["timings_s"] = {**times, "report": round(time.perf_counter() - t0, 2)}
-    with atomic_write(tmp/"run.json", "w") as fh: json.dump(manifest, fh, indent=2, default=str)
+    with atomic_write(tmp/"run.json", "w") as fh: json.dump(manifest, fh, indent=2, default=str, ensure_ascii=False)   # UTF-8, readable
     render_report(tmp)
     return manifest
 
