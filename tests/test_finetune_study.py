@@ -9,7 +9,7 @@ from pe_renal.study import StudyConfig, predict_cohort, run_study
 from pe_renal.synthetic import make_cohort
 
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
-            stability_boot=0, shap_background=5, dpi=100)
+            stability_boot=0, shap_background=5, dpi=100, image_size=96)
 
 
 @pytest.fixture(scope="module", params=["fp32", "bf16"])
@@ -88,8 +88,8 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
         seen.append(sorted(map(str, train_ids))); return real(cohort, train_ids, *a, **k)
     monkeypatch.setattr(ft_mod, "finetune_backbone", spy)
     cohort = load_cohort(make_cohort(tmp_path / "cohort", n=50, seed=5, delta=2.5))
-    cfg = StudyConfig(**{**FAST, "cv_splits": 3, "cv_repeats": 1}, finetune="last", epochs=2, finetune_cv="refit",
-                      image_size=64, cache=str(tmp_path / "cache"))
+    cfg = StudyConfig(**{**FAST, "cv_splits": 3, "cv_repeats": 1, "image_size": 64}, finetune="last", epochs=2, finetune_cv="refit",
+                      cache=str(tmp_path / "cache"))
     (tmp_path / "tables").mkdir(); (tmp_path / "figures").mkdir()
     split = split_stage(cohort, cfg, tmp_path).split
     features = features_stage(cohort, cfg, verbose=False)          # frozen: only the folds fine-tune here

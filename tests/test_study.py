@@ -183,7 +183,7 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
         if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
             assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
         threads = "1" if sig == signal.SIGINT else "2"
-        r = subprocess.run(cmd + ["--backbone", "resnet18", "--cache", str(tmp_path / f"rerun_{sig.name}")],
+        r = subprocess.run(cmd + ["--backbone", "resnet18", "--image-size", "96", "--cache", str(tmp_path / f"rerun_{sig.name}")],
                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": threads})
         assert r.returncode == 0, r.stdout + r.stderr
         assert (out / "report.html").is_file()
