@@ -11,9 +11,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'format_problems', 'seed_everything',
-           'file_sha256', 'atomic_write', 'check_output', 'staged_dir', 'progress', 'Interrupted', 'check_stop',
-           'stoppable', 'stops_held', 'release_stops', 'set_style', 'save_figure']
+__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'quote', 'format_problems',
+           'seed_everything', 'file_sha256', 'atomic_write', 'check_output', 'staged_dir', 'progress', 'LogProgress',
+           'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops', 'set_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #797b3fff
 class PeRenalError(Exception):
@@ -42,11 +42,16 @@ def path_error(path:str|Path,   # the file or folder concerned
     return PathError(f"{path}: cannot {doing} it ({e.strerror or type(e).__name__}): {hint}.")
 
 # %% ../nbs/00_core.ipynb #6ae2160d
+def quote(value, limit:int=80)->str:
+    "A value as an error message shows it: its repr, cut to about `limit` characters with its length said (a 2 MB cell stays readable)."
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 20]}... ({len(str(value))} characters)"
+
 def format_problems(problems:list[str], # one line per problem found
                     limit:int=10,       # show at most this many
                    )->str:              # a bulleted list, shortened with a count of the rest
     "Join a list of problems for one error message, so the user sees many at once, not one per run."
-    shown = [f"  - {p}" for p in problems[:limit]]
+    shown = [f"  - {p if len(p) <= 600 else p[:300] + f' ... [{len(p) - 450} characters] ... ' + p[-150:]}" for p in problems[:limit]]
     if len(problems) > limit: shown.append(f"  - ... and {len(problems)-limit} more like these")
     return "\n".join(shown)
 
@@ -221,13 +226,49 @@ def progress(iterable:Iterable, # what to iterate over
              desc:str="",         # a few words shown before the bar
              total:int|None=None, # number of items, when `iterable` has no len()
              **kwargs)->Iterable:
-    "Wrap `iterable` in a progress bar, unless PE_RENAL_QUIET is set."
-    from tqdm.auto import tqdm
+    """Wrap `iterable` in a progress bar on a terminal or in Jupyter; where stderr is a file (nohup, a SLURM or cron log),
+    plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
     quiet = os.environ.get("PE_RENAL_QUIET", "") not in ("", "0")
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-    disable = quiet or not interactive
     if total is None and hasattr(iterable, "__len__"): total = len(iterable)
-    return tqdm(_checked(iterable), desc=desc, total=total, disable=disable, leave=False, **kwargs)
+    if not quiet and not interactive: return LogProgress(_checked(iterable), desc, total)
+    from tqdm.auto import tqdm
+    return tqdm(_checked(iterable), desc=desc, total=total, disable=quiet, leave=False, **kwargs)
+
+def _duration(s:float)->str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+class LogProgress:
+    """Progress for a log file: a plain line to stderr at most every PE_RENAL_PROGRESS_EVERY seconds (default 30) with the
+    stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a step shorter than
+    that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
+    def __init__(self, iterable=None, desc:str="", total:int|None=None):
+        self.iterable, self.desc, self.total, self.n, self.postfix = iterable, desc, total, 0, ""
+        self.every = float(os.environ.get("PE_RENAL_PROGRESS_EVERY", "30") or 30)
+        self.t0 = self.last = time.monotonic(); self.said = False
+    def _line(self, final:bool=False):
+        el = time.monotonic() - self.t0
+        of = f"/{self.total}" if self.total else ""
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        eta = (f", about {_duration(el / self.n * (self.total - self.n))} left" if self.total and self.n and not final else "")
+        sys.stderr.write(f"{self.desc or 'progress'}: {'done, ' if final else ''}{self.n}{of}{pct}, {_duration(el)} elapsed{eta}"
+                         f"{(' ' + self.postfix) if self.postfix else ''}\n"); sys.stderr.flush()
+        self.last, self.said = time.monotonic(), True
+    def update(self, n:int=1):
+        self.n += n
+        if time.monotonic() - self.last >= self.every: self._line()
+    def set_postfix(self, **kw): self.postfix = " ".join(f"{k}={v}" for k, v in kw.items())
+    def close(self):
+        if self.said and self.n: self._line(final=True)
+        self.said = False
+    def __iter__(self):
+        try:
+            for x in self.iterable:
+                yield x
+                self.update(1)
+        finally: self.close()
+    def __len__(self): return self.total or 0
 
 class Interrupted(KeyboardInterrupt):
     "The process was asked to stop: Ctrl-C, SIGTERM (schedulers, `timeout`) or SIGHUP (a closed terminal)."

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import CohortError, PeRenalError, PathError, file_sha256, format_problems, path_error
+from .core import CohortError, PeRenalError, PathError, file_sha256, format_problems, path_error, quote
 
 try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
@@ -100,7 +100,7 @@ def to_numeric(df:pd.DataFrame, # table read by `read_table`
     num = pd.to_numeric(s, errors="coerce")
     bad = s.notna() & (num.isna() | ~np.isfinite(num.fillna(0.0)))
     if bad.any():
-        rows = [f"line {_line(i)} (patient {df[id_col].iloc[i] if id_col in df else '?'}): {s.iloc[i]!r}"
+        rows = [f"line {_line(i)} (patient {df[id_col].iloc[i] if id_col in df else '?'}): {quote(s.iloc[i])}"
                 for i in np.flatnonzero(bad.to_numpy())]
         comma = s[bad].str.fullmatch(_DECIMAL_COMMA).all()
         hint = (" These look like numbers with a decimal comma: save the file with a point as the decimal separator."
@@ -127,7 +127,7 @@ def encode_label(s:pd.Series,     # the label column as read (text)
         v = values[0]; num = pd.to_numeric(pd.Series([v, positive]), errors="coerce")
         if positive is not None: return pd.Series(int(str(v) == str(positive).strip() or num[0] == num[1]), index=s.index)
         if num[0] in (0.0, 1.0): return pd.Series(int(num[0]), index=s.index)
-        raise CohortError(f"{fname}: every patient has {col!r} = {v!r}; say whether that is the positive class "
+        raise CohortError(f"{fname}: every patient has {col!r} = {quote(v)}; say whether that is the positive class "
                           f"(preeclampsia) in cohort.toml:\n  [label]\n  positive = \"...\"")
     if len(values) != 2:
         raise CohortError(f"{fname}: column {col!r} must hold exactly two values (e.g. 0 = normal, "
@@ -371,7 +371,7 @@ def read_config(root:Path)->dict:
     return cfg
 
 # %% ../nbs/01_data.ipynb #1815f2d2
-def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
+def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=None):
     fname = "clinical.csv"
     lab = cfg.get("label", {})
     label_col = str(lab.get("column", "label"))
@@ -396,7 +396,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
         s = df["split"].str.lower()
         bad = ~s.isin(["train", "test"])
         if bad.any():
-            rows = [f"line {_line(i)}: {df['split'].iloc[i]!r}" for i in np.flatnonzero(bad.to_numpy())]
+            rows = [f"line {_line(i)}: {quote(df['split'].iloc[i])}" for i in np.flatnonzero(bad.to_numpy())]
             raise CohortError(f"{root/fname}: column 'split' must be 'train' or 'test' on every row:\n"
                               f"{format_problems(rows)}\nFix these values, or delete the column to let pe_renal split 7:3.")
         out["split"] = s.to_numpy()
@@ -404,6 +404,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
     exclude = set(cl.get("exclude", []))
     candidates = [c for c in df.columns if c not in RESERVED and c != label_col]
     features = list(cl.get("features", [c for c in candidates if c not in exclude]))
+    if use is not None: features = [c for c in use if c in candidates]   # only these matter (e.g. a model's); the rest is not checked
     declared_cat = list(cl.get("categorical", []))
     for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude))):
         unknown = [c for c in cols if c not in candidates]
@@ -413,6 +414,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True):
                               f"Columns available: {', '.join(map(repr, candidates))}.")
     categorical = []
     for c in candidates:
+        if use is not None and c not in features: out[c] = df[c].to_numpy(); continue   # read as it is, never used
         if c in declared_cat:
             out[c] = df[c].to_numpy(); categorical.append(c); continue
         has_number = pd.to_numeric(df[c], errors="coerce").notna().any()
@@ -488,7 +490,7 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
         try: found = _is_file(Path(r["abspath"]))
         except PathError as e: found = str(e).split(": ", 1)[-1]
         if found is not True:
-            problems.append(f"line {_line(i)}: image {r['path']!r} {found or 'not found'}"); widths.append(np.nan); heights.append(np.nan); continue
+            problems.append(f"line {_line(i)}: image {quote(r['path'])} {found or 'not found'}"); widths.append(np.nan); heights.append(np.nan); continue
         if not check_images: widths.append(np.nan); heights.append(np.nan); continue
         try: img = read_image(r["abspath"])
         except PeRenalError as e:
@@ -564,6 +566,8 @@ def is_synthetic(root:str|Path)->bool:
 def load_cohort(path:str|Path,            # the cohort folder
                 check_images:bool=True,   # decode every image (and ROI) now, to report any bad file up front
                 require_label:bool=True,  # False for new patients to score (the label column may be absent)
+                features:list|None=None,  # the clinical columns to use instead of cohort.toml's; the others are read but
+                                          # not checked (`predict`: the model's columns, so an unused empty column is no error)
                )->Cohort:
     "Read and validate a cohort folder (clinical.csv, images.csv, optional cohort.toml)."
     root = Path(path).expanduser().absolute()
@@ -572,7 +576,7 @@ def load_cohort(path:str|Path,            # the cohort folder
                           "(make a demo one with `pe-renal synth --out DIR`).")
     root = Path(os.path.normpath(root))
     cfg = read_config(root)
-    clinical, features, categorical, label_col, positive = _check_clinical(root, cfg, require_label)
+    clinical, features, categorical, label_col, positive = _check_clinical(root, cfg, require_label, features)
     images = _check_images(root, clinical, check_images)
     return Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
                   categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root))

@@ -1125,8 +1125,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         for extra in (out.with_name(out.stem + "_metrics.csv"), out.with_name(out.name + ".json")):
             check_output(extra, inputs, overwrite, folder=False, what="file beside the predictions")
     obj = load_model(model_path); info = obj["info"]
-    cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort, require_label=False)
     need = list(info["numeric"]) + list(info["categorical"])
+    cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort, require_label=False, features=need)   # the model's columns only
     missing = [c for c in need if c not in cohort.clinical.columns]
     if missing:
         raise PeRenalError(f"{cohort.root/'clinical.csv'}: the model needs clinical column(s) {', '.join(map(repr, missing))}, "

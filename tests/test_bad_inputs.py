@@ -462,3 +462,28 @@ def test_report_refuses_a_damaged_results_folder_naming_the_file(capsys, study_r
     before = tree_state(d)
     err = refused(capsys, "report", d, says=names + ["run the study again"])
     assert tree_state(d) == before and len(err) < 800, err
+
+
+def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(capsys, study_results, tmp_path):
+    import shutil
+    _, cohort, cfg, out = study_results
+    new = shutil.copytree(cohort, tmp_path / "new")
+    df = pd.read_csv(new / "clinical.csv")
+    used = load_model_columns(out)
+    unused = [c for c in df.columns if c not in used + ["patient_id", "group", "label"]]
+    assert unused
+    df[unused[0]] = None; df["free_text_notes"] = "see chart"; df["empty_extra"] = None
+    df.to_csv(new / "clinical.csv", index=False)
+    code, outp, err = cli(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "p.csv", "--cache", cfg.cache,
+                          "--allow-overlap")
+    assert code == 0 and (tmp_path / "p.csv").is_file(), err
+    df[used[0]] = None                                                     # a column the model uses, empty: refused by name
+    df.to_csv(new / "clinical.csv", index=False)
+    refused(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "q.csv", "--cache", cfg.cache,
+            "--allow-overlap", says=[used[0], "empty"])
+
+
+def load_model_columns(out):
+    from pe_renal.study import load_model
+    info = load_model(out / "model.skops")["info"]
+    return list(info["numeric"]) + list(info["categorical"])

@@ -271,3 +271,15 @@ def test_the_same_image_under_two_patients_is_refused_and_near_copies_are_named(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_cohort(root)
+
+
+def test_a_huge_cell_is_quoted_short(tmp_path):
+    "A 2 MB cell in a numeric column: the message names file, line, patient and column, and quotes about 80 characters of it."
+    from conftest import write_cohort
+    root = write_cohort(tmp_path / "c", n=12)
+    df = pd.read_csv(root / "clinical.csv"); df["creatinine"] = df["creatinine"].astype(object)
+    df.loc[3, "creatinine"] = "7" * 1000 + "x" * 2_000_000
+    df.to_csv(root / "clinical.csv", index=False)
+    with pytest.raises(CohortError) as e: load_cohort(root)
+    msg = str(e.value)
+    assert len(msg) < 700 and "creatinine" in msg and "line 5" in msg and "P03" in msg and "2001000 characters" in msg, msg[:800]
