@@ -207,7 +207,8 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--weights", default="imagenet", help=weights_help)
         q.add_argument("--lasso-rule", default="min", choices=["min", "1se"], help="lambda rule of the LASSO (default min)")
         q.add_argument("--lasso-method", default="lasso", choices=["lasso", "logistic"],
-                       help="lasso: least squares on the 0/1 label (LassoCV, default, as most such studies); logistic: L1 logistic")
+                       help="lasso: least squares on the 0/1 label (default, as most such studies; the exact LARS-lasso path, λ by "
+                            "stratified 10-fold CV mean squared error); logistic: L1 logistic (λ by CV log-loss)")
         q.add_argument("--classifier", default="knn", choices=["knn", "logistic", "svm", "rf"],
                        help="classifier of the three models (default knn, as the paper)")
         q.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the repeated cross-validation (default 5)")

@@ -19,7 +19,7 @@ __all__ = ['METRICS', 'APPARENT', 'EvaluationError', 'check_scores', 'delong_pla
            'delong_test', 'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion',
            'calibration_bins', 'calibration_curve', 'brier_score', 'count_denominator', 'smoothed_probabilities',
            'calibration_slope_intercept', 'calibration_table', 'decision_curve', 'estimate_kind', 'performance_table',
-           'format_performance', 'delong_comparisons', 'plot_roc', 'plot_calibration', 'plot_decision_curve',
+           'format_performance', 'delong_comparisons', 'holm', 'plot_roc', 'plot_calibration', 'plot_decision_curve',
            'plot_confusion_matrices', 'write_evaluation']
 
 # %% ../nbs/06_evaluation.ipynb #8b85e189
@@ -444,10 +444,28 @@ def delong_comparisons(results:dict)->pd.DataFrame:
             if len(ya) != len(yb) or not np.array_equal(np.asarray(ya).astype(int), np.asarray(yb).astype(int)):
                 raise EvaluationError(f"{cohort}: models {a!r} and {b!r} were not scored on the same patients "
                                       "(labels differ); a paired DeLong test needs the same patients in the same order.")
+            if np.array_equal(np.asarray(sa, float), np.asarray(sb, float)):   # one model twice (e.g. Composite = Clinical)
+                auc = roc_auc(ya, sa)
+                rows.append(dict(cohort=cohort, model_a=a, model_b=b, auc_a=auc, auc_b=auc, difference=0.0, z=np.nan, p=np.nan,
+                                 note="identical predictions (e.g. the LASSO kept no deep feature, so the composite model is the "
+                                      "clinical one): nothing to test"))
+                continue
             t = delong_test(ya, sa, sb)
             rows.append(dict(cohort=cohort, model_a=a, model_b=b, auc_a=t.auc_a, auc_b=t.auc_b,
-                             difference=t.auc_a - t.auc_b, z=t.z, p=t.p))
-    return pd.DataFrame(rows, columns=["cohort", "model_a", "model_b", "auc_a", "auc_b", "difference", "z", "p"])
+                             difference=t.auc_a - t.auc_b, z=t.z, p=t.p, note=""))
+    out = pd.DataFrame(rows, columns=["cohort", "model_a", "model_b", "auc_a", "auc_b", "difference", "z", "p", "note"])
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", np.nan)
+    for _, idx in out.groupby("cohort").groups.items():          # Holm's step-down adjustment within a cohort's comparisons
+        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p"].to_numpy(float))
+    return out
+
+def holm(p:np.ndarray)->np.ndarray:
+    "Holm's step-down adjusted p-values (family-wise error); nan p-values (no test) stay nan and do not count."
+    p = np.asarray(p, float); out = np.full(len(p), np.nan); ok = np.flatnonzero(~np.isnan(p))
+    if not len(ok): return out
+    order = ok[np.argsort(p[ok], kind="stable")]; m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
 
 # %% ../nbs/06_evaluation.ipynb #32d10ce5
 import matplotlib

@@ -119,7 +119,7 @@ class LassoSelector(TransformerMixin, BaseEstimator):
     def __init__(self,
                  cv:int=10,                 # stratified CV folds for choosing λ
                  rule:str="min",            # "min": least CV error; "1se": glmnet's one-standard-error rule
-                 method:str="lasso",        # "lasso": LassoCV on the 0/1 label; "logistic": L1-penalised logistic
+                 method:str="lasso",        # "lasso": LASSO on the 0/1 label (exact LARS path, λ by CV MSE); "logistic": L1-penalised logistic
                  alphas=None,               # λ grid: number of values (default 100; 30 logistic) or the values
                  eps:float|None=None,       # smallest / largest λ (default 0.01 if patients < features, else 0.001)
                  solver:str="liblinear",    # logistic only: "liblinear" or "saga"

@@ -227,7 +227,7 @@ def _warn_k_edge(grid:dict, best:dict):
                   f"outside it ({what}); read the tuning curve (cv_results_) before trusting the choice.", KAtGridEdge, stacklevel=3)
 
 class TunedClassifier(ClassifierMixin, BaseEstimator):
-    "A classifier by name, its settings (KNN: k and weighting) tuned by stratified CV on the data it is fitted on."
+    "A classifier by name, its settings (KNN: k; the weighting too if more than one is given) tuned by stratified CV on the data it is fitted on."
     def __init__(self,
                  classifier:str="knn",     # "knn", "logistic", "svm" or "rf"
                  k_max:int=25,             # KNN: largest k tried
@@ -549,8 +549,8 @@ class InternalValidation:
                               reason=r.reason if isinstance(r.reason, str) else None) for r in rows.itertuples()}
 
 IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% CI: influence curve, LeDell 2015)",
-              "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; 95% CI: percentiles "
-                      "of per-resample .632+ AUCs, conservative)"}
+              "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; interval: 2.5-97.5 "
+                      "percentiles of the per-resample .632+ AUCs, a resample range rather than a confidence interval)"}
 
 REFIT_WORDS = "; deep features refitted inside every fold (fine-tuned on the fold's training patients only)"
 

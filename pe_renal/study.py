@@ -54,7 +54,7 @@ class StudyConfig:
                                      # preeclampsia) or "predicted" (the head's logit for the class it predicts per image)
     fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
     lasso_rule: str = "min"          # "min" (lambda with the lowest CV error) or "1se"
-    lasso_method: str = "lasso"      # "lasso" (LassoCV on the 0/1 label) or "logistic" (L1 logistic)
+    lasso_method: str = "lasso"      # "lasso" (LASSO on the 0/1 label, λ by CV) or "logistic" (L1 logistic)
     classifier: str = "knn"          # "knn" as the paper; "logistic", "svm", "rf" for comparison
     seed: int = 42                   # one seed for the split, the CV folds, the bootstrap and SHAP
     test_size: float = 0.3
@@ -703,7 +703,9 @@ def _transform_words(t:dict)->str:
     how = {"pad": "padded to a square and resized", "stretch": "stretched"}.get(t.get("resize"), f"resized ({t.get('resize')})")
     return f"{how} to {t.get('size')} px, normalised with mean {t.get('mean')} and SD {t.get('std')}"
 
-def _lasso_words(method:str)->str: return "L1-penalised logistic regression (LASSO)" if method == "logistic" else "LASSO (LassoCV on the 0/1 label)"
+def _lasso_words(method:str)->str:
+    return ("L1-penalised logistic regression (LASSO; λ by stratified 10-fold CV log-loss)" if method == "logistic" else
+            "LASSO on the 0/1 label (the exact LARS-lasso path on standardised features; λ by stratified 10-fold CV mean squared error)")
 
 def finetune_in_validation(m:dict)->str|None: # None (frozen backbone), "head", "once" or "refit"
     "How a run's fine-tuning enters its internal validation, read from its manifest (run.json)."
@@ -736,7 +738,7 @@ def _tripod_reports(m:dict)->dict:
                "(all fitted on training data).",
         "12c": f"{_lasso_words(cfg['lasso_method'])}, {cfg['lasso_rule']} rule"
                + (f", kept {las['selected']} of {las['candidates']} deep features" if las else "") +
-               f"; then {cfg['classifier'].upper()} ({'k and weighting' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
+               f"; then {cfg['classifier'].upper()} ({'k, with uniform weights,' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
                "repeats (95% CI by the influence curve of the cross-validated AUC)"

@@ -176,3 +176,20 @@ def test_calibration_ci_counts_separated_resamples_and_leaves_their_limit_unboun
     # an inverted score: separated resamples head to -inf, the lower limit is the unbounded one
     t3 = calibration_table({"m": {"test": (y, 1 - p)}}, n_boot=1000, seed=0).iloc[0]
     assert t3["slope_lo"] == -np.inf and np.isfinite(t3["slope_hi"]) and t3["slope_hi"] < 0, t3
+
+
+def test_delong_skips_identical_models_and_adjusts_for_multiplicity():
+    "Composite = Clinical (no deep feature kept): no test, a note; Holm's adjustment over the cohort's tests, checked by hand."
+    from pe_renal.evaluation import holm
+    tr, te = model(120, 1.0, 0), model(80, 1.0, 1)
+    rng = np.random.default_rng(5)
+    te_b = (te[0], te[1] + rng.normal(0, 1, 80)); te_c = (te[0], te[1] + rng.normal(0, 2, 80))
+    res = {"DL": {"train": tr, "test": te_b}, "Clinical": {"train": tr, "test": te_c}, "Composite": {"train": tr, "test": te_c}}
+    d = delong_comparisons(res).set_index(["model_a", "model_b"])
+    same = d.loc[("Clinical", "Composite")]
+    assert np.isnan(same["p"]) and np.isnan(same["z"]) and "identical predictions" in same["note"] and same["difference"] == 0
+    assert d["p_holm"].notna().sum() == 2                                    # two real tests in the family, not three
+    p = d["p"].dropna().to_numpy()
+    lo, hi = np.sort(p)
+    np.testing.assert_allclose(np.sort(d["p_holm"].dropna()), [min(1, 2 * lo), min(1, max(2 * lo, hi))])
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06])   # by hand: 3p, 2p, max(., p)
