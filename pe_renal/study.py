@@ -19,8 +19,8 @@ from .data import Cohort, load_cohort, split_cohort, table_one, check_split_size
 __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'MODEL_FILE_TYPES',
            'STATUS_NOTES', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
            'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
-           'model_file_types', 'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'write_readmes',
-           'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
+           'model_file_types', 'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'tables_readme',
+           'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
            'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
            'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'oof_thresholds',
            'evaluation_stage', 'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
@@ -279,8 +279,109 @@ def stamp_figure(path:str|Path, # a PNG figure
     return True
 
 _FOLDERS = {".": "Results of one pe_renal run: report.html, run.json, split.csv, predictions.csv, model.skops.",
-            "tables": "Tables of one pe_renal run (CSV). Columns are described in report.html.",
+            "tables": "Tables of one pe_renal run (CSV). What each holds and what its columns mean is listed below.",
             "figures": "Figures of one pe_renal run. Every PNG carries the status label below when there is one."}
+
+# What each table of a results folder holds, and what its columns mean: written into tables/README.txt by `write_readmes`,
+# so a reader of the CSVs (outside the report) has them. A table's own columns first; `_COLUMNS` for those many tables share.
+_COLUMNS = {
+    "model": "DL (selected deep features), Clinical (clinical columns) or Composite (both)",
+    "cohort": "train (the training patients: in-sample, apparent) or test (held out)",
+    "n": "patients", "n_positive": "patients with preeclampsia", "patient_id": "the patient, as in clinical.csv",
+    "auc": "area under the ROC curve", "lo": "lower limit of the 95% interval", "hi": "upper limit of the 95% interval",
+    "auc_lo": "lower limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
+    "auc_hi": "upper limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
+    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores)",
+    "settings": "the tuned settings of the classifier (KNN: k)", "deep_kept": "deep features the LASSO kept in that fit",
+    "no_features": "True when the LASSO kept no deep feature in that fit (the model is then a prevalence stand-in)",
+    "repeat": "repeat of the cross-validation", "fold": "fold within the repeat", "label": "1 = preeclampsia, 0 = normal",
+    "score": "the model's predicted probability of preeclampsia", "feature": "a deep feature (deep_NNNN: a pooled channel of the backbone)",
+    "family": "deep or clinical", "variable": "a clinical column or 'deep features'", "mean_abs_shap": "mean |SHAP value| over the test patients",
+    "p": "p-value (unadjusted)", "missing": "patients with no value", "level": "the summary shown in that row (category or statistic)",
+    "overall": "all patients", "seconds": "time taken",
+}
+_TABLES = {
+    "performance": ("Discrimination and classification per model and cohort (Table 2, numbers).",
+                    dict(estimate="apparent (in-sample, optimistic) for training rows, held-out for test rows",
+                         iv_auc="internal-validation AUC (training rows; empty for test rows)", iv_lo="its lower 95% limit",
+                         iv_hi="its upper 95% limit", iv_method="how it was estimated", iv_reason="why it is NA, when it is",
+                         **{f"{k}{s}": f"{k} at the threshold{' (lower 95% bootstrap limit; empty for training rows)' if s == '_lo' else ' (upper 95% bootstrap limit; empty for training rows)' if s == '_hi' else ''}"
+                            for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1") for s in ("", "_lo", "_hi")}), None),
+    "performance_formatted": ("Table 2 as printed in the report: value (95% CI) strings; training rows without CIs.", {}, "its columns are those of performance.csv, formatted"),
+    "internal_validation": ("Internal validation of the whole pipeline on the training patients: each model by each method.",
+                            dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
+                                 n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
+                                 primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
+                                 n_no_features="resamples in which the LASSO kept no deep feature"), None),
+    "internal_validation_cv_folds": ("One row per model and cross-validation fold.",
+                                     dict(n_train="training patients of the fold", n_test="held-out patients of the fold",
+                                          ic_msq="the fold's term of the influence-curve variance (LeDell 2015)"), None),
+    "internal_validation_bootstrap": (".632+ bootstrap: one row per model and resample.",
+                                      dict(resample="resample number", auc_oob="AUC of the patients left out of the resample",
+                                           n_oob="patients left out"), None),
+    "threshold_oof_scores": ("Out-of-fold scores of the training patients from the internal cross-validation: the thresholds are chosen on these.", {}, None),
+    "calibration": ("Calibration of the held-out predictions (logistic recalibration) with bootstrap 95% intervals, and Brier score.",
+                    dict(slope="calibration slope (1 = ideal)", slope_lo="its lower limit (-inf: unbounded)", slope_hi="its upper limit (inf: unbounded)",
+                         intercept="calibration intercept, slope fixed at 1 (0 = ideal)", intercept_lo="its lower limit", intercept_hi="its upper limit",
+                         brier="Brier score", smoothing="how KNN vote shares were smoothed before the logit",
+                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)"), None),
+    "delong_comparisons": ("Paired DeLong tests between models on the test patients.",
+                           dict(model_a="first model", model_b="second model", auc_a="AUC of model_a", auc_b="AUC of model_b",
+                                difference="auc_a - auc_b", z="DeLong z statistic", p_holm="p adjusted for the comparisons on the cohort (Holm)",
+                                note="why no test was made, when none was"), None),
+    "models": ("The three fitted models.", dict(classifier="the classifier", inputs="input columns", lasso_lambda="the LASSO's λ",
+                                               tuning_criterion_auc="cross-validated AUC that chose the settings (a tuning criterion, not a validation estimate)"), None),
+    "lasso_coefficients": ("Deep features the LASSO kept, by |coefficient|.", dict(rank="rank by |coefficient|",
+                           coefficient="coefficient on the standardised feature", coefficient_raw="coefficient on the feature as extracted",
+                           mean="the feature's training mean", sd="its training SD"), None),
+    "lasso_cv": ("The LASSO's cross-validation curve: one row per λ.", dict(alpha="λ", log_alpha="log λ", cv_mean="mean CV error",
+                 cv_se="its standard error", n_selected="features kept at this λ", rule="min or 1se at the chosen λ"), None),
+    "selection_stability": ("How often each deep feature is kept over bootstrap resamples of the training patients.",
+                            dict(frequency="share of resamples that kept it", mean_coefficient="mean coefficient when kept",
+                                 selected="kept by the LASSO on all training patients"), None),
+    "shap_values": ("SHAP values of the composite model's P(preeclampsia) for each test patient.",
+                    dict(expected_value="the base value: mean prediction over the background of training patients",
+                         prediction="the model's prediction (= expected_value + the sum of the row's SHAP values)"),
+                    "the other columns are the model's inputs (deep features, clinical columns, one-hot levels): each patient's SHAP value for it"),
+    "shap_importance_feature": ("Mean |SHAP| per model input.", {"": "the input (first column, unnamed)"}, None),
+    "shap_importance_variable": ("Mean |SHAP| per clinical column (one-hot levels summed) and for the deep features together.", {}, None),
+    "shap_importance_family": ("SHAP per family (deep vs clinical).", dict(mean_net_contribution="mean over test patients of the family's summed SHAP values (signed)",
+                               mean_abs_net_contribution="mean over test patients of |the family's summed SHAP values|", n_features="inputs in the family",
+                               sum_of_feature_importance="sum of the family's per-input mean |SHAP|", share_of_summed_importance="that sum as a share of all"), None),
+    "shap_importance_family_columns": ("What the columns of shap_importance_family.csv mean.", dict(column="a column of shap_importance_family.csv", meaning="what it means"), None),
+    "table1_by_group": ("Baseline characteristics by group (Table 1).", dict(test="the test behind p"),
+                        "the group columns ('<Group> (n=...)') summarise each group's patients"),
+    "table1_by_split": ("Baseline characteristics by split (training vs test).", dict(SMD="standardised mean difference between the splits"),
+                        "the split columns ('Training (n=...)', 'Test (n=...)') summarise each split's patients"),
+    "gradcam_checks": ("Grad-CAM checks per explained test image.", dict(case="its cell of the confusion matrix", p_composite="the composite model's P(preeclampsia)",
+                       path="the image", score="the value of what the map explains for this image (the deep signature, or the head's logit)",
+                       explains="the class whose evidence the map shows", kidney_energy_inside="share of the map inside the kidney mask",
+                       kidney_area_fraction="share of the image the kidney covers", kidney_ratio="energy inside / area fraction",
+                       kidney_ratio_uniform="the ratio a map of exactly the kidney reaches on the same grid",
+                       randomisation_spearman="rank correlation with the map of a randomised network", localisation="passed / failed / not measured",
+                       randomisation="passed / failed / not measured"), None),
+    "gradcam_signature_agreement": ("Rank agreement on the test patients between the deep signature Grad-CAM explains and each model's prediction.",
+                                    dict(spearman_with_signature="Spearman correlation", n_test="test patients"), None),
+    "finetune_history": ("Fine-tuning, one row per epoch.", dict(epoch="epoch", train_loss="training loss", val_loss="inner-validation loss",
+                         val_auc="inner-validation AUC (per patient)"), None),
+    "tripod_ai": ("TRIPOD+AI checklist: what this run reports for each item.", {}, "its columns say the item, its section, what this run reports and whether the authors must add to it"),
+}
+
+def tables_readme(tables_dir:Path)->str:
+    "What every CSV in `tables_dir` holds and what each of its columns means (unknown tables or columns are named as such)."
+    out = []
+    for p in sorted(Path(tables_dir).glob("*.csv")):
+        what, cols, pattern = _TABLES.get(p.stem, ("(not described)", {}, None))
+        out.append(f"{p.name}: {what}")
+        try: names = list(pd.read_csv(p, nrows=0).columns)
+        except Exception: names = []
+        for c in names:
+            c = "" if c.startswith("Unnamed") else c
+            meaning = cols.get(c) or _COLUMNS.get(c)
+            if meaning: out.append(f"  {c or '(first column)'}: {meaning}")
+        if pattern: out.append(f"  ({pattern})")
+        out.append("")
+    return "\n".join(out)
 
 def write_readmes(out:str|Path, # results folder
                   status:str,   # from `run_status`
@@ -292,6 +393,7 @@ def write_readmes(out:str|Path, # results folder
         if not d.is_dir(): continue
         rel = "run.json" if sub == "." else "../run.json"
         text = f"{what}\n\n{status_text(status)}\n\nEvery setting, version, input hash and warning of this run is in {rel}.\n"
+        if sub == "tables": text += "\n" + tables_readme(d)
         with atomic_write(d/"README.txt", "w") as f: f.write(text)
         written.append(d/"README.txt")
     return written
@@ -964,8 +1066,8 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                               "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
                               "internal_validation": finetune_validation_words(cfg)})
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
-    write_readmes(tmp, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
+    write_readmes(tmp, status)                                    # after the last table: its README describes every one
     manifest["timings_s"] = {**times, "report": round(time.perf_counter() - t0, 2)}
     with atomic_write(tmp/"run.json", "w") as fh: json.dump(manifest, fh, indent=2, default=str, ensure_ascii=False)   # UTF-8, readable
     render_report(tmp)

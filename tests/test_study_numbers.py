@@ -71,3 +71,15 @@ def test_the_threshold_check_tells_the_rules_apart(saved):
              for part in ("train", "test")}
     assert any(abs(other["train"][m] - th[m]) > 1e-9 for m in MODELS), (other, th)
     assert any(abs(other["test"][m] - th[m]) > 1e-9 for m in MODELS), (other, th)
+
+
+def test_tables_readme_describes_every_csv_and_every_column(saved):
+    "tables/README.txt: every CSV of the folder with what it holds, and a meaning for every column (or the note for patterned ones)."
+    text = (saved["out"] / "tables" / "README.txt").read_text(encoding="utf-8")
+    from pe_renal.study import _COLUMNS, _TABLES
+    for p in sorted((saved["out"] / "tables").glob("*.csv")):
+        assert f"{p.name}: " in text and f"{p.name}: (not described)" not in text, p.name
+        what, cols, pattern = _TABLES[p.stem]
+        for c in pd.read_csv(p, nrows=0).columns:
+            c = "" if c.startswith("Unnamed") else c
+            assert c in cols or c in _COLUMNS or pattern, (p.name, c)
