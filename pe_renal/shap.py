@@ -119,7 +119,7 @@ def importance(ex)->dict:
            .sort_values("mean_abs_shap", ascending=False))
     var.index.name = "variable"
     fam_net = v.T.groupby(cols["family"].reindex(v.columns).to_numpy()).sum().T      # per patient: the family's summed SHAP
-    fam = pd.DataFrame({"mean_net_contribution": fam_net.mean(), "mean_abs_net_contribution": fam_net.abs().mean(),
+    fam = pd.DataFrame({"mean_abs_net_contribution": fam_net.abs().mean(), "mean_net_contribution": fam_net.mean(),   # abs leads
                         "n_features": feat.groupby("family").size(),
                         "sum_of_feature_importance": feat.groupby("family")["mean_abs_shap"].sum()})
     fam["share_of_summed_importance"] = fam["sum_of_feature_importance"] / fam["sum_of_feature_importance"].sum()
@@ -164,8 +164,8 @@ def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     fig.axes[0].set_title(title or f"Patient {ex.patients[i]}: P(preeclampsia) = {ex.prediction[i]:.2f}", fontsize=11)
     return fig
 
-def plot_families(imp:dict, title:str="Net contribution per feature family"):
-    "Mean |net contribution| per family (deep vs clinical), with its signed mean and the number of features."
+def plot_families(imp:dict, title:str="Mean |net contribution| per feature family"):
+    "Bars: mean |net contribution| per family (deep vs clinical); labels: its signed mean and the number of inputs."
     import matplotlib.pyplot as plt, seaborn as sns
     from pe_renal.core import set_style
     set_style()
@@ -174,9 +174,10 @@ def plot_families(imp:dict, title:str="Net contribution per feature family"):
     sns.barplot(fam, y="family", x="mean_abs_net_contribution", hue="family", ax=ax,
                 palette={"deep": "#0072B2", "clinical": "#E69F00"}, legend=False)
     for i, r in fam.iterrows():
-        ax.text(r.mean_abs_net_contribution, i, f"  mean {r.mean_net_contribution:+.3f} ({r.n_features} features)", va="center", fontsize=9)
+        ax.text(r.mean_abs_net_contribution, i, f"  {r.mean_abs_net_contribution:.3f}; signed mean {r.mean_net_contribution:+.3f}, {r.n_features} inputs",
+                va="center", fontsize=9)
     ax.set(xlabel="mean over patients of |family's summed SHAP| (probability)", ylabel="", title=title)
-    ax.set_xlim(0, fam["mean_abs_net_contribution"].max() * 1.6)
+    ax.set_xlim(0, fam["mean_abs_net_contribution"].max() * 2.2)
     fig.tight_layout(); return fig
 
 def write_shap(ex, out_dir:str|Path, formats=("png",), dpi:int=300)->dict:

@@ -923,6 +923,13 @@ def _figures(results_dir:Path, *names)->list[dict]:
                                     "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()})
     return out
 
+def _shap_family_caption(results_dir:Path)->str:
+    "The numbers of the SHAP family figure, from the table it was drawn from, for its caption."
+    p = results_dir/"tables"/"shap_importance_family.csv"
+    if not p.is_file(): return ""
+    return "; ".join(f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean "
+                     f"{r.mean_net_contribution:+.3f} ({int(r.n_features)} inputs)" for r in pd.read_csv(p).itertuples())
+
 def _gradcam_verdict(results_dir:Path)->dict|None:
     "Counts and ranges of the Grad-CAM checks, in words."
     p = results_dir/"tables"/"gradcam_checks.csv"
@@ -1001,7 +1008,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
-        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, optimism=FINETUNE_OPTIMISM,
+        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTION, shap_caption=_shap_family_caption(d), optimism=FINETUNE_OPTIMISM,
         ft_cv=finetune_in_validation(m))
 
 # %% ../nbs/09_study.ipynb #f59500c4

@@ -135,3 +135,20 @@ def test_status_is_stated(rendered, results):
 
 def test_screenshot_is_saved(rendered):
     assert rendered["screenshot"].stat().st_size > 50_000
+
+
+def test_shap_family_caption_says_what_its_csv_says(rendered, results):
+    "The SHAP family figure's caption, as shown, gives the same numbers as shap_importance_family.csv (abs leading, signed beside)."
+    import re
+    fam = pd.read_csv(results / "tables" / "shap_importance_family.csv")
+    cap = next(line for line in rendered["text"].splitlines() if line.startswith("figures/shap_families.png"))
+    assert "|the family's summed SHAP values|" in cap
+    for r in fam.itertuples():
+        assert f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean {r.mean_net_contribution:+.3f}" in cap, cap
+    first = re.search(r"mean \|net contribution\| ([0-9.]+)", cap).group(1)
+    assert float(first) == pytest.approx(fam["mean_abs_net_contribution"].max(), abs=5e-4)   # the table's order: abs leads
+
+
+def test_shap_family_table_leads_with_the_absolute_contribution(rendered):
+    t = next(t for t in rendered["tables"] if t["source"] == "tables/shap_importance_family.csv")
+    assert t["header"][:3] == ["family", "mean_abs_net_contribution", "mean_net_contribution"], t["header"]

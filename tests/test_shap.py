@@ -56,12 +56,12 @@ def test_background_is_real_training_patients(fitted):
     assert onehot.size and np.isin(onehot, [0.0, 1.0]).all()
 
 
-def test_family_table_leads_with_net_contribution(fitted):
+def test_family_table_leads_with_the_absolute_net_contribution(fitted):
     data, models = fitted
     Xtr, _ = data.part("train"); Xte, _ = data.part("test")
     ex = explain_model(models["Composite"], Xtr, Xte.iloc[:10], seed=0)
     fam = importance(ex)["family"]
-    assert list(fam.columns[:2]) == ["mean_net_contribution", "mean_abs_net_contribution"]
+    assert list(fam.columns[:2]) == ["mean_abs_net_contribution", "mean_net_contribution"]
     fam_of = ex.columns.set_index("feature")["family"]
     for f in fam.index:
         net = ex.values[:, (fam_of[ex.feature_names] == f).to_numpy()].sum(1)
