@@ -50,8 +50,13 @@ def cmd_features(args)->int:
     check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
     cohort = load_cohort(args.cohort)
     print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
-    feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
-                             batch_size=args.batch_size, cache=False if args.no_cache else (args.cache or None))
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:           # said once per run, whatever was said before in the process
+        warnings.simplefilter("always", UserWarning)
+        feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
+                                 batch_size=args.batch_size, cache=False if args.no_cache else (args.cache or None))
+    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        print(f"pe-renal features: warning: {w}", file=sys.stderr)
     meta = dict(feats.attrs["pe_renal"])
     if args.per == "patient": feats = aggregate_features(feats, cohort, how=args.aggregate)
     else: feats.insert(0, "patient_id", cohort.images["patient_id"].to_numpy()); feats.insert(1, "path", cohort.images["path"].to_numpy())

@@ -86,11 +86,15 @@ def atomic_write(path:str|Path, # final file name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:   # text: always UTF-8
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:   # text: always UTF-8
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:                         # a full disk says nothing of where: name the file being written
+            if e.filename is None: e.filename = str(path)
+            raise
     finally:
         if tmp.exists(): tmp.unlink()
 

@@ -404,6 +404,10 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
     exclude = set(cl.get("exclude", []))
     candidates = [c for c in df.columns if c not in RESERVED and c != label_col]
     features = list(cl.get("features", [c for c in candidates if c not in exclude]))
+    if use is None and "features" in cl and not features:          # said so in cohort.toml (an image-only table has none to say)
+        raise CohortError(f"cohort.toml: [clinical] features is empty, but the clinical and composite models need at least one "
+                          f"clinical column. Name the columns to use (available: {', '.join(map(repr, candidates[:20]))}"
+                          f"{' ...' if len(candidates) > 20 else ''}), or remove the features line to use every column.")
     if use is not None: features = [c for c in use if c in candidates]   # only these matter (e.g. a model's); the rest is not checked
     declared_cat = list(cl.get("categorical", []))
     for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude))):

@@ -412,7 +412,11 @@ def extract_features(images,                         # Cohort, its images table,
         if store:
             new = dict.fromkeys(keys[i] for i in todo)          # duplicates of one image are stored once
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            store.save(list(new), X[[first[k] for k in new]])
+            try: store.save(list(new), X[[first[k] for k in new]])
+            except OSError as e:                     # the features are computed: a cache that cannot be written loses nothing
+                warnings.warn(f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features were computed "
+                              "and are used, but will be computed again next time. Give a writable folder with --cache "
+                              "(or PE_RENAL_CACHE).", stacklevel=2)
     out = pd.DataFrame(X, index=table.index, columns=names)
     out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
                                  device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),

@@ -487,3 +487,22 @@ def load_model_columns(out):
     from pe_renal.study import load_model
     info = load_model(out / "model.skops")["info"]
     return list(info["numeric"]) + list(info["categorical"])
+
+
+def test_a_full_disk_is_reported_with_the_file_being_written(capsys, cohort_dir, tmp_path, monkeypatch):
+    import pe_renal.core as core
+    def full(fd): raise OSError(errno.ENOSPC, "No space left on device")        # as the kernel says it: no file name
+    monkeypatch.setattr(core.os, "fsync", full)
+    out = tmp_path / "f.parquet"
+    err = refused(capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18", "--no-cache",
+                  says=["disk is full", "f.parquet"])
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], err
+
+
+def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp_path):
+    (tmp_path / "afile").write_text("a file where the cache folder should be")
+    out = tmp_path / "f.parquet"
+    code, stdout, err = cli(capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18",
+                            "--cache", tmp_path / "afile" / "cache")
+    assert code == 0 and out.is_file() and len(pd.read_parquet(out)) == 20, err
+    assert "could not be written" in err and "afile" in err

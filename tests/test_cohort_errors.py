@@ -283,3 +283,11 @@ def test_a_huge_cell_is_quoted_short(tmp_path):
     with pytest.raises(CohortError) as e: load_cohort(root)
     msg = str(e.value)
     assert len(msg) < 700 and "creatinine" in msg and "line 5" in msg and "P03" in msg and "2001000 characters" in msg, msg[:800]
+
+
+def test_an_empty_feature_list_is_refused_by_check(tmp_path):
+    "features = [] in cohort.toml: refused when the cohort is read (check), not later in run's modelling stage."
+    from conftest import write_cohort
+    root = write_cohort(tmp_path / "c", n=12)
+    (root / "cohort.toml").write_text("[clinical]\nfeatures = []\n")
+    with pytest.raises(CohortError, match=r"features is empty.*'age'"): load_cohort(root)
