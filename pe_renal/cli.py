@@ -24,6 +24,8 @@ def cmd_check(args)->int:
     print(cohort.summary())
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
+    from pe_renal.study import check_finetune_sizes
+    check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
     if not cohort.has_split:
         s = split["split"].value_counts()
         print(f"  a {1-args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives {s.get('train', 0)} training / "
@@ -179,6 +181,10 @@ def build_parser()->argparse.ArgumentParser:
     c.add_argument("--seed", type=SEED, default=42, help="seed of the 7:3 split, as `run` (default 42)")
     c.add_argument("--test-size", type=_fraction, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
     c.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the internal validation, as `run` (default 5)")
+    c.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
+                   help="the fine-tuning `run` will do (default none): its limits on the training set are checked too")
+    c.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
+                   help="as `run`: with refit, every CV fold's training part must allow a fine-tune")
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
                        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")

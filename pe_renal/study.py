@@ -12,21 +12,22 @@ import numpy as np
 import pandas as pd
 
 import pe_renal
-from .core import PeRenalError, atomic_write, check_output, file_sha256, seed_everything, staged_dir
+from .core import CohortError, PeRenalError, atomic_write, check_output, file_sha256, seed_everything, staged_dir
 from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
 __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_OPTIMISM', 'MODEL_FORMAT', 'MODEL_FILE_TYPES',
-           'STATUS_NOTES', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
-           'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig', 'StageError', 'pick_cases',
-           'model_file_types', 'save_model', 'load_model', 'run_status', 'status_text', 'stamp_figure', 'tables_readme',
-           'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
-           'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
-           'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'oof_thresholds',
-           'evaluation_stage', 'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
-           'shap_stage', 'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report',
-           'finetune_validation_words', 'report_stage', 'protected_inputs', 'run_study', 'known_categories',
-           'development_fingerprint', 'development_overlap', 'overlap_words', 'predict_cohort']
+           'STATUS_NOTES', 'FINETUNE_VAL_FRACTION', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'LOCALISATION_MIN_RATIO',
+           'RANDOMISATION_MAX_RHO', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'AUTHORS', 'StudyConfig',
+           'StageError', 'pick_cases', 'model_file_types', 'save_model', 'load_model', 'run_status', 'status_text',
+           'stamp_figure', 'tables_readme', 'write_readmes', 'CohortStage', 'cohort_stage', 'SplitStage',
+           'check_finetune_sizes', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings',
+           'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit',
+           'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'oof_thresholds', 'evaluation_stage',
+           'check_verdicts', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
+           'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report', 'finetune_validation_words',
+           'report_stage', 'protected_inputs', 'run_study', 'known_categories', 'development_fingerprint',
+           'development_overlap', 'overlap_words', 'predict_cohort']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -436,10 +437,38 @@ class SplitStage:
     table1: pd.DataFrame         # baseline characteristics by group
     table1_by_split: pd.DataFrame
 
+FINETUNE_VAL_FRACTION = 0.2   # the share of training patients fine-tuning holds out (by class) to choose its epoch
+
+def check_finetune_sizes(split:pd.DataFrame,   # from `split_cohort`
+                         finetune:str="none",  # as StudyConfig.finetune
+                         finetune_cv:str="once", # as StudyConfig.finetune_cv
+                         cv_splits:int=5,      # folds of the internal validation
+                        )->None:
+    """Refuse, before any work, a training set too small for the fine-tuning a run will do: fine-tuning holds out
+    `FINETUNE_VAL_FRACTION` of its patients, by class, and needs at least 2 of each there; with finetune_cv='refit' every
+    CV fold's training part must allow it too (more folds leave each fold more patients)."""
+    if finetune == "none": return
+    k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0).astype(int)
+    need = int(np.ceil(2 / FINETUNE_VAL_FRACTION))
+    if k.min() < need:
+        raise CohortError(f"clinical.csv: fine-tuning (--finetune {finetune}) holds out {FINETUNE_VAL_FRACTION:.0%} of the training "
+                          f"patients of each class to choose its epoch and needs at least 2 of each there, so at least {need} of "
+                          f"each in training; the training set has {k[0]} normal and {k[1]} preeclampsia patients. Add patients, "
+                          "or run without fine-tuning (--finetune none).")
+    if finetune_cv != "refit": return
+    fold_train = lambda K: int((k - np.ceil(k / K)).min())          # the fewest patients of a class in a fold's training part
+    if fold_train(cv_splits) < need:
+        ok = [K for K in range(cv_splits + 1, int(k.min()) + 1) if fold_train(K) >= need]
+        fix = (f"use more folds (--cv-splits {ok[0]}: each fold's fine-tune then keeps more patients)" if ok else "add patients")
+        raise CohortError(f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
+                          f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs {need} of each. "
+                          f"Either {fix}, or validate with --finetune-cv once.")
+
 def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
     "Split by patient (imposed or stratified 7:3) and describe the groups and the split (Table 1)."
     split = split_cohort(cohort, test_size=cfg.test_size, seed=cfg.seed)
     check_split_sizes(split, cfg.cv_splits)            # before any feature is computed, as `pe-renal check` does
+    check_finetune_sizes(split, cfg.finetune, cfg.finetune_cv, cfg.cv_splits)
     _csv(split[["patient_id", "label", "split"]], tmp/"split.csv")
     t1 = table_one(split, categorical=cohort.categorical); t1s = table_one(split, by="split", categorical=cohort.categorical)
     _csv(t1, tmp/"tables"/"table1_by_group.csv"); _csv(t1s, tmp/"tables"/"table1_by_split.csv")
@@ -551,7 +580,7 @@ def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, ve
         try: res = finetune_backbone(cohort, list(ids[tr]), start, **kw, show_progress=False)
         except PeRenalError as e:
             raise PeRenalError(f"refitting the fine-tuning in CV fold {done[0] + 1} ({len(tr)} training patients): {e} With "
-                               "fewer folds (--cv-splits) each fold keeps more patients; or validate with --finetune-cv once.") from None
+                               "more folds (--cv-splits) each fold keeps more patients; or validate with --finetune-cv once.") from None
         f = finetuned_features(images, res, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,
                                transform=kw["transform"], cache=False, show_progress=False)   # nothing to reuse later
         feats = aggregate_features(f, images).loc[ids, deep]

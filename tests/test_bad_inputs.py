@@ -2,6 +2,7 @@
 naming the file, row or column (exit status 2, no traceback), and `check` applies the limits `run` will meet."""
 import errno
 import json
+import re
 import os
 import signal
 import subprocess
@@ -506,3 +507,24 @@ def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp
                             "--cache", tmp_path / "afile" / "cache")
     assert code == 0 and out.is_file() and len(pd.read_parquet(out)) == 20, err
     assert "could not be written" in err and "afile" in err
+
+
+def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
+    "check --finetune / --finetune-cv refuse, before any work, what run would refuse later, with advice that works."
+    from pe_renal.study import check_finetune_sizes
+    from pe_renal.data import split_cohort
+    root = write_cohort(tmp_path / "c", n=20)                      # 7 + 7 training patients: too few to fine-tune
+    code, out, err = cli(capsys, "check", root)
+    assert code == 0, err
+    refused(capsys, "check", root, "--finetune", "last", says=["--finetune last", "at least 10 of each", "--finetune none"])
+    refused(capsys, "run", root, "--out", tmp_path / "r", "--finetune", "last", "--weights", "random", "--backbone", "resnet18",
+            "--cache", tmp_path / "cache", says=["at least 10 of each"])
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()  # refused before any feature was computed
+    # refit: each fold's training part must allow a fine-tune; the advice (more folds) is checked to be enough
+    split = pd.DataFrame(dict(patient_id=[f"P{i}" for i in range(40)], label=[0] * 20 + [1] * 20,
+                              split=(["train"] * 14 + ["test"] * 6) * 2))           # 14 + 14 in training
+    check_finetune_sizes(split, "last", "once", 3)
+    with pytest.raises(PeRenalError, match=r"--cv-splits (\d+)") as e: check_finetune_sizes(split, "last", "refit", 3)
+    better = int(re.search(r"--cv-splits (\d+)", str(e.value)).group(1))
+    check_finetune_sizes(split, "last", "refit", better)           # the advice works
+    with pytest.raises(PeRenalError): check_finetune_sizes(split, "last", "refit", better - 1)
