@@ -249,7 +249,8 @@ class LogProgress:
     that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
     def __init__(self, iterable=None, desc:str="", total:int|None=None):
         self.iterable, self.desc, self.total, self.n, self.postfix = iterable, desc, total, 0, ""
-        self.every = float(os.environ.get("PE_RENAL_PROGRESS_EVERY", "30") or 30)
+        try: self.every = max(0.0, float(os.environ.get("PE_RENAL_PROGRESS_EVERY", "") or 30))
+        except ValueError: self.every = 30.0                        # an unreadable setting: the default, not a crash
         self.t0 = self.last = time.monotonic(); self.said = False
     def _line(self, final:bool=False):
         el = time.monotonic() - self.t0

@@ -514,7 +514,7 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
     if problems:
         raise CohortError(f"{fname}: problems with the images:\n{format_problems(problems)}\n"
                           "Fix or re-export these files (or correct their rows in images.csv).")
-    _check_duplicates(df, fname, looks)
+    df["sha256"] = _check_duplicates(df, fname, looks)            # each file's digest, read once: run.json and predict reuse it
     df["width"], df["height"] = widths, heights
     return df
 
@@ -531,9 +531,10 @@ def _dhash(img:np.ndarray, n:int=16)->np.ndarray:
 # in 39 or more (0.1% of pairs below 52)
 NEAR_DUPLICATE_BITS = 16
 
-def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list):
+def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list)->list[str]:
     """Refuse byte-identical image files under two patients (a train/test leak), naming both rows and patients; warn of
-    near-identical images of two patients (the same scan re-exported or a neighbouring frame), naming the pairs."""
+    near-identical images of two patients (the same scan re-exported or a neighbouring frame), naming the pairs. Returns
+    each image's SHA-256."""
     pid = df["patient_id"].astype(str).to_numpy()
     digests = [file_sha256(p) for p in df["abspath"]]
     first, clash = {}, []
@@ -545,7 +546,7 @@ def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list):
         raise CohortError(f"{fname}: the same image file (identical bytes) belongs to two patients:\n{format_problems(clash)}\n"
                           "An image belongs to one patient only: a copy under another patient would put the same image in "
                           "training and test. Remove the copy or correct its patient_id.")
-    if len(looks) < 2: return
+    if len(looks) < 2: return digests
     rows = np.array([i for i, _ in looks]); bits = np.stack([b for _, b in looks])
     near = []
     for a in range(len(rows) - 1):
@@ -558,6 +559,7 @@ def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list):
         warnings.warn(f"{fname}: {len(near)} pair(s) of near-identical images belong to different patients, e.g. "
                       f"{'; '.join(near[:5])}{' ...' if len(near) > 5 else ''}. If they are the same scan, the split may put it "
                       "in both training and test: correct the patient_id, or remove one of them.", stacklevel=3)
+    return digests
 
 # %% ../nbs/01_data.ipynb #2feb2694
 def is_synthetic(root:str|Path)->bool:

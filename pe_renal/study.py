@@ -410,10 +410,11 @@ def _versions()->dict:
 def _input_hashes(cohort:Cohort)->dict:
     files = {"clinical.csv": cohort.root/"clinical.csv", "images.csv": cohort.root/"images.csv"}
     if (cohort.root/"cohort.toml").exists(): files["cohort.toml"] = cohort.root/"cohort.toml"
+    known = dict(zip(cohort.images["path"], cohort.images["sha256"])) if "sha256" in cohort.images else {}  # read by load_cohort
     for _, r in cohort.images.iterrows():
         files[r["path"]] = Path(r["abspath"])
         if isinstance(r.get("mask_abspath"), str): files[r["mask"]] = Path(r["mask_abspath"])
-    return {k: file_sha256(p) for k, p in files.items()}
+    return {k: known.get(k) or file_sha256(p) for k, p in files.items()}
 
 def _csv(df:pd.DataFrame, path:Path, index:bool=False):
     with atomic_write(path, "w") as f: df.to_csv(f, index=index)
@@ -1235,7 +1236,8 @@ def development_overlap(info:dict, cohort:Cohort)->dict|None:
     dev = info.get("development")
     if not isinstance(dev, dict): return None
     pids = cohort.clinical["patient_id"].astype(str).tolist()
-    img_part = [dev["images"].get(file_sha256(a)) for a in cohort.images["abspath"]]
+    digests = cohort.images["sha256"] if "sha256" in cohort.images else cohort.images["abspath"].map(file_sha256)
+    img_part = [dev["images"].get(d) for d in digests]
     by_img = {}
     for p, s in zip(cohort.images["patient_id"].astype(str), img_part):
         if s is not None: by_img.setdefault(p, set()).add(s)
