@@ -72,7 +72,7 @@ def cmd_features(args)->int:
 
 def _inputs(args)->dict:
     "What a command reads and must never write over, into, or around."
-    from pe_renal.study import protected_inputs
+    from pe_renal.predict import protected_inputs
     return protected_inputs(getattr(args, "cohort", None), False if getattr(args, "no_cache", False) else args.cache,
                             getattr(args, "weights", None), getattr(args, "model", None))
 
@@ -112,13 +112,13 @@ def cmd_demo(args)->int:
 
 def cmd_report(args)->int:
     "Render report.html again from an existing results folder (nothing is rerun; no other file changes)."
-    from pe_renal.study import render_report
+    from pe_renal.report import render_report
     print(f"Report: {render_report(args.results)}")
     return 0
 
 def cmd_predict(args)->int:
     "Score new patients with a saved model."
-    from pe_renal.study import predict_cohort
+    from pe_renal.predict import predict_cohort
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

@@ -485,7 +485,7 @@ def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(cap
 
 
 def load_model_columns(out):
-    from pe_renal.study import load_model
+    from pe_renal.predict import load_model
     info = load_model(out / "model.skops")["info"]
     return list(info["numeric"]) + list(info["categorical"])
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from pe_renal.core import PeRenalError, file_sha256
-from pe_renal.study import StudyConfig, predict_cohort, run_study
+from pe_renal.predict import predict_cohort
+from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
@@ -112,7 +113,7 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
 def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     "The report of a run validated with fine-tuning refitted per fold says so, and has no optimism warning."
     import shutil
-    from pe_renal.study import finetune_validation_words, render_report
+    from pe_renal.report import finetune_validation_words, render_report
     d = shutil.copytree(tuned[2], tmp_path / "results")
     m = json.loads((d / "run.json").read_text())
     cfg = StudyConfig(finetune="last", finetune_cv="refit", cv_splits=m["config"]["cv_splits"], cv_repeats=m["config"]["cv_repeats"])
@@ -124,7 +125,7 @@ def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     # no warning box of a run fine-tuned once (the tables copied from that run still carry its NA reasons)
     assert '<div class="warn">The backbone was fine-tuned once' not in html and "and 0.52 where it was 0.5" in html
     assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
-    from pe_renal.study import tripod_checklist
+    from pe_renal.report import tripod_checklist
     item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]
     assert "refitted in every fold" in item and ".632+" not in item
 

@@ -24,7 +24,8 @@ from pe_renal.features import IMAGENET_MEAN, IMAGENET_STD, FeatureTransform, ext
 from pe_renal.gradcam import DeepSignature, explain_images
 from pe_renal.models import demo_data, make_model
 from pe_renal.shap import explain_model, model_inputs
-from pe_renal.study import StudyConfig, predict_cohort, run_study
+from pe_renal.predict import predict_cohort
+from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 from conftest import tree_state, write_cohort

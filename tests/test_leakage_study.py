@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pe_renal.study import predict_cohort, run_study
+from pe_renal.predict import predict_cohort
+from pe_renal.study import run_study
 
 
 @pytest.mark.slow

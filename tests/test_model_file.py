@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from pe_renal.core import PeRenalError
-from pe_renal.study import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, predict_cohort, save_model
+from pe_renal.predict import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, predict_cohort, save_model
 
 OLD_PREFIXES = ("pe_renal.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")   # the rule this replaced
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from pe_renal.core import PeRenalError, file_sha256
-from pe_renal.study import StudyConfig, load_model, predict_cohort, run_study
+from pe_renal.predict import load_model, predict_cohort
+from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 from conftest import tree_state
@@ -214,7 +215,7 @@ def test_status_on_every_output(study):
 
 
 def test_a_real_looking_run_has_no_status_label(tmp_path):
-    from pe_renal.study import run_status, write_readmes
+    from pe_renal.report import run_status, write_readmes
     assert run_status(False, False) == ""
     (tmp_path / "tables").mkdir()
     write_readmes(tmp_path, "")
@@ -251,7 +252,7 @@ def test_report_command_rerenders_without_touching_anything_else(study, tmp_path
 
 def test_report_renders_a_results_folder_of_an_earlier_version(study, tmp_path):
     "A run.json without the keys later versions added (fine-tuning, internal validation) still renders."
-    from pe_renal.study import render_report
+    from pe_renal.report import render_report
     d, cohort, cfg, out = study
     res = tmp_path / "old"
     shutil.copytree(out, res)
