@@ -20,10 +20,10 @@ from .features import (Backbone, FeatureTransform, check_batch_size, extract_fea
                                resolve_device, precision_choice, _autocast, _fold_batchnorm, _image_table, _roi_of)
 
 # %% auto #0
-__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SELECT', 'HeadLogit', 'UltrasoundAugment',
-           'split_network', 'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations',
-           'FinetuneResult', 'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve',
-           'head_signature', 'save_finetuned', 'load_finetuned']
+__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SELECT', 'UltrasoundAugment', 'split_network',
+           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations', 'FinetuneResult',
+           'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve', 'save_finetuned',
+           'load_finetuned']
 
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
@@ -450,17 +450,6 @@ def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its h
     title = f"Fine-tuning ({result.info['mode']}, kept epoch {best})" if isinstance(result, FinetuneResult) else "Fine-tuning"
     ax.set_title(title)
     return ax.figure
-
-def head_signature(result:FinetuneResult|tuple, # a result, or (backbone, head) from `load_finetuned`
-                   sign:float=1.0,                # +1: evidence for preeclampsia; -1: evidence for normal
-                  )->"DeepSignature":
-    "The fine-tuned head's logit as a Grad-CAM target: a `DeepSignature` over all pooled features (standardised, linear)."
-    from pe_renal.gradcam import DeepSignature
-    bb, head = (result.backbone, result.head) if isinstance(result, FinetuneResult) else result[:2]
-    return DeepSignature(bb.model, np.arange(len(head.mean)), head.mean.numpy(), head.std.numpy(),
-                         head.linear.weight.detach()[0].numpy(), float(head.linear.bias.detach()[0]), sign)
-
-HeadLogit = head_signature   # the Grad-CAM target by name
 
 # %% ../nbs/03b_finetune.ipynb #f1026654
 def save_finetuned(result:FinetuneResult, # from `finetune_backbone`

@@ -19,8 +19,9 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
 # %% auto #0
-__all__ = ['CAM_LAYERS', 'DeepSignature', 'cam_methods', 'target_layer', 'compute_cams', 'cam_to_roi', 'localisation', 'map_grid',
-           'uniform_map_ratio', 'randomised_signature', 'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
+__all__ = ['HeadLogit', 'CAM_LAYERS', 'DeepSignature', 'head_signature', 'cam_methods', 'target_layer', 'compute_cams',
+           'cam_to_roi', 'localisation', 'map_grid', 'uniform_map_ratio', 'randomised_signature', 'explain_images',
+           'checks_table', 'overlay', 'plot_cam_grid']
 
 # %% ../nbs/07_gradcam.ipynb #b0363c6c
 class DeepSignature(nn.Module):
@@ -48,6 +49,17 @@ class DeepSignature(nn.Module):
     def forward(self, x):
         f = self.backbone(x).float()[:, self.index]
         return (self.sign * (self.intercept + ((f - self.mean) / self.scale) @ self.coef))[:, None]   # (B, 1)
+
+def head_signature(result,                        # a `FinetuneResult`, or (backbone, head) from `load_finetuned`
+                   sign:float=1.0,                # +1: evidence for preeclampsia; -1: evidence for normal
+                  )->DeepSignature:
+    "The fine-tuned head's logit as a Grad-CAM target: a `DeepSignature` over all pooled features (standardised, linear)."
+    bb, head = (result.backbone, result.head) if hasattr(result, "head") else result[:2]
+    return DeepSignature(bb.model, np.arange(len(head.mean)), head.mean.numpy(), head.std.numpy(),
+                         head.linear.weight.detach()[0].numpy(), float(head.linear.bias.detach()[0]), sign)
+
+HeadLogit = head_signature   # the Grad-CAM target by name
+
 
 # %% ../nbs/07_gradcam.ipynb #dc4300ec
 def cam_methods()->dict:

@@ -454,7 +454,7 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
     from pe_renal.core import save_figure
     sel = models.selector
     if cfg.gradcam_target in ("head", "predicted") and finetuned is not None and finetuned.result is not None:
-        from pe_renal.finetune import head_signature
+        from pe_renal.gradcam import head_signature
         target = head_signature(finetuned.result)      # the fine-tuned head's logit: evidence for preeclampsia
     elif sel is None or not len(sel.selected_):
         return GradcamStage(None, "LASSO selected no deep feature, so there is no deep signature to explain.")

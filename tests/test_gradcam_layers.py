@@ -37,7 +37,8 @@ def test_layer_names_resolve_and_bad_names_are_clear_errors():
 def test_randomised_comparison_uses_the_same_stage(tmp_path, monkeypatch):
     from pe_renal import gradcam
     from pe_renal.data import load_cohort
-    from pe_renal.finetune import head_signature, LinearHead
+    from pe_renal.finetune import LinearHead
+    from pe_renal.gradcam import head_signature
     from pe_renal.synthetic import make_cohort
     c = load_cohort(make_cohort(tmp_path / "c", n=10, seed=2, n_jobs=1))
     bb = load_backbone("resnet18", "random")

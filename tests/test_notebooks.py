@@ -156,3 +156,42 @@ def test_a_runner_that_dies_is_reported_and_replaced(tmp_path, notebook_runner):
     nbformat.write(nb, tmp_path / "after.ipynb")
     code = notebook_runner.run(tmp_path / "after.ipynb", notebook_env(tmp_path), tmp_path / "after.txt", timeout=120)
     assert code == 1 and "after the restart" in (tmp_path / "after.txt").read_text()
+
+
+def _module_order() -> dict:
+    "Each pe_renal module and the notebook it is exported from, as a sortable key ('03b_finetune' after '03_features')."
+    import re
+    order = {}
+    for py in (ROOT / "pe_renal").glob("*.py"):
+        m = re.search(r"File to edit: \.\./nbs/(\w+)\.ipynb", py.read_text())
+        if m: order[py.stem] = m.group(1).replace("_", "!", 1)   # '!' sorts before letters: 03_x < 03b_y
+    return order
+
+
+def _imports(py: Path) -> set:
+    "pe_renal modules imported anywhere in a file, inside functions too."
+    import ast
+    out = set()
+    for node in ast.walk(ast.parse(py.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            name = node.module if node.level == 0 else "pe_renal." + node.module
+            if name.startswith("pe_renal."): out.add(name.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pe_renal.")}
+    return out
+
+
+def test_no_module_imports_a_later_notebooks_module():
+    "The notebooks read in order: a module imports only modules of earlier notebooks (the report never imports the study)."
+    order = _module_order()
+    assert {"report", "predict", "study", "cli"} <= set(order), order
+    assert order["report"] < order["predict"] < order["study"] < order["cli"]
+    upward = [(mod, dep) for mod in order for dep in _imports(ROOT / "pe_renal" / f"{mod}.py")
+              if dep in order and order[dep] > order[mod]]
+    assert upward == []
+
+
+def test_an_upward_import_is_found(tmp_path):
+    py = tmp_path / "x.py"
+    py.write_text("def f():\n    from pe_renal.study import run_study\n    from .cli import main\n")
+    assert _imports(py) == {"study", "cli"}
