@@ -17,9 +17,10 @@ try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
-__all__ = ['ROI_BOX', 'RESERVED', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'read_table', 'to_numeric', 'encode_label',
-           'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic', 'load_cohort', 'check_split_sizes',
-           'split_cohort', 'smd_numeric', 'smd_categorical', 'table_one']
+__all__ = ['ROI_BOX', 'RESERVED', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'CONTINUOUS', 'read_table', 'to_numeric',
+           'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic', 'IncorporationBias',
+           'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort', 'smd_numeric', 'smd_categorical',
+           'table_one_note', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
@@ -286,9 +287,25 @@ class Cohort:
     positive: str = "1"         # the value of that column that means preeclampsia
     config: dict = field(default_factory=dict)  # contents of cohort.toml
     synthetic: bool = False     # made by `pe_renal.synthetic.make_cohort` (it writes synthetic.json): not real patients
+    excluded: dict = field(default_factory=dict)        # clinical columns not used as features -> the reason why
+    outcome_defining: list = field(default_factory=list) # columns that diagnose the outcome (cohort.toml: outcome_defining)
 
     @property
     def numeric(self)->list[str]: return [c for c in self.features if c not in self.categorical]
+    @property
+    def candidates(self)->list[str]:
+        "Every clinical column that could be a predictor: all but patient_id, the label and split."
+        return [c for c in self.clinical.columns if c not in RESERVED]
+    @property
+    def outcome_defining_predictors(self)->list[str]:
+        "Outcome-defining columns that are used as predictors (incorporation bias)."
+        return [c for c in self.features if c in self.outcome_defining]
+    @property
+    def incorporation_bias(self)->list[str]:
+        "One warning per outcome-defining column used as a predictor (empty when there is none)."
+        return [f"{c!r} is used as a predictor but helps define the outcome ([clinical] outcome_defining in cohort.toml): "
+                "the clinical and composite models partly rediscover the diagnosis, so their performance is optimistic "
+                "(incorporation bias)" for c in self.outcome_defining_predictors]
     @property
     def n_patients(self)->int: return len(self.clinical)
     @property
@@ -319,8 +336,10 @@ class Cohort:
                  f"  clinical features ({len(self.features)}): {len(self.numeric)} numeric, "
                  f"{len([f for f in self.features if f in self.categorical])} categorical"]
         if self.has_split: lines.append(f"  imposed split: {c['split'].value_counts().to_dict()}")
-        others = [col for col in c.columns if col not in self.features and col not in RESERVED]
-        if others: lines.append(f"  not used as features: {', '.join(others)}")
+        others = [col for col in self.candidates if col not in self.features]
+        if others: lines.append(f"  not used as features: {', '.join(f'{col} ({self.excluded[col]})' if col in self.excluded else col for col in others)}")
+        if self.outcome_defining_predictors:
+            lines.append(f"  OUTCOME-DEFINING PREDICTOR(S) (incorporation bias): {', '.join(self.outcome_defining_predictors)}")
         lines.append("  missing values per column:")
         for col in [x for x in c.columns if x not in RESERVED]:
             k = int(c[col].isna().sum())
@@ -332,7 +351,7 @@ class Cohort:
                 f"positive={int(self.clinical['label'].sum())}, features={len(self.features)})")
 
 # %% ../nbs/01_data.ipynb #a8e0a439
-_TOML_KEYS = {"label": {"column", "positive"}, "clinical": {"features", "categorical", "exclude"}}
+_TOML_KEYS = {"label": {"column", "positive"}, "clinical": {"features", "categorical", "exclude", "outcome_defining"}}
 
 def read_config(root:Path)->dict:
     "Read and check the optional cohort.toml of a cohort folder."
@@ -364,13 +383,33 @@ def read_config(root:Path)->dict:
         raise CohortError(f"{p}: [label] column must be a column name in quotes, e.g. column = \"group\".")
     if "positive" in lab and not isinstance(lab["positive"], (str, int, float)):
         raise CohortError(f"{p}: [label] positive must be one value of the label column, e.g. positive = \"preeclampsia\".")
-    for key in ("features", "categorical", "exclude"):
-        v = cfg.get("clinical", {}).get(key)
+    cl = cfg.get("clinical", {})
+    for key in ("features", "categorical", "exclude", "outcome_defining"):
+        v = cl.get(key)
+        if key == "exclude" and isinstance(v, dict):           # [clinical.exclude]: column = "reason"
+            bad = {k: r for k, r in v.items() if not isinstance(r, str)}
+            if bad:
+                k, r = next(iter(bad.items()))
+                raise CohortError(f"{p}: [clinical.exclude] gives {k} = {r!r}; each line there is a column and the reason it is "
+                                  f"excluded, in quotes, e.g. {k} = \"defines the outcome\". Keys written after the "
+                                  "[clinical.exclude] heading belong to it: put that table last in cohort.toml.")
+            continue
         if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-            raise CohortError(f"{p}: [clinical] {key} must be a list of column names, e.g. {key} = [\"age\", \"bmi\"].")
+            also = (" or a table of columns with the reason each is excluded, e.g.\n[clinical.exclude]\n"
+                    "sbp_mmHg = \"defines the outcome (diagnostic criterion of preeclampsia)\"" if key == "exclude" else "")
+            raise CohortError(f"{p}: [clinical] {key} must be a list of column names, e.g. {key} = [\"age\", \"bmi\"]{also}.")
     return cfg
 
 # %% ../nbs/01_data.ipynb #1815f2d2
+_NO_REASON = "no reason given in cohort.toml"
+_DEFINES_OUTCOME = "defines the outcome ([clinical] outcome_defining in cohort.toml)"
+_NOT_LISTED = "not listed under [clinical] features in cohort.toml"
+
+def _exclude_reasons(exclude:list|dict, outcome_defining:list)->dict:
+    "Column -> reason of [clinical] exclude: a list (no reasons) or a table of reasons; an outcome-defining column's default reason says so."
+    items = exclude.items() if isinstance(exclude, dict) else ((c, "") for c in exclude)
+    return {c: r.strip() or (_DEFINES_OUTCOME if c in outcome_defining else _NO_REASON) for c, r in items}
+
 def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=None):
     fname = "clinical.csv"
     lab = cfg.get("label", {})
@@ -401,16 +440,22 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
                               f"{format_problems(rows)}\nFix these values, or delete the column to let pe_renal split 7:3.")
         out["split"] = s.to_numpy()
     cl = cfg.get("clinical", {})
-    exclude = set(cl.get("exclude", []))
+    outcome_defining = list(dict.fromkeys(cl.get("outcome_defining", [])))
+    exclude = _exclude_reasons(cl.get("exclude", []), outcome_defining)
     candidates = [c for c in df.columns if c not in RESERVED and c != label_col]
     features = list(cl.get("features", [c for c in candidates if c not in exclude]))
+    both = [c for c in features if c in exclude]
+    if use is None and "features" in cl and both:
+        raise CohortError(f"cohort.toml: column(s) {', '.join(map(repr, both))} are listed both under [clinical] features and "
+                          "under exclude; remove them from one of the two.")
     if use is None and "features" in cl and not features:          # said so in cohort.toml (an image-only table has none to say)
         raise CohortError(f"cohort.toml: [clinical] features is empty, but the clinical and composite models need at least one "
                           f"clinical column. Name the columns to use (available: {', '.join(map(repr, candidates[:20]))}"
                           f"{' ...' if len(candidates) > 20 else ''}), or remove the features line to use every column.")
     if use is not None: features = [c for c in use if c in candidates]   # only these matter (e.g. a model's); the rest is not checked
     declared_cat = list(cl.get("categorical", []))
-    for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude))):
+    for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude)),
+                      ("outcome_defining", outcome_defining)):
         unknown = [c for c in cols if c not in candidates]
         if unknown:
             raise CohortError(f"cohort.toml: [clinical] {key} names column(s) {', '.join(map(repr, unknown))} "
@@ -434,7 +479,10 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
     if empty:
         raise CohortError(f"{root/fname}: feature column(s) {', '.join(map(repr, empty))} are empty for every patient. "
                           "Fill them in, or list them under [clinical] exclude in cohort.toml.")
-    return out, features, [c for c in categorical], label_col, positive
+    if use is None:                                                # every candidate not used, and why
+        exclude = {c: exclude.get(c, _NOT_LISTED) for c in candidates if c not in features}
+    else: exclude = {c: r for c, r in exclude.items() if c not in features}
+    return out, features, [c for c in categorical], label_col, positive, exclude, outcome_defining
 
 # %% ../nbs/01_data.ipynb #44eab81a
 def _inside(root:Path, rel:str)->Path|None:
@@ -569,6 +617,9 @@ def is_synthetic(root:str|Path)->bool:
     try: return _is_file(p) and json.loads(p.read_text(encoding="utf-8")).get("generator", "").startswith("pe_renal.synthetic")
     except (ValueError, AttributeError, OSError): return False
 
+class IncorporationBias(UserWarning):
+    "A column that helps define the outcome (cohort.toml: outcome_defining) is used as a predictor."
+
 def load_cohort(path:str|Path,            # the cohort folder
                 check_images:bool=True,   # decode every image (and ROI) now, to report any bad file up front
                 require_label:bool=True,  # False for new patients to score (the label column may be absent)
@@ -582,10 +633,54 @@ def load_cohort(path:str|Path,            # the cohort folder
                           "(make a demo one with `pe-renal synth --out DIR`).")
     root = Path(os.path.normpath(root))
     cfg = read_config(root)
-    clinical, features, categorical, label_col, positive = _check_clinical(root, cfg, require_label, features)
+    use = features
+    clinical, features, categorical, label_col, positive, excluded, defining = _check_clinical(root, cfg, require_label, use)
     images = _check_images(root, clinical, check_images)
-    return Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
-                  categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root))
+    cohort = Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
+                    categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root),
+                    excluded=excluded, outcome_defining=defining)
+    bias = cohort.outcome_defining_predictors
+    if bias:
+        one = len(bias) == 1; it = "it" if one else "them"
+        head = (f"{root/'cohort.toml'}: {', '.join(map(repr, bias))} {'defines' if one else 'define'} the outcome "
+                "([clinical] outcome_defining)")
+        if use is not None: tail = (f" and the model uses {it} as {'a predictor' if one else 'predictors'}: its performance on "
+                                    "these patients is optimistic (incorporation bias).")
+        else: tail = (f" but {'is' if one else 'are'} used as {'a predictor' if one else 'predictors'}: the clinical and composite "
+                      "models would partly rediscover the diagnosis, so their performance is optimistic (incorporation bias). "
+                      f"Exclude {it} in cohort.toml (under [clinical.exclude]: {bias[0]} = \"defines the outcome\"), "
+                      f"or keep {it} knowingly: the report states it.")
+        warnings.warn(head + tail, IncorporationBias, stacklevel=2)
+    return cohort
+
+# %% ../nbs/01_data.ipynb #81937777
+def predictor_summary(cohort:Cohort,                   # from `load_cohort`
+                      clinical:pd.DataFrame|None=None, # patients the encoders learn from: a table with a `split` column
+                                                       # (e.g. from `split_cohort`) counts its training rows; default: the
+                                                       # cohort's table (its training rows if it imposes a split)
+                     )->pd.DataFrame:                  # one row per candidate column: column, role, reason, kind, inputs
+    """Every candidate predictor: its role (predictor, outcome-defining predictor, excluded), the reason it is excluded,
+    its kind (numeric or categorical) and the number of model inputs it becomes (numeric: 1; categorical: one per level
+    seen in training, as the models' one-hot encoder makes them, no level dropped; 0 if excluded or empty in training)."""
+    df = cohort.clinical if clinical is None else clinical
+    if "split" in df.columns: df = df[df["split"] == "train"]
+    rows = []
+    for c in cohort.candidates:
+        kind = "categorical" if c in cohort.categorical else "numeric"
+        if c not in cohort.features: role, reason, k = "excluded", cohort.excluded.get(c, _NOT_LISTED), 0
+        else:
+            v = df[c].dropna() if c in df.columns else pd.Series([], dtype=object)
+            k = int(v.nunique()) if kind == "categorical" else int(len(v) > 0)   # an all-missing column is dropped by the imputer
+            role, reason = (("outcome-defining predictor", "defines the outcome: incorporation bias") if c in cohort.outcome_defining
+                            else ("predictor", ""))
+        rows.append(dict(column=c, role=role, reason=reason, kind=kind, inputs=k))
+    out = pd.DataFrame(rows, columns=["column", "role", "reason", "kind", "inputs"])
+    used = out[out["role"] != "excluded"]
+    out.attrs["note"] = (f"{len(out)} candidate clinical columns, {len(used)} used as predictors -> {int(used['inputs'].sum())} "
+                         "model inputs (numeric: one each; categorical: one-hot, one input per level seen in training)"
+                         + (f"; {len(out) - len(used)} excluded" if len(used) < len(out) else "") + ".")
+    return out
+
 
 # %% ../nbs/01_data.ipynb #182571ef
 MIN_PER_CLASS = 5
@@ -650,6 +745,12 @@ def _fmt(x:float)->str:
 def _fmt_p(p:float)->str:
     return "NA" if not np.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
+def _summary(v:np.ndarray, continuous:str)->str:
+    "A numeric variable's summary by the pre-specified rule: 'median [q1, q3]' or 'mean ± SD'."
+    if len(v) == 0: return "NA"
+    if continuous == "mean": return f"{_fmt(v.mean())} ± {_fmt(v.std(ddof=1)) if len(v) > 1 else 'NA'}"
+    q1, q2, q3 = np.percentile(v, [25, 50, 75]); return f"{_fmt(q2)} [{_fmt(q1)}, {_fmt(q3)}]"
+
 def smd_numeric(a, b)->float:
     "Standardised mean difference of a numeric variable: (mean_a - mean_b) / sqrt((var_a + var_b) / 2) (Austin 2009)."
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -667,14 +768,38 @@ def smd_categorical(p_a, p_b)->float:
     if not d.any(): return 0.0
     return float(np.sqrt(max(d @ np.linalg.pinv(S) @ d, 0.0)))
 
+# how numeric variables are summarised and compared: one rule for every variable, fixed before the data are seen
+CONTINUOUS = {"median": ("median [IQR]", "Mann-Whitney U"), "mean": ("mean ± SD", "Welch t-test")}
+
+def table_one_note(by:str="label",         # "label" (tests) or "split" (SMD)
+                   continuous:str="median", # the rule for numeric variables (a key of `CONTINUOUS`)
+                  )->str:                   # the note that goes under the table
+    "What every row of `table_one` shows and which test made each p-value: the pre-specified rule, in words."
+    summ, test = CONTINUOUS[continuous]
+    s = f"Numeric variables: {summ}; categorical variables: n (%) of the patients with a value. "
+    if by == "split":
+        s += ("SMD: standardised mean difference between training and test (Austin 2009; for a numeric variable it compares the "
+              "means, whatever the summary shown); |SMD| < 0.1 is a negligible imbalance. No tests: the split is random, so "
+              "their null hypothesis is true by construction.")
+    else:
+        s += (f"p: {'Mann-Whitney U test' if continuous == 'median' else 'Welch two-sample t-test'} for numeric variables, "
+              "chi-square test (with Yates' correction for 2×2 tables) for categorical ones, Fisher's exact test for a 2×2 "
+              "table with an expected count below 5; the tests were chosen before the data were seen (no normality pretest).")
+    return s + " missing: patients with no value, left out of the summaries."
+
 def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split_cohort`)
               by:str="label",                 # column that defines the two groups: "label" or "split"
               columns:list[str]|None=None,    # variables to describe (default: all but id/label/split)
               categorical:list[str]|None=None,# which of them are categorical (default: non-numeric ones)
               names:dict|None=None,           # display names of the groups
+              continuous:str="median",        # numeric variables: "median" (median [IQR], Mann-Whitney U) or
+                                              # "mean" (mean ± SD, Welch's t-test), the same for every variable
              )->pd.DataFrame:                 # one row per variable (or level): p-values (by label) or SMD (by split)
-    "Table 1 of baseline characteristics by group with suitable tests; by split, standardised mean differences instead."
+    """Table 1 of baseline characteristics by group with pre-specified tests; by split, standardised mean differences
+    instead. `attrs["note"]` says what the rows show (`table_one_note`)."""
     from scipy import stats
+    if continuous not in CONTINUOUS:
+        raise PeRenalError(f"table_one: continuous must be one of {', '.join(map(repr, CONTINUOUS))}, got {continuous!r}.")
     df = clinical
     if by not in df.columns: raise PeRenalError(f"table_one: no column {by!r} in the table (add a split first?).")
     groups = sorted(df[by].dropna().unique(), key=str)
@@ -711,17 +836,15 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
             continue
         x = [df.loc[df[by] == g, c].dropna().astype(float).to_numpy() for g in groups]
         allx = df[c].dropna().astype(float).to_numpy()
-        normal = all(len(v) >= 3 and np.ptp(v) > 0 and stats.shapiro(v).pvalue > 0.05 for v in x)
-        def summ(v):
-            if len(v) == 0: return "NA"
-            if normal: return f"{_fmt(v.mean())} ± {_fmt(v.std(ddof=1)) if len(v) > 1 else 'NA'}"
-            q1, q2, q3 = np.percentile(v, [25, 50, 75]); return f"{_fmt(q2)} [{_fmt(q1)}, {_fmt(q3)}]"
         if smd: pass
         elif min(len(v) for v in x) >= 2:
-            if normal: p, test = stats.ttest_ind(x[0], x[1], equal_var=False).pvalue, "Welch t-test"
-            else: p, test = stats.mannwhitneyu(x[0], x[1], alternative="two-sided").pvalue, "Mann-Whitney U"
+            if continuous == "mean": p = stats.ttest_ind(x[0], x[1], equal_var=False).pvalue
+            else: p = stats.mannwhitneyu(x[0], x[1], alternative="two-sided").pvalue
+            test = CONTINUOUS[continuous][1]
         else: p, test = np.nan, ""
-        rows.append({"variable": c, "level": "mean ± SD" if normal else "median [IQR]", "overall": summ(allx),
-                     **{gname[k]: summ(v) for k, v in enumerate(x)},
+        rows.append({"variable": c, "level": CONTINUOUS[continuous][0], "overall": _summary(allx, continuous),
+                     **{gname[k]: _summary(v, continuous) for k, v in enumerate(x)},
                      **({"SMD": round(smd_numeric(x[0], x[1]), 3)} if smd else {"p": _fmt_p(p), "test": test}), "missing": miss})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = table_one_note(by, continuous)
+    return out

@@ -17,8 +17,8 @@ from scipy import fft   # about twice as fast as numpy.fft here, in single preci
 from .core import PeRenalError, staged_dir, atomic_write, stops_held, release_stops
 
 # %% auto #0
-__all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'KidneyParams', 'render_kidney', 'make_clinical', 'image_params',
-           'make_cohort']
+__all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams', 'render_kidney',
+           'make_clinical', 'image_params', 'make_cohort']
 
 # %% ../nbs/02_synthetic.ipynb #c1f6d5de
 IMG_H, IMG_W = 360, 480   # rows, columns of a synthetic image
@@ -224,6 +224,10 @@ def _render_patient(args):
                          **{k: v for k, v in asdict(p).items() if k != "side"}))
     return rows
 
+# preeclampsia is diagnosed from blood pressure and proteinuria: these columns define the outcome
+OUTCOME_DEFINING = ["sbp_mmHg", "dbp_mmHg", "urine_protein_24h_g"]
+EXCLUDE_REASON = "defines the outcome (diagnostic criterion of preeclampsia)"
+
 _TOML = """# Synthetic cohort made by pe_renal.synthetic.make_cohort - NOT REAL PATIENTS.
 [label]
 column = "group"
@@ -231,9 +235,12 @@ positive = "preeclampsia"
 
 [clinical]
 categorical = ["parity"]
-# Blood pressure defines preeclampsia: kept in the table, not used as a predictor.
-exclude = ["sbp_mmHg", "dbp_mmHg"]
-"""
+outcome_defining = [%s]
+
+# Kept in clinical.csv and in Table 1, never used as predictors (a model given the diagnostic criteria
+# would partly rediscover the diagnosis: incorporation bias).
+[clinical.exclude]
+""" % ", ".join(f'"{c}"' for c in OUTCOME_DEFINING) + "".join(f'{c} = "{EXCLUDE_REASON}"\n' for c in OUTCOME_DEFINING)
 
 def make_cohort(out_dir:str|Path,         # folder to create (refused if it exists and is not empty)
                 n:int=279,                # number of women

@@ -50,7 +50,9 @@ def csv_text(draw, columns, valid_rows):
 TOML_LINES = ["[label]", "[clinical]", "[other]", "[label.sub]", 'column = "group"', 'column = "label"', "column = 5",
               'positive = "1"', "positive = 1", "positive = true", "positive = [1]", 'features = ["age"]', "features = [1, 2]",
               'features = ["nope"]', 'categorical = ["parity"]', 'categorical = ["age"]', 'exclude = ["creatinine"]',
-              'exclude = "age"', 'label = "group"', "label = 1", "= 1", "[", '"unclosed', "features = []"]
+              'exclude = "age"', 'label = "group"', "label = 1", "= 1", "[", '"unclosed', "features = []",
+              'outcome_defining = ["age"]', 'outcome_defining = ["nope"]', "outcome_defining = 1", "[clinical.exclude]",
+              'age = "defines the outcome"', "age = 1", 'exclude = {creatinine = "why"}', "exclude = {age = []}"]
 toml_text = st.one_of(st.lists(st.sampled_from(TOML_LINES), max_size=6).map("\n".join), st.text(max_size=40))
 
 

@@ -52,22 +52,65 @@ def test_bad_test_size():
         split_cohort(paper_table(), test_size=1.5)
 
 
-def test_table_one_chooses_tests_and_matches_scipy():
+def test_table_one_uses_one_prespecified_rule_and_matches_scipy():
+    "Every numeric variable: median [IQR] and the Mann-Whitney U test, a normal one as a skewed one (no Shapiro pretest)."
     d = split_cohort(paper_table(seed=1), seed=1)
-    # precondition of the rule: both groups of normal_var pass Shapiro-Wilk, skewed_var does not
+    # the two kinds of variable a pretest would have told apart: normal_var passes Shapiro-Wilk in both groups, skewed_var not
     assert all(stats.shapiro(d.loc[d.label == k, "normal_var"]).pvalue > 0.05 for k in (0, 1))
     assert any(stats.shapiro(d.loc[d.label == k, "skewed_var"]).pvalue <= 0.05 for k in (0, 1))
     t = table_one(d, categorical=["cat"]).set_index("variable")
-    assert t.loc["normal_var", "test"] == "Welch t-test" and "±" in t.loc["normal_var", "overall"]
-    assert t.loc["skewed_var", "test"] == "Mann-Whitney U" and "[" in t.loc["skewed_var", "overall"]
     g = [d.loc[d.label == k] for k in (0, 1)]
-    p_t = stats.ttest_ind(g[0]["normal_var"], g[1]["normal_var"], equal_var=False).pvalue
-    p_u = stats.mannwhitneyu(g[0]["skewed_var"], g[1]["skewed_var"]).pvalue
-    assert t.loc["normal_var", "p"] == ("<0.001" if p_t < 0.001 else f"{p_t:.3f}")
-    assert t.loc["skewed_var", "p"] == ("<0.001" if p_u < 0.001 else f"{p_u:.3f}")
+    for v in ("normal_var", "skewed_var"):
+        assert t.loc[v, "level"] == "median [IQR]" and t.loc[v, "test"] == "Mann-Whitney U"
+        p = stats.mannwhitneyu(g[0][v], g[1][v], alternative="two-sided").pvalue
+        assert t.loc[v, "p"] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+    q1, q2, q3 = np.percentile(g[1]["normal_var"], [25, 50, 75])
+    assert t.loc["normal_var", "Preeclampsia (n=151)"] == f"{q2:.1f} [{q1:.1f}, {q3:.1f}]"
     cat = t.loc[["cat"]]
     assert cat["test"].iloc[0] == "Chi-square" and len(cat) == 2
+    p = stats.chi2_contingency(pd.crosstab(d["cat"], d["label"]).to_numpy())[1]
+    assert cat["p"].iloc[0] == ("<0.001" if p < 0.001 else f"{p:.3f}")
     assert "Normal (n=128)" in t.columns and "Preeclampsia (n=151)" in t.columns
+    assert "Mann-Whitney U" in t.attrs["note"] and "no normality pretest" in t.attrs["note"]
+
+
+def test_table_one_p_value_is_scipys_on_a_small_known_table():
+    "A hand-made table with a p-value of 0.0135 (not < 0.001): the printed p is scipy's Mann-Whitney U p, rounded."
+    d = pd.DataFrame({"label": [0] * 6 + [1] * 6, "x": [1, 2, 3, 4, 5, 7, 6, 8, 9, 10, 11, 12]})
+    p = stats.mannwhitneyu(d.x[:6], d.x[6:], alternative="two-sided").pvalue
+    assert 0.001 < p < 0.05
+    assert table_one(d).loc[0, "p"] == f"{p:.3f}"
+    # a variable that does not differ: a large p
+    d["y"] = [1, 2, 3, 4, 5, 6] * 2
+    assert float(table_one(d).set_index("variable").loc["y", "p"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_table_one_by_group_and_by_split_summarise_a_variable_the_same_way():
+    "The same statistic for a variable in both tables (the issue: 136 ± 19.9 by group vs 139 [118, 154] by split)."
+    d = split_cohort(paper_table(seed=3), seed=3)
+    for rule, level in (("median", "median [IQR]"), ("mean", "mean ± SD")):
+        tg = table_one(d, categorical=["cat"], continuous=rule).set_index("variable")
+        ts = table_one(d, by="split", categorical=["cat"], continuous=rule).set_index("variable")
+        for v in ("normal_var", "skewed_var"):
+            assert tg.loc[v, "level"] == ts.loc[v, "level"] == level
+            assert tg.loc[v, "overall"] == ts.loc[v, "overall"]          # the whole cohort, summarised once
+        assert ts.attrs["note"].startswith(f"Numeric variables: {level};")
+
+
+def test_table_one_mean_rule_when_prespecified():
+    "continuous='mean': mean ± SD and Welch's t-test for every numeric variable, skewed or not; p equals scipy's."
+    d = split_cohort(paper_table(seed=1), seed=1)
+    t = table_one(d, categorical=["cat"], continuous="mean").set_index("variable")
+    g = [d.loc[d.label == k] for k in (0, 1)]
+    for v in ("normal_var", "skewed_var"):
+        assert t.loc[v, "level"] == "mean ± SD" and t.loc[v, "test"] == "Welch t-test"
+        p = stats.ttest_ind(g[0][v], g[1][v], equal_var=False).pvalue
+        assert t.loc[v, "p"] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+    x = g[0]["normal_var"]
+    assert t.loc["normal_var", "Normal (n=128)"] == f"{x.mean():.1f} ± {x.std(ddof=1):.2f}"
+    assert "Welch" in t.attrs["note"] and "Mann-Whitney" not in t.attrs["note"]
+    with pytest.raises(Exception, match="continuous"):
+        table_one(d, continuous="shapiro")
 
 
 def test_table_one_fisher_for_small_counts_and_missing_counts():
