@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #3479469e
 from __future__ import annotations
-import argparse, json, signal, sys, time
+import argparse, contextlib, json, signal, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +18,22 @@ __all__ = ['SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_dem
            'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
+@contextlib.contextmanager
+def _warnings_printed(cmd:str):
+    "Warnings raised inside, printed as they come, once each, as `pe-renal CMD: warning: ...` on stderr."
+    import warnings
+    seen = set()
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(message) not in seen:
+            seen.add(str(message)); print(f"pe-renal {cmd}: warning: {message}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():                          # said every run, whatever was said before in the process
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
 def cmd_check(args)->int:
     "Validate a cohort folder and print its summary."
-    cohort = load_cohort(args.cohort)
+    with _warnings_printed("check"): cohort = load_cohort(args.cohort)
     print(cohort.summary())
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
@@ -50,15 +63,11 @@ def cmd_features(args)->int:
         raise PeRenalError(f"--out {out}: give a file name ending in .parquet or .csv.")
     check_output(out, _inputs(args), args.overwrite, folder=False, what="features file")
     check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
-    cohort = load_cohort(args.cohort)
+    with _warnings_printed("features"): cohort = load_cohort(args.cohort)
     print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:           # said once per run, whatever was said before in the process
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_printed("features"):
         feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
                                  batch_size=args.batch_size, cache=False if args.no_cache else (args.cache or None))
-    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
-        print(f"pe-renal features: warning: {w}", file=sys.stderr)
     meta = dict(feats.attrs["pe_renal"])
     if args.per == "patient": feats = aggregate_features(feats, cohort, how=args.aggregate)
     else: feats.insert(0, "patient_id", cohort.images["patient_id"].to_numpy()); feats.insert(1, "path", cohort.images["path"].to_numpy())
@@ -89,7 +98,7 @@ def _config(args, **extra):
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
     from pe_renal.study import run_study
-    out = run_study(args.cohort, args.out, _config(args), overwrite=args.overwrite)
+    with _warnings_printed("run"): out = run_study(args.cohort, args.out, _config(args), overwrite=args.overwrite)
     print(f"Report: {Path(out)/'report.html'}")
     return 0
 
@@ -105,8 +114,9 @@ def cmd_demo(args)->int:
     with tempfile.TemporaryDirectory(prefix="pe_renal_demo_") as d:
         cohort = make_cohort(Path(d)/"cohort", n=279, seed=args.seed)
         print(f"[0] synthetic cohort written in {time.perf_counter() - t:.0f} s", flush=True)
-        res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True), overwrite=args.overwrite,
-                        copy_cohort=True)              # keep the demo cohort with its results, for `pe-renal predict` and checks
+        with _warnings_printed("demo"):
+            res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True),
+                            overwrite=args.overwrite, copy_cohort=True)              # keep the demo cohort with its results, for `pe-renal predict` and checks
     print(f"Report: {Path(res)/'report.html'}  (total {time.perf_counter() - t:.0f} s)")
     return 0
 
@@ -119,13 +129,9 @@ def cmd_report(args)->int:
 def cmd_predict(args)->int:
     "Score new patients with a saved model."
     from pe_renal.predict import predict_cohort
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_printed("predict"):
         pred, metrics = predict_cohort(args.model, args.cohort, args.out, weights=args.weights, device=args.device,
                                        cache=args.cache, overwrite=args.overwrite, allow_overlap=args.allow_overlap)
-    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
-        print(f"pe-renal predict: warning: {w}", file=sys.stderr)
     print(f"{len(pred)} patients scored -> {args.out}")
     if metrics is not None:
         v = metrics["validation"].iloc[0]

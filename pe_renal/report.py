@@ -131,6 +131,10 @@ _TABLES = {
                                mean_abs_net_contribution="mean over test patients of |the family's summed SHAP values|", n_features="inputs in the family",
                                sum_of_feature_importance="sum of the family's per-input mean |SHAP|", share_of_summed_importance="that sum as a share of all"), None),
     "shap_importance_family_columns": ("What the columns of shap_importance_family.csv mean.", dict(column="a column of shap_importance_family.csv", meaning="what it means"), None),
+    "predictors": ("Every candidate clinical column: used as a predictor or excluded, and why (cohort.toml).",
+                   dict(column="a clinical column of clinical.csv", role="predictor, outcome-defining predictor (incorporation bias) or excluded",
+                        reason="why it is excluded (cohort.toml [clinical.exclude]), or why it is flagged", kind="numeric or categorical",
+                        inputs="model inputs it becomes: 1 when numeric, one per category seen in the training patients when categorical (one-hot), 0 when excluded"), None),
     "table1_by_group": ("Baseline characteristics by group (Table 1).", dict(test="the test behind p"),
                         "the group columns ('<Group> (n=...)') summarise each group's patients"),
     "table1_by_split": ("Baseline characteristics by split (training vs test).", dict(SMD="standardised mean difference between the splits"),
@@ -315,7 +319,10 @@ def _tripod_reports(m:dict)->dict:
              "and every input file is hashed in run.json.",
         "8a": f"Outcome: column '{s['label_column']}', positive = {s['positive']}. Definition and timing: authors.",
         "9a": f"The {len(s['clinical_predictors'])} clinical columns used ({', '.join(s['clinical_predictors'])}) and "
-              f"{s['deep_candidates']} deep features; deep features pre-selected by LASSO on the training set.",
+              f"{s['deep_candidates']} deep features; deep features pre-selected by LASSO on the training set. "
+              + (s.get("predictors_note") or "") + (" Excluded: " + "; ".join(f"{k} ({v})" for k, v in s["excluded"].items()) + "."
+                                                  if s.get("excluded") else "")
+              + "".join(f" Incorporation bias: {w}." for w in s.get("incorporation_bias", [])) + " Every candidate: tables/predictors.csv.",
         "10": f"{s['patients']} patients, {s['events']} events ({sp}). No sample size calculation: authors.",
         "11": f"Missing clinical values ({miss}): median (numeric) or most frequent (categorical) imputation, fitted on the "
               f"training set inside the pipeline. {s['patients']} of {s['cohort_patients']} patients in the cohort folder analysed.",
@@ -367,6 +374,21 @@ _GRADCAM_HEADINGS = {"p_composite": "p (Composite)", "score": "deep signature", 
                      "kidney_ratio_uniform": "ratio of a whole-kidney map",
                      "randomisation_spearman": "Spearman vs randomised"}
 _COUNTS = r"^(n|n_.*|missing|deep_kept|inputs|rank|repeat|fold|n_resamples)$"   # columns of counts: shown without decimals
+# column headings as a reader sees them in report.html (the CSVs keep their names; tables/README.txt explains both)
+_HEADINGS = {"auc": "AUC", "lo": "lower 95%", "hi": "upper 95%", "n_resamples": "folds or resamples", "primary": "primary estimate",
+             "apparent_auc": "apparent AUC", "n_no_features": "fits with no deep feature",
+             "repeat": "repeat", "n_train": "training patients", "n_test": "held-out patients", "deep_kept": "deep features kept",
+             "no_features": "no deep feature kept", "ic_msq": "influence term (mean square)",
+             "slope_lo": "slope lower 95%", "slope_hi": "slope upper 95%", "intercept_lo": "intercept lower 95%",
+             "intercept_hi": "intercept upper 95%", "brier": "Brier score", "n_boot": "resamples", "n_separated": "separated resamples",
+             "model_a": "model A", "model_b": "model B", "auc_a": "AUC A", "auc_b": "AUC B", "difference": "difference (A - B)",
+             "p_holm": "p (Holm)", "lasso_lambda": "LASSO λ", "tuning_criterion_auc": "tuning criterion (inner-CV AUC)",
+             "coefficient_raw": "coefficient (raw scale)", "spearman_with_signature": "Spearman with the signature",
+             "mean_abs_net_contribution": "mean |net contribution|", "mean_net_contribution": "mean net contribution (signed)",
+             "n_features": "inputs", "sum_of_feature_importance": "sum of the inputs' mean |SHAP|",
+             "share_of_summed_importance": "share of the summed importance", "inputs": "model inputs",
+             "patient_id": "patient", "sd": "SD"}
+_YES_NO = {True: "yes", False: "no", "True": "yes", "False": "no"}
 
 def html_table(results_dir:Path,    # results folder
                name:str,            # table file under tables/, without .csv
@@ -393,7 +415,10 @@ def html_table(results_dir:Path,    # results folder
         if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
     for c in blank:
         if c in df.columns: df[c] = df[c].astype(object).where(df[c].notna(), "")
-    df = df.rename(columns=rename or {})
+    for c in df.columns:
+        if df[c].dtype == bool or set(df[c].dropna().unique()) <= {"True", "False"} and df[c].notna().any():
+            df[c] = df[c].map(lambda v: _YES_NO.get(v, v))
+    df = df.rename(columns={**_HEADINGS, **(rename or {})})
     html = df.to_html(index=False, border=0, na_rep=na, escape=True, float_format=_NUM, classes="data text" if text else "data")
     html = re.sub(r"(?<=\d )(\(\d[\d.]*-\d[\d.]*\))", r'<span class="ci">\1</span>', html)   # an interval wraps as one piece
     filt = " ".join(f"{k}={v}" for k, v in (where or {}).items())
@@ -479,10 +504,10 @@ def _render_report_html(d:Path, m:dict, t)->str:
     return _template().render(
         m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
         manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False), hashes=m.get("input_sha256", {}),
-        tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"),
+        tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True, blank=("reason",)), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True, blank=("reason",), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),

@@ -13,7 +13,7 @@ import pandas as pd
 
 import pe_renal
 from .core import CohortError, PeRenalError, atomic_write, file_sha256, seed_everything, staged_dir
-from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes
+from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes, predictor_summary
 from .report import (GRADCAM_CAPTION, GRADCAM_CAPTION_PREDICTED, STATUS_NOTES, check_verdicts,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
@@ -219,6 +219,7 @@ def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
     _csv(split[["patient_id", "label", "split"]], tmp/"split.csv")
     t1 = table_one(split, categorical=cohort.categorical); t1s = table_one(split, by="split", categorical=cohort.categorical)
     _csv(t1, tmp/"tables"/"table1_by_group.csv"); _csv(t1s, tmp/"tables"/"table1_by_split.csv")
+    _csv(predictor_summary(cohort, split), tmp/"tables"/"predictors.csv")   # every candidate: used or excluded, and why
     return SplitStage(split, t1, t1s)
 
 @dataclass
@@ -508,6 +509,9 @@ def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:Gradca
                 split_kind="imposed (split column)" if c.cohort.has_split else f"stratified random {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}",
                 label_column=c.cohort.label_name, positive=str(c.cohort.positive),
                 clinical_predictors=clinical, deep_candidates=len(data.deep),
+                predictors_note=predictor_summary(c.cohort, split).attrs["note"], excluded=dict(c.cohort.excluded),
+                outcome_defining=list(c.cohort.outcome_defining), incorporation_bias=list(c.cohort.incorporation_bias),
+                table1_notes=dict(by_group=s.table1.attrs.get("note", ""), by_split=s.table1_by_split.attrs.get("note", "")),
                 missing={k: int(v) for k, v in split[clinical].isna().sum().items() if v},
                 lasso=None if sel is None else dict(selected=int(len(sel.selected_)), candidates=len(data.deep),
                                                     alpha=float(sel.alpha_), rule=cfg.lasso_rule, method=cfg.lasso_method),
@@ -530,6 +534,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
         info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
     model_hash = save_model(tmp/"model.skops", m.fitted, e.thresholds, info)
     warn = ([f"SYNTHETIC DATA: {STATUS_NOTES['SYNTHETIC DATA']}"] if synthetic else []) + ([bb.note] if bb.untrained else []) + m.warnings
+    warn += [f"Incorporation bias: {w}." for w in c.cohort.incorporation_bias]
     manifest = dict(pe_renal=pe_renal.__version__, started=started.isoformat(timespec="seconds"),
                     finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     cohort=c.path, data="synthetic (not real patients)" if synthetic else "user cohort", status=status,

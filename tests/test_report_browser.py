@@ -151,4 +151,4 @@ def test_shap_family_caption_says_what_its_csv_says(rendered, results):
 
 def test_shap_family_table_leads_with_the_absolute_contribution(rendered):
     t = next(t for t in rendered["tables"] if t["source"] == "tables/shap_importance_family.csv")
-    assert t["header"][:3] == ["family", "mean_abs_net_contribution", "mean_net_contribution"], t["header"]
+    assert t["header"][:3] == ["family", "mean |net contribution|", "mean net contribution (signed)"], t["header"]

@@ -260,3 +260,30 @@ def test_report_renders_a_results_folder_of_an_earlier_version(study, tmp_path):
     for k in ("finetune", "internal_validation", "status"): m.pop(k, None)
     (res / "run.json").write_text(json.dumps(m))
     assert "Model performance" in render_report(res).read_text()
+
+
+def _visible(html_text: str) -> str:
+    import html, re
+    html_text = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", html_text, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", html_text)).split())
+
+
+def test_report_lists_every_candidate_predictor_and_warns_of_incorporation_bias(study, tmp_path):
+    from pe_renal.report import render_report
+    d, cohort, cfg, out = study
+    m = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    pr = pd.read_csv(out / "tables" / "predictors.csv")
+    clin = pd.read_csv(Path(cohort) / "clinical.csv")
+    assert set(pr["column"]) == set(clin.columns) - {"patient_id", "group", "label", "split"}   # every candidate, once
+    assert sorted(pr.loc[pr["role"] != "excluded", "column"]) == sorted(m["summary"]["clinical_predictors"])
+    assert pr.loc[pr["role"] == "excluded", "reason"].notna().all()
+    text = _visible((out / "report.html").read_text(encoding="utf-8"))
+    assert m["summary"]["predictors_note"] in text
+    for col, why in m["summary"]["excluded"].items():
+        assert f"{col} ({why})" in text
+    assert "Incorporation bias" not in text                                  # the demo excludes what defines the outcome
+    # a run that kept an outcome-defining column says so, in the warnings on top and in Methods
+    r2 = tmp_path / "r"; shutil.copytree(out, r2)
+    m["summary"]["incorporation_bias"] = ["'sbp_mmHg' is used as a predictor but helps define the outcome"]
+    (r2 / "run.json").write_text(json.dumps(m), encoding="utf-8")
+    assert "Incorporation bias: 'sbp_mmHg' is used as a predictor" in _visible(render_report(r2).read_text(encoding="utf-8"))
