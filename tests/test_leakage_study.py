@@ -88,10 +88,11 @@ def test_perturbing_the_test_patients_changes_no_fine_tuned_weight(tuned, tmp_pa
         warnings.simplefilter("ignore")
         run_study(c2, tmp_path / "r", cfg, verbose=False)
     r = tmp_path / "r"
-    a, b = assert_same_fit(out, r)
+    a, b = (json.loads((x / "run.json").read_text()) for x in (out, r))
     fa, fb = a["finetune"], b["finetune"]
     assert fa["file"] == fb["file"] and (out / fa["file"]).read_bytes() == (r / fb["file"]).read_bytes()
     assert fa["sha256"] == fb["sha256"] and a["weights"] == b["weights"]
     ha, hb = (pd.read_csv(x / "tables" / "finetune_history.csv").drop(columns="seconds") for x in (out, r))
     pd.testing.assert_frame_equal(ha, hb, check_exact=True)                 # every epoch's losses and AUC (not its time)
     assert a["input_sha256"] != b["input_sha256"]                           # the inputs did differ
+    assert_same_fit(out, r)                                                 # and so is everything fitted after fine-tuning
