@@ -193,3 +193,23 @@ def test_delong_skips_identical_models_and_adjusts_for_multiplicity():
     lo, hi = np.sort(p)
     np.testing.assert_allclose(np.sort(d["p_holm"].dropna()), [min(1, 2 * lo), min(1, max(2 * lo, hi))])
     np.testing.assert_allclose(holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06])   # by hand: 3p, 2p, max(., p)
+
+
+def test_every_row_of_the_performance_table_holds_its_own_cohorts_numbers():
+    "Cohorts of different sizes, signals and prevalences: each row's n, AUC, sensitivity and specificity are its own cohort's."
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(4)
+    parts = {"train": (120, 40, 1.5), "test": (57, 31, 0.4)}            # patients, positives, signal: nothing in common
+    res = {"m": {}}
+    for part, (n, pos, signal) in parts.items():
+        y = rng.permutation(np.r_[np.ones(pos), np.zeros(n - pos)]).astype(int)
+        res["m"][part] = (y, rng.normal(signal * y, 1))
+    t = performance_table(res, n_boot=0).set_index("cohort")
+    th = youden_threshold(*res["m"]["train"])
+    for part, (y, s) in res["m"].items():
+        r = t.loc[part]
+        assert (r["n"], r["n_positive"]) == (len(y), y.sum()), part
+        assert r["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12), part
+        assert r["sensitivity"] == pytest.approx((s[y == 1] >= th).mean(), abs=1e-12), part
+        assert r["specificity"] == pytest.approx((s[y == 0] < th).mean(), abs=1e-12), part
+    assert abs(t.loc["train", "auc"] - t.loc["test", "auc"]) > 0.1      # the rows could not pass for each other
