@@ -14,8 +14,8 @@ from .core import Interrupted, PeRenalError, check_output, stoppable, path_error
 from .data import load_cohort, split_cohort, table_one, check_split_sizes
 
 # %% auto #0
-__all__ = ['SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict', 'build_parser',
-           'main']
+__all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 @contextlib.contextmanager
@@ -145,6 +145,9 @@ def cmd_predict(args)->int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
+DEVICE_HELP = ("where the network runs: auto (default: a CUDA GPU when one is visible, else the CPU), cpu, or cuda "
+               "(refused when no GPU is visible)")
+
 def _whole(lo:int, hi:int|None=None, also:tuple=()):
     "An argparse type: a whole number from `lo` (to `hi`), or one of `also`; anything else is refused naming the option."
     def parse(s:str)->int:
@@ -209,7 +212,7 @@ def build_parser()->argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output file (.parquet or .csv); a .json with the settings is written beside it")
     f.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152)")
     f.add_argument("--weights", default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
-    f.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="of the deep features (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
     f.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
@@ -254,7 +257,7 @@ def build_parser()->argparse.ArgumentParser:
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
         q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
         q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
-        q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="of the deep features and fine-tuning (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
         q.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
@@ -281,7 +284,7 @@ def build_parser()->argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions CSV to write")
     pr.add_argument("--weights", default=None, help="the weights file, if the model was trained on weights from a file "
                     "(fine-tuned weights are found beside model.skops)")
-    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP + "; the features are made in the model's own precision")
     pr.add_argument("--cache", default=None, help="feature cache folder")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     pr.add_argument("--allow-overlap", action="store_true",

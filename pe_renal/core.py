@@ -129,8 +129,8 @@ def check_output(out:str|Path,            # the file or folder a command will wr
             if _nonempty(out):
                 if not overwrite:
                     raise PathError(f"The {what} {out} already exists{' and is not empty' if folder else ''}. Choose another "
-                                    f"{'folder' if folder else 'file name'}, or pass overwrite=True (--overwrite on the "
-                                    "command line) to replace it.")
+                                    f"{'folder' if folder else 'file name'}, or give --overwrite (overwrite=True in Python) "
+                                    "to replace it.")
                 if folder and marker and not (out/marker).is_file():
                     raise PathError(f"The folder {out} is not an earlier {what} of pe_renal (it has no {marker}), so "
                                     "--overwrite does not replace it. Choose another folder, or empty this one yourself.")

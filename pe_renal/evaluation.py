@@ -317,6 +317,7 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             ps, rule = smoothed_probabilities(p, m)
             x, yf = np.log(ps / (1 - ps)), y.astype(float)
             slope, icpt = _recalibrate(yf, x)
+            slope = float(_separated_as_infinite(np.array([slope]), yf[None], x[None])[0][0])   # separated: +-inf, not nan
             rng = np.random.default_rng(seed)
             idx = rng.integers(0, len(y), (n_boot, len(y)))
             boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))

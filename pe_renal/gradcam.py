@@ -19,9 +19,9 @@ from .data import Cohort, apply_roi, read_image, ROI_BOX
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
 # %% auto #0
-__all__ = ['HeadLogit', 'CAM_LAYERS', 'DeepSignature', 'head_signature', 'cam_methods', 'target_layer', 'compute_cams',
-           'cam_to_roi', 'localisation', 'map_grid', 'uniform_map_ratio', 'randomised_signature', 'explain_images',
-           'checks_table', 'overlay', 'plot_cam_grid']
+__all__ = ['HeadLogit', 'CAM_LAYERS', 'CAM_FLOOR', 'DeepSignature', 'head_signature', 'cam_methods', 'target_layer',
+           'compute_cams', 'cam_to_roi', 'localisation', 'map_grid', 'uniform_map_ratio', 'randomised_signature',
+           'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
 
 # %% ../nbs/07_gradcam.ipynb #b0363c6c
 class DeepSignature(nn.Module):
@@ -266,10 +266,12 @@ def checks_table(items:list[dict])->pd.DataFrame:
     return pd.DataFrame([{c: it.get(c, np.nan) for c in cols} for it in items])
 
 # %% ../nbs/07_gradcam.ipynb #c9e104f1
+CAM_FLOOR = 0.02   # map values below this (of the map's maximum) are left uncoloured: the grey image shows through
+
 def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
-    "Show a heat map over a grayscale image."
+    "Show a heat map over a grayscale image; where the map is below `CAM_FLOOR` the image shows uncoloured."
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(cam, cmap="jet", alpha=alpha * (cam > 0.02), vmin=0, vmax=1)
+    ax.imshow(cam, cmap="jet", alpha=alpha * (cam >= CAM_FLOOR), vmin=0, vmax=1)
     ax.set_title(title, fontsize=9); ax.axis("off")
 
 def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True, caption:str=""):
@@ -287,9 +289,11 @@ def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", ran
         if ncol == 3: overlay(row[2], it["roi"], it["cam_randomised"], title=f"randomised weights (rho {it['randomisation_spearman']:.2f})")
     if note: fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
     fig.tight_layout()
-    cb = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), cmap="jet"), ax=axes[:, 1:].ravel().tolist(),
-                      fraction=0.03, pad=0.02)
-    cb.set_label("Grad-CAM (normalised: 0 low, 1 highest)", fontsize=8); cb.ax.tick_params(labelsize=7)
+    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")          # the grey triangle: below CAM_FLOOR, left uncoloured
+    cb = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap), ax=axes[:, 1:].ravel().tolist(),
+                      fraction=0.03, pad=0.02, extend="min")
+    cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
     if caption:
         import textwrap
         fig.text(0.01, 0, textwrap.fill(caption, 120), fontsize=7.5, va="top", ha="left", color="#333")

@@ -15,9 +15,9 @@ from .core import PeRenalError, atomic_write
 
 # %% auto #0
 __all__ = ['STATUS_NOTES', 'FINETUNE_OPTIMISM', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'LOCALISATION_MIN_RATIO',
-           'RANDOMISATION_MAX_RHO', 'AUTHORS', 'run_status', 'status_text', 'stamp_figure', 'tables_readme',
-           'write_readmes', 'finetune_validation_words', 'check_verdicts', 'finetune_in_validation', 'tripod_checklist',
-           'html_table', 'render_report']
+           'RANDOMISATION_MAX_RHO', 'AUTHORS', 'WIDE_FIGURE', 'run_status', 'status_text', 'stamp_figure',
+           'tables_readme', 'write_readmes', 'finetune_validation_words', 'check_verdicts', 'finetune_in_validation',
+           'tripod_checklist', 'html_table', 'render_report']
 
 # %% ../nbs/08b_report.ipynb #142ed549
 STATUS_NOTES = {"SYNTHETIC DATA": "the numbers come from a synthetic demo cohort, not from real patients.",
@@ -424,12 +424,18 @@ def html_table(results_dir:Path,    # results folder
     filt = " ".join(f"{k}={v}" for k, v in (where or {}).items())
     return Markup('<div class="scroll">' + html.replace("<table ", f'<table data-source="{src}" data-filter="{filt}" ', 1) + "</div>")
 
+WIDE_FIGURE = 1.8   # a figure at least this many times wider than high (several panels) takes the page's full width
+
 def _figures(results_dir:Path, *names)->list[dict]:
+    "The figures that exist, embedded; `wide` when their panels would be too small at half the page's width."
+    from PIL import Image
     out = []
     for n in names:
         p = results_dir/"figures"/f"{n}.png"
-        if p.is_file(): out.append({"name": n, "file": f"figures/{n}.png",
-                                    "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()})
+        if p.is_file():
+            with Image.open(p) as im: w, h = im.size
+            out.append({"name": n, "file": f"figures/{n}.png", "wide": w >= WIDE_FIGURE * h,
+                        "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()})
     return out
 
 def _shap_family_caption(results_dir:Path)->str:

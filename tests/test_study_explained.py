@@ -63,7 +63,9 @@ def test_shap_base_value_is_the_mean_prediction_over_training_patients(saved):
     draw = lambda part: p[part][background_draw(len(p[part]), cfg["shap_background"], cfg["seed"])].mean()
     assert cfg["shap_background"] < len(p["train"])                        # a real draw, not every training patient
     assert base.iloc[0] == pytest.approx(draw("train"), abs=1e-12)
-    assert abs(draw("test") - base.iloc[0]) > 1e-6 and abs(p["train"].mean() - base.iloc[0]) > 1e-6   # negative controls
+    # negative controls: other rules give other base values (KNN probabilities are vote shares, so one other rule may
+    # coincide by chance on a given cohort; the two together may not)
+    assert max(abs(draw("test") - base.iloc[0]), abs(p["train"].mean() - base.iloc[0])) > 1e-6
 
 
 def test_shap_inputs_are_the_composite_models_inputs(saved):
@@ -112,7 +114,10 @@ def test_calibration_table_is_re_derived_from_the_test_predictions(saved):
         slope = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial()).fit(tol=1e-12).params[1]
         icpt = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=x).fit(tol=1e-12).params[0]
         assert r.n == len(y), m
-        assert r.slope == pytest.approx(slope, abs=1e-6), m
+        if x[y == 1].min() >= x[y == 0].max() or x[y == 0].min() >= x[y == 1].max():   # (quasi-)separated test patients:
+            assert r.slope == np.inf * np.sign(x[y == 1].mean() - x[y == 0].mean()), m  # no finite maximum, the slope's
+        else:                                                                          # likelihood heads to +-inf
+            assert r.slope == pytest.approx(slope, abs=1e-6), m
         assert r.intercept == pytest.approx(icpt, abs=1e-6), m
         assert r.brier == pytest.approx(np.mean((p - y) ** 2), abs=1e-12), m
         assert r.n_boot == cfg["n_boot_ci"] and r.slope_lo <= r.slope <= r.slope_hi and r.intercept_lo <= r.intercept <= r.intercept_hi, m
