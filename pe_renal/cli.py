@@ -11,7 +11,7 @@ import pandas as pd
 
 import pe_renal
 from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything
-from .data import load_cohort, split_cohort, table_one, check_split_sizes
+from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_sizes
 
 # %% auto #0
 __all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
@@ -37,7 +37,6 @@ def cmd_check(args)->int:
     print(cohort.summary())
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
-    from pe_renal.study import check_finetune_sizes
     check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
     if not cohort.has_split:
         s = split["split"].value_counts()
@@ -90,7 +89,7 @@ def _config(args, **extra):
     return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
                        classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
                        finetune=args.finetune, epochs=args.epochs,
-                       finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam_target=args.gradcam_target,
+                       finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam=args.gradcam, gradcam_target=args.gradcam_target,
                        gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
                        n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
@@ -243,15 +242,19 @@ def build_parser()->argparse.ArgumentParser:
                             "fine-tune per fold, no .632+ bootstrap; practical on a GPU or with a small backbone)")
         q.add_argument("--image-size", type=_whole(32, 1024), default=224,
                        help="side of the square network input in pixels (default 224, as the paper; smaller is faster)")
-        q.add_argument("--gradcam-target", default="signature", choices=GRADCAM_TARGETS,
-                       help="what Grad-CAM explains: the LASSO deep signature (default), the fine-tuned head's logit (evidence "
+        q.add_argument("--gradcam", default="auto", choices=["auto", "paper", "fine"],
+                       help="what the Grad-CAM maps show: paper (Grad-CAM of the LASSO deep signature on layer4, as the paper), "
+                            "fine (HiResCAM on layer2 of the fine-tuned head's evidence for the class it predicts: maps that "
+                            "localise on a fine-tuned backbone), or auto (default: fine with --finetune last or full, else paper)")
+        q.add_argument("--gradcam-target", default=None, choices=GRADCAM_TARGETS,
+                       help="overrides --gradcam's target: the LASSO deep signature, the fine-tuned head's logit (evidence "
                             "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")
-        q.add_argument("--gradcam-method", default="gradcam",
+        q.add_argument("--gradcam-method", default=None,
                        choices=GRADCAM_METHODS,
-                       help="CAM method of the maps (default gradcam, as the paper; hirescam keeps finer maps faithful cell by cell)")
-        q.add_argument("--gradcam-layer", default="layer4", choices=GRADCAM_LAYERS,
-                       help="ResNet stage whose last block the maps explain: layer4 (the last block, default) or layer3 / layer2 "
-                            "(finer maps)")
+                       help="overrides --gradcam's CAM method (paper: gradcam; fine: hirescam, which keeps finer maps faithful cell by cell)")
+        q.add_argument("--gradcam-layer", default=None, choices=GRADCAM_LAYERS,
+                       help="overrides --gradcam's ResNet stage whose last block the maps explain: layer4 (the last block; paper) "
+                            "or layer3 / layer2 (finer maps; fine: layer2)")
         q.add_argument("--boot", type=_whole(0), default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=_whole(0), default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")

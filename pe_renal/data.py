@@ -17,10 +17,10 @@ try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
-__all__ = ['ROI_BOX', 'RESERVED', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'CONTINUOUS', 'read_table', 'to_numeric',
-           'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic', 'IncorporationBias',
-           'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort', 'smd_numeric', 'smd_categorical',
-           'table_one_note', 'table_one']
+__all__ = ['ROI_BOX', 'RESERVED', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION', 'CONTINUOUS', 'read_table',
+           'to_numeric', 'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic',
+           'IncorporationBias', 'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort',
+           'check_finetune_sizes', 'smd_numeric', 'smd_categorical', 'table_one_note', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
@@ -735,6 +735,34 @@ def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
             raise CohortError(f"clinical.csv: with a test size of {test_size} the {s} set gets {k[0]} normal and {k[1]} positive "
                               f"patients; it needs at least {least} of each class. Change the test size (--test-size) or add patients.")
     return df
+
+FINETUNE_VAL_FRACTION = 0.2   # the share of training patients fine-tuning holds out (by class) to choose its epoch
+
+def check_finetune_sizes(split:pd.DataFrame,   # from `split_cohort`
+                         finetune:str="none",  # as StudyConfig.finetune
+                         finetune_cv:str="once", # as StudyConfig.finetune_cv
+                         cv_splits:int=5,      # folds of the internal validation
+                        )->None:
+    """Refuse, before any work, a training set too small for the fine-tuning a run will do: fine-tuning holds out
+    `FINETUNE_VAL_FRACTION` of its patients, by class, and needs at least 2 of each there; with finetune_cv='refit' every
+    CV fold's training part must allow it too (more folds leave each fold more patients)."""
+    if finetune == "none": return
+    k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0).astype(int)
+    need = int(np.ceil(2 / FINETUNE_VAL_FRACTION))
+    if k.min() < need:
+        raise CohortError(f"clinical.csv: fine-tuning (--finetune {finetune}) holds out {FINETUNE_VAL_FRACTION:.0%} of the training "
+                          f"patients of each class to choose its epoch and needs at least 2 of each there, so at least {need} of "
+                          f"each in training; the training set has {k[0]} normal and {k[1]} preeclampsia patients. Add patients, "
+                          "or run without fine-tuning (--finetune none).")
+    if finetune_cv != "refit": return
+    fold_train = lambda K: int((k - np.ceil(k / K)).min())          # the fewest patients of a class in a fold's training part
+    if fold_train(cv_splits) < need:
+        ok = [K for K in range(cv_splits + 1, int(k.min()) + 1) if fold_train(K) >= need]
+        fix = (f"use more folds (--cv-splits {ok[0]}: each fold's fine-tune then keeps more patients)" if ok else "add patients")
+        raise CohortError(f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
+                          f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs {need} of each. "
+                          f"Either {fix}, or validate with --finetune-cv once.")
+
 
 # %% ../nbs/01_data.ipynb #7a1e27bd
 def _fmt(x:float)->str:

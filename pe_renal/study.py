@@ -13,20 +13,20 @@ import pandas as pd
 
 import pe_renal
 from .core import CohortError, PeRenalError, atomic_write, file_sha256, seed_everything, staged_dir
-from .data import Cohort, load_cohort, split_cohort, table_one, check_split_sizes, predictor_summary
-from .report import (GRADCAM_CAPTION, GRADCAM_CAPTION_PREDICTED, STATUS_NOTES, check_verdicts,
+from .data import (FINETUNE_VAL_FRACTION, Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
+                           predictor_summary, split_cohort, table_one)
+from .report import (GRADCAM_CAPTIONS, GRADCAM_PRESETS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
 from .predict import development_fingerprint, protected_inputs, save_model
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNE_VAL_FRACTION', 'FINETUNED_ONCE', 'THRESHOLD_RULE',
-           'StudyConfig', 'StageError', 'pick_cases', 'CohortStage', 'cohort_stage', 'SplitStage',
-           'check_finetune_sizes', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings',
-           'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit',
-           'mask_finetuned_once', 'validation_stage', 'EvaluationStage', 'oof_thresholds', 'evaluation_stage',
-           'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage', 'report_stage',
-           'run_study']
+__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'StudyConfig',
+           'StageError', 'pick_cases', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
+           'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
+           'ValidationStage', 'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage',
+           'oof_thresholds', 'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
+           'shap_stage', 'report_stage', 'run_study']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -45,7 +45,11 @@ class StudyConfig:
                                      # (fine-tuned again inside every CV fold on its training part: honest, one fine-tune
                                      # per fold; no .632+ bootstrap)
     image_size: int = 224            # side of the square network input (224 as the paper; smaller is faster, coarser)
-    gradcam_target: str = "signature"# "signature" (LASSO deep signature), "head" (the fine-tuned head's logit, evidence for
+    gradcam: str = "auto"            # Grad-CAM configuration: "paper" (Grad-CAM of the LASSO deep signature on layer4),
+                                     # "fine" (HiResCAM on layer2 of the fine-tuned head's evidence for the predicted class),
+                                     # "auto" ("fine" when the backbone is fine-tuned, 'last' or 'full'; else "paper");
+                                     # gradcam_target / _method / _layer, when given, override it one by one
+    gradcam_target: str|None = None  # "signature" (LASSO deep signature), "head" (the fine-tuned head's logit, evidence for
                                      # preeclampsia) or "predicted" (the head's logit for the class it predicts per image)
     fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
     lasso_rule: str = "min"          # "min" (lambda with the lowest CV error) or "1se"
@@ -62,8 +66,8 @@ class StudyConfig:
     n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
     n_boot_ci: int = 2000            # bootstrap resamples for the threshold-metric CIs
     stability_boot: int = 50         # bootstrap resamples for LASSO selection stability (0 = skip)
-    gradcam_method: str = "gradcam"  # a CAM method of pe_renal.gradcam.cam_methods(), e.g. "hirescam"
-    gradcam_layer: str = "layer4"    # the stage whose last block the maps explain: "layer4" (the last block; features[-1] on
+    gradcam_method: str|None = None  # a CAM method of pe_renal.gradcam.cam_methods(), e.g. "hirescam"
+    gradcam_layer: str|None = None   # the stage whose last block the maps explain: "layer4" (the last block; features[-1] on
                                      # non-ResNets), or for ResNets "layer3" / "layer2" (finer maps: 14 x 14 / 28 x 28 at 224 px)
     gradcam_per_cell: int = 1        # Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)
     shap_background: int = 25        # real training patients sampled as the SHAP background
@@ -83,6 +87,17 @@ class StudyConfig:
                                "(in 'head' mode the backbone's features do not change, so there is nothing to refit).")
         if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 1024):
             raise PeRenalError(f"image_size must be a whole number of pixels from 32 to 1024, got {self.image_size!r}.")
+        if self.gradcam not in ("auto", *GRADCAM_PRESETS):
+            raise PeRenalError(f"gradcam must be 'auto', 'paper' or 'fine' (--gradcam), got {self.gradcam!r}.")
+        if self.gradcam == "fine" and self.finetune == "none":
+            raise PeRenalError("gradcam='fine' explains the fine-tuned head: set finetune to 'head', 'last' or 'full', or use "
+                               "gradcam='paper'.")
+        preset = GRADCAM_PRESETS[self.gradcam_preset]
+        for k, v in preset.items():
+            if getattr(self, k) is None:
+                setattr(self, k, "layer4" if k == "gradcam_layer" and not self.backbone.startswith("resnet") else v)
+        if self.gradcam_method not in GRADCAM_METHODS:
+            raise PeRenalError(f"gradcam_method must be one of {', '.join(GRADCAM_METHODS)}, got {self.gradcam_method!r}.")
         if self.gradcam_target not in GRADCAM_TARGETS:
             raise PeRenalError(f"gradcam_target must be one of {', '.join(GRADCAM_TARGETS)}, got {self.gradcam_target!r}.")
         if self.gradcam_target != "signature" and self.finetune == "none":
@@ -109,6 +124,12 @@ class StudyConfig:
         self.formats = tuple(self.formats)
         if not (isinstance(self.dpi, int) and 30 <= self.dpi <= 1200):
             raise PeRenalError(f"dpi must be a whole number from 30 to 1200, got {self.dpi!r}.")
+
+    @property
+    def gradcam_preset(self)->str: # "paper" or "fine": what `gradcam` resolves to
+        if self.gradcam != "auto": return self.gradcam
+        return "fine" if self.finetune in ("last", "full") else "paper"
+
 
 # %% ../nbs/09_study.ipynb #461ec5ab
 class StageError(PeRenalError):
@@ -183,33 +204,6 @@ class SplitStage:
     split: pd.DataFrame          # clinical table with a `split` column (train/test)
     table1: pd.DataFrame         # baseline characteristics by group
     table1_by_split: pd.DataFrame
-
-FINETUNE_VAL_FRACTION = 0.2   # the share of training patients fine-tuning holds out (by class) to choose its epoch
-
-def check_finetune_sizes(split:pd.DataFrame,   # from `split_cohort`
-                         finetune:str="none",  # as StudyConfig.finetune
-                         finetune_cv:str="once", # as StudyConfig.finetune_cv
-                         cv_splits:int=5,      # folds of the internal validation
-                        )->None:
-    """Refuse, before any work, a training set too small for the fine-tuning a run will do: fine-tuning holds out
-    `FINETUNE_VAL_FRACTION` of its patients, by class, and needs at least 2 of each there; with finetune_cv='refit' every
-    CV fold's training part must allow it too (more folds leave each fold more patients)."""
-    if finetune == "none": return
-    k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0).astype(int)
-    need = int(np.ceil(2 / FINETUNE_VAL_FRACTION))
-    if k.min() < need:
-        raise CohortError(f"clinical.csv: fine-tuning (--finetune {finetune}) holds out {FINETUNE_VAL_FRACTION:.0%} of the training "
-                          f"patients of each class to choose its epoch and needs at least 2 of each there, so at least {need} of "
-                          f"each in training; the training set has {k[0]} normal and {k[1]} preeclampsia patients. Add patients, "
-                          "or run without fine-tuning (--finetune none).")
-    if finetune_cv != "refit": return
-    fold_train = lambda K: int((k - np.ceil(k / K)).min())          # the fewest patients of a class in a fold's training part
-    if fold_train(cv_splits) < need:
-        ok = [K for K in range(cv_splits + 1, int(k.min()) + 1) if fold_train(K) >= need]
-        fix = (f"use more folds (--cv-splits {ok[0]}: each fold's fine-tune then keeps more patients)" if ok else "add patients")
-        raise CohortError(f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
-                          f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs {need} of each. "
-                          f"Either {fix}, or validate with --finetune-cv once.")
 
 def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
     "Split by patient (imposed or stratified 7:3) and describe the groups and the split (Table 1)."
@@ -478,7 +472,7 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
                            features.transform, method=cfg.gradcam_method, predicted_class=predicted,
                            layer=None if cfg.gradcam_layer == "layer4" else cfg.gradcam_layer)
     fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
-                        caption=GRADCAM_CAPTION_PREDICTED if predicted else GRADCAM_CAPTION)
+                        caption=GRADCAM_CAPTIONS[cfg.gradcam_target])
     save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats, cfg.dpi); plt.close(fig)
     checks = checks_table(items)
     checks.insert(1, "case", [name for _, name in names]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])
@@ -515,7 +509,7 @@ def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:Gradca
                 missing={k: int(v) for k, v in split[clinical].isna().sum().items() if v},
                 lasso=None if sel is None else dict(selected=int(len(sel.selected_)), candidates=len(data.deep),
                                                     alpha=float(sel.alpha_), rule=cfg.lasso_rule, method=cfg.lasso_method),
-                gradcam_note=g.note, model_warnings=m.warnings)
+                gradcam_note=g.note, gradcam_choice=gradcam_choice(cfg), model_warnings=m.warnings)
 
 def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:
     "Save the model, label every output with the run's status, write run.json, the checklist and report.html."
@@ -588,7 +582,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                                  f" and .632+ bootstrap ({cfg.n_boot})"), validation_stage, r["models"], cfg, tmp, c, verbose)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
                                 evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
-        r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of the deep signature on test patients",
+        r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of {GRADCAM_WHAT[cfg.gradcam_target]} on test patients",
                              gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp, r.get("finetune"))
         r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)
         stage("report", "model file, status labels, run.json, TRIPOD+AI checklist, report.html",

@@ -511,7 +511,7 @@ def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp
 
 def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     "check --finetune / --finetune-cv refuse, before any work, what run would refuse later, with advice that works."
-    from pe_renal.study import check_finetune_sizes
+    from pe_renal.data import check_finetune_sizes
     from pe_renal.data import split_cohort
     root = write_cohort(tmp_path / "c", n=20)                      # 7 + 7 training patients: too few to fine-tune
     code, out, err = cli(capsys, "check", root)

@@ -57,6 +57,14 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     report = (out / "report.html").read_text()
     assert "fine-tuned once on all training patients" in report and "finetune_curve" in report
     assert "finetune_optimism.md" in report
+    # Grad-CAM: a fine-tuned backbone's default configuration (HiResCAM, layer2), here with the head's logit as target
+    gc = m["summary"]["gradcam_choice"]
+    assert (gc["preset"], gc["method"], gc["layer"], gc["target"]) == ("fine", "hirescam", "layer2", "head")
+    assert (m["config"]["gradcam_method"], m["config"]["gradcam_layer"]) == ("hirescam", "layer2")
+    import html, re
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", report)).split())
+    assert "Grad-CAM of the fine-tuned head" in text and "Configuration: chosen by default for a fine-tuned backbone" in text
+    assert "changed by the options: target head" in text and "--gradcam paper" in text
     item = pd.read_csv(out / "tables" / "tripod_ai.csv").set_index("item number").loc["12c", "what this run reports"]
     assert "except the fine-tuning of the backbone" in item
 

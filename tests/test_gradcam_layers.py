@@ -64,3 +64,30 @@ def test_study_and_cli_settings():
     cfg = _config(args)
     assert (cfg.gradcam_layer, cfg.gradcam_method) == ("layer2", "hirescam")
     with pytest.raises(SystemExit): build_parser().parse_args(["run", "C", "--out", "R", "--gradcam-layer", "layer1"])
+
+
+def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_one_option_away():
+    from pe_renal.cli import _config, build_parser
+    from pe_renal.report import gradcam_choice
+    paper, fine = ("signature", "gradcam", "layer4"), ("predicted", "hirescam", "layer2")
+    cfg3 = lambda c: (c.gradcam_target, c.gradcam_method, c.gradcam_layer)
+    assert cfg3(StudyConfig()) == paper                                            # frozen backbone: the paper's maps
+    assert cfg3(StudyConfig(finetune="head")) == paper                             # the backbone is not changed either
+    for mode in ("last", "full"):
+        assert cfg3(StudyConfig(backbone="resnet18", finetune=mode)) == fine       # fine-tuned: maps that localise
+        assert cfg3(StudyConfig(backbone="resnet18", finetune=mode, gradcam="paper")) == paper
+    assert cfg3(StudyConfig(finetune="head", gradcam="fine")) == fine
+    assert cfg3(StudyConfig(finetune="full", gradcam_layer="layer3")) == ("predicted", "hirescam", "layer3")   # one by one
+    assert cfg3(StudyConfig(backbone="densenet121", finetune="full")) == ("predicted", "hirescam", "layer4")   # no stages
+    with pytest.raises(PeRenalError, match="--gradcam"): StudyConfig(gradcam="best")
+    with pytest.raises(PeRenalError, match="fine-tuned head"): StudyConfig(gradcam="fine")
+    # what run.json and the report say: which configuration, why, and the other one's option
+    c = gradcam_choice(StudyConfig(backbone="resnet18", finetune="full"))
+    assert (c["preset"], c["other"]) == ("fine", "--gradcam paper") and "gradcam_finetune.md" in c["why"] and "default" in c["why"]
+    c = gradcam_choice(StudyConfig(backbone="resnet18", finetune="full", gradcam_target="head"))
+    assert c["why"].endswith("changed by the options: target head")
+    c = gradcam_choice(StudyConfig())
+    assert (c["preset"], c["other"]) == ("paper", "--gradcam fine") and "changed" not in c["why"]
+    parse = lambda *a: _config(build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", *a]))
+    assert cfg3(parse("--finetune", "full")) == fine and cfg3(parse("--finetune", "full", "--gradcam", "paper")) == paper
+    assert cfg3(parse()) == paper
