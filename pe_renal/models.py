@@ -25,11 +25,11 @@ from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeatu
                             inner_folds, simulated_deep_features, stratified_bootstrap)
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'IV_METHODS', 'REFIT_WORDS', 'STAND_IN', 'ModelData', 'model_data',
-           'demo_data', 'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid', 'TunedClassifier',
-           'make_model', 'make_models', 'lasso_of', 'fit_models', 'model_summary', 'compare_classifiers', 'CVResult',
-           'repeated_cv', 'OptimismResult', 'bootstrap_optimism', 'auc_632plus', 'InternalValidation',
-           'internal_validation', 'plot_internal_validation']
+__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'FLAG_SHARE', 'IV_METHODS', 'REFIT_WORDS', 'STAND_IN', 'ModelData',
+           'model_data', 'demo_data', 'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid',
+           'TunedClassifier', 'make_model', 'make_models', 'lasso_of', 'fit_models', 'model_summary',
+           'compare_classifiers', 'CVResult', 'repeated_cv', 'OptimismResult', 'bootstrap_optimism', 'auc_632plus',
+           'InternalValidation', 'internal_validation', 'plot_internal_validation']
 
 # %% ../nbs/05_models.ipynb #0f381ead
 @dataclass
@@ -111,13 +111,13 @@ def demo_data(n:int=279,           # women in the synthetic cohort
     from pe_renal.data import load_cohort, split_cohort
     from pe_renal.lasso import cohort_severity
     if cohort_dir is None:
-        from pe_renal.synthetic import make_clinical
+        from pe_renal.synthetic import OUTCOME_DEFINING, make_clinical
         clin = make_clinical(n, seed=seed, effect=effect)
         severity = clin.set_index("patient_id")["severity"]
         clin = clin.drop(columns=["group", "severity"])
         clin = clin[["patient_id", "label"] + [c for c in clin.columns if c not in ("patient_id", "label")]]
         categorical = ["parity"]
-        numeric = [c for c in clin.columns if c not in ("patient_id", "label", "parity", "sbp_mmHg", "dbp_mmHg")]
+        numeric = [c for c in clin.columns if c not in ("patient_id", "label", "parity", *OUTCOME_DEFINING)]   # as the demo cohort
     else:
         cohort = load_cohort(cohort_dir, check_images=False)
         clin, numeric = cohort.clinical, cohort.numeric
@@ -526,29 +526,56 @@ def auc_632plus(apparent:float, # AUC of the model fitted on all patients, score
     w = 0.632 / (1 - 0.368 * R)
     return float((1 - w) * apparent + w * oob)
 
-def _cv_auc_ci(folds:pd.DataFrame, n:int, z:float=1.959964)->tuple[float, float, float]:
-    "Mean fold AUC and its CI from the influence curve (LeDell et al. 2015), the variance averaged over repeats."
+def _cv_auc_ci(folds:pd.DataFrame, # one model's fold rows: repeat, auc, ic_msq, n_train, n_test
+               n:int,              # patients validated (each in one test fold per repeat)
+               level:float=0.95,   # confidence level
+              )->dict:             # auc; lo, hi (the wider interval); lo_ic, hi_ic; lo_nb, hi_nb
+    """Mean fold AUC and two CIs around it, each clipped to [0, 1]. Influence curve (LeDell et al. 2015): the sampling of
+    the test patients, the fitted pipelines held fixed; the variance averaged over repeats. Corrected repeated CV (Nadeau &
+    Bengio 2003; Bouckaert & Frank 2004): the spread s² of the J = K x R fold AUCs, which also varies with the training
+    sets (and so with what the LASSO keeps), inflated for their overlap, var = (1/J + n_test/n_train) s², t with J - 1
+    degrees of freedom. The reported CI (lo, hi) is the wider of the two."""
+    from scipy.stats import norm, t
     per = folds.groupby("repeat").agg(auc=("auc", "mean"), msq=("ic_msq", "mean"))
-    auc, se = float(per["auc"].mean()), float(np.sqrt(per["msq"].mean() / n))
-    return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
+    auc, J, q = float(per["auc"].mean()), len(folds), 0.5 + level / 2
+    h_ic = norm.ppf(q) * np.sqrt(per["msq"].mean() / n)
+    ratio = float((folds["n_test"] / folds["n_train"]).mean())
+    h_nb = t.ppf(q, J - 1) * np.sqrt((1 / J + ratio) * folds["auc"].var(ddof=1)) if J > 1 else np.nan
+    ci = lambda h: (max(0.0, auc - h), min(1.0, auc + h)) if np.isfinite(h) else (np.nan, np.nan)
+    (lo_ic, hi_ic), (lo_nb, hi_nb), (lo, hi) = ci(h_ic), ci(h_nb), ci(np.fmax(h_ic, h_nb))
+    return dict(auc=auc, lo=lo, hi=hi, lo_ic=lo_ic, hi_ic=hi_ic, lo_nb=lo_nb, hi_nb=hi_nb)
+
+FLAG_SHARE = 0.25 # an estimate is flagged when the LASSO kept no deep feature in at least this share of its folds
+
+def _no_feature_flag(no_features, # one flag per fold (or resample): the LASSO kept no deep feature there
+                     what:str="folds")->str|None:
+    "The warning for an estimate in which the LASSO kept no deep feature in FLAG_SHARE or more of the folds (or resamples)."
+    n_empty, n_all = int(np.sum(no_features)), len(no_features)
+    if not n_all or n_empty / n_all < FLAG_SHARE: return None
+    return (f"the LASSO kept no deep feature in {n_empty} of {n_all} {what} ({n_empty / n_all:.0%}, {FLAG_SHARE:.0%} or "
+            "more): there the model was a prevalence stand-in scoring every patient the same (AUC 0.5), so the estimate "
+            "mixes the stand-in with the model")
 
 @dataclass
 class InternalValidation:
     "Internal-validation AUCs of every model by two methods, with CIs; `to_json()` gives the primary one per model."
-    summary: pd.DataFrame   # model, method, auc, lo, hi, n_resamples, reason, primary, apparent_auc, n_no_features
+    summary: pd.DataFrame   # model, method, auc, lo, hi, n_resamples, reason, primary, key, apparent_auc, n_no_features,
+                            # share_no_features, flag, lo_ic, hi_ic, lo_nb, hi_nb (the last four: CV rows only)
     cv: CVResult            # the repeated-CV folds
     bootstrap: pd.DataFrame # one row per model and resample: out-of-bag AUC
     settings: dict          # n_boot, n_splits, n_repeats, seed, primary, seconds
     oof: pd.DataFrame = None # out-of-fold scores of the CV: model, repeat, row (position in X), score; each patient once per repeat
 
-    def to_json(self)->dict: # {model: {method, auc, lo, hi, n_resamples, reason}}
+    def to_json(self)->dict: # {model: {method, auc, lo, hi, n_resamples, reason, flag}}
         "The primary estimate of each model, as written to run.json."
         def num(v): return None if v is None or not np.isfinite(v) else round(float(v), 6)
+        def text(v): return v if isinstance(v, str) else None
         rows = self.summary[self.summary["primary"]]
         return {r.model: dict(method=r.method, auc=num(r.auc), lo=num(r.lo), hi=num(r.hi), n_resamples=int(r.n_resamples),
-                              reason=r.reason if isinstance(r.reason, str) else None) for r in rows.itertuples()}
+                              reason=text(r.reason), flag=text(r.flag)) for r in rows.itertuples()}
 
-IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% CI: influence curve, LeDell 2015)",
+IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% CI: the wider of the influence-curve "
+                    "interval (LeDell 2015) and the corrected repeated-CV interval (Nadeau & Bengio 2003), clipped to [0, 1])",
               "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; interval: 2.5-97.5 "
                       "percentiles of the per-resample .632+ AUCs, a resample range rather than a confidence interval)"}
 
@@ -609,18 +636,24 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
         app = roc_auc_score(y, m.predict_proba(X)[:, 1])
         reason = STAND_IN if stand_in else None
         f, b = folds[folds["model"] == name], boot[(boot["model"] == name) & boot["auc_oob"].notna()]
-        est = (np.nan,) * 3 if stand_in else _cv_auc_ci(f, len(y))
-        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit and _uses_deep(model) else ""), auc=est[0], lo=est[1], hi=est[2],
-                         n_resamples=len(f), reason=reason, primary=primary == "cv", key="cv", apparent_auc=app,
-                         n_no_features=int(f["no_features"].sum())))
+        both = ("lo_ic", "hi_ic", "lo_nb", "hi_nb")              # the two intervals the CV's CI is the wider of
+        est = dict.fromkeys(("auc", "lo", "hi") + both, np.nan) if stand_in else _cv_auc_ci(f, len(y))
+        k = int(f["no_features"].sum())
+        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit and _uses_deep(model) else ""),
+                         auc=est["auc"], lo=est["lo"], hi=est["hi"], n_resamples=len(f), reason=reason, primary=primary == "cv",
+                         key="cv", apparent_auc=app, n_no_features=k, share_no_features=k / len(f) if len(f) else np.nan,
+                         flag=None if stand_in else _no_feature_flag(f["no_features"]), **{c: est[c] for c in both}))
         if n_boot:
             if stand_in or not len(b): est = (np.nan,) * 3
             else:
                 per = [auc_632plus(app, a) for a in b["auc_oob"]]
                 est = (auc_632plus(app, b["auc_oob"].mean()), *np.percentile(per, [2.5, 97.5]))
+            k = int(b["no_features"].sum())
             rows.append(dict(model=name, method=IV_METHODS["632+"].format(b=n_boot), auc=est[0], lo=est[1], hi=est[2], n_resamples=len(b),
                              reason=reason if stand_in else (None if len(b) else "no resample left both classes out of bag"),
-                             primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=int(b["no_features"].sum())))
+                             primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=k,
+                             share_no_features=k / len(b) if len(b) else np.nan,
+                             flag=None if stand_in or not np.isfinite(est[0]) else _no_feature_flag(b["no_features"], "resamples")))
     summary = pd.DataFrame(rows)
     settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
                     refit=refit is not None, seconds=round(time.perf_counter() - t0, 1))

@@ -95,7 +95,13 @@ _TABLES = {
                             dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
                                  n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
                                  primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
-                                 n_no_features="resamples in which the LASSO kept no deep feature"), None),
+                                 n_no_features="resamples in which the LASSO kept no deep feature",
+                                 share_no_features="their share of the folds or resamples",
+                                 flag="a warning when that share is 25% or more: the estimate mixes a prevalence stand-in with the model",
+                                 lo_ic="CV only: lower limit of the influence-curve 95% interval (LeDell 2015; test patients' sampling, fits fixed)",
+                                 hi_ic="CV only: its upper limit",
+                                 lo_nb="CV only: lower limit of the corrected repeated-CV 95% interval (Nadeau & Bengio 2003; also the training sets' variability)",
+                                 hi_nb="CV only: its upper limit (lo and hi of a CV row: the wider of the two intervals)"), None),
     "internal_validation_cv_folds": ("One row per model and cross-validation fold.",
                                      dict(n_train="training patients of the fold", n_test="held-out patients of the fold",
                                           ic_msq="the fold's term of the influence-curve variance (LeDell 2015)"), None),
@@ -362,7 +368,7 @@ def _tripod_reports(m:dict)->dict:
                f"; then {cfg['classifier'].upper()} ({'k, with uniform weights,' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
-               "repeats (95% CI by the influence curve of the cross-validated AUC)"
+               "repeats (95% CI: the wider of the influence-curve and the corrected repeated-CV intervals)"
                + ("" if ft_cv == "refit" or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
                + ", whole pipeline refitted per resample"
                + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
@@ -407,6 +413,8 @@ _HEADINGS = {"auc": "AUC", "lo": "lower 95%", "hi": "upper 95%", "n_resamples": 
              "apparent_auc": "apparent AUC", "n_no_features": "fits with no deep feature",
              "repeat": "repeat", "n_train": "training patients", "n_test": "held-out patients", "deep_kept": "deep features kept",
              "no_features": "no deep feature kept", "ic_msq": "influence term (mean square)",
+             "share_no_features": "share with no deep feature", "flag": "flag", "lo_ic": "influence-curve lower",
+             "hi_ic": "influence-curve upper", "lo_nb": "corrected CV lower", "hi_nb": "corrected CV upper",
              "slope_lo": "slope lower 95%", "slope_hi": "slope upper 95%", "intercept_lo": "intercept lower 95%",
              "intercept_hi": "intercept upper 95%", "brier": "Brier score", "n_boot": "resamples", "n_separated": "separated resamples",
              "model_a": "model A", "model_b": "model B", "auc_a": "AUC A", "auc_b": "AUC B", "difference": "difference (A - B)",
@@ -541,7 +549,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True, blank=("reason",), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),

@@ -62,7 +62,7 @@ class StudyConfig:
     batch_size: int|None = None      # images per forward pass (None: 8 on CPU, 32 on CUDA)
     cache: str|None = None           # feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal or ~/.cache/pe_renal)
     cv_splits: int = 5               # internal validation: repeated stratified K-fold ...
-    cv_repeats: int = 4              # ... repeated this often (the primary internal validation, with an influence-curve CI)
+    cv_repeats: int = 4              # ... repeated this often (the primary internal validation; its CI in pe_renal.models)
     n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
     n_boot_ci: int = 2000            # bootstrap resamples for the threshold-metric CIs
     stability_boot: int = 50         # bootstrap resamples for LASSO selection stability (0 = skip)
@@ -343,7 +343,8 @@ def mask_finetuned_once(iv, models:dict):
     from pe_renal.models import _uses_deep
     deep = [m for m, mod in models.items() if _uses_deep(mod)]
     s = iv.summary.copy(); hit = s["model"].isin(deep)
-    s.loc[hit, ["auc", "lo", "hi"]] = np.nan; s.loc[hit, "reason"] = FINETUNED_ONCE; s.attrs = dict(iv.summary.attrs)
+    s.loc[hit, ["auc", "lo", "hi", "lo_ic", "hi_ic", "lo_nb", "hi_nb"]] = np.nan; s.loc[hit, "flag"] = None
+    s.loc[hit, "reason"] = FINETUNED_ONCE; s.attrs = dict(iv.summary.attrs)
     cs = iv.cv.summary.copy(); num = [c for c in cs.columns if c != "model" and pd.api.types.is_numeric_dtype(cs[c])]
     cs.loc[cs["model"].isin(deep), num] = np.nan; cs.attrs = dict(iv.cv.summary.attrs)
     folds = iv.cv.folds[~iv.cv.folds["model"].isin(deep)].reset_index(drop=True)

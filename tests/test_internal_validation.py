@@ -1,6 +1,9 @@
 """Internal validation (pe_renal.models.internal_validation): null and positive controls, the stand-in rule, the
-contract written to run.json, and inner CV folds that keep copies of a patient together."""
+contract written to run.json, the CV interval against hand-computed answers and its coverage of 0.5 on null cohorts, and
+inner CV folds that keep copies of a patient together."""
 import json
+import math
+import statistics
 import warnings
 
 import numpy as np
@@ -9,11 +12,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pe_renal.lasso import LassoSelector, inner_folds, stratified_bootstrap
-from pe_renal.models import (STAND_IN, KAtGridEdge, ModelData, TunedClassifier, _warn_k_edge, auc_632plus, demo_data,
-                             fit_models, internal_validation, make_models, model_summary)
+from pe_renal.models import (FLAG_SHARE, STAND_IN, KAtGridEdge, ModelData, TunedClassifier, _cv_auc_ci, _no_feature_flag,
+                             _warn_k_edge, auc_632plus, demo_data, fit_models, internal_validation, make_models, model_summary)
 
 FAST = dict(n_boot=8, n_splits=3, n_repeats=2, n_jobs=1)
 COLUMNS = ["model", "method", "auc", "lo", "hi", "n_resamples", "reason"]
+NEW_COLUMNS = ["share_no_features", "flag", "lo_ic", "hi_ic", "lo_nb", "hi_nb"]
 
 
 def quiet(fn, *a, **k):
@@ -76,18 +80,161 @@ def test_stand_in_model_is_not_a_number():
 def test_contract():
     d = demo_data(n=100, effect=1.0, n_features=80, seed=2)
     iv = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1)
-    assert list(iv.summary.columns[:7]) == COLUMNS
+    assert list(iv.summary.columns[:7]) == COLUMNS and set(NEW_COLUMNS) <= set(iv.summary.columns)
     j = json.loads(json.dumps(iv.to_json()))
     assert set(j) == {"DL", "Clinical", "Composite"}
     for v in j.values():
-        assert set(v) == {"method", "auc", "lo", "hi", "n_resamples", "reason"}
+        assert set(v) == {"method", "auc", "lo", "hi", "n_resamples", "reason", "flag"}
         assert isinstance(v["method"], str) and isinstance(v["n_resamples"], int)
-        assert v["lo"] <= v["auc"] <= v["hi"]
+        assert v["lo"] <= v["auc"] <= v["hi"] and (v["flag"] is None or isinstance(v["flag"], str))
+        assert "the wider of the influence-curve interval" in v["method"]
     p = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1, primary="632+")
     assert all(v["method"].startswith(".632+") and v["n_resamples"] == 3 for v in p.to_json().values())
     # the same seed gives the same numbers, in parallel too
     q = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1, n_jobs=2)
     pd.testing.assert_frame_equal(iv.summary, q.summary)
+
+# The CV interval. Known answers on hand-written fold tables: two repeats of four folds of 200 patients (50 held out each).
+Z, T7 = 1.959964, 2.364624          # 97.5% quantiles (tables): standard normal; Student t with 8 - 1 degrees of freedom
+SPREAD = [0.62, 0.55, 0.70, 0.48, 0.66, 0.52, 0.59, 0.61]   # fold AUCs that vary: the corrected repeated-CV interval is wider
+TIGHT = [0.60, 0.61, 0.59, 0.60, 0.62, 0.58, 0.60, 0.60]    # fold AUCs that agree: the influence-curve interval is wider
+HIGH = [0.99, 0.97, 0.88, 1.00, 0.95, 0.99, 0.93, 0.98]     # near 1: the upper limit is clipped
+MSQ = [0.30, 0.28, 0.35, 0.33, 0.31, 0.29, 0.27, 0.34]      # each fold's mean squared influence-curve value
+
+
+def fold_table(aucs, msq, no_features=()):
+    return pd.DataFrame(dict(repeat=[1] * 4 + [2] * 4, fold=[1, 2, 3, 4] * 2, auc=aucs, ic_msq=msq, n_train=150, n_test=50,
+                             no_features=[i in no_features for i in range(8)]))
+
+
+def by_hand(aucs, msq, share=1.0):
+    """The mean fold AUC and the half-widths of both intervals, written out (`share` of the variance: 1 for the answer).
+    Influence curve: z * sqrt(mean over repeats of the mean msq / n). Nadeau & Bengio: t(J - 1) * sqrt((1/J + n_test/n_train) s²)."""
+    auc = statistics.mean(aucs)
+    v_ic = statistics.mean([statistics.mean(msq[:4]), statistics.mean(msq[4:])]) / 200
+    v_nb = (1 / 8 + 50 / 150) * statistics.variance(aucs)
+    return auc, Z * math.sqrt(share * v_ic), T7 * math.sqrt(share * v_nb)
+
+
+def clip(auc, h): return max(0.0, auc - h), min(1.0, auc + h)
+
+
+@pytest.mark.parametrize("aucs, msq, wider", [(SPREAD, MSQ, "nb"), (TIGHT, MSQ, "ic"), (HIGH, [0.08] * 8, "nb")])
+def test_cv_interval_known_answer(aucs, msq, wider):
+    got = _cv_auc_ci(fold_table(aucs, msq), 200)
+    auc, h_ic, h_nb = by_hand(aucs, msq)
+    assert got["auc"] == pytest.approx(auc, abs=1e-12)
+    assert (got["lo_ic"], got["hi_ic"]) == pytest.approx(clip(auc, h_ic), abs=1e-6)
+    assert (got["lo_nb"], got["hi_nb"]) == pytest.approx(clip(auc, h_nb), abs=1e-6)
+    assert ("nb" if h_nb > h_ic else "ic") == wider
+    assert (got["lo"], got["hi"]) == pytest.approx(clip(auc, max(h_ic, h_nb)), abs=1e-6)    # the reported CI: the wider
+    if aucs is HIGH: assert got["hi"] == got["hi_nb"] == 1.0 and auc + h_nb > 1
+
+
+def test_cv_interval_is_not_the_one_with_half_the_variance():
+    """Half the variance makes an interval narrower by 1 - 1/sqrt(2) = 29% of its half-width; on these tables that is more
+    than 0.005, far above the 1e-6 the known answers are checked to, so they would catch it."""
+    for aucs in (SPREAD, TIGHT):
+        got = _cv_auc_ci(fold_table(aucs, MSQ), 200)
+        auc, h_ic, h_nb = by_hand(aucs, MSQ, share=0.5)
+        assert abs(got["hi_ic"] - (auc + h_ic)) > 0.005 and abs(got["hi_nb"] - (auc + h_nb)) > 0.005
+
+
+def test_flag_when_a_quarter_of_the_folds_kept_no_feature():
+    assert FLAG_SHARE == 0.25
+    flag = _no_feature_flag(fold_table(SPREAD, MSQ, no_features=(1, 6))["no_features"])       # 2 of 8 folds
+    assert "2 of 8 folds (25%" in flag and "prevalence stand-in" in flag
+    assert _no_feature_flag(fold_table(SPREAD, MSQ, no_features=(1,))["no_features"]) is None  # 1 of 8
+    assert _no_feature_flag(fold_table(SPREAD, MSQ)["no_features"]) is None
+
+
+def cv_ci_from_folds(f, n):
+    "Both intervals of one model from its fold rows, for any number of folds and repeats (quantiles from scipy)."
+    from scipy.stats import norm, t
+    J, auc = len(f), f["auc"].mean()
+    h_ic = norm.ppf(0.975) * math.sqrt(f.groupby("repeat")["ic_msq"].mean().mean() / n)
+    h_nb = t.ppf(0.975, J - 1) * math.sqrt((1 / J + (f["n_test"] / f["n_train"]).mean()) * f["auc"].var(ddof=1))
+    return auc, h_ic, h_nb
+
+
+N_NULL = 40
+
+
+@pytest.fixture(scope="module")
+def null_cv():
+    """Null cohorts (effect=0: neither the clinical columns nor the simulated deep features carry the label), the DL and
+    Clinical models, 3-fold CV x 2, no bootstrap; the first 40 cohorts (of 66) whose LASSO keeps a deep feature on all
+    training patients (on the others DL is a stand-in, NA, and the cohort is skipped). About 40 s on one core."""
+    from pe_renal.models import _fit_or_prevalence
+    out, seed = [], 0
+    while len(out) < N_NULL:
+        d = demo_data(n=100, effect=0, n_features=40, seed=seed)
+        X, y = d.part("train")
+        models = make_models(d, lasso={"cv": 5})           # λ by 5-fold CV (10 by default): quicker, as many stand-ins
+        if not _fit_or_prevalence(models["DL"], X, y)[1]:
+            iv = quiet(internal_validation, {m: models[m] for m in ("DL", "Clinical")}, X, y, n_boot=0, n_splits=3,
+                       n_repeats=2, seed=seed, n_jobs=1)
+            out.append((seed, len(y), iv))
+        seed += 1
+        assert seed < 100, "too few null cohorts in which the LASSO keeps a deep feature"
+    return out
+
+
+@pytest.mark.slow
+def test_cv_interval_covers_one_half_on_null_cohorts(null_cv):
+    s = pd.concat([iv.summary.assign(seed=seed) for seed, _, iv in null_cv], ignore_index=True).set_index(["model", "seed"])
+    # every reported interval is the known answer recomputed from its own fold table
+    for seed, n, iv in null_cv:
+        for m, f in iv.cv.folds.groupby("model"):
+            auc, h_ic, h_nb = cv_ci_from_folds(f, n)
+            r = s.loc[(m, seed)]
+            assert (r["lo_ic"], r["hi_ic"], r["lo_nb"], r["hi_nb"]) == pytest.approx((*clip(auc, h_ic), *clip(auc, h_nb)), abs=1e-12)
+            assert (r["lo"], r["hi"]) == pytest.approx(clip(auc, max(h_ic, h_nb)), abs=1e-12)
+            assert r["share_no_features"] == f["no_features"].mean()
+            assert isinstance(r["flag"], str) == (f["no_features"].mean() >= FLAG_SHARE)
+            assert iv.to_json()[m]["flag"] == (r["flag"] if isinstance(r["flag"], str) else None)
+    assert s["auc"].notna().all() and s.groupby("model").size().eq(N_NULL).all()
+    # mean of 40 CV AUCs (SD ~0.05-0.07 each, SE of the mean ~0.01). DL's sits near 0.54: only cohorts whose LASSO kept a
+    # feature on all their training patients are kept, i.e. a chance association of that feature with the label in the
+    # cohort, which the folds share; the 26 skipped cohorts averaged 0.49
+    means = s.groupby("model")["auc"].mean()
+    assert means.between(0.45, 0.55).all(), means
+    # Coverage of 0.5: a correct 95% interval misses it Binomial(40, 0.05) times: P(more than 8 misses) = 1.3e-4 per
+    # model, < 3e-4 for both, so a correct method passes with > 99.9%. An interval of half that width (z = 0.98, coverage
+    # 67%) passes with 6%; one with half the variance (coverage 83%) would pass with 79%: 40 cohorts cannot tell it, the
+    # known answers above (and the recomputation from the folds here) can.
+    covers = (s["lo"] <= 0.5) & (0.5 <= s["hi"])
+    misses = (~covers).groupby("model").sum()
+    assert (misses <= 8).all(), (misses, s.loc[~covers, ["auc", "lo", "hi", "lo_ic", "hi_ic"]])
+    # DL's interval not much narrower than the clinical one. Measured here: mean width 0.33 vs 0.38 (ratio 0.86; 0.78 on
+    # cohorts 100-184); the influence-curve interval alone (the old CI) 0.19 vs 0.26 (0.75; 0.76), falling to 0.3-0.4 in
+    # cohorts where 5 of the 6 folds kept no feature. DL's AUCs do vary less (SD 0.053 vs 0.069 here, 0.041 vs 0.067 there:
+    # a share of its folds score 0.5 exactly), so equal widths are not expected; 0.7 guards against a collapse.
+    width = (s["hi"] - s["lo"]).groupby("model").mean()
+    assert width["DL"] >= 0.7 * width["Clinical"], width
+    assert ((s["hi"] - s["lo"]) >= (s["hi_ic"] - s["lo_ic"]) - 1e-12).all()
+
+
+def test_positive_control_cv_interval_excludes_one_half():
+    "With signal the reported (wider) CV interval of every model lies above 0.5."
+    d = demo_data(n=200, effect=1.0, n_features=40, seed=5)     # lower limits 0.61-0.65
+    s = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=0, n_splits=3, n_repeats=2, n_jobs=1).summary
+    assert (s["lo"] > 0.5).all() and (s["lo"] <= s[["lo_ic", "lo_nb"]].min(axis=1) + 1e-12).all(), s[["model", "auc", "lo", "hi"]]
+    assert s["flag"].isna().all()
+
+
+def test_masked_estimates_keep_no_interval():
+    "A model fine-tuned once on all training patients is not estimated: none of its intervals, nor a flag, is left in the table."
+    from pe_renal.study import FINETUNED_ONCE, mask_finetuned_once
+    d = demo_data(n=100, effect=1.0, n_features=40, seed=2)
+    models = make_models(d)
+    iv = quiet(internal_validation, models, *d.part("train"), n_boot=2, n_splits=3, n_repeats=1, n_jobs=1)
+    iv.summary.loc[iv.summary["model"] == "DL", "flag"] = "a flag"
+    s = mask_finetuned_once(iv, models).summary
+    deep = s["model"].isin(["DL", "Composite"])
+    assert s.loc[deep, ["auc", "lo", "hi"] + NEW_COLUMNS[2:]].isna().all().all() and s.loc[deep, "flag"].isna().all()
+    assert (s.loc[deep, "reason"] == FINETUNED_ONCE).all()
+    pd.testing.assert_frame_equal(s[~deep], iv.summary[~deep.to_numpy()])
 
 
 def test_632plus_formula():
