@@ -11,9 +11,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['logger', 'PALETTE', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'quote', 'format_problems',
-           'seed_everything', 'file_sha256', 'atomic_write', 'check_output', 'staged_dir', 'progress', 'LogProgress',
-           'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops', 'set_style', 'save_figure']
+__all__ = ['logger', 'PALETTE', 'DOCS_FIGURE_LABEL', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'quote',
+           'format_problems', 'seed_everything', 'file_sha256', 'atomic_write', 'check_output', 'staged_dir',
+           'progress', 'LogProgress', 'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops',
+           'label_figure', 'set_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #797b3fff
 class PeRenalError(Exception):
@@ -330,6 +331,16 @@ def release_stops():
 
 # %% ../nbs/00_core.ipynb #c292638e
 PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere
+
+DOCS_FIGURE_LABEL = "SYNTHETIC DATA · an illustration of the method, not a result"
+
+def label_figure(fig,                      # a matplotlib figure
+                 text:str=DOCS_FIGURE_LABEL,
+                ):
+    """A line of dark-red text above a figure. The documentation's figures come from synthetic cohorts, mostly with an
+    untrained backbone: the site's build labels every figure pyplot creates with it (rcParams["figure.hooks"] =
+    ["pe_renal.core:label_figure"]), so no figure on the site can be mistaken for a finding."""
+    fig.text(0.5, 1.0, text, ha="center", va="bottom", fontsize=8, fontweight="bold", color="#8a0016")
 
 def set_style():
     "The seaborn look of every pe_renal figure (call before creating your own axes)."

@@ -64,3 +64,30 @@ def test_export_leaves_pyproject_alone():
         assert pyproj.stat().st_mtime_ns != old
     finally:
         os.utime(pyproj, ns=(before, before))
+
+
+def test_every_figure_on_the_site_says_it_is_synthetic(tmp_path):
+    "The docs build executes each notebook with a hidden first cell that labels every pyplot figure; a figure without it fails."
+    import base64, io
+    import numpy as np
+    from PIL import Image
+    docs = _docs()
+    nb = new_notebook(cells=[new_markdown_cell("# A page"),
+                             new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2)); ax.plot([0, 1]); plt.show()")])
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    docs.execute(str(tmp_path / "page.ipynb"))
+    cells = nbformat.read(tmp_path / "page.ipynb", as_version=4).cells
+    assert cells[1].source.startswith("#| hide") and "pe_renal.core:label_figure" in cells[1].source   # hidden on the site
+    pngs = [o.data["image/png"] for o in cells[2].outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(pngs[0]))).convert("RGB")).astype(int)
+    dark_red = (img[..., 0] > 100) & (img[..., 1] < 60) & (img[..., 2] < 70)
+    rows = np.flatnonzero(dark_red.any(axis=1))
+    assert len(rows) and rows.max() < img.shape[0] * 0.2                     # the label, on top of the figure
+    # negative control: the same figure without the hook has no such text
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(3, 2)); ax.plot([0, 1]); buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    plain = np.asarray(Image.open(buf).convert("RGB")).astype(int)
+    assert not ((plain[..., 0] > 100) & (plain[..., 1] < 60) & (plain[..., 2] < 70)).any()
