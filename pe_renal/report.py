@@ -488,6 +488,21 @@ def _shap_family_caption(results_dir:Path)->str:
     return "; ".join(f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean "
                      f"{r.mean_net_contribution:+.3f} ({int(r.n_features)} inputs)" for r in pd.read_csv(p).itertuples())
 
+def _validated_auc(results_dir:Path, m:dict, model:str="Composite")->dict|None:
+    "The model's held-out test AUC (DeLong CI) and its primary internal-validation estimate: what its explanations rest on."
+    p = results_dir/"tables"/"performance.csv"
+    if not p.is_file(): return None
+    perf = pd.read_csv(p)
+    row = perf[(perf["model"] == model) & (perf["cohort"] == "test")]
+    if row.empty: return None
+    r, iv = row.iloc[0], (m.get("internal_validation") or {}).get(model) or {}
+    ci = lambda a, lo, hi: f"{_NUM(a)} ({_NUM(lo)}-{_NUM(hi)})"
+    test = ci(r["auc"], r["auc_lo"], r["auc_hi"])
+    internal = (ci(iv["auc"], iv["lo"], iv["hi"]) if iv.get("auc") is not None and iv.get("lo") is not None else
+                f"NA ({iv['reason']})" if iv.get("reason") else None)
+    covers = bool(r["auc_lo"] <= 0.5) or (iv.get("lo") is not None and iv["lo"] <= 0.5)
+    return dict(model=model, test=test, internal=internal, covers_half=covers)
+
 def _gradcam_verdict(results_dir:Path)->dict|None:
     "Counts and ranges of the Grad-CAM checks, in words."
     p = results_dir/"tables"/"gradcam_checks.csv"
@@ -566,5 +581,5 @@ def _render_report_html(d:Path, m:dict, t)->str:
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
                   gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
-        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"], shap_caption=_shap_family_caption(d), optimism=FINETUNE_OPTIMISM,
+        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"], shap_caption=_shap_family_caption(d), shap_auc=_validated_auc(d, m), optimism=FINETUNE_OPTIMISM,
         ft_cv=finetune_in_validation(m))

@@ -287,3 +287,22 @@ def test_report_lists_every_candidate_predictor_and_warns_of_incorporation_bias(
     m["summary"]["incorporation_bias"] = ["'sbp_mmHg' is used as a predictor but helps define the outcome"]
     (r2 / "run.json").write_text(json.dumps(m), encoding="utf-8")
     assert "Incorporation bias: 'sbp_mmHg' is used as a predictor" in _visible(render_report(r2).read_text(encoding="utf-8"))
+
+
+def test_shap_is_shown_beside_the_validated_auc_of_the_model_it_explains(study, tmp_path):
+    from pe_renal.report import render_report
+    d, cohort, cfg, out = study
+    r2 = Path(shutil.copytree(out, tmp_path / "r"))
+    perf = pd.read_csv(r2 / "tables" / "performance.csv")
+    row = perf[(perf["model"] == "Composite") & (perf["cohort"] == "test")].iloc[0]
+    f = lambda v: f"{v:.3f}"
+    for lo, established in ((0.62, True), (0.45, False)):        # the same model, its test CI clear of 0.5 or not
+        perf.loc[row.name, "auc_lo"] = lo
+        perf.to_csv(r2 / "tables" / "performance.csv", index=False)
+        m = json.loads((r2 / "run.json").read_text(encoding="utf-8"))
+        if m["internal_validation"]["Composite"].get("lo") is not None:
+            m["internal_validation"]["Composite"]["lo"] = 0.6      # internal validation clear of 0.5 in both cases
+        (r2 / "run.json").write_text(json.dumps(m), encoding="utf-8")
+        text = _visible(render_report(r2).read_text(encoding="utf-8"))
+        assert f"the Composite model, whose held-out test AUC is {f(row.auc)} ({f(lo)}-{f(row.auc_hi)})" in text
+        assert ("Its discrimination is not established" in text) == (not established)
