@@ -1,0 +1,235 @@
+"""Bad inputs that `pe-renal` does not yet handle well: each test states the behaviour wanted and is marked
+xfail(strict=True) with what happens now, so that it turns into an ordinary pass (and the marker must go) once fixed."""
+import re
+import subprocess
+import sys
+import unicodedata
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pe_renal.cli import main
+from pe_renal.core import staged_dir
+from pe_renal.data import load_cohort
+
+from conftest import write_cohort
+
+
+@pytest.fixture
+def cohort_dir(tmp_path) -> Path:
+    "20 patients: a 7:3 split leaves 7 of each class for training, enough for the run's 5-fold cross-validation."
+    return write_cohort(tmp_path / "cohort", n=20)
+
+
+def cli(capsys, *argv):
+    "Run `pe-renal ARGV` in-process; return (status, stdout, stderr). A traceback would raise here and fail the test."
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def refused(capsys, *argv, says=()):
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+    words = re.sub(r"\S*pytest-\S*/", "", err).lower()   # the test folders' own names do not count
+    for s in says: assert s.lower() in words, f"{s!r} not in:\n{err}"
+    return err
+
+
+def edit(path: Path, fn):
+    "Read a cohort CSV as text, change it with fn(df) -> df, write it back."
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fn(df).to_csv(path, index=False)
+
+
+# ---- the command itself ------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="pe_renal/cli.py has no `if __name__ == '__main__'`: `python -m pe_renal.cli ...` "
+                                        "does nothing and exits 0 (e.g. `synth` writes no cohort, silently)")
+def test_python_dash_m_runs_the_cli():
+    r = subprocess.run([sys.executable, "-m", "pe_renal.cli", "--version"], capture_output=True, text=True, timeout=120)
+    assert "pe_renal" in r.stdout + r.stderr
+
+
+# ---- clinical.csv ------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="a column without a header (e.g. the row index pandas or R writes) becomes a "
+                                        "predictor named 'Unnamed: 0'; sorted by group, it lifts the clinical test AUC to 1")
+def test_a_column_without_a_header_is_refused(capsys, cohort_dir):
+    df = pd.read_csv(cohort_dir / "clinical.csv")
+    df.sort_values("label").reset_index(drop=True).to_csv(cohort_dir / "clinical.csv")   # index written, header cell empty
+    err = refused(capsys, "check", cohort_dir, says=["clinical.csv"])
+    assert "header" in err.lower() or "no name" in err.lower(), err
+
+
+@pytest.mark.xfail(strict=True, reason="a row with fewer fields than the header is padded with missing values silently "
+                                        "(a deleted cell shifts the rest of the row)")
+def test_a_row_with_fewer_fields_than_the_header_is_named(capsys, cohort_dir):
+    lines = (cohort_dir / "clinical.csv").read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0]                  # line 5 loses its last field
+    (cohort_dir / "clinical.csv").write_text("\n".join(lines) + "\n")
+    refused(capsys, "check", cohort_dir, says=["clinical.csv", "line 5"])
+
+
+@pytest.mark.xfail(strict=True, reason="a semicolon-separated file is read as comma-separated when a column name "
+                                        "contains a comma; the error then lists one giant column")
+def test_semicolon_file_with_a_comma_in_a_column_name(capsys, cohort_dir):
+    df = pd.read_csv(cohort_dir / "clinical.csv", dtype=str).rename(columns={"creatinine": "creatinine (umol/L, serum)"})
+    df.to_csv(cohort_dir / "clinical.csv", sep=";", index=False)
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0, err
+
+
+@pytest.mark.xfail(strict=True, reason="patient ids equal but for Unicode normalisation (NFC in clinical.csv, NFD in "
+                                        "images.csv, as macOS writes) are reported as unknown, the two look identical")
+def test_patient_ids_in_different_unicode_forms(capsys, cohort_dir):
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    edit(cohort_dir / "clinical.csv", lambda d: d.assign(patient_id=d["patient_id"].replace("P00", nfc)))
+    edit(cohort_dir / "images.csv", lambda d: d.assign(patient_id=d["patient_id"].replace("P00", nfd)))
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0 or "unicode" in err.replace(str(cohort_dir), "").lower(), err
+
+
+@pytest.mark.xfail(strict=True, reason="a column with a different text value for every patient (an identifier, a date) "
+                                        "becomes a categorical predictor with one input per training patient, silently")
+def test_an_identifier_like_text_column_is_warned_of(cohort_dir):
+    edit(cohort_dir / "clinical.csv", lambda d: d.assign(mrn=[f"MRN{i:05d}" for i in range(len(d))]))
+    with pytest.warns(UserWarning, match="mrn"):
+        load_cohort(cohort_dir)
+
+
+@pytest.mark.xfail(strict=True, reason="a clinical.csv of 150+ columns prints pandas' 'DataFrame is highly fragmented' "
+                                        "PerformanceWarning as a pe-renal warning")
+def test_many_columns_raise_no_pandas_performance_warning(cohort_dir):
+    extra = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 150)).round(2), columns=[f"x{j}" for j in range(150)])
+    df = pd.read_csv(cohort_dir / "clinical.csv", dtype=str)
+    pd.concat([df, extra], axis=1).to_csv(cohort_dir / "clinical.csv", index=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        load_cohort(cohort_dir, check_images=False)
+    assert not [x for x in w if "fragmented" in str(x.message)]
+
+
+# ---- cohort.toml -------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="a column listed twice under [clinical] features passes `check`; `run` then fails "
+                                        "in its models stage (after the features) with an unexpected DuplicateError")
+def test_a_feature_listed_twice_fails_check(capsys, cohort_dir):
+    (cohort_dir / "cohort.toml").write_text('[clinical]\nfeatures = ["age", "age", "creatinine"]\n')
+    refused(capsys, "check", cohort_dir, says=["cohort.toml", "'age'"])
+
+
+@pytest.mark.xfail(strict=True, reason="[clinical] features naming the label column says clinical.csv 'does not have' it")
+def test_label_column_among_features_is_named_as_the_label(capsys, cohort_dir):
+    (cohort_dir / "cohort.toml").write_text('[clinical]\nfeatures = ["label", "age"]\n')
+    err = refused(capsys, "check", cohort_dir, says=["'label'"])
+    assert "does not have" not in err, err
+
+
+# ---- images.csv --------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="an ROI box in 0-1 (normalised) coordinates rounds to a 1x1 pixel crop and passes "
+                                        "`check`; `run` extracts features from 1-pixel images and fails in Grad-CAM "
+                                        "(unexpected TypeError)")
+def test_a_roi_box_of_a_pixel_or_two_fails_check(capsys, cohort_dir):
+    edit(cohort_dir / "images.csv", lambda d: d.assign(x0="0.1", y0="0.2", x1="0.8", y1="0.9"))
+    refused(capsys, "check", cohort_dir, says=["images.csv", "line 2", "roi"])
+
+
+@pytest.mark.xfail(strict=True, reason="a non-finite ROI coordinate is refused with advice to declare the column "
+                                        "categorical in cohort.toml, which concerns clinical.csv only")
+def test_a_non_finite_roi_coordinate_gives_no_cohort_toml_advice(capsys, cohort_dir):
+    edit(cohort_dir / "images.csv", lambda d: d.assign(x1=["inf"] + list(d["x1"][1:])))
+    err = refused(capsys, "check", cohort_dir, says=["'x1'", "line 2"])
+    assert "cohort.toml" not in err, err
+
+
+@pytest.mark.xfail(strict=True, reason="a Windows path (images\\p00_0.png) is 'not found', with no word on the backslash")
+def test_windows_backslash_paths(capsys, cohort_dir):
+    edit(cohort_dir / "images.csv", lambda d: d.assign(path=d["path"].str.replace("/", "\\", regex=False)))
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0 or "backslash" in err.replace(str(cohort_dir), "").lower(), err   # the folder's name has the word
+
+
+@pytest.mark.xfail(strict=True, reason="Pillow's decompression-bomb warning for a very large image reaches the user "
+                                        "without the image's name")
+def test_a_very_large_image_is_named_in_its_warning(cohort_dir, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)      # the images are 40x50 = 2000 pixels: over, but under 2x
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        load_cohort(cohort_dir)
+    big = [str(x.message) for x in w if "pixels" in str(x.message)]
+    assert big and all("p00_0.png" in m or "images/" in m for m in big[:1]), big
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="an existing empty --out folder passes the checks, the whole run is done, then it "
+                                        "is refused as having 'appeared while this run was working (another program "
+                                        "wrote it)' and the results land in a timestamped sibling (exit 2)")
+def test_an_existing_empty_results_folder_is_filled(tmp_path):
+    out = tmp_path / "results"; out.mkdir()
+    with staged_dir(out) as tmp: (tmp / "run.json").write_text("{}")
+    assert (out / "run.json").is_file()
+
+
+@pytest.mark.xfail(strict=True, reason="an empty option value (--weights '') is taken as the current folder: the error "
+                                        "then speaks of writing 'inside the weights file' of the working folder")
+def test_an_empty_weights_option_is_named(capsys, cohort_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.csv", "--backbone", "resnet18", "--weights", "",
+            says=["--weights"])
+
+
+# ---- model files -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("info", [{}, {"numeric": [], "categorical": [], "weights": None, "backbone": "resnet18"}])
+@pytest.mark.xfail(strict=True, reason="a model file whose info lacks a key or has a wrong type gives a Python traceback "
+                                        "(KeyError / AttributeError) from `predict`, not a damaged-model error")
+def test_a_model_file_with_malformed_info_is_refused(capsys, cohort_dir, tmp_path, info):
+    import skops.io as sio
+    from pe_renal.predict import MODEL_FORMAT
+    model = tmp_path / "model.skops"
+    model.write_bytes(sio.dumps({"format": MODEL_FORMAT, "models": {}, "thresholds": {}, "info": info}))
+    refused(capsys, "predict", cohort_dir, "--model", model, "--out", tmp_path / "p.csv", says=["model.skops", "damaged"])
+
+
+# ---- report ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a damaged PNG in figures/ gives 'pe-renal report: error: ?: cannot read or write "
+                                        "it (UnidentifiedImageError)': the file is not named")
+def test_report_names_a_damaged_figure(capsys, study_results, tmp_path):
+    import shutil
+    res = tmp_path / "results"; shutil.copytree(study_results[3], res)
+    (res / "figures" / "roc_test.png").write_bytes(b"")
+    refused(capsys, "report", res, says=["roc_test.png"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="when report.html is a folder, the error names a temporary file "
+                                        "(.report.html.XXXX.tmp) instead")
+def test_report_names_report_html_when_it_cannot_be_written(capsys, study_results, tmp_path):
+    import shutil
+    res = tmp_path / "results"; shutil.copytree(study_results[3], res)
+    (res / "report.html").unlink(); (res / "report.html").mkdir()
+    err = refused(capsys, "report", res, says=["report.html"])
+    assert ".tmp" not in err, err
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="a metric undefined in every bootstrap resample (PPV when no patient is called "
+                                        "positive) prints numpy's bare 'All-NaN slice encountered' as a pe-renal warning")
+def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
+    from pe_renal.evaluation import threshold_metrics
+    y = np.array([0, 1] * 10); s = np.linspace(0, 0.5, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = threshold_metrics(y, s, threshold=0.9, n_boot=50)
+    assert np.isnan(out.loc["ppv", "value"]) if "ppv" in out.index else True
