@@ -144,6 +144,11 @@ def cmd_predict(args)->int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
+def _path(s:str)->str:
+    "An argparse type: a path, refused when empty or blank (an empty value would mean the working folder)."
+    if not s.strip(): raise argparse.ArgumentTypeError("an empty value is not a path: give a file or folder name")
+    return s
+
 DEVICE_HELP = ("where the network runs: auto (default: a CUDA GPU when one is visible, else the CPU), cpu, or cuda "
                "(refused when no GPU is visible)")
 
@@ -185,7 +190,7 @@ def build_parser()->argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="validate a cohort folder and print a summary")
-    c.add_argument("cohort", help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
+    c.add_argument("cohort", type=_path, help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
     c.add_argument("--seed", type=SEED, default=42, help="seed of the 7:3 split, as `run` (default 42)")
     c.add_argument("--test-size", type=_fraction, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
     c.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the internal validation, as `run` (default 5)")
@@ -196,7 +201,7 @@ def build_parser()->argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
                        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")
-    s.add_argument("--out", required=True, help="folder to create")
+    s.add_argument("--out", type=_path, required=True, help="folder to create")
     s.add_argument("--n", type=_whole(20), default=279,
                    help="number of women (default 279, as the paper; at least 20, the smallest cohort that `check` and `run` "
                         "accept with their default settings)")
@@ -207,23 +212,23 @@ def build_parser()->argparse.ArgumentParser:
     f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
                        description="Extract deep features (global-average-pool of a torchvision backbone) for every image "
                                    "of a cohort, aggregate them per patient, and write them to a parquet or CSV file.")
-    f.add_argument("cohort", help="cohort folder")
-    f.add_argument("--out", required=True, help="output file (.parquet or .csv); a .json with the settings is written beside it")
+    f.add_argument("cohort", type=_path, help="cohort folder")
+    f.add_argument("--out", type=_path, required=True, help="output file (.parquet or .csv); a .json with the settings is written beside it")
     f.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152)")
-    f.add_argument("--weights", default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
+    f.add_argument("--weights", type=_path, default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="of the deep features (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
     f.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
     f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
     f.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"], help="how image features are combined per patient")
-    f.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
+    f.add_argument("--cache", type=_path, default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     f.set_defaults(func=cmd_features)
     def study_options(q, weights_help):
         q.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152, as the paper)")
-        q.add_argument("--weights", default="imagenet", help=weights_help)
+        q.add_argument("--weights", type=_path, default="imagenet", help=weights_help)
         q.add_argument("--lasso-rule", default="min", choices=["min", "1se"], help="lambda rule of the LASSO (default min)")
         q.add_argument("--lasso-method", default="lasso", choices=["lasso", "logistic"],
                        help="lasso: least squares on the 0/1 label (default, as most such studies; the exact LARS-lasso path, λ by "
@@ -264,31 +269,31 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="of the deep features and fine-tuning (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
         q.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
-        q.add_argument("--cache", default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
+        q.add_argument("--cache", type=_path, default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
         q.add_argument("--jobs", type=_whole(1, also=(-1,)), default=None, help="parallel CV folds / resamples (-1: one per core)")
         q.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r = sub.add_parser("run", help="run the whole study on a cohort", description="Cohort -> split -> deep features -> LASSO -> "
                        "DL / clinical / composite KNN models -> evaluation -> Grad-CAM -> SHAP -> report, saved model.")
-    r.add_argument("cohort", help="cohort folder")
-    r.add_argument("--out", required=True, help="results folder to create")
+    r.add_argument("cohort", type=_path, help="cohort folder")
+    r.add_argument("--out", type=_path, required=True, help="results folder to create")
     study_options(r, "imagenet (default), random (untrained), or a state-dict file")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="run the whole study on the default synthetic cohort",
                        description="Make the default synthetic cohort (279 women, NOT real patients) and run the whole study on it. "
                                    "Without ImageNet weights (offline) the backbone is untrained, and every output says so.")
-    d.add_argument("--out", default="pe_renal_demo", help="results folder to create (default ./pe_renal_demo)")
+    d.add_argument("--out", type=_path, default="pe_renal_demo", help="results folder to create (default ./pe_renal_demo)")
     study_options(d, "imagenet (default; falls back to an untrained backbone offline, and says so), random, or a file")
     d.set_defaults(func=cmd_demo)
     pr = sub.add_parser("predict", help="score new patients with a saved model",
                         description="Score new patients (images + clinical values) with model.skops from a results folder; "
                                     "with labels, also external-validation metrics.")
-    pr.add_argument("cohort", help="cohort folder of the new patients (the label column is optional)")
-    pr.add_argument("--model", required=True, help="model.skops from a results folder")
-    pr.add_argument("--out", required=True, help="predictions CSV to write")
-    pr.add_argument("--weights", default=None, help="the weights file, if the model was trained on weights from a file "
+    pr.add_argument("cohort", type=_path, help="cohort folder of the new patients (the label column is optional)")
+    pr.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
+    pr.add_argument("--out", type=_path, required=True, help="predictions CSV to write")
+    pr.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file "
                     "(fine-tuned weights are found beside model.skops)")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP + "; the features are made in the model's own precision")
-    pr.add_argument("--cache", default=None, help="feature cache folder")
+    pr.add_argument("--cache", type=_path, default=None, help="feature cache folder")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     pr.add_argument("--allow-overlap", action="store_true",
                     help="score patients whose images the model was developed on (refused by default: the output then says "
@@ -297,7 +302,7 @@ def build_parser()->argparse.ArgumentParser:
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "
                                     "without rerunning anything: e.g. after updating pe_renal's report template.")
-    rp.add_argument("results", help="results folder written by `pe-renal run` or `pe-renal demo`")
+    rp.add_argument("results", type=_path, help="results folder written by `pe-renal run` or `pe-renal demo`")
     rp.set_defaults(func=cmd_report)
     return p
 
@@ -317,3 +322,8 @@ def main(argv:list[str]|None=None)->int:
         print(f"pe-renal: {'stopped by ' + e.args[0] if getattr(e, 'signum', signal.SIGINT) != signal.SIGINT else 'interrupted'}; "
               "nothing was left half-written.", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
+
+# %% ../nbs/10_cli.ipynb #18659bf2
+#| eval: false
+if __name__ == "__main__": sys.exit(main())   # `python -m pe_renal.cli ...` as `pe-renal ...`
+

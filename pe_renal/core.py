@@ -93,8 +93,9 @@ def atomic_write(path:str|Path, # final file name
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as e:                         # a full disk says nothing of where: name the file being written
-            if e.filename is None: e.filename = str(path)
+        except OSError as e:                         # name the file being written, never the temporary one
+            if e.filename is None or str(e.filename) == str(tmp) or str(e.filename2) == str(path): e.filename = str(path)
+            e.filename2 = None
             raise
     finally:
         if tmp.exists(): tmp.unlink()
@@ -169,6 +170,7 @@ def staged_dir(out:str|Path, # the results folder to create
     a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never replaced
     without `overwrite`: the finished results then go beside it, under a name the error gives."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
+    was_empty = out.is_dir() and not out.is_symlink() and not _nonempty(out)   # an empty folder given as --out: to be filled
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,9 @@ def staged_dir(out:str|Path, # the results folder to create
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if was_empty and out.is_dir() and not out.is_symlink() and not _nonempty(out):
+            try: out.rmdir()                                        # still the empty folder the run was given
+            except OSError: pass
         if out.exists() and not overwrite:                         # appeared while this run worked: keep both
             alt = out.with_name(f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}")
             tmp.rename(alt)

@@ -184,8 +184,9 @@ def threshold_metrics(y_true, y_score,
     if n_boot:
         idx = _strat_boot_idx(y, n_boot, np.random.default_rng(seed))
         boot = _rates(*_counts(y[idx], pred[idx]))
-        out["lo"] = [float(np.nanquantile(boot[k], alpha / 2)) for k in METRICS]
-        out["hi"] = [float(np.nanquantile(boot[k], 1 - alpha / 2)) for k in METRICS]
+        q = lambda v, p: float(np.nanquantile(v, p)) if np.isfinite(v).any() else np.nan   # undefined in every resample: NA
+        out["lo"] = [q(boot[k], alpha / 2) for k in METRICS]
+        out["hi"] = [q(boot[k], 1 - alpha / 2) for k in METRICS]
     return out.loc[METRICS]
 
 def confusion(y_true, y_score, threshold:float)->pd.DataFrame:

@@ -105,7 +105,36 @@ def load_model(path:str|Path)->dict:
         raise PeRenalError(f"{path}: not a pe_renal model (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__}).")
     for key, kind in (("models", dict), ("thresholds", dict), ("info", dict)):
         if not isinstance(obj.get(key), kind): raise PeRenalError(f"{path}: a damaged pe_renal model ({key!r} missing or not a {kind.__name__}).")
+    _check_contents(obj, path)
     return obj
+
+_STR_LIST = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
+_NUMS = lambda v, n: isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+_INFO = {"backbone": (lambda v: isinstance(v, str) and v != "", "a backbone name"),
+         "weights": (lambda v: isinstance(v, str), "the weights' identity"),
+         "precision": (lambda v: v in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
+         "numeric": (_STR_LIST, "a list of column names"), "categorical": (_STR_LIST, "a list of column names"),
+         "deep_columns": (_STR_LIST, "a list of deep-feature names"),
+         "transform": (lambda v: isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("resize"), str)
+                       and _NUMS(v.get("mean"), 3) and _NUMS(v.get("std"), 3), "the preprocessing (size, resize, mean, std)")}
+
+def _check_contents(obj:dict, path:Path):
+    "What `predict_cohort` reads from a model file, checked before it is used: a damaged file is named, never a traceback."
+    def bad(what): raise PeRenalError(f"{path}: a damaged pe_renal model: {what}. Use the model.skops of a results folder "
+                                      "written by `pe-renal run`.")
+    models, thr, info = obj["models"], obj["thresholds"], obj["info"]
+    if not models or set(models) - {"DL", "Clinical", "Composite"}: bad(f"its models are {sorted(models)!r}, not DL, Clinical, Composite")
+    if any(not hasattr(m, "predict_proba") for m in models.values()): bad("a model that cannot predict probabilities")
+    if set(thr) != set(models) or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thr.values()):
+        bad("its thresholds are not one probability per model")
+    for key, (ok, what) in _INFO.items():
+        if key not in info: bad(f"info has no {key!r} ({what})")
+        if not ok(info[key]): bad(f"info[{key!r}] is not {what}")
+    if info.get("finetune_sha256") is not None and not (isinstance(info["finetune_sha256"], str) and isinstance(info.get("finetune_file"), str)):
+        bad("the fine-tuned weights' file name or SHA-256 is malformed")
+    dev = info.get("development")
+    if dev is not None and not (isinstance(dev, dict) and isinstance(dev.get("images"), dict) and isinstance(dev.get("patients"), dict)):
+        bad("info['development'] (the patients and images the model was developed on) is malformed")
 
 # %% ../nbs/08c_predict.ipynb #9162af34
 def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loaded Cohort)

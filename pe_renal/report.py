@@ -476,7 +476,11 @@ def _figures(results_dir:Path, *names)->list[dict]:
     for n in names:
         p = results_dir/"figures"/f"{n}.png"
         if p.is_file():
-            with Image.open(p) as im: w, h = im.size
+            try:
+                with Image.open(p) as im: w, h = im.size
+            except OSError as e:
+                raise PeRenalError(f"{p}: not a readable PNG figure ({type(e).__name__}). The folder is damaged: run the "
+                                   "study again (`pe-renal run`) to write a complete one; nothing in this folder was changed.") from None
             out.append({"name": n, "file": f"figures/{n}.png", "wide": w >= WIDE_FIGURE * h,
                         "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()})
     return out

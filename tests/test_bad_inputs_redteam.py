@@ -49,8 +49,6 @@ def edit(path: Path, fn):
 
 # ---- the command itself ------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="pe_renal/cli.py has no `if __name__ == '__main__'`: `python -m pe_renal.cli ...` "
-                                        "does nothing and exits 0 (e.g. `synth` writes no cohort, silently)")
 def test_python_dash_m_runs_the_cli():
     r = subprocess.run([sys.executable, "-m", "pe_renal.cli", "--version"], capture_output=True, text=True, timeout=120)
     assert "pe_renal" in r.stdout + r.stderr
@@ -169,17 +167,12 @@ def test_a_very_large_image_is_named_in_its_warning(cohort_dir, monkeypatch):
 
 # ---- outputs -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="an existing empty --out folder passes the checks, the whole run is done, then it "
-                                        "is refused as having 'appeared while this run was working (another program "
-                                        "wrote it)' and the results land in a timestamped sibling (exit 2)")
 def test_an_existing_empty_results_folder_is_filled(tmp_path):
     out = tmp_path / "results"; out.mkdir()
     with staged_dir(out) as tmp: (tmp / "run.json").write_text("{}")
     assert (out / "run.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="an empty option value (--weights '') is taken as the current folder: the error "
-                                        "then speaks of writing 'inside the weights file' of the working folder")
 def test_an_empty_weights_option_is_named(capsys, cohort_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.csv", "--backbone", "resnet18", "--weights", "",
@@ -189,8 +182,6 @@ def test_an_empty_weights_option_is_named(capsys, cohort_dir, tmp_path, monkeypa
 # ---- model files -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("info", [{}, {"numeric": [], "categorical": [], "weights": None, "backbone": "resnet18"}])
-@pytest.mark.xfail(strict=True, reason="a model file whose info lacks a key or has a wrong type gives a Python traceback "
-                                        "(KeyError / AttributeError) from `predict`, not a damaged-model error")
 def test_a_model_file_with_malformed_info_is_refused(capsys, cohort_dir, tmp_path, info):
     import skops.io as sio
     from pe_renal.predict import MODEL_FORMAT
@@ -202,8 +193,6 @@ def test_a_model_file_with_malformed_info_is_refused(capsys, cohort_dir, tmp_pat
 # ---- report ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a damaged PNG in figures/ gives 'pe-renal report: error: ?: cannot read or write "
-                                        "it (UnidentifiedImageError)': the file is not named")
 def test_report_names_a_damaged_figure(capsys, study_results, tmp_path):
     import shutil
     res = tmp_path / "results"; shutil.copytree(study_results[3], res)
@@ -212,8 +201,6 @@ def test_report_names_a_damaged_figure(capsys, study_results, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="when report.html is a folder, the error names a temporary file "
-                                        "(.report.html.XXXX.tmp) instead")
 def test_report_names_report_html_when_it_cannot_be_written(capsys, study_results, tmp_path):
     import shutil
     res = tmp_path / "results"; shutil.copytree(study_results[3], res)
@@ -224,8 +211,6 @@ def test_report_names_report_html_when_it_cannot_be_written(capsys, study_result
 
 # ---- evaluation --------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a metric undefined in every bootstrap resample (PPV when no patient is called "
-                                        "positive) prints numpy's bare 'All-NaN slice encountered' as a pe-renal warning")
 def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
     from pe_renal.evaluation import threshold_metrics
     y = np.array([0, 1] * 10); s = np.linspace(0, 0.5, 20)

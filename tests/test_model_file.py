@@ -79,7 +79,10 @@ def test_every_configuration_writes_only_listed_types(tmp_path):
             warnings.simplefilter("ignore")
             fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
         path = tmp_path / f"{clf}.skops"
-        save_model(path, fitted, {k: 0.5 for k in fitted}, {"classifier": clf})
+        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32", numeric=["age", "crea"],
+                    categorical=["parity"], deep_columns=list(deep.columns),
+                    transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
+        save_model(path, fitted, {k: 0.5 for k in fitted}, info)
         assert model_file_types(path) <= MODEL_FILE_TYPES, (clf, model_file_types(path) - MODEL_FILE_TYPES)
         got = load_model(path)["models"]["Composite"].predict_proba(data.part("test")[0])
         np.testing.assert_array_equal(got, fitted["Composite"].predict_proba(data.part("test")[0]))
