@@ -35,6 +35,9 @@ def cmd_check(args)->int:
     "Validate a cohort folder and print its summary."
     with _warnings_printed("check"): cohort = load_cohort(args.cohort)
     print(cohort.summary())
+    if cohort.has_split and args.test_size is not None:
+        print("pe-renal check: warning: --test-size is not used: clinical.csv imposes the split (its split column).", file=sys.stderr)
+    args.test_size = 0.3 if args.test_size is None else args.test_size
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
     check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
@@ -122,7 +125,8 @@ def cmd_demo(args)->int:
 def cmd_report(args)->int:
     "Render report.html again from an existing results folder (nothing is rerun; no other file changes)."
     from pe_renal.report import render_report
-    print(f"Report: {render_report(args.results)}")
+    with _warnings_printed("report"): path = render_report(args.results)
+    print(f"Report: {path}")
     return 0
 
 def cmd_predict(args)->int:
@@ -192,7 +196,7 @@ def build_parser()->argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a cohort folder and print a summary")
     c.add_argument("cohort", type=_path, help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
     c.add_argument("--seed", type=SEED, default=42, help="seed of the 7:3 split, as `run` (default 42)")
-    c.add_argument("--test-size", type=_fraction, default=0.3, help="share of patients held out for testing, as `run` (default 0.3)")
+    c.add_argument("--test-size", type=_fraction, default=None, help="share of patients held out for testing, as `run` (default 0.3; not used when clinical.csv imposes the split)")
     c.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the internal validation, as `run` (default 5)")
     c.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
                    help="the fine-tuning `run` will do (default none): its limits on the training set are checked too")

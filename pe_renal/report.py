@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_report.ipynb #8170f621
 from __future__ import annotations
-import base64, json, re
+import base64, json, re, warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ from .core import PeRenalError, atomic_write
 # %% auto #0
 __all__ = ['STATUS_NOTES', 'FINETUNE_OPTIMISM', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'GRADCAM_CAPTIONS',
            'GRADCAM_PRESETS', 'GRADCAM_WHAT', 'GRADCAM_FINE_WHY', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
-           'AUTHORS', 'WIDE_FIGURE', 'run_status', 'status_text', 'stamp_figure', 'tables_readme', 'write_readmes',
-           'finetune_validation_words', 'gradcam_choice', 'check_verdicts', 'finetune_in_validation',
+           'AUTHORS', 'WIDE_FIGURE', 'EXPECTED_FIGURES', 'run_status', 'status_text', 'stamp_figure', 'tables_readme',
+           'write_readmes', 'finetune_validation_words', 'gradcam_choice', 'check_verdicts', 'finetune_in_validation',
            'tripod_checklist', 'html_table', 'render_report']
 
 # %% ../nbs/08b_report.ipynb #142ed549
@@ -567,10 +567,14 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
     with atomic_write(d/"report.html", "w") as f: f.write(html)
     return d/"report.html"
 
+EXPECTED_FIGURES = ("roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test", "internal_validation")
+
 def _render_report_html(d:Path, m:dict, t)->str:
     short = {k: v for k, v in m.items() if k != "input_sha256"}
+    missing = [f"figures/{n}.png" for n in EXPECTED_FIGURES if not (d/"figures"/f"{n}.png").is_file()]   # every run draws these
+    if missing: warnings.warn(f"{d}: {', '.join(missing)} missing from the results folder; the report shows what is there.", stacklevel=3)
     return _template().render(
-        m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
+        missing_figures=missing, m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
         manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False), hashes=m.get("input_sha256", {}),
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},

@@ -218,3 +218,25 @@ def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
         warnings.simplefilter("error", RuntimeWarning)
         out = threshold_metrics(y, s, threshold=0.9, n_boot=50)
     assert np.isnan(out.loc["ppv", "value"]) if "ppv" in out.index else True
+
+
+@pytest.mark.slow
+def test_report_says_which_figures_are_missing(capsys, study_results, tmp_path):
+    import html as h, shutil
+    res = tmp_path / "results"; shutil.copytree(study_results[3], res)
+    assert cli(capsys, "report", res)[0] == 0
+    page = (res / "report.html").read_text(encoding="utf-8")
+    assert "Missing from this results folder" not in page                       # complete: nothing said
+    (res / "figures" / "roc_test.png").unlink()
+    code, out, err = cli(capsys, "report", res)
+    assert code == 0 and "figures/roc_test.png" in err
+    text = " ".join(h.unescape(re.sub(r"<[^>]+>", " ", (res / "report.html").read_text(encoding="utf-8"))).split())
+    assert "Missing from this results folder: figures/roc_test.png." in text
+
+
+def test_check_says_test_size_is_not_used_with_an_imposed_split(capsys, cohort_dir):
+    edit(cohort_dir / "clinical.csv", lambda df: df.assign(split=["train" if i % 10 < 7 else "test" for i in range(len(df))]))
+    code, out, err = cli(capsys, "check", cohort_dir, "--test-size", "0.5")
+    assert code == 0 and "--test-size is not used" in err
+    code, out, err = cli(capsys, "check", cohort_dir)
+    assert code == 0 and "--test-size" not in err
