@@ -17,14 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXEC, PREVIEW = ROOT / "_nbs_executed", ROOT / "_docs_preview"
 
 
-LABEL_CELL = '#| hide\nimport matplotlib as mpl\nmpl.rcParams["figure.hooks"] = ["pe_renal.core:label_figure"]'
+LABEL_CELLS = ("#| hide\nimport matplotlib as mpl",                 # an import in a cell of its own, as nbdev wants
+               '#| hide\nmpl.rcParams["figure.hooks"] = ["pe_renal.core:label_figure"]')
 
 
 def execute(nb_path: str) -> str:
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(nb_path, as_version=4)
-    nb.cells.insert(1, nbformat.v4.new_code_cell(LABEL_CELL))         # hidden on the site: every figure says it is synthetic
+    nb.cells[1:1] = [nbformat.v4.new_code_cell(c) for c in LABEL_CELLS]   # hidden on the site: every figure says it is synthetic
     NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(Path(nb_path).parent)}}).execute()
     nbformat.write(nb, nb_path)
     return Path(nb_path).name
