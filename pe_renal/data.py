@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #c88de4af
 from __future__ import annotations
-import csv, io, os, stat, warnings
+import csv, io, os, re, stat, unicodedata, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +17,16 @@ try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
-__all__ = ['ROI_BOX', 'RESERVED', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION', 'CONTINUOUS', 'read_table',
-           'to_numeric', 'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic',
-           'IncorporationBias', 'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort',
+__all__ = ['ROI_BOX', 'RESERVED', 'MIN_ROI_PIXELS', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION', 'CONTINUOUS',
+           'read_table', 'to_numeric', 'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config',
+           'is_synthetic', 'IncorporationBias', 'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort',
            'check_finetune_sizes', 'smd_numeric', 'smd_categorical', 'table_one_note', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
 
 _DECIMAL_COMMA = r"[-+]?\d*,\d+"
+_UNNAMED = re.compile(r"Unnamed: \d+(_level_\d+)?")   # the name pandas gives a header cell left empty (and writes back as text)
 
 def _is_file(path:Path)->bool:
     "Whether `path` is a file; an operating-system error (name too long, no permission) becomes a `PathError`."
@@ -33,48 +34,95 @@ def _is_file(path:Path)->bool:
     except (FileNotFoundError, NotADirectoryError): return False
     except OSError as e: raise path_error(path, e) from None
 
-def _header(path:Path)->str:
-    "The first line of a CSV file (for the delimiter and the column names as written)."
+def _records(lines:list[str], sep:str)->list[tuple[int, list[str]]]:
+    "The CSV records of `lines` as (line number where the record starts, fields); blank lines are left out, as pandas does."
+    reader = csv.reader(lines, delimiter=sep, skipinitialspace=True)
+    out, start = [], 1
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f: return f.readline()
-    except OSError as e: raise path_error(path, e) from None
-    except UnicodeDecodeError: return ""   # reported by the full read
+        for rec in reader:
+            if rec and any(f.strip() for f in rec) or len(rec) > 1: out.append((start, rec))
+            start = reader.line_num + 1
+    except csv.Error: pass                 # e.g. a NUL byte: left to pandas, which says what is wrong
+    return out
 
-def _delimiter(path:Path)->str:
-    "',' unless the header line has no comma but semicolons or tabs (as spreadsheet programs in many locales write)."
-    h = _header(path)
-    if "," in h or not h: return ","
-    counts = {d: h.count(d) for d in (";", "\t")}
-    d = max(counts, key=counts.get)
-    return d if counts[d] else ","
+def _sniff(lines:list[str])->str:
+    """The delimiter of a CSV file given its first lines: of ',', ';' and tab, the one that splits the header into
+    several fields and the most following lines into as many fields as the header (a comma inside a column name, or a
+    decimal comma, does not fool it); of two that do equally well, the one giving more columns, then ','."""
+    best, key = ",", None
+    for d in (",", ";", "\t"):
+        recs = _records(lines, d)
+        if not recs or len(recs[0][1]) < 2: continue
+        n = len(recs[0][1]); rows = recs[1:]
+        same = sum(len(r) == n for _, r in rows) / len(rows) if rows else 1.0
+        k = (same, n, d == ",")
+        if key is None or k > key: best, key = d, k
+    return best
 
-def _duplicated_header(path:Path, sep:str)->list[str]:
+def _duplicated_header(names:list[str])->list[str]:
     "Column names that appear more than once in the header line (pandas would silently rename them 'x.1')."
-    names = [c.strip() for c in next(csv.reader(io.StringIO(_header(path)), delimiter=sep), [])]
     return sorted({c for c in names if c and names.count(c) > 1})
+
+def _check_shape(path:Path, text:str, sep:str, what:str)->tuple[list[str], list[int]]:
+    """Check every row of a CSV file against its header line: the same number of fields (pandas pads a short row with
+    missing values and so shifts a row whose cell was deleted), and a name for every column that holds values (the row
+    index pandas or R writes as a first column has none). Returns the header's names and the positions of columns to
+    drop (no name and empty on every row, as Excel writes after the last column)."""
+    recs = _records(text.splitlines(keepends=True), sep)
+    if not recs: return [], []
+    header = [unicodedata.normalize("NFC", c.strip()) for c in recs[0][1]]; n = len(header)
+    bad = [f"line {ln}: {len(r)} field(s), the header line has {n}"
+           + (" (a quote \" opened on this line is not closed)" if any("\n" in f for f in r) else "")
+           for ln, r in recs[1:] if len(r) != n]
+    if bad:
+        raise CohortError(f"{path}: some rows have a different number of fields than the header line:\n{format_problems(bad)}\n"
+                          "A deleted or added cell shifts the rest of its row into the wrong columns. Correct these rows "
+                          "so that each has one value (or an empty cell) per column of the header.")
+    unnamed = [j for j, c in enumerate(header) if not c or _UNNAMED.fullmatch(c)]
+    full = [j for j in unnamed if any(r[j].strip() for _, r in recs[1:])]
+    if full:
+        one = len(full) == 1
+        cols = ", ".join(f"{j + 1}" + (f" (headed {header[j]!r}, pandas' name for an empty header cell)" if header[j] else "")
+                         for j in full)
+        eg = [quote(r[full[0]].strip()) for _, r in recs[1:] if r[full[0]].strip()][:3]
+        where = (" and list it under [clinical.exclude] in cohort.toml if it is not a predictor" if "clinical" in what else "")
+        raise CohortError(f"{path}: column{'' if one else 's'} {cols} of the header line {'has' if one else 'have'} no name "
+                          f"but {'holds' if one else 'hold'} values (e.g. {', '.join(eg)}), "
+                          "as the row number that pandas or R writes as an unnamed first column. A column without a name "
+                          f"is never used: remove it, or give it a name in the header line{where}.")
+    return header, [j for j in unnamed if j not in full]
 
 def read_table(path:Path,         # the CSV file
                required:list[str], # columns that must be present
                what:str="",        # how the file is described in messages
+               nfc:tuple|None=None,# columns whose text is Unicode-normalised (NFC); None: all (file paths are left as written)
               )->pd.DataFrame:     # all columns as text, missing values as NaN
-    "Read a cohort CSV as text, with clear errors for a missing, empty or header-only file or missing columns."
+    "Read a cohort CSV as text, with clear errors for a missing, empty or header-only file, ragged rows or missing columns."
     path = Path(path); what = what or path.name
     if not _is_file(path):
         raise CohortError(f"{path}: file not found. A cohort folder needs {what} with the columns "
                           f"{', '.join(required)}; see the data contract in the documentation.")
-    sep = _delimiter(path)
-    try: df = pd.read_csv(path, dtype=str, sep=sep, skipinitialspace=True, encoding="utf-8-sig")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f: text = f.read()
     except OSError as e: raise path_error(path, e) from None
+    except UnicodeDecodeError as e:
+        raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
+                          "Save it as CSV (UTF-8) from your spreadsheet program.") from None
+    sep = _sniff(text.splitlines(keepends=True)[:50]) if text else ","
+    header, drop = _check_shape(path, text, sep, what)
+    try: df = pd.read_csv(io.StringIO(text), dtype=str, sep=sep, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise CohortError(f"{path}: the file is empty. It needs a header line with the columns "
                           f"{', '.join(required)} and one row per {'patient' if 'clinical' in what else 'image'}.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except pd.errors.ParserError as e:
         raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
                           "Save it as CSV (UTF-8) from your spreadsheet program.") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    dup = _duplicated_header(path, sep)
+    if len(header) == df.shape[1]: df.columns = header   # the names as written (pandas renames empty and repeated ones)
+    else: df.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in df.columns]
+    dup = _duplicated_header(list(df.columns))
     if dup: raise CohortError(f"{path}: column(s) {', '.join(map(repr, dup))} appear more than once in the header line; "
                               "rename or remove the repeated columns (each column name must be unique).")
+    if drop: df = df.iloc[:, [j for j in range(df.shape[1]) if j not in drop]]   # nameless and empty: nothing to read
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CohortError(f"{path}: required column(s) {', '.join(repr(c) for c in missing)} missing. "
@@ -82,19 +130,23 @@ def read_table(path:Path,         # the CSV file
     if len(df) == 0:
         raise CohortError(f"{path}: the file has a header but no rows. Add one row per "
                           f"{'patient' if 'clinical' in what else 'image'}.")
-    for c in df.columns: df[c] = df[c].str.strip().replace("", np.nan)
-    if sep != ",":   # semicolon/tab files come from locales that write a decimal comma: 1,5 means 1.5
-        for c in df.columns:
-            v = df[c].dropna()
+    cols = {}
+    for c in df.columns:
+        s = df[c].str.strip().replace("", np.nan)
+        if nfc is None or c in nfc: s = s.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
+        if sep != ",":   # semicolon/tab files come from locales that write a decimal comma: 1,5 means 1.5
+            v = s.dropna()
             if len(v) and v.str.fullmatch(_DECIMAL_COMMA + r"|[-+]?\d+").all() and v.str.contains(",").any():
-                df[c] = df[c].str.replace(",", ".", regex=False)
-    return df
+                s = s.str.replace(",", ".", regex=False)
+        cols[c] = s
+    return pd.DataFrame(cols, index=df.index)
 
 # %% ../nbs/01_data.ipynb #8317c2a6
 def to_numeric(df:pd.DataFrame, # table read by `read_table`
                col:str,          # the column to convert
                fname:str,        # file name for messages
                id_col:str="patient_id",
+               advice:str|None=None, # what to do, instead of the clinical.csv advice (e.g. for images.csv's ROI columns)
               )->pd.Series:      # float values, NaN where missing
     "Convert a text column to numbers, naming every row whose value is not a number."
     s = df[col]
@@ -106,10 +158,10 @@ def to_numeric(df:pd.DataFrame, # table read by `read_table`
         comma = s[bad].str.fullmatch(_DECIMAL_COMMA).all()
         hint = (" These look like numbers with a decimal comma: save the file with a point as the decimal separator."
                 if comma else "")
+        advice = advice or (f"Correct these values, leave the cell empty if the value is missing, or declare {col!r} "
+                            "categorical in cohort.toml ([clinical] categorical = [...]).")
         raise CohortError(f"{fname}: column {col!r} holds numbers but also values that are not finite numbers "
-                          f"(text, or infinity):\n{format_problems(rows)}\nCorrect these values, leave the cell "
-                          f"empty if the value is missing, or declare {col!r} categorical in cohort.toml "
-                          "([clinical] categorical = [...])." + hint)
+                          f"(text, or infinity):\n{format_problems(rows)}\n{advice}" + hint)
     return num.astype(float)
 
 # %% ../nbs/01_data.ipynb #b713523e
@@ -227,6 +279,15 @@ def _read_raster(path:Path)->np.ndarray:
         if im.mode == "1": return _to_unit_gray(a.astype(bool))
     return _to_unit_gray(a)
 
+def _rewarn(path:Path, caught:list):
+    "Warnings raised while reading an image, passed on; Pillow's decompression-bomb warning, which names no file, with the path."
+    from PIL import Image
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{path}: {w.message} The image is read anyway; if it is not an ultrasound image of that size "
+                          "by intent, check the file (a large image also slows the analysis).", UserWarning, stacklevel=4)
+        else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
 def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
               )->np.ndarray:  # 2-D float32 array, values in [0, 1]
     "Read any supported ultrasound image as a grayscale float32 array in [0, 1]."
@@ -235,7 +296,10 @@ def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
         raise CohortError(f"{path}: image file not found. Check the path in images.csv "
                           "(it is relative to the cohort folder) or add the file.")
     try:
-        img = _read_dicom(path) if _is_dicom(path) else _read_raster(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = _read_dicom(path) if _is_dicom(path) else _read_raster(path)
+        _rewarn(path, caught)
     except CohortError: raise
     except PermissionError as e: raise path_error(path, e) from None
     except Exception as e:
@@ -398,6 +462,17 @@ def read_config(root:Path)->dict:
             also = (" or a table of columns with the reason each is excluded, e.g.\n[clinical.exclude]\n"
                     "sbp_mmHg = \"defines the outcome (diagnostic criterion of preeclampsia)\"" if key == "exclude" else "")
             raise CohortError(f"{p}: [clinical] {key} must be a list of column names, e.g. {key} = [\"age\", \"bmi\"]{also}.")
+    nfc = lambda x: unicodedata.normalize("NFC", x) if isinstance(x, str) else x   # as the CSVs' names and values are read
+    if "label" in cfg: cfg["label"] = {k: nfc(v) for k, v in lab.items()}
+    for key in ("features", "categorical", "exclude", "outcome_defining"):
+        v = cl.get(key)
+        if isinstance(v, dict): cl[key] = {nfc(k): r for k, r in v.items()}
+        elif v is not None:
+            cl[key] = v = [nfc(x) for x in v]
+            twice = [c for c in dict.fromkeys(v) if v.count(c) > 1]
+            if twice:
+                raise CohortError(f"{p}: [clinical] {key} lists {', '.join(map(repr, twice))} more than once; "
+                                  "list each column once.")
     return cfg
 
 # %% ../nbs/01_data.ipynb #1815f2d2
@@ -430,7 +505,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
                              one_class_ok=not require_label)
     else: label = pd.Series(np.nan, index=df.index)   # new patients to score: no outcome known
     positive = str(lab.get("positive", "1"))
-    out = pd.DataFrame({"patient_id": ids.to_numpy(), "label": label.to_numpy()})
+    out = {"patient_id": ids.to_numpy(), "label": label.to_numpy()}   # the columns, made into one table at the end
     if "split" in df.columns:
         s = df["split"].str.lower()
         bad = ~s.isin(["train", "test"])
@@ -456,12 +531,19 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
     declared_cat = list(cl.get("categorical", []))
     for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude)),
                       ("outcome_defining", outcome_defining)):
+        reserved = [c for c in cols if c in RESERVED or c == label_col]
+        if reserved:
+            said = "; ".join(f"{c!r}, the label column (the outcome, which cannot predict itself)" if c == label_col else
+                             f"{c!r}, a reserved column ({'the patient identifier' if c == 'patient_id' else 'the imposed split' if c == 'split' else 'the label'})"
+                             for c in reserved)
+            raise CohortError(f"cohort.toml: [clinical] {key} names {said}. It is not a clinical column: remove it from "
+                              f"[clinical] {key}.")
         unknown = [c for c in cols if c not in candidates]
         if unknown:
             raise CohortError(f"cohort.toml: [clinical] {key} names column(s) {', '.join(map(repr, unknown))} "
                               f"that clinical.csv does not have (or that are reserved: patient_id, label, split). "
                               f"Columns available: {', '.join(map(repr, candidates))}.")
-    categorical = []
+    categorical, idlike = [], []
     for c in candidates:
         if use is not None and c not in features: out[c] = df[c].to_numpy(); continue   # read as it is, never used
         if c in declared_cat:
@@ -475,6 +557,17 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
             out[c] = df[c].to_numpy(); categorical.append(c)
         else:
             out[c] = to_numeric(df, c, str(root/fname)).to_numpy()
+    for c in categorical:                                          # an identifier or a date, not a category
+        v = df[c].dropna()
+        if use is None and c in features and len(v) >= 10 and v.nunique() >= 0.9 * len(v): idlike.append(c)
+    if idlike:
+        eg = "; ".join(f"{c!r}: {df[c].nunique()} different values in {df[c].notna().sum()} patients "
+                       f"(e.g. {', '.join(map(quote, df[c].dropna().iloc[:3]))})" for c in idlike[:5])
+        warnings.warn(f"{root/fname}: text column(s) with a different value for (nearly) every patient: {eg}. Such a "
+                      "column is an identifier or a date, not a category: as a predictor it gives one input per patient "
+                      "and predicts nothing for new patients. Exclude it in cohort.toml (under [clinical.exclude]: "
+                      f"{idlike[0]} = \"identifier\"), or name the columns to use under [clinical] features.", stacklevel=3)
+    out = pd.DataFrame(out)
     empty = [c for c in features if out[c].isna().all()]
     if empty:
         raise CohortError(f"{root/fname}: feature column(s) {', '.join(map(repr, empty))} are empty for every patient. "
@@ -491,9 +584,37 @@ def _inside(root:Path, rel:str)->Path|None:
     full = os.path.normpath(os.path.join(str(root), rel))
     return Path(full) if os.path.commonpath([full, str(root)]) == str(root) else None
 
+def _on_disk(root:Path, rel:str)->Path|None:
+    """`_inside(root, rel)`, as the file is named on disk: a name as written, else in Unicode's composed (NFC) or
+    decomposed (NFD) form (macOS writes file names decomposed; on Linux a name is its bytes, so the two differ)."""
+    for r in dict.fromkeys([rel, unicodedata.normalize("NFC", rel), unicodedata.normalize("NFD", rel)]):
+        p = _inside(root, r)
+        try:
+            if p is not None and _is_file(p): return p
+        except PathError: pass                                     # reported by the check of each file
+    return _inside(root, rel)
+
+MIN_ROI_PIXELS = 8   # an ROI (box or mask) smaller than this on a side is refused, as an image is
+
+def _roi_problem(img:np.ndarray, box:tuple|None, crop:np.ndarray)->str|None:
+    "What is wrong with an ROI whose crop is `crop`: boxes in 0-1 coordinates, or smaller than MIN_ROI_PIXELS on a side."
+    h, w = img.shape
+    b = "ROI box " + ", ".join(f"{k}={float(v):g}" for k, v in zip(ROI_BOX, box)) if box is not None else ""
+    if box is not None and all(0 <= float(v) <= 1 for v in box):
+        return (f"{b} looks like fractions of the image (0-1), but ROI boxes are in pixels: multiply x0, x1 by the "
+                f"image's width ({w}) and y0, y1 by its height ({h})")
+    ch, cw = crop.shape
+    if min(ch, cw) < MIN_ROI_PIXELS:
+        what = b if box is not None else "the ROI mask's region"
+        return (f"{what} is {cw}x{ch} pixels, smaller than the minimum of {MIN_ROI_PIXELS}x{MIN_ROI_PIXELS}; ROI boxes "
+                f"are in pixels of the image ({w} wide, {h} high): give the kidney's box (or mask) in pixels")
+    return None
+
 def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
     fname = root/"images.csv"
-    df = read_table(fname, ["patient_id", "path"], what="images.csv")
+    df = read_table(fname, ["patient_id", "path"], what="images.csv", nfc=("patient_id", "side", "view"))
+    for c in ("path", "mask"):                                     # a Windows path: images\a.png is images/a.png
+        if c in df.columns: df[c] = df[c].str.replace("\\", "/", regex=False)
     problems = []
     if df["patient_id"].isna().any():
         problems += [f"line {_line(i)}: empty patient_id" for i in np.flatnonzero(df["patient_id"].isna().to_numpy())]
@@ -513,17 +634,18 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
     has_box = [c for c in ROI_BOX if c in df.columns]
     if has_box and len(has_box) != 4:
         raise CohortError(f"{fname}: an ROI box needs all four columns x0, y0, x1, y1; found only {', '.join(has_box)}.")
-    for c in has_box: df[c] = to_numeric(df, c, str(fname))
+    for c in has_box: df[c] = to_numeric(df, c, str(fname), advice="ROI coordinates are numbers of pixels: correct these "
+                                         "values, or leave x0, y0, x1 and y1 all empty on a row for no box.")
     abspaths, mask_paths = [], []
     for i, r in df.iterrows():
-        p = _inside(root, r["path"])
+        p = _on_disk(root, r["path"])
         if p is None:
             problems.append(f"line {_line(i)}: path {r['path']!r} points outside the cohort folder; "
                             "paths must be relative to the cohort folder and stay inside it")
         abspaths.append(str(p) if p else None)
         m = r.get("mask") if "mask" in df.columns else None
         if isinstance(m, str):
-            mp = _inside(root, m)
+            mp = _on_disk(root, m)
             if mp is None: problems.append(f"line {_line(i)}: mask {m!r} points outside the cohort folder")
             mask_paths.append(str(mp) if mp else None)
         else: mask_paths.append(None)
@@ -556,7 +678,9 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
                 mask = read_image(r["mask_abspath"])
             box = tuple(r[c] for c in ROI_BOX) if has_box and r[ROI_BOX].notna().all() else None
             if has_box and r[ROI_BOX].notna().any() and box is None: raise ValueError("ROI box is incomplete (some of x0, y0, x1, y1 empty)")
-            apply_roi(img, box=box, mask=mask)
+            if box is not None and all(0 <= float(v) <= 1 for v in box): bad = _roi_problem(img, box, img)
+            else: bad = _roi_problem(img, box, apply_roi(img, box=box, mask=mask)) if box is not None or mask is not None else None
+            if bad: raise ValueError(bad)
         except (ValueError, PeRenalError) as e:
             problems.append(f"line {_line(i)}: image {r['path']!r}: {str(e).split(': ', 1)[-1] if isinstance(e, PeRenalError) else e}")
     if problems:
@@ -639,6 +763,12 @@ def load_cohort(path:str|Path,            # the cohort folder
     cohort = Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
                     categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root),
                     excluded=excluded, outcome_defining=defining)
+    n_train = int((clinical["split"] == "train").sum()) if "split" in clinical else int(round(0.7 * len(clinical)))
+    if use is None and len(features) > max(n_train, 20):           # an export of every field (the demo's dozen is not)
+        warnings.warn(f"{root/'clinical.csv'}: {len(features)} clinical predictors for {'' if 'split' in clinical else 'about '}"
+                      f"{n_train} training patients: the clinical and composite models cannot estimate that many from so few "
+                      "patients (they overfit, and SHAP takes long). Name the columns to use under [clinical] features in "
+                      "cohort.toml.", stacklevel=2)
     bias = cohort.outcome_defining_predictors
     if bias:
         one = len(bias) == 1; it = "it" if one else "them"
