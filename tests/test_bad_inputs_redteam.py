@@ -1,5 +1,5 @@
-"""Bad inputs that `pe-renal` does not yet handle well: each test states the behaviour wanted and is marked
-xfail(strict=True) with what happens now, so that it turns into an ordinary pass (and the marker must go) once fixed."""
+"""Bad inputs from a second red-team pass over the command line and the cohort contract: each test states the behaviour
+wanted (a clear error naming the file, line, column or option, nothing lost), with the cases next to each fix."""
 import re
 import subprocess
 import sys
