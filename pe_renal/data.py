@@ -108,6 +108,10 @@ def read_table(path:Path,         # the CSV file
     except UnicodeDecodeError as e:
         raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
                           "Save it as CSV (UTF-8) from your spreadsheet program.") from None
+    first = text.split("\n", 1)[0].strip()
+    if re.fullmatch(r"sep=.?", first):
+        raise CohortError(f"{path}: the first line is {first!r}, a hint Excel writes for itself, not the header line. Delete "
+                          "that line (the header line must come first), or save the file again as 'CSV UTF-8'.")
     sep = _sniff(text.splitlines(keepends=True)[:50]) if text else ","
     header, drop = _check_shape(path, text, sep, what)
     try: df = pd.read_csv(io.StringIO(text), dtype=str, sep=sep, skipinitialspace=True, index_col=False)
@@ -500,6 +504,13 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
                 for pid in dict.fromkeys(dup)]
         raise CohortError(f"{root/fname}: duplicate patient_id (one row per patient is required):\n"
                           f"{format_problems(rows)}\nMerge or rename these rows.")
+    folded = ids.str.casefold().str.replace(r"\s+", "", regex=True)
+    alike = [sorted(g) for _, g in ids.groupby(folded) if len(g) > 1]   # S0001 and s0001: one woman typed twice?
+    if alike:
+        warnings.warn(f"{root/fname}: patient ids that differ only in upper/lower case or spaces: "
+                      f"{'; '.join(' and '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. They are "
+                      "read as different patients; if they are one woman, the split may put her in training and test: "
+                      "correct the ids.", stacklevel=2)
     if label_col in df.columns:
         label = encode_label(df[label_col], lab.get("positive"), fname=str(root/fname), col=label_col,
                              one_class_ok=not require_label)

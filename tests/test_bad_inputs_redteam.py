@@ -283,3 +283,21 @@ def test_many_clinical_predictors_for_few_patients_are_warned_of(cohort_dir):
     pd.concat([df, extra], axis=1).to_csv(cohort_dir / "clinical.csv", index=False)
     with pytest.warns(UserWarning, match="21 clinical predictors for about 14 training patients"):
         load_cohort(cohort_dir, check_images=False)
+
+
+def test_patient_ids_that_differ_only_in_case_are_warned_of(cohort_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = load_cohort(cohort_dir, check_images=False).clinical["patient_id"].tolist()   # distinct ids: no warning
+    edit(cohort_dir / "clinical.csv", lambda d: d.assign(patient_id=[ids[0].lower()] + list(d["patient_id"][1:])))
+    edit(cohort_dir / "images.csv", lambda d: d.assign(patient_id=d["patient_id"].replace(ids[0], ids[0].lower())))
+    edit(cohort_dir / "clinical.csv", lambda d: d.assign(patient_id=[d["patient_id"][0], ids[0].upper()] + list(d["patient_id"][2:])))
+    edit(cohort_dir / "images.csv", lambda d: d.assign(patient_id=d["patient_id"].replace(ids[1], ids[0].upper())))
+    with pytest.warns(UserWarning, match=rf"differ only in upper/lower case.*'{ids[0].lower()}' and '{ids[0].upper()}'|"
+                                         rf"differ only in upper/lower case.*'{ids[0].upper()}' and '{ids[0].lower()}'"):
+        load_cohort(cohort_dir, check_images=False)
+
+
+def test_excels_sep_line_is_named(capsys, cohort_dir):
+    p = cohort_dir / "clinical.csv"; p.write_text("sep=,\n" + p.read_text())
+    refused(capsys, "check", cohort_dir, says=["clinical.csv", "'sep=,'", "delete that line"])
