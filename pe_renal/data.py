@@ -241,7 +241,10 @@ def _read_dicom(path:Path)->np.ndarray:
     a = ds.pixel_array
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1: a = a[0]
+    if frames > 1:
+        a = a[0]
+        warnings.warn(f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
+                      "mean as an image of its own to choose another.", UserWarning, stacklevel=2)
     bits = int(getattr(ds, "BitsStored", 8) or 8)
     if int(getattr(ds, "PixelRepresentation", 0) or 0) == 1:   # signed: shift to non-negative
         a = a.astype(np.int64) + 2**(bits-1)
@@ -273,6 +276,9 @@ def _read_raster(path:Path)->np.ndarray:
         except Exception: pass   # fall back to Pillow (e.g. JPEG-compressed TIFF)
     with Image.open(path) as im:
         im.load()
+        if getattr(im, "n_frames", 1) > 1:
+            warnings.warn(f"{path}: an image of {im.n_frames} frames (animated or multi-page); the first frame is analysed. "
+                          "Export the frame you mean as an image of its own to choose another.", UserWarning, stacklevel=2)
         code = im.getexif().get(0x0112, 1)       # Orientation
         if code != 1:
             from PIL import ImageOps
@@ -424,6 +430,7 @@ _TOML_KEYS = {"label": {"column", "positive"}, "clinical": {"features", "categor
 def read_config(root:Path)->dict:
     "Read and check the optional cohort.toml of a cohort folder."
     p = Path(root)/"cohort.toml"
+    if p.is_dir(): raise CohortError(f"{p}: a folder, not a file. cohort.toml is a text file; remove the folder or put the file in its place.")
     if not _is_file(p): return {}
     try: text = p.read_text(encoding="utf-8-sig")   # a byte-order mark, as some editors write, is accepted
     except OSError as e: raise path_error(p, e) from None

@@ -301,3 +301,27 @@ def test_patient_ids_that_differ_only_in_case_are_warned_of(cohort_dir):
 def test_excels_sep_line_is_named(capsys, cohort_dir):
     p = cohort_dir / "clinical.csv"; p.write_text("sep=,\n" + p.read_text())
     refused(capsys, "check", cohort_dir, says=["clinical.csv", "'sep=,'", "delete that line"])
+
+
+def test_a_multi_frame_image_is_said_to_be_read_at_its_first_frame(tmp_path):
+    from pe_renal.data import read_image
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "cine.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.gif")
+    with pytest.warns(UserWarning, match=r"cine.gif: an image of 3 frames .* the first frame is analysed"):
+        first = read_image(tmp_path / "cine.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_image(tmp_path / "still.gif"), first)   # the first frame, and no word for a still
+
+
+def test_cohort_toml_that_is_a_folder_is_named(capsys, cohort_dir):
+    (cohort_dir / "cohort.toml").mkdir()
+    refused(capsys, "check", cohort_dir, says=["cohort.toml", "a folder, not a file"])
+
+
+def test_synth_never_writes_inside_a_cohort(capsys, cohort_dir):
+    before = sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*"))
+    refused(capsys, "synth", "--out", cohort_dir / "sub", "--n", 20, says=["inside the cohort folder", "never writes into a cohort"])
+    assert sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*")) == before

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,15 @@ def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=20, seed=12)
     clin = pd.read_csv(new / "clinical.csv")
+    (new / "cohort.toml").rename(tmp_path / "cohort.toml")          # labels present, but nothing says which column
+    with pytest.warns(UserWarning, match=r"has a column 'group', the model's label column, but the cohort has no cohort.toml"):
+        pred, metrics = predict_cohort(out / "model.skops", new, cache=str(d / "cache"))
+    assert metrics is None
     clin.drop(columns=["group"]).to_csv(new / "clinical.csv", index=False)
-    pred, metrics = predict_cohort(out / "model.skops", new, cache=str(d / "cache"))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        pred, metrics = predict_cohort(out / "model.skops", new, cache=str(d / "cache"))
+    assert not [w for w in said if "label column" in str(w.message)]   # no labels anywhere: nothing to say
     assert metrics is None and "label" not in pred.columns and len(pred) == 20
     clin.drop(columns=["group", "serum_creatinine_umol_L"]).to_csv(new / "clinical.csv", index=False)
     r = subprocess.run([PE_RENAL, "predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "q.csv")],
