@@ -274,13 +274,14 @@ def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
     ax.imshow(cam, cmap="jet", alpha=alpha * (cam >= CAM_FLOOR), vmin=0, vmax=1)
     ax.set_title(title, fontsize=9); ax.axis("off")
 
-def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True, caption:str=""):
+def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True, caption:str="",
+                  score_name:str="deep signature"): # what each image's score is (e.g. "head logit" for the fine-tuned head)
     "A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a caption."
     import matplotlib.pyplot as plt, matplotlib as mpl
     ncol = 3 if randomised and "cam_randomised" in items[0] else 2
     fig, axes = plt.subplots(len(items), ncol, figsize=(3.3 * ncol, 2.9 * len(items)), squeeze=False)
     for k, (row, it) in enumerate(zip(axes, items)):
-        t = (titles[k] if titles else f"{it['patient_id']}") + f"\ndeep signature {it['score']:.2f}"
+        t = (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}"
         row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1); row[0].set_title(t, fontsize=9); row[0].axis("off")
         sub = f"Grad-CAM" + (f" - {100*it['kidney_energy_inside']:.0f}% in kidney ({100*it['kidney_area_fraction']:.0f}% of area)"
                             if "kidney_energy_inside" in it else "")

@@ -224,11 +224,11 @@ def finetune_validation_words(cfg)->str: # cfg: a `StudyConfig` (its finetune an
 _P, _OUTLINE = "p: predicted probability of preeclampsia from the Composite model. ", " White line: kidney outline."
 GRADCAM_CAPTION = (_P + "Signature: the deep signature score (LASSO linear score over the selected deep features) that "
                    "Grad-CAM explains; higher means more preeclampsia-like, so the maps show evidence for preeclampsia." + _OUTLINE)
-GRADCAM_CAPTION_PREDICTED = (_P + "Signature: the fine-tuned head's logit (above 0: the head predicts preeclampsia). Each map "
+GRADCAM_CAPTION_PREDICTED = (_P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia). Each map "
                              "shows the evidence for the class the head predicts for that image: preeclampsia where the logit "
                              "is above 0, normal where it is below (column 'explains' of gradcam_checks.csv)." + _OUTLINE)
 GRADCAM_CAPTIONS = {"signature": GRADCAM_CAPTION, "predicted": GRADCAM_CAPTION_PREDICTED,
-                    "head": _P + "Signature: the fine-tuned head's logit (above 0: the head predicts preeclampsia) that Grad-CAM "
+                    "head": _P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia) that Grad-CAM "
                             "explains; the maps show evidence for preeclampsia." + _OUTLINE}
 
 # what Grad-CAM shows: the paper's configuration, or maps that localise on a fine-tuned backbone (StudyConfig.gradcam)
@@ -581,7 +581,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
                     validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
-                    lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename=_GRADCAM_HEADINGS),
+                    lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename={**_GRADCAM_HEADINGS, **({} if (m["config"].get("gradcam_target") or "signature") == "signature" else {"score": "head logit"})}),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
                     shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True)),
         n_lasso=len(pd.read_csv(d/"tables"/"lasso_coefficients.csv")) if (d/"tables"/"lasso_coefficients.csv").is_file() else 0,

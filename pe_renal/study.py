@@ -473,7 +473,8 @@ def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evalu
                            features.transform, method=cfg.gradcam_method, predicted_class=predicted,
                            layer=None if cfg.gradcam_layer == "layer4" else cfg.gradcam_layer)
     fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
-                        caption=GRADCAM_CAPTIONS[cfg.gradcam_target])
+                        caption=GRADCAM_CAPTIONS[cfg.gradcam_target],
+                        score_name="deep signature" if cfg.gradcam_target == "signature" else "head logit")
     save_figure(fig, tmp/"figures"/"gradcam_grid", cfg.formats, cfg.dpi); plt.close(fig)
     checks = checks_table(items)
     checks.insert(1, "case", [name for _, name in names]); checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])

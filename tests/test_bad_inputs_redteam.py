@@ -12,25 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pe_renal.cli import main
 from pe_renal.core import PeRenalError, staged_dir
 from pe_renal.data import load_cohort
 
-from conftest import write_cohort
-
-
-@pytest.fixture
-def cohort_dir(tmp_path) -> Path:
-    "20 patients: a 7:3 split leaves 7 of each class for training, enough for the run's 5-fold cross-validation."
-    return write_cohort(tmp_path / "cohort", n=20)
-
-
-def cli(capsys, *argv):
-    "Run `pe-renal ARGV` in-process; return (status, stdout, stderr). A traceback would raise here and fail the test."
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+from test_bad_inputs import cli, cohort_dir  # noqa: F401  (the same small cohort and in-process command)
 
 
 def refused(capsys, *argv, says=()):
