@@ -70,9 +70,9 @@ def cmd_features(args)->int:
         raise PeRenalError(f"--out {out}: give a file name ending in .parquet or .csv.")
     check_output(out, _inputs(args), args.overwrite, folder=False, what="features file")
     check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
-    with _warnings_printed("features"): cohort = load_cohort(args.cohort)
-    print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
-    with _warnings_printed("features"):
+    with _warnings_printed("features"):                       # each warning of the cohort and the extraction once, as it comes
+        cohort = load_cohort(args.cohort)
+        print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
         feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
                                  batch_size=args.batch_size, cache=False if args.no_cache else (args.cache or None))
     meta = dict(feats.attrs["pe_renal"])

@@ -93,9 +93,8 @@ def atomic_write(path:str|Path, # final file name
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as e:                         # name the file being written, never the temporary one
-            if e.filename is None or str(e.filename) == str(tmp) or str(e.filename2) == str(path): e.filename = str(path)
-            e.filename2 = None
+        except OSError as e:                         # name the file being written (a full disk names none), never the temporary one
+            e.filename, e.filename2 = str(path), None
             raise
     finally:
         if tmp.exists(): tmp.unlink()

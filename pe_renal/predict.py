@@ -261,14 +261,11 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         raise PeRenalError(f"{cohort.root/'clinical.csv'}: the model needs clinical column(s) {', '.join(map(repr, missing))}, "
                            f"which this cohort does not have. It was trained with: {', '.join(need)}.")
     lab = info.get("label_column")
-    if not cohort.has_labels and isinstance(lab, str) and lab != "label":      # labels there, under the model's name?
-        try: header = pd.read_csv(cohort.root/"clinical.csv", nrows=0, sep=None, engine="python", encoding="utf-8-sig").columns
-        except Exception: header = []
-        if lab in header:
-            warnings.warn(f"{cohort.root/'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "
-                          f"cohort.toml saying so, so it is not read as labels and no external-validation metrics are "
-                          f"computed. To use it: a cohort.toml with [label] column = {lab!r} and positive = "
-                          f"{str(info.get('positive'))!r}.", stacklevel=2)
+    if not cohort.has_labels and isinstance(lab, str) and lab != "label" and lab in cohort.clinical.columns:   # labels there, under the model's name?
+        warnings.warn(f"{cohort.root/'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "
+                      f"cohort.toml saying so, so it is not read as labels and no external-validation metrics are "
+                      f"computed. To use it: a cohort.toml with [label] column = {lab!r} and positive = "
+                      f"{str(info.get('positive'))!r}.", stacklevel=2)
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
     overlap = development_overlap(info, cohort)

@@ -204,6 +204,7 @@ class SplitStage:
     split: pd.DataFrame          # clinical table with a `split` column (train/test)
     table1: pd.DataFrame         # baseline characteristics by group
     table1_by_split: pd.DataFrame
+    predictors: pd.DataFrame     # every candidate clinical column: role, reason, kind, model inputs (attrs["note"]: in words)
 
 def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
     "Split by patient (imposed or stratified 7:3) and describe the groups and the split (Table 1)."
@@ -213,8 +214,9 @@ def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
     _csv(split[["patient_id", "label", "split"]], tmp/"split.csv")
     t1 = table_one(split, categorical=cohort.categorical); t1s = table_one(split, by="split", categorical=cohort.categorical)
     _csv(t1, tmp/"tables"/"table1_by_group.csv"); _csv(t1s, tmp/"tables"/"table1_by_split.csv")
-    _csv(predictor_summary(cohort, split), tmp/"tables"/"predictors.csv")   # every candidate: used or excluded, and why
-    return SplitStage(split, t1, t1s)
+    pred = predictor_summary(cohort, split)
+    _csv(pred, tmp/"tables"/"predictors.csv")                  # every candidate: used or excluded, and why
+    return SplitStage(split, t1, t1s, pred)
 
 @dataclass
 class FeatureStage:
@@ -505,7 +507,7 @@ def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:Gradca
                 split_kind="imposed (split column)" if c.cohort.has_split else f"stratified random {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}",
                 label_column=c.cohort.label_name, positive=str(c.cohort.positive),
                 clinical_predictors=clinical, deep_candidates=len(data.deep),
-                predictors_note=predictor_summary(c.cohort, split).attrs["note"], excluded=dict(c.cohort.excluded),
+                predictors_note=s.predictors.attrs["note"], excluded=dict(c.cohort.excluded),
                 outcome_defining=list(c.cohort.outcome_defining), incorporation_bias=list(c.cohort.incorporation_bias),
                 table1_notes=dict(by_group=s.table1.attrs.get("note", ""), by_split=s.table1_by_split.attrs.get("note", "")),
                 missing={k: int(v) for k, v in split[clinical].isna().sum().items() if v},
