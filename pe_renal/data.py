@@ -17,15 +17,15 @@ try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
 
 # %% auto #0
-__all__ = ['ROI_BOX', 'RESERVED', 'MIN_ROI_PIXELS', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION', 'CONTINUOUS',
-           'read_table', 'to_numeric', 'encode_label', 'read_image', 'apply_roi', 'Cohort', 'read_config',
-           'is_synthetic', 'IncorporationBias', 'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort',
-           'check_finetune_sizes', 'smd_numeric', 'smd_categorical', 'table_one_note', 'table_one']
+__all__ = ['ABSURD', 'ROI_BOX', 'RESERVED', 'MIN_ROI_PIXELS', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION',
+           'CONTINUOUS', 'read_table', 'value_spelling', 'column_kind', 'decimal_mark', 'to_numeric', 'encode_label',
+           'dicom_gray', 'read_image', 'apply_roi', 'Cohort', 'read_config', 'is_synthetic', 'IncorporationBias',
+           'load_cohort', 'predictor_summary', 'check_split_sizes', 'split_cohort', 'check_finetune_sizes',
+           'smd_numeric', 'smd_categorical', 'table_one_note', 'table_one']
 
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
 
-_DECIMAL_COMMA = r"[-+]?\d*,\d+"
 _UNNAMED = re.compile(r"Unnamed: \d+(_level_\d+)?")   # the name pandas gives a header cell left empty (and writes back as text)
 
 def _is_file(path:Path)->bool:
@@ -138,35 +138,140 @@ def read_table(path:Path,         # the CSV file
     for c in df.columns:
         s = df[c].str.strip().replace("", np.nan)
         if nfc is None or c in nfc: s = s.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
-        if sep != ",":   # semicolon/tab files come from locales that write a decimal comma: 1,5 means 1.5
-            v = s.dropna()
-            if len(v) and v.str.fullmatch(_DECIMAL_COMMA + r"|[-+]?\d+").all() and v.str.contains(",").any():
-                s = s.str.replace(",", ".", regex=False)
         cols[c] = s
-    return pd.DataFrame(cols, index=df.index)
+    out = pd.DataFrame(cols, index=df.index)
+    out.attrs["sep"] = sep   # numbers are read by `to_numeric`, which needs the delimiter only to read a lone 166.000
+    return out
 
 # %% ../nbs/01_data.ipynb #8317c2a6
+ABSURD = 1e15   # a value this large (in absolute terms) is refused: no clinical measurement reaches it in any unit
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"                       # 12, 1.5, .5, 1e3: a point is the decimal mark
+_COMMA_DEC = re.compile(r"[-+]?(?:\d+,\d*|,\d+)")                         # 1,5 (or 166,000: a group, or a decimal comma?)
+_AMBIGUOUS = {",": re.compile(r"[-+]?[1-9]\d{0,2},\d{3}"),                 # 166,000: 166000, or 166.000 with a decimal comma
+              ".": re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")}                # 166.000: 166.0, or 166000 with a thousands point
+_GROUPED = {",": re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?"),    # 1,234,567.5: comma groups, decimal point
+            ".": re.compile(r"[-+]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?"),    # 1.234.567,5: point groups, decimal comma
+            " ": re.compile(r"[-+]?[1-9]\d{0,2}(?:[ \u00a0\u202f']\d{3})+(?:[.,]\d+)?")}   # 1 234 567,5 or 1'234.5
+_INF = re.compile(r"[-+]?(?:inf|infinity)", re.I)
+_UNIT = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*[.,]?|[.,]\d+)\s*(?P<unit>(?:%|[^\W\d_]|[°µμ])\S{0,19})")   # 29 y, 1.2 mg/dL, 45%
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z?)?"   # 2024-03-01[ 10:30]
+                   r"|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?: \d{1,2}:\d{2}(?::\d{2})?)?"       # 01.03.2024, 3/1/24
+                   r"|\d{1,2}:\d{2}(?::\d{2})?(?: ?[AaPp][Mm])?"                                 # 10:30, 10:30:15 pm
+                   r"|\d{1,2}[- ]?[^\W\d_]{3,9}\.?[- ,]*\d{2,4}|[^\W\d_]{3,9}\.? \d{1,2},? \d{4}")  # 1 Mar 2024, Mar 1, 2024
+
+def value_spelling(v:str)->str:
+    "How one non-empty cell is written: 'number' (any spelling of a number), 'date', 'unit' (a number and a unit) or 'text'."
+    if re.fullmatch(_NUM, v) or _INF.fullmatch(v) or _COMMA_DEC.fullmatch(v) or any(g.fullmatch(v) for g in _GROUPED.values()):
+        return "number"
+    if _DATE.fullmatch(v): return "date"
+    if _UNIT.fullmatch(v): return "unit"
+    return "text"
+
+def column_kind(s:pd.Series)->str:
+    """What a clinical column holds, from its values: 'empty', 'date' (at least half the values are dates or times),
+    'unit' (numbers with a unit: at least half the values, or every value that is not a plain number), 'numeric' (any other
+    column with a number) or 'text' (a categorical column)."""
+    v = s.dropna().astype(str)
+    if not len(v): return "empty"
+    sp = v.map(value_spelling)
+    if (sp == "date").mean() >= 0.5: return "date"
+    if (sp == "unit").any() and ((sp == "unit").mean() >= 0.5 or sp.isin(["number", "unit"]).all()): return "unit"
+    return "numeric" if (sp == "number").any() else "text"
+
+# %% ../nbs/01_data.ipynb #c1a0e5d4
+def _evidence(v:pd.Series)->dict:
+    "Values of a column that show its decimal mark: ',' (1,5 or 1.234,5 or 1.234.567) or '.' (0.85 or 1,234.5 or 1,234,567)."
+    def comma(x): return ((_COMMA_DEC.fullmatch(x) and not _AMBIGUOUS[","].fullmatch(x))
+                          or (_GROUPED["."].fullmatch(x) and (x.count(".") > 1 or "," in x))
+                          or (_GROUPED[" "].fullmatch(x) and "," in x))
+    def point(x): return ((re.fullmatch(_NUM, x) and "." in x and not _AMBIGUOUS["."].fullmatch(x))
+                          or (_GROUPED[","].fullmatch(x) and (x.count(",") > 1 or "." in x))
+                          or (_GROUPED[" "].fullmatch(x) and "." in x))
+    return {",": [x for x in v if comma(x)], ".": [x for x in v if point(x)]}
+
+def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
+                 sep:str=",",  # the file's delimiter
+                )->tuple[str|None, str]: # ('.' or ',', '') or (None, why the column cannot be read)
+    """The decimal mark of a column, told from its values: a value such as `1,5` or `1.234,5` shows a decimal comma (a point
+    is then a thousands separator); `0.85` or `1,234.5` a decimal point (a comma is then a thousands separator). A column
+    showing both is refused; one whose only separators could be either (`166,000`) is refused, never guessed; a lone
+    `166.000` is a decimal point in a comma-separated file (the data contract) and refused in a semicolon or tab one."""
+    ev = _evidence(v)
+    if ev[","] and ev["."]:
+        return None, (f"it mixes a decimal comma ({quote(ev[','][0])}) and a decimal point ({quote(ev['.'][0])}); write every "
+                      "value with a point as the decimal mark and no thousands separator")
+    if ev[","] or ev["."]: return ("," if ev[","] else "."), ""
+    for mark, other in ((",", "."), (".", ",")):
+        amb = [x for x in v if _AMBIGUOUS[mark].fullmatch(x)]
+        if amb and (mark == "," or sep != ","):
+            x = amb[0]; whole, frac = x.replace("+", "").split(mark)
+            return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or {whole}.{frac} "
+                          f"(with a decimal {'comma' if mark == ',' else 'point'}), and no value of the column tells which. "
+                          f"Write the numbers without a thousands separator and with a point as the decimal mark "
+                          f"({whole}{frac} or {whole}.{frac}, whichever is meant)")
+    return ".", ""
+
+def _number(x:str, mark:str)->float|None:
+    "The number `x` spells in a column whose decimal mark is `mark`; None if it is not a number spelt that way."
+    if _INF.fullmatch(x): return float(x.lower().replace("infinity", "inf"))
+    plain = re.fullmatch(_NUM, x)
+    if mark == ".":
+        if plain: return float(x)
+        if _GROUPED[","].fullmatch(x): return float(x.replace(",", ""))
+    else:
+        if plain and "." not in x: return float(x)
+        if _COMMA_DEC.fullmatch(x): return float(x.replace(",", "."))
+        if _GROUPED["."].fullmatch(x): return float(x.replace(".", "").replace(",", "."))
+    if _GROUPED[" "].fullmatch(x):
+        body = re.sub(r"[ \u00a0\u202f']", "", x)
+        if (mark == "." and "," in body) or (mark == "," and "." in body): return None
+        return float(body.replace(",", "."))
+    return None
+
+_WHY = {"unit": "numbers with a unit", "date": "dates or times", "text": "text (not a number)",
+        "size": "not a finite number of a sensible size (infinity, or beyond ±1e15, such as 1e308)"}
+
 def to_numeric(df:pd.DataFrame, # table read by `read_table`
                col:str,          # the column to convert
                fname:str,        # file name for messages
                id_col:str="patient_id",
                advice:str|None=None, # what to do, instead of the clinical.csv advice (e.g. for images.csv's ROI columns)
+               sep:str|None=None,    # the file's delimiter (default: as `read_table` found it)
               )->pd.Series:      # float values, NaN where missing
-    "Convert a text column to numbers, naming every row whose value is not a number."
-    s = df[col]
-    num = pd.to_numeric(s, errors="coerce")
-    bad = s.notna() & (num.isna() | ~np.isfinite(num.fillna(0.0)))
-    if bad.any():
-        rows = [f"line {_line(i)} (patient {df[id_col].iloc[i] if id_col in df else '?'}): {quote(s.iloc[i])}"
-                for i in np.flatnonzero(bad.to_numpy())]
-        comma = s[bad].str.fullmatch(_DECIMAL_COMMA).all()
-        hint = (" These look like numbers with a decimal comma: save the file with a point as the decimal separator."
-                if comma else "")
-        advice = advice or (f"Correct these values, leave the cell empty if the value is missing, or declare {col!r} "
-                            "categorical in cohort.toml ([clinical] categorical = [...]).")
-        raise CohortError(f"{fname}: column {col!r} holds numbers but also values that are not finite numbers "
-                          f"(text, or infinity):\n{format_problems(rows)}\n{advice}" + hint)
-    return num.astype(float)
+    """Convert a text column to numbers by the one value policy (`decimal_mark`, `value_spelling`), naming every cell
+    that is not a finite number below `ABSURD`: by line, patient and value, and the unit of a number with one."""
+    s = df[col]; sep = sep or df.attrs.get("sep", ",")
+    mark, why = decimal_mark(s.dropna().astype(str), sep)
+    if mark is None: raise CohortError(f"{fname}: column {col!r} cannot be read as numbers: {why}.")
+    num, bad = np.full(len(s), np.nan), {}
+    for i, x in enumerate(s):
+        if not isinstance(x, str): continue
+        n = _number(x, mark)
+        if n is None: bad.setdefault(value_spelling(x).replace("number", "text"), []).append(i)
+        elif not np.isfinite(n) or abs(n) >= ABSURD: bad.setdefault("size", []).append(i)
+        else: num[i] = n
+    if bad: raise CohortError(_not_numbers(df, col, fname, id_col, bad, advice))
+    return pd.Series(num, index=s.index, name=col)
+
+def _not_numbers(df:pd.DataFrame, col:str, fname:str, id_col:str, bad:dict, advice:str|None)->str:
+    "The message for the cells of a numeric column that are not numbers, by kind (see `_WHY`)."
+    who = lambda i: f"line {_line(i)} (patient {df[id_col].iloc[i] if id_col in df else '?'})"
+    parts = []
+    for kind, ix in bad.items():
+        parts.append(f"{_WHY[kind]}:\n" + format_problems([f"{who(i)}: {quote(df[col].iloc[i])}" for i in ix]))
+    units = list(dict.fromkeys(_UNIT.fullmatch(df[col].iloc[i])["unit"] for i in bad.get("unit", [])))
+    tell = ""
+    if units:
+        u = re.sub(r"\W+", "_", units[0]).strip("_") or "unit"
+        tell = (f" Unit(s) found: {', '.join(map(quote, units[:10]))}. pe_renal never strips a unit (a column could mix "
+                f"units, such as mg/dL and µmol/L): write the number alone, every row in the same unit, and put the unit "
+                f"in the column name (e.g. {col}_{u}).")
+    advice = advice or ("Correct these values, or leave the cell empty if the value is missing" +
+                        (f"; or declare {col!r} categorical in cohort.toml ([clinical] categorical = [...]) if it is "
+                         "not a number." if set(bad) == {"text"} else "."))
+    return (f"{fname}: column {col!r} holds numbers, so every value must be a number; these are " + "; and ".join(parts)
+            + f"\n{advice}{tell}")
 
 # %% ../nbs/01_data.ipynb #b713523e
 def encode_label(s:pd.Series,     # the label column as read (text)
@@ -234,25 +339,55 @@ def _to_unit_gray(a:np.ndarray, maxval:float|None=None)->np.ndarray:
     if a.ndim == 3: a = a[..., :3] @ _LUMA
     return np.ascontiguousarray(np.clip(a, 0.0, 1.0), dtype=np.float32)
 
+_PALETTE = [f"{c}PaletteColorLookupTable{k}" for c in ("Red", "Green", "Blue") for k in ("Descriptor", "Data")]
+
+def _stored_range(ds)->tuple[float, float]:
+    "The values the stored pixels can take, from BitsStored and PixelRepresentation."
+    bits = int(ds.BitsStored)
+    return (-(2**(bits - 1)), 2**(bits - 1) - 1) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else (0, 2**bits - 1)
+
+def _lut_bits(item)->int:
+    return int(item.LUTDescriptor[2])
+
+def dicom_gray(a:np.ndarray, ds)->np.ndarray:
+    """One monochrome DICOM frame as pydicom defines its display: the modality LUT (or rescale), then the VOI LUT (or
+    window), each by `pydicom.pixels`; the result divided by the full range those steps can give (the LUT's bits, or the
+    stored range through the rescale), so [0, 1]; MONOCHROME1 inverted so that bright means echogenic."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    lo, hi = _stored_range(ds)
+    if ds.get("ModalityLUTSequence"): lo, hi = 0, 2**_lut_bits(ds.ModalityLUTSequence[0]) - 1
+    elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        lo, hi = sorted((lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept), hi * float(ds.RescaleSlope) + float(ds.RescaleIntercept)))
+    a = apply_modality_lut(a, ds)
+    voi = ds.get("VOILUTSequence") and ds.VOILUTSequence[0].get("LUTDescriptor") and ds.VOILUTSequence[0].get("LUTData")
+    if voi: lo, hi = 0, 2**_lut_bits(ds.VOILUTSequence[0]) - 1
+    a = apply_voi_lut(a, ds)
+    img = np.clip((np.asarray(a, np.float64) - lo) / ((hi - lo) or 1), 0.0, 1.0).astype(np.float32)
+    return 1.0 - img if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" else img
+
 def _read_dicom(path:Path)->np.ndarray:
     import pydicom
+    from pydicom.pixels import apply_color_lut
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds: raise ValueError("the DICOM file holds no image (no PixelData)")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR" and not all(k in ds for k in _PALETTE) and "SegmentedRedPaletteColorLookupTableData" not in ds:
+        raise CohortError(f"{path}: a PALETTE COLOR DICOM without its colour table (the Red/Green/Blue Palette Color Lookup "
+                          "Table is missing): its pixels are indices into a table the file lacks, not an image. Export the "
+                          "image again from the ultrasound machine or PACS as RGB or MONOCHROME2 DICOM (or PNG).")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
     a = ds.pixel_array
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if frames > 1:
         a = a[0]
         warnings.warn(f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
                       "mean as an image of its own to choose another.", UserWarning, stacklevel=2)
-    bits = int(getattr(ds, "BitsStored", 8) or 8)
-    if int(getattr(ds, "PixelRepresentation", 0) or 0) == 1:   # signed: shift to non-negative
-        a = a.astype(np.int64) + 2**(bits-1)
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if spp == 1 and a.ndim == 3: a = a[..., 0]
-    img = _to_unit_gray(a, maxval=float(2**bits - 1))
-    if photometric == "MONOCHROME1": img = 1.0 - img
-    return img
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(a, ds)                                # uint8 or uint16, as the table's entries
+        return _to_unit_gray(rgb, maxval=float(np.iinfo(rgb.dtype).max))
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:                  # RGB (pydicom converts YBR to RGB)
+        return _to_unit_gray(a, maxval=float(2**int(ds.BitsStored) - 1))
+    if a.ndim == 3: a = a[..., 0]
+    return dicom_gray(a, ds)
 
 def _orient(a:np.ndarray, code:int)->np.ndarray:
     "An image array as viewers show it, given its EXIF/TIFF Orientation code (1-8; 1 and unknown codes leave it as stored)."
@@ -496,6 +631,21 @@ def _exclude_reasons(exclude:list|dict, outcome_defining:list)->dict:
     items = exclude.items() if isinstance(exclude, dict) else ((c, "") for c in exclude)
     return {c: r.strip() or (_DEFINES_OUTCOME if c in outcome_defining else _NO_REASON) for c, r in items}
 
+def _date_words(fname:Path, c:str, s:pd.Series)->str:
+    eg = ", ".join(map(quote, s.dropna().iloc[:3]))
+    return (f"{fname}: column {c!r} holds dates or times (e.g. {eg}), which are not predictors: as a category each day "
+            "would be a level of its own, and a new patient's date predicts nothing. Exclude it in cohort.toml (under "
+            f"[clinical.exclude]: {c} = \"date\"), or replace it by a number computed from it (e.g. the gestational age "
+            "at the scan, in weeks).")
+
+def _declared_but(fname:Path, c:str, s:pd.Series, kind:str):
+    "Warn of a column declared categorical whose values are dates or numbers with a unit: one level per value."
+    v = s.dropna()
+    warnings.warn(f"{fname}: column {c!r} is declared categorical in cohort.toml but holds "
+                  f"{'dates or times' if kind == 'date' else 'numbers with a unit'} (e.g. {', '.join(map(quote, v.iloc[:3]))}): "
+                  f"each different value is a level of its own ({v.nunique()} levels). Write it as a number (without the "
+                  "unit), or exclude it, unless these are truly categories.", stacklevel=4)
+
 def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=None):
     fname = "clinical.csv"
     lab = cfg.get("label", {})
@@ -564,17 +714,12 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
     categorical, idlike = [], []
     for c in candidates:
         if use is not None and c not in features: out[c] = df[c].to_numpy(); continue   # read as it is, never used
-        if c in declared_cat:
-            out[c] = df[c].to_numpy(); categorical.append(c); continue
-        has_number = pd.to_numeric(df[c], errors="coerce").notna().any()
-        if not has_number and df[c].notna().any() and df[c].dropna().str.fullmatch(_DECIMAL_COMMA).all():
-            raise CohortError(f"{root/fname}: column {c!r} holds numbers written with a decimal comma (e.g. "
-                              f"{df[c].dropna().iloc[0]!r}) in a comma-separated file. Save the file with a point as the "
-                              "decimal separator, or as semicolon-separated CSV.")
-        if df[c].notna().any() and not has_number:   # a text column: categorical
-            out[c] = df[c].to_numpy(); categorical.append(c)
-        else:
-            out[c] = to_numeric(df, c, str(root/fname)).to_numpy()
+        kind = column_kind(df[c])
+        if c in declared_cat or kind == "text" or (kind in ("date", "unit") and c not in features):
+            out[c] = df[c].to_numpy(); categorical.append(c)                # text: a category (or never used)
+            if c in declared_cat and c in features and kind in ("date", "unit"): _declared_but(root/fname, c, df[c], kind)
+        elif kind == "date": raise CohortError(_date_words(root/fname, c, df[c]))
+        else: out[c] = to_numeric(df, c, str(root/fname)).to_numpy()     # numbers (a unit or a bad cell is refused)
     for c in categorical:                                          # an identifier or a date, not a category
         v = df[c].dropna()
         if use is None and c in features and len(v) >= 10 and v.nunique() >= 0.9 * len(v): idlike.append(c)
