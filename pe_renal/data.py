@@ -193,24 +193,28 @@ def _evidence(v:pd.Series)->dict:
 def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
                  sep:str=",",  # the file's delimiter
                 )->tuple[str|None, str]: # ('.' or ',', '') or (None, why the column cannot be read)
-    """The decimal mark of a column, told from its values: a value such as `1,5` or `1.234,5` shows a decimal comma (a point
-    is then a thousands separator); `0.85` or `1,234.5` a decimal point (a comma is then a thousands separator). A column
-    showing both is refused; one whose only separators could be either (`166,000`) is refused, never guessed; a lone
-    `166.000` is a decimal point in a comma-separated file (the data contract) and refused in a semicolon or tab one."""
+    """The decimal mark of a column, told from its values: a value such as `1,5` or `1.234,5` shows a decimal comma; `0.85`
+    or `1,234.5` a decimal point. A column showing both is refused. A value whose one separator could be either
+    (`166,000`: 166000 or 166.000?) is read as a thousands separator only where the column shows that separator between
+    groups elsewhere (`1,050,000`, `1,234.5`), else refused, never guessed; a lone `166.000` is a decimal point in a
+    comma-separated file (the data contract) and refused in a semicolon or tab one, where it may be a thousands point."""
     ev = _evidence(v)
     if ev[","] and ev["."]:
         return None, (f"it mixes a decimal comma ({quote(ev[','][0])}) and a decimal point ({quote(ev['.'][0])}); write every "
                       "value with a point as the decimal mark and no thousands separator")
-    if ev[","] or ev["."]: return ("," if ev[","] else "."), ""
-    for mark, other in ((",", "."), (".", ",")):
-        amb = [x for x in v if _AMBIGUOUS[mark].fullmatch(x)]
-        if amb and (mark == "," or sep != ","):
-            x = amb[0]; whole, frac = x.replace("+", "").split(mark)
-            return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or {whole}.{frac} "
-                          f"(with a decimal {'comma' if mark == ',' else 'point'}), and no value of the column tells which. "
-                          f"Write the numbers without a thousands separator and with a point as the decimal mark "
-                          f"({whole}{frac} or {whole}.{frac}, whichever is meant)")
-    return ".", ""
+    mark = "," if ev[","] else "."
+    group = "." if mark == "," else ","
+    amb = [x for x in v if _AMBIGUOUS[group].fullmatch(x)]             # 166,000 where the point is the decimal mark
+    if amb and any(_GROUPED[group].fullmatch(x) and (x.count(group) > 1 or mark in x) for x in v): amb = []
+    if not amb and not ev["."] and not ev[","] and sep != ",":          # a lone 166.000 outside a comma-separated file
+        amb, group = [x for x in v if _AMBIGUOUS["."].fullmatch(x)], "."
+    if not amb: return mark, ""
+    x = amb[0]; whole, frac = x.replace("+", "").split(group)
+    return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or {whole}.{frac} "
+                  f"(with a decimal {'comma' if group == ',' else 'point'}), and no value of the column shows {group!r} between "
+                  f"groups of thousands (as 1{group}050{group}000 would). "
+                  f"Write the numbers without a thousands separator and with a point as the decimal mark "
+                  f"({whole}{frac} or {whole}.{frac}, whichever is meant)")
 
 def _number(x:str, mark:str)->float|None:
     "The number `x` spells in a column whose decimal mark is `mark`; None if it is not a number spelt that way."

@@ -12,13 +12,14 @@ import pandas as pd
 
 import pe_renal
 from .core import PeRenalError, atomic_write, check_output, file_sha256
-from .data import Cohort, load_cohort
+from .data import ROI_BOX, Cohort, load_cohort
 from .report import run_status, status_text
 
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'model_file_types', 'save_model', 'load_model', 'protected_inputs',
-           'known_categories', 'development_fingerprint', 'development_overlap', 'overlap_words', 'predict_cohort']
+           'known_categories', 'development_fingerprint', 'roi_counts', 'development_overlap', 'overlap_words',
+           'predict_cohort']
 
 # %% ../nbs/08c_predict.ipynb #3af20a34
 MODEL_FORMAT = "pe_renal-model/1"
@@ -135,6 +136,10 @@ def _check_contents(obj:dict, path:Path):
     dev = info.get("development")
     if dev is not None and not (isinstance(dev, dict) and isinstance(dev.get("images"), dict) and isinstance(dev.get("patients"), dict)):
         bad("info['development'] (the patients and images the model was developed on) is malformed")
+    roi = (dev or {}).get("roi")
+    if roi is not None and not (isinstance(roi, dict) and set(roi) == {"box", "mask", "none"}
+                                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi.values())):
+        bad("info['development']['roi'] (how many training images had an ROI box or mask) is malformed")
 
 # %% ../nbs/08c_predict.ipynb #9162af34
 def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loaded Cohort)
@@ -215,7 +220,24 @@ def development_fingerprint(cohort:Cohort, split:pd.DataFrame, hashes:dict)->dic
     part = dict(zip(split["patient_id"].astype(str), split["split"]))
     imgs = cohort.images[cohort.images["patient_id"].astype(str).isin(part)]
     return dict(patients={_patient_key(p): s for p, s in part.items()},
-                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes})
+                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes},
+                roi=roi_counts(imgs[imgs["patient_id"].astype(str).map(part) == "train"]))
+
+def roi_counts(images:pd.DataFrame)->dict:
+    "How many images of a table have an ROI box, an ROI mask, or neither (so the whole frame is analysed)."
+    box = images[ROI_BOX].notna().all(axis=1) if set(ROI_BOX) <= set(images.columns) else pd.Series(False, index=images.index)
+    mask = images["mask_abspath"].map(lambda m: isinstance(m, str)) if "mask_abspath" in images else pd.Series(False, index=images.index)
+    return dict(box=int(box.sum()), mask=int((mask & ~box).sum()), none=int((~box & ~mask).sum()))
+
+def _check_roi(info:dict, cohort:Cohort):
+    "Warn when the model was developed on ROI crops (most training images had a box or mask) and images to score have none."
+    dev = (info.get("development") or {}).get("roi")
+    new = roi_counts(cohort.images)
+    if not dev or dev["box"] + dev["mask"] <= dev["none"] or not new["none"]: return
+    warnings.warn(f"{cohort.root/'images.csv'}: the model was developed on ROI crops ({dev['box'] + dev['mask']} of "
+                  f"{sum(dev.values())} training images had an ROI box or mask), but {new['none']} of {len(cohort.images)} images "
+                  "here have none: they are scored as whole frames, which the model never saw, and their scores can be wrong. "
+                  "Give every image its ROI (x0, y0, x1, y1 or a mask) in images.csv, as in the training cohort.", stacklevel=3)
 
 def development_overlap(info:dict, cohort:Cohort)->dict|None:
     """Patients of `cohort` the model was developed on: by identical image files (SHA-256), and patient ids that also occur
@@ -260,6 +282,12 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     if missing:
         raise PeRenalError(f"{cohort.root/'clinical.csv'}: the model needs clinical column(s) {', '.join(map(repr, missing))}, "
                            f"which this cohort does not have. It was trained with: {', '.join(need)}.")
+    text = [c for c in info["numeric"] if c in cohort.categorical]      # numbers in training, text here
+    if text:
+        eg = "; ".join(f"{c!r}: {', '.join(map(repr, cohort.clinical[c].dropna().unique()[:3]))}" for c in text)
+        raise PeRenalError(f"{cohort.root/'clinical.csv'}: column(s) {', '.join(map(repr, text))} held numbers when the model "
+                           f"was trained, but hold text here ({eg}). Write them as numbers, as in the training cohort.")
+    _check_roi(info, cohort)
     lab = info.get("label_column")
     if not cohort.has_labels and isinstance(lab, str) and lab != "label" and lab in cohort.clinical.columns:   # labels there, under the model's name?
         warnings.warn(f"{cohort.root/'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "

@@ -531,3 +531,19 @@ def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     better = int(re.search(r"--cv-splits (\d+)", str(e.value)).group(1))
     check_finetune_sizes(split, "last", "refit", better)           # the advice works
     with pytest.raises(PeRenalError): check_finetune_sizes(split, "last", "refit", better - 1)
+
+
+def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_have_none(capsys, model, tmp_path):
+    "The model file says how many training images had an ROI; new images without one are scored, with a warning."
+    from pe_renal.predict import load_model
+    d, m = model
+    roi = load_model(m)["info"]["development"]["roi"]
+    assert roi["box"] + roi["mask"] > roi["none"], roi        # the synthetic cohort's training images have boxes
+    new = _new(d, tmp_path)
+    code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
+    assert code == 0 and "ROI crops" not in err, err          # boxes given: no warning (negative control)
+    imgs = pd.read_csv(new / "images.csv")
+    imgs.drop(columns=["x0", "y0", "x1", "y1"]).to_csv(new / "images.csv", index=False)
+    code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "q.csv", "--cache", d / "cache")
+    assert code == 0 and "developed on ROI crops" in err and f"{len(imgs)} of {len(imgs)} images here have none" in err, err
+    assert (tmp_path / "q.csv").is_file()
