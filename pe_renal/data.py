@@ -369,6 +369,31 @@ def dicom_gray(a:np.ndarray, ds)->np.ndarray:
     img = np.clip((np.asarray(a, np.float64) - lo) / ((hi - lo) or 1), 0.0, 1.0).astype(np.float32)
     return 1.0 - img if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" else img
 
+def _gdcm_pixels(path:Path, ds)->np.ndarray:
+    """The first frame of a 12-bit JPEG Extended DICOM, which pydicom's permissively licensed plugins decline (only the
+    GPL-licensed pylibjpeg-libjpeg decodes it for pydicom): decoded by GDCM itself. Measured on pydicom's JPGExtended.dcm:
+    within 1 of 4095 grey levels of pylibjpeg-libjpeg's decoding (lossy JPEG decoders round their inverse DCT apart)."""
+    import gdcm, sys
+    r = gdcm.ImageReader(); r.SetFileName(str(path))
+    sys.stderr.flush(); saved = os.dup(2)                           # GDCM tries 8-bit first and says so on stderr
+    try:
+        with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2); ok = r.Read(); img = r.GetImage(); buf = img.GetBuffer()
+    finally: os.dup2(saved, 2); os.close(saved)
+    if not ok: raise ValueError("GDCM cannot read its JPEG pixel data")
+    kind = {"UINT8": "u1", "INT8": "i1", "UINT16": "<u2", "INT16": "<i2"}[img.GetPixelFormat().GetScalarTypeAsString()]
+    a = np.frombuffer(buf.encode("utf-8", errors="surrogateescape"), dtype=kind)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1); n = int(ds.Rows) * int(ds.Columns) * spp
+    return a[:n].reshape((int(ds.Rows), int(ds.Columns)) + ((spp,) if spp > 1 else ())).copy()
+
+def _pixels(path:Path, ds)->np.ndarray:
+    "All frames as pydicom decodes them; 12-bit JPEG Extended, which no permissive pydicom plugin decodes, by GDCM."
+    import pydicom
+    try: return ds.pixel_array
+    except (RuntimeError, NotImplementedError):
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if ts != pydicom.uid.JPEGExtended12Bit or int(ds.get("BitsStored", 8)) <= 8: raise
+        return _gdcm_pixels(path, ds)
+
 def _read_dicom(path:Path)->np.ndarray:
     import pydicom
     from pydicom.pixels import apply_color_lut
@@ -380,8 +405,8 @@ def _read_dicom(path:Path)->np.ndarray:
                           "Table is missing): its pixels are indices into a table the file lacks, not an image. Export the "
                           "image again from the ultrasound machine or PACS as RGB or MONOCHROME2 DICOM (or PNG).")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    a = ds.pixel_array
-    if frames > 1:
+    a = _pixels(path, ds)
+    if frames > 1 and a.ndim > 2 + (int(ds.get("SamplesPerPixel", 1) or 1) > 1):
         a = a[0]
         warnings.warn(f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
                       "mean as an image of its own to choose another.", UserWarning, stacklevel=2)
