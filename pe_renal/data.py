@@ -146,32 +146,34 @@ def read_table(path:Path,         # the CSV file
 # %% ../nbs/01_data.ipynb #8317c2a6
 ABSURD = 1e15   # a value this large (in absolute terms) is refused: no clinical measurement reaches it in any unit
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"                       # 12, 1.5, .5, 1e3: a point is the decimal mark
-_COMMA_DEC = re.compile(r"[-+]?(?:\d+,\d*|,\d+)")                         # 1,5 (or 166,000: a group, or a decimal comma?)
-_AMBIGUOUS = {",": re.compile(r"[-+]?[1-9]\d{0,2},\d{3}"),                 # 166,000: 166000, or 166.000 with a decimal comma
-              ".": re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")}                # 166.000: 166.0, or 166000 with a thousands point
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"           # 12, 1.5, .5, 1e3: a point is the decimal mark
+_COMMA_DEC = re.compile(r"[-+]?(?:\d+,\d*|,\d+)")             # 1,5 (or 166,000: a group, or a decimal comma?)
+_AMBIGUOUS = {",": re.compile(r"[-+]?[1-9]\d{0,2},\d{3}"),     # 166,000: 166000, or 166.000 with a decimal comma
+              ".": re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")}    # 166.000: 166.0, or 166000 with a thousands point
 _GROUPED = {",": re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?"),    # 1,234,567.5: comma groups, decimal point
             ".": re.compile(r"[-+]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?"),    # 1.234.567,5: point groups, decimal comma
             " ": re.compile(r"[-+]?[1-9]\d{0,2}(?:[ \u00a0\u202f']\d{3})+(?:[.,]\d+)?")}   # 1 234 567,5 or 1'234.5
 _INF = re.compile(r"[-+]?(?:inf|infinity)", re.I)
-_UNIT = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*[.,]?|[.,]\d+)\s*(?P<unit>(?:%|[^\W\d_]|[°µμ])\S{0,19})")   # 29 y, 1.2 mg/dL, 45%
+_UNIT = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*[.,]?|[.,]\d+)\s*"       # a number, then a unit: 29 y, 1.2 mg/dL, 45%
+                   r"(?P<unit>(?:%|[^\W\d_]|[°µμ])\S{0,19})")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z?)?"   # 2024-03-01[ 10:30]
                    r"|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?: \d{1,2}:\d{2}(?::\d{2})?)?"       # 01.03.2024, 3/1/24
                    r"|\d{1,2}:\d{2}(?::\d{2})?(?: ?[AaPp][Mm])?"                                 # 10:30, 10:30:15 pm
-                   r"|\d{1,2}[- ]?[^\W\d_]{3,9}\.?[- ,]*\d{2,4}|[^\W\d_]{3,9}\.? \d{1,2},? \d{4}")  # 1 Mar 2024, Mar 1, 2024
+                   r"|\d{1,2}[- ]?[^\W\d_]{3,9}\.?[- ,]*\d{2,4}"                                 # 1 Mar 2024
+                   r"|[^\W\d_]{3,9}\.? \d{1,2},? \d{4}")                                        # Mar 1, 2024
 
 def value_spelling(v:str)->str:
-    "How one non-empty cell is written: 'number' (any spelling of a number), 'date', 'unit' (a number and a unit) or 'text'."
-    if re.fullmatch(_NUM, v) or _INF.fullmatch(v) or _COMMA_DEC.fullmatch(v) or any(g.fullmatch(v) for g in _GROUPED.values()):
-        return "number"
+    "How one non-empty cell is written: 'number' (any spelling of one), 'date', 'unit' (a number and a unit) or 'text'."
+    if re.fullmatch(_NUM, v) or _INF.fullmatch(v) or _COMMA_DEC.fullmatch(v): return "number"
+    if any(g.fullmatch(v) for g in _GROUPED.values()): return "number"
     if _DATE.fullmatch(v): return "date"
     if _UNIT.fullmatch(v): return "unit"
     return "text"
 
 def column_kind(s:pd.Series)->str:
     """What a clinical column holds, from its values: 'empty', 'date' (at least half the values are dates or times),
-    'unit' (numbers with a unit: at least half the values, or every value that is not a plain number), 'numeric' (any other
-    column with a number) or 'text' (a categorical column)."""
+    'unit' (numbers with a unit: at least half the values, or every value that is not a plain number), 'numeric'
+    (any other column with a number) or 'text' (a categorical column)."""
     v = s.dropna().astype(str)
     if not len(v): return "empty"
     sp = v.map(value_spelling)
@@ -181,7 +183,7 @@ def column_kind(s:pd.Series)->str:
 
 # %% ../nbs/01_data.ipynb #c1a0e5d4
 def _evidence(v:pd.Series)->dict:
-    "Values of a column that show its decimal mark: ',' (1,5 or 1.234,5 or 1.234.567) or '.' (0.85 or 1,234.5 or 1,234,567)."
+    "Values of a column that show its decimal mark: ',' (1,5, 1.234,5, 1.234.567) or '.' (0.85, 1,234.5, 1,234,567)."
     def comma(x): return ((_COMMA_DEC.fullmatch(x) and not _AMBIGUOUS[","].fullmatch(x))
                           or (_GROUPED["."].fullmatch(x) and (x.count(".") > 1 or "," in x))
                           or (_GROUPED[" "].fullmatch(x) and "," in x))
@@ -193,15 +195,15 @@ def _evidence(v:pd.Series)->dict:
 def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
                  sep:str=",",  # the file's delimiter
                 )->tuple[str|None, str]: # ('.' or ',', '') or (None, why the column cannot be read)
-    """The decimal mark of a column, told from its values: a value such as `1,5` or `1.234,5` shows a decimal comma; `0.85`
-    or `1,234.5` a decimal point. A column showing both is refused. A value whose one separator could be either
-    (`166,000`: 166000 or 166.000?) is read as a thousands separator only where the column shows that separator between
-    groups elsewhere (`1,050,000`, `1,234.5`), else refused, never guessed; a lone `166.000` is a decimal point in a
-    comma-separated file (the data contract) and refused in a semicolon or tab one, where it may be a thousands point."""
+    """The decimal mark of a column, told from its values: a value such as `1,5` or `1.234,5` shows a decimal comma;
+    `0.85` or `1,234.5` a decimal point. A column showing both is refused. A value whose one separator could be either
+    (`166,000`: 166000 or 166.000?) is read as a thousands separator only where the column shows that separator
+    between groups elsewhere (`1,050,000`, `1,234.5`), else refused, never guessed; a lone `166.000` is a decimal point
+    in a comma-separated file (the data contract) and refused in a semicolon or tab one (there a thousands point?)."""
     ev = _evidence(v)
     if ev[","] and ev["."]:
-        return None, (f"it mixes a decimal comma ({quote(ev[','][0])}) and a decimal point ({quote(ev['.'][0])}); write every "
-                      "value with a point as the decimal mark and no thousands separator")
+        return None, (f"it mixes a decimal comma ({quote(ev[','][0])}) and a decimal point ({quote(ev['.'][0])}); "
+                      "write every value with a point as the decimal mark and no thousands separator")
     mark = "," if ev[","] else "."
     group = "." if mark == "," else ","
     amb = [x for x in v if _AMBIGUOUS[group].fullmatch(x)]             # 166,000 where the point is the decimal mark
@@ -210,9 +212,9 @@ def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
         amb, group = [x for x in v if _AMBIGUOUS["."].fullmatch(x)], "."
     if not amb: return mark, ""
     x = amb[0]; whole, frac = x.replace("+", "").split(group)
-    return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or {whole}.{frac} "
-                  f"(with a decimal {'comma' if group == ',' else 'point'}), and no value of the column shows {group!r} between "
-                  f"groups of thousands (as 1{group}050{group}000 would). "
+    return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or "
+                  f"{whole}.{frac} (with a decimal {'comma' if group == ',' else 'point'}), and no value of the column "
+                  f"shows {group!r} between groups of thousands (as 1{group}050{group}000 would). "
                   f"Write the numbers without a thousands separator and with a point as the decimal mark "
                   f"({whole}{frac} or {whole}.{frac}, whichever is meant)")
 
@@ -268,9 +270,9 @@ def _not_numbers(df:pd.DataFrame, col:str, fname:str, id_col:str, bad:dict, advi
     tell = ""
     if units:
         u = re.sub(r"\W+", "_", units[0]).strip("_") or "unit"
-        tell = (f" Unit(s) found: {', '.join(map(quote, units[:10]))}. pe_renal never strips a unit (a column could mix "
-                f"units, such as mg/dL and µmol/L): write the number alone, every row in the same unit, and put the unit "
-                f"in the column name (e.g. {col}_{u}).")
+        tell = (f" Unit(s) found: {', '.join(map(quote, units[:10]))}. pe_renal never strips a unit (a column could "
+                f"mix units, such as mg/dL and µmol/L): write the number alone, all rows in one unit, and put the "
+                f"unit in the column name (e.g. {col}_{u}).")
     advice = advice or ("Correct these values, or leave the cell empty if the value is missing" +
                         (f"; or declare {col!r} categorical in cohort.toml ([clinical] categorical = [...]) if it is "
                          "not a number." if set(bad) == {"text"} else "."))
@@ -348,7 +350,8 @@ _PALETTE = [f"{c}PaletteColorLookupTable{k}" for c in ("Red", "Green", "Blue") f
 def _stored_range(ds)->tuple[float, float]:
     "The values the stored pixels can take, from BitsStored and PixelRepresentation."
     bits = int(ds.BitsStored)
-    return (-(2**(bits - 1)), 2**(bits - 1) - 1) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else (0, 2**bits - 1)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    return (-(2**(bits - 1)), 2**(bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 def _lut_bits(item)->int:
     return int(item.LUTDescriptor[2])
@@ -361,7 +364,8 @@ def dicom_gray(a:np.ndarray, ds)->np.ndarray:
     lo, hi = _stored_range(ds)
     if ds.get("ModalityLUTSequence"): lo, hi = 0, 2**_lut_bits(ds.ModalityLUTSequence[0]) - 1
     elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        lo, hi = sorted((lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept), hi * float(ds.RescaleSlope) + float(ds.RescaleIntercept)))
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
     a = apply_modality_lut(a, ds)
     voi = ds.get("VOILUTSequence") and ds.VOILUTSequence[0].get("LUTDescriptor") and ds.VOILUTSequence[0].get("LUTData")
     if voi: lo, hi = 0, 2**_lut_bits(ds.VOILUTSequence[0]) - 1
@@ -371,13 +375,18 @@ def dicom_gray(a:np.ndarray, ds)->np.ndarray:
 
 def _gdcm_pixels(path:Path, ds)->np.ndarray:
     """The first frame of a 12-bit JPEG Extended DICOM, which pydicom's permissively licensed plugins decline (only the
-    GPL-licensed pylibjpeg-libjpeg decodes it for pydicom): decoded by GDCM itself. Measured on pydicom's JPGExtended.dcm:
-    within 1 of 4095 grey levels of pylibjpeg-libjpeg's decoding (lossy JPEG decoders round their inverse DCT apart)."""
+    GPL-licensed pylibjpeg-libjpeg decodes it for pydicom): decoded by GDCM itself. Measured on pydicom's
+    JPGExtended.dcm: within 1 of 4095 grey levels of pylibjpeg-libjpeg's decoding (lossy JPEG decoders round their
+    inverse DCT apart)."""
     import gdcm, sys
     r = gdcm.ImageReader(); r.SetFileName(str(path))
     sys.stderr.flush(); saved = os.dup(2)                           # GDCM tries 8-bit first and says so on stderr
     try:
-        with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2); ok = r.Read(); img = r.GetImage(); buf = img.GetBuffer()
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            ok = r.Read()
+            img = r.GetImage()
+            buf = img.GetBuffer()
     finally: os.dup2(saved, 2); os.close(saved)
     if not ok: raise ValueError("GDCM cannot read its JPEG pixel data")
     kind = {"UINT8": "u1", "INT8": "i1", "UINT16": "<u2", "INT16": "<i2"}[img.GetPixelFormat().GetScalarTypeAsString()]
@@ -400,10 +409,12 @@ def _read_dicom(path:Path)->np.ndarray:
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds: raise ValueError("the DICOM file holds no image (no PixelData)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric == "PALETTE COLOR" and not all(k in ds for k in _PALETTE) and "SegmentedRedPaletteColorLookupTableData" not in ds:
-        raise CohortError(f"{path}: a PALETTE COLOR DICOM without its colour table (the Red/Green/Blue Palette Color Lookup "
-                          "Table is missing): its pixels are indices into a table the file lacks, not an image. Export the "
-                          "image again from the ultrasound machine or PACS as RGB or MONOCHROME2 DICOM (or PNG).")
+    table = all(k in ds for k in _PALETTE) or "SegmentedRedPaletteColorLookupTableData" in ds
+    if photometric == "PALETTE COLOR" and not table:
+        raise CohortError(f"{path}: a PALETTE COLOR DICOM without its colour table (the Red/Green/Blue Palette Color "
+                          "Lookup Table is missing): its pixels are indices into a table the file lacks, not an image. "
+                          "Export the image again from the ultrasound machine or PACS as RGB or MONOCHROME2 DICOM "
+                          "(or PNG).")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     a = _pixels(path, ds)
     if frames > 1 and a.ndim > 2 + (int(ds.get("SamplesPerPixel", 1) or 1) > 1):
@@ -664,16 +675,17 @@ def _date_words(fname:Path, c:str, s:pd.Series)->str:
     eg = ", ".join(map(quote, s.dropna().iloc[:3]))
     return (f"{fname}: column {c!r} holds dates or times (e.g. {eg}), which are not predictors: as a category each day "
             "would be a level of its own, and a new patient's date predicts nothing. Exclude it in cohort.toml (under "
-            f"[clinical.exclude]: {c} = \"date\"), or replace it by a number computed from it (e.g. the gestational age "
-            "at the scan, in weeks).")
+            f"[clinical.exclude]: {c} = \"date\"), or replace it by a number computed from it (e.g. the gestational "
+            "age at the scan, in weeks).")
 
 def _declared_but(fname:Path, c:str, s:pd.Series, kind:str):
     "Warn of a column declared categorical whose values are dates or numbers with a unit: one level per value."
     v = s.dropna()
-    warnings.warn(f"{fname}: column {c!r} is declared categorical in cohort.toml but holds "
-                  f"{'dates or times' if kind == 'date' else 'numbers with a unit'} (e.g. {', '.join(map(quote, v.iloc[:3]))}): "
-                  f"each different value is a level of its own ({v.nunique()} levels). Write it as a number (without the "
-                  "unit), or exclude it, unless these are truly categories.", stacklevel=4)
+    what = "dates or times" if kind == "date" else "numbers with a unit"
+    warnings.warn(f"{fname}: column {c!r} is declared categorical in cohort.toml but holds {what} (e.g. "
+                  f"{', '.join(map(quote, v.iloc[:3]))}): each different value is a level of its own ({v.nunique()} "
+                  "levels). Write it as a number (without the unit), or exclude it, unless these are truly categories.",
+                  stacklevel=4)
 
 def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=None):
     fname = "clinical.csv"
@@ -746,7 +758,8 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
         kind = column_kind(df[c])
         if c in declared_cat or kind == "text" or (kind in ("date", "unit") and c not in features):
             out[c] = df[c].to_numpy(); categorical.append(c)                # text: a category (or never used)
-            if c in declared_cat and c in features and kind in ("date", "unit"): _declared_but(root/fname, c, df[c], kind)
+            if c in declared_cat and c in features and kind in ("date", "unit"):
+                _declared_but(root/fname, c, df[c], kind)
         elif kind == "date": raise CohortError(_date_words(root/fname, c, df[c]))
         else: out[c] = to_numeric(df, c, str(root/fname)).to_numpy()     # numbers (a unit or a bad cell is refused)
     for c in categorical:                                          # an identifier or a date, not a category

@@ -137,8 +137,8 @@ def _check_contents(obj:dict, path:Path):
     if dev is not None and not (isinstance(dev, dict) and isinstance(dev.get("images"), dict) and isinstance(dev.get("patients"), dict)):
         bad("info['development'] (the patients and images the model was developed on) is malformed")
     roi = (dev or {}).get("roi")
-    if roi is not None and not (isinstance(roi, dict) and set(roi) == {"box", "mask", "none"}
-                                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi.values())):
+    counts = lambda d: all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in d.values())
+    if roi is not None and not (isinstance(roi, dict) and set(roi) == {"box", "mask", "none"} and counts(roi)):
         bad("info['development']['roi'] (how many training images had an ROI box or mask) is malformed")
 
 # %% ../nbs/08c_predict.ipynb #9162af34
@@ -220,24 +220,27 @@ def development_fingerprint(cohort:Cohort, split:pd.DataFrame, hashes:dict)->dic
     part = dict(zip(split["patient_id"].astype(str), split["split"]))
     imgs = cohort.images[cohort.images["patient_id"].astype(str).isin(part)]
     return dict(patients={_patient_key(p): s for p, s in part.items()},
-                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes},
+                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"])
+                        if path in hashes},
                 roi=roi_counts(imgs[imgs["patient_id"].astype(str).map(part) == "train"]))
 
 def roi_counts(images:pd.DataFrame)->dict:
     "How many images of a table have an ROI box, an ROI mask, or neither (so the whole frame is analysed)."
-    box = images[ROI_BOX].notna().all(axis=1) if set(ROI_BOX) <= set(images.columns) else pd.Series(False, index=images.index)
-    mask = images["mask_abspath"].map(lambda m: isinstance(m, str)) if "mask_abspath" in images else pd.Series(False, index=images.index)
+    none = pd.Series(False, index=images.index)
+    box = images[ROI_BOX].notna().all(axis=1) if set(ROI_BOX) <= set(images.columns) else none
+    mask = images["mask_abspath"].map(lambda m: isinstance(m, str)) if "mask_abspath" in images else none
     return dict(box=int(box.sum()), mask=int((mask & ~box).sum()), none=int((~box & ~mask).sum()))
 
 def _check_roi(info:dict, cohort:Cohort):
-    "Warn when the model was developed on ROI crops (most training images had a box or mask) and images to score have none."
+    "Warn when the model was developed on ROI crops (most training images had a box or mask) and images here have none."
     dev = (info.get("development") or {}).get("roi")
     new = roi_counts(cohort.images)
     if not dev or dev["box"] + dev["mask"] <= dev["none"] or not new["none"]: return
     warnings.warn(f"{cohort.root/'images.csv'}: the model was developed on ROI crops ({dev['box'] + dev['mask']} of "
-                  f"{sum(dev.values())} training images had an ROI box or mask), but {new['none']} of {len(cohort.images)} images "
-                  "here have none: they are scored as whole frames, which the model never saw, and their scores can be wrong. "
-                  "Give every image its ROI (x0, y0, x1, y1 or a mask) in images.csv, as in the training cohort.", stacklevel=3)
+                  f"{sum(dev.values())} training images had an ROI box or mask), but {new['none']} of "
+                  f"{len(cohort.images)} images here have none: they are scored as whole frames, which the model never "
+                  "saw, and their scores can be wrong. Give every image its ROI (x0, y0, x1, y1 or a mask) in "
+                  "images.csv, as in the training cohort.", stacklevel=3)
 
 def development_overlap(info:dict, cohort:Cohort)->dict|None:
     """Patients of `cohort` the model was developed on: by identical image files (SHA-256), and patient ids that also occur
@@ -285,8 +288,9 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     text = [c for c in info["numeric"] if c in cohort.categorical]      # numbers in training, text here
     if text:
         eg = "; ".join(f"{c!r}: {', '.join(map(repr, cohort.clinical[c].dropna().unique()[:3]))}" for c in text)
-        raise PeRenalError(f"{cohort.root/'clinical.csv'}: column(s) {', '.join(map(repr, text))} held numbers when the model "
-                           f"was trained, but hold text here ({eg}). Write them as numbers, as in the training cohort.")
+        raise PeRenalError(f"{cohort.root/'clinical.csv'}: column(s) {', '.join(map(repr, text))} held numbers when "
+                           f"the model was trained, but hold text here ({eg}). Write them as numbers, as in the "
+                           "training cohort.")
     _check_roi(info, cohort)
     lab = info.get("label_column")
     if not cohort.has_labels and isinstance(lab, str) and lab != "label" and lab in cohort.clinical.columns:   # labels there, under the model's name?
