@@ -216,7 +216,7 @@ def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
                   f"{whole}.{frac} (with a decimal {'comma' if group == ',' else 'point'}), and no value of the column "
                   f"shows {group!r} between groups of thousands (as 1{group}050{group}000 would). "
                   f"Write the numbers without a thousands separator and with a point as the decimal mark "
-                  f"({whole}{frac} or {whole}.{frac}, whichever is meant)")
+                  f"({whole}{frac} or {float(f'{whole}.{frac}'):g}, whichever is meant)")
 
 def _number(x:str, mark:str)->float|None:
     "The number `x` spells in a column whose decimal mark is `mark`; None if it is not a number spelt that way."
