@@ -1,6 +1,7 @@
-"""Internal validation (pe_renal.models.internal_validation): null and positive controls, the stand-in rule, the
-contract written to run.json, the CV interval against hand-computed answers and its coverage of 0.5 on null cohorts, and
-inner CV folds that keep copies of a patient together."""
+"""Internal validation (pe_renal.models.internal_validation): null and positive controls, the stand-in rule and the
+count of stand-in folds (the composite's included), the contract written to run.json, the CV interval against
+hand-computed answers, its coverage of 0.5 on null cohorts and of the final model's true AUC by simulation, and inner CV
+folds that keep copies of a patient together."""
 import json
 import math
 import statistics
@@ -87,7 +88,8 @@ def test_contract():
         assert set(v) == {"method", "auc", "lo", "hi", "n_resamples", "reason", "flag"}
         assert isinstance(v["method"], str) and isinstance(v["n_resamples"], int)
         assert v["lo"] <= v["auc"] <= v["hi"] and (v["flag"] is None or isinstance(v["flag"], str))
-        assert "the wider of the influence-curve interval" in v["method"]
+        assert "sqrt(v_ic + v_nb)" in v["method"] and "measured by simulation, not derived" in v["method"]
+        assert "(K-1)/K of the patients" in v["method"] and "wider" not in v["method"]
     p = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1, primary="632+")
     assert all(v["method"].startswith(".632+") and v["n_resamples"] == 3 for v in p.to_json().values())
     # the same seed gives the same numbers, in parallel too
@@ -96,8 +98,8 @@ def test_contract():
 
 # The CV interval. Known answers on hand-written fold tables: two repeats of four folds of 200 patients (50 held out each).
 Z, T7 = 1.959964, 2.364624          # 97.5% quantiles (tables): standard normal; Student t with 8 - 1 degrees of freedom
-SPREAD = [0.62, 0.55, 0.70, 0.48, 0.66, 0.52, 0.59, 0.61]   # fold AUCs that vary: the corrected repeated-CV interval is wider
-TIGHT = [0.60, 0.61, 0.59, 0.60, 0.62, 0.58, 0.60, 0.60]    # fold AUCs that agree: the influence-curve interval is wider
+SPREAD = [0.62, 0.55, 0.70, 0.48, 0.66, 0.52, 0.59, 0.61]   # fold AUCs that vary: the corrected repeated-CV part is wider
+TIGHT = [0.60, 0.61, 0.59, 0.60, 0.62, 0.58, 0.60, 0.60]    # fold AUCs that agree: the influence-curve part is wider
 HIGH = [0.99, 0.97, 0.88, 1.00, 0.95, 0.99, 0.93, 0.98]     # near 1: the upper limit is clipped
 MSQ = [0.30, 0.28, 0.35, 0.33, 0.31, 0.29, 0.27, 0.34]      # each fold's mean squared influence-curve value
 
@@ -108,12 +110,13 @@ def fold_table(aucs, msq, no_features=()):
 
 
 def by_hand(aucs, msq, share=1.0):
-    """The mean fold AUC and the half-widths of both intervals, written out (`share` of the variance: 1 for the answer).
-    Influence curve: z * sqrt(mean over repeats of the mean msq / n). Nadeau & Bengio: t(J - 1) * sqrt((1/J + n_test/n_train) s²)."""
+    """The mean fold AUC and the half-widths of both parts and of the reported interval, written out (`share` of the
+    variance: 1 for the answer). Influence curve: z * sqrt(v_ic), v_ic = mean over repeats of the mean msq / n. Nadeau &
+    Bengio: t(J - 1) * sqrt(v_nb), v_nb = (1/J + n_test/n_train) s². Reported: t(J - 1) * sqrt(v_ic + v_nb)."""
     auc = statistics.mean(aucs)
-    v_ic = statistics.mean([statistics.mean(msq[:4]), statistics.mean(msq[4:])]) / 200
-    v_nb = (1 / 8 + 50 / 150) * statistics.variance(aucs)
-    return auc, Z * math.sqrt(share * v_ic), T7 * math.sqrt(share * v_nb)
+    v_ic = share * statistics.mean([statistics.mean(msq[:4]), statistics.mean(msq[4:])]) / 200
+    v_nb = share * (1 / 8 + 50 / 150) * statistics.variance(aucs)
+    return auc, Z * math.sqrt(v_ic), T7 * math.sqrt(v_nb), T7 * math.sqrt(v_ic + v_nb)
 
 
 def clip(auc, h): return max(0.0, auc - h), min(1.0, auc + h)
@@ -122,12 +125,13 @@ def clip(auc, h): return max(0.0, auc - h), min(1.0, auc + h)
 @pytest.mark.parametrize("aucs, msq, wider", [(SPREAD, MSQ, "nb"), (TIGHT, MSQ, "ic"), (HIGH, [0.08] * 8, "nb")])
 def test_cv_interval_known_answer(aucs, msq, wider):
     got = _cv_auc_ci(fold_table(aucs, msq), 200)
-    auc, h_ic, h_nb = by_hand(aucs, msq)
+    auc, h_ic, h_nb, h = by_hand(aucs, msq)
     assert got["auc"] == pytest.approx(auc, abs=1e-12)
     assert (got["lo_ic"], got["hi_ic"]) == pytest.approx(clip(auc, h_ic), abs=1e-6)
     assert (got["lo_nb"], got["hi_nb"]) == pytest.approx(clip(auc, h_nb), abs=1e-6)
     assert ("nb" if h_nb > h_ic else "ic") == wider
-    assert (got["lo"], got["hi"]) == pytest.approx(clip(auc, max(h_ic, h_nb)), abs=1e-6)    # the reported CI: the wider
+    assert (got["lo"], got["hi"]) == pytest.approx(clip(auc, h), abs=1e-6)     # the reported CI: the variances added
+    assert h > max(h_ic, h_nb) + 0.005                                          # not the wider of the two
     if aucs is HIGH: assert got["hi"] == got["hi_nb"] == 1.0 and auc + h_nb > 1
 
 
@@ -136,8 +140,9 @@ def test_cv_interval_is_not_the_one_with_half_the_variance():
     than 0.005, far above the 1e-6 the known answers are checked to, so they would catch it."""
     for aucs in (SPREAD, TIGHT):
         got = _cv_auc_ci(fold_table(aucs, MSQ), 200)
-        auc, h_ic, h_nb = by_hand(aucs, MSQ, share=0.5)
+        auc, h_ic, h_nb, h = by_hand(aucs, MSQ, share=0.5)
         assert abs(got["hi_ic"] - (auc + h_ic)) > 0.005 and abs(got["hi_nb"] - (auc + h_nb)) > 0.005
+        assert abs(got["hi"] - (auc + h)) > 0.005
 
 
 def test_flag_when_a_quarter_of_the_folds_kept_no_feature():
@@ -146,15 +151,17 @@ def test_flag_when_a_quarter_of_the_folds_kept_no_feature():
     assert "2 of 8 folds (25%" in flag and "prevalence stand-in" in flag
     assert _no_feature_flag(fold_table(SPREAD, MSQ, no_features=(1,))["no_features"]) is None  # 1 of 8
     assert _no_feature_flag(fold_table(SPREAD, MSQ)["no_features"]) is None
+    comp = _no_feature_flag(fold_table(SPREAD, MSQ, no_features=(1, 6))["no_features"], composite=True)
+    assert "2 of 8 folds (25%" in comp and "clinical model" in comp and "AUC 0.5" not in comp
 
 
 def cv_ci_from_folds(f, n):
-    "Both intervals of one model from its fold rows, for any number of folds and repeats (quantiles from scipy)."
+    "Both parts and the reported interval of one model from its fold rows, any number of folds and repeats (scipy's quantiles)."
     from scipy.stats import norm, t
     J, auc = len(f), f["auc"].mean()
-    h_ic = norm.ppf(0.975) * math.sqrt(f.groupby("repeat")["ic_msq"].mean().mean() / n)
-    h_nb = t.ppf(0.975, J - 1) * math.sqrt((1 / J + (f["n_test"] / f["n_train"]).mean()) * f["auc"].var(ddof=1))
-    return auc, h_ic, h_nb
+    v_ic = f.groupby("repeat")["ic_msq"].mean().mean() / n
+    v_nb = (1 / J + (f["n_test"] / f["n_train"]).mean()) * f["auc"].var(ddof=1)
+    return auc, norm.ppf(0.975) * math.sqrt(v_ic), t.ppf(0.975, J - 1) * math.sqrt(v_nb), t.ppf(0.975, J - 1) * math.sqrt(v_ic + v_nb)
 
 
 N_NULL = 40
@@ -186,10 +193,10 @@ def test_cv_interval_covers_one_half_on_null_cohorts(null_cv):
     # every reported interval is the known answer recomputed from its own fold table
     for seed, n, iv in null_cv:
         for m, f in iv.cv.folds.groupby("model"):
-            auc, h_ic, h_nb = cv_ci_from_folds(f, n)
+            auc, h_ic, h_nb, h = cv_ci_from_folds(f, n)
             r = s.loc[(m, seed)]
             assert (r["lo_ic"], r["hi_ic"], r["lo_nb"], r["hi_nb"]) == pytest.approx((*clip(auc, h_ic), *clip(auc, h_nb)), abs=1e-12)
-            assert (r["lo"], r["hi"]) == pytest.approx(clip(auc, max(h_ic, h_nb)), abs=1e-12)
+            assert (r["lo"], r["hi"]) == pytest.approx(clip(auc, h), abs=1e-12)
             assert r["share_no_features"] == f["no_features"].mean()
             assert isinstance(r["flag"], str) == (f["no_features"].mean() >= FLAG_SHARE)
             assert iv.to_json()[m]["flag"] == (r["flag"] if isinstance(r["flag"], str) else None)
