@@ -15,8 +15,8 @@ patients is NA (a stand-in) and is left out of DL's coverage.
 Printed per model: seeds estimated, coverage of the truth, mean width, mean estimate - truth and its SD; the same in the
 seeds where some fold was a stand-in (DL: the LASSO kept nothing; Composite: it kept no deep feature, so the fold's
 model was the clinical one), with the Clinical model's width in those seeds; and, from the same fold tables, the
-coverage the earlier construction (the wider of the influence-curve and the corrected repeated-CV intervals) would
-have had. Also checked: every model's stand-in count equals its folds with `deep_kept == 0`.
+coverage the earlier construction (the wider of the influence-curve and the corrected repeated-CV intervals) and the
+influence-curve interval alone would have had. Also checked: every model's stand-in count equals its folds with `deep_kept == 0`.
 """
 import argparse, os, time, warnings
 
@@ -53,7 +53,7 @@ def one_seed(seed:int, n:int=120, truth:int=2000, features:int=40, n_signal:int=
         final, stand_in = _fit_or_prevalence(models[r.model], X, y.to_numpy())
         f = iv.cv.folds[iv.cv.folds["model"] == r.model]
         rows.append(dict(seed=seed, model=r.model, auc=r.auc, lo=r.lo, hi=r.hi,
-                         lo_wider=min(r.lo_ic, r.lo_nb), hi_wider=max(r.hi_ic, r.hi_nb),
+                         lo_wider=min(r.lo_ic, r.lo_nb), hi_wider=max(r.hi_ic, r.hi_nb), lo_ic=r.lo_ic, hi_ic=r.hi_ic,
                          truth=np.nan if stand_in else roc_auc_score(yt, final.predict_proba(Xt)[:, 1]),
                          n_stand_in=r.n_no_features, n_deep_kept_0=int((f["deep_kept"] == 0).sum()), n_folds=len(f)))
     return pd.DataFrame(rows)
@@ -64,6 +64,7 @@ def summarise(res:pd.DataFrame)->pd.DataFrame:
     r = res.dropna(subset=["auc", "truth"]).assign(
         cover=lambda x: (x["lo"] <= x["truth"]) & (x["truth"] <= x["hi"]), width=lambda x: x["hi"] - x["lo"],
         cover_wider=lambda x: (x["lo_wider"] <= x["truth"]) & (x["truth"] <= x["hi_wider"]),
+        cover_ic=lambda x: (x["lo_ic"] <= x["truth"]) & (x["truth"] <= x["hi_ic"]) if "lo_ic" in x else np.nan,
         err=lambda x: x["auc"] - x["truth"])
     out = []
     for m in MODELS:
@@ -72,7 +73,7 @@ def summarise(res:pd.DataFrame)->pd.DataFrame:
         clin = r[(r["model"] == "Clinical") & r["seed"].isin(s["seed"])]
         out.append(dict(model=m, seeds=len(a), covered=int(a["cover"].sum()), coverage=a["cover"].mean(),
                         width=a["width"].mean(), mean_err=a["err"].mean(), sd_err=a["err"].std(),
-                        coverage_wider=a["cover_wider"].mean(), seeds_stand_in=len(s), covered_stand_in=int(s["cover"].sum()),
+                        coverage_wider=a["cover_wider"].mean(), coverage_ic=a["cover_ic"].mean(), seeds_stand_in=len(s), covered_stand_in=int(s["cover"].sum()),
                         width_stand_in=s["width"].mean(), clinical_width_same_seeds=clin["width"].mean()))
     return pd.DataFrame(out)
 
