@@ -391,6 +391,10 @@ def _n_deep(m)->float:
     sel = lasso_of(m)
     return len(sel.selected_) if sel is not None else np.nan
 
+def _stand_in_fit(m)->bool:
+    "Is the deep part of this fit a stand-in? The DL model replaced by the prevalence, or a composite whose LASSO kept nothing."
+    return bool(_n_deep(m) == 0)
+
 def _placements(y:np.ndarray, s:np.ndarray)->tuple[float, np.ndarray]:
     "AUC and each patient's placement: for a case the share of controls scored lower, for a control the share of cases scored higher (ties 1/2)."
     from scipy.stats import rankdata
@@ -401,7 +405,10 @@ def _placements(y:np.ndarray, s:np.ndarray)->tuple[float, np.ndarray]:
     return float(v[pos].mean()), v
 
 def _ic_msq(y:np.ndarray, s:np.ndarray, prev:float)->float:
-    "Mean squared influence-curve value of a validation fold's AUC (LeDell, Petersen & van der Laan 2015)."
+    """Mean squared influence-curve value of a validation fold's AUC (LeDell, Petersen & van der Laan 2015). A fold that
+    scores everyone the same (a prevalence stand-in: AUC 0.5, every influence value 0) gets that of an uninformative
+    score instead, (1/prev + 1/(1 - prev)) / 12: its 0.5 is no more certain than a coin's."""
+    if np.ptp(s) == 0: return (1 / prev + 1 / (1 - prev)) / 12
     auc, v = _placements(y, s)
     ic = np.where(y == 1, (v - auc) / prev, (v - auc) / (1 - prev))
     return float(np.mean(ic ** 2))
@@ -409,10 +416,10 @@ def _ic_msq(y:np.ndarray, s:np.ndarray, prev:float)->float:
 def _cv_fold(models:dict, X:pd.DataFrame, y:np.ndarray, tr, te, repeat:int, fold:int)->list:
     rows = []
     for name, model in models.items():
-        m, empty = _fit_or_prevalence(model, X.iloc[tr], y[tr])
+        m = _fit_or_prevalence(model, X.iloc[tr], y[tr])[0]
         s = m.predict_proba(X.iloc[te])[:, 1]
         rows.append(dict(model=name, repeat=repeat, fold=fold, auc=roc_auc_score(y[te], s), n_train=len(tr), n_test=len(te),
-                         deep_kept=_n_deep(m), settings=_params(m), no_features=empty,
+                         deep_kept=_n_deep(m), settings=_params(m), no_features=_stand_in_fit(m),
                          ic_msq=_ic_msq(y[te], s, float(y.mean())), _oof=(np.asarray(te), s)))
     return rows
 
@@ -468,11 +475,11 @@ def _cv_result(folds:pd.DataFrame, n_splits:int, n_repeats:int, seed:int)->CVRes
 def _boot_one(models:dict, X:pd.DataFrame, y:np.ndarray, idx:np.ndarray, b:int)->list:
     rows = []
     for name, model in models.items():
-        m, empty = _fit_or_prevalence(model, X.iloc[idx], y[idx])
+        m = _fit_or_prevalence(model, X.iloc[idx], y[idx])[0]
         auc_boot = roc_auc_score(y[idx], m.predict_proba(X.iloc[idx])[:, 1])
         auc_orig = roc_auc_score(y, m.predict_proba(X)[:, 1])
         rows.append(dict(model=name, resample=b, auc_boot=auc_boot, auc_orig=auc_orig, optimism=auc_boot - auc_orig,
-                         deep_kept=_n_deep(m), no_features=empty))
+                         deep_kept=_n_deep(m), no_features=_stand_in_fit(m)))
     return rows
 
 class OptimismResult(NamedTuple):
@@ -490,8 +497,8 @@ def bootstrap_optimism(models:dict,          # unfitted models, e.g. `make_model
     y = _check_xy(X, y, 2, "bootstrap_optimism")
     apparent = {}
     for name, model in models.items():
-        m, empty = _fit_or_prevalence(model, X, y)
-        apparent[name] = (roc_auc_score(y, m.predict_proba(X)[:, 1]), empty)
+        m = _fit_or_prevalence(model, X, y)[0]
+        apparent[name] = (roc_auc_score(y, m.predict_proba(X)[:, 1]), _stand_in_fit(m))
     idx = stratified_bootstrap(y, n_boot, seed)
     rows = Parallel(n_jobs=n_jobs)(delayed(_boot_one)(models, X, y, i, b + 1) for b, i in enumerate(idx))
     res = pd.DataFrame([r for rs in rows for r in rs])
@@ -510,10 +517,10 @@ def _oob_one(models:dict, X:pd.DataFrame, y:np.ndarray, idx:np.ndarray, b:int)->
     oob = np.setdiff1d(np.arange(len(y)), idx)
     rows = []
     for name, model in models.items():
-        m, empty = _fit_or_prevalence(model, X.iloc[idx], y[idx])
+        m = _fit_or_prevalence(model, X.iloc[idx], y[idx])[0]
         ok = len(np.unique(y[oob])) == 2
         auc = roc_auc_score(y[oob], m.predict_proba(X.iloc[oob])[:, 1]) if ok else np.nan
-        rows.append(dict(model=name, resample=b, auc_oob=auc, n_oob=len(oob), deep_kept=_n_deep(m), no_features=empty))
+        rows.append(dict(model=name, resample=b, auc_oob=auc, n_oob=len(oob), deep_kept=_n_deep(m), no_features=_stand_in_fit(m)))
     return rows
 
 def auc_632plus(apparent:float, # AUC of the model fitted on all patients, scored on them
@@ -529,32 +536,39 @@ def auc_632plus(apparent:float, # AUC of the model fitted on all patients, score
 def _cv_auc_ci(folds:pd.DataFrame, # one model's fold rows: repeat, auc, ic_msq, n_train, n_test
                n:int,              # patients validated (each in one test fold per repeat)
                level:float=0.95,   # confidence level
-              )->dict:             # auc; lo, hi (the wider interval); lo_ic, hi_ic; lo_nb, hi_nb
-    """Mean fold AUC and two CIs around it, each clipped to [0, 1]. Influence curve (LeDell et al. 2015): the sampling of
-    the test patients, the fitted pipelines held fixed; the variance averaged over repeats. Corrected repeated CV (Nadeau &
-    Bengio 2003; Bouckaert & Frank 2004): the spread s² of the J = K x R fold AUCs, which also varies with the training
-    sets (and so with what the LASSO keeps), inflated for their overlap, var = (1/J + n_test/n_train) s², t with J - 1
-    degrees of freedom. The reported CI (lo, hi) is the wider of the two."""
+              )->dict:             # auc; lo, hi (the reported CI); lo_ic, hi_ic; lo_nb, hi_nb (its two parts)
+    """Mean fold AUC and its CI, clipped to [0, 1], with the two intervals whose variances it adds. Influence curve (LeDell
+    et al. 2015): v_ic, the sampling of the test patients, the fitted pipelines held fixed, averaged over repeats.
+    Corrected repeated CV (Nadeau & Bengio 2003; Bouckaert & Frank 2004): v_nb = (1/J + n_test/n_train) s², from the
+    spread s² of the J = K x R fold AUCs, which also moves with the training sets (what the LASSO keeps: a fold where it
+    kept nothing scores 0.5); t with J - 1 degrees of freedom. The reported CI is auc ± t sqrt(v_ic + v_nb): a sum, not a
+    derivation (v_nb already holds part of the test sampling), that widens the interval for the gap between the CV
+    estimate and the AUC of the one model fitted on all patients; its coverage is measured by simulation."""
     from scipy.stats import norm, t
     per = folds.groupby("repeat").agg(auc=("auc", "mean"), msq=("ic_msq", "mean"))
     auc, J, q = float(per["auc"].mean()), len(folds), 0.5 + level / 2
-    h_ic = norm.ppf(q) * np.sqrt(per["msq"].mean() / n)
+    v_ic = per["msq"].mean() / n
     ratio = float((folds["n_test"] / folds["n_train"]).mean())
-    h_nb = t.ppf(q, J - 1) * np.sqrt((1 / J + ratio) * folds["auc"].var(ddof=1)) if J > 1 else np.nan
+    v_nb = (1 / J + ratio) * folds["auc"].var(ddof=1) if J > 1 else np.nan
+    t_q = t.ppf(q, J - 1) if J > 1 else np.nan
     ci = lambda h: (max(0.0, auc - h), min(1.0, auc + h)) if np.isfinite(h) else (np.nan, np.nan)
-    (lo_ic, hi_ic), (lo_nb, hi_nb), (lo, hi) = ci(h_ic), ci(h_nb), ci(np.fmax(h_ic, h_nb))
+    (lo_ic, hi_ic), (lo_nb, hi_nb) = ci(norm.ppf(q) * np.sqrt(v_ic)), ci(t_q * np.sqrt(v_nb))
+    lo, hi = ci(t_q * np.sqrt(v_ic + v_nb))
     return dict(auc=auc, lo=lo, hi=hi, lo_ic=lo_ic, hi_ic=hi_ic, lo_nb=lo_nb, hi_nb=hi_nb)
 
 FLAG_SHARE = 0.25 # an estimate is flagged when the LASSO kept no deep feature in at least this share of its folds
 
 def _no_feature_flag(no_features, # one flag per fold (or resample): the LASSO kept no deep feature there
-                     what:str="folds")->str|None:
+                     what:str="folds",
+                     composite:bool=False, # the composite model: with no deep feature it is the clinical model
+                    )->str|None:
     "The warning for an estimate in which the LASSO kept no deep feature in FLAG_SHARE or more of the folds (or resamples)."
     n_empty, n_all = int(np.sum(no_features)), len(no_features)
     if not n_all or n_empty / n_all < FLAG_SHARE: return None
-    return (f"the LASSO kept no deep feature in {n_empty} of {n_all} {what} ({n_empty / n_all:.0%}, {FLAG_SHARE:.0%} or "
-            "more): there the model was a prevalence stand-in scoring every patient the same (AUC 0.5), so the estimate "
-            "mixes the stand-in with the model")
+    there = ("the composite model had no deep input (it was the clinical model), so the estimate mixes the clinical "
+             "model with the composite" if composite else "the model was a prevalence stand-in scoring every patient the "
+             "same (AUC 0.5), so the estimate mixes the stand-in with the model")
+    return f"the LASSO kept no deep feature in {n_empty} of {n_all} {what} ({n_empty / n_all:.0%}, {FLAG_SHARE:.0%} or more): there {there}"
 
 @dataclass
 class InternalValidation:
@@ -574,8 +588,10 @@ class InternalValidation:
         return {r.model: dict(method=r.method, auc=num(r.auc), lo=num(r.lo), hi=num(r.hi), n_resamples=int(r.n_resamples),
                               reason=text(r.reason), flag=text(r.flag)) for r in rows.itertuples()}
 
-IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC; 95% CI: the wider of the influence-curve "
-                    "interval (LeDell 2015) and the corrected repeated-CV interval (Nadeau & Bengio 2003), clipped to [0, 1])",
+IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC: the AUC of the pipeline fitted on (K-1)/K of "
+                    "the patients; 95% CI: mean ± t(KR-1) sqrt(v_ic + v_nb), the influence-curve variance (LeDell 2015) "
+                    "added to the corrected repeated-CV variance (Nadeau & Bengio 2003), clipped to [0, 1]: a widened "
+                    "interval whose coverage of the final model's AUC was measured by simulation, not derived)",
               "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; interval: 2.5-97.5 "
                       "percentiles of the per-resample .632+ AUCs, a resample range rather than a confidence interval)"}
 
@@ -585,6 +601,10 @@ def _uses_deep(model)->bool:
     "Does this (fitted or unfitted) model take deep features?"
     steps = getattr(model, "named_steps", {})
     return "features" in steps and any(n == "deep" for n, *_ in steps["features"].transformers)
+
+def _composite(model)->bool:
+    "Does this model take deep and clinical features (so that with no deep feature kept it is the clinical model)?"
+    return _uses_deep(model) and len(model.named_steps["features"].transformers) > 1
 
 def _refit_table(refit, X:pd.DataFrame, tr:np.ndarray, i:int)->pd.DataFrame:
     "The table of one CV fold from `refit`, checked to hold X's patients and columns."
@@ -636,13 +656,14 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
         app = roc_auc_score(y, m.predict_proba(X)[:, 1])
         reason = STAND_IN if stand_in else None
         f, b = folds[folds["model"] == name], boot[(boot["model"] == name) & boot["auc_oob"].notna()]
-        both = ("lo_ic", "hi_ic", "lo_nb", "hi_nb")              # the two intervals the CV's CI is the wider of
+        both = ("lo_ic", "hi_ic", "lo_nb", "hi_nb")              # the two intervals whose variances the CV's CI adds
         est = dict.fromkeys(("auc", "lo", "hi") + both, np.nan) if stand_in else _cv_auc_ci(f, len(y))
         k = int(f["no_features"].sum())
         rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit and _uses_deep(model) else ""),
                          auc=est["auc"], lo=est["lo"], hi=est["hi"], n_resamples=len(f), reason=reason, primary=primary == "cv",
                          key="cv", apparent_auc=app, n_no_features=k, share_no_features=k / len(f) if len(f) else np.nan,
-                         flag=None if stand_in else _no_feature_flag(f["no_features"]), **{c: est[c] for c in both}))
+                         flag=None if stand_in else _no_feature_flag(f["no_features"], composite=_composite(model)),
+                         **{c: est[c] for c in both}))
         if n_boot:
             if stand_in or not len(b): est = (np.nan,) * 3
             else:
@@ -653,7 +674,8 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
                              reason=reason if stand_in else (None if len(b) else "no resample left both classes out of bag"),
                              primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=k,
                              share_no_features=k / len(b) if len(b) else np.nan,
-                             flag=None if stand_in or not np.isfinite(est[0]) else _no_feature_flag(b["no_features"], "resamples")))
+                             flag=None if stand_in or not np.isfinite(est[0]) else _no_feature_flag(b["no_features"], "resamples",
+                                                                                                  _composite(model))))
     summary = pd.DataFrame(rows)
     settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
                     refit=refit is not None, seconds=round(time.perf_counter() - t0, 1))

@@ -76,7 +76,7 @@ _COLUMNS = {
     "auc_hi": "upper limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
     "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores)",
     "settings": "the tuned settings of the classifier (KNN: k)", "deep_kept": "deep features the LASSO kept in that fit",
-    "no_features": "True when the LASSO kept no deep feature in that fit (the model is then a prevalence stand-in)",
+    "no_features": "True when the LASSO kept no deep feature in that fit (DL: a prevalence stand-in; Composite: the clinical model)",
     "repeat": "repeat of the cross-validation", "fold": "fold within the repeat", "label": "1 = preeclampsia, 0 = normal",
     "score": "the model's predicted probability of preeclampsia", "feature": "a deep feature (deep_NNNN: a pooled channel of the backbone)",
     "family": "deep or clinical", "variable": "a clinical column or 'deep features'", "mean_abs_shap": "mean |SHAP value| over the test patients",
@@ -95,16 +95,16 @@ _TABLES = {
                             dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
                                  n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
                                  primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
-                                 n_no_features="resamples in which the LASSO kept no deep feature",
+                                 n_no_features="folds or resamples in which the LASSO kept no deep feature (DL and Composite)",
                                  share_no_features="their share of the folds or resamples",
-                                 flag="a warning when that share is 25% or more: the estimate mixes a prevalence stand-in with the model",
+                                 flag="a warning when that share is 25% or more: the estimate mixes the stand-in (DL: AUC 0.5; Composite: the clinical model) with the model",
                                  lo_ic="CV only: lower limit of the influence-curve 95% interval (LeDell 2015; test patients' sampling, fits fixed)",
                                  hi_ic="CV only: its upper limit",
                                  lo_nb="CV only: lower limit of the corrected repeated-CV 95% interval (Nadeau & Bengio 2003; also the training sets' variability)",
-                                 hi_nb="CV only: its upper limit (lo and hi of a CV row: the wider of the two intervals)"), None),
+                                 hi_nb="CV only: its upper limit (lo and hi of a CV row add the two variances: a widened interval whose coverage was measured by simulation)"), None),
     "internal_validation_cv_folds": ("One row per model and cross-validation fold.",
                                      dict(n_train="training patients of the fold", n_test="held-out patients of the fold",
-                                          ic_msq="the fold's term of the influence-curve variance (LeDell 2015)"), None),
+                                          ic_msq="the fold's term of the influence-curve variance (LeDell 2015; a fold scoring everyone alike: an uninformative score's)"), None),
     "internal_validation_bootstrap": (".632+ bootstrap: one row per model and resample.",
                                       dict(resample="resample number", auc_oob="AUC of the patients left out of the resample",
                                            n_oob="patients left out"), None),
@@ -375,7 +375,8 @@ def _tripod_reports(m:dict)->dict:
                f"; then {cfg['classifier'].upper()} ({'k, with uniform weights,' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
                "the training set); DL, clinical and "
                f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
-               "repeats (95% CI: the wider of the influence-curve and the corrected repeated-CV intervals)"
+               "repeats, estimating the AUC of the pipeline fitted on (K-1)/K of the patients (95% CI: the influence-curve "
+               "and corrected repeated-CV variances added, a widened interval whose coverage was measured by simulation)"
                + ("" if ft_cv == "refit" or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
                + ", whole pipeline refitted per resample"
                + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
