@@ -83,12 +83,15 @@ _COLUMNS = {
     "p": "p-value (unadjusted)", "missing": "patients with no value", "level": "the summary shown in that row (category or statistic)",
     "overall": "all patients", "seconds": "time taken",
 }
+_CI_KIND = {k: "Wilson score" for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv")} | {"f1": "bootstrap, unstratified"}
 _TABLES = {
     "performance": ("Discrimination and classification per model and cohort (Table 2, numbers).",
                     dict(estimate="apparent (in-sample, optimistic) for training rows, held-out for test rows",
                          iv_auc="internal-validation AUC (training rows; empty for test rows)", iv_lo="its lower 95% limit",
                          iv_hi="its upper 95% limit", iv_method="how it was estimated", iv_reason="why it is NA, when it is",
-                         **{f"{k}{s}": f"{k} at the threshold{' (lower 95% bootstrap limit; empty for training rows)' if s == '_lo' else ' (upper 95% bootstrap limit; empty for training rows)' if s == '_hi' else ''}"
+                         same_as="the earlier model this one equals (identical predictions on every cohort, e.g. Composite = Clinical when the LASSO kept no deep feature): its threshold and internal validation are that model's; empty otherwise",
+                         ci_note="why a threshold metric of a test row has no interval, when one has none",
+                         **{f"{k}{s}": f"{k} at the threshold{f' (lower 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_lo' else f' (upper 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_hi' else ''}"
                             for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1") for s in ("", "_lo", "_hi")}), None),
     "performance_formatted": ("Table 2 as printed in the report: value (95% CI) strings; training rows without CIs.", {}, "its columns are those of performance.csv, formatted"),
     "internal_validation": ("Internal validation of the whole pipeline on the training patients: each model by each method.",
@@ -381,7 +384,8 @@ def _tripod_reports(m:dict)->dict:
                + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
                   "once": ", except the fine-tuning of the backbone (done once on all training patients: optimistic)"}.get(ft_cv, "")
                + "; a model that is a prevalence stand-in is reported as NA.",
-        "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV, F1 with bootstrap CIs "
+        "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV with Wilson score CIs, F1 with an "
+               f"unstratified bootstrap CI "
                f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
                "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
         "12f": "No model updating.",

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pe_renal.evaluation import (EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
+from pe_renal.evaluation import (METRICS, EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
                                  decision_curve, delong_comparisons, performance_table, threshold_metrics,
                                  write_evaluation, youden_threshold)
 
@@ -213,3 +213,45 @@ def test_every_row_of_the_performance_table_holds_its_own_cohorts_numbers():
         assert r["sensitivity"] == pytest.approx((s[y == 1] >= th).mean(), abs=1e-12), part
         assert r["specificity"] == pytest.approx((s[y == 0] < th).mean(), abs=1e-12), part
     assert abs(t.loc["train", "auc"] - t.loc["test", "auc"]) > 0.1      # the rows could not pass for each other
+
+
+def null_sweep(seed:int, n_train:int=105, n_test:int=45, k:int=15)->tuple:
+    """A no-signal cohort as the study's KNN sees it: labels at ~50% prevalence, coarse vote-share scores (j/k) unrelated to
+    them; the threshold is Youden's on the training part, applied to the test part."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.r_[np.ones((n_train + n_test) // 2), np.zeros((n_train + n_test + 1) // 2)]).astype(int)
+    s = rng.binomial(k, 0.5, n_train + n_test) / k
+    th = youden_threshold(y[:n_train], s[:n_train])
+    return y[n_train:], s[n_train:], th
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_no_threshold_metric_interval_has_zero_width_under_the_null(seed):
+    """15 frozen null cohorts, each at its Youden threshold and at thresholds that call everyone or no one positive (the
+    0 of n and n of n cases a bootstrap turned into 1.000 (1.000-1.000)): no row has lo == hi; a row without an interval
+    says why; every interval holds its estimate."""
+    y, s, th = null_sweep(seed)
+    for thr in (th, s.min(), s.max() + 1):
+        t = threshold_metrics(y, s, thr, n_boot=500, seed=seed)
+        ok = t["lo"].notna() & t["hi"].notna()
+        assert not (t["lo"] == t["hi"]).any(), t
+        assert (t.loc[ok, "lo"] < t.loc[ok, "hi"]).all() and (t.loc[~ok, "note"] != "").all(), t
+        assert ((t.loc[ok, "lo"] <= t.loc[ok, "value"]) & (t.loc[ok, "value"] <= t.loc[ok, "hi"])).all(), t
+    res = {"m": {"train": (y, s), "test": (y, s)}}
+    perf = performance_table(res, n_boot=200, seed=seed).set_index("cohort").loc["test"]
+    for k in METRICS:
+        assert perf[f"{k}_lo"] != perf[f"{k}_hi"] or "no interval" in perf["ci_note"] or "undefined" in perf["ci_note"], k
+
+
+def test_performance_table_on_the_null_sweep_has_no_zero_width_rows():
+    "The whole table over the 15 null cohorts, as the study writes it: every held-out threshold-metric row has lo < hi or NA with a note."
+    rows = 0
+    for seed in range(15):
+        y, s, th = null_sweep(seed)
+        perf = performance_table({"m": {"train": (y, s), "test": (y, s)}}, n_boot=200, seed=seed, thresholds={"m": th})
+        r = perf.set_index("cohort").loc["test"]
+        for k in METRICS:
+            lo, hi = r[f"{k}_lo"], r[f"{k}_hi"]
+            if np.isfinite(lo) and np.isfinite(hi): assert lo < hi, (seed, k, lo, hi); rows += 1
+            else: assert k in r["ci_note"], (seed, k)
+    assert rows >= 15 * 5                                                    # the proportions always have an interval here
