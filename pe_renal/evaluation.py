@@ -15,7 +15,7 @@ from scipy import stats
 from .core import PeRenalError
 
 # %% auto #0
-__all__ = ['METRICS', 'PROPORTIONS', 'WILSON', 'F1_BOOT', 'APPARENT', 'CI_NOTE', 'EvaluationError', 'check_scores',
+__all__ = ['METRICS', 'PROPORTIONS', 'WILSON', 'F1_BOOT', 'SEPARATED', 'APPARENT', 'CI_NOTE', 'EvaluationError', 'check_scores',
            'delong_placements', 'AUC', 'delong_ci', 'DeLongTest', 'delong_test', 'bootstrap_auc_ci', 'roc_auc',
            'youden_threshold', 'wilson_ci', 'threshold_metrics', 'confusion', 'calibration_bins', 'calibration_curve',
            'brier_score', 'count_denominator', 'smoothed_probabilities', 'calibration_slope_intercept',
@@ -353,13 +353,26 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))
             slopes, n_sep = _separated_as_infinite(boot[:, 0], yf[idx], x[idx])
             s_lo, s_hi = _percentiles_extended(slopes, alpha)
-            b = boot[np.isfinite(boot[:, 1]), 1]
-            i_lo, i_hi = np.percentile(b, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(b) else (np.nan, np.nan)
+            icpts, n_inf = _one_class_as_infinite(boot[:, 1], yf[idx])      # as the slopes: an infinite limit, counted
+            i_lo, i_hi = _percentiles_extended(icpts, alpha)
             rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=s_lo, slope_hi=s_hi,
                              intercept=icpt, intercept_lo=i_lo, intercept_hi=i_hi, brier=brier_score(y, p),
-                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep)))
+                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep), n_intercept_infinite=int(n_inf),
+                             note=SEPARATED if np.isinf(slope) else ""))
     return pd.DataFrame(rows, columns=["model", "cohort", "n", "slope", "slope_lo", "slope_hi", "intercept", "intercept_lo",
-                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated"])
+                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated", "n_intercept_infinite",
+                                       "note"])
+
+SEPARATED = "slope not estimable (separated): the score splits the classes, so the slope's likelihood has no finite maximum"
+
+def _one_class_as_infinite(icpts:np.ndarray, y:np.ndarray)->tuple[np.ndarray, int]:
+    """Bootstrap intercepts with each missing one of a resample holding one class only set to the infinity its likelihood
+    heads to (+inf: all positive; -inf: all negative), as `_separated_as_infinite` does for slopes; with both classes the
+    intercept always has a finite maximum. Returns the intercepts and how many were infinite."""
+    a = np.asarray(icpts, float).copy()
+    one = ~np.isfinite(a) & ((y.min(1) == 1) | (y.max(1) == 0))
+    a[one] = np.where(y[one].min(1) == 1, np.inf, -np.inf)
+    return a, int(one.sum())
 
 def _separated_as_infinite(slopes:np.ndarray, y:np.ndarray, x:np.ndarray)->tuple[np.ndarray, int]:
     """Bootstrap slopes with each (quasi-)separated resample's missing slope set to the infinity its likelihood heads to

@@ -98,6 +98,7 @@ _TABLES = {
                             dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
                                  n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
                                  primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
+                                 same_as="the model this one is (identical predictions, e.g. Composite = Clinical when the LASSO kept no deep feature): the row holds that model's estimate; its own folds are in internal_validation_cv_folds.csv",
                                  n_no_features="resamples in which the LASSO kept no deep feature",
                                  share_no_features="their share of the folds or resamples",
                                  flag="a warning when that share is 25% or more: the estimate mixes a prevalence stand-in with the model",
@@ -116,7 +117,9 @@ _TABLES = {
                     dict(slope="calibration slope (1 = ideal)", slope_lo="its lower limit (-inf: unbounded)", slope_hi="its upper limit (inf: unbounded)",
                          intercept="calibration intercept, slope fixed at 1 (0 = ideal)", intercept_lo="its lower limit", intercept_hi="its upper limit",
                          brier="Brier score", smoothing="how KNN vote shares were smoothed before the logit",
-                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)"), None),
+                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)",
+                         n_intercept_infinite="resamples holding one class only (no finite intercept; counted as infinite, as the slope's)",
+                         note="why the slope is not estimable, when it is not (a separated test set: inf in the CSV)"), None),
     "delong_comparisons": ("Paired DeLong tests between models on the test patients.",
                            dict(model_a="first model", model_b="second model", auc_a="AUC of model_a", auc_b="AUC of model_b",
                                 difference="auc_a - auc_b", z="DeLong z statistic", p_holm="p adjusted for the comparisons on the cohort (Holm)",
@@ -436,6 +439,9 @@ _HEADINGS = {"auc": "AUC", "lo": "lower 95%", "hi": "upper 95%", "n_resamples": 
              "share_of_summed_importance": "share of the summed importance", "inputs": "model inputs",
              "patient_id": "patient", "sd": "SD"}
 _YES_NO = {True: "yes", False: "no", "True": "yes", "False": "no"}
+# the calibration table's infinities in words: a separated score has no finite slope; an interval's infinite limit is unbounded
+_INFINITE = {"slope": ("not estimable (separated)",) * 2, "intercept": ("not estimable (one class)",) * 2,
+             **{f"{k}_{e}": ("unbounded below", "unbounded above") for k in ("slope", "intercept") for e in ("lo", "hi")}}
 
 def html_table(results_dir:Path,    # results folder
                name:str,            # table file under tables/, without .csv
@@ -446,6 +452,7 @@ def html_table(results_dir:Path,    # results folder
                rename:dict|None=None,  # shorter column headings
                na:str="",           # how a missing value is shown
                blank:tuple=(),      # columns whose missing values are left blank whatever `na` is (e.g. a reason column)
+               infinite:dict|None=None, # column -> (text for -inf, text for +inf): what an infinite value means there
               ):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
     "A table of the results folder as HTML, escaped by pandas and marked safe for the template."
     from markupsafe import Markup
@@ -462,6 +469,9 @@ def html_table(results_dir:Path,    # results folder
         if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
     for c in blank:
         if c in df.columns: df[c] = df[c].astype(object).where(df[c].notna(), "")
+    for c, (neg, pos) in (infinite or {}).items():
+        if c in df.columns and pd.api.types.is_float_dtype(df[c]) and np.isinf(df[c]).any():
+            df[c] = [neg if v == -np.inf else pos if v == np.inf else v for v in df[c]]
     for c in df.columns:
         if df[c].dtype == bool or set(df[c].dropna().unique()) <= {"True", "False"} and df[c].notna().any():
             df[c] = df[c].map(lambda v: _YES_NO.get(v, v))
@@ -583,7 +593,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration", infinite=_INFINITE, blank=("note",), text=True), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename={**_GRADCAM_HEADINGS, **({} if (m["config"].get("gradcam_target") or "signature") == "signature" else {"score": "head logit"})}),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
