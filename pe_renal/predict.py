@@ -345,7 +345,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
             tm = threshold_metrics(pred["label"], pred[f"p_{m}"], obj["thresholds"][m])
             rows.append(dict(model=m, n=len(pred), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=obj["thresholds"][m],
                              **{k: tm.loc[k, "value"] for k in tm.index}, **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
-                             **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index}))
+                             **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index},
+                             ci_note="; ".join(f"{k}: {tm.loc[k, 'note']}" for k in tm.index if tm.loc[k, "note"])))
         metrics = pd.DataFrame(rows)
         metrics["validation"] = validation
         if status: metrics["status"] = status

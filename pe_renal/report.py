@@ -74,7 +74,7 @@ _COLUMNS = {
     "auc": "area under the ROC curve", "lo": "lower limit of the 95% interval", "hi": "upper limit of the 95% interval",
     "auc_lo": "lower limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
     "auc_hi": "upper limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
-    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores)",
+    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores; run.json's model.threshold_rule says which, per model)",
     "settings": "the tuned settings of the classifier (KNN: k)", "deep_kept": "deep features the LASSO kept in that fit",
     "no_features": "True when the LASSO kept no deep feature in that fit (the model is then a prevalence stand-in)",
     "repeat": "repeat of the cross-validation", "fold": "fold within the repeat", "label": "1 = preeclampsia, 0 = normal",
