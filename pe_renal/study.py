@@ -469,10 +469,11 @@ def _once_rule(oof:pd.DataFrame|None, deep:list, finetuned)->tuple[dict|None, st
                     f"{_pooled_auc(o[o['model'] == m])} on these" for m in deep)
     return {m: sorted(unseen) for m in deep}, ONCE_RULE.format(models=names, n=len(per), pos=int(per["label"].sum()), auc=auc)
 
-def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig, finetuned=None)->tuple[dict, str]:
-    """Each model's threshold and the rule that chose them, in words: `THRESHOLD_RULE`; with a backbone fine-tuned once, the
-    deep models' on scores whose labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical
-    to another takes its threshold (`SAME_RULE`)."""
+def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig, finetuned=None)->tuple[dict, str, pd.DataFrame|None]:
+    """Each model's threshold, the rule that chose them in words, and the out-of-fold scores with `chooses_threshold` (the
+    rows each threshold was chosen on): `THRESHOLD_RULE`; with a backbone fine-tuned once, the deep models' on scores whose
+    labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical to another takes its
+    threshold (`SAME_RULE`)."""
     from pe_renal.models import _uses_deep
     from pe_renal.evaluation import same_model
     rules, only = [THRESHOLD_RULE], None
@@ -488,13 +489,23 @@ def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
         if other is None: continue
         thresholds[m] = thresholds[other]
         rules.append(SAME_RULE.format(model=m, other=other, why=" (the LASSO kept no deep feature)" if empty else ""))
-    return thresholds, "; ".join(rules)
+    return thresholds, "; ".join(rules), _used_rows(oof, models.results, only)
+
+def _used_rows(oof:pd.DataFrame|None, results:dict, only:dict|None)->pd.DataFrame|None:
+    "The out-of-fold scores with `chooses_threshold`: True for the rows a model's own threshold was chosen on."
+    from pe_renal.evaluation import same_model
+    if oof is None: return None
+    own = {m for m in results if same_model(results, m) is None}
+    pick = [m in own and (not only or m not in only or str(p) in set(map(str, only[m])))
+            for m, p in zip(oof["model"], oof["patient_id"])]
+    return oof.assign(chooses_threshold=pick)
 
 def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path,
                      finetuned:FinetuneStage|None=None)->EvaluationStage:
     "ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold metrics, calibration, decision curves; predictions."
     from pe_renal.evaluation import write_evaluation
-    thresholds, rule = choose_thresholds(validation.oof, models, cfg, finetuned)
+    thresholds, rule, used = choose_thresholds(validation.oof, models, cfg, finetuned)
+    if used is not None: _csv(used, tmp/"tables"/"threshold_oof_scores.csv")     # which scores chose each threshold
     tables = write_evaluation(models.results, tmp, formats=cfg.formats, dpi=cfg.dpi, n_boot=cfg.n_boot_ci, seed=cfg.seed,
                               internal=validation.json, counts=_knn_votes(models.fitted), thresholds=thresholds)
     X = models.data.X

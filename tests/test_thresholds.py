@@ -47,7 +47,7 @@ def finetuned(val:list, select:str="last")->SimpleNamespace:
 def test_frozen_backbone_thresholds_are_youden_on_all_out_of_fold_scores():
     st = stage()
     oof = null_oof(st.y, set())
-    th, rule = choose_thresholds(oof, st, StudyConfig(backbone="resnet18"))
+    th, rule, used = choose_thresholds(oof, st, StudyConfig(backbone="resnet18"))
     assert rule == THRESHOLD_RULE
     for m in st.results:
         o = oof[oof["model"] == m]
@@ -59,7 +59,7 @@ def test_finetuned_once_deep_thresholds_use_only_scores_that_never_saw_the_label
     val = [f"P{i:03d}" for i in range(0, N, 5)]                    # 12 patients held out of the fine-tuning
     oof = null_oof(st.y, set(val))
     cfg = StudyConfig(backbone="resnet18", finetune="last", finetune_cv="once")
-    th, rule = choose_thresholds(oof, st, cfg, finetuned(val))
+    th, rule, used = choose_thresholds(oof, st, cfg, finetuned(val))
     for m in ("DL", "Composite"):
         o = oof[(oof["model"] == m) & oof["patient_id"].isin(val)]
         assert th[m] == youden_threshold(o["label"], o["score"])   # on the unseen patients' scores only ...
@@ -67,6 +67,11 @@ def test_finetuned_once_deep_thresholds_use_only_scores_that_never_saw_the_label
         assert th[m] != youden_threshold(everyone["label"], everyone["score"])   # ... not where the labels show through
     o = oof[oof["model"] == "Clinical"]
     assert th["Clinical"] == youden_threshold(o["label"], o["score"])
+    for m in st.results:                                           # the rows written as having chosen it recompute it
+        u = used[(used["model"] == m) & used["chooses_threshold"]]
+        assert th[m] == youden_threshold(u["label"], u["score"])
+    assert used.groupby("model")["chooses_threshold"].sum().to_dict() == {"DL": 12 * REPEATS, "Clinical": N * REPEATS,
+                                                                          "Composite": 12 * REPEATS}
     n_pos = int(pd.Series(st.y, index=[f"P{i:03d}" for i in range(N)]).loc[val].sum())
     assert rule.startswith(f"Clinical: {THRESHOLD_RULE}; DL, Composite: Youden index on the out-of-fold predictions of only "
                            f"the 12 training patients ({n_pos} with preeclampsia) that the fine-tuning held out"), rule
@@ -80,7 +85,7 @@ def test_finetuned_once_without_unseen_patients_says_optimistic():
     cfg = StudyConfig(backbone="resnet18", finetune="full", finetune_cv="once")
     for ft in (finetuned([], select="last"), finetuned(["P000", "P005"], select="auc")):
         with pytest.warns(UserWarning, match="OPTIMISTIC"):
-            th, rule = choose_thresholds(oof, st, cfg, ft)
+            th, rule, used = choose_thresholds(oof, st, cfg, ft)
         assert "DL, Composite: OPTIMISTIC" in rule, rule
         o = oof[oof["model"] == "DL"]
         assert th["DL"] == youden_threshold(o["label"], o["score"])
@@ -91,10 +96,11 @@ def test_a_model_identical_to_another_takes_its_threshold():
     oof = null_oof(st.y, set())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        th, rule = choose_thresholds(oof, st, StudyConfig(backbone="resnet18"))
+        th, rule, used = choose_thresholds(oof, st, StudyConfig(backbone="resnet18"))
     assert th["Composite"] == th["Clinical"]
+    assert not used.loc[used["model"] == "Composite", "chooses_threshold"].any()   # it has no threshold of its own
     assert rule == f"{THRESHOLD_RULE}; Composite is the Clinical model: the same prediction for every patient, so its threshold is Clinical's"
     cfg = StudyConfig(backbone="resnet18", finetune="last", finetune_cv="once")   # fine-tuned once: Composite = Clinical is not deep
     val = [f"P{i:03d}" for i in range(0, N, 5)]
-    th, rule = choose_thresholds(null_oof(st.y, set(val)), st, cfg, finetuned(val))
+    th, rule, used = choose_thresholds(null_oof(st.y, set(val)), st, cfg, finetuned(val))
     assert th["Composite"] == th["Clinical"] and rule.startswith(f"Clinical, Composite: {THRESHOLD_RULE}; DL: "), rule
