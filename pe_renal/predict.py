@@ -317,6 +317,9 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                   if overlap is None else f"NOT external: {shared}" if shared else
                   f"external by image content ({overlap['n_id_only']} patient ids also occur in the development cohort)"
                   if overlap["n_id_only"] else "external")
+    if overlap is not None and not shared and not overlap["pixels_checked"]:   # a model file written before pixel digests
+        validation += (" (by image file only: this model file records no pixel digests, so development images saved again "
+                       "in other files would not be recognised)")
     bb = _backbone_for(info, weights, model_path)
     if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
         print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pe_renal.core import PeRenalError, file_sha256
-from pe_renal.predict import development_overlap, load_model, pixel_sha256, predict_cohort
+from pe_renal.predict import development_overlap, load_model, pixel_sha256, predict_cohort, save_model
 from pe_renal.data import load_cohort
 from pe_renal.synthetic import make_cohort
 
@@ -56,6 +56,14 @@ def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_pa
     with pytest.warns(UserWarning, match="not external validation"):
         _, metrics = predict_cohort(out / "model.skops", new, cache=cfg.cache, verbose=False, allow_overlap=True)
     assert metrics["validation"].str.startswith("NOT external").all()
+    # a model file written before pixel digests cannot tell, and says that its "external" is by image file only
+    obj = load_model(out / "model.skops")
+    old = {**info, "development": {k: v for k, v in info["development"].items() if k != "pixels"}}
+    save_model(tmp_path / "old.skops", obj["models"], obj["thresholds"], old)
+    o = development_overlap(old, load_cohort(new, require_label=False))
+    assert o["n_overlap"] == 0 and not o["pixels_checked"]
+    _, metrics = predict_cohort(tmp_path / "old.skops", new, cache=cfg.cache, verbose=False)
+    assert metrics["validation"].str.startswith("external (by image file only: this model file records no pixel digests").all()
 
 
 def test_most_development_ids_are_overlap_and_new_ids_are_external(study_results, tmp_path):
