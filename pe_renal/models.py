@@ -686,7 +686,8 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
         ax = axes[0, 1]; s = iv.summary
         app = s.drop_duplicates("model").set_index("model")["apparent_auc"]
         ax.bar(range(len(order)), [app[m] for m in order], width=0.7, color="0.85", label="apparent (in-sample, optimistic)")
-        keys = list(dict.fromkeys(s["key"])); marks = {"cv": ("D", "black", "repeated CV (95% CI)"), "632+": ("o", "#009E73", ".632+ bootstrap (2.5-97.5% resample range)")}
+        keys = list(dict.fromkeys(s["key"]))
+        marks = {"cv": ("D", "black", "repeated CV (95% CI)"), "632+": ("o", "#009E73", ".632+ bootstrap (2.5-97.5% resample range)")}
         for j, key in enumerate(keys):
             r = s[s["key"] == key].set_index("model"); x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
             mk, col, lab = marks[key]

@@ -254,7 +254,8 @@ def development_overlap(info:dict, cohort:Cohort)->dict|None:
     return dict(n_patients=len(pids), n_overlap=len(by_img), n_overlap_train=sum("train" in v for v in by_img.values()),
                 n_images=len(img_part), n_images_overlap=sum(s is not None for s in img_part),
                 n_images_pixels_only=sum(f is None and p is not None for f, p in zip(by_file, by_pixels)),
-                pixels_checked=bool(pixels), n_ids=n_ids, n_id_only=sum(v is not None and p not in by_img for p, v in id_part.items()),
+                pixels_checked=bool(pixels), n_ids=n_ids,
+                n_id_only=sum(v is not None and p not in by_img for p, v in id_part.items()),
                 most_ids=not generated and n_ids > MOST_IDS * len(pids))
 
 def overlap_words(o:dict)->str:
@@ -264,7 +265,8 @@ def overlap_words(o:dict)->str:
         resaved = o.get("n_images_pixels_only", 0)
         words.append(f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of "
                      f"this model) have images identical to those this model was developed on ({o['n_images_overlap']} of "
-                     f"{o['n_images']} images" + (f"; {resaved} of them other files with the same pixels" if resaved else "") + ")")
+                     f"{o['n_images']} images" + (f"; {resaved} of them other files with the same pixels" if resaved else "")
+                     + ")")
     if o.get("most_ids"):
         words.append(f"{o['n_ids']} of {o['n_patients']} patient ids ({o['n_ids'] / o['n_patients']:.0%}) are ids of the "
                      "patients this model was developed on (most of the cohort: the same women, whatever their images)")

@@ -459,7 +459,8 @@ def _once_rule(oof:pd.DataFrame|None, deep:list, finetuned)->tuple[dict|None, st
     info = finetuned.result.info if finetuned is not None and finetuned.result is not None else {}
     unseen = set(map(str, info.get("val_patients", [])))
     if info.get("select") != "last":
-        return None, ONCE_OPTIMISTIC.format(models=names, why="the fine-tuning chose its epoch on its inner validation's labels")
+        why = "the fine-tuning chose its epoch on its inner validation's labels"
+        return None, ONCE_OPTIMISTIC.format(models=names, why=why)
     o = oof[oof["model"].isin(deep) & oof["patient_id"].astype(str).isin(unseen)] if oof is not None else pd.DataFrame()
     if not len(o) or o.groupby("model")["label"].nunique().min() < 2:
         return None, ONCE_OPTIMISTIC.format(models=names, why="the patients held out of the fine-tuning have no out-of-fold "
@@ -467,9 +468,11 @@ def _once_rule(oof:pd.DataFrame|None, deep:list, finetuned)->tuple[dict|None, st
     per = o.drop_duplicates("patient_id")
     auc = ", ".join(f"{m} AUC {_pooled_auc(oof[oof['model'] == m])} on all training patients, "
                     f"{_pooled_auc(o[o['model'] == m])} on these" for m in deep)
-    return {m: sorted(unseen) for m in deep}, ONCE_RULE.format(models=names, n=len(per), pos=int(per["label"].sum()), auc=auc)
+    words = ONCE_RULE.format(models=names, n=len(per), pos=int(per["label"].sum()), auc=auc)
+    return {m: sorted(unseen) for m in deep}, words
 
-def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig, finetuned=None)->tuple[dict, str, pd.DataFrame|None]:
+def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
+                      finetuned=None)->tuple[dict, str, pd.DataFrame|None]:
     """Each model's threshold, the rule that chose them in words, and the out-of-fold scores with `chooses_threshold` (the
     rows each threshold was chosen on): `THRESHOLD_RULE`; with a backbone fine-tuned once, the deep models' on scores whose
     labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical to another takes its
