@@ -414,8 +414,8 @@ def decision_curve(y_true, y_prob,
 
 # %% ../nbs/06_evaluation.ipynb #b80c96f6
 def _fmt_ci(v, lo, hi, d=3):
-    "value (lo-hi); the value alone where there is no interval (apparent training rows); NA for an undefined value."
-    if v is None or not np.isfinite(v): return "NA"
+    "value (lo-hi); the value alone where there is no interval (apparent training rows); an undefined value says so."
+    if v is None or not np.isfinite(v): return "undefined"
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)): return f"{v:.{d}f}"
     return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
 

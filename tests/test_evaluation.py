@@ -255,3 +255,36 @@ def test_performance_table_on_the_null_sweep_has_no_zero_width_rows():
             if np.isfinite(lo) and np.isfinite(hi): assert lo < hi, (seed, k, lo, hi); rows += 1
             else: assert k in r["ci_note"], (seed, k)
     assert rows >= 15 * 5                                                    # the proportions always have an interval here
+
+
+def test_formatted_table_says_why_a_metric_has_no_interval():
+    "Nobody called positive: PPV is undefined and F1 (0, no true positive) has no interval; the table says both, never a bare value."
+    from pe_renal.evaluation import format_performance, wilson_ci
+    y = np.r_[np.ones(24), np.zeros(21)].astype(int)
+    res = {"m": {"train": (y, np.linspace(0, 1, 45)), "test": (y, np.zeros(45))}}
+    perf = performance_table(res, n_boot=200, thresholds={"m": 0.5})
+    f = format_performance(perf).set_index("cohort").loc["test"]
+    assert f["PPV"] == "undefined" and f["F1"] == "0.000 (no CI)"
+    assert "ppv: undefined: no patient called positive" in f["Note"] and "f1: no interval: no true positive" in f["Note"]
+    lo, hi = wilson_ci(0, 24)
+    assert f["Sensitivity"] == f"0.000 ({lo:.3f}-{hi:.3f})" and hi > 0.1
+
+
+def test_identical_models_are_reported_as_one_model():
+    """Composite = Clinical (the same scores): one threshold and one internal-validation estimate, the earlier model's, and the
+    row names the model it is; models with other scores (a negative control) keep their own."""
+    from pe_renal.evaluation import format_performance
+    y, s = model(100, 1.0, 4)
+    iv = {"Clinical": dict(auc=0.6, lo=0.5, hi=0.7, method="cv"), "Composite": dict(auc=0.7, lo=0.6, hi=0.8, method="cv")}
+    res = {"Clinical": {"train": (y, s), "test": (y, s)}, "Composite": {"train": (y, s.copy()), "test": (y, s.copy())}}
+    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv)
+    c = perf.set_index(["model", "cohort"])
+    assert (c.loc["Composite", "threshold"] == 0.3).all() and c.loc[("Composite", "train"), "iv_auc"] == 0.6
+    assert list(perf["same_as"]) == ["", "", "Clinical", "Clinical"]
+    assert c.loc[("Composite", "test"), "sensitivity"] == c.loc[("Clinical", "test"), "sensitivity"]
+    f = format_performance(perf)
+    assert f["model"].tolist()[2:] == ["Composite (= Clinical: identical predictions, the same model)"] * 2
+    res["Composite"] = {"train": (y, s + 0.1), "test": (y, s + 0.1)}                 # other scores: its own numbers
+    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv).set_index(["model", "cohort"])
+    assert (perf.loc["Composite", "threshold"] == 0.9).all() and perf.loc[("Composite", "train"), "iv_auc"] == 0.7
+    assert (perf["same_as"] == "").all()
