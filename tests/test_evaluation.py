@@ -288,3 +288,21 @@ def test_identical_models_are_reported_as_one_model():
     perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv).set_index(["model", "cohort"])
     assert (perf.loc["Composite", "threshold"] == 0.9).all() and perf.loc[("Composite", "train"), "iv_auc"] == 0.7
     assert (perf["same_as"] == "").all()
+
+
+def test_calibration_intercept_counts_one_class_resamples_and_separation_is_said_in_words(tmp_path):
+    """Five patients: many resamples hold one class, where the intercept heads to +-infinity; they are counted and kept as
+    an unbounded limit (as separated resamples are for the slope), not dropped. A test set the score separates has no
+    finite slope: the table says why, and the report shows words, never inf (inf-inf)."""
+    from pe_renal.report import _INFINITE, html_table
+    y, p = np.array([0, 0, 0, 1, 1]), np.array([0.2, 0.3, 0.6, 0.5, 0.8])
+    r = calibration_table({"m": {"test": (y, p)}}, n_boot=500, seed=0).iloc[0]
+    one_class = sum(len(set(y[i])) == 1 for i in np.random.default_rng(0).integers(0, 5, (500, 5)))
+    assert r.n_intercept_infinite == one_class > 12                     # more than 2.5% of 500: the limit is unbounded
+    assert r.intercept_lo == -np.inf or r.intercept_hi == np.inf
+    y, p = np.r_[np.zeros(10), np.ones(10)].astype(int), np.r_[np.full(10, 0.1), np.full(10, 0.9)]
+    t = calibration_table({"m": {"test": (y, p)}}, n_boot=200, seed=0)
+    assert t.loc[0, "slope"] == np.inf and t.loc[0, "n_separated"] == 200 and "not estimable (separated)" in t.loc[0, "note"]
+    (tmp_path / "tables").mkdir(); t.to_csv(tmp_path / "tables" / "calibration.csv", index=False)
+    html = str(html_table(tmp_path, "calibration", infinite=_INFINITE))
+    assert "not estimable (separated)" in html and "unbounded above" in html and ">inf<" not in html
