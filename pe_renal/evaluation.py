@@ -15,10 +15,11 @@ from scipy import stats
 from .core import PeRenalError
 
 # %% auto #0
-__all__ = ['METRICS', 'APPARENT', 'EvaluationError', 'check_scores', 'delong_placements', 'AUC', 'delong_ci', 'DeLongTest',
-           'delong_test', 'bootstrap_auc_ci', 'roc_auc', 'youden_threshold', 'threshold_metrics', 'confusion',
-           'calibration_bins', 'calibration_curve', 'brier_score', 'count_denominator', 'smoothed_probabilities',
-           'calibration_slope_intercept', 'calibration_table', 'decision_curve', 'estimate_kind', 'performance_table',
+__all__ = ['METRICS', 'PROPORTIONS', 'WILSON', 'F1_BOOT', 'SEPARATED', 'APPARENT', 'CI_NOTE', 'EvaluationError', 'check_scores',
+           'delong_placements', 'AUC', 'delong_ci', 'DeLongTest', 'delong_test', 'bootstrap_auc_ci', 'roc_auc',
+           'youden_threshold', 'wilson_ci', 'threshold_metrics', 'confusion', 'calibration_bins', 'calibration_curve',
+           'brier_score', 'count_denominator', 'smoothed_probabilities', 'calibration_slope_intercept',
+           'calibration_table', 'decision_curve', 'estimate_kind', 'same_model', 'performance_table',
            'format_performance', 'delong_comparisons', 'holm', 'plot_roc', 'plot_calibration', 'plot_decision_curve',
            'plot_confusion_matrices', 'write_evaluation']
 
@@ -169,25 +170,59 @@ def _rates(tp, fp, fn, tn)->dict:
                     ppv=tp / (tp + fp), npv=tn / (tn + fn), f1=2 * tp / (2 * tp + fp + fn))
 
 METRICS = ["sensitivity", "specificity", "accuracy", "ppv", "npv", "f1"]
+PROPORTIONS = {"sensitivity": (("tp",), ("tp", "fn"), "no patient with preeclampsia"),   # metric: (numerator, denominator,
+               "specificity": (("tn",), ("tn", "fp"), "no normal patient"),             # who is missing when it is empty)
+               "accuracy": (("tp", "tn"), ("tp", "fp", "fn", "tn"), "no patient"),
+               "ppv": (("tp",), ("tp", "fp"), "no patient called positive"),
+               "npv": (("tn",), ("tn", "fn"), "no patient called negative")}
+WILSON = "Wilson score interval"
+F1_BOOT = "percentile bootstrap, patients resampled without stratification ({b} resamples)"
+
+def wilson_ci(k:int,           # successes
+              n:int,           # trials
+              alpha:float=0.05,
+             )->tuple[float, float]: # (lo, hi) within [0, 1]; nan when n = 0
+    "Wilson score interval of the proportion k/n: never of zero width, also at k = 0 and k = n."
+    if n <= 0: return np.nan, np.nan
+    z = stats.norm.ppf(1 - alpha / 2)
+    p = k / n; d = 1 + z**2 / n
+    c = (p + z**2 / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
+    return (0.0 if k <= 0 else float(np.clip(c - h, 0, 1))), (1.0 if k >= n else float(np.clip(c + h, 0, 1)))  # exact at 0, n
+
+def _f1_interval(y:np.ndarray, pred:np.ndarray, n_boot:int, alpha:float, seed:int)->tuple[float, float, str]:
+    "F1's percentile bootstrap over patients (unstratified: F1 depends on prevalence); NA with the reason when it has no width."
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
+    f1 = _rates(*_counts(y[idx], pred[idx]))["f1"]
+    if not np.isfinite(f1).any(): return np.nan, np.nan, "no interval: F1 is undefined in every resample"
+    lo, hi = (float(np.nanquantile(f1, q)) for q in (alpha / 2, 1 - alpha / 2))
+    if hi > lo: return lo, hi, ""
+    why = "no true positive" if not (y & pred).any() else "no false positive or false negative" if (y == pred).all() else \
+          "the resamples' percentiles coincide"
+    return np.nan, np.nan, f"no interval: {why}, so F1 is {lo:.3f} in (nearly) every resample"
 
 def threshold_metrics(y_true, y_score,
                       threshold:float,   # from `youden_threshold` on the training set
-                      n_boot:int=2000,   # bootstrap resamples for the CIs (0 = none)
+                      n_boot:int=2000,   # bootstrap resamples for F1's interval (0 = no intervals at all)
                       alpha:float=0.05,
                       seed:int=42,
-                     )->pd.DataFrame:    # one row per metric: value, lo, hi
-    "Sensitivity, specificity, accuracy, PPV, NPV and F1 at a fixed threshold, with stratified bootstrap CIs."
+                     )->pd.DataFrame:    # one row per metric: value, lo, hi, k, n, ci, note
+    """Sensitivity, specificity, accuracy, PPV, NPV and F1 at a fixed threshold; the proportions with Wilson score
+    intervals (k of n), F1 with an unstratified percentile bootstrap; `note` says why an interval is missing."""
     y, s = check_scores(y_true, y_score)
     pred = s >= threshold
-    point = _rates(*_counts(y, pred))
-    out = pd.DataFrame({"value": {k: float(v) for k, v in point.items()}})
-    if n_boot:
-        idx = _strat_boot_idx(y, n_boot, np.random.default_rng(seed))
-        boot = _rates(*_counts(y[idx], pred[idx]))
-        q = lambda v, p: float(np.nanquantile(v, p)) if np.isfinite(v).any() else np.nan   # undefined in every resample: NA
-        out["lo"] = [q(boot[k], alpha / 2) for k in METRICS]
-        out["hi"] = [q(boot[k], 1 - alpha / 2) for k in METRICS]
-    return out.loc[METRICS]
+    tp, fp, fn, tn = (int(v) for v in _counts(y, pred))
+    c = dict(tp=tp, fp=fp, fn=fn, tn=tn)
+    point = _rates(tp, fp, fn, tn)
+    out = pd.DataFrame({"value": {k: float(v) for k, v in point.items()}}).loc[METRICS]
+    out["k"] = [sum(c[x] for x in PROPORTIONS[m][0]) if m in PROPORTIONS else np.nan for m in METRICS]
+    out["n"] = [sum(c[x] for x in PROPORTIONS[m][1]) if m in PROPORTIONS else np.nan for m in METRICS]
+    if not n_boot: return out
+    ci = {m: (*wilson_ci(out.loc[m, "k"], out.loc[m, "n"], alpha), WILSON,
+              f"undefined: {PROPORTIONS[m][2]}" if out.loc[m, "n"] == 0 else "") for m in PROPORTIONS}
+    lo, hi, note = _f1_interval(y, pred, n_boot, alpha, seed)
+    ci["f1"] = (lo, hi, F1_BOOT.format(b=n_boot), note)
+    for j, col in enumerate(("lo", "hi", "ci", "note")): out[col] = [ci[m][j] for m in METRICS]
+    return out
 
 def confusion(y_true, y_score, threshold:float)->pd.DataFrame:
     "2x2 confusion matrix (rows: true class, columns: predicted class) at a threshold."
@@ -197,12 +232,6 @@ def confusion(y_true, y_score, threshold:float)->pd.DataFrame:
                         columns=pd.Index(["normal", "preeclampsia"], name="predicted"))
 
 # %% ../nbs/06_evaluation.ipynb #9829772e
-def _wilson(k, n, alpha=0.05):
-    z = stats.norm.ppf(1 - alpha / 2)
-    p = k / n; d = 1 + z**2 / n
-    c = (p + z**2 / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
-    return c - h, c + h
-
 def calibration_bins(n:int)->int: # about 20 patients per bin, 3 to 10 bins
     "Number of quantile bins of a reliability curve for n patients."
     return int(np.clip(n // 20, 3, 10))
@@ -219,7 +248,7 @@ def calibration_curve(y_true, y_prob,
     rows = []
     for g in np.unique(groups):
         k = groups == g; n = int(k.sum()); obs = y[k].sum()
-        lo, hi = _wilson(obs, n)
+        lo, hi = wilson_ci(obs, n)
         rows.append(dict(predicted=float(p[k].mean()), observed=float(obs / n), lo=float(lo), hi=float(hi), n=n))
     return pd.DataFrame(rows)
 
@@ -324,13 +353,26 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))
             slopes, n_sep = _separated_as_infinite(boot[:, 0], yf[idx], x[idx])
             s_lo, s_hi = _percentiles_extended(slopes, alpha)
-            b = boot[np.isfinite(boot[:, 1]), 1]
-            i_lo, i_hi = np.percentile(b, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(b) else (np.nan, np.nan)
+            icpts, n_inf = _one_class_as_infinite(boot[:, 1], yf[idx])      # as the slopes: an infinite limit, counted
+            i_lo, i_hi = _percentiles_extended(icpts, alpha)
             rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=s_lo, slope_hi=s_hi,
                              intercept=icpt, intercept_lo=i_lo, intercept_hi=i_hi, brier=brier_score(y, p),
-                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep)))
+                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep), n_intercept_infinite=int(n_inf),
+                             note=SEPARATED if np.isinf(slope) else ""))
     return pd.DataFrame(rows, columns=["model", "cohort", "n", "slope", "slope_lo", "slope_hi", "intercept", "intercept_lo",
-                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated"])
+                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated", "n_intercept_infinite",
+                                       "note"])
+
+SEPARATED = "slope not estimable (separated): the score splits the classes, so the slope's likelihood has no finite maximum"
+
+def _one_class_as_infinite(icpts:np.ndarray, y:np.ndarray)->tuple[np.ndarray, int]:
+    """Bootstrap intercepts with each missing one of a resample holding one class only set to the infinity its likelihood
+    heads to (+inf: all positive; -inf: all negative), as `_separated_as_infinite` does for slopes; with both classes the
+    intercept always has a finite maximum. Returns the intercepts and how many were infinite."""
+    a = np.asarray(icpts, float).copy()
+    one = ~np.isfinite(a) & ((y.min(1) == 1) | (y.max(1) == 0))
+    a[one] = np.where(y[one].min(1) == 1, np.inf, -np.inf)
+    return a, int(one.sum())
 
 def _separated_as_infinite(slopes:np.ndarray, y:np.ndarray, x:np.ndarray)->tuple[np.ndarray, int]:
     """Bootstrap slopes with each (quasi-)separated resample's missing slope set to the infinity its likelihood heads to
@@ -372,7 +414,8 @@ def decision_curve(y_true, y_prob,
 
 # %% ../nbs/06_evaluation.ipynb #b80c96f6
 def _fmt_ci(v, lo, hi, d=3):
-    "value (lo-hi); the value alone where there is no interval (apparent training rows)."
+    "value (lo-hi); the value alone where there is no interval (apparent training rows); an undefined value says so."
+    if v is None or not np.isfinite(v): return "undefined"
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)): return f"{v:.{d}f}"
     return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
 
@@ -381,20 +424,46 @@ def estimate_kind(cohort:str)->str:
     "What an AUC on a cohort estimates: training predictions are in-sample (apparent), the others held out."
     return APPARENT if cohort == "train" else "held-out"
 
+CI_NOTE = ("95% CIs: AUC by DeLong's method; sensitivity, specificity, accuracy, PPV and NPV by the Wilson score interval "
+           "(k of n patients at the fixed threshold); F1 by a percentile bootstrap of the patients, unstratified")
+
+def same_model(results:dict, # {model: {cohort: (y, score)}}
+               model:str,     # a key of results
+              )->str|None:    # the earlier model it equals, or None
+    "The earlier model whose scores equal `model`'s on every cohort: one model under two names (e.g. Composite = Clinical)."
+    mine = results[model]
+    for other, theirs in results.items():
+        if other == model: return None
+        if set(theirs) == set(mine) and all(np.array_equal(np.asarray(theirs[c][1], float), np.asarray(mine[c][1], float))
+                                            for c in mine): return other
+    return None
+
+def _metric_cells(tm:pd.DataFrame, ci:bool)->dict:
+    "A performance row's threshold metrics: value, lo, hi per metric and the notes on missing intervals."
+    row = {}
+    for k in METRICS:
+        row[k] = tm.loc[k, "value"]
+        row[f"{k}_lo"], row[f"{k}_hi"] = (tm.loc[k, "lo"], tm.loc[k, "hi"]) if ci else (np.nan, np.nan)
+    row["ci_note"] = "; ".join(f"{k}: {tm.loc[k, 'note']}" for k in METRICS if ci and tm.loc[k, "note"])
+    return row
+
 def performance_table(results:dict,       # {model: {"train": (y, score), "test": (y, score)}}
-                      n_boot:int=2000,    # bootstrap resamples for the threshold metrics
+                      n_boot:int=2000,    # bootstrap resamples for F1's CI (0: no threshold-metric CIs)
                       alpha:float=0.05,
                       seed:int=42,
                       internal:dict|None=None, # {model: {method, auc, lo, hi, ...}} (`InternalValidation.to_json()`)
                       thresholds:dict|None=None, # {model: threshold} chosen beforehand (the study: Youden on out-of-fold
                                                # scores of the training patients); default: Youden on the training scores
-                     )->pd.DataFrame:     # one row per model and cohort: numbers and formatted strings
-    "AUC (DeLong CI) and threshold metrics (bootstrap CIs) per model and cohort, threshold from training; internal validation beside the apparent AUC."
+                     )->pd.DataFrame:     # one row per model and cohort
+    """AUC (DeLong CI) and threshold metrics (Wilson CIs; F1 bootstrap) per model and cohort, threshold from training; internal
+    validation beside the apparent AUC. A model whose scores equal an earlier model's is that model: its threshold and
+    internal validation, and `same_as` names it."""
     rows = []
     for model, cohorts in results.items():
         if "train" not in cohorts:
             raise EvaluationError(f"model {model!r}: a 'train' cohort is needed to choose the threshold.")
-        th = float(thresholds[model]) if thresholds and model in thresholds else youden_threshold(*cohorts["train"])
+        same = same_model(results, model); key = same or model
+        th = float(thresholds[key]) if thresholds and key in thresholds else youden_threshold(*results[key]["train"])
         for cohort, (y, s) in cohorts.items():
             a = delong_ci(y, s, alpha)
             apparent = cohort == "train"        # in-sample: a point value, labelled so; no CI (it would not cover the truth)
@@ -402,20 +471,27 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
             if apparent: a = a._replace(lo=np.nan, hi=np.nan)
             y_ = np.asarray(y).astype(int)
             row = dict(model=model, cohort=cohort, estimate=estimate_kind(cohort), n=len(y_), n_positive=int(y_.sum()),
-                       auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=th)
+                       auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=th, same_as=same or "")
             if internal is not None:
-                iv = internal.get(model, {}) if cohort == "train" else {}
+                iv = internal.get(key, {}) if cohort == "train" else {}
                 row.update(iv_auc=iv.get("auc", np.nan), iv_lo=iv.get("lo", np.nan), iv_hi=iv.get("hi", np.nan),
                            iv_method=iv.get("method"), iv_reason=iv.get("reason"))
-            for k in METRICS:
-                row[k] = tm.loc[k, "value"]
-                if n_boot: row[f"{k}_lo"], row[f"{k}_hi"] = (np.nan, np.nan) if apparent else (tm.loc[k, "lo"], tm.loc[k, "hi"])
+            if n_boot: row.update(_metric_cells(tm, not apparent))
+            else: row.update({k: tm.loc[k, "value"] for k in METRICS})
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = CI_NOTE
+    return out
+
+def _model_label(r)->str:
+    "The model's name; one that equals an earlier model says so."
+    same = getattr(r, "same_as", "")
+    return f"{r.model} (= {same}: identical predictions, the same model)" if isinstance(same, str) and same else r.model
 
 def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
-    "The performance table as printed in a paper: 'value (lo-hi)' strings."
+    "The performance table as printed in a paper: 'value (lo-hi)' strings; a metric with no interval says why."
     out = table[["model", "cohort"]].copy()
+    out["model"] = [_model_label(r) for r in table.itertuples()]
     out["Estimate"] = table["estimate"] if "estimate" in table else [estimate_kind(c) for c in table["cohort"]]
     out["n"] = table["n"]
     out["AUC (95% CI)"] = [_fmt_ci(r.auc, r.auc_lo, r.auc_hi, digits) for r in table.itertuples()]
@@ -430,9 +506,14 @@ def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
                                              for r in table.itertuples()]
     names = dict(sensitivity="Sensitivity", specificity="Specificity", accuracy="Accuracy", ppv="PPV", npv="NPV", f1="F1")
     for k, lab in names.items():
-        if f"{k}_lo" in table: out[lab] = [_fmt_ci(getattr(r, k), getattr(r, f"{k}_lo"), getattr(r, f"{k}_hi"), digits) for r in table.itertuples()]
-        else: out[lab] = table[k].round(digits)
+        if f"{k}_lo" not in table: out[lab] = table[k].round(digits); continue
+        def cell(r, k=k):
+            v, lo, hi = getattr(r, k), getattr(r, f"{k}_lo"), getattr(r, f"{k}_hi")
+            held_out = r.cohort != "train" and np.isfinite(v)
+            return _fmt_ci(v, lo, hi, digits) + (" (no CI)" if held_out and not (np.isfinite(lo) and np.isfinite(hi)) else "")
+        out[lab] = [cell(r) for r in table.itertuples()]
     out["Threshold"] = table["threshold"].round(digits)
+    if "ci_note" in table: out["Note"] = table["ci_note"].fillna("")
     return out
 
 def delong_comparisons(results:dict)->pd.DataFrame:

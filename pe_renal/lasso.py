@@ -200,8 +200,10 @@ class LassoSelector(TransformerMixin, BaseEstimator):
                "about the label at this λ. ")
         if self.on_empty == "raise":
             raise NoFeaturesSelectedError(msg + "A model on these features alone (the deep-learning model) cannot be built. "
-                                          "Use the clinical or composite model, try rule='min' (if you used '1se') or "
-                                          "method='logistic', or check that the features belong to the right patients.")
+                                          "That is a result: report it (the composite model is then the clinical one). "
+                                          "Check that the features belong to the right patients, but do not change the λ "
+                                          "rule or the LASSO method until a feature appears: that selects on chance "
+                                          "(choose them before seeing the data).")
         warnings.warn(msg + "transform() returns no columns; a model that also has clinical features (the composite "
                       "model) continues on the clinical features only.", NoFeaturesSelected, stacklevel=3)
 

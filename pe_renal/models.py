@@ -708,7 +708,8 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
         ax = axes[0, 1]; s = iv.summary
         app = s.drop_duplicates("model").set_index("model")["apparent_auc"]
         ax.bar(range(len(order)), [app[m] for m in order], width=0.7, color="0.85", label="apparent (in-sample, optimistic)")
-        keys = list(dict.fromkeys(s["key"])); marks = {"cv": ("D", "black", "repeated CV"), "632+": ("o", "#009E73", ".632+ bootstrap")}
+        keys = list(dict.fromkeys(s["key"]))
+        marks = {"cv": ("D", "black", "repeated CV (95% CI)"), "632+": ("o", "#009E73", ".632+ bootstrap (2.5-97.5% resample range)")}
         for j, key in enumerate(keys):
             r = s[s["key"] == key].set_index("model"); x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
             mk, col, lab = marks[key]
@@ -719,7 +720,7 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
                             fmt=mk, color=col, capsize=3, label=lab if m == order[0] or not np.isfinite(r.loc[order[0], "auc"]) else None)
         ax.axhline(0.5, ls="--", color="grey", lw=1)
         ax.set_xticks(range(len(order)), order)
-        ax.set(ylim=(0, 1.02), ylabel="AUC (95% CI)", title="Internal validation of the whole pipeline")
+        ax.set(ylim=(0, 1.02), ylabel="AUC (CV: 95% CI; .632+: resample range)", title="Internal validation of the whole pipeline")
         handles, labels = ax.get_legend_handles_labels(); keep = dict(zip(labels, handles))
         ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
         why = {r.split(", so ")[0] for r in s.loc[s["auc"].isna(), "reason"] if isinstance(r, str)}

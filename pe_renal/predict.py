@@ -12,14 +12,14 @@ import pandas as pd
 
 import pe_renal
 from .core import PeRenalError, atomic_write, check_output, file_sha256
-from .data import ROI_BOX, Cohort, load_cohort
+from .data import ROI_BOX, Cohort, load_cohort, read_image
 from .report import run_status, status_text
 
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'model_file_types', 'save_model', 'load_model', 'protected_inputs',
-           'known_categories', 'development_fingerprint', 'roi_counts', 'development_overlap', 'overlap_words',
-           'predict_cohort']
+__all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'MOST_IDS', 'model_file_types', 'save_model', 'load_model', 'protected_inputs',
+           'known_categories', 'pixel_sha256', 'development_fingerprint', 'roi_counts', 'development_overlap',
+           'overlap_words', 'predict_cohort']
 
 # %% ../nbs/08c_predict.ipynb #3af20a34
 MODEL_FORMAT = "pe_renal-model/1"
@@ -134,7 +134,9 @@ def _check_contents(obj:dict, path:Path):
     if info.get("finetune_sha256") is not None and not (isinstance(info["finetune_sha256"], str) and isinstance(info.get("finetune_file"), str)):
         bad("the fine-tuned weights' file name or SHA-256 is malformed")
     dev = info.get("development")
-    if dev is not None and not (isinstance(dev, dict) and isinstance(dev.get("images"), dict) and isinstance(dev.get("patients"), dict)):
+    str_map = lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(s, str) for k, s in v.items())
+    if dev is not None and not (isinstance(dev, dict) and str_map(dev.get("images")) and str_map(dev.get("patients"))
+                                and (dev.get("pixels") is None or str_map(dev["pixels"]))):
         bad("info['development'] (the patients and images the model was developed on) is malformed")
     roi = (dev or {}).get("roi")
     counts = lambda d: all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in d.values())
@@ -215,13 +217,23 @@ def _patient_key(pid)->str:
     "A patient id as the model file keeps it: hashed, so that a shared model file lists no identifiers."
     return hashlib.sha256(f"pe_renal-patient:{pid}".encode()).hexdigest()[:20]
 
+def pixel_sha256(path:str|Path, # an image file the cohort reader reads
+                )->str:           # hex digest
+    """SHA-256 of an image's decoded pixels, as `read_image` returns them (shape and float32 values): the same picture in
+    another file (re-saved losslessly, other compression, renamed, moved) has the same digest; its file SHA-256 does not."""
+    a = np.ascontiguousarray(read_image(path), dtype=np.float32)
+    h = hashlib.sha256(f"pe_renal-pixels:{a.shape[0]}x{a.shape[1]}:".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
 def development_fingerprint(cohort:Cohort, split:pd.DataFrame, hashes:dict)->dict:
-    "Who a model was developed on, by split: hashed patient ids and the SHA-256 of every image (kept in the model file)."
+    """Who a model was developed on, by split: hashed patient ids, the SHA-256 of every image file and of every image's
+    decoded pixels (`pixel_sha256`), kept in the model file."""
     part = dict(zip(split["patient_id"].astype(str), split["split"]))
     imgs = cohort.images[cohort.images["patient_id"].astype(str).isin(part)]
     return dict(patients={_patient_key(p): s for p, s in part.items()},
-                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"])
-                        if path in hashes},
+                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes},
+                pixels={pixel_sha256(a): part[str(pid)] for a, pid in zip(imgs["abspath"], imgs["patient_id"])},
                 roi=roi_counts(imgs[imgs["patient_id"].astype(str).map(part) == "train"]))
 
 def roi_counts(images:pd.DataFrame)->dict:
@@ -242,25 +254,46 @@ def _check_roi(info:dict, cohort:Cohort):
                   "saw, and their scores can be wrong. Give every image its ROI (x0, y0, x1, y1 or a mask) in "
                   "images.csv, as in the training cohort.", stacklevel=3)
 
+MOST_IDS = 0.5   # more than this share of a cohort's patient ids among the development cohort's: treated as overlap
+
 def development_overlap(info:dict, cohort:Cohort)->dict|None:
-    """Patients of `cohort` the model was developed on: by identical image files (SHA-256), and patient ids that also occur
-    there (weaker: another hospital may reuse ids). None when the model file does not say who it was developed on."""
+    """Patients of `cohort` the model was developed on: by identical image files (SHA-256) or identical decoded pixels
+    (`pixel_sha256`), and patient ids that also occur there (alone weaker: another hospital may reuse ids; most of a
+    cohort's ids is overlap, `MOST_IDS`). None when the model file does not say who it was developed on."""
     dev = info.get("development")
     if not isinstance(dev, dict): return None
     pids = cohort.clinical["patient_id"].astype(str).tolist()
     digests = cohort.images["sha256"] if "sha256" in cohort.images else cohort.images["abspath"].map(file_sha256)
-    img_part = [dev["images"].get(d) for d in digests]
+    by_file = [dev["images"].get(d) for d in digests]
+    pixels = dev.get("pixels") or {}
+    by_pixels = [pixels.get(pixel_sha256(a)) if pixels else None for a in cohort.images["abspath"]]
+    img_part = [f or p for f, p in zip(by_file, by_pixels)]
     by_img = {}
     for p, s in zip(cohort.images["patient_id"].astype(str), img_part):
         if s is not None: by_img.setdefault(p, set()).add(s)
     id_part = {p: dev["patients"].get(_patient_key(p)) for p in pids}
+    n_ids = sum(v is not None for v in id_part.values())
+    generated = bool(info.get("synthetic")) and bool(getattr(cohort, "synthetic", False))   # both numbered S0001, S0002, ...
     return dict(n_patients=len(pids), n_overlap=len(by_img), n_overlap_train=sum("train" in v for v in by_img.values()),
                 n_images=len(img_part), n_images_overlap=sum(s is not None for s in img_part),
-                n_id_only=sum(v is not None and p not in by_img for p, v in id_part.items()))
+                n_images_pixels_only=sum(f is None and p is not None for f, p in zip(by_file, by_pixels)),
+                pixels_checked=bool(pixels), n_ids=n_ids,
+                n_id_only=sum(v is not None and p not in by_img for p, v in id_part.items()),
+                most_ids=not generated and n_ids > MOST_IDS * len(pids))
 
 def overlap_words(o:dict)->str:
-    return (f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of this model) "
-            f"have images identical to those this model was developed on ({o['n_images_overlap']} of {o['n_images']} images)")
+    "What a cohort shares with the development cohort, in words (empty when it shares no image and not most ids)."
+    words = []
+    if o["n_overlap"]:
+        resaved = o.get("n_images_pixels_only", 0)
+        words.append(f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of "
+                     f"this model) have images identical to those this model was developed on ({o['n_images_overlap']} of "
+                     f"{o['n_images']} images" + (f"; {resaved} of them other files with the same pixels" if resaved else "")
+                     + ")")
+    if o.get("most_ids"):
+        words.append(f"{o['n_ids']} of {o['n_patients']} patient ids ({o['n_ids'] / o['n_patients']:.0%}) are ids of the "
+                     "patients this model was developed on (most of the cohort: the same women, whatever their images)")
+    return "; ".join(words)
 
 def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    cohort:str|Path|Cohort,# new patients: images + clinical values (labels optional)
@@ -301,20 +334,24 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
     overlap = development_overlap(info, cohort)
-    if overlap and overlap["n_overlap"]:
+    shared = overlap_words(overlap) if overlap else ""
+    if shared:
         if not allow_overlap:
-            raise PeRenalError(f"{cohort.root}: {overlap_words(overlap)}. Scoring them is not external validation. Score "
+            raise PeRenalError(f"{cohort.root}: {shared}. Scoring them is not external validation. Score "
                                "patients the model has not seen, or pass --allow-overlap (allow_overlap=True) to score them "
                                "anyway: the output then says they overlap and never calls the result external.")
-        warnings.warn(f"{overlap_words(overlap)}: these scores are not external validation.", stacklevel=2)
-    if overlap and overlap["n_id_only"]:
+        warnings.warn(f"{shared}: these scores are not external validation.", stacklevel=2)
+    elif overlap and overlap["n_id_only"]:
         warnings.warn(f"{overlap['n_id_only']} patient id(s) of {cohort.root/'clinical.csv'} also occur among the patients this "
                       "model was developed on, with other images: if they are the same women, these scores are not external "
                       "validation.", stacklevel=2)
     validation = ("not known to be external: this model file does not record the patients it was developed on"
-                  if overlap is None else f"NOT external: {overlap_words(overlap)}" if overlap["n_overlap"] else
+                  if overlap is None else f"NOT external: {shared}" if shared else
                   f"external by image content ({overlap['n_id_only']} patient ids also occur in the development cohort)"
                   if overlap["n_id_only"] else "external")
+    if overlap is not None and not shared and not overlap["pixels_checked"]:   # a model file written before pixel digests
+        validation += (" (by image file only: this model file records no pixel digests, so development images saved again "
+                       "in other files would not be recognised)")
     bb = _backbone_for(info, weights, model_path)
     if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
         print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)
@@ -343,7 +380,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
             tm = threshold_metrics(pred["label"], pred[f"p_{m}"], obj["thresholds"][m])
             rows.append(dict(model=m, n=len(pred), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=obj["thresholds"][m],
                              **{k: tm.loc[k, "value"] for k in tm.index}, **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
-                             **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index}))
+                             **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index},
+                             ci_note="; ".join(f"{k}: {tm.loc[k, 'note']}" for k in tm.index if tm.loc[k, "note"])))
         metrics = pd.DataFrame(rows)
         metrics["validation"] = validation
         if status: metrics["status"] = status

@@ -74,7 +74,7 @@ _COLUMNS = {
     "auc": "area under the ROC curve", "lo": "lower limit of the 95% interval", "hi": "upper limit of the 95% interval",
     "auc_lo": "lower limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
     "auc_hi": "upper limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
-    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores)",
+    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores; run.json's model.threshold_rule says which, per model)",
     "settings": "the tuned settings of the classifier (KNN: k)", "deep_kept": "deep features the LASSO kept in that fit",
     "no_features": "True when the LASSO kept no deep feature in that fit (DL: a prevalence stand-in; Composite: the clinical model)",
     "repeat": "repeat of the cross-validation", "fold": "fold within the repeat", "label": "1 = preeclampsia, 0 = normal",
@@ -83,18 +83,22 @@ _COLUMNS = {
     "p": "p-value (unadjusted)", "missing": "patients with no value", "level": "the summary shown in that row (category or statistic)",
     "overall": "all patients", "seconds": "time taken",
 }
+_CI_KIND = {k: "Wilson score" for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv")} | {"f1": "bootstrap, unstratified"}
 _TABLES = {
     "performance": ("Discrimination and classification per model and cohort (Table 2, numbers).",
                     dict(estimate="apparent (in-sample, optimistic) for training rows, held-out for test rows",
                          iv_auc="internal-validation AUC (training rows; empty for test rows)", iv_lo="its lower 95% limit",
                          iv_hi="its upper 95% limit", iv_method="how it was estimated", iv_reason="why it is NA, when it is",
-                         **{f"{k}{s}": f"{k} at the threshold{' (lower 95% bootstrap limit; empty for training rows)' if s == '_lo' else ' (upper 95% bootstrap limit; empty for training rows)' if s == '_hi' else ''}"
+                         same_as="the earlier model this one equals (identical predictions on every cohort, e.g. Composite = Clinical when the LASSO kept no deep feature): its threshold and internal validation are that model's; empty otherwise",
+                         ci_note="why a threshold metric of a test row has no interval, when one has none",
+                         **{f"{k}{s}": f"{k} at the threshold{f' (lower 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_lo' else f' (upper 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_hi' else ''}"
                             for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1") for s in ("", "_lo", "_hi")}), None),
     "performance_formatted": ("Table 2 as printed in the report: value (95% CI) strings; training rows without CIs.", {}, "its columns are those of performance.csv, formatted"),
     "internal_validation": ("Internal validation of the whole pipeline on the training patients: each model by each method.",
                             dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
                                  n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
                                  primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
+                                 same_as="the model this one is (identical predictions, e.g. Composite = Clinical when the LASSO kept no deep feature): the row holds that model's estimate; its own folds are in internal_validation_cv_folds.csv",
                                  n_no_features="folds or resamples in which the LASSO kept no deep feature (DL and Composite)",
                                  share_no_features="their share of the folds or resamples",
                                  flag="a warning when that share is 25% or more: the estimate mixes the stand-in (DL: AUC 0.5; Composite: the clinical model) with the model",
@@ -108,12 +112,15 @@ _TABLES = {
     "internal_validation_bootstrap": (".632+ bootstrap: one row per model and resample.",
                                       dict(resample="resample number", auc_oob="AUC of the patients left out of the resample",
                                            n_oob="patients left out"), None),
-    "threshold_oof_scores": ("Out-of-fold scores of the training patients from the internal cross-validation: the thresholds are chosen on these.", {}, None),
+    "threshold_oof_scores": ("Out-of-fold scores of the training patients from the internal cross-validation: the thresholds are chosen on these.",
+                             dict(chooses_threshold="True for the scores the model's threshold was chosen on (a backbone fine-tuned once: for DL and Composite only the patients the fine-tuning held out; a model identical to another: none, it takes the other's threshold)"), None),
     "calibration": ("Calibration of the held-out predictions (logistic recalibration) with bootstrap 95% intervals, and Brier score.",
                     dict(slope="calibration slope (1 = ideal)", slope_lo="its lower limit (-inf: unbounded)", slope_hi="its upper limit (inf: unbounded)",
                          intercept="calibration intercept, slope fixed at 1 (0 = ideal)", intercept_lo="its lower limit", intercept_hi="its upper limit",
                          brier="Brier score", smoothing="how KNN vote shares were smoothed before the logit",
-                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)"), None),
+                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)",
+                         n_intercept_infinite="resamples holding one class only (no finite intercept; counted as infinite, as the slope's)",
+                         note="why the slope is not estimable, when it is not (a separated test set: inf in the CSV)"), None),
     "delong_comparisons": ("Paired DeLong tests between models on the test patients.",
                            dict(model_a="first model", model_b="second model", auc_a="AUC of model_a", auc_b="AUC of model_b",
                                 difference="auc_a - auc_b", z="DeLong z statistic", p_holm="p adjusted for the comparisons on the cohort (Holm)",
@@ -382,7 +389,8 @@ def _tripod_reports(m:dict)->dict:
                + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
                   "once": ", except the fine-tuning of the backbone (done once on all training patients: optimistic)"}.get(ft_cv, "")
                + "; a model that is a prevalence stand-in is reported as NA.",
-        "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV, F1 with bootstrap CIs "
+        "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV with Wilson score CIs, F1 with an "
+               f"unstratified bootstrap CI "
                f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
                "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
         "12f": "No model updating.",
@@ -433,6 +441,9 @@ _HEADINGS = {"auc": "AUC", "lo": "lower 95%", "hi": "upper 95%", "n_resamples": 
              "share_of_summed_importance": "share of the summed importance", "inputs": "model inputs",
              "patient_id": "patient", "sd": "SD"}
 _YES_NO = {True: "yes", False: "no", "True": "yes", "False": "no"}
+# the calibration table's infinities in words: a separated score has no finite slope; an interval's infinite limit is unbounded
+_INFINITE = {"slope": ("not estimable (separated)",) * 2, "intercept": ("not estimable (one class)",) * 2,
+             **{f"{k}_{e}": ("unbounded below", "unbounded above") for k in ("slope", "intercept") for e in ("lo", "hi")}}
 
 def html_table(results_dir:Path,    # results folder
                name:str,            # table file under tables/, without .csv
@@ -443,6 +454,7 @@ def html_table(results_dir:Path,    # results folder
                rename:dict|None=None,  # shorter column headings
                na:str="",           # how a missing value is shown
                blank:tuple=(),      # columns whose missing values are left blank whatever `na` is (e.g. a reason column)
+               infinite:dict|None=None, # column -> (text for -inf, text for +inf): what an infinite value means there
               ):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
     "A table of the results folder as HTML, escaped by pandas and marked safe for the template."
     from markupsafe import Markup
@@ -459,6 +471,9 @@ def html_table(results_dir:Path,    # results folder
         if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
     for c in blank:
         if c in df.columns: df[c] = df[c].astype(object).where(df[c].notna(), "")
+    for c, (neg, pos) in (infinite or {}).items():
+        if c in df.columns and pd.api.types.is_float_dtype(df[c]) and np.isinf(df[c]).any():
+            df[c] = [neg if v == -np.inf else pos if v == np.inf else v for v in df[c]]
     for c in df.columns:
         if df[c].dtype == bool or set(df[c].dropna().unique()) <= {"True", "False"} and df[c].notna().any():
             df[c] = df[c].map(lambda v: _YES_NO.get(v, v))
@@ -580,7 +595,7 @@ def _render_report_html(d:Path, m:dict, t)->str:
         tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
                     performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
                                   drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration"), validation_folds=t("internal_validation_cv_folds"),
+                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration", infinite=_INFINITE, blank=("note",), text=True), validation_folds=t("internal_validation_cv_folds"),
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename={**_GRADCAM_HEADINGS, **({} if (m["config"].get("gradcam_target") or "signature") == "signature" else {"score": "head logit"})}),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),

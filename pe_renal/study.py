@@ -21,12 +21,13 @@ from .report import (GRADCAM_CAPTIONS, GRADCAM_PRESETS, GRADCAM_WHAT, STATUS_NOT
 from .predict import development_fingerprint, protected_inputs, save_model
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'StudyConfig',
-           'StageError', 'pick_cases', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage',
-           'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
-           'ValidationStage', 'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage',
-           'oof_thresholds', 'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
-           'shap_stage', 'report_stage', 'run_study']
+__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'ONCE_RULE',
+           'ONCE_OPTIMISTIC', 'SAME_RULE', 'StudyConfig', 'StageError', 'pick_cases', 'CohortStage', 'cohort_stage',
+           'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings', 'finetune_stage',
+           'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit', 'mask_finetuned_once',
+           'same_model_rows', 'validation_stage', 'EvaluationStage', 'oof_thresholds', 'choose_thresholds',
+           'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
+           'report_stage', 'run_study']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -353,6 +354,25 @@ def mask_finetuned_once(iv, models:dict):
     boot = iv.bootstrap[~iv.bootstrap["model"].isin(deep)].reset_index(drop=True) if len(iv.bootstrap) else iv.bootstrap
     return dataclasses.replace(iv, summary=s, cv=type(iv.cv)(folds, cs), bootstrap=boot)
 
+def same_model_rows(iv, results:dict):
+    """The internal validation with a model identical to an earlier one (Composite = Clinical when the LASSO kept no deep
+    feature) given that model's estimates, `same_as` naming it: one model, one number. Its own folds stay in the fold table."""
+    from pe_renal.evaluation import same_model
+    s = iv.summary.copy()
+    s["same_as"] = ""
+    for m in results:
+        other = same_model(results, m)
+        if other is None or other not in set(s["model"]): continue
+        for key in s.loc[s["model"] == m, "key"]:
+            src = s[(s["model"] == other) & (s["key"] == key)]
+            dst = s.index[(s["model"] == m) & (s["key"] == key)]
+            if len(src) != 1: continue
+            for c in s.columns.drop(["model", "key", "primary", "same_as"]):
+                s.loc[dst, c] = src[c].iloc[0]
+            s.loc[dst, "same_as"] = other
+    s.attrs = dict(iv.summary.attrs)
+    return dataclasses.replace(iv, summary=s)
+
 def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort|None=None, verbose:bool=True)->ValidationStage:
     "Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+ bootstrap."
     import matplotlib.pyplot as plt
@@ -369,6 +389,7 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort
         iv = internal_validation(unfitted, Xtr, ytr, n_boot=0 if refit else cfg.n_boot, n_splits=cfg.cv_splits,
                                  n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs, refit=refit)
     if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once": iv = mask_finetuned_once(iv, unfitted)
+    iv = same_model_rows(iv, models.results)           # Composite = Clinical: one model, one estimate
     table = iv.summary.drop(columns=["key"], errors="ignore")
     rows = iv.oof["row"].to_numpy(int)
     oof = pd.DataFrame(dict(model=iv.oof["model"], repeat=iv.oof["repeat"], patient_id=Xtr.index[rows], label=np.asarray(ytr)[rows],
@@ -379,13 +400,17 @@ def validation_stage(models:ModelStage, cfg:StudyConfig, tmp:Path, cohort:Cohort
     for name, df in details.items(): _csv(df, tmp/"tables"/f"{name}.csv")
     fig = plot_internal_validation(iv); fig = getattr(fig, "figure", fig)
     save_figure(fig, tmp/"figures"/"internal_validation", cfg.formats, cfg.dpi); plt.close("all")
-    return ValidationStage(table, iv.to_json(), details, oof)
+    js = iv.to_json()
+    for r in iv.summary[iv.summary["same_as"] != ""].itertuples():
+        js[r.model]["same_as"] = r.same_as
+    return ValidationStage(table, js, details, oof)
 
 @dataclass
 class EvaluationStage:
     tables: dict                 # performance, performance_formatted, delong_comparisons, ...
     thresholds: dict             # model -> Youden threshold on the out-of-fold scores of the training patients (`THRESHOLD_RULE`)
     predictions: pd.DataFrame    # one row per patient: split, label, p_<model>, pred_<model>
+    threshold_rule: str = ""     # how the thresholds were chosen, in words (`choose_thresholds`)
 
 def _knn_votes(fitted:dict)->dict:
     "k of each tuned KNN model: its probabilities are vote shares out of k (for the calibration rule)."
@@ -397,25 +422,93 @@ def _knn_votes(fitted:dict)->dict:
 
 THRESHOLD_RULE = ("Youden index on the out-of-fold predictions of the training patients (every repeat of the internal "
                   "cross-validation pooled), so that no patient is scored by a model that saw her")
+ONCE_RULE = ("{models}: Youden index on the out-of-fold predictions of only the {n} training patients ({pos} with "
+             "preeclampsia) that the fine-tuning held out as its inner validation (every repeat pooled). The backbone was "
+             "fine-tuned once on the other training patients, whose deep features therefore come from a network trained on "
+             "their labels, so their out-of-fold scores are optimistic ({auc}); the labels of these {n} never changed the "
+             "network, which keeps its last epoch (chosen by no score)")
+ONCE_OPTIMISTIC = ("{models}: OPTIMISTIC, Youden index on the out-of-fold predictions of all training patients, although the "
+                   "backbone was fine-tuned once on them (their deep features come from a network trained on their labels), "
+                   "because {why}")
+SAME_RULE = "{model} is the {other} model{why}: the same prediction for every patient, so its threshold is {other}'s"
 
-def oof_thresholds(oof:pd.DataFrame|None, results:dict)->dict:
+def oof_thresholds(oof:pd.DataFrame|None, results:dict, only:dict|None=None)->dict:
     """Each model's Youden threshold on the out-of-fold CV scores of the training patients (`THRESHOLD_RULE`): in-sample KNN
-    scores, where every patient is among her own neighbours, would put it too high. Models without out-of-fold scores fall
-    back to the training scores, with a warning."""
+    scores, where every patient is among her own neighbours, would put it too high. `only` = {model: patient ids}: that
+    model's threshold is chosen on those patients' out-of-fold scores alone. Models without out-of-fold scores fall back
+    to the training scores, with a warning."""
     from pe_renal.evaluation import youden_threshold
     out = {}
     for m in results:
         o = oof[oof["model"] == m] if oof is not None and len(oof) else None
+        if o is not None and only and m in only: o = o[o["patient_id"].astype(str).isin(set(map(str, only[m])))]
         if o is not None and len(o) and o["label"].nunique() == 2: out[m] = youden_threshold(o["label"].to_numpy(int), o["score"].to_numpy(float))
         else:
             warnings.warn(f"{m}: no out-of-fold scores; its threshold is the Youden index of its in-sample training scores.", stacklevel=2)
             out[m] = youden_threshold(*results[m]["train"])
     return out
 
-def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path)->EvaluationStage:
+def _pooled_auc(o:pd.DataFrame)->str:
+    from pe_renal.evaluation import roc_auc
+    return f"{roc_auc(o['label'].to_numpy(int), o['score'].to_numpy(float)):.2f}" if o["label"].nunique() == 2 else "NA"
+
+def _once_rule(oof:pd.DataFrame|None, deep:list, finetuned)->tuple[dict|None, str]:
+    """For a backbone fine-tuned once: the patients whose out-of-fold scores choose the deep models' thresholds (its inner
+    validation, whose labels never changed the network), and the rule in words; (None, why optimistic) when there are none."""
+    names = ", ".join(deep)
+    info = finetuned.result.info if finetuned is not None and finetuned.result is not None else {}
+    unseen = set(map(str, info.get("val_patients", [])))
+    if info.get("select") != "last":
+        why = "the fine-tuning chose its epoch on its inner validation's labels"
+        return None, ONCE_OPTIMISTIC.format(models=names, why=why)
+    o = oof[oof["model"].isin(deep) & oof["patient_id"].astype(str).isin(unseen)] if oof is not None else pd.DataFrame()
+    if not len(o) or o.groupby("model")["label"].nunique().min() < 2:
+        return None, ONCE_OPTIMISTIC.format(models=names, why="the patients held out of the fine-tuning have no out-of-fold "
+                                            "scores of both classes")
+    per = o.drop_duplicates("patient_id")
+    auc = ", ".join(f"{m} AUC {_pooled_auc(oof[oof['model'] == m])} on all training patients, "
+                    f"{_pooled_auc(o[o['model'] == m])} on these" for m in deep)
+    words = ONCE_RULE.format(models=names, n=len(per), pos=int(per["label"].sum()), auc=auc)
+    return {m: sorted(unseen) for m in deep}, words
+
+def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
+                      finetuned=None)->tuple[dict, str, pd.DataFrame|None]:
+    """Each model's threshold, the rule that chose them in words, and the out-of-fold scores with `chooses_threshold` (the
+    rows each threshold was chosen on): `THRESHOLD_RULE`; with a backbone fine-tuned once, the deep models' on scores whose
+    labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical to another takes its
+    threshold (`SAME_RULE`)."""
+    from pe_renal.models import _uses_deep
+    from pe_renal.evaluation import same_model
+    rules, only = [THRESHOLD_RULE], None
+    if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once":
+        deep = [m for m, mod in models.fitted.items() if _uses_deep(mod) and same_model(models.results, m) is None]
+        only, words = _once_rule(oof, deep, finetuned)
+        rules = [f"{', '.join(m for m in models.results if m not in deep)}: {THRESHOLD_RULE}", words]
+        if only is None: warnings.warn(f"thresholds: {words}.", stacklevel=2)
+    thresholds = oof_thresholds(oof, models.results, only)
+    empty = models.selector is not None and not len(models.selector.selected_)
+    for m in models.results:
+        other = same_model(models.results, m)
+        if other is None: continue
+        thresholds[m] = thresholds[other]
+        rules.append(SAME_RULE.format(model=m, other=other, why=" (the LASSO kept no deep feature)" if empty else ""))
+    return thresholds, "; ".join(rules), _used_rows(oof, models.results, only)
+
+def _used_rows(oof:pd.DataFrame|None, results:dict, only:dict|None)->pd.DataFrame|None:
+    "The out-of-fold scores with `chooses_threshold`: True for the rows a model's own threshold was chosen on."
+    from pe_renal.evaluation import same_model
+    if oof is None: return None
+    own = {m for m in results if same_model(results, m) is None}
+    pick = [m in own and (not only or m not in only or str(p) in set(map(str, only[m])))
+            for m, p in zip(oof["model"], oof["patient_id"])]
+    return oof.assign(chooses_threshold=pick)
+
+def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path,
+                     finetuned:FinetuneStage|None=None)->EvaluationStage:
     "ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold metrics, calibration, decision curves; predictions."
     from pe_renal.evaluation import write_evaluation
-    thresholds = oof_thresholds(validation.oof, models.results)
+    thresholds, rule, used = choose_thresholds(validation.oof, models, cfg, finetuned)
+    if used is not None: _csv(used, tmp/"tables"/"threshold_oof_scores.csv")     # which scores chose each threshold
     tables = write_evaluation(models.results, tmp, formats=cfg.formats, dpi=cfg.dpi, n_boot=cfg.n_boot_ci, seed=cfg.seed,
                               internal=validation.json, counts=_knn_votes(models.fitted), thresholds=thresholds)
     X = models.data.X
@@ -424,7 +517,7 @@ def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:Validatio
         pred[f"p_{m}"] = mod.predict_proba(X)[:, 1]
         pred[f"pred_{m}"] = (pred[f"p_{m}"] >= thresholds[m]).astype(int)
     _csv(pred.reset_index(), tmp/"predictions.csv")
-    return EvaluationStage(tables, thresholds, pred)
+    return EvaluationStage(tables, thresholds, pred, rule)
 
 # %% ../nbs/09_study.ipynb #090016df
 def signature_agreement(selector, X:pd.DataFrame, results:dict)->pd.DataFrame:
@@ -526,7 +619,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                 precision=f.precision, aggregation="mean", deep_columns=list(m.data.deep), numeric=list(m.data.numeric),
                 categorical=list(m.data.categorical), label_column=c.cohort.label_name, positive=c.cohort.positive,
                 synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)),
-                development=development_fingerprint(c.cohort, s.split, c.input_sha256), threshold_rule=THRESHOLD_RULE)
+                development=development_fingerprint(c.cohort, s.split, c.input_sha256), threshold_rule=e.threshold_rule)
     ft = stages.get("finetune")
     if ft is not None and ft.result is not None:
         info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
@@ -538,7 +631,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                     cohort=c.path, data="synthetic (not real patients)" if synthetic else "user cohort", status=status,
                     config=asdict(cfg), versions=_versions(), features={**f.meta, "backbone": cfg.backbone},
                     weights=bb.weights, untrained_backbone=bb.untrained, warnings=warn,
-                    model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds, "threshold_rule": THRESHOLD_RULE},
+                    model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds, "threshold_rule": e.threshold_rule},
                     split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json, summary=_summary(c, s, f, m, stages["gradcam"], cfg),
                     input_sha256=c.input_sha256, timings_s=times,
                     finetune=None if ft is None or ft.result is None else
@@ -585,7 +678,7 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                                  if cfg.finetune_cv == "refit" else
                                  f" and .632+ bootstrap ({cfg.n_boot})"), validation_stage, r["models"], cfg, tmp, c, verbose)
         r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves",
-                                evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp)
+                                evaluation_stage, r["models"], r["split"].split, r["validation"], cfg, tmp, r.get("finetune"))
         r["gradcam"] = stage("gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of {GRADCAM_WHAT[cfg.gradcam_target]} on test patients",
                              gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp, r.get("finetune"))
         r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pe_renal.evaluation import (EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
+from pe_renal.evaluation import (METRICS, EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
                                  decision_curve, delong_comparisons, performance_table, threshold_metrics,
                                  write_evaluation, youden_threshold)
 
@@ -213,3 +213,96 @@ def test_every_row_of_the_performance_table_holds_its_own_cohorts_numbers():
         assert r["sensitivity"] == pytest.approx((s[y == 1] >= th).mean(), abs=1e-12), part
         assert r["specificity"] == pytest.approx((s[y == 0] < th).mean(), abs=1e-12), part
     assert abs(t.loc["train", "auc"] - t.loc["test", "auc"]) > 0.1      # the rows could not pass for each other
+
+
+def null_sweep(seed:int, n_train:int=105, n_test:int=45, k:int=15)->tuple:
+    """A no-signal cohort as the study's KNN sees it: labels at ~50% prevalence, coarse vote-share scores (j/k) unrelated to
+    them; the threshold is Youden's on the training part, applied to the test part."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.r_[np.ones((n_train + n_test) // 2), np.zeros((n_train + n_test + 1) // 2)]).astype(int)
+    s = rng.binomial(k, 0.5, n_train + n_test) / k
+    th = youden_threshold(y[:n_train], s[:n_train])
+    return y[n_train:], s[n_train:], th
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_no_threshold_metric_interval_has_zero_width_under_the_null(seed):
+    """15 frozen null cohorts, each at its Youden threshold and at thresholds that call everyone or no one positive (the
+    0 of n and n of n cases a bootstrap turned into 1.000 (1.000-1.000)): no row has lo == hi; a row without an interval
+    says why; every interval holds its estimate."""
+    y, s, th = null_sweep(seed)
+    for thr in (th, s.min(), s.max() + 1):
+        t = threshold_metrics(y, s, thr, n_boot=500, seed=seed)
+        ok = t["lo"].notna() & t["hi"].notna()
+        assert not (t["lo"] == t["hi"]).any(), t
+        assert (t.loc[ok, "lo"] < t.loc[ok, "hi"]).all() and (t.loc[~ok, "note"] != "").all(), t
+        assert ((t.loc[ok, "lo"] <= t.loc[ok, "value"]) & (t.loc[ok, "value"] <= t.loc[ok, "hi"])).all(), t
+    res = {"m": {"train": (y, s), "test": (y, s)}}
+    perf = performance_table(res, n_boot=200, seed=seed).set_index("cohort").loc["test"]
+    for k in METRICS:
+        assert perf[f"{k}_lo"] != perf[f"{k}_hi"] or "no interval" in perf["ci_note"] or "undefined" in perf["ci_note"], k
+
+
+def test_performance_table_on_the_null_sweep_has_no_zero_width_rows():
+    "The whole table over the 15 null cohorts, as the study writes it: every held-out threshold-metric row has lo < hi or NA with a note."
+    rows = 0
+    for seed in range(15):
+        y, s, th = null_sweep(seed)
+        perf = performance_table({"m": {"train": (y, s), "test": (y, s)}}, n_boot=200, seed=seed, thresholds={"m": th})
+        r = perf.set_index("cohort").loc["test"]
+        for k in METRICS:
+            lo, hi = r[f"{k}_lo"], r[f"{k}_hi"]
+            if np.isfinite(lo) and np.isfinite(hi): assert lo < hi, (seed, k, lo, hi); rows += 1
+            else: assert k in r["ci_note"], (seed, k)
+    assert rows >= 15 * 5                                                    # the proportions always have an interval here
+
+
+def test_formatted_table_says_why_a_metric_has_no_interval():
+    "Nobody called positive: PPV is undefined and F1 (0, no true positive) has no interval; the table says both, never a bare value."
+    from pe_renal.evaluation import format_performance, wilson_ci
+    y = np.r_[np.ones(24), np.zeros(21)].astype(int)
+    res = {"m": {"train": (y, np.linspace(0, 1, 45)), "test": (y, np.zeros(45))}}
+    perf = performance_table(res, n_boot=200, thresholds={"m": 0.5})
+    f = format_performance(perf).set_index("cohort").loc["test"]
+    assert f["PPV"] == "undefined" and f["F1"] == "0.000 (no CI)"
+    assert "ppv: undefined: no patient called positive" in f["Note"] and "f1: no interval: no true positive" in f["Note"]
+    lo, hi = wilson_ci(0, 24)
+    assert f["Sensitivity"] == f"0.000 ({lo:.3f}-{hi:.3f})" and hi > 0.1
+
+
+def test_identical_models_are_reported_as_one_model():
+    """Composite = Clinical (the same scores): one threshold and one internal-validation estimate, the earlier model's, and the
+    row names the model it is; models with other scores (a negative control) keep their own."""
+    from pe_renal.evaluation import format_performance
+    y, s = model(100, 1.0, 4)
+    iv = {"Clinical": dict(auc=0.6, lo=0.5, hi=0.7, method="cv"), "Composite": dict(auc=0.7, lo=0.6, hi=0.8, method="cv")}
+    res = {"Clinical": {"train": (y, s), "test": (y, s)}, "Composite": {"train": (y, s.copy()), "test": (y, s.copy())}}
+    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv)
+    c = perf.set_index(["model", "cohort"])
+    assert (c.loc["Composite", "threshold"] == 0.3).all() and c.loc[("Composite", "train"), "iv_auc"] == 0.6
+    assert list(perf["same_as"]) == ["", "", "Clinical", "Clinical"]
+    assert c.loc[("Composite", "test"), "sensitivity"] == c.loc[("Clinical", "test"), "sensitivity"]
+    f = format_performance(perf)
+    assert f["model"].tolist()[2:] == ["Composite (= Clinical: identical predictions, the same model)"] * 2
+    res["Composite"] = {"train": (y, s + 0.1), "test": (y, s + 0.1)}                 # other scores: its own numbers
+    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv).set_index(["model", "cohort"])
+    assert (perf.loc["Composite", "threshold"] == 0.9).all() and perf.loc[("Composite", "train"), "iv_auc"] == 0.7
+    assert (perf["same_as"] == "").all()
+
+
+def test_calibration_intercept_counts_one_class_resamples_and_separation_is_said_in_words(tmp_path):
+    """Five patients: many resamples hold one class, where the intercept heads to +-infinity; they are counted and kept as
+    an unbounded limit (as separated resamples are for the slope), not dropped. A test set the score separates has no
+    finite slope: the table says why, and the report shows words, never inf (inf-inf)."""
+    from pe_renal.report import _INFINITE, html_table
+    y, p = np.array([0, 0, 0, 1, 1]), np.array([0.2, 0.3, 0.6, 0.5, 0.8])
+    r = calibration_table({"m": {"test": (y, p)}}, n_boot=500, seed=0).iloc[0]
+    one_class = sum(len(set(y[i])) == 1 for i in np.random.default_rng(0).integers(0, 5, (500, 5)))
+    assert r.n_intercept_infinite == one_class > 12                     # more than 2.5% of 500: the limit is unbounded
+    assert r.intercept_lo == -np.inf or r.intercept_hi == np.inf
+    y, p = np.r_[np.zeros(10), np.ones(10)].astype(int), np.r_[np.full(10, 0.1), np.full(10, 0.9)]
+    t = calibration_table({"m": {"test": (y, p)}}, n_boot=200, seed=0)
+    assert t.loc[0, "slope"] == np.inf and t.loc[0, "n_separated"] == 200 and "not estimable (separated)" in t.loc[0, "note"]
+    (tmp_path / "tables").mkdir(); t.to_csv(tmp_path / "tables" / "calibration.csv", index=False)
+    html = str(html_table(tmp_path, "calibration", infinite=_INFINITE))
+    assert "not estimable (separated)" in html and "unbounded above" in html and ">inf<" not in html

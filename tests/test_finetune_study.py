@@ -46,6 +46,20 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     t = pd.read_csv(out / "tables" / "internal_validation.csv")
     assert t.loc[t["model"] != "Clinical", "auc"].isna().all() and t.loc[t["model"] == "Clinical", "auc"].notna().all()
     assert set(pd.read_csv(out / "tables" / "internal_validation_cv_folds.csv")["model"]) == {"Clinical"}
+    # fine-tuned once: the deep models' thresholds never come from scores whose labels trained the network, and the rule says so
+    from pe_renal.evaluation import youden_threshold
+    rule, oof = m["model"]["threshold_rule"], pd.read_csv(out / "tables" / "threshold_oof_scores.csv")
+    assert rule.startswith("Clinical: Youden index") and "; DL, Composite: " in rule, rule
+    deep_rule = rule.split("; DL, Composite: ")[1]
+    assert "no patient is scored by a model that saw her" not in deep_rule
+    for model, threshold in m["model"]["thresholds"].items():      # each threshold is Youden's on the rows said to choose it
+        u = oof[(oof["model"] == model) & oof["chooses_threshold"]]
+        assert threshold == pytest.approx(youden_threshold(u["label"], u["score"]), abs=1e-12), model
+    chose = oof[oof["chooses_threshold"]].groupby("model")["patient_id"].nunique()
+    if deep_rule.startswith("Youden index on the out-of-fold predictions of only the"):
+        assert chose["DL"] == chose["Composite"] == ft["n_val_patients"] and f"only the {ft['n_val_patients']} training" in deep_rule
+    else: assert deep_rule.startswith("OPTIMISTIC"), deep_rule
+    assert chose["Clinical"] == ft["n_train_patients"] + ft["n_val_patients"]
     p = pd.read_csv(out / "tables" / "performance_formatted.csv").set_index(["model", "cohort"])
     assert p.loc[("DL", "train"), "Internal validation AUC (95% CI)"] == "NA (not estimated: the backbone was fine-tuned once on all training patients)"
     split = pd.read_csv(out / "split.csv")

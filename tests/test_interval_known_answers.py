@@ -4,8 +4,8 @@ or twice as wide fails.
 - DeLong's variance of the AUC, worked out by hand on seven patients (fractions);
 - the coverage of DeLong's 95% interval over 1000 simulated samples, with bounds that a correct interval meets with
   probability >= 99.9% and one half or twice as wide does not (binomial arithmetic in the test);
-- the stratified bootstrap intervals of the threshold metrics: at a fixed threshold the resampled counts are two
-  independent binomials, so each interval's limits are known quantiles of an exactly computable distribution;
+- the Wilson score intervals of the threshold metrics (statsmodels' proportion_confint; 24/24 -> 0.862-1.000, 0/21 ->
+  0-0.155), and F1's unstratified bootstrap against the quantiles of a multinomial draw of the counts;
 - the bootstrap intervals of the calibration slope and intercept against the likelihood (Wald) intervals of statsmodels
   on a large, correctly specified cohort, where the two agree.
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pe_renal.evaluation import METRICS, calibration_table, delong_ci, threshold_metrics
+from pe_renal.evaluation import WILSON, calibration_table, delong_ci, threshold_metrics, wilson_ci
 
 
 def sample_variance(v): m = sum(v) / len(v); return sum((x - m) ** 2 for x in v) / (len(v) - 1)
@@ -68,49 +68,49 @@ def test_delong_coverage_with_a_margin():
     assert covered[0.5] < LOWER and covered[2.0] > UPPER, covered   # the bounds tell the wrong widths apart
 
 
-def exact_bootstrap_distributions(tp:int, n1:int, tn:int, n0:int)->dict:
-    """Every metric's distribution over stratified bootstrap resamples at a fixed threshold: TP* ~ Binomial(n1, tp/n1) and
-    TN* ~ Binomial(n0, tn/n0), independent (each class resampled on its own). Returns metric -> (values, probabilities)."""
-    TP, TN = np.meshgrid(np.arange(n1 + 1), np.arange(n0 + 1), indexing="ij")
-    P = np.outer(stats.binom.pmf(np.arange(n1 + 1), n1, tp / n1), stats.binom.pmf(np.arange(n0 + 1), n0, tn / n0))
-    FN, FP = n1 - TP, n0 - TN
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = dict(sensitivity=TP / n1, specificity=TN / n0, accuracy=(TP + TN) / (n1 + n0), ppv=TP / (TP + FP),
-                 npv=TN / (TN + FN), f1=2 * TP / (2 * TP + FP + FN))
-    out = {}
-    for k, x in v.items():
-        ok = np.isfinite(x) & (P > 0)
-        out[k] = (x[ok], P[ok] / P[ok].sum())                # resamples without a defined value are left out (nanquantile)
-    return out
-
-
-def is_quantile(value:float, dist:tuple, q:float, tol:float)->bool:
-    "value is a q-quantile of the distribution, give or take tol in probability: P(X < value) <= q + tol and P(X <= value) >= q - tol."
-    x, p = dist
-    below, at_or_below = p[x < value - 1e-12].sum(), p[x <= value + 1e-12].sum()
-    return below <= q + tol and at_or_below >= q - tol
-
-
-def test_threshold_metric_cis_are_the_exact_bootstrap_quantiles():
-    """150 + 150 patients, 120 positives and 105 negatives on the right side of the threshold. With B = 20,000 resamples
-    the empirical distribution function is within 5 SE = 5 sqrt(q (1 - q) / B) = 0.0055 of the exact one at each limit
-    (a correct interval fails one of the 12 limits with probability < 1e-5); a limit of an interval half as wide sits
-    near the 16th percentile and fails."""
-    n1 = n0 = 150
-    tp, tn = 120, 105
+def test_threshold_metric_proportions_have_wilson_intervals():
+    """Each proportion at a fixed threshold gets the Wilson score interval of its k of n, checked against statsmodels'
+    proportion_confint (and the hand values 24/24 -> 0.862-1.000, 0/21 -> 0-0.155); an interval of half or twice the width
+    differs from it by far more than the tolerance."""
+    sm = pytest.importorskip("statsmodels.stats.proportion")
+    n1, n0, tp, tn = 40, 60, 31, 12
     y = np.r_[np.ones(n1), np.zeros(n0)].astype(int)
     s = np.r_[np.ones(tp), np.zeros(n1 - tp), np.zeros(tn), np.ones(n0 - tn)]   # predicted positive: score 1 >= 0.5
-    B, q = 20_000, 0.025
-    tol = 5 * np.sqrt(q * (1 - q) / B)
-    t = threshold_metrics(y, s, 0.5, n_boot=B, seed=0)
-    exact = exact_bootstrap_distributions(tp, n1, tn, n0)
-    assert t.loc["sensitivity", "value"] == tp / n1 and t.loc["specificity", "value"] == tn / n0
-    for k in METRICS:
-        value, lo, hi = t.loc[k, ["value", "lo", "hi"]]
-        assert is_quantile(lo, exact[k], q, tol) and is_quantile(hi, exact[k], 1 - q, tol), (k, lo, hi)
-        assert not is_quantile(value - (value - lo) / 2, exact[k], q, tol), k          # half as wide: fails
-        assert not is_quantile(value + (hi - value) / 2, exact[k], 1 - q, tol), k
-        assert not is_quantile(value - 2 * (value - lo), exact[k], q, tol), k          # twice as wide: fails
+    t = threshold_metrics(y, s, 0.5, n_boot=200, seed=0)
+    fp, fn = n0 - tn, n1 - tp
+    counts = dict(sensitivity=(tp, n1), specificity=(tn, n0), accuracy=(tp + tn, n1 + n0), ppv=(tp, tp + fp), npv=(tn, tn + fn))
+    for k, (num, den) in counts.items():
+        lo, hi = sm.proportion_confint(num, den, alpha=0.05, method="wilson")
+        assert (t.loc[k, "k"], t.loc[k, "n"]) == (num, den) and t.loc[k, "value"] == pytest.approx(num / den)
+        assert (t.loc[k, "lo"], t.loc[k, "hi"]) == pytest.approx((lo, hi), abs=1e-10), k
+        assert t.loc[k, "ci"] == WILSON and t.loc[k, "note"] == ""
+        assert abs((t.loc[k, "hi"] - t.loc[k, "lo"]) - (hi - lo) / 2) > 0.01      # half as wide would be told apart
+    assert wilson_ci(24, 24) == pytest.approx((0.862, 1.0), abs=5e-4)
+    assert wilson_ci(0, 21) == pytest.approx((0.0, 0.155), abs=5e-4)
+    assert wilson_ci(24, 24)[0] < 1 and wilson_ci(0, 21)[1] > 0                  # never zero width at 0 or n
+    assert np.isnan(wilson_ci(0, 0)).all()
+
+
+def test_f1_interval_is_the_unstratified_bootstrap():
+    """F1's percentile bootstrap resamples patients without stratifying, so the resampled counts (TP, FP, FN, TN) are one
+    multinomial draw of N patients: its quantiles, from 200,000 multinomial draws (an independent construction), match the
+    interval within the Monte Carlo error of B = 20,000 resamples. A stratified bootstrap (class sizes fixed) gives a
+    narrower interval here, which the test tells apart."""
+    n1, n0, tp, tn = 30, 70, 18, 50
+    y = np.r_[np.ones(n1), np.zeros(n0)].astype(int)
+    s = np.r_[np.ones(tp), np.zeros(n1 - tp), np.zeros(tn), np.ones(n0 - tn)]
+    t = threshold_metrics(y, s, 0.5, n_boot=20_000, seed=1)
+    p = np.array([tp, n0 - tn, n1 - tp, tn]) / (n1 + n0)
+    TP, FP, FN, _ = np.random.default_rng(2).multinomial(n1 + n0, p, size=200_000).T
+    f1 = 2 * TP / (2 * TP + FP + FN)
+    lo, hi = np.quantile(f1, [0.025, 0.975])
+    assert (t.loc["f1", "lo"], t.loc["f1", "hi"]) == pytest.approx((lo, hi), abs=0.006)
+    TPs, TNs = np.random.default_rng(3).binomial(n1, tp / n1, 200_000), np.random.default_rng(4).binomial(n0, tn / n0, 200_000)
+    f1s = 2 * TPs / (2 * TPs + (n0 - TNs) + (n1 - TPs))
+    slo, shi = np.quantile(f1s, [0.025, 0.975])
+    assert (hi - lo) - (shi - slo) > 0.02                                   # the stratified one is narrower by more than the error
+    assert t.loc["f1", "ci"].startswith("percentile bootstrap, patients resampled without stratification")
+
 
 
 def test_calibration_bootstrap_cis_match_the_likelihood_intervals():

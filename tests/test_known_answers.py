@@ -84,6 +84,27 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
     perf = pd.read_csv(res / "tables" / "performance.csv")
     test = perf[perf["cohort"] == "test"]
     assert "Composite" in set(test["model"]) and covers_half(test["auc_lo"], test["auc_hi"]).all(), test
+    # one model, one number: when the LASSO kept no deep feature the composite model is the clinical one, and every output
+    # says so with the clinical numbers (threshold, internal validation); otherwise nothing is merged
+    import json
+    run = json.loads((res / "run.json").read_text())
+    empty = run["summary"]["lasso"] is None or run["summary"]["lasso"]["selected"] == 0
+    pred = pd.read_csv(res / "predictions.csv")
+    assert empty == bool((pred["p_Composite"] == pred["p_Clinical"]).all())
+    iv = pd.read_csv(res / "tables" / "internal_validation.csv").set_index(["model", "method"])
+    row = perf.set_index(["model", "cohort"])
+    if empty:
+        assert (perf.loc[perf["model"] == "Composite", "same_as"] == "Clinical").all()
+        assert run["model"]["thresholds"]["Composite"] == run["model"]["thresholds"]["Clinical"]
+        assert "Composite is the Clinical model (the LASSO kept no deep feature)" in run["model"]["threshold_rule"]
+        assert run["internal_validation"]["Composite"] == {**run["internal_validation"]["Clinical"], "same_as": "Clinical"}
+        cols = ["auc", "lo", "hi", "n_resamples"]
+        pd.testing.assert_frame_equal(iv.loc["Composite", cols], iv.loc["Clinical", cols])
+        assert (iv.loc["Composite", "same_as"] == "Clinical").all()
+        for c in ("auc", "threshold", "sensitivity", "sensitivity_lo", "f1"):
+            assert row.loc[("Composite", "test"), c] == row.loc[("Clinical", "test"), c], c
+    else:
+        assert perf["same_as"].isna().all() and run["model"]["threshold_rule"].count(";") == 0
 
 
 def test_predict_on_the_study_cohort_reproduces_predictions_csv(study):

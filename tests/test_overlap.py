@@ -1,0 +1,87 @@
+"""`predict` on patients the model was developed on is not external validation, however the cohort was repackaged: the same
+images re-saved losslessly into other files (other compression, other names, another folder, other patient ids) are
+recognised by their decoded pixels, and a cohort most of whose patient ids are development ids is overlap too. A new
+cohort with new ids stays external (the negative control)."""
+import shutil
+import warnings
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pe_renal.core import PeRenalError, file_sha256
+from pe_renal.predict import development_overlap, load_model, pixel_sha256, predict_cohort, save_model
+from pe_renal.data import load_cohort
+from pe_renal.synthetic import make_cohort
+
+
+def renumber(root, prefix:str):
+    "Give every patient of a cohort folder a new id (prefix + her number), in clinical.csv and images.csv alike."
+    clin, imgs = pd.read_csv(root / "clinical.csv", dtype=str), pd.read_csv(root / "images.csv", dtype=str)
+    new = {p: f"{prefix}{i:04d}" for i, p in enumerate(clin["patient_id"], 1)}
+    clin["patient_id"] = clin["patient_id"].map(new); imgs["patient_id"] = imgs["patient_id"].map(new)
+    clin.to_csv(root / "clinical.csv", index=False); imgs.to_csv(root / "images.csv", index=False)
+
+
+def resaved_copy(cohort, dst):
+    """The development cohort repackaged: every image re-encoded as PNG with other compression settings, under a new name
+    in another folder, every patient renumbered; not marked synthetic (as a cohort passed on by hand would not be)."""
+    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns("images"))
+    (dst / "synthetic.json").unlink(missing_ok=True)
+    imgs = pd.read_csv(dst / "images.csv", dtype=str)
+    (dst / "scans").mkdir()
+    for i, rel in enumerate(imgs["path"]):
+        with Image.open(cohort / rel) as im: im.load(); pic = im.copy()
+        pic.save(dst / "scans" / f"exam_{i:05d}.png", compress_level=9, optimize=True)
+    imgs["path"] = [f"scans/exam_{i:05d}.png" for i in range(len(imgs))]
+    imgs.to_csv(dst / "images.csv", index=False)
+    renumber(dst, "R")
+    return dst
+
+
+def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_path):
+    _, cohort, cfg, out = study_results
+    new = resaved_copy(cohort, tmp_path / "resaved")
+    old_imgs, new_imgs = pd.read_csv(cohort / "images.csv"), pd.read_csv(new / "images.csv")
+    assert not set(map(file_sha256, new / new_imgs["path"])) & set(map(file_sha256, cohort / old_imgs["path"]))   # no file in common
+    assert pixel_sha256(new / new_imgs["path"][0]) == pixel_sha256(cohort / old_imgs["path"][0])                  # the same pixels
+    info = load_model(out / "model.skops")["info"]
+    assert set(info["development"]) == {"patients", "images", "pixels"}
+    o = development_overlap(info, load_cohort(new, require_label=False))
+    assert o["n_overlap"] == o["n_patients"] == len(pd.read_csv(new / "clinical.csv"))
+    assert o["n_images_overlap"] == o["n_images_pixels_only"] == len(new_imgs) and o["n_ids"] == 0
+    with pytest.raises(PeRenalError, match="not external validation") as e:
+        predict_cohort(out / "model.skops", new, cache=cfg.cache, verbose=False)
+    assert "same pixels" in str(e.value)
+    with pytest.warns(UserWarning, match="not external validation"):
+        _, metrics = predict_cohort(out / "model.skops", new, cache=cfg.cache, verbose=False, allow_overlap=True)
+    assert metrics["validation"].str.startswith("NOT external").all()
+    # a model file written before pixel digests cannot tell, and says that its "external" is by image file only
+    obj = load_model(out / "model.skops")
+    old = {**info, "development": {k: v for k, v in info["development"].items() if k != "pixels"}}
+    save_model(tmp_path / "old.skops", obj["models"], obj["thresholds"], old)
+    o = development_overlap(old, load_cohort(new, require_label=False))
+    assert o["n_overlap"] == 0 and not o["pixels_checked"]
+    _, metrics = predict_cohort(tmp_path / "old.skops", new, cache=cfg.cache, verbose=False)
+    assert metrics["validation"].str.startswith("external (by image file only: this model file records no pixel digests").all()
+
+
+def test_most_development_ids_are_overlap_and_new_ids_are_external(study_results, tmp_path):
+    """A cohort with other images but the ids of most development patients (the same women, re-imaged or re-exported) is
+    refused; the same cohort with new ids is external; a generated cohort scored by a generated model only warns (the
+    generator numbers every cohort S0001, S0002, ...)."""
+    _, cohort, cfg, out = study_results
+    other = make_cohort(tmp_path / "other", n=24, seed=5)
+    info = load_model(out / "model.skops")["info"]
+    o = development_overlap(info, load_cohort(other, require_label=False))
+    assert o["n_overlap"] == 0 and o["n_ids"] == 24 and not o["most_ids"]        # both synthetic: ids say nothing
+    (other / "synthetic.json").unlink()
+    with pytest.raises(PeRenalError, match=r"24 of 24 patient ids \(100%\)"):
+        predict_cohort(out / "model.skops", other, cache=cfg.cache, verbose=False)
+    renumber(other, "N")
+    o = development_overlap(info, load_cohort(other, require_label=False))
+    assert o["n_overlap"] == o["n_ids"] == 0 and not o["most_ids"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                            # no overlap warning either
+        _, metrics = predict_cohort(out / "model.skops", other, cache=cfg.cache, verbose=False)
+    assert (metrics["validation"] == "external").all()
