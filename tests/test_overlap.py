@@ -46,7 +46,7 @@ def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_pa
     assert not set(map(file_sha256, new / new_imgs["path"])) & set(map(file_sha256, cohort / old_imgs["path"]))   # no file in common
     assert pixel_sha256(new / new_imgs["path"][0]) == pixel_sha256(cohort / old_imgs["path"][0])                  # the same pixels
     info = load_model(out / "model.skops")["info"]
-    assert set(info["development"]) == {"patients", "images", "pixels"}
+    assert set(info["development"]) == {"patients", "images", "pixels", "roi"}
     o = development_overlap(info, load_cohort(new, require_label=False))
     assert o["n_overlap"] == o["n_patients"] == len(pd.read_csv(new / "clinical.csv"))
     assert o["n_images_overlap"] == o["n_images_pixels_only"] == len(new_imgs) and o["n_ids"] == 0
