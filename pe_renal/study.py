@@ -26,7 +26,7 @@ __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ON
            'FinetuneStage', 'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage',
            'ValidationStage', 'finetune_refit', 'mask_finetuned_once', 'validation_stage', 'EvaluationStage',
            'oof_thresholds', 'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage',
-           'shap_stage', 'report_stage', 'run_study']
+           'shap_stage', 'SampleSizeStage', 'samplesize_stage', 'report_stage', 'run_study']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -497,6 +497,24 @@ def shap_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ShapStage:
     tables = write_shap(ex, tmp, cfg.formats, cfg.dpi); plt.close("all")
     return ShapStage(tables)
 
+# %% ../nbs/09_study.ipynb #8f45ee81
+@dataclass
+class SampleSizeStage:
+    table: pd.DataFrame          # `pe_renal.samplesize.sample_size_table`: one row per anticipated C-statistic
+    summary: dict                # what run.json's summary records: the sentence, the parameter count, the table in short
+
+def samplesize_stage(split:SplitStage, models:ModelStage, tmp:Path)->SampleSizeStage:
+    "Riley et al.'s minimum sample size for the study's candidate parameters, and what its training patients support."
+    from pe_renal.samplesize import PARAMETERS_NOTE, cohort_sample_size, sample_size_words
+    table = cohort_sample_size(split.predictors, split.split, len(models.data.deep))
+    _csv(table, tmp/"tables"/"sample_size.csv")
+    r = table.iloc[0]
+    summary = dict(sentence=sample_size_words(table), parameters_note=PARAMETERS_NOTE, parameters=int(r.parameters),
+                   deep=int(r.deep), clinical=int(r.clinical), n=int(r.n), events=int(r.events),
+                   required={f"{c:g}": int(n) for c, n in zip(table["cstat"], table["n_required"])},
+                   supported={f"{c:g}": int(k) for c, k in zip(table["cstat"], table["supported_parameters"])})
+    return SampleSizeStage(table, summary)
+
 # %% ../nbs/09_study.ipynb #f59500c4
 def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:GradcamStage, cfg:StudyConfig)->dict:
     "What the report and the checklist need to know about this run, beyond the tables."
@@ -545,6 +563,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                              {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
                               "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
                               "internal_validation": finetune_validation_words(cfg)})
+    if "samplesize" in stages: manifest["summary"]["sample_size"] = stages["samplesize"].summary
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
     write_readmes(tmp, status)                                    # after the last table: its README describes every one
@@ -580,6 +599,8 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                               r.get("finetune"))
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
+        r["samplesize"] = stage("samplesize", "Riley et al.'s minimum sample size for the candidate parameters",
+                                samplesize_stage, r["split"], r["models"], tmp)
         r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})" +
                                 (f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds"
                                  if cfg.finetune_cv == "refit" else

@@ -152,3 +152,26 @@ def test_cli_check_prints_the_sample_size_section(tmp_path, capsys):
     assert "candidate parameters: 515 = 512 deep features offered to the LASSO + 3 clinical inputs" in out
     assert "anticipated C 0.8 " in out and "the cohort supports 0 candidate parameters" in out
     assert "high risk of overfitting" in out
+
+
+def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_results):
+    "The shared small study: tables/sample_size.csv recomputed from the run's own split, predictors and deep features."
+    import html, json
+    d, cohort, cfg, out = study_results
+    tab, m = pd.read_csv(out / "tables" / "sample_size.csv"), json.loads((out / "run.json").read_text())
+    train = pd.read_csv(out / "split.csv").query("split == 'train'")
+    clinical = candidate_parameters(pd.read_csv(out / "tables" / "predictors.csv"), deep=0)["clinical"]
+    assert tab["cstat"].tolist() == [0.7, 0.8, 0.9] and (tab["n"] == len(train)).all()
+    assert (tab["events"] == train["label"].sum()).all() and m["summary"]["deep_candidates"] == 512 and (tab["deep"] == 512).all()
+    assert (tab["clinical"] == clinical).all() and (tab["parameters"] == 512 + clinical).all()
+    for r in tab.itertuples():
+        s = riley_sample_size(int(r.parameters), r.events / r.n, cstat=r.cstat)
+        assert (s.criteria["n"].tolist(), s.n) == ([r.criterion_1, r.criterion_2, r.criterion_3], r.n_required)
+        assert r.supported_parameters == supported_parameters(r.n, r.events / r.n, cstat=r.cstat) and not r.enough
+    z = m["summary"]["sample_size"]
+    assert z["parameters"] == 512 + clinical and z["required"] == {f"{c:g}": int(n) for c, n in zip(tab["cstat"], tab["n_required"])}
+    page = html.unescape((out / "report.html").read_text())
+    assert "Is the cohort big enough? Sample size" in page and z["sentence"] in page and 'data-source="tables/sample_size.csv"' in page
+    item = pd.read_csv(out / "tables" / "tripod_ai.csv", dtype=str).set_index("item number").loc["10", "what this run reports"]
+    assert "Riley et al. (BMJ 2020)" in item and f"{512 + clinical:,} candidate parameters" in item and z["sentence"] in item
+    assert "sample_size.csv: Riley et al." in (out / "tables" / "README.txt").read_text()
