@@ -102,7 +102,8 @@ def _config(args, **extra):
                        finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam=args.gradcam, gradcam_target=args.gradcam_target,
                        gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
-                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
+                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi,
+                       learning_curve=args.learning_curve, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
@@ -319,6 +320,9 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--boot", type=_whole(0), default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=_whole(0), default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
+        q.add_argument("--learning-curve", action="store_true",
+                       help="also the learning curve and the prediction instability of the whole pipeline (about 1.5 times "
+                            "the validation stage's time more)")
         q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
         q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)

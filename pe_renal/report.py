@@ -433,6 +433,16 @@ _TABLES["sample_size"] = (
          supported_parameters="the most candidate parameters the training patients support by all three criteria",
          supported_by_shrinkage="the most by criteria 1 and 2 alone"), None)
 
+_TABLES["learning_curve"] = (
+    "Learning curve: internal-validation AUC of the whole pipeline refitted on growing stratified shares of the training patients.",
+    dict(fraction="share of the training patients", events="of them, with the outcome",
+         n_folds="CV folds behind the estimate (draws x folds)", auc="mean fold AUC"), None)
+_TABLES["prediction_instability"] = (
+    "Prediction instability (Riley & Collins 2023): each model refitted on bootstrap resamples of the training patients.",
+    dict(mape="mean absolute prediction error: the mean over patients of the mean |bootstrap risk - original risk|",
+         mape_p95="the 95th percentile of the patients' own mean absolute errors", mape_max="their largest",
+         n_boot="bootstrap resamples"), None)
+
 SAMPLE_SIZE_HEADINGS = {"cstat": "anticipated C", "r2cs": "Cox-Snell R²", "parameters": "candidate parameters",
                         "deep": "deep", "clinical": "clinical", "criterion_1": "criterion 1", "criterion_2": "criterion 2",
                         "criterion_3": "criterion 3", "n_required": "patients needed", "events_required": "events needed",
@@ -622,6 +632,6 @@ def _render_report_html(d:Path, m:dict, t)->str:
         figs=dict(evaluation=_figures(d, "roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test"),
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
-                  gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
+                  gradcam=_figures(d, "gradcam_grid"), learning=_figures(d, "learning_curve", "prediction_instability"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
         gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"], shap_caption=_shap_family_caption(d), shap_auc=_validated_auc(d, m), optimism=FINETUNE_OPTIMISM,
         ft_cv=finetune_in_validation(m))

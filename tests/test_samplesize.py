@@ -175,3 +175,30 @@ def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_result
     item = pd.read_csv(out / "tables" / "tripod_ai.csv", dtype=str).set_index("item number").loc["10", "what this run reports"]
     assert "Riley et al. (BMJ 2020)" in item and f"{512 + clinical:,} candidate parameters" in item and z["sentence"] in item
     assert "sample_size.csv: Riley et al." in (out / "tables" / "README.txt").read_text()
+
+
+@pytest.mark.slow
+def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp_path):
+    """`run --learning-curve`'s stage on simulated features without signal: every point's interval covers 0.5; its tables,
+    figures and words reach the report of a results folder (the shared small run, copied)."""
+    import html, json, shutil
+    from pe_renal.models import demo_data
+    from pe_renal.report import render_report
+    from pe_renal.study import ModelStage, StudyConfig, learning_stage
+    out = tmp_path / "res"
+    shutil.copytree(study_results[3], out)
+    data = demo_data(n=140, effect=0, n_features=100, seed=3)
+    ms = ModelStage(data, {}, {}, None, dict(classifier="knn", seed=42, lasso={"rule": "min", "method": "lasso"}), [])
+    st_ = learning_stage(ms, StudyConfig(dpi=60), out)
+    curve = pd.read_csv(out / "tables" / "learning_curve.csv")
+    assert ((curve["lo"] <= 0.5) & (0.5 <= curve["hi"])).all(), curve
+    assert sorted(set(curve["fraction"])) == [0.4, 0.6, 0.8, 1.0] and set(curve["model"]) == {"DL", "Clinical", "Composite"}
+    mape = pd.read_csv(out / "tables" / "prediction_instability.csv")
+    assert (mape["mape"] > 0).all() and (mape["n_boot"] == 50).all()
+    assert "includes 0.5" in st_.words
+    m = json.loads((out / "run.json").read_text())
+    m["summary"]["learning"] = st_.words
+    (out / "run.json").write_text(json.dumps(m))
+    page = html.unescape(render_report(out).read_text())
+    assert "Learning curve and prediction instability" in page and st_.words in page
+    assert 'alt="learning_curve"' in page and 'alt="prediction_instability"' in page
