@@ -108,7 +108,8 @@ def test_supported_parameters_is_the_inverse(n, phi, c):
 
 @pytest.mark.parametrize("kw,msg", [(dict(), "exactly one"), (dict(r2cs=0.2, cstat=0.8), "exactly one"),
                                     (dict(r2cs=0.7), "largest Cox-Snell"), (dict(r2cs=0.2, prevalence=1.5), "--prevalence"),
-                                    (dict(r2cs=0.2, parameters=0), "--parameters"), (dict(r2cs=0.2, shrinkage=1), "--shrinkage")])
+                                    (dict(r2cs=0.2, parameters=0), "--parameters"), (dict(r2cs=0.2, shrinkage=1), "--shrinkage"),
+                                    (dict(r2cs=0.288, shrinkage=0.2), "--shrinkage 0.2")])
 def test_bad_inputs_are_named(kw, msg):
     args = dict(parameters=24, prevalence=0.174) | kw
     with pytest.raises(PeRenalError, match=msg): riley_sample_size(**args)
