@@ -321,8 +321,8 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--stability-boot", type=_whole(0), default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
         q.add_argument("--learning-curve", action="store_true",
-                       help="also the learning curve and the prediction instability of the whole pipeline (about 1.5 times "
-                            "the validation stage's time more)")
+                       help="also the learning curve and the prediction instability of the whole pipeline: 91 more fits of "
+                            "each model (the validation stage makes 60 with the default settings)")
         q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
         q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
