@@ -39,7 +39,7 @@ def test_nagelkerke_input_is_the_same_r2():
 
 
 def test_cstat_known_answer():
-    "C 0.89 at prevalence 0.174: R²_CS 0.2910 (pmsampsize's simulation: 0.2908); rounded to 0.291, criterion 2 asks 660."
+    "C 0.89, prevalence 0.174: R²_CS 0.2910 (pmsampsize's simulation: 0.2908); rounded to 0.291, criterion 2 asks 660."
     assert r2cs_from_cstat(0.89, 0.174) == pytest.approx(0.29095, abs=5e-5)
     s = riley_sample_size(24, 0.174, cstat=0.89)
     assert s.r2cs == 0.291 and s.criteria["n"][1] == 660
@@ -107,8 +107,10 @@ def test_supported_parameters_is_the_inverse(n, phi, c):
 
 
 @pytest.mark.parametrize("kw,msg", [(dict(), "exactly one"), (dict(r2cs=0.2, cstat=0.8), "exactly one"),
-                                    (dict(r2cs=0.7), "largest Cox-Snell"), (dict(r2cs=0.2, prevalence=1.5), "--prevalence"),
-                                    (dict(r2cs=0.2, parameters=0), "--parameters"), (dict(r2cs=0.2, shrinkage=1), "--shrinkage"),
+                                    (dict(r2cs=0.7), "largest Cox-Snell"),
+                                    (dict(r2cs=0.2, prevalence=1.5), "--prevalence"),
+                                    (dict(r2cs=0.2, parameters=0), "--parameters"),
+                                    (dict(r2cs=0.2, shrinkage=1), "--shrinkage"),
                                     (dict(r2cs=0.288, shrinkage=0.2), "--shrinkage 0.2")])
 def test_bad_inputs_are_named(kw, msg):
     args = dict(parameters=24, prevalence=0.174) | kw
@@ -116,9 +118,11 @@ def test_bad_inputs_are_named(kw, msg):
 
 
 def test_parameters_count_everything_screened():
-    pred = pd.DataFrame(dict(column=["age", "parity", "centre", "bp"], role=["predictor", "predictor", "excluded", "predictor"],
+    pred = pd.DataFrame(dict(column=["age", "parity", "centre", "bp"],
+                             role=["predictor", "predictor", "excluded", "predictor"],
                              kind=["numeric", "categorical", "categorical", "numeric"], inputs=[1, 3, 0, 0]))
-    assert candidate_parameters(pred, deep=2048) == dict(deep=2048, clinical=3, total=2051)   # age 1 + parity 3 - 1 + bp 0
+    # age 1 + parity 3 - 1 + bp 0 (empty in training) + centre excluded
+    assert candidate_parameters(pred, deep=2048) == dict(deep=2048, clinical=3, total=2051)
 
 
 def test_study_table_and_sentence():
@@ -163,25 +167,30 @@ def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_result
     train = pd.read_csv(out / "split.csv").query("split == 'train'")
     clinical = candidate_parameters(pd.read_csv(out / "tables" / "predictors.csv"), deep=0)["clinical"]
     assert tab["cstat"].tolist() == [0.7, 0.8, 0.9] and (tab["n"] == len(train)).all()
-    assert (tab["events"] == train["label"].sum()).all() and m["summary"]["deep_candidates"] == 512 and (tab["deep"] == 512).all()
+    assert (tab["events"] == train["label"].sum()).all()
+    assert m["summary"]["deep_candidates"] == 512 and (tab["deep"] == 512).all()
     assert (tab["clinical"] == clinical).all() and (tab["parameters"] == 512 + clinical).all()
     for r in tab.itertuples():
         s = riley_sample_size(int(r.parameters), r.events / r.n, cstat=r.cstat)
         assert (s.criteria["n"].tolist(), s.n) == ([r.criterion_1, r.criterion_2, r.criterion_3], r.n_required)
         assert r.supported_parameters == supported_parameters(r.n, r.events / r.n, cstat=r.cstat) and not r.enough
     z = m["summary"]["sample_size"]
-    assert z["parameters"] == 512 + clinical and z["required"] == {f"{c:g}": int(n) for c, n in zip(tab["cstat"], tab["n_required"])}
+    assert z["parameters"] == 512 + clinical
+    assert z["required"] == {f"{c:g}": int(n) for c, n in zip(tab["cstat"], tab["n_required"])}
     page = html.unescape((out / "report.html").read_text())
-    assert "Is the cohort big enough? Sample size" in page and z["sentence"] in page and 'data-source="tables/sample_size.csv"' in page
-    item = pd.read_csv(out / "tables" / "tripod_ai.csv", dtype=str).set_index("item number").loc["10", "what this run reports"]
-    assert "Riley et al. (BMJ 2020)" in item and f"{512 + clinical:,} candidate parameters" in item and z["sentence"] in item
+    assert "Is the cohort big enough? Sample size" in page and z["sentence"] in page
+    assert 'data-source="tables/sample_size.csv"' in page
+    tripod = pd.read_csv(out / "tables" / "tripod_ai.csv", dtype=str).set_index("item number")
+    item = tripod.loc["10", "what this run reports"]
+    assert "Riley et al. (BMJ 2020)" in item and f"{512 + clinical:,} candidate parameters" in item
+    assert z["sentence"] in item
     assert "sample_size.csv: Riley et al." in (out / "tables" / "README.txt").read_text()
 
 
 @pytest.mark.slow
 def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp_path):
-    """`run --learning-curve`'s stage on simulated features without signal: every point's interval covers 0.5; its tables,
-    figures and words reach the report of a results folder (the shared small run, copied)."""
+    """`run --learning-curve`'s stage on simulated features without signal: every point's interval covers 0.5; its
+    tables, figures and words reach the report of a results folder (the shared small run, copied)."""
     import html, json, shutil
     from pe_renal.models import demo_data
     from pe_renal.report import render_report
@@ -193,7 +202,8 @@ def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp
     st_ = learning_stage(ms, StudyConfig(dpi=60), out)
     curve = pd.read_csv(out / "tables" / "learning_curve.csv")
     assert ((curve["lo"] <= 0.5) & (0.5 <= curve["hi"])).all(), curve
-    assert sorted(set(curve["fraction"])) == [0.4, 0.6, 0.8, 1.0] and set(curve["model"]) == {"DL", "Clinical", "Composite"}
+    assert sorted(set(curve["fraction"])) == [0.4, 0.6, 0.8, 1.0]
+    assert set(curve["model"]) == {"DL", "Clinical", "Composite"}
     mape = pd.read_csv(out / "tables" / "prediction_instability.csv")
     assert (mape["mape"] > 0).all() and (mape["n_boot"] == 50).all()
     assert "includes 0.5" in st_.words
