@@ -15,6 +15,7 @@ from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_s
 
 # %% auto #0
 __all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
+           'cmd_samplesize', 'sample_size_section', 'sample_size_check_options', 'add_samplesize_parser',
            'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
@@ -45,6 +46,7 @@ def cmd_check(args)->int:
         s = split["split"].value_counts()
         print(f"  a {1-args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives {s.get('train', 0)} training / "
               f"{s.get('test', 0)} test patients, enough for {args.cv_splits}-fold cross-validation")
+    print("\n".join(sample_size_section(cohort, split, args)))
     print("OK: the cohort follows the data contract" + (" (SYNTHETIC: not real patients)." if cohort.synthetic else "."))
     return 0
 
@@ -100,7 +102,8 @@ def _config(args, **extra):
                        finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam=args.gradcam, gradcam_target=args.gradcam_target,
                        gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
                        device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
-                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi, **extra)
+                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi,
+                       learning_curve=args.learning_curve, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
@@ -151,6 +154,50 @@ def cmd_predict(args)->int:
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
                   f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
     return 0
+
+# %% ../nbs/10_cli.ipynb #75b96d86
+def cmd_samplesize(args)->int:
+    "Riley et al.'s minimum sample size for a prediction model of a binary outcome."
+    from pe_renal.samplesize import PARAMETERS_NOTE, riley_sample_size
+    s = riley_sample_size(args.parameters, args.prevalence, r2cs=args.r2cs, r2_nagelkerke=args.r2_nagelkerke, cstat=args.cstat,
+                          shrinkage=args.shrinkage)
+    print("Minimum sample size to develop a prediction model of a binary outcome (Riley et al., BMJ 2020;368:m441):")
+    print("\n".join(s.lines()))
+    print(PARAMETERS_NOTE)
+    return 0
+
+def sample_size_section(cohort, split:pd.DataFrame, args)->list[str]:
+    "The lines `pe-renal check` prints about the cohort's sample size (pe_renal.samplesize)."
+    from pe_renal.data import predictor_summary
+    from pe_renal.samplesize import CSTATS, cohort_sample_size, sample_size_lines
+    if not cohort.has_labels: return []
+    cstats = CSTATS if args.cstat is None else (args.cstat,)
+    return sample_size_lines(cohort_sample_size(predictor_summary(cohort, split), split, args.deep_features, cstats))
+
+def sample_size_check_options(c):
+    "The options of `pe-renal check` for its sample-size section."
+    c.add_argument("--deep-features", type=_whole(0), default=2048,
+                   help="deep features `run` will offer the LASSO, counted as candidate parameters (default 2048: resnet152's; "
+                        "512 for resnet18 or resnet34)")
+    c.add_argument("--cstat", type=_finite, default=None,
+                   help="anticipated C-statistic for the sample-size section (default: 0.7, 0.8 and 0.9)")
+
+def add_samplesize_parser(sub):
+    "The `pe-renal samplesize` subcommand."
+    z = sub.add_parser("samplesize", help="minimum sample size of a prediction model (Riley et al. 2020)",
+                       description="Minimum sample size to develop a prediction model of a binary outcome by the three criteria "
+                                   "of Riley et al. (BMJ 2020;368:m441): expected shrinkage, optimism in Nagelkerke R², overall "
+                                   "risk. Give the candidate parameters, the prevalence and one anticipated performance.")
+    z.add_argument("--parameters", type=_whole(1), required=True,
+                   help="candidate parameters: every predictor considered (each deep feature offered to a selection, one per "
+                        "numeric column, levels - 1 per categorical column), not only those kept")
+    z.add_argument("--prevalence", type=_finite, required=True, help="anticipated outcome prevalence, e.g. 0.174")
+    z.add_argument("--r2cs", type=_finite, default=None, help="anticipated Cox-Snell R²")
+    z.add_argument("--r2-nagelkerke", type=_finite, default=None, help="anticipated Nagelkerke R² (instead of --r2cs)")
+    z.add_argument("--cstat", type=_finite, default=None,
+                   help="anticipated C-statistic (instead of --r2cs), converted to a Cox-Snell R² (binormal model, rounded to 3 decimals)")
+    z.add_argument("--shrinkage", type=_finite, default=0.9, help="target expected uniform shrinkage of criterion 1 (default 0.9)")
+    z.set_defaults(func=cmd_samplesize)
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
 def _path(s:str)->str:
@@ -207,6 +254,7 @@ def build_parser()->argparse.ArgumentParser:
                    help="the fine-tuning `run` will do (default none): its limits on the training set are checked too")
     c.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
                    help="as `run`: with refit, every CV fold's training part must allow a fine-tune")
+    sample_size_check_options(c)
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
                        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")
@@ -272,6 +320,9 @@ def build_parser()->argparse.ArgumentParser:
         q.add_argument("--boot", type=_whole(0), default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
         q.add_argument("--stability-boot", type=_whole(0), default=50,
                        help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
+        q.add_argument("--learning-curve", action="store_true",
+                       help="also the learning curve and the prediction instability of the whole pipeline: 91 more fits of "
+                            "each model (the validation stage makes 60 with the default settings)")
         q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
         q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
         q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
@@ -308,6 +359,7 @@ def build_parser()->argparse.ArgumentParser:
                     help="score patients whose images the model was developed on (refused by default: the output then says "
                          "they overlap and never calls the result external validation)")
     pr.set_defaults(func=cmd_predict)
+    add_samplesize_parser(sub)
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "
                                     "without rerunning anything: e.g. after updating pe_renal's report template.")

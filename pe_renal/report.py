@@ -16,9 +16,9 @@ from .core import PeRenalError, atomic_write
 # %% auto #0
 __all__ = ['STATUS_NOTES', 'FINETUNE_OPTIMISM', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'GRADCAM_CAPTIONS',
            'GRADCAM_PRESETS', 'GRADCAM_WHAT', 'GRADCAM_FINE_WHY', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
-           'AUTHORS', 'WIDE_FIGURE', 'EXPECTED_FIGURES', 'run_status', 'status_text', 'stamp_figure', 'tables_readme',
-           'write_readmes', 'finetune_validation_words', 'gradcam_choice', 'check_verdicts', 'finetune_in_validation',
-           'tripod_checklist', 'html_table', 'render_report']
+           'AUTHORS', 'SAMPLE_SIZE_HEADINGS', 'WIDE_FIGURE', 'EXPECTED_FIGURES', 'run_status', 'status_text',
+           'stamp_figure', 'tables_readme', 'write_readmes', 'finetune_validation_words', 'gradcam_choice',
+           'check_verdicts', 'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report']
 
 # %% ../nbs/08b_report.ipynb #142ed549
 STATUS_NOTES = {"SYNTHETIC DATA": "the numbers come from a synthetic demo cohort, not from real patients.",
@@ -371,7 +371,7 @@ def _tripod_reports(m:dict)->dict:
               + (s.get("predictors_note") or "") + (" Excluded: " + "; ".join(f"{k} ({v})" for k, v in s["excluded"].items()) + "."
                                                   if s.get("excluded") else "")
               + "".join(f" Incorporation bias: {w}." for w in s.get("incorporation_bias", [])) + " Every candidate: tables/predictors.csv.",
-        "10": f"{s['patients']} patients, {s['events']} events ({sp}). No sample size calculation: authors.",
+        "10": _sample_size_item(s, sp),
         "11": f"Missing clinical values ({miss}): median (numeric) or most frequent (categorical) imputation, fitted on the "
               f"training set inside the pipeline. {s['patients']} of {s['cohort_patients']} patients in the cohort folder analysed.",
         "12a": f"Split by patient, {s['split_kind']} (seed {cfg['seed']}); {sp}. Development on the training set only.",
@@ -415,6 +415,49 @@ def tripod_checklist(manifest:dict)->pd.DataFrame: # one row per TRIPOD+AI item
                  "status": ("partly reported: authors to complete" if n in partly else "reported by this run") if n in rep else AUTHORS}
             for n, sec, what in _tripod_items()]
     return pd.DataFrame(rows)
+
+# %% ../nbs/08b_report.ipynb #67e380b3
+def _sample_size_item(s:dict, # run.json's summary
+                      sp:str, # the patients and events of each split, in words
+                     )->str:  # TRIPOD+AI item 10, as this run reports it
+    "TRIPOD+AI item 10 (sample size), from the run's sample-size stage when it has one."
+    z, head = s.get("sample_size"), f"{s['patients']} patients, {s['events']} events ({sp})."
+    if not z: return head + " No sample size calculation: authors."
+    need = "; ".join(f"C {c}: {n:,}" for c, n in z["required"].items())
+    return (f"{head} Riley et al. (BMJ 2020) minimum sample size for {z['parameters']:,} candidate parameters ({z['deep']:,} deep, "
+            f"{z['clinical']} clinical) at the training prevalence, by anticipated C-statistic: {need} patients "
+            f"(tables/sample_size.csv). {z['sentence']} Why this size was chosen: authors.")
+
+_TABLES["sample_size"] = (
+    "Riley et al. (BMJ 2020) minimum sample size for the study's candidate parameters, at the size and prevalence of the "
+    "training patients, one row per anticipated C-statistic.",
+    dict(cstat="anticipated C-statistic", r2cs="the Cox-Snell R² it implies (binormal model, 3 decimals)",
+         parameters="candidate parameters: deep + clinical", deep="deep features offered to the LASSO",
+         clinical="clinical model inputs (one per numeric column, levels - 1 per categorical column)",
+         criterion_1="patients for an expected shrinkage of at least 0.9", criterion_2="patients for an optimism in the "
+         "Nagelkerke R² of at most 0.05", criterion_3="patients to estimate the overall risk within +/- 0.05",
+         n_required="the minimum sample size: the largest criterion", events_required="its events",
+         epp_required="its events per candidate parameter", n="training patients", events="of them, with the outcome",
+         epp="their events per candidate parameter", enough="True when the training patients reach the minimum",
+         supported_parameters="the most candidate parameters the training patients support by all three criteria",
+         supported_by_shrinkage="the most by criteria 1 and 2 alone"), None)
+
+_TABLES["learning_curve"] = (
+    "Learning curve: internal-validation AUC of the whole pipeline refitted on growing stratified shares of the training patients.",
+    dict(fraction="share of the training patients", events="of them, with the outcome",
+         n_folds="CV folds behind the estimate (draws x folds)", auc="mean fold AUC"), None)
+_TABLES["prediction_instability"] = (
+    "Prediction instability (Riley & Collins 2023): each model refitted on bootstrap resamples of the training patients.",
+    dict(mape="mean absolute prediction error: the mean over patients of the mean |bootstrap risk - original risk|",
+         mape_p95="the 95th percentile of the patients' own mean absolute errors", mape_max="their largest",
+         n_boot="bootstrap resamples"), None)
+
+SAMPLE_SIZE_HEADINGS = {"cstat": "anticipated C", "r2cs": "Cox-Snell R²", "parameters": "candidate parameters",
+                        "deep": "deep", "clinical": "clinical", "criterion_1": "criterion 1", "criterion_2": "criterion 2",
+                        "criterion_3": "criterion 3", "n_required": "patients needed", "events_required": "events needed",
+                        "epp_required": "EPP needed", "n": "training patients", "events": "events", "epp": "EPP",
+                        "enough": "enough", "supported_parameters": "parameters supported",
+                        "supported_by_shrinkage": "supported by criteria 1-2"}
 
 # %% ../nbs/08b_report.ipynb #213e5ac0
 _NUM = lambda v: f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
@@ -599,11 +642,12 @@ def _render_report_html(d:Path, m:dict, t)->str:
                     delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
                     lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename={**_GRADCAM_HEADINGS, **({} if (m["config"].get("gradcam_target") or "signature") == "signature" else {"score": "head logit"})}),
                     gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
-                    shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True)),
+                    shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True),
+                    sample_size=t("sample_size", rename=SAMPLE_SIZE_HEADINGS)),
         n_lasso=len(pd.read_csv(d/"tables"/"lasso_coefficients.csv")) if (d/"tables"/"lasso_coefficients.csv").is_file() else 0,
         figs=dict(evaluation=_figures(d, "roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test"),
                   validation=_figures(d, "internal_validation"),
                   lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
-                  gradcam=_figures(d, "gradcam_grid"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
+                  gradcam=_figures(d, "gradcam_grid"), learning=_figures(d, "learning_curve", "prediction_instability"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
         gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"], shap_caption=_shap_family_caption(d), shap_auc=_validated_auc(d, m), optimism=FINETUNE_OPTIMISM,
         ft_cv=finetune_in_validation(m))

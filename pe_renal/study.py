@@ -27,7 +27,7 @@ __all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ON
            'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit', 'mask_finetuned_once',
            'same_model_rows', 'validation_stage', 'EvaluationStage', 'oof_thresholds', 'choose_thresholds',
            'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
-           'report_stage', 'run_study']
+           'SampleSizeStage', 'samplesize_stage', 'LearningStage', 'learning_stage', 'report_stage', 'run_study']
 
 # %% ../nbs/09_study.ipynb #bbda1432
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
@@ -76,6 +76,8 @@ class StudyConfig:
     dpi: int = 300                   # resolution of PNG figures (300 for print; 100 is enough on screen and faster)
     n_jobs: int|None = None          # parallel folds / resamples
     synthetic: bool = False          # set by the demo: every output says the data are synthetic
+    learning_curve: bool = False     # also the learning curve and the prediction instability (pe_renal.samplesize): about
+                                     # 91 more fits of each model (40 in the curve, 51 for instability; the validation stage makes 60)
 
     def __post_init__(self):
         if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
@@ -590,6 +592,52 @@ def shap_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ShapStage:
     tables = write_shap(ex, tmp, cfg.formats, cfg.dpi); plt.close("all")
     return ShapStage(tables)
 
+# %% ../nbs/09_study.ipynb #8f45ee81
+@dataclass
+class SampleSizeStage:
+    table: pd.DataFrame          # `pe_renal.samplesize.sample_size_table`: one row per anticipated C-statistic
+    summary: dict                # what run.json's summary records: the sentence, the parameter count, the table in short
+
+def samplesize_stage(split:SplitStage, models:ModelStage, tmp:Path)->SampleSizeStage:
+    "Riley et al.'s minimum sample size for the study's candidate parameters, and what its training patients support."
+    from pe_renal.samplesize import PARAMETERS_NOTE, cohort_sample_size, sample_size_words
+    table = cohort_sample_size(split.predictors, split.split, len(models.data.deep))
+    _csv(table, tmp/"tables"/"sample_size.csv")
+    r = table.iloc[0]
+    summary = dict(sentence=sample_size_words(table), parameters_note=PARAMETERS_NOTE, parameters=int(r.parameters),
+                   deep=int(r.deep), clinical=int(r.clinical), n=int(r.n), events=int(r.events),
+                   required={f"{c:g}": int(n) for c, n in zip(table["cstat"], table["n_required"])},
+                   supported={f"{c:g}": int(k) for c, k in zip(table["cstat"], table["supported_parameters"])})
+    return SampleSizeStage(table, summary)
+
+@dataclass
+class LearningStage:
+    curve: pd.DataFrame          # `pe_renal.samplesize.learning_curve`: AUC per model and share of the training patients
+    instability: pd.DataFrame    # mean absolute prediction error per model (Riley & Collins 2023)
+    words: str                   # the composite model's curve and instability in words
+
+def learning_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->LearningStage:
+    "Learning curve and prediction instability of the whole pipeline, refitted on the training patients (pe_renal.samplesize)."
+    import matplotlib.pyplot as plt
+    from pe_renal.core import save_figure
+    from pe_renal.models import make_models
+    from pe_renal.samplesize import (INSTABILITY_BOOT, learning_curve, learning_words, plot_instability, plot_learning_curve,
+                                     prediction_instability)
+    Xtr, ytr = models.data.part("train")
+    unfitted = make_models(models.data, **models.options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        curve = learning_curve(unfitted, Xtr, ytr, n_splits=cfg.cv_splits, seed=cfg.seed, n_jobs=cfg.n_jobs)
+        long, mape = prediction_instability(unfitted, Xtr, ytr, n_boot=INSTABILITY_BOOT, seed=cfg.seed, n_jobs=cfg.n_jobs)
+    _csv(curve, tmp/"tables"/"learning_curve.csv"); _csv(mape, tmp/"tables"/"prediction_instability.csv")
+    for name, fig in (("learning_curve", plot_learning_curve(curve)), ("prediction_instability", plot_instability(long))):
+        save_figure(fig, tmp/"figures"/name, cfg.formats, cfg.dpi)
+    plt.close("all")
+    words = learning_words(curve, mape)
+    if cfg.finetune in ("last", "full"):
+        words += " The backbone's fine-tuning is held fixed in these refits (done once on all training patients): optimistic."
+    return LearningStage(curve, mape, words)
+
 # %% ../nbs/09_study.ipynb #f59500c4
 def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:GradcamStage, cfg:StudyConfig)->dict:
     "What the report and the checklist need to know about this run, beyond the tables."
@@ -638,6 +686,8 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
                              {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
                               "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
                               "internal_validation": finetune_validation_words(cfg)})
+    if "samplesize" in stages: manifest["summary"]["sample_size"] = stages["samplesize"].summary
+    if "learning" in stages: manifest["summary"]["learning"] = stages["learning"].words
     for p in sorted((tmp/"figures").glob("*.png")): stamp_figure(p, status)
     _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
     write_readmes(tmp, status)                                    # after the last table: its README describes every one
@@ -673,6 +723,11 @@ def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort
                               r.get("finetune"))
         r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
                             models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
+        r["samplesize"] = stage("samplesize", "Riley et al.'s minimum sample size for the candidate parameters",
+                                samplesize_stage, r["split"], r["models"], tmp)
+        if cfg.learning_curve:
+            r["learning"] = stage("learning", "learning curve and prediction instability (refits of the whole pipeline)",
+                                  learning_stage, r["models"], cfg, tmp)
         r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})" +
                                 (f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds"
                                  if cfg.finetune_cv == "refit" else

@@ -33,7 +33,7 @@ OUTPUTS = ["report.html", "run.json", "split.csv", "predictions.csv", "model.sko
            "figures/lasso_coefficients.png", "figures/calibration_test.png", "figures/decision_curve_test.png",
            "figures/confusion_test.png", "figures/gradcam_grid.png", "figures/shap_beeswarm.png", "figures/shap_bar.png",
            "figures/shap_families.png", "figures/internal_validation.png", "figures/selection_stability.png",
-           "tables/internal_validation.csv", "tables/tripod_ai.csv", "README.txt", "tables/README.txt", "figures/README.txt"]
+           "tables/internal_validation.csv", "tables/tripod_ai.csv", "tables/sample_size.csv", "README.txt", "tables/README.txt", "figures/README.txt"]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_manifest(study):
     imgs = pd.read_csv(cohort / "images.csv")
     assert set(imgs["path"]) <= set(m["input_sha256"]) and "clinical.csv" in m["input_sha256"]
     assert m["input_sha256"]["clinical.csv"] == file_sha256(cohort / "clinical.csv")
-    assert set(m["timings_s"]) == {"cohort", "split", "features", "models", "validation", "evaluation", "gradcam", "shap", "report"}
+    assert set(m["timings_s"]) == {"cohort", "split", "features", "models", "samplesize", "validation", "evaluation", "gradcam", "shap",
+                                  "report"}
     assert m["model"]["sha256"] == file_sha256(out / "model.skops")
     assert any("SYNTHETIC" in w for w in m["warnings"]) and any("UNTRAINED" in w for w in m["warnings"])
     assert m["status"] == "SYNTHETIC DATA · UNTRAINED BACKBONE"
