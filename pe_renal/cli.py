@@ -57,7 +57,12 @@ def cmd_synth(args)->int:
         if (up/"clinical.csv").is_file() and (up/"images.csv").is_file():
             raise PeRenalError(f"--out {args.out} is inside the cohort folder {up}: pe_renal never writes into a cohort. "
                                "Choose a folder outside it.")
-    out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, overwrite=args.overwrite)
+    n_pe = None if args.prevalence is None else int(round(args.n * args.prevalence))   # None: the paper's share
+    if n_pe is not None and not 0 < n_pe < args.n:
+        raise PeRenalError(f"--prevalence {args.prevalence:g} gives {n_pe} of {args.n} women with preeclampsia; "
+                           "both groups need at least one woman (a prevalence further from 0 and 1, or a larger --n).")
+    site = dict(gain=args.gain, speckle=args.speckle, blur=args.blur, case_mix=args.case_mix, id_prefix=args.id_prefix)
+    out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, n_pe=n_pe, site=site, overwrite=args.overwrite)
     print(f"Synthetic cohort (NOT real patients) written to {out} in {time.perf_counter()-t:.1f} s")
     return 0
 
@@ -216,6 +221,16 @@ def build_parser()->argparse.ArgumentParser:
                         "accept with their default settings)")
     s.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--effect", type=_finite, default=1.0, help="group difference; 0 = no signal (negative control)")
+    g = s.add_argument_group("another hospital", "what differs at a second site (each default: as the first site)")
+    g.add_argument("--prevalence", type=_finite, default=None, metavar="P",
+                   help="share of women with preeclampsia, between 0 and 1 (default 151/279, as the paper)")
+    g.add_argument("--gain", type=_finite, default=1.0, help="the scanner's display gain, an echo amplitude factor (default 1)")
+    g.add_argument("--speckle", type=_finite, default=1.0,
+                   help="the scanner's speckle size, a factor of the first scanner's (default 1; 1.5 = coarser)")
+    g.add_argument("--blur", type=_finite, default=0.0, help="the scanner's lower resolution: Gaussian blur SD in pixels (default 0)")
+    g.add_argument("--case-mix", type=_finite, default=0.0,
+                   help="every clinical value shifted by this many SDs (default 0; 0.5 = older, heavier, higher values)")
+    g.add_argument("--id-prefix", default="S", help="patient ids are this prefix and a number (default S)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     s.set_defaults(func=cmd_synth)
     f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
