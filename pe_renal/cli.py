@@ -15,7 +15,7 @@ from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_s
 
 # %% auto #0
 __all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
-           'build_parser', 'main']
+           'cmd_validate', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 @contextlib.contextmanager
@@ -155,6 +155,16 @@ def cmd_predict(args)->int:
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
                   f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
+    return 0
+
+def cmd_validate(args)->int:
+    "External validation of a saved model at another hospital: a results folder with its own report.html."
+    from pe_renal.external import validate_cohort
+    with _warnings_printed("validate"):
+        out = validate_cohort(args.model, args.cohort, args.out, development=args.development, n_boot=args.boot,
+                              seed=args.seed, weights=args.weights, device=args.device, cache=args.cache,
+                              overwrite=args.overwrite)
+    print(f"Report: {Path(out)/'report.html'}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
@@ -323,6 +333,22 @@ def build_parser()->argparse.ArgumentParser:
                     help="score patients whose images the model was developed on (refused by default: the output then says "
                          "they overlap and never calls the result external validation)")
     pr.set_defaults(func=cmd_predict)
+    va = sub.add_parser("validate", help="external validation of a saved model at another hospital",
+                        description="Validate model.skops on another hospital's labelled patients: case mix, discrimination, "
+                                    "calibration, threshold metrics, decision curve, updating and sample size, in a results "
+                                    "folder with its own report.html.")
+    va.add_argument("cohort", type=_path, help="cohort folder of the other hospital's patients, with labels")
+    va.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
+    va.add_argument("--out", type=_path, required=True, help="validation results folder to create")
+    va.add_argument("--development", type=_path, default=None,
+                    help="the development cohort folder, for the case mix (default: RESULTS/cohort beside the model, if any)")
+    va.add_argument("--boot", type=_whole(0), default=200, help="bootstrap resamples for the curve band and updating (default 200)")
+    va.add_argument("--seed", type=SEED, default=42, help="random seed of the resampling")
+    va.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file")
+    va.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    va.add_argument("--cache", type=_path, default=None, help="feature cache folder")
+    va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
+    va.set_defaults(func=cmd_validate)
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "
                                     "without rerunning anything: e.g. after updating pe_renal's report template.")
