@@ -59,7 +59,8 @@ def test_updates_repair_a_shifted_baseline():
     assert abs(t.loc["intercept", "citl_corrected"]) < 0.1 and t.loc["none", "citl_corrected"] > 0.6
     y2 = (rng.random(800) < _expit(0.5 * lp)).astype(int)
     assert calibration_slope(y2, p)[0].hi < 0.8
-    assert calibration_slope(y2, apply_update(p, fit_update(y2, p, "logistic")))[0].value == pytest.approx(1, abs=1e-8)
+    slope, intercept = calibration_slope(y2, apply_update(p, fit_update(y2, p, "logistic")))
+    assert slope.value == pytest.approx(1, abs=1e-8) and intercept == pytest.approx(0, abs=1e-8)
 
 
 def test_bad_input_is_named():
