@@ -70,3 +70,14 @@ def test_bad_input_is_named():
         calibration_slope([0, 1, 0, 1], [0.2, 1.6, 0.3, 0.7])
     with pytest.raises(PeRenalError, match="separated"):
         calibration_slope([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+
+
+def test_updating_table_starts_from_the_summary():
+    "Without an update the table shows the calibration summary's own numbers, for vote shares too (the same logits)."
+    rng = np.random.default_rng(9)
+    z = rng.normal(0, 1, 300); y = (rng.random(300) < _expit(1.2 * z)).astype(int)
+    for p in (_expit(z + rng.normal(0, 0.5, 300)), np.round(7 * _expit(1.2 * z + rng.normal(0, 1, 300))) / 7):
+        s = calibration_summary(y, p, n_boot=0)
+        none = updating_table(y, p, n_boot=0).set_index("update").loc["none"]
+        assert [none.citl_apparent, none.slope_apparent, none.oe_apparent, none.brier_apparent] == pytest.approx(
+            [s["citl"], s["slope"], s["oe"], s["brier"]], abs=1e-9)
