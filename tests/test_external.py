@@ -27,7 +27,7 @@ def sites(study_results, tmp_path_factory):
 
 
 def _run(study_results, cohort, out, **kw):
-    return validate_cohort(study_results.results / "model.skops", cohort, out, n_boot=50, cache=study_results.config.cache,
+    return validate_cohort(study_results[3] / "model.skops", cohort, out, n_boot=50, cache=study_results[2].cache,
                            device="cpu", verbose=False, dpi=60, **kw)
 
 
@@ -41,7 +41,7 @@ def test_same_site_looks_like_the_first(study_results, sites):
     assert ((cal.oe_lo < 1) & (1 < cal.oe_hi)).all(), cal
     # the slope is that of the development hospital's own held-out patients: the intervals overlap (a KNN's Laplace-
     # smoothed vote shares are too modest, slope > 1, at both hospitals alike)
-    dev = pd.read_csv(study_results.results / "tables" / "calibration.csv").query("cohort == 'test'").set_index("model")
+    dev = pd.read_csv(study_results[3] / "tables" / "calibration.csv").query("cohort == 'test'").set_index("model")
     for m in cal.index:
         assert cal.loc[m, "slope_lo"] <= dev.loc[m, "slope_hi"] and dev.loc[m, "slope_lo"] <= cal.loc[m, "slope_hi"], m
     html = (out / "report.html").read_text()
@@ -49,7 +49,7 @@ def test_same_site_looks_like_the_first(study_results, sites):
     for f in ("calibration_validation", "roc_validation", "decision_curve_validation"):
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000
     thr = pd.read_csv(out / "tables" / "threshold_metrics.csv")
-    model = json.loads((study_results.results / "run.json").read_text())["model"]["thresholds"]
+    model = json.loads((study_results[3] / "run.json").read_text())["model"]["thresholds"]
     assert {m: thr.query("model == @m")["threshold"].iloc[0] for m in model} == pytest.approx(model)
 
 
@@ -67,7 +67,7 @@ def test_shifted_prevalence_is_repaired_by_the_intercept_update(study_results, s
 
 def test_development_patients_are_refused(study_results, tmp_path):
     with pytest.raises(PeRenalError, match="not external validation"):
-        _run(study_results, study_results.cohort, tmp_path / "v")
+        _run(study_results, study_results[1], tmp_path / "v")
     assert not (tmp_path / "v").exists()
 
 
@@ -78,7 +78,7 @@ def test_cli_validate_needs_labels(study_results, tmp_path):
     make_cohort(c, n=12, seed=21, n_jobs=1, site=dict(id_prefix="D"))
     (c / "cohort.toml").unlink()
     shutil.rmtree(c / "truth")
-    r = subprocess.run([PE_RENAL, "validate", str(c), "--model", str(study_results.results / "model.skops"),
+    r = subprocess.run([PE_RENAL, "validate", str(c), "--model", str(study_results[3] / "model.skops"),
                         "--out", str(tmp_path / "v"), "--boot", "10", "--device", "cpu",
-                        "--cache", str(study_results.config.cache)], capture_output=True, text=True)
+                        "--cache", str(study_results[2].cache)], capture_output=True, text=True)
     assert r.returncode != 0 and "outcome of every patient" in r.stderr and "Traceback" not in r.stderr, r.stderr
