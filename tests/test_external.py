@@ -39,11 +39,14 @@ def test_same_site_looks_like_the_first(study_results, sites):
     meta = json.loads((out / "validate.json").read_text())
     assert meta["development_cohort"] and meta["membership"]["c"] <= 0.6
     assert ((cal.oe_lo < 1) & (1 < cal.oe_hi)).all(), cal
-    # the slope is that of the development hospital's own held-out patients: the intervals overlap (a KNN's Laplace-
-    # smoothed vote shares are too modest, slope > 1, at both hospitals alike)
+    # every model still ranks the new patients (slope above 0), and its slope is that of the development hospital's own
+    # held-out patients where that one is finite (a small test set may be separated: slope +inf): the intervals overlap
+    # (a KNN's Laplace-smoothed vote shares are too modest, slope > 1, at both hospitals alike)
+    assert (cal.slope_lo > 0).all(), cal
     dev = pd.read_csv(study_results[3] / "tables" / "calibration.csv").query("cohort == 'test'").set_index("model")
     for m in cal.index:
-        assert cal.loc[m, "slope_lo"] <= dev.loc[m, "slope_hi"] and dev.loc[m, "slope_lo"] <= cal.loc[m, "slope_hi"], m
+        if np.isfinite(dev.loc[m, ["slope_lo", "slope_hi"]].astype(float)).all():
+            assert cal.loc[m, "slope_lo"] <= dev.loc[m, "slope_hi"] and dev.loc[m, "slope_lo"] <= cal.loc[m, "slope_hi"], m
     html = (out / "report.html").read_text()
     assert "SYNTHETIC DATA" in html and "Membership model" in html and "figures/calibration_validation.png" in html
     for f in ("calibration_validation", "roc_validation", "decision_curve_validation"):
