@@ -74,6 +74,7 @@ def test_development_patients_are_refused(study_results, tmp_path):
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.slow
 def test_cli_validate_needs_labels(study_results, tmp_path):
     "The command is there, and a cohort without labels is refused with a message, not a traceback."
     import shutil
