@@ -1,5 +1,6 @@
 # One command sets up and runs the demo; one command runs every test.
 #   make demo    create .venv, install pe_renal with everything it needs, run the demo study
+#   make demo-external RESULTS=DIR  a second synthetic hospital and the validation of DIR's model there
 #   make test    create .venv, install, run every test: each notebook from top to bottom and tests/, in parallel (pytest)
 #   make test-fast  the same without the checks marked slow (end-to-end runs and statistical controls of 10 s or more)
 #   make lab     open the notebooks in JupyterLab (options with LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8890")
@@ -15,7 +16,7 @@ LAB_ARGS ?=
 TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))' 2>/dev/null || echo 2)
 PYTEST := PE_RENAL_QUIET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist worksteal --durations=15
 
-.PHONY: setup demo test test-fast test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
+.PHONY: setup demo demo-external test test-fast test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 
 $(STAMP): setup.py settings.ini pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pe_renal needs Python >= 3.10 (set PYTHON=...)"'
@@ -27,6 +28,13 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/pe-renal demo --out "$(OUT)"
+
+# A second synthetic hospital (30% prevalence, a brighter and blurrier scanner, older and heavier women) and the external
+# validation of a demo study's model there: make demo-external RESULTS=demo_results/<a folder of make demo>
+demo-external: setup
+	@test -n "$(RESULTS)" || { echo "give RESULTS=<a results folder written by make demo>"; exit 2; }
+	$(BIN)/pe-renal synth --out "$(RESULTS)-site2" --seed 1 --prevalence 0.3 --gain 1.3 --blur 1 --case-mix 0.3 --id-prefix B
+	$(BIN)/pe-renal validate "$(RESULTS)-site2" --model "$(RESULTS)/model.skops" --out "$(RESULTS)-validation"
 
 check-export: setup
 	$(BIN)/nbdev_export

@@ -15,8 +15,8 @@ from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_s
 
 # %% auto #0
 __all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
-           'cmd_samplesize', 'sample_size_section', 'sample_size_check_options', 'add_samplesize_parser',
-           'build_parser', 'main']
+           'cmd_validate', 'cmd_samplesize', 'sample_size_section', 'sample_size_check_options',
+           'add_samplesize_parser', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 @contextlib.contextmanager
@@ -59,7 +59,12 @@ def cmd_synth(args)->int:
         if (up/"clinical.csv").is_file() and (up/"images.csv").is_file():
             raise PeRenalError(f"--out {args.out} is inside the cohort folder {up}: pe_renal never writes into a cohort. "
                                "Choose a folder outside it.")
-    out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, overwrite=args.overwrite)
+    n_pe = None if args.prevalence is None else int(round(args.n * args.prevalence))   # None: the paper's share
+    if n_pe is not None and not 0 < n_pe < args.n:
+        raise PeRenalError(f"--prevalence {args.prevalence:g} gives {n_pe} of {args.n} women with preeclampsia; "
+                           "both groups need at least one woman (a prevalence further from 0 and 1, or a larger --n).")
+    site = dict(gain=args.gain, speckle=args.speckle, blur=args.blur, case_mix=args.case_mix, id_prefix=args.id_prefix)
+    out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, n_pe=n_pe, site=site, overwrite=args.overwrite)
     print(f"Synthetic cohort (NOT real patients) written to {out} in {time.perf_counter()-t:.1f} s")
     return 0
 
@@ -153,6 +158,16 @@ def cmd_predict(args)->int:
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
                   f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
+    return 0
+
+def cmd_validate(args)->int:
+    "External validation of a saved model at another hospital: a results folder with its own report.html."
+    from pe_renal.external import validate_cohort
+    with _warnings_printed("validate"):
+        out = validate_cohort(args.model, args.cohort, args.out, development=args.development, n_boot=args.boot,
+                              seed=args.seed, weights=args.weights, device=args.device, cache=args.cache,
+                              overwrite=args.overwrite)
+    print(f"Report: {Path(out)/'report.html'}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #75b96d86
@@ -264,6 +279,16 @@ def build_parser()->argparse.ArgumentParser:
                         "accept with their default settings)")
     s.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--effect", type=_finite, default=1.0, help="group difference; 0 = no signal (negative control)")
+    g = s.add_argument_group("another hospital", "what differs at a second site (each default: as the first site)")
+    g.add_argument("--prevalence", type=_finite, default=None, metavar="P",
+                   help="share of women with preeclampsia, between 0 and 1 (default 151/279, as the paper)")
+    g.add_argument("--gain", type=_finite, default=1.0, help="the scanner's display gain, an echo amplitude factor (default 1)")
+    g.add_argument("--speckle", type=_finite, default=1.0,
+                   help="the scanner's speckle size, a factor of the first scanner's (default 1; 1.5 = coarser)")
+    g.add_argument("--blur", type=_finite, default=0.0, help="the scanner's lower resolution: Gaussian blur SD in pixels (default 0)")
+    g.add_argument("--case-mix", type=_finite, default=0.0,
+                   help="every clinical value shifted by this many SDs (default 0; 0.5 = older, heavier, higher values)")
+    g.add_argument("--id-prefix", default="S", help="patient ids are this prefix and a number (default S)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     s.set_defaults(func=cmd_synth)
     f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
@@ -360,6 +385,22 @@ def build_parser()->argparse.ArgumentParser:
                          "they overlap and never calls the result external validation)")
     pr.set_defaults(func=cmd_predict)
     add_samplesize_parser(sub)
+    va = sub.add_parser("validate", help="external validation of a saved model at another hospital",
+                        description="Validate model.skops on another hospital's labelled patients: case mix, discrimination, "
+                                    "calibration, threshold metrics, decision curve, updating and sample size, in a results "
+                                    "folder with its own report.html.")
+    va.add_argument("cohort", type=_path, help="cohort folder of the other hospital's patients, with labels")
+    va.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
+    va.add_argument("--out", type=_path, required=True, help="validation results folder to create")
+    va.add_argument("--development", type=_path, default=None,
+                    help="the development cohort folder, for the case mix (default: RESULTS/cohort beside the model, if any)")
+    va.add_argument("--boot", type=_whole(0), default=200, help="bootstrap resamples for the curve band and updating (default 200)")
+    va.add_argument("--seed", type=SEED, default=42, help="random seed of the resampling")
+    va.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file")
+    va.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    va.add_argument("--cache", type=_path, default=None, help="feature cache folder")
+    va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
+    va.set_defaults(func=cmd_validate)
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "
                                     "without rerunning anything: e.g. after updating pe_renal's report template.")

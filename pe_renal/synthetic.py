@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from scipy import fft   # about twice as fast as numpy.fft here, in single precision
+from scipy import fft, ndimage   # fft: about twice as fast as numpy.fft here, in single precision
 
 from .core import PeRenalError, staged_dir, atomic_write, stops_held, release_stops
 
 # %% auto #0
-__all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams', 'render_kidney',
-           'make_clinical', 'image_params', 'make_cohort']
+__all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'SITE_DEFAULTS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams',
+           'render_kidney', 'make_clinical', 'image_params', 'check_site', 'make_cohort']
 
 # %% ../nbs/02_synthetic.ipynb #c1f6d5de
 IMG_H, IMG_W = 360, 480   # rows, columns of a synthetic image
@@ -57,7 +57,11 @@ class KidneyParams:
     annotate: bool = False
     calipers: bool = False
 
-def render_kidney(p:KidneyParams, rng:np.random.Generator)->tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_kidney(p:KidneyParams, rng:np.random.Generator,
+                  gain:float=1.0,    # the scanner's display gain (echo amplitude factor; 1.25 is about 2 dB brighter)
+                  speckle:float=1.0, # the scanner's point-spread function, as a factor of its width (>1: coarser speckle)
+                  blur:float=0.0,    # the scanner's lower resolution, as a Gaussian blur of the image (SD in pixels)
+                 )->tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Draw one B-mode-like renal ultrasound image; returns (uint8 image, kidney mask, cortex mask)."
     H, W = IMG_H, IMG_W
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -104,13 +108,14 @@ def render_kidney(p:KidneyParams, rng:np.random.Generator)->tuple[np.ndarray, np
     refl = np.where((np.abs(rho - 1.0) < cap) & ~notch, 3.2, refl)                    # capsule
     refl = np.where(fan, refl, 0).astype(np.float32)
     # acoustics
-    sa, sl = rng.uniform(0.8, 1.1), rng.uniform(1.8, 2.6)
+    sa, sl = speckle * rng.uniform(0.8, 1.1), speckle * rng.uniform(1.8, 2.6)
     env = 0.5 * (_speckle(rng, refl, sa, sl) + _speckle(rng, refl, sa, sl))          # two-look compounding
     att, tgc = 0.5 * 0.11 * 3.5, rng.uniform(0.75, 0.95)                             # dB/cm/MHz * ln(10)/20 * MHz
     env *= np.exp(-att * depth * (1 - tgc)) * p.gain
     ref = np.median(env[fan & (depth > 2.5) & ~(rho <= 1.3)]) + 1e-8  # soft tissue sits at mid-gray
-    db = 20 * np.log10(env / ref + 1e-6)
+    db = 20 * np.log10(env / ref + 1e-6) + 20 * math.log10(gain)   # display gain (0 dB at 1); a Python float keeps float32
     img = np.clip(0.42 + db / p.dyn_range_db, 0, 1)
+    if blur > 0: img = np.clip(ndimage.gaussian_filter(img, float(blur)), 0, 1)
     img = np.where(fan, img, 0)
     img8 = Image.fromarray((img * 255).round().astype(np.uint8))
     if p.annotate: _annotate(img8, p, rng, ppc, r0, cx, cy, a, phi)
@@ -155,28 +160,32 @@ def make_clinical(n:int=279,              # number of women
                   delta:float=1.2,        # shift of the latent severity in preeclampsia (SD units)
                   lab_effect:float=1.0,   # strength of severity in the renal labs
                   missing_rate:float=0.03,# share of lab/BMI values left empty (missing completely at random)
+                  case_mix:float=0.0,     # another hospital's patients: every clinical value shifted by this many SDs
+                  id_prefix:str="S",      # patient ids are this prefix and a number (another hospital: another prefix)
                  )->pd.DataFrame:         # clinical table plus hidden `severity` and `label` columns
     "Draw the clinical table of a synthetic cohort, with the latent severity that also drives the images."
     rng = np.random.default_rng([seed, 1])
     n_pe = int(round(n * 151 / 279)) if n_pe is None else int(n_pe)
     if not 0 < n_pe < n: raise PeRenalError(f"n_pe must be between 1 and n-1 (got n={n}, n_pe={n_pe}).")
     label = rng.permutation(np.r_[np.ones(n_pe, int), np.zeros(n - n_pe, int)])
-    e, le = float(effect), float(lab_effect) * float(effect != 0)
+    e, le, c = float(effect), float(lab_effect) * float(effect != 0), float(case_mix)   # c = 0 adds exactly nothing
+    if not (isinstance(id_prefix, str) and id_prefix.isalnum()):
+        raise PeRenalError(f"id_prefix must be letters and digits (got {id_prefix!r}).")
     z = rng.standard_normal(n) + e * delta * label
-    df = pd.DataFrame({"patient_id": [f"S{i+1:04d}" for i in range(n)],
+    df = pd.DataFrame({"patient_id": [f"{id_prefix}{i+1:04d}" for i in range(n)],
                        "group": np.where(label == 1, "preeclampsia", "normal")})
-    df["age_years"] = np.clip(rng.normal(29 + 1.5 * e * label, 5), 18, 46).round(0).astype(int)
-    df["gestational_week"] = np.clip(rng.normal(35 - 1.0 * e * label, 2.8), 20, 41.9).round(1)
-    df["bmi_kg_m2"] = np.clip(rng.normal(25.5 + 1.8 * e * label, 3.5), 17, 45).round(1)
-    df["parity"] = np.where(rng.random(n) < 0.45 + 0.15 * e * label, "nulliparous", "multiparous")
-    df["sbp_mmHg"] = np.clip(rng.normal(116 + 36 * e * label, 10), 85, 210).round(0).astype(int)
-    df["dbp_mmHg"] = np.clip(rng.normal(72 + 22 * e * label, 8), 45, 130).round(0).astype(int)
-    df["urine_protein_24h_g"] = np.exp(rng.normal(np.log(0.12) + 0.8 * le * z, 0.6)).round(2)
-    df["serum_creatinine_umol_L"] = np.clip(rng.normal(52 + 7 * le * z, 8), 25, 200).round(0)
-    df["bun_mmol_L"] = np.clip(rng.normal(3.4 + 0.55 * le * z, 0.8), 1.0, 15).round(1)
-    df["uric_acid_umol_L"] = np.clip(rng.normal(290 + 40 * le * z, 55), 120, 700).round(0)
-    df["cystatin_c_mg_L"] = np.clip(rng.normal(0.95 + 0.12 * le * z, 0.15), 0.4, 3.0).round(2)
-    df["platelets_10e9_L"] = np.clip(rng.normal(215 - 18 * le * z, 45), 40, 450).round(0)
+    df["age_years"] = np.clip(rng.normal(29 + 1.5 * e * label + 5 * c, 5), 18, 46).round(0).astype(int)
+    df["gestational_week"] = np.clip(rng.normal(35 - 1.0 * e * label - 2.8 * c, 2.8), 20, 41.9).round(1)
+    df["bmi_kg_m2"] = np.clip(rng.normal(25.5 + 1.8 * e * label + 3.5 * c, 3.5), 17, 45).round(1)
+    df["parity"] = np.where(rng.random(n) < 0.45 + 0.15 * e * label + 0.1 * c, "nulliparous", "multiparous")
+    df["sbp_mmHg"] = np.clip(rng.normal(116 + 36 * e * label + 10 * c, 10), 85, 210).round(0).astype(int)
+    df["dbp_mmHg"] = np.clip(rng.normal(72 + 22 * e * label + 8 * c, 8), 45, 130).round(0).astype(int)
+    df["urine_protein_24h_g"] = np.exp(rng.normal(np.log(0.12) + 0.8 * le * z + 0.6 * c, 0.6)).round(2)
+    df["serum_creatinine_umol_L"] = np.clip(rng.normal(52 + 7 * le * z + 8 * c, 8), 25, 200).round(0)
+    df["bun_mmol_L"] = np.clip(rng.normal(3.4 + 0.55 * le * z + 0.8 * c, 0.8), 1.0, 15).round(1)
+    df["uric_acid_umol_L"] = np.clip(rng.normal(290 + 40 * le * z + 55 * c, 55), 120, 700).round(0)
+    df["cystatin_c_mg_L"] = np.clip(rng.normal(0.95 + 0.12 * le * z + 0.15 * c, 0.15), 0.4, 3.0).round(2)
+    df["platelets_10e9_L"] = np.clip(rng.normal(215 - 18 * le * z - 45 * c, 45), 40, 450).round(0)
     for c in LABS + ["bmi_kg_m2"]:
         df.loc[rng.random(n) < missing_rate, c] = np.nan
     df["label"], df["severity"] = label, z
@@ -209,7 +218,7 @@ def _render_patient(args):
     rows = []
     for side in sides:
         p = image_params(z, side, rng, opts["image_effect"], opts["annotation_rate"])
-        img, kidney, cortex = render_kidney(p, rng)
+        img, kidney, cortex = render_kidney(p, rng, **opts["scanner"])
         stem = f"{pid}_{side[0].upper()}"
         Image.fromarray(img).save(root/"images"/f"{stem}.png", optimize=False, compress_level=1)
         Image.fromarray((kidney * 255).astype(np.uint8)).save(root/"masks"/f"{stem}_kidney.png")
@@ -223,6 +232,21 @@ def _render_patient(args):
                          kidney_mask=f"masks/{stem}_kidney.png", cortex_mask=f"masks/{stem}_cortex.png",
                          **{k: v for k, v in asdict(p).items() if k != "side"}))
     return rows
+
+SITE_DEFAULTS = dict(gain=1.0, speckle=1.0, blur=0.0, case_mix=0.0, id_prefix="S")   # the first hospital
+
+def check_site(site:dict|None)->dict:
+    "The settings of a synthetic hospital, `SITE_DEFAULTS` where not given; an unknown key or a bad value is named."
+    site = dict(SITE_DEFAULTS, **(site or {}))
+    unknown = sorted(set(site) - set(SITE_DEFAULTS))
+    if unknown: raise PeRenalError(f"unknown site setting(s) {unknown}; known: {sorted(SITE_DEFAULTS)}.")
+    for k, ok, what in (("gain", lambda v: v > 0, "a number above 0"), ("speckle", lambda v: v > 0, "a number above 0"),
+                        ("blur", lambda v: v >= 0, "a number of pixels, 0 or more"), ("case_mix", lambda v: True, "a number")):
+        v = site[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not ok(v):
+            raise PeRenalError(f"site {k} (--{k.replace('_', '-')}) must be {what}, got {v!r}.")
+        site[k] = float(v)
+    return site
 
 # preeclampsia is diagnosed from blood pressure and proteinuria: these columns define the outcome
 OUTCOME_DEFINING = ["sbp_mmHg", "dbp_mmHg", "urine_protein_24h_g"]
@@ -253,6 +277,7 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
                 missing_rate:float=0.03,  # share of missing lab values
                 two_views_rate:float=0.5, # share of women with images of both kidneys
                 annotation_rate:float=0.35, # share of images with burned-in text / calipers
+                site:dict|None=None,      # what differs at another hospital: `SITE_DEFAULTS` keys (default: as the first)
                 overwrite:bool=False,     # replace an existing folder
                 n_jobs:int|None=None,     # worker processes (default: all cores)
                )->Path:                   # the cohort folder
@@ -261,9 +286,10 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
     if n < 2 * 5: raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
     for name, v in dict(effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect).items():
         if not np.isfinite(float(v)): raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
-    clin = make_clinical(n, n_pe, seed, effect, delta, lab_effect, missing_rate)
+    site = check_site(site)
+    clin = make_clinical(n, n_pe, seed, effect, delta, lab_effect, missing_rate, site["case_mix"], site["id_prefix"])
     opts = dict(image_effect=float(image_effect) * float(effect != 0), annotation_rate=annotation_rate,
-                two_views_rate=two_views_rate)
+                two_views_rate=two_views_rate, scanner={k: site[k] for k in ("gain", "speckle", "blur")})
     seeds = np.random.SeedSequence([seed, 2]).spawn(n)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     with staged_dir(out_dir, overwrite=overwrite, what="cohort folder", marker="synthetic.json") as root:
@@ -290,6 +316,7 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
                         effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect,
                         missing_rate=missing_rate, two_views_rate=two_views_rate, annotation_rate=annotation_rate,
                         units=CLINICAL_UNITS)
+        if site != SITE_DEFAULTS: settings["site"] = site     # the first site's file stays as it always was
         (root/"synthetic.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False))
         (root/"README.txt").write_text(
             "SYNTHETIC DATA - these are not real patients.\n"

@@ -1,0 +1,83 @@
+"""External-validation statistics: intervals that cover the truth, no signal read as none, KNN vote shares as the study
+treats them, updates that repair what they should."""
+import numpy as np
+import pytest
+
+from pe_renal.core import PeRenalError
+from pe_renal.evaluation import calibration_slope_intercept
+from pe_renal.validate import (apply_update, calibration_in_the_large, calibration_slope, calibration_summary,
+                               fit_update, observed_expected, updating_table)
+
+
+def _expit(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_intervals_cover_the_truth():
+    "Risks that are right (outcomes drawn from them): the 95% intervals of O:E, CITL and slope cover 1, 0 and 1 in "
+    "about 95% of 400 cohorts of 300 (binomial 99.9% range of the count: 366 to 393)."
+    rng = np.random.default_rng(11)
+    hits = np.zeros(3)
+    for _ in range(400):
+        p = _expit(rng.normal(-0.5, 1.2, 300)); y = (rng.random(300) < p).astype(int)
+        oe, citl, (sl, _) = observed_expected(y, p), calibration_in_the_large(y, p, 0), calibration_slope(y, p, 0)
+        hits += [oe.lo < 1 < oe.hi, citl.lo < 0 < citl.hi, sl.lo < 1 < sl.hi]
+    assert ((hits >= 366) & (hits <= 393)).all(), hits
+
+
+def test_no_signal_is_read_as_none():
+    "Risks unrelated to the outcome: the C-statistic's CI covers 0.5 and the slope's covers 0."
+    rng = np.random.default_rng(3)
+    p = _expit(rng.normal(0, 1, 400)); y = (rng.random(400) < 0.4).astype(int)
+    s = calibration_summary(y, p, n_boot=0)
+    assert s["c_lo"] < 0.5 < s["c_hi"] and s["slope_lo"] < 0 < s["slope_hi"]
+
+
+def test_vote_shares_are_treated_as_the_study_treats_them():
+    "KNN vote shares (0 and 1 among them): the slope and CITL equal pe_renal.evaluation's, which the study reports."
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 1, 250); y = (rng.random(250) < _expit(1.4 * z)).astype(int)
+    votes = np.round(9 * _expit(1.4 * z + rng.normal(0, 1, 250))) / 9
+    assert {0.0, 1.0} <= set(votes)
+    slope, citl = calibration_slope_intercept(y, votes)
+    assert calibration_slope(y, votes)[0].value == pytest.approx(slope, abs=1e-8)
+    assert calibration_in_the_large(y, votes).value == pytest.approx(citl, abs=1e-8)
+    assert "m=9" in calibration_summary(y, votes, n_boot=0)["smoothing"]
+
+
+def test_updates_repair_a_shifted_baseline():
+    "A hospital with 3 times the odds: CITL near ln 3 before, 0 after the intercept update (and its bootstrap-corrected "
+    "value stays within 0.1 of 0); a model too extreme (slope 0.5) gets slope 1 after logistic recalibration."
+    rng = np.random.default_rng(8)
+    lp = rng.normal(-1, 1, 800); p = _expit(lp)
+    y = (rng.random(800) < _expit(lp + np.log(3))).astype(int)
+    before = calibration_in_the_large(y, p)
+    assert before.lo < np.log(3) < before.hi
+    after = calibration_in_the_large(y, apply_update(p, fit_update(y, p, "intercept")))
+    assert abs(after.value) < 1e-8 and after.lo < 0 < after.hi
+    t = updating_table(y[:300], p[:300], n_boot=40).set_index("update")
+    assert abs(t.loc["intercept", "citl_corrected"]) < 0.1 and t.loc["none", "citl_corrected"] > 0.6
+    y2 = (rng.random(800) < _expit(0.5 * lp)).astype(int)
+    assert calibration_slope(y2, p)[0].hi < 0.8
+    slope, intercept = calibration_slope(y2, apply_update(p, fit_update(y2, p, "logistic")))
+    assert slope.value == pytest.approx(1, abs=1e-8) and intercept == pytest.approx(0, abs=1e-8)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(PeRenalError, match="unknown update"):
+        fit_update([0, 1, 0, 1], [0.2, 0.6, 0.3, 0.7], "refit-all")
+    with pytest.raises(PeRenalError, match="probabilities"):
+        calibration_slope([0, 1, 0, 1], [0.2, 1.6, 0.3, 0.7])
+    with pytest.raises(PeRenalError, match="separated"):
+        calibration_slope([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+
+
+def test_updating_table_starts_from_the_summary():
+    "Without an update the table shows the calibration summary's own numbers, for vote shares too (the same logits)."
+    rng = np.random.default_rng(9)
+    z = rng.normal(0, 1, 300); y = (rng.random(300) < _expit(1.2 * z)).astype(int)
+    for p in (_expit(z + rng.normal(0, 0.5, 300)), np.round(7 * _expit(1.2 * z + rng.normal(0, 1, 300))) / 7):
+        s = calibration_summary(y, p, n_boot=0)
+        none = updating_table(y, p, n_boot=0).set_index("update").loc["none"]
+        assert [none.citl_apparent, none.slope_apparent, none.oe_apparent, none.brier_apparent] == pytest.approx(
+            [s["citl"], s["slope"], s["oe"], s["brier"]], abs=1e-9)
