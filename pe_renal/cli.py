@@ -52,11 +52,7 @@ def cmd_synth(args)->int:
     "Write a synthetic cohort."
     from pe_renal.synthetic import make_cohort
     t = time.perf_counter()
-    here = Path(args.out).expanduser().absolute()
-    for up in here.parents:                                 # the cohort folders around it are inputs of other commands
-        if (up/"clinical.csv").is_file() and (up/"images.csv").is_file():
-            raise PeRenalError(f"--out {args.out} is inside the cohort folder {up}: pe_renal never writes into a cohort. "
-                               "Choose a folder outside it.")
+    check_output(args.out, None, args.overwrite, marker="synthetic.json", what="cohort folder")   # before any image is made
     out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, overwrite=args.overwrite)
     print(f"Synthetic cohort (NOT real patients) written to {out} in {time.perf_counter()-t:.1f} s")
     return 0

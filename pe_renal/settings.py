@@ -75,7 +75,7 @@ def as_text(name:str, value, flag:str|None=None)->str:
     "`value` as a non-empty Python str (a path may be given as a `Path`)."
     where = f" ({flag})" if flag else ""
     if not isinstance(value, (str, os.PathLike)): raise SettingError(f"{name}{where} must be text or a path, got {_what(value)}.")
-    v = os.fspath(value)
+    v = str(os.fspath(value))
     if not v.strip(): raise PeRenalError(f"{name}{where} is empty: give a name or a path.")
     return v
 
@@ -114,6 +114,7 @@ class Setting:
     also: tuple = ()                # whole numbers allowed outside lo..hi (-1: one job per core)
     optional: bool = False          # None is allowed (and means the help's "default")
     default_words: str|None = None  # how --help and the README say the default, when not the value itself
+    allowed_words: str|None = None  # how the README says the allowed values, when they are not a list or a range
 
     def check(self, value):
         "`value` as this setting's Python value (NumPy scalars become Python ones), or a `PeRenalError` naming the setting."
@@ -135,6 +136,7 @@ class Setting:
     @property
     def allowed(self)->str:
         "The allowed values in words."
+        if self.allowed_words: return self.allowed_words
         if self.choices: return ", ".join(self.choices) + ("" if self.kind == "choice" else " (one or more)")
         if self.kind == "whole":
             r = f"{self.lo} to {self.hi}" if self.hi is not None else f"at least {self.lo}"
@@ -150,8 +152,10 @@ class Setting:
 # %% ../nbs/00b_settings.ipynb #21204e37
 _W = "imagenet (ImageNet-pretrained), random (untrained), or a state-dict file"
 SETTINGS = (
-    Setting("backbone", "text", "resnet152", "torchvision backbone of the deep features (resnet152 as the paper)", "--backbone"),
-    Setting("weights", "text", "imagenet", f"weights of the backbone: {_W}", "--weights"),
+    Setting("backbone", "text", "resnet152", "torchvision backbone of the deep features (resnet152 as the paper)", "--backbone",
+            allowed_words="a torchvision model name (resnet18, resnet50, resnet152, ...)"),
+    Setting("weights", "text", "imagenet", f"weights of the backbone: {_W}", "--weights",
+            allowed_words="imagenet, random, or a file"),
     Setting("finetune", "choice", "none", "fine-tune the backbone on the training patients before taking its features: none "
             "(frozen, as the paper), head (linear probe), last (last block + head) or full", "--finetune", FINETUNE_MODES),
     Setting("epochs", "whole", None, "fine-tuning epochs at most", "--epochs", lo=1, optional=True,
@@ -183,7 +187,7 @@ SETTINGS = (
             "fp16 on CUDA); pin fp32 to reproduce a study as closely as possible on other hardware", "--precision", PRECISIONS),
     Setting("batch_size", "whole", None, "images per forward pass", "--batch-size", lo=1, optional=True,
             default_words="8 on CPU, 32 on CUDA"),
-    Setting("cache", "text", None, "feature cache folder", "--cache", optional=True,
+    Setting("cache", "text", None, "feature cache folder", "--cache", optional=True, allowed_words="a folder",
             default_words="$PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal"),
     Setting("cv_splits", "whole", 5, "folds of the repeated stratified cross-validation", "--cv-splits", lo=2),
     Setting("cv_repeats", "whole", 4, "repeats of the cross-validation", "--cv-repeats", lo=1),
