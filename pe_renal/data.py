@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import CohortError, PeRenalError, PeRenalWarning, PathError, file_sha256, format_problems, path_error, quote
-from .settings import SettingError, as_names, as_text
+from .settings import SETTING, SettingError, as_names, as_text
 
 try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
@@ -852,6 +852,9 @@ def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
                 )->pd.DataFrame:             # the clinical table with a `split` column (train/test)
     "Stratified random split by patient, or the split imposed in clinical.csv."
     from sklearn.model_selection import train_test_split
+    test_size, seed = SETTING["test_size"].check(test_size), SETTING["seed"].check(seed)   # as StudyConfig checks them
+    if not isinstance(cohort, (Cohort, pd.DataFrame)):
+        raise SettingError(f"split_cohort: cohort must be a Cohort or its clinical table, got {type(cohort).__name__}.")
     df = (cohort.clinical if isinstance(cohort, Cohort) else cohort).copy()
     counts = df["label"].value_counts().reindex([0, 1], fill_value=0)
     if "split" in df.columns:

@@ -181,3 +181,16 @@ def test_wrong_types_for_paths_and_tables_are_named(bad):
         with pytest.raises(SettingError, match="path must be text or a path"): load_cohort(bad)
     with pytest.raises(SettingError, match="table_one: clinical must be a DataFrame"): table_one(bad)
     with pytest.raises(SettingError, match="images must be"): extract_features(bad)
+
+
+@PROPERTY
+@given(test_size=ANY_VALUE, seed=ANY_VALUE)
+def test_split_cohort_checks_its_settings_as_studyconfig_does(test_size, seed):
+    import pandas as pd
+    from pe_renal.data import split_cohort
+    df = pd.DataFrame(dict(patient_id=[f"P{i}" for i in range(20)], label=[0, 1] * 10))
+    try: SETTING["test_size"].check(test_size); SETTING["seed"].check(seed); ok = test_size is not None and seed is not None
+    except PeRenalError: ok = False
+    if ok: assert set(split_cohort(df, test_size=test_size, seed=seed)["split"]) == {"train", "test"}
+    else:
+        with pytest.raises(PeRenalError, match=r"^(test_size|seed) \(--(test-size|seed)\)"): split_cohort(df, test_size=test_size, seed=seed)
