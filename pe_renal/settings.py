@@ -29,7 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FIGURE_FORMATS = ("png", "svg", "pdf")
 AGGREGATIONS = ("mean", "median", "max")           # how a patient's image features are combined
 GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains
-GRADCAM_LAYERS = ("layer4", "layer3", "layer2")        # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
+GRADCAM_LAYERS = ("layer4", "layer3", "layer2")        # ResNet stages Grad-CAM can explain (layer4: the last)
 GRADCAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigengradcam", "scorecam", "eigencam")
 # what Grad-CAM shows: the paper's configuration, or maps that localise on a fine-tuned backbone (StudyConfig.gradcam)
 GRADCAM_PRESETS = {"paper": dict(gradcam_target="signature", gradcam_method="gradcam", gradcam_layer="layer4"),
@@ -40,7 +40,8 @@ GRADCAM_CHOICES = ("auto", *GRADCAM_PRESETS)
 class SettingError(PeRenalError, TypeError):
     "A value of the wrong type for a parameter; the message names the parameter and the type it expects."
 
-def _what(value)->str: return f"{type(value).__name__} {value!r}" if not isinstance(value, str) else f"the text {value!r}"
+def _what(value)->str:
+    return f"the text {value!r}" if isinstance(value, str) else f"{type(value).__name__} {value!r}"
 
 def as_whole(name:str, value, lo:int|None=None, hi:int|None=None, also:tuple=(), flag:str|None=None)->int:
     "`value` as a Python int from `lo` to `hi` (or one of `also`); a bool, a float or text is refused naming `name`."
@@ -67,14 +68,16 @@ def as_number(name:str, value, lo:float|None=None, hi:float|None=None, flag:str|
 def as_choice(name:str, value, choices:tuple, flag:str|None=None)->str:
     "`value` as one of `choices` (a Python str); anything else is refused naming `name` and the choices."
     where = f" ({flag})" if flag else ""
-    if not isinstance(value, str): raise SettingError(f"{name}{where} must be one of {', '.join(choices)}, got {_what(value)}.")
+    if not isinstance(value, str):
+        raise SettingError(f"{name}{where} must be one of {', '.join(choices)}, got {_what(value)}.")
     if value not in choices: raise PeRenalError(f"{name}{where} must be one of {', '.join(choices)}, got {value!r}.")
     return str(value)
 
 def as_text(name:str, value, flag:str|None=None)->str:
     "`value` as a non-empty Python str (a path may be given as a `Path`)."
     where = f" ({flag})" if flag else ""
-    if not isinstance(value, (str, os.PathLike)): raise SettingError(f"{name}{where} must be text or a path, got {_what(value)}.")
+    if not isinstance(value, (str, os.PathLike)):
+        raise SettingError(f"{name}{where} must be text or a path, got {_what(value)}.")
     v = str(os.fspath(value))
     if not v.strip(): raise PeRenalError(f"{name}{where} is empty: give a name or a path.")
     return v
@@ -90,7 +93,8 @@ def as_names(name:str, value, choices:tuple|None=None, one:bool=False)->list[str
     if isinstance(value, (str, os.PathLike)):
         if one: value = [os.fspath(value)]
         else: raise SettingError(f"{name} must be a list of names, e.g. [{value!r}], not the single text {value!r}.")
-    if not isinstance(value, (list, tuple, np.ndarray, set, frozenset)) or isinstance(value, np.ndarray) and value.ndim != 1:
+    listlike = isinstance(value, (list, tuple, set, frozenset)) or isinstance(value, np.ndarray) and value.ndim == 1
+    if not listlike:
         raise SettingError(f"{name} must be a list of names, got {_what(value)}.")
     bad = [v for v in value if not isinstance(v, str)]
     if bad: raise SettingError(f"{name} must hold names (text), got {_what(bad[0])}.")
@@ -117,7 +121,7 @@ class Setting:
     allowed_words: str|None = None  # how the README says the allowed values, when they are not a list or a range
 
     def check(self, value):
-        "`value` as this setting's Python value (NumPy scalars become Python ones), or a `PeRenalError` naming the setting."
+        "`value` as this setting's Python value (NumPy scalars become Python ones), or a `PeRenalError` naming it."
         if value is None and self.optional: return None
         n, f = self.name, self.flag
         if self.kind == "whole": return as_whole(n, value, self.lo, self.hi, self.also, f)
@@ -130,7 +134,7 @@ class Setting:
 
     @property
     def annotation(self)->str:
-        t = {"whole": "int", "number": "float", "choice": "str", "text": "str", "flag": "bool", "names": "tuple"}[self.kind]
+        t = dict(whole="int", number="float", choice="str", text="str", flag="bool", names="tuple")[self.kind]
         return f"{t}|None" if self.optional else t
 
     @property
@@ -152,61 +156,110 @@ class Setting:
 # %% ../nbs/00b_settings.ipynb #21204e37
 _W = "imagenet (ImageNet-pretrained), random (untrained), or a state-dict file"
 SETTINGS = (
-    Setting("backbone", "text", "resnet152", "torchvision backbone of the deep features (resnet152 as the paper)", "--backbone",
-            allowed_words="a torchvision model name (resnet18, resnet50, resnet152, ...)"),
-    Setting("weights", "text", "imagenet", f"weights of the backbone: {_W}", "--weights",
-            allowed_words="imagenet, random, or a file"),
-    Setting("finetune", "choice", "none", "fine-tune the backbone on the training patients before taking its features: none "
-            "(frozen, as the paper), head (linear probe), last (last block + head) or full", "--finetune", FINETUNE_MODES),
-    Setting("epochs", "whole", None, "fine-tuning epochs at most", "--epochs", lo=1, optional=True,
-            default_words="the fine-tuning mode's own"),
-    Setting("finetune_cv", "choice", "once", "internal validation of a fine-tuned run: once (fine-tuned once on all training "
-            "patients; the CV is optimistic and says so) or refit (fine-tuned again inside every CV fold: honest, one fine-tune "
-            "per fold, no .632+ bootstrap)", "--finetune-cv", FINETUNE_CV),
-    Setting("image_size", "whole", 224, "side of the square network input in pixels (224 as the paper; smaller is faster)",
+    Setting("backbone", "text", "resnet152",
+            "torchvision backbone of the deep features (resnet152 as the paper)",
+            "--backbone", allowed_words="a torchvision model name (resnet18, resnet50, resnet152, ...)"),
+    Setting("weights", "text", "imagenet",
+            f"weights of the backbone: {_W}",
+            "--weights", allowed_words="imagenet, random, or a file"),
+    Setting("finetune", "choice", "none",
+            "fine-tune the backbone on the training patients before taking its features: none (frozen, as the "
+            "paper), head (linear probe), last (last block + head) or full",
+            "--finetune", FINETUNE_MODES),
+    Setting("epochs", "whole", None,
+            "fine-tuning epochs at most",
+            "--epochs", lo=1, optional=True, default_words="the fine-tuning mode's own"),
+    Setting("finetune_cv", "choice", "once",
+            "internal validation of a fine-tuned run: once (fine-tuned once on all training patients; the CV is "
+            "optimistic and says so) or refit (fine-tuned again inside every CV fold: honest, one fine-tune per "
+            "fold, no .632+ bootstrap)",
+            "--finetune-cv", FINETUNE_CV),
+    Setting("image_size", "whole", 224,
+            "side of the square network input in pixels (224 as the paper; smaller is faster)",
             "--image-size", lo=32, hi=1024),
-    Setting("gradcam", "choice", "auto", "what the Grad-CAM maps show: paper (Grad-CAM of the LASSO deep signature on layer4), "
-            "fine (HiResCAM on layer2 of the fine-tuned head's evidence for the class it predicts) or auto (fine with "
-            "--finetune last or full, else paper)", "--gradcam", GRADCAM_CHOICES),
-    Setting("gradcam_target", "choice", None, "overrides --gradcam's target: the LASSO deep signature, the fine-tuned head's "
-            "logit (evidence for preeclampsia), or the head's evidence for the class it predicts for each image",
+    Setting("gradcam", "choice", "auto",
+            "what the Grad-CAM maps show: paper (Grad-CAM of the LASSO deep signature on layer4), fine (HiResCAM "
+            "on layer2 of the fine-tuned head's evidence for the class it predicts) or auto (fine with --finetune"
+            " last or full, else paper)",
+            "--gradcam", GRADCAM_CHOICES),
+    Setting("gradcam_target", "choice", None,
+            "overrides --gradcam's target: the LASSO deep signature, the fine-tuned head's logit (evidence for "
+            "preeclampsia), or the head's evidence for the class it predicts for each image",
             "--gradcam-target", GRADCAM_TARGETS, optional=True, default_words="--gradcam's"),
-    Setting("fallback", "flag", False, "demo only: use an untrained backbone when ImageNet weights are unavailable"),
-    Setting("lasso_rule", "choice", "min", "lambda rule of the LASSO: min (lowest CV error) or 1se", "--lasso-rule", LASSO_RULES),
-    Setting("lasso_method", "choice", "lasso", "lasso: least squares on the 0/1 label (the exact LARS-lasso path, lambda by "
-            "stratified 10-fold CV mean squared error); logistic: L1 logistic (lambda by CV log-loss)", "--lasso-method",
-            LASSO_METHODS),
-    Setting("classifier", "choice", "knn", "classifier of the three models (knn as the paper)", "--classifier", CLASSIFIERS),
-    Setting("seed", "whole", 42, "seed of the split and of every random step", "--seed", lo=0, hi=2**32 - 1),
-    Setting("test_size", "number", 0.3, "share of the patients held out for testing (not used when clinical.csv imposes the "
-            "split)", "--test-size", lo=0, hi=1),
-    Setting("device", "choice", "auto", "where the network runs: auto (a CUDA GPU when one is visible, else the CPU), cpu, or "
-            "cuda (refused when no GPU is visible)", "--device", DEVICES),
-    Setting("precision", "choice", "auto", "of the deep features and fine-tuning: auto is chosen by the hardware, never by "
-            "timing (bf16 on a CPU with native bf16 kernels when its features agree with fp32, fp32 on other CPUs, bf16 or "
-            "fp16 on CUDA); pin fp32 to reproduce a study as closely as possible on other hardware", "--precision", PRECISIONS),
-    Setting("batch_size", "whole", None, "images per forward pass", "--batch-size", lo=1, optional=True,
-            default_words="8 on CPU, 32 on CUDA"),
-    Setting("cache", "text", None, "feature cache folder", "--cache", optional=True, allowed_words="a folder",
-            default_words="$PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal"),
-    Setting("cv_splits", "whole", 5, "folds of the repeated stratified cross-validation", "--cv-splits", lo=2),
-    Setting("cv_repeats", "whole", 4, "repeats of the cross-validation", "--cv-repeats", lo=1),
-    Setting("n_boot", "whole", 40, "resamples of the .632+ bootstrap shown beside the CV (0 skips it)", "--boot", lo=0),
-    Setting("n_boot_ci", "whole", 2000, "bootstrap resamples of the threshold-metric CIs", lo=0),
-    Setting("stability_boot", "whole", 50, "bootstrap resamples of the LASSO selection-stability table (0 skips it)",
+    Setting("fallback", "flag", False,
+            "demo only: use an untrained backbone when ImageNet weights are unavailable"),
+    Setting("lasso_rule", "choice", "min",
+            "lambda rule of the LASSO: min (lowest CV error) or 1se",
+            "--lasso-rule", LASSO_RULES),
+    Setting("lasso_method", "choice", "lasso",
+            "lasso: least squares on the 0/1 label (the exact LARS-lasso path, lambda by stratified 10-fold CV "
+            "mean squared error); logistic: L1 logistic (lambda by CV log-loss)",
+            "--lasso-method", LASSO_METHODS),
+    Setting("classifier", "choice", "knn",
+            "classifier of the three models (knn as the paper)",
+            "--classifier", CLASSIFIERS),
+    Setting("seed", "whole", 42,
+            "seed of the split and of every random step",
+            "--seed", lo=0, hi=2**32 - 1),
+    Setting("test_size", "number", 0.3,
+            "share of the patients held out for testing (not used when clinical.csv imposes the split)",
+            "--test-size", lo=0, hi=1),
+    Setting("device", "choice", "auto",
+            "where the network runs: auto (a CUDA GPU when one is visible, else the CPU), cpu, or cuda (refused "
+            "when no GPU is visible)",
+            "--device", DEVICES),
+    Setting("precision", "choice", "auto",
+            "of the deep features and fine-tuning: auto is chosen by the hardware, never by timing (bf16 on a CPU"
+            " with native bf16 kernels when its features agree with fp32, fp32 on other CPUs, bf16 or fp16 on "
+            "CUDA); pin fp32 to reproduce a study as closely as possible on other hardware",
+            "--precision", PRECISIONS),
+    Setting("batch_size", "whole", None,
+            "images per forward pass",
+            "--batch-size", lo=1, optional=True, default_words="8 on CPU, 32 on CUDA"),
+    Setting("cache", "text", None,
+            "feature cache folder",
+            "--cache", optional=True,
+            default_words="$PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal",
+            allowed_words="a folder"),
+    Setting("cv_splits", "whole", 5,
+            "folds of the repeated stratified cross-validation",
+            "--cv-splits", lo=2),
+    Setting("cv_repeats", "whole", 4,
+            "repeats of the cross-validation",
+            "--cv-repeats", lo=1),
+    Setting("n_boot", "whole", 40,
+            "resamples of the .632+ bootstrap shown beside the CV (0 skips it)",
+            "--boot", lo=0),
+    Setting("n_boot_ci", "whole", 2000,
+            "bootstrap resamples of the threshold-metric CIs",
+            lo=0),
+    Setting("stability_boot", "whole", 50,
+            "bootstrap resamples of the LASSO selection-stability table (0 skips it)",
             "--stability-boot", lo=0),
-    Setting("gradcam_method", "choice", None, "overrides --gradcam's CAM method (paper: gradcam; fine: hirescam)",
+    Setting("gradcam_method", "choice", None,
+            "overrides --gradcam's CAM method (paper: gradcam; fine: hirescam)",
             "--gradcam-method", GRADCAM_METHODS, optional=True, default_words="--gradcam's"),
-    Setting("gradcam_layer", "choice", None, "overrides --gradcam's ResNet stage whose last block the maps explain: layer4 "
-            "(the last block; paper) or layer3 / layer2 (finer maps; fine: layer2)", "--gradcam-layer", GRADCAM_LAYERS,
-            optional=True, default_words="--gradcam's"),
-    Setting("gradcam_per_cell", "whole", 1, "Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)", lo=1),
-    Setting("shap_background", "whole", 25, "real training patients sampled as the SHAP background", lo=1),
-    Setting("formats", "names", ("png",), "figure formats", "--formats", FIGURE_FORMATS),
-    Setting("dpi", "whole", 300, "resolution of the PNG figures (300 for print; 100 is quicker)", "--dpi", lo=30, hi=1200),
-    Setting("n_jobs", "whole", None, "parallel CV folds and resamples (-1: one per core)", "--jobs", lo=1, also=(-1,),
-            optional=True, default_words="1"),
-    Setting("synthetic", "flag", False, "set by the demo: every output says the data are synthetic"),
+    Setting("gradcam_layer", "choice", None,
+            "overrides --gradcam's ResNet stage whose last block the maps explain: layer4 (the last block; paper)"
+            " or layer3 / layer2 (finer maps; fine: layer2)",
+            "--gradcam-layer", GRADCAM_LAYERS, optional=True, default_words="--gradcam's"),
+    Setting("gradcam_per_cell", "whole", 1,
+            "Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)",
+            lo=1),
+    Setting("shap_background", "whole", 25,
+            "real training patients sampled as the SHAP background",
+            lo=1),
+    Setting("formats", "names", ("png",),
+            "figure formats",
+            "--formats", FIGURE_FORMATS),
+    Setting("dpi", "whole", 300,
+            "resolution of the PNG figures (300 for print; 100 is quicker)",
+            "--dpi", lo=30, hi=1200),
+    Setting("n_jobs", "whole", None,
+            "parallel CV folds and resamples (-1: one per core)",
+            "--jobs", lo=1, also=(-1,), optional=True, default_words="1"),
+    Setting("synthetic", "flag", False,
+            "set by the demo: every output says the data are synthetic"),
 )
 SETTING = {s.name: s for s in SETTINGS}
 
@@ -234,7 +287,7 @@ def settings_json(obj)->dict:
 def make_config(cls:type,     # a dataclass made from `config_fields`
                 config=None,  # None (the defaults), an instance of `cls`, or a dict of settings
                 name:str="config")->object:
-    "`config` as an instance of `cls`; a dict is read as its settings, an unknown key or another type is refused naming `name`."
+    "`config` as a `cls`: a dict is read as its settings; an unknown key or another type is refused naming `name`."
     if config is None: return cls()
     if isinstance(config, cls): return config
     if not isinstance(config, dict):
@@ -256,7 +309,8 @@ def _cli_type(s:Setting):
         if not text.strip(): raise argparse.ArgumentTypeError("an empty value: give a name, a number or a path")
         try: v = int(text) if s.kind == "whole" else float(text) if s.kind == "number" else text
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if s.kind == 'whole' else 'number'}") from None
+            want = "whole number" if s.kind == "whole" else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {want}") from None
         try: return s.check(v)
         except PeRenalError as e: raise argparse.ArgumentTypeError(str(e)) from None
     parse.__name__ = s.kind
