@@ -24,7 +24,7 @@ class CohortError(PeRenalError, ValueError):
     "The cohort folder does not follow the data contract (clinical.csv, images.csv, cohort.toml, images)."
 
 class PeRenalWarning(UserWarning):
-    "A finding about the data or a fit that pe_renal reports on purpose (a tuned value at its grid's edge, no feature kept)."
+    "A finding about the data or a fit, reported on purpose (a tuned value at its grid's edge, no feature kept)."
 
 class PathError(PeRenalError):
     "A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is needed)."
@@ -106,7 +106,7 @@ def atomic_write(path:str|Path, # final file name
 _LOCK = ".pe_renal.lock"    # the lock of a folder written in place (an existing empty folder, a mount point)
 
 def _leftover(p:Path)->bool:
-    "A temporary entry of a pe_renal run that is not running any more: `.partial-PID-TAG` of a dead PID, or a lock file."
+    "A temporary entry of a pe_renal run that has ended: `.partial-PID-TAG` of a dead PID, or a lock file."
     if p.name == _LOCK: return True
     kind, _, rest = p.name.lstrip(".").partition("-")
     pid = rest.split("-")[0]
@@ -119,7 +119,7 @@ def _nonempty(p:Path)->bool:
 def _real(p:str|Path)->Path: return Path(os.path.realpath(Path(p).expanduser()))
 
 def _input_folders(real:Path)->list[tuple[str, Path]]:
-    "Cohort folders (clinical.csv + images.csv) and results folders (run.json) that hold the path `real`: inputs of other commands."
+    "Cohort folders (clinical.csv + images.csv) and results folders (run.json) around `real`: inputs of other commands."
     found = []
     for up in real.parents:
         if (up/"clinical.csv").is_file() and (up/"images.csv").is_file(): found.append(("cohort folder", up))
@@ -131,7 +131,8 @@ def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
     for name, p in [*((n, q) for n, q in (inputs or {}).items() if q is not None), *_input_folders(real)]:
         q = _real(p)
         if real == q or q in real.parents:
-            raise PathError(f"The {what} {out} would be written {'over' if real == q else 'inside'} the {name} {q}, which "
+            where = "over" if real == q else "inside"
+            raise PathError(f"The {what} {out} would be written {where} the {name} {q}, which "
                             f"pe_renal reads. Results are never written into an input, even with --overwrite; choose a "
                             f"{what} outside it.")
         if folder and real in q.parents:
@@ -147,7 +148,8 @@ def check_output(out:str|Path,            # the file or folder a command will wr
                 )->Path:                  # `out` as an absolute path
     """The one rule for every output of every command, applied before any work: an output may not be, lie inside or
     contain an input (those given, and any cohort or results folder around it); an existing one is replaced only with
-    `overwrite` (a folder only if it holds `marker`); an existing empty folder is written in place; it must be writable."""
+    `overwrite` (a folder only if it holds `marker`); an existing empty folder is written in place; it must be
+    writable."""
     out = Path(os.path.abspath(Path(out).expanduser()))
     _check_inputs(out, _real(out), inputs, folder, what)
     try:
@@ -166,7 +168,8 @@ def check_output(out:str|Path,            # the file or folder a command will wr
         while not anc.exists() and anc != anc.parent: anc = anc.parent
         if not anc.is_dir(): raise PathError(f"The {what} {out} cannot be created: {anc} is a file, not a folder.")
         if not os.access(anc, os.W_OK | os.X_OK):
-            raise PathError(f"The {what} {out} cannot be {'written' if anc == out else 'created'}: you may not write in "
+            verb = "written" if anc == out else "created"
+            raise PathError(f"The {what} {out} cannot be {verb}: you may not write in "
                             f"{anc}. Choose a folder you own.")
     except OSError as e: raise path_error(out, e, "write") from None
     return out
@@ -210,7 +213,7 @@ def staged_dir(out:str|Path, # the results folder to create
     (a mount point included) is filled in place, and a link given as `out` is replaced by the new folder (the folder it
     pointed to is left as it is)."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
-    if out.is_symlink() and out.is_dir() and not _nonempty(out): out = _real(out)   # a link to an empty folder: fill that folder
+    if out.is_symlink() and out.is_dir() and not _nonempty(out): out = _real(out)   # a link to an empty folder: fill it
     in_place, tag = _in_place(out), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +262,8 @@ def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     tmp.rmdir()
 
 def _lock(out:Path, what:str, inside:bool=False):
-    "An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while another process holds it."
+    """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while another
+    process holds it."""
     path = out/_LOCK if inside else out.with_name(f".{out.name}.lock")
     try: import fcntl
     except ImportError: fcntl = None                               # no fcntl (Windows): the publish check in staged_dir still holds

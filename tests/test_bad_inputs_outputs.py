@@ -12,7 +12,8 @@ from pe_renal.core import PathError, check_output, staged_dir
 from conftest import tree_state, write_cohort
 from test_bad_inputs import cli, refused  # noqa: F401  (the in-process command)
 
-PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture
@@ -28,7 +29,8 @@ def world(tmp_path):
     return dict(root=tmp_path, cohort=cohort, results=res, cache=tmp_path / "cache")
 
 
-PREDICT_OUTS = [("RESULTS/finetuned_resnet18.pt", "fine-tuned weights file"), ("RESULTS/predictions.csv", "results folder"),
+PREDICT_OUTS = [("RESULTS/finetuned_resnet18.pt", "fine-tuned weights file"),
+                ("RESULTS/predictions.csv", "results folder"),
                 ("RESULTS/model.skops", "model file"), ("RESULTS/tables/performance.csv", "results folder"),
                 ("RESULTS/new.csv", "results folder"), ("cohort/clinical.csv", "cohort folder"),
                 ("cohort/new.csv", "cohort folder"), ("cache/p.csv", "feature cache")]
@@ -38,8 +40,9 @@ PREDICT_OUTS = [("RESULTS/finetuned_resnet18.pt", "fine-tuned weights file"), ("
 @pytest.mark.parametrize("out, names", PREDICT_OUTS)
 def test_predict_never_writes_over_or_into_an_input(capsys, world, out, names, overwrite):
     before = tree_state(world["root"])
-    refused(capsys, "predict", world["cohort"], "--model", world["results"] / "model.skops", "--out", world["root"] / out,
-            "--cache", world["cache"], *(["--overwrite"] if overwrite else []), says=[names])
+    refused(capsys, "predict", world["cohort"], "--model", world["results"] / "model.skops",
+            "--out", world["root"] / out, "--cache", world["cache"], *(["--overwrite"] if overwrite else []),
+            says=[names])
     assert tree_state(world["root"]) == before
 
 
@@ -68,7 +71,7 @@ SEGMENT = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1
 @given(kind=st.sampled_from(["cohort", "results", "cache"]), parts=st.lists(SEGMENT, max_size=3), folder=st.booleans(),
        overwrite=st.booleans())
 def test_any_path_in_an_input_is_refused(world, kind, parts, folder, overwrite):
-    assume(parts or kind != "results")          # the results folder itself is an earlier output: --overwrite may replace it
+    assume(parts or kind != "results")   # the results folder itself is an earlier output: --overwrite may replace it
     out = world[kind].joinpath(*parts)
     inputs = {"cohort folder": world["cohort"], "feature cache": world["cache"]}
     with pytest.raises(PathError) as e: check_output(out, inputs, overwrite=overwrite, folder=folder)
@@ -113,7 +116,8 @@ def test_overwrite_through_a_link_leaves_nothing_behind(tmp_path):
     (tmp_path / "latest").symlink_to(tmp_path / "run1")
     with staged_dir(tmp_path / "latest", overwrite=True) as d: (d / "run.json").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run1"]
-    assert (tmp_path / "run1" / "run.json").read_text() == "{}" and (tmp_path / "latest" / "run.json").read_text() == "new"
+    assert (tmp_path / "run1" / "run.json").read_text() == "{}"
+    assert (tmp_path / "latest" / "run.json").read_text() == "new"
 
 
 def test_a_link_to_an_empty_folder_fills_that_folder(tmp_path):
@@ -125,14 +129,15 @@ def test_a_link_to_an_empty_folder_fills_that_folder(tmp_path):
 def test_predict_in_python_refuses_the_results_table(world):
     from pe_renal.predict import predict_cohort
     with pytest.raises(PathError, match="results folder"):
-        predict_cohort(world["results"] / "model.skops", world["cohort"], world["results"] / "predictions.csv", overwrite=True,
-                       cache=world["cache"])
+        predict_cohort(world["results"] / "model.skops", world["cohort"], world["results"] / "predictions.csv",
+                       overwrite=True, cache=world["cache"])
     assert (world["results"] / "predictions.csv").read_text() == "patient_id,p\n"
 
 
 def test_an_output_beside_the_inputs_is_allowed(world):
     "The positive control: the rule refuses inputs, not their neighbours."
-    inputs = {"cohort folder": world["cohort"], "feature cache": world["cache"], "model file": world["results"] / "model.skops"}
+    inputs = {"cohort folder": world["cohort"], "feature cache": world["cache"],
+              "model file": world["results"] / "model.skops"}
     for out, folder in ((world["root"] / "predictions.csv", False), (world["root"] / "RESULTS2", True),
                         (world["root"] / "cohort2" / "x.csv", False)):
         assert check_output(out, inputs, folder=folder) == out

@@ -1,6 +1,7 @@
-"""Every study setting is declared once (pe_renal.settings): the README's option table, `--help`, StudyConfig and run.json
-are made from that declaration, and every public function takes values by one policy (NumPy scalars are their Python
-values, a single string is never read as a list of names, a wrong type is a PeRenalError/TypeError naming the parameter)."""
+"""Every study setting is declared once (pe_renal.settings): the README's option table, `--help`, StudyConfig and
+run.json are made from that declaration, and every public function takes values by one policy (NumPy scalars are their
+Python values, a single string is never read as a list of names, a wrong type is a PeRenalError/TypeError naming the
+parameter)."""
 import argparse
 import dataclasses
 import json
@@ -18,7 +19,8 @@ from pe_renal.settings import (SETTING, SETTINGS, GRADCAM_LAYERS, GRADCAM_METHOD
 from pe_renal.study import StudyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -100,7 +102,8 @@ def test_each_default_as_a_numpy_scalar_is_its_python_value(name):
     assert s.check(v) == s.default and type(s.check(v)) is type(s.default)
 
 
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True, allow_infinity=True),
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
+                      st.floats(allow_nan=True, allow_infinity=True),
                       st.text(max_size=12), st.lists(st.text(max_size=6), max_size=3), st.integers(-5, 5).map(np.int32),
                       st.floats(-2, 2).map(np.float32), st.sampled_from(["png", "0.3", "7", "knn", "layer2", ""]),
                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.just(object()))
@@ -116,8 +119,8 @@ def test_any_value_is_taken_as_python_or_refused_by_name(name, value):
         assert str(e).startswith(name), str(e)
         return
     assert json.loads(json.dumps(v)) == (list(v) if isinstance(v, tuple) else v)   # JSON as it is, no default=str
-    assert v is None or type(v) in {"whole": (int,), "number": (float,), "choice": (str,), "text": (str,), "flag": (bool,),
-                                    "names": (tuple,)}[s.kind]
+    kinds = dict(whole=int, number=float, choice=str, text=str, flag=bool, names=tuple)
+    assert v is None or type(v) is kinds[s.kind]
     assert s.check(v) == v                                   # idempotent: a checked value passes again unchanged
 
 
@@ -164,7 +167,8 @@ def test_a_single_string_is_never_read_letter_by_letter(name, tmp_path_factory):
     import pandas as pd
     from pe_renal.data import load_cohort, table_one
     from pe_renal.features import extract_features
-    with pytest.raises(SettingError, match="features must be a list of names"): load_cohort(tmp_path_factory.getbasetemp(), features=name)
+    with pytest.raises(SettingError, match="features must be a list of names"):
+        load_cohort(tmp_path_factory.getbasetemp(), features=name)
     df = pd.DataFrame({"label": [0, 1, 0, 1], name: [1.0, 2.0, 3.0, 4.0]})
     for kw in ("columns", "categorical"):
         with pytest.raises(SettingError, match=f"{kw} must be a list of names"): table_one(df, **{kw: name})
@@ -189,8 +193,12 @@ def test_split_cohort_checks_its_settings_as_studyconfig_does(test_size, seed):
     import pandas as pd
     from pe_renal.data import split_cohort
     df = pd.DataFrame(dict(patient_id=[f"P{i}" for i in range(20)], label=[0, 1] * 10))
-    try: SETTING["test_size"].check(test_size); SETTING["seed"].check(seed); ok = test_size is not None and seed is not None
+    try:
+        SETTING["test_size"].check(test_size)
+        SETTING["seed"].check(seed)
+        ok = test_size is not None and seed is not None
     except PeRenalError: ok = False
     if ok: assert set(split_cohort(df, test_size=test_size, seed=seed)["split"]) == {"train", "test"}
     else:
-        with pytest.raises(PeRenalError, match=r"^(test_size|seed) \(--(test-size|seed)\)"): split_cohort(df, test_size=test_size, seed=seed)
+        with pytest.raises(PeRenalError, match=r"^(test_size|seed) \(--(test-size|seed)\)"):
+            split_cohort(df, test_size=test_size, seed=seed)

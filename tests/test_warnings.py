@@ -6,12 +6,13 @@ import pandas as pd
 
 
 def test_internal_validation_figure_raises_no_warning():
-    "The fold-AUC boxes (matplotlib's boxplot, not seaborn's, which passes the deprecated `vert`), a model with no folds as NA."
+    "The fold-AUC boxes (matplotlib's boxplot: seaborn's passes the deprecated `vert`); a model with no folds as NA."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from pe_renal.models import CVResult, plot_internal_validation
     rng = np.random.default_rng(0)
-    folds = pd.DataFrame(dict(model=["DL"] * 5 + ["Clinical"] * 5, auc=rng.uniform(0.5, 0.9, 10), repeat=0, fold=list(range(5)) * 2))
+    folds = pd.DataFrame(dict(model=["DL"] * 5 + ["Clinical"] * 5, auc=rng.uniform(0.5, 0.9, 10), repeat=0,
+                              fold=list(range(5)) * 2))
     summary = pd.DataFrame(dict(model=["DL", "Clinical", "Composite"]))
     summary.attrs.update(n_splits=5, n_repeats=1)
     with warnings.catch_warnings():
@@ -22,5 +23,6 @@ def test_internal_validation_figure_raises_no_warning():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["DL", "Clinical", "Composite"]
     assert "NA" in [t.get_text() for t in ax.texts]                       # Composite: no fold AUCs
     med = [l.get_ydata()[0] for l in ax.lines if l.get_color() == "0.2"]  # the medians drawn, at the models' positions
-    np.testing.assert_allclose(med, [folds.loc[folds.model == m, "auc"].median() for m in ("DL", "Clinical")] + [np.nan])
+    want = [folds.loc[folds.model == m, "auc"].median() for m in ("DL", "Clinical")]
+    np.testing.assert_allclose(med, want + [np.nan])
     plt.close(fig)
