@@ -11,12 +11,13 @@ import pandas as pd
 
 import pe_renal
 from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything
+from .settings import AGGREGATIONS, SETTING, STUDY_OPTIONS, add_options, help_text
 from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_sizes
 
 # %% auto #0
-__all__ = ['DEVICE_HELP', 'SEED', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_predict',
-           'cmd_validate', 'cmd_samplesize', 'sample_size_section', 'sample_size_check_options',
-           'add_samplesize_parser', 'build_parser', 'main']
+__all__ = ['SEED', 'CHECK_OPTIONS', 'FEATURE_OPTIONS', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo',
+           'cmd_report', 'cmd_predict', 'cmd_validate', 'cmd_samplesize', 'sample_size_section',
+           'sample_size_check_options', 'add_samplesize_parser', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #2de3603d
 @contextlib.contextmanager
@@ -36,9 +37,8 @@ def cmd_check(args)->int:
     "Validate a cohort folder and print its summary."
     with _warnings_printed("check"): cohort = load_cohort(args.cohort)
     print(cohort.summary())
-    if cohort.has_split and args.test_size is not None:
+    if cohort.has_split and "test_size" in args.given:
         print("pe-renal check: warning: --test-size is not used: clinical.csv imposes the split (its split column).", file=sys.stderr)
-    args.test_size = 0.3 if args.test_size is None else args.test_size
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
     check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
@@ -54,11 +54,7 @@ def cmd_synth(args)->int:
     "Write a synthetic cohort."
     from pe_renal.synthetic import make_cohort
     t = time.perf_counter()
-    here = Path(args.out).expanduser().absolute()
-    for up in here.parents:                                 # the cohort folders around it are inputs of other commands
-        if (up/"clinical.csv").is_file() and (up/"images.csv").is_file():
-            raise PeRenalError(f"--out {args.out} is inside the cohort folder {up}: pe_renal never writes into a cohort. "
-                               "Choose a folder outside it.")
+    check_output(args.out, None, args.overwrite, marker="synthetic.json", what="cohort folder")   # before any image is made
     n_pe = None if args.prevalence is None else int(round(args.n * args.prevalence))   # None: the paper's share
     if n_pe is not None and not 0 < n_pe < args.n:
         raise PeRenalError(f"--prevalence {args.prevalence:g} gives {n_pe} of {args.n} women with preeclampsia; "
@@ -100,15 +96,9 @@ def _inputs(args)->dict:
                             getattr(args, "weights", None), getattr(args, "model", None))
 
 def _config(args, **extra):
+    "The StudyConfig of a `run` or `demo` command line: each declared option it was given (or its default), checked once."
     from pe_renal.study import StudyConfig
-    return StudyConfig(backbone=args.backbone, weights=args.weights, lasso_rule=args.lasso_rule, lasso_method=args.lasso_method,
-                       classifier=args.classifier, cv_splits=args.cv_splits, cv_repeats=args.cv_repeats, n_boot=args.boot, seed=args.seed,
-                       finetune=args.finetune, epochs=args.epochs,
-                       finetune_cv=args.finetune_cv, image_size=args.image_size, gradcam=args.gradcam, gradcam_target=args.gradcam_target,
-                       gradcam_method=args.gradcam_method, gradcam_layer=args.gradcam_layer,
-                       device=args.device, precision=args.precision, batch_size=args.batch_size, cache=args.cache,
-                       n_jobs=args.jobs, stability_boot=args.stability_boot, dpi=args.dpi,
-                       learning_curve=args.learning_curve, **extra)
+    return StudyConfig(**{n: getattr(args, n) for n in STUDY_OPTIONS if hasattr(args, n)}, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
@@ -220,18 +210,14 @@ def _path(s:str)->str:
     if not s.strip(): raise argparse.ArgumentTypeError("an empty value is not a path: give a file or folder name")
     return s
 
-DEVICE_HELP = ("where the network runs: auto (default: a CUDA GPU when one is visible, else the CPU), cpu, or cuda "
-               "(refused when no GPU is visible)")
-
-def _whole(lo:int, hi:int|None=None, also:tuple=()):
-    "An argparse type: a whole number from `lo` (to `hi`), or one of `also`; anything else is refused naming the option."
+def _whole(lo:int, hi:int|None=None):
+    "An argparse type: a whole number from `lo` (to `hi`); anything else is refused naming the option."
     def parse(s:str)->int:
         try: v = int(s)
         except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-        if v in also or (v >= lo and (hi is None or v <= hi)): return v
-        want = f"at least {lo}" if hi is None else f"from {lo} to {hi}"
-        raise argparse.ArgumentTypeError(f"{v} is out of range: give a whole number {want}"
-                                         + (f" (or {', '.join(map(str, also))})" if also else ""))
+        if v >= lo and (hi is None or v <= hi): return v
+        raise argparse.ArgumentTypeError(f"{v} is out of range: give a whole number "
+                                         + (f"at least {lo}" if hi is None else f"from {lo} to {hi}"))
     return parse
 
 def _finite(s:str)->float:
@@ -241,34 +227,22 @@ def _finite(s:str)->float:
     if v != v or v in (float("inf"), float("-inf")): raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
     return v
 
-def _fraction(s:str)->float:
-    "An argparse type: a number strictly between 0 and 1."
-    v = _finite(s)
-    if not 0 < v < 1: raise argparse.ArgumentTypeError(f"{v} is not between 0 and 1 (a share of the patients, e.g. 0.3)")
-    return v
-
 SEED = _whole(0, 2**32 - 1)
+CHECK_OPTIONS = ["seed", "test_size", "cv_splits", "finetune", "finetune_cv"]          # the limits of `run` that `check` applies
+FEATURE_OPTIONS = ["backbone", "weights", "device", "precision", "batch_size", "cache"]  # the settings of `features`
 
 class _Parser(argparse.ArgumentParser):
     "argparse, with an error that is the message and where to read more, not the whole usage of a command of 30 options."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options.)\n")
 
-def build_parser()->argparse.ArgumentParser:
-    from pe_renal.study import GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_TARGETS     # names only: no torch imported
-    p = _Parser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
-                                "reproduce the study on your own cohort.")
-    p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    c = sub.add_parser("check", help="validate a cohort folder and print a summary")
+def _commands(sub):
+    "The subcommands that take no study setting beyond those of `check`: check, synth, report."
+    c = sub.add_parser("check", help="validate a cohort folder and print a summary",
+                       description="Validate a cohort folder and print a summary; the options are those of `run`, whose limits "
+                                   "on the cohort's size are checked with them.")
     c.add_argument("cohort", type=_path, help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
-    c.add_argument("--seed", type=SEED, default=42, help="seed of the 7:3 split, as `run` (default 42)")
-    c.add_argument("--test-size", type=_fraction, default=None, help="share of patients held out for testing, as `run` (default 0.3; not used when clinical.csv imposes the split)")
-    c.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the internal validation, as `run` (default 5)")
-    c.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
-                   help="the fine-tuning `run` will do (default none): its limits on the training set are checked too")
-    c.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
-                   help="as `run`: with refit, every CV fold's training part must allow a fine-tune")
+    add_options(c, CHECK_OPTIONS)
     sample_size_check_options(c)
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
@@ -291,100 +265,62 @@ def build_parser()->argparse.ArgumentParser:
     g.add_argument("--id-prefix", default="S", help="patient ids are this prefix and a number (default S)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     s.set_defaults(func=cmd_synth)
+    rp = sub.add_parser("report", help="render report.html again from a results folder",
+                        description="Render report.html from what a results folder holds (run.json, tables, figures), "
+                                    "without rerunning anything: e.g. after updating pe_renal's report template.")
+    rp.add_argument("results", type=_path, help="results folder written by `pe-renal run` or `pe-renal demo`")
+    rp.set_defaults(func=cmd_report)
+
+def _features_command(sub):
     f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
                        description="Extract deep features (global-average-pool of a torchvision backbone) for every image "
                                    "of a cohort, aggregate them per patient, and write them to a parquet or CSV file.")
     f.add_argument("cohort", type=_path, help="cohort folder")
     f.add_argument("--out", type=_path, required=True, help="output file (.parquet or .csv); a .json with the settings is written beside it")
-    f.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152)")
-    f.add_argument("--weights", type=_path, default="imagenet", help="imagenet (default), random (untrained), or a state-dict file")
-    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
-    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="of the deep features (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
-    f.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
+    add_options(f, FEATURE_OPTIONS)
     f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
-    f.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"], help="how image features are combined per patient")
-    f.add_argument("--cache", type=_path, default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
+    f.add_argument("--aggregate", default="mean", choices=AGGREGATIONS, help="how image features are combined per patient")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     f.set_defaults(func=cmd_features)
-    def study_options(q, weights_help):
-        q.add_argument("--backbone", default="resnet152", help="torchvision backbone (default resnet152, as the paper)")
-        q.add_argument("--weights", type=_path, default="imagenet", help=weights_help)
-        q.add_argument("--lasso-rule", default="min", choices=["min", "1se"], help="lambda rule of the LASSO (default min)")
-        q.add_argument("--lasso-method", default="lasso", choices=["lasso", "logistic"],
-                       help="lasso: least squares on the 0/1 label (default, as most such studies; the exact LARS-lasso path, λ by "
-                            "stratified 10-fold CV mean squared error); logistic: L1 logistic (λ by CV log-loss)")
-        q.add_argument("--classifier", default="knn", choices=["knn", "logistic", "svm", "rf"],
-                       help="classifier of the three models (default knn, as the paper)")
-        q.add_argument("--cv-splits", type=_whole(2), default=5, help="folds of the repeated cross-validation (default 5)")
-        q.add_argument("--cv-repeats", type=_whole(1), default=4, help="repeats of the cross-validation (default 4)")
-        q.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
-                       help="fine-tune the backbone on the training patients before taking its features: none (default, frozen, "
-                            "as the paper), head (linear probe), last (last block + head) or full")
-        q.add_argument("--epochs", type=_whole(1), default=None, help="fine-tuning epochs at most (default: the mode's own)")
-        q.add_argument("--finetune-cv", default="once", choices=["once", "refit"],
-                       help="internal validation of a fine-tuned run: once (default: fine-tuned once on all training patients, "
-                            "the CV is optimistic and says so) or refit (fine-tuned again inside every CV fold: honest, one "
-                            "fine-tune per fold, no .632+ bootstrap; practical on a GPU or with a small backbone)")
-        q.add_argument("--image-size", type=_whole(32, 1024), default=224,
-                       help="side of the square network input in pixels (default 224, as the paper; smaller is faster)")
-        q.add_argument("--gradcam", default="auto", choices=["auto", "paper", "fine"],
-                       help="what the Grad-CAM maps show: paper (Grad-CAM of the LASSO deep signature on layer4, as the paper), "
-                            "fine (HiResCAM on layer2 of the fine-tuned head's evidence for the class it predicts: maps that "
-                            "localise on a fine-tuned backbone), or auto (default: fine with --finetune last or full, else paper)")
-        q.add_argument("--gradcam-target", default=None, choices=GRADCAM_TARGETS,
-                       help="overrides --gradcam's target: the LASSO deep signature, the fine-tuned head's logit (evidence "
-                            "for preeclampsia), or predicted: the head's evidence for the class it predicts for each image")
-        q.add_argument("--gradcam-method", default=None,
-                       choices=GRADCAM_METHODS,
-                       help="overrides --gradcam's CAM method (paper: gradcam; fine: hirescam, which keeps finer maps faithful cell by cell)")
-        q.add_argument("--gradcam-layer", default=None, choices=GRADCAM_LAYERS,
-                       help="overrides --gradcam's ResNet stage whose last block the maps explain: layer4 (the last block; paper) "
-                            "or layer3 / layer2 (finer maps; fine: layer2)")
-        q.add_argument("--boot", type=_whole(0), default=40, help="resamples of the .632+ bootstrap shown beside the CV (default 40; 0 = skip)")
-        q.add_argument("--stability-boot", type=_whole(0), default=50,
-                       help="bootstrap resamples of the LASSO selection-stability table (default 50; 0 = skip)")
-        q.add_argument("--learning-curve", action="store_true",
-                       help="also the learning curve and the prediction instability of the whole pipeline: 91 more fits of "
-                            "each model (the validation stage makes 60 with the default settings)")
-        q.add_argument("--dpi", type=_whole(30, 1200), default=300, help="resolution of the PNG figures (default 300, for print; 100 is quicker)")
-        q.add_argument("--seed", type=SEED, default=42, help="seed of the split and every random step (default 42)")
-        q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
-        q.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="of the deep features and fine-tuning (auto, default: chosen by the hardware, never by timing: bf16 on a CPU with native bf16 kernels (AMX or AVX512-BF16) when the network's bf16 features agree with fp32, fp32 on other CPUs, bf16 or fp16 on CUDA). Pin fp32 to reproduce a study as closely as possible on other hardware")
-        q.add_argument("--batch-size", type=_whole(1), default=None, help="images per forward pass (default: 8 on CPU, 32 on CUDA)")
-        q.add_argument("--cache", type=_path, default=None, help="feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal)")
-        q.add_argument("--jobs", type=_whole(1, also=(-1,)), default=None, help="parallel CV folds / resamples (-1: one per core)")
-        q.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+
+def _study_commands(sub):
+    "run and demo: every declared setting with a flag (`pe_renal.settings.STUDY_OPTIONS`)."
     r = sub.add_parser("run", help="run the whole study on a cohort", description="Cohort -> split -> deep features -> LASSO -> "
                        "DL / clinical / composite KNN models -> evaluation -> Grad-CAM -> SHAP -> report, saved model.")
     r.add_argument("cohort", type=_path, help="cohort folder")
     r.add_argument("--out", type=_path, required=True, help="results folder to create")
-    study_options(r, "imagenet (default), random (untrained), or a state-dict file")
+    add_options(r, STUDY_OPTIONS)
+    r.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="run the whole study on the default synthetic cohort",
                        description="Make the default synthetic cohort (279 women, NOT real patients) and run the whole study on it. "
                                    "Without ImageNet weights (offline) the backbone is untrained, and every output says so.")
     d.add_argument("--out", type=_path, default="pe_renal_demo", help="results folder to create (default ./pe_renal_demo)")
-    study_options(d, "imagenet (default; falls back to an untrained backbone offline, and says so), random, or a file")
+    add_options(d, STUDY_OPTIONS, help={"weights": "imagenet (default; falls back to an untrained backbone offline, and says so), "
+                                                   "random, or a state-dict file"})
+    d.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     d.set_defaults(func=cmd_demo)
+
+def _predict_command(sub):
     pr = sub.add_parser("predict", help="score new patients with a saved model",
                         description="Score new patients (images + clinical values) with model.skops from a results folder; "
                                     "with labels, also external-validation metrics.")
     pr.add_argument("cohort", type=_path, help="cohort folder of the new patients (the label column is optional)")
     pr.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
-    pr.add_argument("--out", type=_path, required=True, help="predictions CSV to write")
+    pr.add_argument("--out", type=_path, required=True, help="predictions CSV to write (never inside the model's results folder)")
     pr.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file "
                     "(fine-tuned weights are found beside model.skops)")
-    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP + "; the features are made in the model's own precision")
-    pr.add_argument("--cache", type=_path, default=None, help="feature cache folder")
+    add_options(pr, ["device", "cache"], help={"device": help_text(SETTING["device"]) + "; the features are made in the "
+                                                                                       "model's own precision"})
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     pr.add_argument("--allow-overlap", action="store_true",
                     help="score patients whose images the model was developed on (refused by default: the output then says "
                          "they overlap and never calls the result external validation)")
     pr.set_defaults(func=cmd_predict)
-    add_samplesize_parser(sub)
+
+def _validate_command(sub):
+    "validate: a saved model at another hospital (`pe_renal.external`)."
     va = sub.add_parser("validate", help="external validation of a saved model at another hospital",
                         description="Validate model.skops on another hospital's labelled patients: case mix, discrimination, "
                                     "calibration, threshold metrics, decision curve, updating and sample size, in a results "
@@ -397,15 +333,18 @@ def build_parser()->argparse.ArgumentParser:
     va.add_argument("--boot", type=_whole(0), default=200, help="bootstrap resamples for the curve band and updating (default 200)")
     va.add_argument("--seed", type=SEED, default=42, help="random seed of the resampling")
     va.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file")
-    va.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
-    va.add_argument("--cache", type=_path, default=None, help="feature cache folder")
+    add_options(va, ["device", "cache"])
     va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
     va.set_defaults(func=cmd_validate)
-    rp = sub.add_parser("report", help="render report.html again from a results folder",
-                        description="Render report.html from what a results folder holds (run.json, tables, figures), "
-                                    "without rerunning anything: e.g. after updating pe_renal's report template.")
-    rp.add_argument("results", type=_path, help="results folder written by `pe-renal run` or `pe-renal demo`")
-    rp.set_defaults(func=cmd_report)
+
+def build_parser()->argparse.ArgumentParser:
+    "The `pe-renal` parser; the study's options come from their one declaration (`pe_renal.settings.SETTINGS`)."
+    p = _Parser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
+                                "reproduce the study on your own cohort.")
+    p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _commands(sub); _features_command(sub); _study_commands(sub); _predict_command(sub)
+    add_samplesize_parser(sub); _validate_command(sub)
     return p
 
 def main(argv:list[str]|None=None)->int:

@@ -11,8 +11,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['logger', 'PALETTE', 'DOCS_FIGURE_LABEL', 'PeRenalError', 'CohortError', 'PathError', 'path_error', 'quote',
-           'format_problems', 'seed_everything', 'file_sha256', 'atomic_write', 'check_output', 'staged_dir',
+__all__ = ['logger', 'PALETTE', 'DOCS_FIGURE_LABEL', 'PeRenalError', 'CohortError', 'PeRenalWarning', 'PathError', 'path_error',
+           'quote', 'format_problems', 'seed_everything', 'file_sha256', 'atomic_write', 'check_output', 'staged_dir',
            'progress', 'LogProgress', 'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops',
            'label_figure', 'set_style', 'save_figure']
 
@@ -22,6 +22,9 @@ class PeRenalError(Exception):
 
 class CohortError(PeRenalError, ValueError):
     "The cohort folder does not follow the data contract (clinical.csv, images.csv, cohort.toml, images)."
+
+class PeRenalWarning(UserWarning):
+    "A finding about the data or a fit, reported on purpose (a tuned value at its grid's edge, no feature kept)."
 
 class PathError(PeRenalError):
     "A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is needed)."
@@ -100,9 +103,41 @@ def atomic_write(path:str|Path, # final file name
         if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/00_core.ipynb #6fad24f0
-def _nonempty(p:Path)->bool: return p.exists() and (not p.is_dir() or any(p.iterdir()))
+_LOCK = ".pe_renal.lock"    # the lock of a folder written in place (an existing empty folder, a mount point)
+
+def _leftover(p:Path)->bool:
+    "A temporary entry of a pe_renal run that has ended: `.partial-PID-TAG` of a dead PID, or a lock file."
+    if p.name == _LOCK: return True
+    kind, _, rest = p.name.lstrip(".").partition("-")
+    pid = rest.split("-")[0]
+    return kind == "partial" and pid.isdigit() and len(rest.split("-")) == 2 and not _alive(int(pid))
+
+def _nonempty(p:Path)->bool:
+    "`p` exists and, if a folder, holds something other than what a killed run of pe_renal left."
+    return p.exists() and (not p.is_dir() or any(not _leftover(q) for q in p.iterdir()))
 
 def _real(p:str|Path)->Path: return Path(os.path.realpath(Path(p).expanduser()))
+
+def _input_folders(real:Path)->list[tuple[str, Path]]:
+    "Cohort folders (clinical.csv + images.csv) and results folders (run.json) around `real`: inputs of other commands."
+    found = []
+    for up in real.parents:
+        if (up/"clinical.csv").is_file() and (up/"images.csv").is_file(): found.append(("cohort folder", up))
+        if (up/"run.json").is_file(): found.append(("results folder", up))
+    return found
+
+def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
+    "Refuse an output that is, lies inside, or (a folder) contains an input: `--overwrite` never applies to an input."
+    for name, p in [*((n, q) for n, q in (inputs or {}).items() if q is not None), *_input_folders(real)]:
+        q = _real(p)
+        if real == q or q in real.parents:
+            where = "over" if real == q else "inside"
+            raise PathError(f"The {what} {out} would be written {where} the {name} {q}, which "
+                            f"pe_renal reads. Results are never written into an input, even with --overwrite; choose a "
+                            f"{what} outside it.")
+        if folder and real in q.parents:
+            raise PathError(f"The {what} {out} contains the {name} {q}; writing (or replacing) it could destroy that input. "
+                            f"Choose a {what} that does not contain your inputs.")
 
 def check_output(out:str|Path,            # the file or folder a command will write
                  inputs:dict|None=None,   # what must never be replaced or written into: {"cohort folder": path, ...}
@@ -111,18 +146,12 @@ def check_output(out:str|Path,            # the file or folder a command will wr
                  marker:str|None="run.json", # a file that marks an earlier folder of this tool (only those are replaced)
                  what:str="results folder",  # how to name `out` in messages
                 )->Path:                  # `out` as an absolute path
-    "Refuse, before any work, an output that would replace or sit inside an input, or that cannot be written."
+    """The one rule for every output of every command, applied before any work: an output may not be, lie inside or
+    contain an input (those given, and any cohort or results folder around it); an existing one is replaced only with
+    `overwrite` (a folder only if it holds `marker`); an existing empty folder is written in place; it must be
+    writable."""
     out = Path(os.path.abspath(Path(out).expanduser()))
-    real = _real(out)
-    for name, p in (inputs or {}).items():
-        if p is None: continue
-        q = _real(p)
-        if real == q or q in real.parents:
-            raise PathError(f"The {what} {out} would be written {'over' if real == q else 'inside'} the {name} {q}. "
-                            f"Results are never written into an input; choose a {what} outside it.")
-        if folder and real in q.parents:
-            raise PathError(f"The {what} {out} contains the {name} {q}; writing (or replacing) it could destroy that input. "
-                            f"Choose a {what} that does not contain your inputs.")
+    _check_inputs(out, _real(out), inputs, folder, what)
     try:
         if out.exists() or out.is_symlink():
             if folder and not out.is_dir(): raise PathError(f"The {what} {out} is a file, not a folder; choose another name.")
@@ -135,13 +164,19 @@ def check_output(out:str|Path,            # the file or folder a command will wr
                 if folder and marker and not (out/marker).is_file():
                     raise PathError(f"The folder {out} is not an earlier {what} of pe_renal (it has no {marker}), so "
                                     "--overwrite does not replace it. Choose another folder, or empty this one yourself.")
-        anc = out.parent
+        anc = out if _in_place(out) else out.parent
         while not anc.exists() and anc != anc.parent: anc = anc.parent
         if not anc.is_dir(): raise PathError(f"The {what} {out} cannot be created: {anc} is a file, not a folder.")
         if not os.access(anc, os.W_OK | os.X_OK):
-            raise PathError(f"The {what} {out} cannot be created: you may not write in {anc}. Choose a folder you own.")
+            verb = "written" if anc == out else "created"
+            raise PathError(f"The {what} {out} cannot be {verb}: you may not write in "
+                            f"{anc}. Choose a folder you own.")
     except OSError as e: raise path_error(out, e, "write") from None
     return out
+
+def _in_place(out:Path)->bool:
+    "An existing folder (not a link) that is empty or a mount point: filled where it is, never renamed or replaced."
+    return out.is_dir() and not out.is_symlink() and (not _nonempty(out) or os.path.ismount(out))
 
 def _alive(pid:int)->bool:
     try: os.kill(pid, 0)
@@ -149,14 +184,21 @@ def _alive(pid:int)->bool:
     except OSError: return True   # exists, owned by someone else
     return True
 
+def _remove(p:Path):
+    "Remove a file, a link (never what it points to) or a folder."
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
 def _clean_stale(out:Path):
-    "Remove temporary folders that an interrupted or killed earlier run of this tool left beside `out`."
+    "Remove temporary folders that an interrupted or killed earlier run of this tool left beside (or inside) `out`."
     for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
         kind, _, rest = p.name[len(out.name) + 2:].partition("-")
         if kind not in ("partial", "old"): continue
         pid = rest.split("-")[0]
         if pid.isdigit() and len(rest.split("-")) == 2 and _alive(int(pid)): continue   # a run still in progress
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        _remove(p)
+    if _in_place(out):
+        for p in out.iterdir():
+            if _leftover(p) and p.name != _LOCK: _remove(p)
 
 @contextlib.contextmanager
 def staged_dir(out:str|Path, # the results folder to create
@@ -167,18 +209,20 @@ def staged_dir(out:str|Path, # the results folder to create
               )->Iterator[Path]: # a temporary folder to fill; moved to `out` on success
     """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is locked:
     a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never replaced
-    without `overwrite`: the finished results then go beside it, under a name the error gives."""
+    without `overwrite`: the finished results then go beside it, under a name the error gives. An existing empty folder
+    (a mount point included) is filled in place, and a link given as `out` is replaced by the new folder (the folder it
+    pointed to is left as it is)."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
-    was_empty = out.is_dir() and not out.is_symlink() and not _nonempty(out)   # an empty folder given as --out: to be filled
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if out.is_symlink() and out.is_dir() and not _nonempty(out): out = _real(out)   # a link to an empty folder: fill it
+    in_place, tag = _in_place(out), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = _lock(out, what)
+        lock = _lock(out, what, in_place)
     except OSError as e: raise path_error(out, e, "write") from None
     try:
         try:
             _clean_stale(out)
-            tmp = out.with_name(f".{out.name}.partial-{tag}")
+            tmp = out/f".partial-{tag}" if in_place else out.with_name(f".{out.name}.partial-{tag}")
             tmp.mkdir()
         except OSError as e: raise path_error(out, e, "write") from None
         try:
@@ -186,26 +230,41 @@ def staged_dir(out:str|Path, # the results folder to create
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if was_empty and out.is_dir() and not out.is_symlink() and not _nonempty(out):
-            try: out.rmdir()                                        # still the empty folder the run was given
-            except OSError: pass
-        if out.exists() and not overwrite:                         # appeared while this run worked: keep both
-            alt = out.with_name(f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}")
-            tmp.rename(alt)
-            raise PeRenalError(f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
-                               f"this run's finished {what} is in {alt}.")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{tag}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            tmp.rename(out)
+        _fill(out, tmp, overwrite, what, tag) if in_place else _publish(out, tmp, overwrite, what, tag)
     finally: _unlock(lock)
 
-def _lock(out:Path, what:str):
-    "An exclusive, non-blocking lock on `out` (a file beside it); refused with a clear message while another process holds it."
-    path = out.with_name(f".{out.name}.lock")
+def _appeared(out:Path, alt:Path, what:str):
+    return PeRenalError(f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
+                        f"this run's finished {what} is in {alt}.")
+
+def _publish(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
+    "Rename the finished `tmp` to `out`; an earlier `out` (a link: the link only) is removed when `overwrite`."
+    if out.exists() or out.is_symlink():
+        if not overwrite:                                           # appeared while this run worked: keep both
+            alt = out.with_name(f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}")
+            tmp.rename(alt)
+            raise _appeared(out, alt, what)
+        old = out.with_name(f".{out.name}.old-{tag}")
+        out.rename(old)
+        tmp.rename(out)
+        _remove(old)
+    else: tmp.rename(out)
+
+def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
+    "Move what `tmp` (inside `out`) holds into `out` itself: the folder stays, so a mount point keeps its volume."
+    others = [p for p in out.iterdir() if p != tmp and p.name != _LOCK]
+    if others and not overwrite:                                    # written meanwhile by another program: keep both
+        alt = out/f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}"
+        tmp.rename(alt)
+        raise _appeared(out, alt, what)
+    for p in others: _remove(p)                                     # an earlier results folder on a mount point
+    for p in tmp.iterdir(): p.rename(out/p.name)
+    tmp.rmdir()
+
+def _lock(out:Path, what:str, inside:bool=False):
+    """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while another
+    process holds it."""
+    path = out/_LOCK if inside else out.with_name(f".{out.name}.lock")
     try: import fcntl
     except ImportError: fcntl = None                               # no fcntl (Windows): the publish check in staged_dir still holds
     for _ in range(5):

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import CohortError, PeRenalError, PathError, file_sha256, format_problems, path_error, quote
+from .core import CohortError, PeRenalError, PeRenalWarning, PathError, file_sha256, format_problems, path_error, quote
+from .settings import SETTING, SettingError, as_names, as_text
 
 try: import tomllib
 except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
@@ -946,7 +947,7 @@ def is_synthetic(root:str|Path)->bool:
     try: return _is_file(p) and json.loads(p.read_text(encoding="utf-8")).get("generator", "").startswith("pe_renal.synthetic")
     except (ValueError, AttributeError, OSError): return False
 
-class IncorporationBias(UserWarning):
+class IncorporationBias(PeRenalWarning):
     "A column that helps define the outcome (cohort.toml: outcome_defining) is used as a predictor."
 
 def load_cohort(path:str|Path,            # the cohort folder
@@ -956,13 +957,13 @@ def load_cohort(path:str|Path,            # the cohort folder
                                           # not checked (`predict`: the model's columns, so an unused empty column is no error)
                )->Cohort:
     "Read and validate a cohort folder (clinical.csv, images.csv, optional cohort.toml)."
-    root = Path(path).expanduser().absolute()
+    root = Path(as_text("path", path)).expanduser().absolute()
     if not root.is_dir():
         raise CohortError(f"{root}: cohort folder not found. It should contain clinical.csv and images.csv "
                           "(make a demo one with `pe-renal synth --out DIR`).")
     root = Path(os.path.normpath(root))
     cfg = read_config(root)
-    use = features
+    use = None if features is None else as_names("features", features)   # a single string is refused, not read letter by letter
     clinical, features, categorical, label_col, positive, excluded, defining = _check_clinical(root, cfg, require_label, use)
     images = _check_images(root, clinical, check_images)
     cohort = Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
@@ -1038,6 +1039,9 @@ def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
                 )->pd.DataFrame:             # the clinical table with a `split` column (train/test)
     "Stratified random split by patient, or the split imposed in clinical.csv."
     from sklearn.model_selection import train_test_split
+    test_size, seed = SETTING["test_size"].check(test_size), SETTING["seed"].check(seed)   # as StudyConfig checks them
+    if not isinstance(cohort, (Cohort, pd.DataFrame)):
+        raise SettingError(f"split_cohort: cohort must be a Cohort or its clinical table, got {type(cohort).__name__}.")
     df = (cohort.clinical if isinstance(cohort, Cohort) else cohort).copy()
     counts = df["label"].value_counts().reindex([0, 1], fill_value=0)
     if "split" in df.columns:
@@ -1163,8 +1167,12 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
     from scipy import stats
     if continuous not in CONTINUOUS:
         raise PeRenalError(f"table_one: continuous must be one of {', '.join(map(repr, CONTINUOUS))}, got {continuous!r}.")
+    if not isinstance(clinical, pd.DataFrame): raise SettingError(f"table_one: clinical must be a DataFrame, got {type(clinical).__name__}.")
     df = clinical
     if by not in df.columns: raise PeRenalError(f"table_one: no column {by!r} in the table (add a split first?).")
+    for name, given in (("columns", columns), ("categorical", categorical)):   # lists of column names, each in the table
+        missing = [] if given is None else [c for c in as_names(f"table_one: {name}", given) if c not in df.columns]
+        if missing: raise PeRenalError(f"table_one: {name} names {', '.join(map(repr, missing))}, not a column of the table.")
     groups = sorted(df[by].dropna().unique(), key=str)
     if by == "split": groups = [g for g in ("train", "test") if g in groups]
     if len(groups) != 2: raise PeRenalError(f"table_one: column {by!r} must define two groups, found {groups}.")

@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import PeRenalError, atomic_write, file_sha256, logger, progress
+from .core import PeRenalError, atomic_write, file_sha256, logger, progress, quote
+from .settings import AGGREGATIONS, PRECISIONS, SettingError
 from .data import Cohort, apply_roi, read_image, ROI_BOX
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PRECISIONS', 'PRECISION_RULE', 'FeatureTransform', 'WeightsUnavailable',
-           'Backbone', 'load_backbone', 'cpu_bf16_kernels', 'cuda_bf16', 'resolve_device', 'precision_choice',
-           'resolve_precision', 'bf16_agreement', 'ImageDataset', 'default_cache_dir', 'image_keys', 'model_key',
-           'FeatureCache', 'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features',
-           'cohort_features']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PRECISION_RULE', 'FeatureTransform', 'WeightsUnavailable', 'Backbone',
+           'load_backbone', 'cpu_bf16_kernels', 'cuda_bf16', 'resolve_device', 'precision_choice', 'resolve_precision',
+           'bf16_agreement', 'ImageDataset', 'default_cache_dir', 'image_keys', 'model_key', 'FeatureCache',
+           'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features', 'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -203,7 +203,6 @@ def resolve_device(device:str="auto")->torch.device:
         raise PeRenalError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return torch.device(device)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_RULE = ("auto: bf16 on a CUDA GPU that supports it natively, else fp16; bf16 on a CPU with native bf16 kernels "
                   "(AMX or AVX512-BF16) when the network's bf16 features agree with its fp32 ones on a fixed input "
                   "(cosine >= 0.999); fp32 on any other CPU. Decided by the hardware's capabilities, never by timing.")
@@ -274,6 +273,9 @@ def _image_table(images)->pd.DataFrame:
     "Accept a Cohort, its images table, or a list of paths; return a table with abspath and optional ROI."
     if isinstance(images, Cohort): df = images.images
     elif isinstance(images, pd.DataFrame): df = images
+    elif isinstance(images, (str, os.PathLike)) or not isinstance(images, (list, tuple, np.ndarray, pd.Series)):
+        raise SettingError(f"images must be a Cohort, its images table, or a list of image paths (e.g. [{str(images)!r}]), "
+                           f"got {type(images).__name__} {quote(images)}.")
     else: df = pd.DataFrame({"abspath": [str(Path(p).absolute()) for p in images]})
     if "abspath" not in df.columns:
         if "path" in df.columns: df = df.assign(abspath=[str(Path(p).absolute()) for p in df["path"]])
@@ -463,7 +465,7 @@ def aggregate_features(features:pd.DataFrame,  # one row per image (from `extrac
     "Aggregate image features per patient."
     if isinstance(images, Cohort):
         patients = patients if patients is not None else images.clinical["patient_id"].tolist(); images = images.images
-    if how not in ("mean", "median", "max"): raise PeRenalError(f"how must be mean, median or max, got {how!r}.")
+    if how not in AGGREGATIONS: raise PeRenalError(f"how must be mean, median or max, got {how!r}.")
     if not features.index.equals(images.index): raise PeRenalError("features and images table must have the same rows (index).")
     g = features.groupby(images["patient_id"].to_numpy(), sort=False)
     out = getattr(g, how)().astype(np.float32)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, progress
+from .settings import FINETUNE_MODES
 from .data import Cohort, apply_roi, read_image
 from .features import (Backbone, FeatureTransform, check_batch_size, extract_features, image_keys, load_backbone,
                                resolve_device, precision_choice, _autocast, _fold_batchnorm, _image_table, _roi_of)
@@ -52,7 +53,7 @@ class UltrasoundAugment:
     def settings(self)->dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 # %% ../nbs/03b_finetune.ipynb #2958d22d
-MODES = ("head", "last", "full")
+MODES = FINETUNE_MODES[1:]   # "head", "last", "full": the declared modes but "none"
 DEFAULTS = {  # mode: (epochs, learning rate) - chosen on the synthetic known answers below
     "head": (30, 1e-2), "last": (20, 1e-3), "full": (15, 3e-4)}
 # what a study run passes to `finetune_backbone` when asked to fine-tune without further settings: the last block

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import PeRenalError, logger
+from .settings import GRADCAM_LAYERS
 from .data import Cohort, apply_roi, read_image, ROI_BOX
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
@@ -68,7 +69,7 @@ def cam_methods()->dict:
     return {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "hirescam": pgc.HiResCAM, "xgradcam": pgc.XGradCAM,
             "layercam": pgc.LayerCAM, "eigengradcam": pgc.EigenGradCAM, "scorecam": pgc.ScoreCAM, "eigencam": pgc.EigenCAM}
 
-CAM_LAYERS = ("layer4", "layer3", "layer2")   # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
+CAM_LAYERS = GRADCAM_LAYERS   # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
 
 def target_layer(model:nn.Module,         # a torchvision backbone
                  name:str|None=None,      # a ResNet stage of CAM_LAYERS; None: the last convolutional block

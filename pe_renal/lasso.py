@@ -20,7 +20,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .core import PeRenalError
+from .core import PeRenalError, PeRenalWarning
+from .settings import LASSO_METHODS, LASSO_RULES
 
 # %% auto #0
 __all__ = ['LASSO_CACHE_SIZE', 'cohort_severity', 'simulated_deep_features', 'NoFeaturesSelected', 'NoFeaturesSelectedError',
@@ -65,13 +66,13 @@ def simulated_deep_features(severity:pd.Series, # latent severity per patient (i
     return df
 
 # %% ../nbs/04_lasso.ipynb #75a831f9
-class NoFeaturesSelected(UserWarning):
+class NoFeaturesSelected(PeRenalWarning):
     "The LASSO kept no feature: no deep feature carries signal about the label at the chosen λ."
 
 class NoFeaturesSelectedError(PeRenalError, ValueError):
     "A model that needs the LASSO-selected features cannot be built because none was selected."
 
-class LambdaAtGridEdge(UserWarning):
+class LambdaAtGridEdge(PeRenalWarning):
     "λ-min is the smallest λ of the grid: the CV error might fall further for smaller λ."
 
 LASSO_CACHE_SIZE = 16
@@ -135,7 +136,7 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         self.on_empty, self.cache, self.n_jobs = on_empty, cache, n_jobs
 
     def _check_params(self):
-        for name, ok in (("rule", ("min", "1se")), ("method", ("lasso", "logistic")), ("on_empty", ("warn", "raise")),
+        for name, ok in (("rule", LASSO_RULES), ("method", LASSO_METHODS), ("on_empty", ("warn", "raise")),
                          ("solver", ("liblinear", "saga"))):
             if getattr(self, name) not in ok:
                 raise PeRenalError(f"LassoSelector: {name}={getattr(self, name)!r} is not one of {', '.join(map(repr, ok))}.")

@@ -20,16 +20,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .core import PeRenalError
+from .core import PeRenalError, PeRenalWarning
+from .settings import CLASSIFIERS
 from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeaturesSelectedError, _check_label,
                             inner_folds, simulated_deep_features, stratified_bootstrap)
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'MODELS', 'TUNING_NOTE', 'FLAG_SHARE', 'IV_METHODS', 'REFIT_WORDS', 'STAND_IN', 'ModelData',
-           'model_data', 'demo_data', 'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid',
-           'TunedClassifier', 'make_model', 'make_models', 'lasso_of', 'fit_models', 'model_summary',
-           'compare_classifiers', 'CVResult', 'repeated_cv', 'OptimismResult', 'bootstrap_optimism', 'auc_632plus',
-           'InternalValidation', 'internal_validation', 'plot_internal_validation']
+__all__ = ['MODELS', 'TUNING_NOTE', 'FLAG_SHARE', 'IV_METHODS', 'REFIT_WORDS', 'STAND_IN', 'ModelData', 'model_data', 'demo_data',
+           'clinical_preprocessor', 'SafeStandardScaler', 'KAtGridEdge', 'knn_grid', 'TunedClassifier', 'make_model',
+           'make_models', 'lasso_of', 'fit_models', 'model_summary', 'compare_classifiers', 'CVResult', 'repeated_cv',
+           'OptimismResult', 'bootstrap_optimism', 'auc_632plus', 'InternalValidation', 'internal_validation',
+           'plot_internal_validation']
 
 # %% ../nbs/05_models.ipynb #0f381ead
 @dataclass
@@ -162,9 +163,7 @@ class SafeStandardScaler(StandardScaler):
         return super().transform(X, copy=copy)
 
 # %% ../nbs/05_models.ipynb #c09edd3a
-CLASSIFIERS = ("knn", "logistic", "svm", "rf")
-
-class KAtGridEdge(UserWarning):
+class KAtGridEdge(PeRenalWarning):
     "The tuned k of a KNN model is the smallest or largest k tried: the best k may lie outside the grid."
 
 def _base_classifier(name:str, seed:int):
@@ -697,7 +696,9 @@ def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv
     fig, axes = plt.subplots(1, 2 if iv is not None else 1, figsize=(11 if iv is not None else 5.5, 4.3), squeeze=False)
     ax = axes[0, 0]; order = list(cv.summary["model"])
     pal = {m: PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
-    sns.boxplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, width=0.5, fliersize=0, boxprops=dict(alpha=0.35))
+    boxes = ax.boxplot([cv.folds.loc[cv.folds["model"] == m, "auc"].dropna() for m in order], positions=range(len(order)),
+                       widths=0.5, showfliers=False, patch_artist=True, manage_ticks=False, medianprops=dict(color="0.2"))
+    for b, m in zip(boxes["boxes"], order): b.set(facecolor=pal[m], alpha=0.35)   # matplotlib's boxplot: seaborn 0.13 passes `vert`
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)
     for xi, m in enumerate(order):                     # a model with no fold AUCs (not estimated: its reason is below)

@@ -158,7 +158,10 @@ def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loa
         if c == r or r in c.parents:
             raise PeRenalError(f"the feature cache {store} is inside the cohort folder {root}: pe_renal never writes into a cohort. "
                                "Choose a cache folder outside it (--cache, or the PE_RENAL_CACHE variable).")
-    return {"cohort folder": root, "model file": model, "feature cache": store,
+    here = None if model is None else Path(model).expanduser().absolute().parent   # the model's folder: its weights, its tables
+    beside = {} if here is None else {f"fine-tuned weights file {p.name}": p for p in sorted(here.glob("finetuned_*.pt"))}
+    return {"cohort folder": root, "model file": model, "feature cache": store, **beside,
+            "model's results folder": here if here is not None and (here/"run.json").is_file() else None,
             "weights file": weights if weights not in (None, "imagenet", "random") else None}
 
 

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from .core import PeRenalError, atomic_write
+from .settings import GRADCAM_PRESETS
 
 
 # %% auto #0
 __all__ = ['STATUS_NOTES', 'FINETUNE_OPTIMISM', 'GRADCAM_CAPTION', 'GRADCAM_CAPTION_PREDICTED', 'GRADCAM_CAPTIONS',
-           'GRADCAM_PRESETS', 'GRADCAM_WHAT', 'GRADCAM_FINE_WHY', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO',
-           'AUTHORS', 'SAMPLE_SIZE_HEADINGS', 'WIDE_FIGURE', 'EXPECTED_FIGURES', 'run_status', 'status_text',
-           'stamp_figure', 'tables_readme', 'write_readmes', 'finetune_validation_words', 'gradcam_choice',
-           'check_verdicts', 'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report']
+           'GRADCAM_WHAT', 'GRADCAM_FINE_WHY', 'LOCALISATION_MIN_RATIO', 'RANDOMISATION_MAX_RHO', 'AUTHORS',
+           'SAMPLE_SIZE_HEADINGS', 'WIDE_FIGURE', 'EXPECTED_FIGURES', 'run_status', 'status_text', 'stamp_figure',
+           'tables_readme', 'write_readmes', 'finetune_validation_words', 'gradcam_choice', 'check_verdicts',
+           'finetune_in_validation', 'tripod_checklist', 'html_table', 'render_report']
 
 # %% ../nbs/08b_report.ipynb #142ed549
 STATUS_NOTES = {"SYNTHETIC DATA": "the numbers come from a synthetic demo cohort, not from real patients.",
@@ -238,9 +239,6 @@ GRADCAM_CAPTIONS = {"signature": GRADCAM_CAPTION, "predicted": GRADCAM_CAPTION_P
                     "head": _P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia) that Grad-CAM "
                             "explains; the maps show evidence for preeclampsia." + _OUTLINE}
 
-# what Grad-CAM shows: the paper's configuration, or maps that localise on a fine-tuned backbone (StudyConfig.gradcam)
-GRADCAM_PRESETS = {"paper": dict(gradcam_target="signature", gradcam_method="gradcam", gradcam_layer="layer4"),
-                   "fine": dict(gradcam_target="predicted", gradcam_method="hirescam", gradcam_layer="layer2")}
 GRADCAM_WHAT = {"signature": "the deep signature", "head": "the fine-tuned head's logit",
                 "predicted": "the fine-tuned head's evidence for the predicted class"}
 GRADCAM_FINE_WHY = ("on a fine-tuned backbone the paper's configuration (Grad-CAM of the LASSO deep signature on layer4) put "

@@ -15,124 +15,49 @@ import pe_renal
 from .core import CohortError, PeRenalError, atomic_write, file_sha256, seed_everything, staged_dir
 from .data import (FINETUNE_VAL_FRACTION, Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
                            predictor_summary, split_cohort, table_one)
-from .report import (GRADCAM_CAPTIONS, GRADCAM_PRESETS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
+from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
 from .predict import development_fingerprint, protected_inputs, save_model
+from .settings import (GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_PRESETS, GRADCAM_TARGETS, check_settings,
+                               config_fields, make_config, settings_json)
 
 # %% auto #0
-__all__ = ['GRADCAM_TARGETS', 'GRADCAM_LAYERS', 'GRADCAM_METHODS', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'ONCE_RULE',
-           'ONCE_OPTIMISTIC', 'SAME_RULE', 'StudyConfig', 'StageError', 'pick_cases', 'CohortStage', 'cohort_stage',
-           'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage', 'finetune_settings', 'finetune_stage',
-           'features_stage', 'ModelStage', 'models_stage', 'ValidationStage', 'finetune_refit', 'mask_finetuned_once',
-           'same_model_rows', 'validation_stage', 'EvaluationStage', 'oof_thresholds', 'choose_thresholds',
-           'evaluation_stage', 'signature_agreement', 'GradcamStage', 'gradcam_stage', 'ShapStage', 'shap_stage',
-           'SampleSizeStage', 'samplesize_stage', 'LearningStage', 'learning_stage', 'report_stage', 'run_study']
+__all__ = ['StudyConfig', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'ONCE_RULE', 'ONCE_OPTIMISTIC', 'SAME_RULE', 'StageError',
+           'pick_cases', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
+           'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
+           'finetune_refit', 'mask_finetuned_once', 'same_model_rows', 'validation_stage', 'EvaluationStage',
+           'oof_thresholds', 'choose_thresholds', 'evaluation_stage', 'signature_agreement', 'GradcamStage',
+           'gradcam_stage', 'ShapStage', 'shap_stage', 'SampleSizeStage', 'samplesize_stage', 'LearningStage',
+           'learning_stage', 'report_stage', 'run_study']
 
 # %% ../nbs/09_study.ipynb #bbda1432
-GRADCAM_TARGETS = ("signature", "head", "predicted")   # what Grad-CAM explains (see StudyConfig.gradcam_target)
-GRADCAM_LAYERS = ("layer4", "layer3", "layer2")        # ResNet stages Grad-CAM can explain (pe_renal.gradcam.CAM_LAYERS)
-GRADCAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigengradcam", "scorecam", "eigencam")
-                                                       # the names of pe_renal.gradcam.cam_methods(), without importing torch
-@dataclass
-class StudyConfig:
-    "Every setting of a run; recorded in run.json."
-    backbone: str = "resnet152"      # torchvision backbone of the deep features
-    weights: str = "imagenet"        # "imagenet", "random" (untrained) or a state-dict file
-    finetune: str = "none"           # "none" (frozen backbone, as the paper), "head", "last" or "full": fine-tune on training patients
-    epochs: int|None = None          # fine-tuning epochs at most (None: the mode's default)
-    finetune_cv: str = "once"        # internal validation of a fine-tuned run: "once" (fine-tuned once on all training
-                                     # patients; the CV is conditional on those features and optimistic) or "refit"
-                                     # (fine-tuned again inside every CV fold on its training part: honest, one fine-tune
-                                     # per fold; no .632+ bootstrap)
-    image_size: int = 224            # side of the square network input (224 as the paper; smaller is faster, coarser)
-    gradcam: str = "auto"            # Grad-CAM configuration: "paper" (Grad-CAM of the LASSO deep signature on layer4),
-                                     # "fine" (HiResCAM on layer2 of the fine-tuned head's evidence for the predicted class),
-                                     # "auto" ("fine" when the backbone is fine-tuned, 'last' or 'full'; else "paper");
-                                     # gradcam_target / _method / _layer, when given, override it one by one
-    gradcam_target: str|None = None  # "signature" (LASSO deep signature), "head" (the fine-tuned head's logit, evidence for
-                                     # preeclampsia) or "predicted" (the head's logit for the class it predicts per image)
-    fallback: bool = False           # demo only: use an untrained backbone when ImageNet weights are unavailable
-    lasso_rule: str = "min"          # "min" (lambda with the lowest CV error) or "1se"
-    lasso_method: str = "lasso"      # "lasso" (LASSO on the 0/1 label, λ by CV) or "logistic" (L1 logistic)
-    classifier: str = "knn"          # "knn" as the paper; "logistic", "svm", "rf" for comparison
-    seed: int = 42                   # one seed for the split, the CV folds, the bootstrap and SHAP
-    test_size: float = 0.3
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int|None = None      # images per forward pass (None: 8 on CPU, 32 on CUDA)
-    cache: str|None = None           # feature cache folder (default $PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal or ~/.cache/pe_renal)
-    cv_splits: int = 5               # internal validation: repeated stratified K-fold ...
-    cv_repeats: int = 4              # ... repeated this often (the primary internal validation; its CI in pe_renal.models)
-    n_boot: int = 40                 # bootstrap resamples of the .632+ estimate, shown beside the CV (0 = skip)
-    n_boot_ci: int = 2000            # bootstrap resamples for the threshold-metric CIs
-    stability_boot: int = 50         # bootstrap resamples for LASSO selection stability (0 = skip)
-    gradcam_method: str|None = None  # a CAM method of pe_renal.gradcam.cam_methods(), e.g. "hirescam"
-    gradcam_layer: str|None = None   # the stage whose last block the maps explain: "layer4" (the last block; features[-1] on
-                                     # non-ResNets), or for ResNets "layer3" / "layer2" (finer maps: 14 x 14 / 28 x 28 at 224 px)
-    gradcam_per_cell: int = 1        # Grad-CAM images per cell of the confusion matrix (TP, FP, FN, TN)
-    shap_background: int = 25        # real training patients sampled as the SHAP background
-    formats: tuple = ("png",)        # figure formats
-    dpi: int = 300                   # resolution of PNG figures (300 for print; 100 is enough on screen and faster)
-    n_jobs: int|None = None          # parallel folds / resamples
-    synthetic: bool = False          # set by the demo: every output says the data are synthetic
-    learning_curve: bool = False     # also the learning curve and the prediction instability (pe_renal.samplesize): about
-                                     # 91 more fits of each model (40 in the curve, 51 for instability; the validation stage makes 60)
-
+class _CrossChecks:
+    "The checks across settings of `StudyConfig`; each setting alone is checked by its declaration (`pe_renal.settings`)."
     def __post_init__(self):
-        if self.lasso_rule not in ("min", "1se"): raise PeRenalError(f"lasso_rule must be 'min' or '1se', got {self.lasso_rule!r}.")
-        if self.finetune not in ("none", "head", "last", "full"):
-            raise PeRenalError(f"finetune must be 'none', 'head', 'last' or 'full', got {self.finetune!r}.")
-        if self.finetune_cv not in ("once", "refit"):
-            raise PeRenalError(f"finetune_cv must be 'once' or 'refit', got {self.finetune_cv!r}.")
+        check_settings(self)
         if self.finetune_cv == "refit" and self.finetune in ("none", "head"):
             raise PeRenalError("finetune_cv='refit' refits the fine-tuning inside every CV fold: set finetune to 'last' or 'full' "
                                "(in 'head' mode the backbone's features do not change, so there is nothing to refit).")
-        if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 1024):
-            raise PeRenalError(f"image_size must be a whole number of pixels from 32 to 1024, got {self.image_size!r}.")
-        if self.gradcam not in ("auto", *GRADCAM_PRESETS):
-            raise PeRenalError(f"gradcam must be 'auto', 'paper' or 'fine' (--gradcam), got {self.gradcam!r}.")
         if self.gradcam == "fine" and self.finetune == "none":
             raise PeRenalError("gradcam='fine' explains the fine-tuned head: set finetune to 'head', 'last' or 'full', or use "
                                "gradcam='paper'.")
-        preset = GRADCAM_PRESETS[self.gradcam_preset]
-        for k, v in preset.items():
+        for k, v in GRADCAM_PRESETS[self.gradcam_preset].items():
             if getattr(self, k) is None:
                 setattr(self, k, "layer4" if k == "gradcam_layer" and not self.backbone.startswith("resnet") else v)
-        if self.gradcam_method not in GRADCAM_METHODS:
-            raise PeRenalError(f"gradcam_method must be one of {', '.join(GRADCAM_METHODS)}, got {self.gradcam_method!r}.")
-        if self.gradcam_target not in GRADCAM_TARGETS:
-            raise PeRenalError(f"gradcam_target must be one of {', '.join(GRADCAM_TARGETS)}, got {self.gradcam_target!r}.")
         if self.gradcam_target != "signature" and self.finetune == "none":
             raise PeRenalError(f"gradcam_target={self.gradcam_target!r} needs a fine-tuned head: set finetune to 'head', 'last' or 'full'.")
-        if self.gradcam_layer not in GRADCAM_LAYERS:
-            raise PeRenalError(f"gradcam_layer must be one of {', '.join(GRADCAM_LAYERS)}, got {self.gradcam_layer!r}.")
         if self.gradcam_layer != "layer4" and not self.backbone.startswith("resnet"):
             raise PeRenalError(f"gradcam_layer={self.gradcam_layer!r} names a ResNet stage; {self.backbone} has none: use 'layer4' (its last block).")
-        if not 0 < self.test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1 (--test-size), got {self.test_size}.")
-        def whole(name, lo, flag, also=(), none=False):
-            v = getattr(self, name)
-            if none and v is None: return
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (v >= lo or v in also):
-                raise PeRenalError(f"{name} must be a whole number of at least {lo}{' (or ' + ', '.join(map(str, also)) + ')' if also else ''} "
-                                   f"({flag}), got {v!r}.")
-        whole("seed", 0, "--seed"); whole("cv_splits", 2, "--cv-splits"); whole("cv_repeats", 1, "--cv-repeats")
-        whole("n_boot", 0, "--boot"); whole("n_boot_ci", 0, "n_boot_ci"); whole("stability_boot", 0, "--stability-boot")
-        whole("epochs", 1, "--epochs", none=True); whole("n_jobs", 1, "--jobs", also=(-1,), none=True)
-        whole("shap_background", 1, "shap_background")
-        if self.seed >= 2**32: raise PeRenalError(f"seed must be below 2**32 (--seed), got {self.seed}.")
-        if self.batch_size is not None:
-            from pe_renal.features import check_batch_size                # imports torch: only when a size is given
-            self.batch_size = check_batch_size(self.batch_size)
-        self.formats = tuple(self.formats)
-        if not (isinstance(self.dpi, int) and 30 <= self.dpi <= 1200):
-            raise PeRenalError(f"dpi must be a whole number from 30 to 1200, got {self.dpi!r}.")
 
     @property
     def gradcam_preset(self)->str: # "paper" or "fine": what `gradcam` resolves to
         if self.gradcam != "auto": return self.gradcam
         return "fine" if self.finetune in ("last", "full") else "paper"
 
+StudyConfig = dataclasses.make_dataclass("StudyConfig", config_fields(), bases=(_CrossChecks,), namespace={
+    "__doc__": "Every setting of a run, one field per `pe_renal.settings.SETTINGS` entry (type, default, allowed values and "
+               "help are declared there); checked on creation and recorded in run.json.", "__module__": __name__})
 
 # %% ../nbs/09_study.ipynb #461ec5ab
 class StageError(PeRenalError):
@@ -677,7 +602,7 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
     manifest = dict(pe_renal=pe_renal.__version__, started=started.isoformat(timespec="seconds"),
                     finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     cohort=c.path, data="synthetic (not real patients)" if synthetic else "user cohort", status=status,
-                    config=asdict(cfg), versions=_versions(), features={**f.meta, "backbone": cfg.backbone},
+                    config=settings_json(cfg), versions=_versions(), features={**f.meta, "backbone": cfg.backbone},
                     weights=bb.weights, untrained_backbone=bb.untrained, warnings=warn,
                     model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds, "threshold_rule": e.threshold_rule},
                     split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json, summary=_summary(c, s, f, m, stages["gradcam"], cfg),
@@ -699,14 +624,14 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
 # %% ../nbs/09_study.ipynb #ddfee75d
 def run_study(cohort:str|Path|Cohort,        # cohort folder (or a loaded Cohort)
               out:str|Path,                   # results folder to create
-              config:StudyConfig|None=None,
+              config:StudyConfig|dict|None=None, # the settings (None: the defaults; a dict: StudyConfig(**config))
               overwrite:bool=False,           # replace an existing results folder
               verbose:bool=True,              # print one line per stage
               copy_cohort:bool=False,         # keep a copy of the cohort folder in the results (the demo's synthetic cohort)
              )->Path:                         # the results folder
     "Run the whole study on a cohort and write every output into a new results folder."
     import matplotlib; matplotlib.use("Agg", force=False) if "ipykernel" not in sys.modules else None
-    cfg = config or StudyConfig()
+    cfg = make_config(StudyConfig, config)
     stage, r = _Stages(verbose), {}
     started = datetime.datetime.now().astimezone()
     seed_everything(cfg.seed)

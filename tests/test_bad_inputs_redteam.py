@@ -308,5 +308,5 @@ def test_cohort_toml_that_is_a_folder_is_named(capsys, cohort_dir):
 
 def test_synth_never_writes_inside_a_cohort(capsys, cohort_dir):
     before = sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*"))
-    refused(capsys, "synth", "--out", cohort_dir / "sub", "--n", 20, says=["inside the cohort folder", "never writes into a cohort"])
+    refused(capsys, "synth", "--out", cohort_dir / "sub", "--n", 20, says=["inside the cohort folder", "never written into an input"])
     assert sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*")) == before

@@ -55,6 +55,7 @@ class NotebookRunner:
         self._start()
 
     def _start(self):
+        if getattr(self, "proc", None) is not None: self._release()   # a runner that stopped: its pipes closed, not leaked
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=self.env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -62,7 +63,15 @@ class NotebookRunner:
         def read(q=self.replies, out=self.proc.stdout):
             for line in out: q.put(json.loads(line))
             q.put(None)                                # after every line it wrote: the runner has stopped
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
+    def _release(self):
+        "Close the pipes of a runner that has stopped (an unclosed pipe is a ResourceWarning, an error in the tests)."
+        self.reader.join(timeout=60)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try: f.close()
+            except OSError: pass                       # a pipe to a process that died with unread input
 
     def _log_tail(self) -> str:
         return f"its log:\n{self.log.read_text()[-4000:]}"
@@ -91,6 +100,7 @@ class NotebookRunner:
 
     def close(self):
         if self.proc.poll() is None: self.proc.stdin.close(); self.proc.wait(timeout=60)
+        self._release()
 
 
 def notebook_env(tmp_path: Path) -> dict:

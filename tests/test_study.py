@@ -80,7 +80,12 @@ def test_existing_results_folder_is_refused(study):
     assert tree_state(out) == before               # no file added, removed or changed
 
 
+OVERLAP = "default:.*also occur among the patients this model was developed on:UserWarning"   # said on purpose: the new
+                                                                                           # demo cohort reuses patient ids
+
+
 @pytest.mark.slow
+@pytest.mark.filterwarnings(OVERLAP)
 def test_predict_new_patients_with_labels(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=30, seed=11)
@@ -101,6 +106,7 @@ def test_predict_new_patients_with_labels(study, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(OVERLAP)
 def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=20, seed=12)
@@ -172,6 +178,7 @@ def _interrupt_during_features(cmd, sig):
         pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its output:\n{text[:3000]}\n...\n"
                     f"{text[dump:dump + 8000] if dump >= 0 else text[-6000:]}")
     reader.join(10)
+    proc.stdout.close()
     return proc.returncode, "".join(lines)
 
 
@@ -212,8 +219,9 @@ def test_status_on_every_output(study):
     d, cohort, cfg, out = study
     status = "SYNTHETIC DATA · UNTRAINED BACKBONE"
     for p in sorted((out / "figures").glob("*.png")):
-        assert Image.open(p).info.get("pe_renal-status") == status, p.name
-        assert round(Image.open(p).info["dpi"][0]) == cfg.dpi == 100, p.name      # every figure at the resolution asked
+        with Image.open(p) as im: info = im.info
+        assert info.get("pe_renal-status") == status, p.name
+        assert round(info["dpi"][0]) == cfg.dpi == 100, p.name      # every figure at the resolution asked
     for sub in (".", "tables", "figures"):
         text = (out / sub / "README.txt").read_text()
         assert status in text and "run.json" in text

@@ -1,0 +1,28 @@
+"""Warnings are errors in the tests (pyproject.toml): the figures pe_renal draws raise none, with today's Matplotlib."""
+import warnings
+
+import numpy as np
+import pandas as pd
+
+
+def test_internal_validation_figure_raises_no_warning():
+    "The fold-AUC boxes (matplotlib's boxplot: seaborn's passes the deprecated `vert`); a model with no folds as NA."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pe_renal.models import CVResult, plot_internal_validation
+    rng = np.random.default_rng(0)
+    folds = pd.DataFrame(dict(model=["DL"] * 5 + ["Clinical"] * 5, auc=rng.uniform(0.5, 0.9, 10), repeat=0,
+                              fold=list(range(5)) * 2))
+    summary = pd.DataFrame(dict(model=["DL", "Clinical", "Composite"]))
+    summary.attrs.update(n_splits=5, n_repeats=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_internal_validation(CVResult(folds, summary))
+    fig = getattr(fig, "figure", fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["DL", "Clinical", "Composite"]
+    assert "NA" in [t.get_text() for t in ax.texts]                       # Composite: no fold AUCs
+    med = [l.get_ydata()[0] for l in ax.lines if l.get_color() == "0.2"]  # the medians drawn, at the models' positions
+    want = [folds.loc[folds.model == m, "auc"].median() for m in ("DL", "Clinical")]
+    np.testing.assert_allclose(med, want + [np.nan])
+    plt.close(fig)
