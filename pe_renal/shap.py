@@ -13,8 +13,16 @@ import pandas as pd
 from .core import PeRenalError, atomic_write
 
 # %% auto #0
-__all__ = ['FAMILY_NOTES', 'model_inputs', 'explain_model', 'shap_values_table', 'importance', 'plot_beeswarm',
+__all__ = ['FAMILY_NOTES', 'import_shap', 'model_inputs', 'explain_model', 'shap_values_table', 'importance', 'plot_beeswarm',
            'plot_importance_bar', 'plot_waterfall', 'plot_families', 'write_shap']
+
+# %% ../nbs/08_shap.ipynb #d04289fe
+def import_shap():
+    "The shap package, imported without the Matplotlib deprecation notices its colour maps raise at import."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The set_(bad|over|under) function will be deprecated",
+                                category=PendingDeprecationWarning)
+        return importlib.import_module("shap")
 
 # %% ../nbs/08_shap.ipynb #f74a2224
 def model_inputs(model,                 # a fitted model from pe_renal.models (Pipeline: features -> classifier)
@@ -67,7 +75,7 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
                                            # pays off only above a few hundred patients; the values are the same
                  ):                        # shap.Explanation (values: patients x features), with `.columns` info
     "SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, background of real training patients)."
-    import shap
+    shap = import_shap()
     Ztr, cols = model_inputs(model, X_train)
     Z, _ = model_inputs(model, X)
     if Z.shape[1] == 0: raise PeRenalError("the model has no inputs to explain (no feature was selected or given).")
@@ -144,20 +152,23 @@ def _tolerant_ioff():
     finally: plt.ioff = orig
 
 def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite model"):
-    import shap, matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
+    shap = import_shap()
     fig = plt.figure()                                  # shap draws into the current figure: make it a new one
     with _tolerant_ioff(): shap.plots.beeswarm(ex, max_display=max_display, show=False, plot_size=(7, 0.35 * max_display + 1.5))
     fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composite model"):
-    import shap, matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
+    shap = import_shap()
     fig = plt.figure()
     with _tolerant_ioff(): shap.plots.bar(ex, max_display=max_display, show=False)
     fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
 
 def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     "How one patient's inputs move her probability away from the expected value."
-    import shap, matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
+    shap = import_shap()
     fig = plt.figure()
     with _tolerant_ioff(): shap.plots.waterfall(ex[i], max_display=max_display, show=False)
     fig.set_size_inches(7, 0.4 * max_display + 1.5)

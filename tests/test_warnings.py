@@ -26,3 +26,15 @@ def test_internal_validation_figure_raises_no_warning():
     want = [folds.loc[folds.model == m, "auc"].median() for m in ("DL", "Clinical")]
     np.testing.assert_allclose(med, want + [np.nan])
     plt.close(fig)
+
+
+def test_every_module_imports_under_warnings_as_errors():
+    """`python -W error` imports every pe_renal module and the libraries they use where they use them (shap through
+    `import_shap`, whose colour maps raise a Matplotlib deprecation notice at import); a bare `import shap` fails there."""
+    import subprocess, sys
+    mods = ["core", "settings", "data", "synthetic", "features", "finetune", "lasso", "models", "samplesize", "evaluation",
+            "gradcam", "shap", "report", "predict", "validate", "valsize", "external", "study", "cli"]
+    code = ("import importlib\n" + "".join(f"importlib.import_module('pe_renal.{m}')\n" for m in mods)
+            + "from pe_renal.shap import import_shap\nimport_shap()\n")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
