@@ -421,7 +421,7 @@ def _read_dicom(path:Path)->np.ndarray:
     if frames > 1 and a.ndim > 2 + (int(ds.get("SamplesPerPixel", 1) or 1) > 1):
         a = a[0]
         warnings.warn(f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
-                      "mean as an image of its own to choose another.", UserWarning, stacklevel=2)
+                      "mean as an image of its own to choose another.", PeRenalWarning, stacklevel=2)
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(a, ds)                                # uint8 or uint16, as the table's entries
         return _to_unit_gray(rgb, maxval=float(np.iinfo(rgb.dtype).max))
@@ -454,7 +454,7 @@ def _read_raster(path:Path)->np.ndarray:
         im.load()
         if getattr(im, "n_frames", 1) > 1:
             warnings.warn(f"{path}: an image of {im.n_frames} frames (animated or multi-page); the first frame is analysed. "
-                          "Export the frame you mean as an image of its own to choose another.", UserWarning, stacklevel=2)
+                          "Export the frame you mean as an image of its own to choose another.", PeRenalWarning, stacklevel=2)
         code = im.getexif().get(0x0112, 1)       # Orientation
         if code != 1:
             from PIL import ImageOps
@@ -471,7 +471,7 @@ def _rewarn(path:Path, caught:list):
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
             warnings.warn(f"{path}: {w.message} The image is read anyway; if it is not an ultrasound image of that size "
-                          "by intent, check the file (a large image also slows the analysis).", UserWarning, stacklevel=4)
+                          "by intent, check the file (a large image also slows the analysis).", PeRenalWarning, stacklevel=4)
         else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
@@ -686,7 +686,7 @@ def _declared_but(fname:Path, c:str, s:pd.Series, kind:str):
     warnings.warn(f"{fname}: column {c!r} is declared categorical in cohort.toml but holds {what} (e.g. "
                   f"{', '.join(map(quote, v.iloc[:3]))}): each different value is a level of its own ({v.nunique()} "
                   "levels). Write it as a number (without the unit), or exclude it, unless these are truly categories.",
-                  stacklevel=4)
+                  stacklevel=4, category=PeRenalWarning)
 
 def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=None):
     fname = "clinical.csv"
@@ -709,7 +709,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
         warnings.warn(f"{root/fname}: patient ids that differ only in upper/lower case or spaces: "
                       f"{'; '.join(' and '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. They are "
                       "read as different patients; if they are one woman, the split may put her in training and test: "
-                      "correct the ids.", stacklevel=2)
+                      "correct the ids.", stacklevel=2, category=PeRenalWarning)
     if label_col in df.columns:
         label = encode_label(df[label_col], lab.get("positive"), fname=str(root/fname), col=label_col,
                              one_class_ok=not require_label)
@@ -772,7 +772,7 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
         warnings.warn(f"{root/fname}: text column(s) with a different value for (nearly) every patient: {eg}. Such a "
                       "column is an identifier or a date, not a category: as a predictor it gives one input per patient "
                       "and predicts nothing for new patients. Exclude it in cohort.toml (under [clinical.exclude]: "
-                      f"{idlike[0]} = \"identifier\"), or name the columns to use under [clinical] features.", stacklevel=3)
+                      f"{idlike[0]} = \"identifier\"), or name the columns to use under [clinical] features.", stacklevel=3, category=PeRenalWarning)
     out = pd.DataFrame(out)
     empty = [c for c in features if out[c].isna().all()]
     if empty:
@@ -936,7 +936,7 @@ def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list)->list[str]:
     if near:
         warnings.warn(f"{fname}: {len(near)} pair(s) of near-identical images belong to different patients, e.g. "
                       f"{'; '.join(near[:5])}{' ...' if len(near) > 5 else ''}. If they are the same scan, the split may put it "
-                      "in both training and test: correct the patient_id, or remove one of them.", stacklevel=3)
+                      "in both training and test: correct the patient_id, or remove one of them.", stacklevel=3, category=PeRenalWarning)
     return digests
 
 # %% ../nbs/01_data.ipynb #2feb2694
@@ -974,7 +974,7 @@ def load_cohort(path:str|Path,            # the cohort folder
         warnings.warn(f"{root/'clinical.csv'}: {len(features)} clinical predictors for {'' if 'split' in clinical else 'about '}"
                       f"{n_train} training patients: the clinical and composite models cannot estimate that many from so few "
                       "patients (they overfit, and SHAP takes long). Name the columns to use under [clinical] features in "
-                      "cohort.toml.", stacklevel=2)
+                      "cohort.toml.", stacklevel=2, category=PeRenalWarning)
     bias = cohort.outcome_defining_predictors
     if bias:
         one = len(bias) == 1; it = "it" if one else "them"

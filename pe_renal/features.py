@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import PeRenalError, atomic_write, file_sha256, logger, progress, quote
+from .core import PeRenalError, PeRenalWarning, atomic_write, file_sha256, logger, progress, quote
 from .settings import AGGREGATIONS, PRECISIONS, SettingError
 from .data import Cohort, apply_roi, read_image, ROI_BOX
 
@@ -418,7 +418,7 @@ def extract_features(images,                         # Cohort, its images table,
             except OSError as e:                     # the features are computed: a cache that cannot be written loses nothing
                 warnings.warn(f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features were computed "
                               "and are used, but will be computed again next time. Give a writable folder with --cache "
-                              "(or PE_RENAL_CACHE).", stacklevel=2)
+                              "(or PE_RENAL_CACHE).", stacklevel=2, category=PeRenalWarning)
     out = pd.DataFrame(X, index=table.index, columns=names)
     out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
                                  device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 import pe_renal
-from .core import PeRenalError, atomic_write, check_output, file_sha256
+from .core import PeRenalError, PeRenalWarning, atomic_write, check_output, file_sha256
 from .data import ROI_BOX, Cohort, load_cohort, read_image
 from .report import run_status, status_text
 
@@ -214,7 +214,7 @@ def _check_categories(models:dict, clin:pd.DataFrame, fname:Path):
         warnings.warn(f"{fname}: column {c!r} holds value(s) never seen in training: {', '.join(map(repr, sorted(set(new))[:10]))} "
                       f"({len(new)} of {len(clin)} patients, {100*len(new)/len(clin):.0f}%). The model encodes them as none of "
                       f"the known levels ({', '.join(map(repr, sorted(cats)))}), which can lower its accuracy for these patients.",
-                      stacklevel=3)
+                      stacklevel=3, category=PeRenalWarning)
 
 def _patient_key(pid)->str:
     "A patient id as the model file keeps it: hashed, so that a shared model file lists no identifiers."
@@ -255,7 +255,7 @@ def _check_roi(info:dict, cohort:Cohort):
                   f"{sum(dev.values())} training images had an ROI box or mask), but {new['none']} of "
                   f"{len(cohort.images)} images here have none: they are scored as whole frames, which the model never "
                   "saw, and their scores can be wrong. Give every image its ROI (x0, y0, x1, y1 or a mask) in "
-                  "images.csv, as in the training cohort.", stacklevel=3)
+                  "images.csv, as in the training cohort.", stacklevel=3, category=PeRenalWarning)
 
 MOST_IDS = 0.5   # more than this share of a cohort's patient ids among the development cohort's: treated as overlap
 
@@ -333,7 +333,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         warnings.warn(f"{cohort.root/'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "
                       f"cohort.toml saying so, so it is not read as labels and no external-validation metrics are "
                       f"computed. To use it: a cohort.toml with [label] column = {lab!r} and positive = "
-                      f"{str(info.get('positive'))!r}.", stacklevel=2)
+                      f"{str(info.get('positive'))!r}.", stacklevel=2, category=PeRenalWarning)
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
     if verbose: print(status_text(status), flush=True)
     overlap = development_overlap(info, cohort)
@@ -343,11 +343,11 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
             raise PeRenalError(f"{cohort.root}: {shared}. Scoring them is not external validation. Score "
                                "patients the model has not seen, or pass --allow-overlap (allow_overlap=True) to score them "
                                "anyway: the output then says they overlap and never calls the result external.")
-        warnings.warn(f"{shared}: these scores are not external validation.", stacklevel=2)
+        warnings.warn(f"{shared}: these scores are not external validation.", stacklevel=2, category=PeRenalWarning)
     elif overlap and overlap["n_id_only"]:
         warnings.warn(f"{overlap['n_id_only']} patient id(s) of {cohort.root/'clinical.csv'} also occur among the patients this "
                       "model was developed on, with other images: if they are the same women, these scores are not external "
-                      "validation.", stacklevel=2)
+                      "validation.", stacklevel=2, category=PeRenalWarning)
     validation = ("not known to be external: this model file does not record the patients it was developed on"
                   if overlap is None else f"NOT external: {shared}" if shared else
                   f"external by image content ({overlap['n_id_only']} patient ids also occur in the development cohort)"
@@ -375,7 +375,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     metrics = None
     if cohort.has_labels and pred["label"].nunique() == 1:
         warnings.warn(f"every patient of {cohort.root} has the same label ({int(pred['label'].iloc[0])}); scores are written, "
-                      "but an AUC and other external-validation metrics need patients of both classes.", stacklevel=2)
+                      "but an AUC and other external-validation metrics need patients of both classes.", stacklevel=2, category=PeRenalWarning)
     if cohort.has_labels and pred["label"].nunique() == 2:
         rows = []
         for m in obj["models"]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import PeRenalError, atomic_write
+from .core import PeRenalError, PeRenalWarning, atomic_write
 from .settings import GRADCAM_PRESETS
 
 
@@ -629,7 +629,7 @@ EXPECTED_FIGURES = ("roc_train", "roc_test", "calibration_test", "decision_curve
 def _render_report_html(d:Path, m:dict, t)->str:
     short = {k: v for k, v in m.items() if k != "input_sha256"}
     missing = [f"figures/{n}.png" for n in EXPECTED_FIGURES if not (d/"figures"/f"{n}.png").is_file()]   # every run draws these
-    if missing: warnings.warn(f"{d}: {', '.join(missing)} missing from the results folder; the report shows what is there.", stacklevel=3)
+    if missing: warnings.warn(f"{d}: {', '.join(missing)} missing from the results folder; the report shows what is there.", stacklevel=3, category=PeRenalWarning)
     return _template().render(
         missing_figures=missing, m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
         manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False), hashes=m.get("input_sha256", {}),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 import pe_renal
-from .core import CohortError, PeRenalError, atomic_write, file_sha256, seed_everything, staged_dir
+from .core import CohortError, PeRenalError, PeRenalWarning, atomic_write, file_sha256, seed_everything, staged_dir
 from .data import (FINETUNE_VAL_FRACTION, Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
                            predictor_summary, split_cohort, table_one)
 from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
@@ -371,7 +371,7 @@ def oof_thresholds(oof:pd.DataFrame|None, results:dict, only:dict|None=None)->di
         if o is not None and only and m in only: o = o[o["patient_id"].astype(str).isin(set(map(str, only[m])))]
         if o is not None and len(o) and o["label"].nunique() == 2: out[m] = youden_threshold(o["label"].to_numpy(int), o["score"].to_numpy(float))
         else:
-            warnings.warn(f"{m}: no out-of-fold scores; its threshold is the Youden index of its in-sample training scores.", stacklevel=2)
+            warnings.warn(f"{m}: no out-of-fold scores; its threshold is the Youden index of its in-sample training scores.", stacklevel=2, category=PeRenalWarning)
             out[m] = youden_threshold(*results[m]["train"])
     return out
 
@@ -411,7 +411,7 @@ def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
         deep = [m for m, mod in models.fitted.items() if _uses_deep(mod) and same_model(models.results, m) is None]
         only, words = _once_rule(oof, deep, finetuned)
         rules = [f"{', '.join(m for m in models.results if m not in deep)}: {THRESHOLD_RULE}", words]
-        if only is None: warnings.warn(f"thresholds: {words}.", stacklevel=2)
+        if only is None: warnings.warn(f"thresholds: {words}.", stacklevel=2, category=PeRenalWarning)
     thresholds = oof_thresholds(oof, models.results, only)
     empty = models.selector is not None and not len(models.selector.selected_)
     for m in models.results:

@@ -158,7 +158,7 @@ def test_refit_needs_a_fine_tuned_run_and_sizes_are_checked():
     for mode in ("none", "head"):           # head mode leaves the features as they were: nothing to refit
         with pytest.raises(PeRenalError, match="set finetune"):
             StudyConfig(finetune=mode, finetune_cv="refit")
-    with pytest.raises(PeRenalError, match="finetune_cv must be"):
+    with pytest.raises(PeRenalError, match=r"finetune_cv \(--finetune-cv\) must be one of once, refit"):
         StudyConfig(finetune="last", finetune_cv="always")
     for bad in (16, 2000, 64.5, "64"):
         with pytest.raises(PeRenalError, match="image_size"):

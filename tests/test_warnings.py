@@ -38,3 +38,26 @@ def test_every_module_imports_under_warnings_as_errors():
             + "from pe_renal.shap import import_shap\nimport_shap()\n")
     r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_every_warning_pe_renal_raises_is_a_finding():
+    """One rule for pe_renal's own warnings: each is a `PeRenalWarning` (a finding about the data or a fit, shown to the
+    user on purpose), so the tests' warnings-as-errors filter leaves them to `pytest.warns` and catches every other one
+    (a library's deprecation, numpy's runtime warnings). A `warnings.warn` without that category fails here."""
+    import ast, inspect
+    from pathlib import Path
+    import pe_renal, pe_renal.core as core
+    from pe_renal.core import PeRenalWarning
+    import pe_renal.data, pe_renal.lasso, pe_renal.models   # the modules that define subclasses
+    mods = {m: getattr(pe_renal, m) for m in ("core", "data", "lasso", "models")}
+    findings = {n for m in mods.values() for n, v in vars(m).items()
+                if inspect.isclass(v) and issubclass(v, PeRenalWarning)}
+    assert {"PeRenalWarning", "KAtGridEdge", "NoFeaturesSelected"} <= findings
+    bad, seen = [], 0
+    for f in sorted(Path(core.__file__).parent.glob("*.py")):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Call) and ast.unparse(n.func) == "warnings.warn":
+                seen += 1
+                cat = n.args[1] if len(n.args) > 1 else next((k.value for k in n.keywords if k.arg == "category"), None)
+                if cat is None or ast.unparse(cat).split(".")[-1] not in findings: bad.append(f"{f.name}:{n.lineno}")
+    assert seen >= 20 and bad == [], bad
