@@ -16,8 +16,9 @@ from .data import Cohort, load_cohort, table_one
 from .evaluation import (delong_ci, delong_comparisons, threshold_metrics, decision_curve, roc_auc,
                                  plot_roc, plot_decision_curve)
 from .report import run_status, status_text
-from .predict import load_model, predict_cohort, protected_inputs
-from .validate import calibration_summary, calibration_curve_flexible, updating_table
+from .predict import (load_model, predict_cohort, protected_inputs, save_model, recalibrate_scores,
+                              update_words, UPDATE_METHODS, _patient_key)
+from .validate import calibration_summary, calibration_curve_flexible, updating_table, fit_update
 from .valsize import validation_sample_size
 
 # %% auto #0
@@ -154,6 +155,17 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
 table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}table.t td,table.t th{border-bottom:1px solid #ddd;
 padding:.3em .6em;text-align:left}.note{color:#555;font-size:.9em}img{max-width:48%;margin-right:1%}"""
 
+def _saved_update_html(s:dict|None)->str:
+    "What `--save-updated` wrote, and how to use it; or how to write it."
+    if not s: return ("<p class='note'>No updated model saved: <code>pe-renal validate ... --save-updated intercept</code> "
+                      "(or <code>logistic</code>) writes one that <code>pe-renal predict</code> accepts.</p>")
+    how = {"intercept": "intercept update", "logistic": "logistic recalibration"}[s["method"]]
+    per = "; ".join(f"{m}: a = {u['intercept']:.3f}, b = {u['slope']:.3f}" for m, u in s["models"].items())
+    return (f"<p><b>Saved:</b> <code>{html.escape(s['file'])}</code>, the model with the {how} fitted on these "
+            f"{s['n']} patients ({per}). <code>pe-renal predict --model {html.escape(s['file'])}</code> reports the "
+            "recalibrated risks and says it is an updated model; its decisions at the development thresholds are "
+            "unchanged. Its calibration is checked only on new patients of this hospital.</p>")
+
 def _report_html(meta:dict, t:dict)->str:
     e = html.escape
     status = f'<p class="status">{e(meta["status"])}: {e(meta["status_text"])}</p>' if meta["status"] else ""
@@ -188,7 +200,7 @@ def _report_html(meta:dict, t:dict)->str:
               "<h2>5. Updating</h2>", _table_html(_updating_rows(t["updating"])),
               "<p class='note'>Updates are fitted on these patients, so their apparent calibration is perfect by "
               f"construction; 'corrected' subtracts the bootstrap optimism ({meta['n_boot']} resamples, the update "
-              "refitted in each).</p>",
+              "refitted in each).</p>", _saved_update_html(meta.get("saved_update")),
               "<h2>6. Is this cohort big enough</h2>", _table_html(t["sample_size"].round(2)),
               "<p class='note'>Riley et al. 2021 (Stat Med 40:4230): minimum patients for precise estimates at this "
               "cohort's "
@@ -198,6 +210,21 @@ def _report_html(meta:dict, t:dict)->str:
     return "\n".join(parts)
 
 # %% ../nbs/08f_external.ipynb #f3df7cb7
+def _save_updated(path:Path, obj:dict, model_path, val:Cohort, y:np.ndarray, probs:dict, votes:dict, method:str)->dict:
+    "The model with `method`'s update of every model fitted on these patients, written by `save_model`; its record."
+    models = {}
+    for m, p in probs.items():
+        u = fit_update(y, p, method, votes.get(m))
+        if u["slope"] <= 0:
+            raise PeRenalError(f"{val.root}: the logistic recalibration of {m} has slope {u['slope']:.3f}: at this hospital "
+                               "its risks run the wrong way, and no recalibration repairs that; no updated model is saved.")
+        models[m] = dict(intercept=u["intercept"], slope=u["slope"], m=int(u["m"]))
+    record = dict(method=method, site=val.root.name, n=int(len(y)), events=int(y.sum()),
+                  based_on_sha256=file_sha256(model_path), models=models,
+                  patients=[_patient_key(p) for p in val.clinical["patient_id"].astype(str)])
+    sha = save_model(path, obj["models"], obj["thresholds"], obj["info"], update=record)
+    return {k: v for k, v in record.items() if k != "patients"} | dict(file=path.name, sha256=sha)
+
 def validate_cohort(model_path:str|Path,            # model.skops of a results folder
                     cohort:str|Path,                # the other hospital's cohort folder, with labels
                     out:str|Path,                   # validation results folder to create
@@ -205,10 +232,16 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                                                     # copy beside the model (RESULTS/cohort) when there is one
                     n_boot:int=200, seed:int=42, weights:str|None=None, device:str="auto", cache:str|None=None,
                     overwrite:bool=False, verbose:bool=True, dpi:int=150,
+                    save_updated:str|None=None,     # "intercept" or "logistic": also write updated_model.skops
                    )->Path:                         # the results folder
     "External validation of a saved model on another hospital's labelled patients: tables, figures and report.html."
     t0 = time.perf_counter()
     obj = load_model(model_path); info = obj["info"]
+    if save_updated is not None and save_updated not in UPDATE_METHODS:
+        raise PeRenalError(f"--save-updated {save_updated!r}: one of {', '.join(UPDATE_METHODS)}.")
+    if save_updated and obj.get("update"):
+        raise PeRenalError(f"{model_path} is already an updated model ({update_words(obj['update'])}); update the model it "
+                           "was made from (the model.skops of its results folder) instead.")
     need = list(info["numeric"]) + list(info["categorical"])
     beside = Path(model_path).parent/"cohort"
     dev = Path(development) if development else (beside if (beside/"clinical.csv").is_file() else None)
@@ -220,7 +253,10 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                                "present (a cohort.toml [label] section naming the label column).")
         y = pred["label"].to_numpy(int)
         probs = {m: pred[f"p_{m}"].to_numpy(float) for m in obj["models"]}
-        tables = _external_tables(y, probs, obj["thresholds"], n_boot, seed, knn_votes(obj["models"]))
+        votes = {} if obj.get("update") else knn_votes(obj["models"])    # updated risks are no vote shares
+        thresholds = {m: float(recalibrate_scores([t], obj["update"]["models"][m])[0]) if obj.get("update") else t
+                      for m, t in obj["thresholds"].items()}             # on the updated scale: the same decisions
+        tables = _external_tables(y, probs, thresholds, n_boot, seed, votes)
         main = "Composite" if "Composite" in probs else next(iter(probs))
         tables["sample_size"] = _sample_size(y, roc_auc(y, probs[main]))
         val = load_cohort(cohort, features=need)
@@ -240,6 +276,10 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
         for k, df in tables.items():
             df.to_csv(tmp/"tables"/f"{k}.csv", index=False)
         pred.to_csv(tmp/"predictions.csv", index=False)
+        meta["model_update"] = update_words(obj["update"]) if obj.get("update") else None
+        if save_updated:
+            meta["saved_update"] = _save_updated(tmp/"updated_model.skops", obj, model_path, val, y, probs, votes,
+                                                 save_updated)
         _figures(y, probs, tables, tmp/"figures", dpi, meta["status"])
         (tmp/"report.html").write_text(_report_html(meta, tables), encoding="utf-8")
         meta["seconds"] = round(time.perf_counter() - t0, 1)

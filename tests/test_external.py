@@ -86,3 +86,33 @@ def test_cli_validate_needs_labels(study_results, tmp_path):
                         "--out", str(tmp_path / "v"), "--boot", "10", "--device", "cpu",
                         "--cache", str(study_results[2].cache)], capture_output=True, text=True)
     assert r.returncode != 0 and "outcome of every patient" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_saved_update_is_what_predict_applies(study_results, sites, capsys):
+    """`--save-updated logistic` writes updated_model.skops; predict on it gives validate's updated risks, says it is an
+    updated model and on what, keeps the decisions, and calls its own fitting patients not external."""
+    from pe_renal.predict import predict_cohort
+    from pe_renal.validate import apply_update, calibration_summary
+    d, same, prev = sites
+    out = _run(study_results, prev, d / "v_upd", save_updated="logistic")
+    upd = pd.read_csv(out / "tables" / "updating.csv").query("update == 'logistic'").set_index("model")
+    dev = pd.read_csv(out / "predictions.csv").set_index("patient_id")
+    votes = json.loads((out / "validate.json").read_text())["saved_update"]["models"]
+    with pytest.warns(UserWarning, match="patients this model was updated on"):
+        pred, metrics = predict_cohort(out / "updated_model.skops", prev, cache=study_results[2].cache, device="cpu")
+    said = capsys.readouterr().out
+    assert "An updated model: logistic recalibration fitted on 160 patients (32 with preeclampsia) of prev" in said
+    pred = pred.set_index("patient_id").loc[dev.index]
+    for m in upd.index:
+        mine = apply_update(dev[f"p_{m}"], dict(method="logistic", intercept=upd.loc[m, "a"], slope=upd.loc[m, "b"],
+                                                 m=votes[m]["m"]))
+        np.testing.assert_allclose(pred[f"p_{m}"], mine, rtol=1e-12)
+        assert (pred[f"pred_{m}"] == dev[f"pred_{m}"]).all() and np.allclose(pred[f"p_{m}_as_developed"], dev[f"p_{m}"])
+        s = calibration_summary(pred["label"], pred[f"p_{m}"], m=0, n_boot=0)   # its own fitting data: ideal by construction
+        assert abs(s["citl"]) < 1e-6 and abs(s["slope"] - 1) < 1e-6, (m, s)
+    assert metrics["validation"].str.startswith("NOT external").all()
+    _, other = predict_cohort(out / "updated_model.skops", same, cache=study_results[2].cache, device="cpu", verbose=False)
+    assert (other["validation"] == "external").all() and other["model_update"].str.contains("of prev").all()
+    with pytest.raises(PeRenalError, match="already an updated model"):
+        validate_cohort(out / "updated_model.skops", same, d / "v_again", save_updated="intercept", verbose=False)
