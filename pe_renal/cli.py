@@ -145,9 +145,10 @@ def cmd_predict(args)->int:
               f"External validation (labels present), {v.removeprefix('external ')}:" if v.startswith("external") else
               f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}." if v.startswith("NOT") else
               f"Validation (labels present), {v}:")
+        where = "from training, on the updated scale" if "model_update" in metrics else "from training"
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
-                  f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
+                  f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} {where})")
     return 0
 
 def cmd_validate(args)->int:
