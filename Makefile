@@ -30,11 +30,13 @@ demo: setup
 	$(BIN)/pe-renal demo --out "$(OUT)"
 
 # A second synthetic hospital (30% prevalence, a brighter and blurrier scanner, older and heavier women) and the external
-# validation of a demo study's model there: make demo-external RESULTS=demo_results/<a folder of make demo>
+# validation of a demo study's model there, its logistic recalibration saved as updated_model.skops:
+# make demo-external RESULTS=demo_results/<a folder of make demo>
 demo-external: setup
 	@test -n "$(RESULTS)" || { echo "give RESULTS=<a results folder written by make demo>"; exit 2; }
 	$(BIN)/pe-renal synth --out "$(RESULTS)-site2" --seed 1 --prevalence 0.3 --gain 1.3 --blur 1 --case-mix 0.3 --id-prefix B
-	$(BIN)/pe-renal validate "$(RESULTS)-site2" --model "$(RESULTS)/model.skops" --out "$(RESULTS)-validation"
+	$(BIN)/pe-renal validate "$(RESULTS)-site2" --model "$(RESULTS)/model.skops" --out "$(RESULTS)-validation" \
+	  --save-updated logistic
 
 check-export: setup
 	$(BIN)/nbdev_export

@@ -145,9 +145,10 @@ def cmd_predict(args)->int:
               f"External validation (labels present), {v.removeprefix('external ')}:" if v.startswith("external") else
               f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}." if v.startswith("NOT") else
               f"Validation (labels present), {v}:")
+        where = "from training, on the updated scale" if "model_update" in metrics else "from training"
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
-                  f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} from training)")
+                  f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} {where})")
     return 0
 
 def cmd_validate(args)->int:
@@ -156,7 +157,8 @@ def cmd_validate(args)->int:
     with _warnings_printed("validate"):
         out = validate_cohort(args.model, args.cohort, args.out, development=args.development, n_boot=args.boot,
                               seed=args.seed, weights=args.weights, device=args.device, cache=args.cache,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, save_updated=args.save_updated)
+    if args.save_updated: print(f"Updated model: {Path(out)/'updated_model.skops'} (pe-renal predict --model accepts it)")
     print(f"Report: {Path(out)/'report.html'}")
     return 0
 
@@ -334,6 +336,9 @@ def _validate_command(sub):
     va.add_argument("--seed", type=SEED, default=42, help="random seed of the resampling")
     va.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file")
     add_options(va, ["device", "cache"])
+    va.add_argument("--save-updated", choices=("intercept", "logistic"), default=None,
+                    help="also write updated_model.skops: the model recalibrated on these patients (intercept update or "
+                         "logistic recalibration), which predict accepts and which records the site it was updated on")
     va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
     va.set_defaults(func=cmd_validate)
 

@@ -16,12 +16,13 @@ from .data import Cohort, load_cohort, table_one
 from .evaluation import (delong_ci, delong_comparisons, threshold_metrics, decision_curve, roc_auc,
                                  plot_roc, plot_decision_curve)
 from .report import run_status, status_text
-from .predict import load_model, predict_cohort, protected_inputs
-from .validate import calibration_summary, calibration_curve_flexible, updating_table
+from .predict import (load_model, predict_cohort, protected_inputs, save_model, recalibrate_scores,
+                              update_words, UPDATE_METHODS, _patient_key)
+from .validate import calibration_summary, calibration_curve_flexible, updating_table, fit_update
 from .valsize import validation_sample_size
 
 # %% auto #0
-__all__ = ['membership_c', 'case_mix_table', 'knn_votes', 'validate_cohort']
+__all__ = ['membership_c', 'case_mix_table', 'knn_votes', 'development_slopes', 'validate_cohort']
 
 # %% ../nbs/08f_external.ipynb #3b5fc6e0
 def _design(df:pd.DataFrame, numeric:list, categorical:list)->np.ndarray:
@@ -124,26 +125,72 @@ def _figures(y, probs, tables, fig_dir:Path, dpi:int, status:str=""):
 # %% ../nbs/08f_external.ipynb #ee853509
 def _fmt(v, lo=None, hi=None, d=3):
     if v is None or (isinstance(v, float) and not np.isfinite(v)): return "NA"
-    if lo is None or not np.isfinite(lo) or not np.isfinite(hi): return f"{v:.{d}f}"
-    return f"{v:.{d}f} ({lo:.{d}f} to {hi:.{d}f})"
+    if lo is None or hi is None or not np.isfinite(lo) or not np.isfinite(hi): return _num(v, d)
+    return f"{_num(v, d)} ({_num(lo, d)} to {_num(hi, d)})"
 
-def _calibration_rows(cal:pd.DataFrame)->pd.DataFrame:
-    return pd.DataFrame({"Model": cal["model"], "n (events)": [f"{r.n} ({r.events})" for r in cal.itertuples()],
+def _num(v, d=3)->str:
+    "A number to d decimals, never '-0.000'."
+    return f"{round(float(v), d) + 0.0:.{d}f}"
+
+def development_slopes(results:str|Path, models)->dict:
+    """Each model's calibration slope [value, lo, hi] on the development hospital's held-out test patients, read from
+    the study's tables/calibration.csv in the model's results folder (None where not finite); {} when there is none."""
+    f = Path(results)/"tables"/"calibration.csv"
+    try: t = pd.read_csv(f, dtype=str) if f.is_file() else None
+    except Exception: t = None
+    if t is None or not {"model", "cohort", "slope", "slope_lo", "slope_hi"} <= set(t.columns): return {}
+    t = t[(t["cohort"] == "test") & t["model"].isin(list(models))]
+    num = lambda s: [float(x) if np.isfinite(x) else None for x in pd.to_numeric(s, errors="coerce")]
+    return {m: v for m, *v in zip(t["model"], num(t["slope"]), num(t["slope_lo"]), num(t["slope_hi"]))}
+
+def _calibration_rows(cal:pd.DataFrame, dev:dict|None=None)->pd.DataFrame:
+    "The calibration table as the report shows it; with the slope at development when the study's tables are there."
+    rows = pd.DataFrame({"Model": cal["model"], "Patients (events)": [f"{r.n} ({r.events})" for r in cal.itertuples()],
         "C-statistic (DeLong 95% CI)": [_fmt(r.c, r.c_lo, r.c_hi) for r in cal.itertuples()],
-        "O:E (95% CI)": [_fmt(r.oe, r.oe_lo, r.oe_hi) for r in cal.itertuples()],
-        "CITL (95% CI)": [_fmt(r.citl, r.citl_lo, r.citl_hi) for r in cal.itertuples()],
-        "Slope (95% CI)": [_fmt(r.slope, r.slope_lo, r.slope_hi) for r in cal.itertuples()],
-        "ICI / E50 / E90 / Emax": [f"{r.ici:.3f} / {r.e50:.3f} / {r.e90:.3f} / {r.emax:.3f}" for r in cal.itertuples()],
-        "Brier (scaled)": [f"{r.brier:.3f} ({r.brier_scaled:.3f})" for r in cal.itertuples()],
-        "Probabilities": cal["smoothing"]})
+        "O:E ratio (95% CI)": [_fmt(r.oe, r.oe_lo, r.oe_hi) for r in cal.itertuples()],
+        "Calibration-in-the-large (95% CI)": [_fmt(r.citl, r.citl_lo, r.citl_hi) for r in cal.itertuples()],
+        "Calibration slope (95% CI)": [_fmt(r.slope, r.slope_lo, r.slope_hi) for r in cal.itertuples()]})
+    if dev:
+        rows["Slope at development, test patients (95% CI)"] = [_fmt(*(dev.get(m) or [None])) for m in cal["model"]]
+    rows["ICI / E50 / E90 / Emax"] = [" / ".join(_num(v) for v in (r.ici, r.e50, r.e90, r.emax))
+                                      for r in cal.itertuples()]
+    rows["Brier (scaled Brier)"] = [f"{r.brier:.3f} ({r.brier_scaled:.3f})" for r in cal.itertuples()]
+    rows["Logit of the risks"] = cal["smoothing"].str.replace(r"\bm\b", "k", regex=True)   # a KNN's k votes
+    return rows
+
+def _threshold_rows(thr:pd.DataFrame)->pd.DataFrame:
+    "One row per model: its development threshold and each metric with its 95% CI."
+    names = dict(sensitivity="Sensitivity", specificity="Specificity", ppv="PPV", npv="NPV", accuracy="Accuracy",
+                 f1="F1")
+    out = []
+    for m, g in thr.groupby("model", sort=False):
+        g = g.set_index("metric")
+        out.append({"Model": m, "Threshold (from development)": f"{g['threshold'].iloc[0]:.3f}",
+                    **{f"{lab} (95% CI)": _fmt(g.loc[k, "value"], g.loc[k, "lo"], g.loc[k, "hi"])
+                       for k, lab in names.items() if k in g.index}})
+    return pd.DataFrame(out)
+
+def _delong_rows(dl:pd.DataFrame)->pd.DataFrame:
+    return pd.DataFrame({"Model A": dl["model_a"], "Model B": dl["model_b"], "AUC A": dl["auc_a"].map("{:.3f}".format),
+                         "AUC B": dl["auc_b"].map("{:.3f}".format),
+                         "Difference A - B": dl["difference"].map("{:+.3f}".format),
+                         "z": dl["z"].map("{:.2f}".format), "p": dl["p"].map("{:.3g}".format),
+                         "p, Holm-adjusted": dl["p_holm"].map("{:.3g}".format)})
+
+def _sample_rows(ss:pd.DataFrame)->pd.DataFrame:
+    return pd.DataFrame({"Criterion": ss["criterion"], "Target precision": ss["target"],
+                         "Patients needed": ss["patients"], "Events needed": ss["events"],
+                         "Patients here": ss["this_cohort"],
+                         "Enough": ss["enough"].map({True: "yes", False: "NO"})})
 
 def _updating_rows(upd:pd.DataFrame)->pd.DataFrame:
     words = {"none": "as developed", "intercept": "intercept update", "logistic": "logistic recalibration"}
     return pd.DataFrame({"Model": upd["model"], "Update": upd["update"].map(words),
-        "a, b": [f"{r.a:.3f}, {r.b:.3f}" for r in upd.itertuples()],
-        **{f"{lab} apparent / corrected": [f"{getattr(r, k + '_apparent'):.3f} / {getattr(r, k + '_corrected'):.3f}"
-                                            for r in upd.itertuples()]
-           for k, lab in (("citl", "CITL"), ("slope", "Slope"), ("oe", "O:E"), ("brier", "Brier"))}})
+        "Intercept a / slope b": [f"{_num(r.a)} / {_num(r.b)}" for r in upd.itertuples()],
+        **{f"{lab}: apparent / corrected": [f"{_num(getattr(r, k + '_apparent'))} / "
+                                            f"{_num(getattr(r, k + '_corrected'))}" for r in upd.itertuples()]
+           for k, lab in (("citl", "Calibration-in-the-large"), ("slope", "Calibration slope"), ("oe", "O:E ratio"),
+                          ("brier", "Brier"))}})
 
 def _table_html(df:pd.DataFrame)->str:
     return df.to_html(index=False, na_rep="", escape=True, border=0, classes="t")
@@ -152,52 +199,118 @@ def _table_html(df:pd.DataFrame)->str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 .status{background:#8a0016;color:#fff;padding:.6em 1em;font-weight:bold;border-radius:4px}
 table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}table.t td,table.t th{border-bottom:1px solid #ddd;
-padding:.3em .6em;text-align:left}.note{color:#555;font-size:.9em}img{max-width:48%;margin-right:1%}"""
+padding:.3em .6em;text-align:left;vertical-align:top}.note{color:#555;font-size:.9em}
+img{max-width:48%;margin-right:1%}"""
+
+def _saved_update_html(s:dict|None)->str:
+    "What `--save-updated` wrote, and how to use it; or how to write it."
+    if not s: return ("<p class='note'>No updated model saved: <code>pe-renal validate ... --save-updated "
+                      "intercept</code> (or <code>logistic</code>) writes one that <code>pe-renal predict</code> "
+                      "accepts.</p>")
+    how = {"intercept": "intercept update", "logistic": "logistic recalibration"}[s["method"]]
+    per = "; ".join(f"{m}: a = {u['intercept']:.3f}, b = {u['slope']:.3f}" for m, u in s["models"].items())
+    return (f"<p><b>Saved:</b> <code>{html.escape(s['file'])}</code>, the model with the {how} fitted on these "
+            f"{s['n']} patients ({per}). <code>pe-renal predict --model {html.escape(s['file'])}</code> reports the "
+            "recalibrated risks and says it is an updated model; its decisions at the development thresholds are "
+            "unchanged. Its calibration is checked only on new patients of this hospital.</p>")
+
+def _reading(cal:pd.DataFrame)->str:
+    "Each model's calibration in words: what its O:E ratio and slope intervals say."
+    items = []
+    for r in cal.itertuples():
+        oe = ("observed events match the predicted ones (O:E interval covers 1)" if r.oe_lo <= 1 <= r.oe_hi else
+              f"risks too high on average: {1 / r.oe:.1f} times the events that occurred were predicted" if r.oe_hi < 1
+              else f"risks too low on average: {r.oe:.1f} times the predicted events occurred")
+        sl = ("spread of the risks as it should be (slope interval covers 1)" if r.slope_lo <= 1 <= r.slope_hi else
+              "risks too modest (slope above 1: they should lie further from the average)" if r.slope_lo > 1 else
+              "risks too extreme (slope below 1: they should lie nearer the average)" if r.slope_hi < 1 else
+              "slope not estimable")
+        items.append(f"<li><b>{html.escape(str(r.model))}</b>: {oe}; {sl}.</li>")
+    return "<p>Reading:</p><ul>" + "".join(items) + "</ul>"
+
+_CAL_NOTE = ("O:E ratio: observed / expected events (log-normal CI; 1 ideal, below 1: risks too high). "
+             "Calibration-in-the-large: the intercept with the model's logit as offset (0 ideal; below 0: risks too "
+             "high). Calibration slope: 1 ideal; below 1: risks too extreme; above 1: too modest. ICI / E50 / E90 / "
+             "Emax: mean, median, 90th centile and maximum |observed - predicted| risk along the lowess curve. Scaled "
+             "Brier: 1 - Brier / Brier of giving everyone this hospital's prevalence (above 0: better than that). "
+             "Logit of the risks: a KNN's risks are vote shares of its k neighbours, 0 and 1 among them; they are "
+             "Laplace-smoothed, (k p + 1)/(k + 2), before the logit, as in the study. A KNN tuned for AUC to a large "
+             "k averages far neighbours, so its vote shares crowd towards the development prevalence: a slope above 1 "
+             "at both hospitals is that property, not a change at this one (compare the slope at development).")
+
+def _head_html(meta:dict)->list[str]:
+    "Status, title and what was validated on whom."
+    e = html.escape
+    status = f'<p class="status">{e(meta["status"])}: {e(meta["status_text"])}</p>' if meta["status"] else ""
+    site = Path(meta["cohort"]).name
+    upd = (f"<p><b>An updated model:</b> {e(meta['model_update'])}.</p>" if meta.get("model_update") else "")
+    label = f"{meta['status']} · " if meta["status"] else ""
+    return [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(label)}"
+            f"External validation at {e(site)}</title><style>{_CSS}</style></head><body>{status}"
+            f"<h1>External validation at {e(site)}</h1>",
+            f"<p>Model: <code>{e(meta['model'])}</code>. Patients: {meta['n']} ({meta['events']} with preeclampsia, "
+            f"{100 * meta['prevalence']:.1f}%) of <code>{e(meta['cohort'])}</code>; {e(meta['validation'])}. "
+            "The thresholds are those chosen at development, not re-chosen on these patients.</p>", upd]
+
+def _case_mix_html(t:dict, meta:dict)->list[str]:
+    cm, mem = t.get("case_mix"), meta.get("membership")
+    if cm is None: return ["<p class='note'>Not computed: give the development cohort folder (--development) to "
+                           "compare the patients (the model file keeps no patient's values).</p>"]
+    return ["<p>Membership model C-statistic (cross-validated, 95% CI): "
+            f"<b>{_fmt(mem['c'], mem['lo'], mem['hi'])}</b> (0.5: the hospitals' patients look alike; towards 1: they "
+            "barely overlap; a model of the clinical values and the outcome).</p>",
+            _table_html(cm), f"<p class='note'>{html.escape(cm.attrs.get('note', ''))}</p>"]
 
 def _report_html(meta:dict, t:dict)->str:
     e = html.escape
-    status = f'<p class="status">{e(meta["status"])}: {e(meta["status_text"])}</p>' if meta["status"] else ""
-    cm = t.get("case_mix")
-    mem = meta.get("membership")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>External validation</title><style>{_CSS}</style>"
-             f"</head><body>{status}<h1>External validation of {e(meta['model'])}</h1>",
-             f"<p>{meta['n']} patients ({meta['events']} with preeclampsia, {100 * meta['prevalence']:.1f}%) of "
-             f"<code>{e(meta['cohort'])}</code>; {e(meta['validation'])}. "
-             "The thresholds are those chosen at development.</p>",
-             "<h2>1. Case mix</h2>"]
-    if cm is None: parts.append("<p class='note'>Not computed: give the development cohort folder (--development) to "
-                                "compare the patients (the model file keeps no patient's values).</p>")
-    else:
-        parts.append("<p>Membership model C-statistic (cross-validated, 95% CI): "
-                     f"<b>{_fmt(mem['c'], mem['lo'], mem['hi'])}</b>"
-                     " (0.5: the hospitals' patients look alike; towards 1: they barely overlap).</p>")
-        parts += [_table_html(cm), f"<p class='note'>{e(cm.attrs.get('note', ''))}</p>"]
-    parts += ["<h2>2. Discrimination and calibration</h2>", _table_html(_calibration_rows(t["calibration"])),
-              "<p class='note'>O:E: observed / expected events (log-normal CI). CITL: calibration-in-the-large, "
-              "the intercept with the model's logit as offset (0 ideal; above 0: risks too low). "
-              "Slope: 1 ideal, below 1: risks too extreme. "
-              "ICI/E50/E90/Emax: mean, median, 90th centile and maximum |observed - predicted| along the lowess curve. "
-              "Scaled Brier: 1 - Brier / Brier of predicting the prevalence to everyone.</p>",
-              "<img src='figures/calibration_validation.png' alt='calibration'>"
-              "<img src='figures/roc_validation.png' alt='ROC'>",
-              "<h3>Paired DeLong comparisons (Holm-adjusted)</h3>", _table_html(t["delong_comparisons"].round(4)),
+    parts = _head_html(meta) + ["<h2>1. Case mix: development vs validation patients</h2>"] + _case_mix_html(t, meta)
+    parts += ["<h2>2. Discrimination and calibration</h2>",
+              _table_html(_calibration_rows(t["calibration"], meta.get("development_slopes"))),
+              _reading(t["calibration"]), f"<p class='note'>{e(_CAL_NOTE)}</p>",
+              "<img src='figures/calibration_validation.png' alt='calibration curves at the validation site'>"
+              "<img src='figures/roc_validation.png' alt='ROC curves at the validation site'>",
+              "<h3>Do the models' AUCs differ? Paired DeLong tests</h3>",
+              _table_html(_delong_rows(t["delong_comparisons"])),
+              "<p class='note'>p adjusted for the three comparisons by Holm's method.</p>",
               "<h2>3. Threshold metrics at the development thresholds</h2>",
-              _table_html(t["threshold_metrics"][["model", "threshold", "metric", "value", "lo", "hi"]].round(3)),
+              _table_html(_threshold_rows(t["threshold_metrics"])),
+              "<p class='note'>A patient is called positive when her risk is at or above the model's threshold. "
+              "Sensitivity, specificity, PPV, NPV and accuracy: Wilson score 95% CIs; F1: bootstrap.</p>",
               "<h2>4. Decision curve at this hospital's prevalence</h2>",
-              "<img src='figures/decision_curve_validation.png' alt='decision curve'>",
-              "<h2>5. Updating</h2>", _table_html(_updating_rows(t["updating"])),
-              "<p class='note'>Updates are fitted on these patients, so their apparent calibration is perfect by "
-              f"construction; 'corrected' subtracts the bootstrap optimism ({meta['n_boot']} resamples, the update "
-              "refitted in each).</p>",
-              "<h2>6. Is this cohort big enough</h2>", _table_html(t["sample_size"].round(2)),
+              "<img src='figures/decision_curve_validation.png' alt='decision curve at the validation site'>",
+              "<p class='note'>Net benefit at a threshold probability t: true positives / n - false positives / n x "
+              "t / (1 - t). A model helps at the thresholds where its curve lies above both 'treat all' and "
+              "'treat none'.</p>",
+              "<h2>5. Updating the model to this hospital</h2>", _table_html(_updating_rows(t["updating"])),
+              "<p class='note'>New risk = expit(a + b logit(risk)). Updates are fitted on these patients, so their "
+              "apparent calibration is perfect by construction; 'corrected' subtracts the bootstrap optimism "
+              f"({meta['n_boot']} resamples, the update refitted in each).</p>",
+              _saved_update_html(meta.get("saved_update")),
+              "<h2>6. Is this cohort big enough</h2>", _table_html(_sample_rows(t["sample_size"])),
               "<p class='note'>Riley et al. 2021 (Stat Med 40:4230): minimum patients for precise estimates at this "
-              "cohort's "
-              "prevalence and C-statistic, a normal linear predictor assumed.</p>",
-              f"<p class='note'>pe_renal {e(meta['pe_renal'])}, model SHA-256 {e(meta['model_sha256'][:16])}...</p>",
-              "</body></html>"]
+              "cohort's prevalence and C-statistic, a normal linear predictor assumed. A cohort smaller than these "
+              "gives wide intervals: read the CIs above, not the point estimates.</p>",
+              f"<p class='note'>{e(meta['status'])} · pe_renal {e(meta['pe_renal'])}, model SHA-256 "
+              f"{e(meta['model_sha256'][:16])}...</p>", "</body></html>"]
     return "\n".join(parts)
 
 # %% ../nbs/08f_external.ipynb #f3df7cb7
+def _save_updated(path:Path, obj:dict, model_path, val:Cohort, y:np.ndarray, probs:dict, votes:dict, method:str)->dict:
+    "The model with `method`'s update of every model fitted on these patients, written by `save_model`; its record."
+    models = {}
+    for m, p in probs.items():
+        u = fit_update(y, p, method, votes.get(m))
+        if u["slope"] <= 0:
+            raise PeRenalError(f"{val.root}: the logistic recalibration of {m} has slope {u['slope']:.3f}: at this "
+                               "hospital its risks run the wrong way, and no recalibration repairs that; no updated "
+                               "model is saved.")
+        models[m] = dict(intercept=u["intercept"], slope=u["slope"], m=int(u["m"]))
+    record = dict(method=method, site=val.root.name, n=int(len(y)), events=int(y.sum()),
+                  based_on_sha256=file_sha256(model_path), models=models,
+                  patients=[_patient_key(p) for p in val.clinical["patient_id"].astype(str)])
+    sha = save_model(path, obj["models"], obj["thresholds"], obj["info"], update=record)
+    return {k: v for k, v in record.items() if k != "patients"} | dict(file=path.name, sha256=sha)
+
 def validate_cohort(model_path:str|Path,            # model.skops of a results folder
                     cohort:str|Path,                # the other hospital's cohort folder, with labels
                     out:str|Path,                   # validation results folder to create
@@ -205,10 +318,16 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                                                     # copy beside the model (RESULTS/cohort) when there is one
                     n_boot:int=200, seed:int=42, weights:str|None=None, device:str="auto", cache:str|None=None,
                     overwrite:bool=False, verbose:bool=True, dpi:int=150,
+                    save_updated:str|None=None,     # "intercept" or "logistic": also write updated_model.skops
                    )->Path:                         # the results folder
     "External validation of a saved model on another hospital's labelled patients: tables, figures and report.html."
     t0 = time.perf_counter()
     obj = load_model(model_path); info = obj["info"]
+    if save_updated is not None and save_updated not in UPDATE_METHODS:
+        raise PeRenalError(f"--save-updated {save_updated!r}: one of {', '.join(UPDATE_METHODS)}.")
+    if save_updated and obj.get("update"):
+        raise PeRenalError(f"{model_path} is already an updated model ({update_words(obj['update'])}); update the "
+                           "model it was made from (the model.skops of its results folder) instead.")
     need = list(info["numeric"]) + list(info["categorical"])
     beside = Path(model_path).parent/"cohort"
     dev = Path(development) if development else (beside if (beside/"clinical.csv").is_file() else None)
@@ -220,7 +339,10 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                                "present (a cohort.toml [label] section naming the label column).")
         y = pred["label"].to_numpy(int)
         probs = {m: pred[f"p_{m}"].to_numpy(float) for m in obj["models"]}
-        tables = _external_tables(y, probs, obj["thresholds"], n_boot, seed, knn_votes(obj["models"]))
+        votes = {} if obj.get("update") else knn_votes(obj["models"])    # updated risks are no vote shares
+        thresholds = {m: float(recalibrate_scores([t], obj["update"]["models"][m])[0]) if obj.get("update") else t
+                      for m, t in obj["thresholds"].items()}             # on the updated scale: the same decisions
+        tables = _external_tables(y, probs, thresholds, n_boot, seed, votes)
         main = "Composite" if "Composite" in probs else next(iter(probs))
         tables["sample_size"] = _sample_size(y, roc_auc(y, probs[main]))
         val = load_cohort(cohort, features=need)
@@ -240,6 +362,11 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
         for k, df in tables.items():
             df.to_csv(tmp/"tables"/f"{k}.csv", index=False)
         pred.to_csv(tmp/"predictions.csv", index=False)
+        meta["model_update"] = update_words(obj["update"]) if obj.get("update") else None
+        meta["development_slopes"] = {} if obj.get("update") else development_slopes(Path(model_path).parent, probs)
+        if save_updated:
+            meta["saved_update"] = _save_updated(tmp/"updated_model.skops", obj, model_path, val, y, probs, votes,
+                                                 save_updated)
         _figures(y, probs, tables, tmp/"figures", dpi, meta["status"])
         (tmp/"report.html").write_text(_report_html(meta, tables), encoding="utf-8")
         meta["seconds"] = round(time.perf_counter() - t0, 1)

@@ -17,9 +17,10 @@ from .report import run_status, status_text
 
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'MOST_IDS', 'model_file_types', 'save_model', 'load_model', 'protected_inputs',
-           'known_categories', 'pixel_sha256', 'development_fingerprint', 'roi_counts', 'development_overlap',
-           'overlap_words', 'predict_cohort']
+__all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'MODEL_FILE_KEYS', 'UPDATE_METHODS', 'MOST_IDS', 'model_file_types',
+           'recalibrate_scores', 'save_model', 'load_model', 'protected_inputs', 'known_categories', 'pixel_sha256',
+           'development_fingerprint', 'roi_counts', 'development_overlap', 'overlap_words', 'update_words',
+           'predict_cohort']
 
 # %% ../nbs/08c_predict.ipynb #3af20a34
 MODEL_FORMAT = "pe_renal-model/1"
@@ -72,11 +73,48 @@ def _slim(model):
         if hasattr(clf, a): delattr(clf, a)
     return m
 
-def save_model(path:str|Path, fitted:dict, thresholds:dict, info:dict)->str:
+# The keys of a model file: "update" only in a model recalibrated at another hospital (`pe-renal validate --save-updated`)
+MODEL_FILE_KEYS = frozenset({"format", "models", "thresholds", "info", "update"})
+UPDATE_METHODS = ("intercept", "logistic")
+_UPDATE_KEYS = frozenset({"method", "site", "n", "events", "based_on_sha256", "patients", "models"})
+
+def recalibrate_scores(y_prob, update:dict)->np.ndarray:
+    """A model's risks after an update fitted at another hospital: expit(intercept + slope * logit(p)), the logit of KNN
+    vote shares smoothed as the study smooths them (`update['m']` votes; 0: continuous risks)."""
+    from pe_renal.evaluation import smoothed_probabilities
+    ps, _ = smoothed_probabilities(np.asarray(y_prob, float), update["m"])
+    return 1 / (1 + np.exp(-(update["intercept"] + update["slope"] * np.log(ps / (1 - ps)))))
+
+def _update_problem(upd, models)->str|None:
+    "What is wrong with an update record (None: nothing): exact keys, one finite, order-keeping update per model."
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if not isinstance(upd, dict) or set(upd) != _UPDATE_KEYS: return f"its keys are not {sorted(_UPDATE_KEYS)}"
+    if upd["method"] not in UPDATE_METHODS: return f"method {upd['method']!r} is not one of {', '.join(UPDATE_METHODS)}"
+    if not (isinstance(upd["site"], str) and whole(upd["n"]) and whole(upd["events"]) and upd["events"] <= upd["n"]):
+        return "the site, or its numbers of patients and events, are malformed"
+    if not (isinstance(upd["based_on_sha256"], str) and len(upd["based_on_sha256"]) == 64): return "based_on_sha256 is not a SHA-256"
+    if not (_STR_LIST(upd["patients"]) and len(upd["patients"]) == upd["n"]): return "patients is not the n hashed patient ids"
+    ms = upd["models"]
+    if not isinstance(ms, dict) or set(ms) != set(models): return "it does not hold one update per model"
+    for m, u in ms.items():
+        if not (isinstance(u, dict) and set(u) == {"intercept", "slope", "m"} and num(u["intercept"]) and num(u["slope"])
+                and whole(u["m"])): return f"the update of {m} is not a finite intercept, slope and number of votes"
+        if u["slope"] <= 0 or (upd["method"] == "intercept" and u["slope"] != 1):
+            return f"the update of {m} has slope {u['slope']} (an intercept update has slope 1; none reverses the risks)"
+    return None
+
+def save_model(path:str|Path, fitted:dict, thresholds:dict, info:dict,
+               update:dict|None=None, # a recalibration fitted at another hospital (`_UPDATE_KEYS`), recorded with the model
+              )->str:
     "Write the fitted models and what they need to a .skops file (atomically); returns its SHA-256."
     import skops.io as sio
     obj = {"format": MODEL_FORMAT, "models": {k: _slim(v) for k, v in fitted.items()},
            "thresholds": {k: float(v) for k, v in thresholds.items()}, "info": json.loads(json.dumps(info, default=str))}
+    if update is not None:
+        obj["update"] = json.loads(json.dumps(update))
+        why = _update_problem(obj["update"], obj["models"])
+        if why: raise PeRenalError(f"{path}: not written: the model update is malformed ({why}).")
     path = Path(path)
     with atomic_write(path) as f: f.write(sio.dumps(obj))
     return file_sha256(path)
@@ -104,6 +142,9 @@ def load_model(path:str|Path)->dict:
                            "results folder written by `pe-renal run`.") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise PeRenalError(f"{path}: not a pe_renal model (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__}).")
+    if set(obj) - MODEL_FILE_KEYS:
+        raise PeRenalError(f"{path}: a damaged pe_renal model: it holds {sorted(set(obj) - MODEL_FILE_KEYS)!r}, which "
+                           "pe_renal never writes into a model file.")
     for key, kind in (("models", dict), ("thresholds", dict), ("info", dict)):
         if not isinstance(obj.get(key), kind): raise PeRenalError(f"{path}: a damaged pe_renal model ({key!r} missing or not a {kind.__name__}).")
     _check_contents(obj, path)
@@ -142,6 +183,8 @@ def _check_contents(obj:dict, path:Path):
     counts = lambda d: all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in d.values())
     if roi is not None and not (isinstance(roi, dict) and set(roi) == {"box", "mask", "none"} and counts(roi)):
         bad("info['development']['roi'] (how many training images had an ROI box or mask) is malformed")
+    if "update" in obj and _update_problem(obj["update"], models):
+        bad(f"its update record (the recalibration at another hospital) is malformed: {_update_problem(obj['update'], models)}")
 
 # %% ../nbs/08c_predict.ipynb #9162af34
 def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loaded Cohort)
@@ -298,6 +341,12 @@ def overlap_words(o:dict)->str:
                      "patients this model was developed on (most of the cohort: the same women, whatever their images)")
     return "; ".join(words)
 
+def update_words(upd:dict)->str:
+    "What an updated model was updated on, in words."
+    how = {"intercept": "intercept update", "logistic": "logistic recalibration"}[upd["method"]]
+    return (f"{how} fitted on {upd['n']} patients ({upd['events']} with preeclampsia) of {upd['site']}; p_MODEL are "
+            "the recalibrated risks, p_MODEL_as_developed the model's own, and the decisions (pred_MODEL) are unchanged")
+
 def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                    cohort:str|Path|Cohort,# new patients: images + clinical values (labels optional)
                    out:str|Path|None=None,# predictions CSV to write (refused if it exists, unless overwrite)
@@ -355,6 +404,15 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     if overlap is not None and not shared and not overlap["pixels_checked"]:   # a model file written before pixel digests
         validation += (" (by image file only: this model file records no pixel digests, so development images saved again "
                        "in other files would not be recognised)")
+    upd = obj.get("update")
+    if upd:
+        if verbose: print(f"An updated model: {update_words(upd)}.", flush=True)
+        used = set(upd["patients"]) & {_patient_key(p) for p in cohort.clinical["patient_id"].astype(str)}
+        if used:
+            warnings.warn(f"{len(used)} of {len(cohort.clinical)} patients of {cohort.root} are patients this model was "
+                          f"updated on ({upd['site']}): its calibration on them is fitted there, not validated.", stacklevel=2)
+            validation = (f"NOT external: {len(used)} of {len(cohort.clinical)} patients are those this model was updated "
+                          "on, so its calibration on them is fitted, not validated")
     bb = _backbone_for(info, weights, model_path)
     if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
         print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)
@@ -368,9 +426,14 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
     X = pd.concat([feats[info["deep_columns"]], clin[info["numeric"]].astype(float), clin[info["categorical"]].astype(object)], axis=1)
     pred = pd.DataFrame(index=X.index)
     if cohort.has_labels: pred["label"] = clin["label"].astype(int)
+    thresholds = dict(obj["thresholds"])   # of an updated model: on the updated scale, the same decisions
     for m, mod in obj["models"].items():
-        pred[f"p_{m}"] = mod.predict_proba(X)[:, 1]
-        pred[f"pred_{m}"] = (pred[f"p_{m}"] >= obj["thresholds"][m]).astype(int)
+        p = mod.predict_proba(X)[:, 1]
+        pred[f"p_{m}"] = recalibrate_scores(p, upd["models"][m]) if upd else p
+        pred[f"pred_{m}"] = (p >= obj["thresholds"][m]).astype(int)    # an update keeps the risks' order
+        if upd:
+            pred[f"p_{m}_as_developed"] = p
+            thresholds[m] = float(recalibrate_scores([obj["thresholds"][m]], upd["models"][m])[0])
     if status: pred["status"] = status
     metrics = None
     if cohort.has_labels and pred["label"].nunique() == 1:
@@ -380,13 +443,14 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         rows = []
         for m in obj["models"]:
             a = delong_ci(pred["label"], pred[f"p_{m}"])
-            tm = threshold_metrics(pred["label"], pred[f"p_{m}"], obj["thresholds"][m])
-            rows.append(dict(model=m, n=len(pred), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=obj["thresholds"][m],
+            tm = threshold_metrics(pred["label"], pred.get(f"p_{m}_as_developed", pred[f"p_{m}"]), obj["thresholds"][m])
+            rows.append(dict(model=m, n=len(pred), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=thresholds[m],
                              **{k: tm.loc[k, "value"] for k in tm.index}, **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
                              **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index},
                              ci_note="; ".join(f"{k}: {tm.loc[k, 'note']}" for k in tm.index if tm.loc[k, "note"])))
         metrics = pd.DataFrame(rows)
         metrics["validation"] = validation
+        if upd: metrics["model_update"] = update_words(upd)
         if status: metrics["status"] = status
     if out is not None:
         out = Path(out)
@@ -397,6 +461,8 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                     untrained_backbone=bool(info.get("untrained")), model=str(Path(model_path).absolute()),
                     model_sha256=file_sha256(model_path), cohort=str(cohort.root), patients=int(len(pred)),
                     labels=bool(cohort.has_labels), validation=validation, development_overlap=overlap,
+                    model_update=({k: v for k, v in upd.items() if k != "patients"} | {"words": update_words(upd)}
+                                  if upd else None),
                     pe_renal=pe_renal.__version__)
         with atomic_write(out.with_name(out.name + ".json"), "w") as f: json.dump(side, f, indent=2)
     return pred.reset_index(), metrics

@@ -12,6 +12,7 @@ from scipy import stats
 
 from .core import PeRenalError
 from .evaluation import check_scores, smoothed_probabilities, count_denominator, roc_auc, delong_ci
+from .predict import recalibrate_scores
 
 # %% auto #0
 __all__ = ['UPDATES', 'Estimate', 'logistic_fit', 'model_logits', 'observed_expected', 'calibration_in_the_large',
@@ -211,8 +212,8 @@ def apply_update(y_prob, update:dict)->np.ndarray:
     "The updated risks: expit(intercept + slope * logit(p)), the logit smoothed as when the update was fitted."
     p = np.asarray(y_prob, float)
     if update["method"] == "none": return p
-    lp, _ = model_logits(p, update["m"])
-    return 1 / (1 + np.exp(-(update["intercept"] + update["slope"] * lp)))
+    model_logits(p, update["m"])                       # checks the risks are probabilities
+    return recalibrate_scores(p, update)               # as `predict` applies a saved update
 
 # %% ../nbs/08d_validate.ipynb #33722f63
 def _update_metrics(y, lp_new, p_new)->np.ndarray:

@@ -86,3 +86,60 @@ def test_cli_validate_needs_labels(study_results, tmp_path):
                         "--out", str(tmp_path / "v"), "--boot", "10", "--device", "cpu",
                         "--cache", str(study_results[2].cache)], capture_output=True, text=True)
     assert r.returncode != 0 and "outcome of every patient" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_saved_update_is_what_predict_applies(study_results, sites, capsys):
+    """`--save-updated logistic` writes updated_model.skops; predict on it gives validate's updated risks, says it is an
+    updated model and on what, keeps the decisions, and calls its own fitting patients not external."""
+    from pe_renal.predict import predict_cohort
+    from pe_renal.validate import apply_update, calibration_summary
+    d, same, prev = sites
+    out = _run(study_results, prev, d / "v_upd", save_updated="logistic")
+    upd = pd.read_csv(out / "tables" / "updating.csv").query("update == 'logistic'").set_index("model")
+    dev = pd.read_csv(out / "predictions.csv").set_index("patient_id")
+    votes = json.loads((out / "validate.json").read_text())["saved_update"]["models"]
+    with pytest.warns(UserWarning, match="patients this model was updated on"):
+        pred, metrics = predict_cohort(out / "updated_model.skops", prev, cache=study_results[2].cache, device="cpu")
+    said = capsys.readouterr().out
+    assert "An updated model: logistic recalibration fitted on 160 patients (32 with preeclampsia) of prev" in said
+    pred = pred.set_index("patient_id").loc[dev.index]
+    for m in upd.index:
+        mine = apply_update(dev[f"p_{m}"], dict(method="logistic", intercept=upd.loc[m, "a"], slope=upd.loc[m, "b"],
+                                                 m=votes[m]["m"]))
+        np.testing.assert_allclose(pred[f"p_{m}"], mine, rtol=1e-12)
+        assert (pred[f"pred_{m}"] == dev[f"pred_{m}"]).all() and np.allclose(pred[f"p_{m}_as_developed"], dev[f"p_{m}"])
+        s = calibration_summary(pred["label"], pred[f"p_{m}"], m=0, n_boot=0)   # its own fitting data: ideal by construction
+        assert abs(s["citl"]) < 1e-6 and abs(s["slope"] - 1) < 1e-6, (m, s)
+    assert metrics["validation"].str.startswith("NOT external").all()
+    _, other = predict_cohort(out / "updated_model.skops", same, cache=study_results[2].cache, device="cpu", verbose=False)
+    assert (other["validation"] == "external").all() and other["model_update"].str.contains("of prev").all()
+    with pytest.raises(PeRenalError, match="already an updated model"):
+        validate_cohort(out / "updated_model.skops", same, d / "v_again", save_updated="intercept", verbose=False)
+
+
+@pytest.mark.slow
+def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, sites):
+    """The same women (seed 11) scanned with coarser speckle and a blur, and with every clinical value 0.5 SD higher:
+    the deep-feature model ranks them worse than the same women on the first scanner (paired DeLong), and the case mix
+    is visible (membership C well above 0.5, standardised differences near 0.5); `same` is the control."""
+    from pe_renal.evaluation import delong_test
+    from pe_renal.predict import predict_cohort
+    d, same, _ = sites
+    shifted = make_cohort(d / "scanner", n=160, seed=11, delta=2.5, n_jobs=2,
+                          site=dict(id_prefix="E", blur=2.0, speckle=2.0, case_mix=0.5))
+    out = _run(study_results, shifted, d / "v_scanner")
+    base, _ = predict_cohort(study_results[3] / "model.skops", same, cache=study_results[2].cache, device="cpu",
+                             verbose=False)
+    cal = pd.read_csv(out / "tables" / "calibration.csv").set_index("model")
+    new = pd.read_csv(out / "predictions.csv")
+    base, new = (t.assign(n=t["patient_id"].str[1:]).set_index("n").sort_index() for t in (base, new))
+    assert (new.index == base.index).all() and (new["label"] == base["label"]).all()   # the same women
+    t = delong_test(base["label"], base["p_DL"], new["p_DL"])
+    print(f"DL AUC first scanner {t.auc_a:.3f}, second {t.auc_b:.3f}, p = {t.p:.2g}; validation table {cal.loc['DL', 'c']:.3f}")
+    assert t.auc_b < t.auc_a and t.p < 0.05, t
+    meta = json.loads((out / "validate.json").read_text())
+    assert meta["membership"]["lo"] > 0.6, meta["membership"]
+    mix = pd.read_csv(out / "tables" / "case_mix.csv").dropna(subset=["SMD"]).set_index("variable")
+    numeric = mix[mix["level"].str.startswith(("median", "mean"))]["SMD"].abs()
+    assert numeric.median() > 0.25 and abs(mix.loc["outcome", "SMD"]) < 0.1, mix   # values shifted, prevalence not

@@ -81,3 +81,31 @@ def test_updating_table_starts_from_the_summary():
         none = updating_table(y, p, n_boot=0).set_index("update").loc["none"]
         assert [none.citl_apparent, none.slope_apparent, none.oe_apparent, none.brier_apparent] == pytest.approx(
             [s["citl"], s["slope"], s["oe"], s["brier"]], abs=1e-9)
+
+
+def test_a_large_k_makes_vote_shares_too_modest_not_the_smoothing():
+    """Why a tuned KNN's calibration slope is above 1 at its own hospital and at a second one: with k a large share of
+    its training patients (the study's tuning, which judges AUC only, picks k = 21-25 of about 85) every vote averages
+    far neighbours, so the shares crowd towards the training prevalence (too modest: slope > 1); a small k gives noisy,
+    too extreme shares (slope < 1 before the smoothing, which pulls 0 and 1 in). The Laplace smoothing of 0/1 shares is not the cause: the shares strictly inside
+    (0, 1), unsmoothed, have a slope as far above 1. Known answer: the true risks have slope 1."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from pe_renal.validate import logistic_fit
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        x = rng.normal(size=(n, 2))
+        r = _expit(0.2 + 1.5 * x[:, 0])
+        return x, (rng.random(n) < r).astype(int), r
+    xt, yt, rt = draw(20000)
+    truth = calibration_slope(yt, rt, m=0)[0]
+    assert truth.lo < 1 < truth.hi, truth
+    for k in (25, 3):
+        for _ in range(3):
+            x, y, _ = draw(90)
+            p = KNeighborsClassifier(k).fit(x, y).predict_proba(xt)[:, 1]
+            s = calibration_slope(yt, p, m=k)[0]
+            inside = (p > 0) & (p < 1)
+            q = p[inside]
+            raw = logistic_fit(yt[inside], np.column_stack([np.ones(inside.sum()), np.log(q / (1 - q))]))[0][1]
+            assert (s.value > 1.3 and raw > 1.2) if k == 25 else raw < 1, (k, s, raw)
