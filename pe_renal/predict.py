@@ -410,7 +410,7 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         used = set(upd["patients"]) & {_patient_key(p) for p in cohort.clinical["patient_id"].astype(str)}
         if used:
             warnings.warn(f"{len(used)} of {len(cohort.clinical)} patients of {cohort.root} are patients this model was "
-                          f"updated on ({upd['site']}): its calibration on them is fitted there, not validated.", stacklevel=2)
+                          f"updated on ({upd['site']}): its calibration on them is fitted there, not validated.", stacklevel=2, category=PeRenalWarning)
             validation = (f"NOT external: {len(used)} of {len(cohort.clinical)} patients are those this model was updated "
                           "on, so its calibration on them is fitted, not validated")
     bb = _backbone_for(info, weights, model_path)
