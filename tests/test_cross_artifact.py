@@ -248,5 +248,21 @@ def test_the_incorporation_bias_of_a_kept_outcome_defining_column_is_in_the_repo
     assert pred.loc[col, "role"] == "outcome-defining predictor"
     assert (pred["role"] == "outcome-defining predictor").sum() == 1
     text = " ".join(read_report(out / "report.html").prose)
-    assert f"Incorporation bias: '{col}' is used as a predictor but helps define the outcome" in text
-    assert "performance is optimistic (incorporation bias)" in text
+    said = f"Incorporation bias: '{col}' is used as a predictor but helps define the outcome"
+    top = text[:text.index("1. Cohort")]                                         # the run's warnings, at the top
+    methods = text[text.index("Candidate clinical predictors"):text.index("TRIPOD+AI checklist")]   # beside the predictors
+    for part in (top, methods):
+        assert said in part and "performance is optimistic (incorporation bias)" in part
+
+
+def test_the_report_describes_the_interval_internal_validation_csv_holds(study_results):
+    """The primary internal-validation CI is mean ± t sqrt(v_ic + v_nb) (the method column says so): the report's words say
+    the same, and the interval is wider than both of its parts, as a sum of variances is (not the wider of the two)."""
+    out = study_results[3]
+    iv = pd.read_csv(out / "tables" / "internal_validation.csv")
+    primary = iv[iv["primary"] & iv["same_as"].isna()]
+    assert primary["method"].str.contains("sqrt(v_ic + v_nb)", regex=False).all()
+    assert ((primary["lo"] < primary[["lo_ic", "lo_nb"]].min(axis=1)) | (primary["lo"] == 0)).all()
+    text = " ".join(read_report(out / "report.html").prose)
+    para = text[text.index("Primary: repeated stratified"):text.index("Selection effect")]
+    assert "sqrt(v_ic + v_nb)" in para and "added to the corrected repeated-CV variance" in para and "wider of" not in para
