@@ -1,8 +1,9 @@
-"""Every number a reader quotes is the number of the file it comes from. One walker, `unsourced_numbers`, reads a results
-folder's report.html as a reader sees it (its visible text) and ties each number to its source: a table cell to the same
-row of the CSV the table names (data-source), a number of the prose to run.json or the summary tables, Table 2 (the
-paper-format table) to performance.csv and internal_validation.csv, run.json's intervals and thresholds to the CSVs, the
-SHAP caption to performance.csv and the family table. A number added to the report without a source makes it fail."""
+"""Every number a reader quotes is the number of the file it comes from. One walker, `unsourced_numbers`, reads a
+results folder's report.html as a reader sees it (its visible text) and ties each number to its source: a table cell
+to the same row of the CSV the table names (data-source), a number of the prose to run.json or the summary tables,
+Table 2 (the paper-format table) to performance.csv and internal_validation.csv, run.json's intervals and thresholds
+to the CSVs, the SHAP caption to performance.csv and the family table. A number added to the report without a source
+makes it fail."""
 import json
 import re
 from html.parser import HTMLParser
@@ -94,7 +95,7 @@ def _table_problems(d: Path, t: dict) -> list:
 
 
 def _prose_problems(d: Path, r: _Report, extra: set) -> list:
-    "Every decimal number of the prose is a value of run.json, of a summary table, or a constant of the report's wording."
+    "Every decimal number of the prose is a value of run.json, of a summary table or a constant of the report's words."
     m = json.loads((d / "run.json").read_text())
     have = _tokens(s for v in _json_values(m) for s in _shown(v)) | extra
     for name in PROSE_SOURCES:
@@ -123,7 +124,8 @@ def _cross_file_problems(d: Path) -> list:
         f = fmt[(fmt["model"] == model) & (fmt["cohort"] == cohort)].iloc[0]
         if row["threshold"] != m["model"]["thresholds"][model]:
             out.append(f"performance.csv {model} {cohort} threshold {row['threshold']} != run.json's")
-        if f["Threshold"] != f"{row['threshold']:.3g}": out.append(f"Table 2 {model} {cohort} threshold {f['Threshold']}")
+        if f["Threshold"] != f"{row['threshold']:.3g}":
+            out.append(f"Table 2 {model} {cohort} threshold {f['Threshold']}")
         auc = _fmt(row["auc"]) + (f" ({_fmt(row['auc_lo'])}-{_fmt(row['auc_hi'])})" if cohort != "train" else "")
         if f["AUC (95% CI)"] != auc: out.append(f"Table 2 {model} {cohort} AUC {f['AUC (95% CI)']!r} != {auc!r}")
         if f["n"] != str(row["n"]): out.append(f"Table 2 {model} {cohort} n {f['n']} != {row['n']}")
@@ -148,8 +150,8 @@ def _caption_problems(d: Path, r: _Report) -> list:
     t = perf[(perf["model"] == "Composite") & (perf["cohort"] == "test")].iloc[0]
     v = iv[iv["primary"] & (iv["model"] == "Composite")].iloc[0]
     text = " ".join(r.prose)
-    want = (f"held-out test AUC is {_fmt(t['auc'])} ({_fmt(t['auc_lo'])}-{_fmt(t['auc_hi'])}) and internal-validation AUC "
-            f"{_fmt(v['auc'])} ({_fmt(v['lo'])}-{_fmt(v['hi'])})")
+    want = (f"held-out test AUC is {_fmt(t['auc'])} ({_fmt(t['auc_lo'])}-{_fmt(t['auc_hi'])}) and "
+            f"internal-validation AUC {_fmt(v['auc'])} ({_fmt(v['lo'])}-{_fmt(v['hi'])})")
     out = [] if want in text else [f"SHAP section does not say {want!r}"]
     for f in pd.read_csv(d / "tables" / "shap_importance_family.csv").itertuples():
         w = (f"{f.family}: mean |net contribution| {f.mean_abs_net_contribution:.3f}, signed mean "
@@ -181,7 +183,7 @@ def test_every_number_of_the_report_and_run_json_is_its_source_files(study_resul
 
 
 def test_a_number_added_to_the_report_without_a_source_is_found(study_results, tmp_path):
-    "The negative control: a copy of the report with one changed interval, one added sentence and one changed Table 1 cell."
+    "Negative controls: a copy of the report with a changed interval, an added sentence, a changed Table 1 cell."
     import shutil
     d = tmp_path / "r"
     shutil.copytree(study_results[3], d, ignore=shutil.ignore_patterns("cohort", "figures"))
@@ -198,12 +200,13 @@ def test_a_number_added_to_the_report_without_a_source_is_found(study_results, t
     t1 = "tables/table1_by_group.csv"
     row = html[html.index(f'data-source="{t1}"'):]
     m = re.search(r"<td>(\d+) \(", row)
-    (d / "report.html").write_text(html.replace(row, row.replace(m.group(0), f"<td>{int(m.group(1)) + 1} (", 1)), encoding="utf-8")
+    bad = html.replace(row, row.replace(m.group(0), f"<td>{int(m.group(1)) + 1} (", 1))
+    (d / "report.html").write_text(bad, encoding="utf-8")
     assert any(t1 in p for p in unsourced_numbers(d))
 
 
 def test_table1_counts_every_patient_by_group_and_by_split(study_results):
-    "Study-level Table 1 describes the whole cohort: its group and split headings and every categorical level count all patients."
+    "Study-level Table 1 describes the whole cohort: its headings and every categorical level count all patients."
     from conftest import PARITY_LEVELS
     _, cohort, _, out = study_results
     clin = pd.read_csv(cohort / "clinical.csv")
@@ -237,7 +240,7 @@ def test_table1_counts_every_patient_by_group_and_by_split(study_results):
 
 
 def test_the_incorporation_bias_of_a_kept_outcome_defining_column_is_in_the_report(study_results):
-    "The shared study keeps sbp_mmHg (outcome-defining) as a predictor: run.json, the predictors table and the report say so."
+    "The shared study keeps sbp_mmHg (outcome-defining) as a predictor: run.json, predictors.csv and the report say so."
     from conftest import KEPT_OUTCOME_DEFINING as col
     out = study_results[3]
     m = json.loads((out / "run.json").read_text())
@@ -250,14 +253,14 @@ def test_the_incorporation_bias_of_a_kept_outcome_defining_column_is_in_the_repo
     text = " ".join(read_report(out / "report.html").prose)
     said = f"Incorporation bias: '{col}' is used as a predictor but helps define the outcome"
     top = text[:text.index("1. Cohort")]                                         # the run's warnings, at the top
-    methods = text[text.index("Candidate clinical predictors"):text.index("TRIPOD+AI checklist")]   # beside the predictors
+    methods = text[text.index("Candidate clinical predictors"):text.index("TRIPOD+AI checklist")]  # by the predictors
     for part in (top, methods):
         assert said in part and "performance is optimistic (incorporation bias)" in part
 
 
 def test_the_report_describes_the_interval_internal_validation_csv_holds(study_results):
-    """The primary internal-validation CI is mean ± t sqrt(v_ic + v_nb) (the method column says so): the report's words say
-    the same, and the interval is wider than both of its parts, as a sum of variances is (not the wider of the two)."""
+    """The primary internal-validation CI is mean ± t sqrt(v_ic + v_nb) (the method column says so): the report's words
+    say the same, and the interval is wider than both of its parts, as a sum of variances is (not the wider of them)."""
     out = study_results[3]
     iv = pd.read_csv(out / "tables" / "internal_validation.csv")
     primary = iv[iv["primary"] & iv["same_as"].isna()]
@@ -265,4 +268,5 @@ def test_the_report_describes_the_interval_internal_validation_csv_holds(study_r
     assert ((primary["lo"] < primary[["lo_ic", "lo_nb"]].min(axis=1)) | (primary["lo"] == 0)).all()
     text = " ".join(read_report(out / "report.html").prose)
     para = text[text.index("Primary: repeated stratified"):text.index("Selection effect")]
-    assert "sqrt(v_ic + v_nb)" in para and "added to the corrected repeated-CV variance" in para and "wider of" not in para
+    assert "sqrt(v_ic + v_nb)" in para and "added to the corrected repeated-CV variance" in para
+    assert "wider of" not in para

@@ -85,9 +85,10 @@ def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_res
             warnings.simplefilter("ignore")
             fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
         path = tmp_path / f"{clf}_{method}_{cat}.skops"
-        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32", numeric=["age", "crea"],
-                    categorical=["parity"] if cat else [], deep_columns=list(deep.columns), n_train=34, auc=0.5, ok=True,
-                    none=None, transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
+        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32",
+                    numeric=["age", "crea"], categorical=["parity"] if cat else [], deep_columns=list(deep.columns),
+                    n_train=34, auc=0.5, ok=True, none=None,
+                    transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
         if tuned: info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
         save_model(path, fitted, {k: 0.5 for k in fitted}, info)
         types = model_file_types(path)

@@ -17,9 +17,9 @@ def hand_auc(y, s):
 
 
 def hand_ic_msq(y, s, prev):
-    """Mean square of the AUC's influence curve over a validation fold (LeDell et al. 2015, eq. 3): a case's term is
-    (share of controls she outranks - AUC) / p, a control's (share of cases that outrank her - AUC) / (1 - p). A constant
-    score (a prevalence stand-in) counts as an uninformative score: (1/p + 1/(1-p)) / 12."""
+    """Mean square of the AUC's influence curve over a validation fold (LeDell et al. 2015): a case's term is
+    (share of controls she outranks - AUC) / p, a control's (share of cases that outrank her - AUC) / (1 - p), ties
+    counting one half. A constant score (a prevalence stand-in) counts as an uninformative one: (1/p + 1/(1-p)) / 12."""
     if s.max() == s.min(): return (1 / prev + 1 / (1 - prev)) / 12
     auc, cases, controls = hand_auc(y, s), s[y == 1], s[y == 0]
     ic = [((controls < v).mean() + 0.5 * (controls == v).mean() - auc) / prev if yi == 1 else
@@ -72,7 +72,8 @@ def test_internal_validation_interval_from_the_out_of_fold_scores(saved):
         assert f["auc"].to_dict() == pytest.approx(aucs, abs=1e-12)      # the slices are the folds
         a = np.array(list(aucs.values()))
         auc, J = a.mean(), len(a)
-        v_ic = np.mean([np.mean([m for (r, _), m in msq.items() if r == rep]) for rep in sorted({r for r, _ in msq})]) / n
+        repeats = sorted({r for r, _ in msq})
+        v_ic = np.mean([np.mean([m for (r, _), m in msq.items() if r == rep]) for rep in repeats]) / n
         v_nb = (1 / J + (f["n_test"] / f["n_train"]).mean()) * a.var(ddof=1)
         h, h_ic = stats.t.ppf(0.975, J - 1) * np.sqrt(v_ic + v_nb), stats.norm.ppf(0.975) * np.sqrt(v_ic)
         want = dict(auc=auc, lo=max(0, auc - h), hi=min(1, auc + h), lo_ic=max(0, auc - h_ic), hi_ic=min(1, auc + h_ic))
@@ -82,7 +83,7 @@ def test_internal_validation_interval_from_the_out_of_fold_scores(saved):
 
 
 def test_thresholds_are_youden_on_every_repeat_pooled(saved):
-    "The threshold is chosen on the out-of-fold scores of all repeats together; on this fixture one repeat alone would differ."
+    "The threshold is chosen on the out-of-fold scores of all repeats together; here one repeat alone would differ."
     oof, th = saved["oof"], saved["run"]["model"]["thresholds"]
     assert oof["repeat"].nunique() >= 2
     used = oof[oof["chooses_threshold"]]
