@@ -103,7 +103,7 @@ def build_once(tmp_path_factory, request, name:str, build) -> Path:
     return d
 
 
-KEPT_OUTCOME_DEFINING = "sbp_mmHg"     # the shared study keeps this outcome-defining column as a predictor
+KEPT_OUTCOME_DEFINING = "urine_protein_24h_g"     # the shared study keeps this outcome-defining column as a predictor
 PARITY_LEVELS = ("nulliparous", "primiparous", "multiparous")
 
 

@@ -240,7 +240,7 @@ def test_table1_counts_every_patient_by_group_and_by_split(study_results):
 
 
 def test_the_incorporation_bias_of_a_kept_outcome_defining_column_is_in_the_report(study_results):
-    "The shared study keeps sbp_mmHg (outcome-defining) as a predictor: run.json, predictors.csv and the report say so."
+    "The shared study keeps an outcome-defining column as a predictor: run.json, predictors.csv and the report say so."
     from conftest import KEPT_OUTCOME_DEFINING as col
     out = study_results[3]
     m = json.loads((out / "run.json").read_text())
