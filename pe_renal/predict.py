@@ -26,17 +26,15 @@ __all__ = ['MODEL_FORMAT', 'MODEL_FILE_TYPES', 'MODEL_FILE_KEYS', 'UPDATE_METHOD
 MODEL_FORMAT = "pe_renal-model/1"
 # Every object a model file written by `save_model` holds, as "how skops builds it:module.Class", for every classifier
 # (knn, logistic, svm, rf), LASSO method and rule, with and without categorical columns (tests/test_model_file.py writes
-# each and checks it against this list). An exact list, never name prefixes: a file holding anything else is refused
-# before a single object is built, since scikit-learn, NumPy and builtins each hold callables that run code.
+# each and checks that together they write exactly this list). An exact list, never name prefixes: a file holding
+# anything else is refused before any object is built (scikit-learn, NumPy and builtins hold code-running callables).
 MODEL_FILE_TYPES = frozenset({
-    # containers and plain values
+    # containers and plain values (skops writes a dict's numbers, booleans and None as JSON text: JsonNode builtins.str)
     "DictNode:builtins.dict", "ListNode:builtins.list", "TupleNode:builtins.tuple", "SliceNode:builtins.slice",
-    "JsonNode:builtins.str", "JsonNode:builtins.int", "JsonNode:builtins.float", "JsonNode:builtins.bool",
-    "JsonNode:builtins.NoneType", "TypeNode:builtins.str",
-    # NumPy arrays and the dtypes they carry (read with allow_pickle=False)
-    "NdArrayNode:numpy.ndarray", "NdArrayNode:numpy.float64", "NdArrayNode:numpy.float32", "NdArrayNode:numpy.int64",
-    "NdArrayNode:numpy.int32", "NdArrayNode:numpy.bool_", "DTypeNode:numpy.dtype",
-    "TypeNode:numpy.float64", "TypeNode:numpy.float32", "TypeNode:numpy.int64", "TypeNode:numpy.int32",
+    "JsonNode:builtins.str", "TypeNode:builtins.str",
+    # NumPy arrays (read with allow_pickle=False), the scalars and dtypes the fitted models carry
+    "NdArrayNode:numpy.ndarray", "NdArrayNode:numpy.float64", "NdArrayNode:numpy.int64", "DTypeNode:numpy.dtype",
+    "TypeNode:numpy.float64",
     # the fitted pipelines
     "ObjectNode:pe_renal.lasso.LassoSelector", "ObjectNode:pe_renal.models.SafeStandardScaler",
     "ObjectNode:pe_renal.models.TunedClassifier",
@@ -44,7 +42,7 @@ MODEL_FILE_TYPES = frozenset({
     "ObjectNode:sklearn.impute._base.SimpleImputer", "ObjectNode:sklearn.preprocessing._data.StandardScaler",
     "ObjectNode:sklearn.preprocessing._encoders.OneHotEncoder",
     "ObjectNode:sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode:sklearn.neighbors._kd_tree.KDTree",
-    "ObjectNode:sklearn.neighbors._ball_tree.BallTree", "ObjectNode:sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "ObjectNode:sklearn.metrics._dist_metrics.EuclideanDistance64",
     "ObjectNode:sklearn.linear_model._logistic.LogisticRegression",
     "ObjectNode:sklearn.svm._classes.SVC", "ObjectNode:sklearn.calibration.CalibratedClassifierCV",
     "ObjectNode:sklearn.calibration._CalibratedClassifier", "ObjectNode:sklearn.calibration._SigmoidCalibration",

@@ -103,6 +103,27 @@ def build_once(tmp_path_factory, request, name:str, build) -> Path:
     return d
 
 
+KEPT_OUTCOME_DEFINING = "urine_protein_24h_g"     # the shared study keeps this outcome-defining column as a predictor
+PARITY_LEVELS = ("nulliparous", "primiparous", "multiparous")
+
+
+def like_a_real_cohort(root: Path) -> Path:
+    """What real cohorts have and the generated one does not: a categorical predictor with three levels (parity: every
+    other multiparous woman becomes primiparous) and an outcome-defining column kept as a predictor (its line removed
+    from [clinical.exclude]; it stays in outcome_defining), so the study takes its incorporation-bias path."""
+    import re
+    clin = pd.read_csv(root / "clinical.csv", dtype=str, keep_default_na=False)
+    multi = clin.index[clin["parity"] == "multiparous"]
+    clin.loc[multi[::2], "parity"] = "primiparous"
+    assert set(clin["parity"]) == set(PARITY_LEVELS)
+    clin.to_csv(root / "clinical.csv", index=False)
+    toml = (root / "cohort.toml").read_text()
+    kept = re.sub(rf"^{KEPT_OUTCOME_DEFINING} = .*\n", "", toml, flags=re.M)
+    assert kept != toml and f'"{KEPT_OUTCOME_DEFINING}"' in kept
+    (root / "cohort.toml").write_text(kept)
+    return root
+
+
 # small figures (dpi 100) wherever a test does not look at their resolution: at 300 dpi about a quarter of a small
 # study's time is drawing and stamping PNGs
 TEST_DPI = 100
@@ -117,10 +138,11 @@ def study_results(tmp_path_factory, request):
     from pe_renal.study import StudyConfig, run_study
     from pe_renal.synthetic import make_cohort
     d = shared_dir(tmp_path_factory, request) / "study"
-    cfg = StudyConfig(backbone="resnet18", weights="random", device="cpu", cv_repeats=1, n_boot=3, n_boot_ci=100,
+    cfg = StudyConfig(backbone="resnet18", weights="random", device="cpu", cv_repeats=2, n_boot=3, n_boot_ci=100,
                       stability_boot=5, shap_background=10, dpi=TEST_DPI, cache=str(d / "cache"))
     def build(d):
         make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
+        like_a_real_cohort(d / "cohort")
         before = tree_state(d / "cohort")
         run_study(d / "cohort", d / "results", cfg, verbose=False, copy_cohort=True)
         (d / "before.json").write_text(json.dumps(before))

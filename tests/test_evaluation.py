@@ -306,3 +306,25 @@ def test_calibration_intercept_counts_one_class_resamples_and_separation_is_said
     (tmp_path / "tables").mkdir(); t.to_csv(tmp_path / "tables" / "calibration.csv", index=False)
     html = str(html_table(tmp_path, "calibration", infinite=_INFINITE))
     assert "not estimable (separated)" in html and "unbounded above" in html and ">inf<" not in html
+
+
+def test_models_tied_in_auc_with_different_scores_are_tested_and_kept_in_holms_family():
+    """Equal AUCs are not identical predictions: two models that rank the patients differently but happen to reach the
+    same AUC get a DeLong test (z = 0, p = 1) and count in Holm's family; only identical scores are left untested."""
+    from pe_renal.evaluation import delong_comparisons, delong_test, holm, roc_auc
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    a = np.array([.1, .2, .3, .6, .4, .7, .8, .9])             # one control above one case
+    b = np.array([.1, .2, .5, .3, .4, .6, .7, .8])             # another pair swapped: the same AUC, other scores
+    c = np.array([.3, .1, .2, .4, .5, .6, .9, .7])             # a third model, perfectly ranking
+    assert roc_auc(y, a) == roc_auc(y, b) == 15 / 16 and not np.array_equal(a, b)
+    res = {"A": {"test": (y, a)}, "B": {"test": (y, b)}, "C": {"test": (y, c)}, "A2": {"test": (y, a.copy())}}
+    d = delong_comparisons(res).set_index(["model_a", "model_b"])
+    ab = d.loc[("A", "B")]
+    assert ab["note"] == "" and ab["z"] == pytest.approx(0) and ab["p"] == pytest.approx(1)
+    assert ab["p"] == pytest.approx(delong_test(y, a, b).p)
+    assert np.isnan(d.loc[("A", "A2"), "p"]) and "identical" in d.loc[("A", "A2"), "note"]
+    tested = d["p"].notna()
+    assert tested.sum() == 5                                     # every pair but the identical one
+    np.testing.assert_allclose(d.loc[tested, "p_holm"], holm(d.loc[tested, "p"].to_numpy()))
+    m = tested.sum()                                              # Holm by hand: the smallest p times the family's size
+    assert d.loc[tested, "p_holm"].min() == pytest.approx(min(1, m * d.loc[tested, "p"].min()))

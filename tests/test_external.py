@@ -13,6 +13,7 @@ import pytest
 from pe_renal.core import PeRenalError
 from pe_renal.external import validate_cohort
 from pe_renal.synthetic import make_cohort
+from conftest import like_a_real_cohort
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
@@ -23,6 +24,7 @@ def sites(study_results, tmp_path_factory):
     d = tmp_path_factory.mktemp("sites")
     same = make_cohort(d / "same", n=160, seed=11, delta=2.5, n_jobs=2, site=dict(id_prefix="B"))
     prev = make_cohort(d / "prev", n=160, seed=12, delta=2.5, n_pe=32, n_jobs=2, site=dict(id_prefix="C"))
+    for c in (same, prev): like_a_real_cohort(c)     # as the study's cohort (three parity levels, a kept outcome column)
     return d, same, prev
 
 

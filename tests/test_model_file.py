@@ -63,8 +63,10 @@ def test_an_unknown_class_and_an_unlisted_ufunc_are_refused_by_name(tmp_path, st
     _refused(_write(tmp_path / "c.skops", _model_dict(real["models"], info={"p": pd.Timestamp(0)})), "Timestamp")
 
 
-def test_every_configuration_writes_only_listed_types(tmp_path):
-    "Each classifier and LASSO method, with categorical columns: the files save_model writes hold nothing off the list, and load."
+def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_results):
+    """Each classifier and LASSO method, with and without categorical columns, with and without fine-tuned weights named
+    in the file, and the shared study's own file: every file holds nothing off the list and loads, and together they
+    write every type on it (set equality: a type no configuration writes has no business on a security list)."""
     from pe_renal.models import fit_models, model_data
     rng = np.random.default_rng(0); n = 48
     ids = [f"P{i:02d}" for i in range(n)]
@@ -72,20 +74,30 @@ def test_every_configuration_writes_only_listed_types(tmp_path):
     deep = pd.DataFrame(rng.normal(size=(n, 12)).astype(np.float32), index=ids, columns=[f"deep_{j:04d}" for j in range(12)])
     deep.iloc[y == 1, :3] += 1.5
     clin = pd.DataFrame(dict(patient_id=ids, label=y, split=["train"] * 34 + ["test"] * 14, age=rng.normal(30, 5, n),
-                             crea=np.where(rng.random(n) < .1, np.nan, rng.normal(55, 8, n)), parity=rng.choice(["a", "b"], n)))
-    data = model_data(deep, clin, ["age", "crea"], ["parity"])
-    for clf, method in (("knn", "lasso"), ("logistic", "logistic"), ("svm", "lasso"), ("rf", "lasso")):
+                             crea=np.where(rng.random(n) < .1, np.nan, rng.normal(55, 8, n)),
+                             parity=rng.choice(["a", "b", "c"], n)))
+    written = model_file_types(study_results[3] / "model.skops")
+    configs = (("knn", "lasso", True, False), ("logistic", "logistic", True, True), ("svm", "lasso", True, False),
+               ("rf", "lasso", True, False), ("knn", "logistic", False, True), ("logistic", "lasso", False, False))
+    for clf, method, cat, tuned in configs:
+        data = model_data(deep, clin, ["age", "crea"], ["parity"] if cat else [])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
-        path = tmp_path / f"{clf}.skops"
-        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32", numeric=["age", "crea"],
-                    categorical=["parity"], deep_columns=list(deep.columns),
+        path = tmp_path / f"{clf}_{method}_{cat}.skops"
+        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32",
+                    numeric=["age", "crea"], categorical=["parity"] if cat else [], deep_columns=list(deep.columns),
+                    n_train=34, auc=0.5, ok=True, none=None,
                     transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
+        if tuned: info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
         save_model(path, fitted, {k: 0.5 for k in fitted}, info)
-        assert model_file_types(path) <= MODEL_FILE_TYPES, (clf, model_file_types(path) - MODEL_FILE_TYPES)
+        types = model_file_types(path)
+        assert types <= MODEL_FILE_TYPES, (clf, types - MODEL_FILE_TYPES)
+        written |= types
         got = load_model(path)["models"]["Composite"].predict_proba(data.part("test")[0])
         np.testing.assert_array_equal(got, fitted["Composite"].predict_proba(data.part("test")[0]))
+    assert MODEL_FILE_TYPES - written == set(), "listed but never written"
+    assert written == MODEL_FILE_TYPES
 
 
 NODE_POOL = [("FunctionNode", "builtins", "exec"), ("FunctionNode", "builtins", "eval"), ("FunctionNode", "os", "system"),

@@ -298,7 +298,8 @@ def test_report_lists_every_candidate_predictor_and_warns_of_incorporation_bias(
     assert m["summary"]["predictors_note"] in text
     for col, why in m["summary"]["excluded"].items():
         assert f"{col} ({why})" in text
-    assert "Incorporation bias" not in text                                  # the demo excludes what defines the outcome
+    kept = m["summary"]["incorporation_bias"]                    # the shared study keeps one outcome-defining column
+    assert len(kept) == 1 and f"Incorporation bias: {kept[0]}." in text
     # a run that kept an outcome-defining column says so, in the warnings on top and in Methods
     r2 = tmp_path / "r"; shutil.copytree(out, r2)
     m["summary"]["incorporation_bias"] = ["'sbp_mmHg' is used as a predictor but helps define the outcome"]
