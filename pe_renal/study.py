@@ -18,6 +18,7 @@ from .data import (FINETUNE_VAL_FRACTION, Cohort, check_finetune_sizes, check_sp
 from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
+from .external import knn_votes
 from .predict import development_fingerprint, protected_inputs, save_model
 from .settings import (GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_PRESETS, GRADCAM_TARGETS, check_settings,
                                config_fields, make_config, settings_json)
@@ -339,14 +340,6 @@ class EvaluationStage:
     predictions: pd.DataFrame    # one row per patient: split, label, p_<model>, pred_<model>
     threshold_rule: str = ""     # how the thresholds were chosen, in words (`choose_thresholds`)
 
-def _knn_votes(fitted:dict)->dict:
-    "k of each tuned KNN model: its probabilities are vote shares out of k (for the calibration rule)."
-    out = {}
-    for m, mod in fitted.items():
-        k = getattr(mod.named_steps["classifier"], "best_params_", {}).get("n_neighbors")
-        if k: out[m] = int(k)
-    return out
-
 THRESHOLD_RULE = ("Youden index on the out-of-fold predictions of the training patients (every repeat of the internal "
                   "cross-validation pooled), so that no patient is scored by a model that saw her")
 ONCE_RULE = ("{models}: Youden index on the out-of-fold predictions of only the {n} training patients ({pos} with "
@@ -437,7 +430,7 @@ def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:Validatio
     thresholds, rule, used = choose_thresholds(validation.oof, models, cfg, finetuned)
     if used is not None: _csv(used, tmp/"tables"/"threshold_oof_scores.csv")     # which scores chose each threshold
     tables = write_evaluation(models.results, tmp, formats=cfg.formats, dpi=cfg.dpi, n_boot=cfg.n_boot_ci, seed=cfg.seed,
-                              internal=validation.json, counts=_knn_votes(models.fitted), thresholds=thresholds)
+                              internal=validation.json, counts=knn_votes(models.fitted), thresholds=thresholds)
     X = models.data.X
     pred = split[["patient_id", "split", "label"]].set_index("patient_id").loc[X.index]
     for m, mod in models.fitted.items():
