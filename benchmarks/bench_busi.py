@@ -20,9 +20,17 @@ default resnet18, at `--ft-size` pixels) is fine-tuned on that fold's training i
 pooled features, as `pe-renal run --finetune MODE --finetune-cv refit` validates, and (b) by the fine-tuned head's own
 logit; beside them the same backbone frozen, on the same folds, for comparison:
 
-    .venv/bin/python benchmarks/bench_busi.py ../shared/data/busi_breast_us --finetune last [--ft-backbone resnet18 --ft-size 128]
+    .venv/bin/python benchmarks/bench_busi.py ../shared/data/busi_breast_us --finetune last [--ft-backbone resnet18
+    --ft-size 128]
 """
-import argparse, os, resource, shutil, sys, tempfile, time, warnings
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("PE_RENAL_QUIET", "1")
@@ -44,13 +52,18 @@ CONFLICTS = ["busi_benign_042", "busi_benign_131", "busi_malignant_051", "busi_b
 
 def to_cohort(src: Path, dst: Path, drop_conflicts: bool = True):
     "Copy BUSI into the cohort contract (clinical.csv with label only, images.csv, images/). The source is only read."
-    lab = pd.read_csv(src / "labels.csv"); grp = pd.read_csv(src / "near_duplicate_groups.csv")
+    lab = pd.read_csv(src / "labels.csv")
+    grp = pd.read_csv(src / "near_duplicate_groups.csv")
     df = lab.merge(grp, on="patient_id", how="left")
-    if drop_conflicts: df = df[~df["patient_id"].isin(CONFLICTS)]
+    if drop_conflicts:
+        df = df[~df["patient_id"].isin(CONFLICTS)]
     (dst / "images").mkdir(parents=True)
-    for p in df["image_path"]: shutil.copy2(src / p, dst / "images" / Path(p).name)
+    for p in df["image_path"]:
+        shutil.copy2(src / p, dst / "images" / Path(p).name)
     df[["patient_id", "label"]].to_csv(dst / "clinical.csv", index=False)
-    pd.DataFrame({"patient_id": df["patient_id"], "path": ["images/" + Path(p).name for p in df["image_path"]]}).to_csv(dst / "images.csv", index=False)
+    pd.DataFrame({"patient_id": df["patient_id"], "path": ["images/" + Path(p).name for p in df["image_path"]]}).to_csv(
+        dst / "images.csv", index=False
+    )
     groups = df["dup_group"].fillna(df["patient_id"]).to_numpy()
     return df["patient_id"].to_numpy(), df["label"].to_numpy().astype(int), groups
 
@@ -62,9 +75,14 @@ def texture_features(paths, levels: int = 32) -> pd.DataFrame:
         img = read_image(p)
         x = img[img > 0.02] if (img > 0.02).mean() > 0.2 else img.ravel()
         hist = np.histogram(x, 64, (0, 1))[0] / x.size
-        f = {"mean": x.mean(), "sd": x.std(), "skew": ((x - x.mean()) ** 3).mean() / (x.std() ** 3 + 1e-9),
-             "kurtosis": ((x - x.mean()) ** 4).mean() / (x.std() ** 4 + 1e-9), "entropy": -(hist[hist > 0] * np.log2(hist[hist > 0])).sum(),
-             **{f"p{q}": np.percentile(x, q) for q in (5, 25, 50, 75, 95)}}
+        f = {
+            "mean": x.mean(),
+            "sd": x.std(),
+            "skew": ((x - x.mean()) ** 3).mean() / (x.std() ** 3 + 1e-9),
+            "kurtosis": ((x - x.mean()) ** 4).mean() / (x.std() ** 4 + 1e-9),
+            "entropy": -(hist[hist > 0] * np.log2(hist[hist > 0])).sum(),
+            **{f"p{q}": np.percentile(x, q) for q in (5, 25, 50, 75, 95)},
+        }
         q = np.minimum((img * levels).astype(int), levels - 1)
         for d in (1, 2, 4):
             acc = {k: [] for k in ("contrast", "homogeneity", "energy", "correlation", "dissimilarity")}
@@ -72,12 +90,20 @@ def texture_features(paths, levels: int = 32) -> pd.DataFrame:
                 H, W = q.shape                     # pixel pairs (r, c) and (r + dy, c + dx), dy >= 0
                 a = q[0:H - dy, max(0, -dx):W - max(0, dx)]
                 b = q[dy:H, max(0, dx):W - max(0, -dx)]
-                P = np.bincount((a * levels + b).ravel(), minlength=levels * levels).reshape(levels, levels).astype(float)
-                P = P + P.T; P /= P.sum()
+                P = (
+                    np.bincount((a * levels + b).ravel(), minlength=levels * levels)
+                    .reshape(levels, levels)
+                    .astype(float)
+                )
+                P = P + P.T
+                P /= P.sum()
                 i, j = np.indices(P.shape)
-                mi, mj = (i * P).sum(), (j * P).sum(); si, sj = np.sqrt(((i - mi) ** 2 * P).sum()), np.sqrt(((j - mj) ** 2 * P).sum())
-                acc["contrast"].append(((i - j) ** 2 * P).sum()); acc["dissimilarity"].append((np.abs(i - j) * P).sum())
-                acc["homogeneity"].append((P / (1 + (i - j) ** 2)).sum()); acc["energy"].append(np.sqrt((P ** 2).sum()))
+                mi, mj = (i * P).sum(), (j * P).sum()
+                si, sj = np.sqrt(((i - mi) ** 2 * P).sum()), np.sqrt(((j - mj) ** 2 * P).sum())
+                acc["contrast"].append(((i - j) ** 2 * P).sum())
+                acc["dissimilarity"].append((np.abs(i - j) * P).sum())
+                acc["homogeneity"].append((P / (1 + (i - j) ** 2)).sum())
+                acc["energy"].append(np.sqrt((P**2).sum()))
                 acc["correlation"].append(((i - mi) * (j - mj) * P).sum() / (si * sj + 1e-12))
             f.update({f"glcm_{k}_d{d}": float(np.mean(v)) for k, v in acc.items()})
         rows.append(f)
@@ -86,7 +112,10 @@ def texture_features(paths, levels: int = 32) -> pd.DataFrame:
 
 def markdown(df: pd.DataFrame) -> str:
     cells = [list(map(str, df.columns))] + [[str(v) for v in r] for r in df.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(df.columns)] + ["| " + " | ".join(r) + " |" for r in cells[1:]])
+    return "\n".join(
+        ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(df.columns)]
+        + ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    )
 
 
 def cv_predictions(model, X: pd.DataFrame, y, folds):
@@ -103,7 +132,8 @@ def cv_predictions(model, X: pd.DataFrame, y, folds):
 
 
 def finetuned_cv(cohort, ids, y, folds, backbone, weights, mode, size, epochs, seed):
-    "Out-of-fold scores with the backbone fine-tuned inside each fold: LASSO -> KNN on its features, and its head's logit."
+    """Out-of-fold scores with the backbone fine-tuned inside each fold: LASSO -> KNN on its features, and its head's
+    logit."""
     import torch
     from pe_renal.finetune import finetune_backbone, finetuned_features
     cfg = StudyConfig(backbone=backbone, weights=weights, finetune=mode, epochs=epochs, image_size=size, seed=seed,
@@ -116,13 +146,16 @@ def finetuned_cv(cohort, ids, y, folds, backbone, weights, mode, size, epochs, s
         res = finetune_backbone(cohort, list(ids[tr]), backbone, weights, **kw, show_progress=False)
         f = finetuned_features(cohort, res, device="cpu", transform=kw["transform"], cache=False, show_progress=False)
         X = pd.DataFrame(f.to_numpy(), index=ids, columns=f.columns)
-        with torch.inference_mode(): logit = res.head(torch.tensor(X.to_numpy(np.float32))).numpy()
+        with torch.inference_mode():
+            logit = res.head(torch.tensor(X.to_numpy(np.float32))).numpy()
         m = make_model("DL", deep=list(X.columns), seed=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m.fit(X.iloc[tr], y[tr])
-        oof_knn[te] = m.predict_proba(X.iloc[te])[:, 1]; oof_head[te] = logit[te]
-        aucs_knn.append(roc_auc_score(y[te], oof_knn[te])); aucs_head.append(roc_auc_score(y[te], oof_head[te]))
+        oof_knn[te] = m.predict_proba(X.iloc[te])[:, 1]
+        oof_head[te] = logit[te]
+        aucs_knn.append(roc_auc_score(y[te], oof_knn[te]))
+        aucs_head.append(roc_auc_score(y[te], oof_head[te]))
         notes.append(res.info["note"])
         print(f"  fold {k + 1}: fine-tuned ({mode}) on {len(tr)} images, {time.perf_counter() - t:.0f} s; held-out AUC "
               f"LASSO -> KNN {aucs_knn[-1]:.3f}, head {aucs_head[-1]:.3f}", flush=True)
@@ -134,7 +167,9 @@ def frozen_cv(cohort, ids, y, folds, backbone, weights, size, seed):
     from pe_renal.features import FeatureTransform
     t = time.perf_counter()
     bb = load_backbone(backbone, weights, seed=seed, fallback=weights == "imagenet")
-    f = extract_features(cohort, bb, device="cpu", transform=FeatureTransform(size=size), cache=False, show_progress=False)
+    f = extract_features(
+        cohort, bb, device="cpu", transform=FeatureTransform(size=size), cache=False, show_progress=False
+    )
     X = pd.DataFrame(f.to_numpy(), index=ids, columns=f.columns)
     oof, aucs = cv_predictions(make_model("DL", deep=list(X.columns), seed=seed), X, y, folds)
     return (oof, aucs), time.perf_counter() - t, bb.note
@@ -145,8 +180,14 @@ def main():
     ap.add_argument("data", type=Path, help="the busi_breast_us folder")
     ap.add_argument("--out", type=Path, default=None, help="folder for the results table (CSV + Markdown)")
     ap.add_argument("--backbone", default="resnet152")
-    ap.add_argument("--weights", default="imagenet", help="imagenet (falls back to untrained offline, and says so), random, or a file")
-    ap.add_argument("--keep-conflicts", action="store_true", help="keep the 7 images whose near-duplicates carry the other label")
+    ap.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (falls back to untrained offline, and says so), random, or a file",
+    )
+    ap.add_argument(
+        "--keep-conflicts", action="store_true", help="keep the 7 images whose near-duplicates carry the other label"
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--finetune", default="none", choices=["none", "head", "last", "full"],
@@ -155,7 +196,8 @@ def main():
     ap.add_argument("--ft-size", type=int, default=128, help="input size of the fine-tuned rows (default 128)")
     ap.add_argument("--ft-epochs", type=int, default=None, help="fine-tuning epochs (default: the study's)")
     a = ap.parse_args()
-    if not (a.data / "labels.csv").is_file(): sys.exit(f"{a.data}: not the BUSI folder (labels.csv missing)")
+    if not (a.data / "labels.csv").is_file():
+        sys.exit(f"{a.data}: not the BUSI folder (labels.csv missing)")
     with tempfile.TemporaryDirectory() as d:
         ids, y, groups = to_cohort(a.data, Path(d) / "cohort", drop_conflicts=not a.keep_conflicts)
         cohort = load_cohort(Path(d) / "cohort")
@@ -166,17 +208,26 @@ def main():
         bb = load_backbone(a.backbone, a.weights, fallback=a.weights == "imagenet")
         deep = extract_features(cohort, bb, show_progress=False)
         t_deep = time.perf_counter() - t
-        print(f"deep features: {bb.note} ({deep.shape[1]} per image, {t_deep:.0f} s, {deep.attrs['pe_renal']['n_cached']} from cache)")
+        print(
+            f"deep features: {bb.note} ({deep.shape[1]} per image, {t_deep:.0f} s, "
+                f"{deep.attrs['pe_renal']['n_cached']} from cache)"
+        )
         t = time.perf_counter()
         tex = texture_features(cohort.images["abspath"])
         t_tex = time.perf_counter() - t
         deep.index = tex.index = ids
-        schemes = {"grouped": list(StratifiedGroupKFold(a.folds, shuffle=True, random_state=a.seed).split(ids, y, groups)),
-                   "naive": list(StratifiedKFold(a.folds, shuffle=True, random_state=a.seed).split(ids, y))}
+        schemes = {
+            "grouped": list(StratifiedGroupKFold(a.folds, shuffle=True, random_state=a.seed).split(ids, y, groups)),
+            "naive": list(StratifiedKFold(a.folds, shuffle=True, random_state=a.seed).split(ids, y)),
+        }
         leaks = {k: sum(len(set(groups[tr]) & set(groups[te])) > 0 for tr, te in f) for k, f in schemes.items()}
         methods = {
             f"{a.backbone} -> LASSO -> KNN": (make_model("DL", deep=list(deep.columns), seed=a.seed), deep, t_deep),
-            f"{a.backbone} -> LASSO -> logistic": (make_model("DL", deep=list(deep.columns), classifier="logistic", seed=a.seed), deep, t_deep),
+            f"{a.backbone} -> LASSO -> logistic": (
+                make_model("DL", deep=list(deep.columns), classifier="logistic", seed=a.seed),
+                deep,
+                t_deep,
+            ),
             "first-order + GLCM -> LASSO -> KNN": (make_model("DL", deep=list(tex.columns), seed=a.seed), tex, t_tex),
         }
         rows, oofs, paired = [], {}, []
@@ -187,10 +238,19 @@ def main():
                 oof, aucs = cv_predictions(model, X, y, folds)
                 oofs[(name, scheme)] = oof
                 ci = delong_ci(y, oof)
-                rows.append({"method": name, "folds": scheme, "AUC (pooled OOF)": ci.auc, "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
-                             "mean fold AUC": aucs.mean(), "SD fold AUC": aucs.std(ddof=1),
-                             "features s": t_feat, "CV s": time.perf_counter() - t,
-                             "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
+                rows.append(
+                    {
+                        "method": name,
+                        "folds": scheme,
+                        "AUC (pooled OOF)": ci.auc,
+                        "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
+                        "mean fold AUC": aucs.mean(),
+                        "SD fold AUC": aucs.std(ddof=1),
+                        "features s": t_feat,
+                        "CV s": time.perf_counter() - t,
+                        "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+                    }
+                )
         if a.finetune != "none":
             g = schemes["grouped"]
             tag = f"{a.ft_backbone} {a.ft_size} px"
@@ -204,9 +264,19 @@ def main():
             for name, oof, aucs, secs, note in extra:
                 oofs[(name, "grouped")] = oof
                 ci = delong_ci(y, oof)
-                rows.append({"method": name, "folds": "grouped", "AUC (pooled OOF)": ci.auc, "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
-                             "mean fold AUC": aucs.mean(), "SD fold AUC": aucs.std(ddof=1), "features s": secs, "CV s": np.nan,
-                             "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
+                rows.append(
+                    {
+                        "method": name,
+                        "folds": "grouped",
+                        "AUC (pooled OOF)": ci.auc,
+                        "DeLong 95% CI": f"{ci.lo:.3f}-{ci.hi:.3f}",
+                        "mean fold AUC": aucs.mean(),
+                        "SD fold AUC": aucs.std(ddof=1),
+                        "features s": secs,
+                        "CV s": np.nan,
+                        "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+                    }
+                )
             print(f"fine-tuned rows: {note} (first fold); {time.perf_counter() - r0:.0f} s in all")
             ft_name = extra[1][0]                    # paired DeLong on the same images (pooled out-of-fold scores)
             for other in ("first-order + GLCM -> LASSO -> KNN", extra[0][0], f"{a.backbone} -> LASSO -> KNN"):
@@ -219,22 +289,48 @@ def main():
         print(res.round(3).to_string(index=False))
         print("\nleakage: folds whose test images have a near-duplicate in training:", leaks)
         print(wide.round(3).to_string())
-        if paired: print("\npaired DeLong, grouped folds:\n" + pd.DataFrame(paired).round(4).to_string(index=False))
-        print(f"\nweights: {bb.weights}. " + ("An UNTRAINED backbone: its features are fixed random filters, not ImageNet features; "
-              "the deep AUCs here are a floor for what the paper's pipeline can do on these images." if bb.untrained else ""))
+        if paired:
+            print("\npaired DeLong, grouped folds:\n" + pd.DataFrame(paired).round(4).to_string(index=False))
+        print(
+            f"\nweights: {bb.weights}. "
+            + (
+                "An UNTRAINED backbone: its features are fixed random filters, not ImageNet features; "
+                "the deep AUCs here are a floor for what the paper's pipeline can do on these images."
+                if bb.untrained
+                else ""
+            )
+        )
         if a.out:
             a.out.mkdir(parents=True, exist_ok=True)
             res.to_csv(a.out / "busi_results.csv", index=False)
             (a.out / "busi_results.md").write_text(
                 f"# BUSI benchmark\n\nCommand: `python benchmarks/bench_busi.py {a.data} --out {a.out}"
-                f"{f' --finetune {a.finetune} --ft-backbone {a.ft_backbone} --ft-size {a.ft_size}' if a.finetune != 'none' else ''}`\n\n"
+                + (
+                    f" --finetune {a.finetune} --ft-backbone {a.ft_backbone} --ft-size {a.ft_size}"
+                    if a.finetune != "none"
+                    else ""
+                )
+                + "`\n\n"
                 f"{cohort.n_images} images; weights {bb.weights}{' (UNTRAINED)' if bb.untrained else ''}, "
-                f"{deep.attrs['pe_renal']['precision']} ({deep.attrs['pe_renal']['n_cached']} of them from the feature cache); "
+                f"{deep.attrs['pe_renal']['precision']} ({deep.attrs['pe_renal']['n_cached']} of them from "
+                "the feature cache); "
                 f"{a.folds}-fold CV, seed {a.seed}.\n\n"
-                + markdown(res.round(3)) + "\n\n" + markdown(wide.round(3).reset_index()) + "\n"
-                + (("\nPaired DeLong tests on the grouped folds' pooled out-of-fold scores (the same 640 images; each "
-                    "fold's model scores its own held-out images, so the pairing is approximate):\n\n"
-                    + markdown(pd.DataFrame(paired).round(4)) + "\n") if paired else ""))
+                + markdown(res.round(3))
+                + "\n\n"
+                + markdown(wide.round(3).reset_index())
+                + "\n"
+                + (
+                    (
+                        "\nPaired DeLong tests on the grouped folds' pooled out-of-fold scores (the same "
+                        "640 images; each "
+                        "fold's model scores its own held-out images, so the pairing is approximate):\n\n"
+                        + markdown(pd.DataFrame(paired).round(4))
+                        + "\n"
+                    )
+                    if paired
+                    else ""
+                )
+            )
 
 
 if __name__ == "__main__":

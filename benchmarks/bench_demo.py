@@ -5,7 +5,13 @@
 Aims on a 2-core machine with ResNet152: under 5 minutes cold, under 90 s with the feature cache warm,
 peak RSS under 3 GB.
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
@@ -14,12 +20,26 @@ PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 def run(out, cache, backbone):
     env = {**os.environ, "PE_RENAL_CACHE": str(cache), "PE_RENAL_QUIET": "1"}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", "import resource, sys; from pe_renal.cli import main; rc = main(sys.argv[1:]); "
-                        "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-                        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)",
-                        "demo", "--out", str(out), "--backbone", backbone], env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource, sys; from pe_renal.cli import main; rc = main(sys.argv[1:]); "
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)",
+            "demo",
+            "--out",
+            str(out),
+            "--backbone",
+            backbone,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
-    if r.returncode: sys.exit(r.stdout + r.stderr)
+    if r.returncode:
+        sys.exit(r.stdout + r.stderr)
     peak = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("PEAK_RSS_KB")][0]
     m = json.loads((Path(out) / "run.json").read_text())
     return wall, int(peak[0]) * 1024 / 1e9, int(peak[1]) * 1024 / 1e9, m   # ru_maxrss is in KiB

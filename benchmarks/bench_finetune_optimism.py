@@ -4,7 +4,8 @@
         [--size 64] [--mode last] [--epochs 12] [--out benchmarks/results/finetune_optimism.csv]
 
 A study run with `--finetune` fine-tunes the backbone once on all training patients, extracts features with it, and
-cross-validates LASSO -> KNN on those features (`internal_validation`): the patients of each validation fold were seen by
+cross-validates LASSO -> KNN on those features (`internal_validation`): the patients of each validation fold were
+seen by
 the network that made their features. For each seed, on a synthetic cohort (`make_cohort(n, seed, delta=3,
 image_effect, lab_effect=0, annotation_rate=0)`, the study's 7:3 split, seed 42), this measures the DL model's AUC:
 
@@ -23,7 +24,12 @@ Optimism = once_cv - fresh (and once_3f - refit_3f, same folds). With `--null`, 
 every true AUC is 0.5. A fold or model in which LASSO keeps no feature is the prevalence stand-in (AUC 0.5), as in
 `internal_validation`. Single-threaded; resnet18 from random weights (ImageNet weights cannot be downloaded offline).
 """
-import argparse, json, os, tempfile, time, warnings
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("PE_RENAL_QUIET", "1")
@@ -40,21 +46,29 @@ from pe_renal.study import StudyConfig, finetune_refit, finetune_settings
 from pe_renal.synthetic import make_cohort
 
 p = argparse.ArgumentParser()
-p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3]); p.add_argument("--n", type=int, default=70)
-p.add_argument("--fresh", type=int, default=200); p.add_argument("--size", type=int, default=64)
-p.add_argument("--mode", default="last"); p.add_argument("--epochs", type=int, default=STUDY_DEFAULTS["epochs"])
-p.add_argument("--image-effect", type=float, default=0.5); p.add_argument("--null", action="store_true")
-p.add_argument("--refit-folds", type=int, default=3); p.add_argument("--out", default=None)
+p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+p.add_argument("--n", type=int, default=70)
+p.add_argument("--fresh", type=int, default=200)
+p.add_argument("--size", type=int, default=64)
+p.add_argument("--mode", default="last")
+p.add_argument("--epochs", type=int, default=STUDY_DEFAULTS["epochs"])
+p.add_argument("--image-effect", type=float, default=0.5)
+p.add_argument("--null", action="store_true")
+p.add_argument("--refit-folds", type=int, default=3)
+p.add_argument("--out", default=None)
 a = p.parse_args()
 torch.set_num_threads(1)
 TF = FeatureTransform(size=a.size)
-GEN = dict(effect=0.0 if a.null else 1.0, delta=3.0, image_effect=a.image_effect, lab_effect=0.0, annotation_rate=0.0, n_jobs=1)
+GEN = dict(
+    effect=0.0 if a.null else 1.0, delta=3.0, image_effect=a.image_effect, lab_effect=0.0, annotation_rate=0.0, n_jobs=1
+)
 SEED = 42                                                         # the study's default seed (split, models, CV)
 CFG = StudyConfig(backbone="resnet18", weights="random", finetune=a.mode, epochs=a.epochs, image_size=a.size, seed=SEED,
                   device="cpu", precision="fp32", cache=None)      # what `pe-renal run --finetune MODE` would do
 
 
-def dl_model(cols): return {"DL": make_model("DL", deep=list(cols), seed=SEED, lasso={"rule": "min", "method": "lasso"})}
+def dl_model(cols):
+    return {"DL": make_model("DL", deep=list(cols), seed=SEED, lasso={"rule": "min", "method": "lasso"})}
 
 
 def features(cohort, res, images=None):
@@ -66,15 +80,19 @@ def features(cohort, res, images=None):
 
 def one_seed(seed, tmp, fresh):
     c = load_cohort(make_cohort(tmp/f"c{seed}", n=a.n, seed=seed, **GEN))
-    s = split_cohort(c, seed=SEED); y = s.set_index("patient_id")["label"]
+    s = split_cohort(c, seed=SEED)
+    y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
     res = finetune_backbone(c, tr, CFG.backbone, CFG.weights, **finetune_settings(CFG), show_progress=False)
-    f = features(c, res); X, ytr = f.loc[tr], y[tr].to_numpy()
+    f = features(c, res)
+    X, ytr = f.loc[tr], y[tr].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cv = dict(n_boot=0, seed=SEED, n_jobs=1)
         iv = internal_validation(dl_model(f.columns), X, ytr, n_splits=5, n_repeats=4, **cv)
-        once_cv = float(iv.summary.loc[iv.summary.key == "cv", "auc"].iloc[0])   # NaN: no DL model on all training patients
+        once_cv = float(
+            iv.summary.loc[iv.summary.key == "cv", "auc"].iloc[0]
+        )  # NaN: no DL model on all training patients
         once = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv).cv.folds
         refit = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv,
                                     refit=finetune_refit(c, X, list(f.columns), CFG, verbose=False)).cv.folds
@@ -83,29 +101,58 @@ def one_seed(seed, tmp, fresh):
                                                  show_progress=False), fresh)
         yf = fresh.clinical.set_index("patient_id").loc[ff.index, "label"].to_numpy()
         auc = lambda yy, XX: float(roc_auc_score(yy, m.predict_proba(XX)[:, 1]))
-        row = dict(seed=seed, n_train=len(tr), once_cv=once_cv, once_3f=float(once["auc"].mean()),
-                   refit_3f=float(refit["auc"].mean()), fresh=auc(yf, ff), test=auc(y[te].to_numpy(), f.loc[te]),
-                   dl_model=not stand_in, deep_kept=np.nan if stand_in else len(m.named_steps["features"].named_transformers_["deep"]
-                   .named_steps["lasso"].selected_), no_feat_once=int(once["no_features"].sum()),
-                   no_feat_refit=int(refit["no_features"].sum()), inner_val_auc_last=float(res.history["val_auc"].iloc[-1])
-                   if "val_auc" in res.history else np.nan)
+        row = dict(
+            seed=seed,
+            n_train=len(tr),
+            once_cv=once_cv,
+            once_3f=float(once["auc"].mean()),
+            refit_3f=float(refit["auc"].mean()),
+            fresh=auc(yf, ff),
+            test=auc(y[te].to_numpy(), f.loc[te]),
+            dl_model=not stand_in,
+            deep_kept=np.nan
+            if stand_in
+            else len(m.named_steps["features"].named_transformers_["deep"].named_steps["lasso"].selected_),
+            no_feat_once=int(once["no_features"].sum()),
+            no_feat_refit=int(refit["no_features"].sum()),
+            inner_val_auc_last=float(res.history["val_auc"].iloc[-1]) if "val_auc" in res.history else np.nan,
+        )
     row.update(optimism_vs_fresh=row["once_cv"] - row["fresh"], optimism_vs_refit=row["once_3f"] - row["refit_3f"])
     return row
 
 
-t0 = time.perf_counter(); load0 = os.getloadavg()
+t0 = time.perf_counter()
+load0 = os.getloadavg()
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     fresh = load_cohort(make_cohort(tmp/"fresh", n=a.fresh, seed=1000 + a.seeds[0], **GEN))
     rows = []
     for seed in a.seeds:
-        t = time.perf_counter(); r = one_seed(seed, tmp, fresh); r["seconds"] = round(time.perf_counter() - t, 1)
-        rows.append(r); print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+        t = time.perf_counter()
+        r = one_seed(seed, tmp, fresh)
+        r["seconds"] = round(time.perf_counter() - t, 1)
+        rows.append(r)
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
 df = pd.DataFrame(rows)
 cols = ["once_cv", "once_3f", "refit_3f", "fresh", "test", "optimism_vs_fresh", "optimism_vs_refit"]
 mean, sd = df[cols].mean(), df[cols].std(ddof=1)
-print("mean", json.dumps(mean.round(3).to_dict())); print("sd", json.dumps(sd.round(3).to_dict()))
-print(json.dumps(dict(null=a.null, n=a.n, fresh=a.fresh, size=a.size, mode=a.mode, epochs=a.epochs, image_effect=a.image_effect,
-                      seconds=round(time.perf_counter() - t0, 1), load_start=[round(x, 2) for x in load0],
-                      load_end=[round(x, 2) for x in os.getloadavg()])))
-if a.out: df.to_csv(a.out, index=False)
+print("mean", json.dumps(mean.round(3).to_dict()))
+print("sd", json.dumps(sd.round(3).to_dict()))
+print(
+    json.dumps(
+        dict(
+            null=a.null,
+            n=a.n,
+            fresh=a.fresh,
+            size=a.size,
+            mode=a.mode,
+            epochs=a.epochs,
+            image_effect=a.image_effect,
+            seconds=round(time.perf_counter() - t0, 1),
+            load_start=[round(x, 2) for x in load0],
+            load_end=[round(x, 2) for x in os.getloadavg()],
+        )
+    )
+)
+if a.out:
+    df.to_csv(a.out, index=False)

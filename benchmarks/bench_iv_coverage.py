@@ -4,11 +4,13 @@
         [--features 40] [--n-signal 3] [--signal 0.6] [--splits 5] [--repeats 4] [--out FILE.csv]
 
 For each seed: a synthetic cohort's clinical table (`make_clinical`, effect 1) and SIMULATED deep features
-(`simulated_deep_features`: `--n-signal` of `--features` columns carry the severity with strength `--signal`, weak enough
+(`simulated_deep_features`: `--n-signal` of `--features` columns carry the severity with strength `--signal`, weak
+enough
 that the LASSO often keeps no deep feature in a fold), drawn for `--n` + `--truth` women at once so that both parts
 share the generator (the same signal columns); `--n` of them, at random, are the training patients, the other `--truth`
 (2,000) an independent cohort. `internal_validation` (repeated CV only, `--splits` x `--repeats`) gives each model's
-estimate and 95% CI from the training patients; the truth is the AUC, on the independent cohort, of the same model fitted
+estimate and 95% CI from the training patients; the truth is the AUC, on the independent cohort, of the same model
+fitted
 on all training patients (the model a study would report). A DL model whose LASSO keeps no deep feature on all training
 patients is NA (a stand-in) and is left out of DL's coverage.
 
@@ -16,9 +18,13 @@ Printed per model: seeds estimated, coverage of the truth, mean width, mean esti
 seeds where some fold was a stand-in (DL: the LASSO kept nothing; Composite: it kept no deep feature, so the fold's
 model was the clinical one), with the Clinical model's width in those seeds; and, from the same fold tables, the
 coverage the earlier construction (the wider of the influence-curve and the corrected repeated-CV intervals) and the
-influence-curve interval alone would have had. Also checked: every model's stand-in count equals its folds with `deep_kept == 0`.
+influence-curve interval alone would have had. Also checked: every model's stand-in count equals its folds with
+`deep_kept == 0`.
 """
-import argparse, os, time, warnings
+import argparse
+import os
+import time
+import warnings
 
 os.environ.setdefault("PE_RENAL_QUIET", "1")
 import numpy as np
@@ -71,31 +77,50 @@ def summarise(res:pd.DataFrame)->pd.DataFrame:
         a = r[r["model"] == m]
         s = a[a["n_stand_in"] > 0]
         clin = r[(r["model"] == "Clinical") & r["seed"].isin(s["seed"])]
-        out.append(dict(model=m, seeds=len(a), covered=int(a["cover"].sum()), coverage=a["cover"].mean(),
-                        width=a["width"].mean(), mean_err=a["err"].mean(), sd_err=a["err"].std(),
-                        coverage_wider=a["cover_wider"].mean(), coverage_ic=a["cover_ic"].mean(), seeds_stand_in=len(s), covered_stand_in=int(s["cover"].sum()),
-                        width_stand_in=s["width"].mean(), clinical_width_same_seeds=clin["width"].mean()))
+        out.append(
+            dict(
+                model=m,
+                seeds=len(a),
+                covered=int(a["cover"].sum()),
+                coverage=a["cover"].mean(),
+                width=a["width"].mean(),
+                mean_err=a["err"].mean(),
+                sd_err=a["err"].std(),
+                coverage_wider=a["cover_wider"].mean(),
+                coverage_ic=a["cover_ic"].mean(),
+                seeds_stand_in=len(s),
+                covered_stand_in=int(s["cover"].sum()),
+                width_stand_in=s["width"].mean(),
+                clinical_width_same_seeds=clin["width"].mean(),
+            )
+        )
     return pd.DataFrame(out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=60); p.add_argument("--first", type=int, default=0)
-    p.add_argument("--n", type=int, default=120); p.add_argument("--truth", type=int, default=2000)
-    p.add_argument("--features", type=int, default=40); p.add_argument("--n-signal", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=60)
+    p.add_argument("--first", type=int, default=0)
+    p.add_argument("--n", type=int, default=120)
+    p.add_argument("--truth", type=int, default=2000)
+    p.add_argument("--features", type=int, default=40)
+    p.add_argument("--n-signal", type=int, default=3)
     p.add_argument("--signal", type=float, default=0.6)
-    p.add_argument("--splits", type=int, default=5); p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--splits", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--out", default=None, help="write the per-seed rows to this CSV")
     p.add_argument("--summarise", nargs="+", default=None, help="only print the summary of these per-seed CSVs")
     a = p.parse_args()
     if a.summarise:
-        report(pd.concat([pd.read_csv(f) for f in a.summarise], ignore_index=True)); return
+        report(pd.concat([pd.read_csv(f) for f in a.summarise], ignore_index=True))
+        return
     t0, rows = time.perf_counter(), []
     for seed in range(a.first, a.first + a.seeds):
         rows.append(one_seed(seed, a.n, a.truth, a.features, a.n_signal, a.signal, a.splits, a.repeats))
         print(f"seed {seed} done, {time.perf_counter() - t0:.0f} s", flush=True)
     res = pd.concat(rows, ignore_index=True)
-    if a.out: res.to_csv(a.out, index=False)
+    if a.out:
+        res.to_csv(a.out, index=False)
     secs = time.perf_counter() - t0
     print(f"\n{a.seeds} seeds, {a.n} training patients, {a.truth} for the truth, {a.splits}-fold CV x {a.repeats}: "
           f"{secs:.0f} s ({secs / a.seeds:.1f} s per seed, one core)")

@@ -1,6 +1,7 @@
 """How long the whole modelling stage takes on the default demo size.
 
-    .venv/bin/python benchmarks/bench_models.py [--n 279] [--features 2048] [--splits 5] [--repeats 3] [--boot 25] [--jobs 2]
+    .venv/bin/python benchmarks/bench_models.py [--n 279] [--features 2048] [--splits 5] [--repeats 3] [--boot 25]
+    [--jobs 2]
 
 The data: the default synthetic cohort (279 women, 7:3 split -> 195 training patients) with 2048
 SIMULATED deep features (pe_renal.lasso.simulated_deep_features) and its clinical table.
@@ -10,7 +11,9 @@ CV of the three whole pipelines on the training set; Harrell's bootstrap optimis
 The defaults are those of repeated_cv (5-fold x 3 repeats) and bootstrap_optimism (25 resamples).
 Aim: under 2 minutes on a 2-core machine.
 """
-import argparse, os, time
+import argparse
+import os
+import time
 
 os.environ.setdefault("PE_RENAL_QUIET", "1")
 
@@ -48,7 +51,9 @@ def main():
     models = make_models(data)
     t = time.perf_counter()
     cv = repeated_cv(models, Xtr, ytr, n_splits=a.splits, n_repeats=a.repeats, n_jobs=a.jobs)
-    times[f"repeated CV, {a.splits}-fold x {a.repeats} repeats = {a.splits * a.repeats} refits of each pipeline"] = time.perf_counter() - t
+    times[f"repeated CV, {a.splits}-fold x {a.repeats} repeats = {a.splits * a.repeats} refits of each pipeline"] = (
+        time.perf_counter() - t
+    )
 
     t = time.perf_counter()
     boot = bootstrap_optimism(models, Xtr, ytr, n_boot=a.boot, n_jobs=a.jobs)
@@ -56,11 +61,15 @@ def main():
 
     w = max(map(len, times))
     print(f"\n{'step':<{w}}  seconds")
-    for k, v in times.items(): print(f"{k:<{w}}  {v:7.1f}")
+    for k, v in times.items():
+        print(f"{k:<{w}}  {v:7.1f}")
     modelling = sum(v for k, v in times.items() if not k.startswith("demo data"))
     print(f"{'modelling stage total (without demo data)':<{w}}  {modelling:7.1f}")
     print(f"{'total':<{w}}  {sum(times.values()):7.1f}")
-    print(f"\nLASSO kept {len(sel.selected_)} features (lambda-min {sel.alpha_min_:.4f}); cache after fitting: {lasso_cache_info()}")
+    print(
+        f"\nLASSO kept {len(sel.selected_)} features (lambda-min {sel.alpha_min_:.4f}); cache after "
+            f"fitting: {lasso_cache_info()}"
+    )
     print(model_summary(fitted)[["model", "deep_kept", "settings"]].to_string(index=False))
     print("\ntest AUC:", ", ".join(f"{m} {roc_auc_score(*r['test']):.3f}" for m, r in results.items()))
     print("\nrepeated CV (fold AUCs):\n" + cv.summary.round(3).to_string(index=False))

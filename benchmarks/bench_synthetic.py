@@ -4,7 +4,10 @@
 
 Aim: under 30 s on a 2-core machine with the default settings (all cores).
 """
-import argparse, os, tempfile, time
+import argparse
+import os
+import tempfile
+import time
 from pathlib import Path
 
 from pe_renal.synthetic import make_cohort
@@ -18,7 +21,9 @@ def du(path: Path) -> int:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=279)
-    ap.add_argument("--jobs", type=int, nargs="+", default=[0, 1], help="worker processes to compare (0 = default: all cores)")
+    ap.add_argument(
+        "--jobs", type=int, nargs="+", default=[0, 1], help="worker processes to compare (0 = default: all cores)"
+    )
     a = ap.parse_args()
     os.environ.setdefault("PE_RENAL_QUIET", "1")
     print(f"cores: {os.cpu_count()}  patients: {a.n}")
@@ -35,7 +40,8 @@ def main():
     print(f"{'workers':>8} {'generate s':>11} {'images':>7} {'img/s':>7} {'MB on disk':>11} {'load+validate s':>16}")
     for jobs, gen, n_img, size, load in rows:
         print(f"{jobs:>8} {gen:>11.1f} {n_img:>7} {n_img/gen:>7.1f} {size/1e6:>11.1f} {load:>16.1f}")
-    if len(rows) > 1: print(f"speed-up of {rows[0][0]} workers over {rows[-1][0]}: {rows[-1][1]/rows[0][1]:.2f}x")
+    if len(rows) > 1:
+        print(f"speed-up of {rows[0][0]} workers over {rows[-1][0]}: {rows[-1][1] / rows[0][1]:.2f}x")
 
 
 if __name__ == "__main__":

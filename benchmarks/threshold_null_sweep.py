@@ -1,10 +1,12 @@
-"""Threshold-metric intervals over 15 frozen no-signal cohorts: how many held-out rows have a zero-width interval (lo == hi)
+"""Threshold-metric intervals over 15 frozen no-signal cohorts: how many held-out rows have a zero-width interval
+(lo == hi)
 with the Wilson score intervals of pe_renal.evaluation, and how many the stratified percentile bootstrap they replaced
 gave; and how often each Wilson interval covers the metric's truth.
 
 Each cohort: 150 synthetic women with no signal anywhere (`demo_data(effect=0)`: clinical values and simulated deep
 features unrelated to the label), split 7:3, the three KNN models fitted as the study fits them; thresholds by Youden's
-index on the out-of-fold scores of the training patients (5-fold CV, one repeat: the study pools four) as the study does,
+index on the out-of-fold scores of the training patients (5-fold CV, one repeat: the study pools four) as the study
+does,
 and on the in-sample training scores, as `performance_table` does without out-of-fold thresholds. Under the null a
 model's score is independent of the label, so at a fixed threshold t the truth of sensitivity and of 1 - specificity is
 the same share P(score >= t), estimated here from the model's scores of 2,000 further null women.
@@ -69,8 +71,10 @@ def sweep_rows(seed, rule, fitted, results, thresholds, Xf):
 
 def summarise(t:pd.DataFrame)->pd.DataFrame:
     for rule, g in t.groupby("rule", sort=False):
-        print(f"thresholds on {rule} scores: {g['seed'].nunique()} null cohorts, {len(g)} held-out threshold-metric rows "
-              f"({g.groupby(['seed', 'model']).ngroups} fitted models)")
+        print(
+            f"thresholds on {rule} scores: {g['seed'].nunique()} null cohorts, {len(g)} held-out threshold-metric rows "
+            f"({g.groupby(['seed', 'model']).ngroups} fitted models)"
+        )
         print(f"  zero-width rows (lo == hi): now {int(g['zero_width'].sum())}, "
               f"with the old stratified bootstrap {int(g['old_zero_width'].sum())}")
         print(f"  rows without an interval (NA with a note): {int(g['no_interval'].sum())} "

@@ -4,7 +4,12 @@
 
 # %% ../nbs/10_cli.ipynb #3479469e
 from __future__ import annotations
-import argparse, contextlib, json, signal, sys, time
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +32,9 @@ def _warnings_printed(cmd:str):
     seen = set()
     def show(message, category, filename, lineno, file=None, line=None):
         if str(message) not in seen:
-            seen.add(str(message)); print(f"pe-renal {cmd}: warning: {message}", file=sys.stderr, flush=True)
+            seen.add(str(message))
+            print(f"pe-renal {cmd}: warning: {message}", file=sys.stderr, flush=True)
+
     with warnings.catch_warnings():                          # said every run, whatever was said before in the process
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = show
@@ -35,32 +42,45 @@ def _warnings_printed(cmd:str):
 
 def cmd_check(args)->int:
     "Validate a cohort folder and print its summary."
-    with _warnings_printed("check"): cohort = load_cohort(args.cohort)
+    with _warnings_printed("check"):
+        cohort = load_cohort(args.cohort)
     print(cohort.summary())
     if cohort.has_split and "test_size" in args.given:
-        print("pe-renal check: warning: --test-size is not used: clinical.csv imposes the split (its split column).", file=sys.stderr)
+        print(
+            "pe-renal check: warning: --test-size is not used: clinical.csv imposes the split (its split column).",
+            file=sys.stderr,
+        )
     split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
     check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
     check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
     if not cohort.has_split:
         s = split["split"].value_counts()
-        print(f"  a {1-args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives {s.get('train', 0)} training / "
-              f"{s.get('test', 0)} test patients, enough for {args.cv_splits}-fold cross-validation")
+        print(
+            f"  a {1 - args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives "
+                f"{s.get('train', 0)} training / "
+            f"{s.get('test', 0)} test patients, enough for {args.cv_splits}-fold cross-validation"
+        )
     print("\n".join(sample_size_section(cohort, split, args)))
-    print("OK: the cohort follows the data contract" + (" (SYNTHETIC: not real patients)." if cohort.synthetic else "."))
+    print(
+        "OK: the cohort follows the data contract" + (" (SYNTHETIC: not real patients)." if cohort.synthetic else ".")
+    )
     return 0
 
 def cmd_synth(args)->int:
     "Write a synthetic cohort."
     from pe_renal.synthetic import make_cohort
     t = time.perf_counter()
-    check_output(args.out, None, args.overwrite, marker="synthetic.json", what="cohort folder")   # before any image is made
+    check_output(
+        args.out, None, args.overwrite, marker="synthetic.json", what="cohort folder"
+    )  # before any image is made
     n_pe = None if args.prevalence is None else int(round(args.n * args.prevalence))   # None: the paper's share
     if n_pe is not None and not 0 < n_pe < args.n:
         raise PeRenalError(f"--prevalence {args.prevalence:g} gives {n_pe} of {args.n} women with preeclampsia; "
                            "both groups need at least one woman (a prevalence further from 0 and 1, or a larger --n).")
     site = dict(gain=args.gain, speckle=args.speckle, blur=args.blur, case_mix=args.case_mix, id_prefix=args.id_prefix)
-    out = make_cohort(args.out, n=args.n, seed=args.seed, effect=args.effect, n_pe=n_pe, site=site, overwrite=args.overwrite)
+    out = make_cohort(
+        args.out, n=args.n, seed=args.seed, effect=args.effect, n_pe=n_pe, site=site, overwrite=args.overwrite
+    )
     print(f"Synthetic cohort (NOT real patients) written to {out} in {time.perf_counter()-t:.1f} s")
     return 0
 
@@ -73,20 +93,38 @@ def cmd_features(args)->int:
         raise PeRenalError(f"--out {out}: give a file name ending in .parquet or .csv.")
     check_output(out, _inputs(args), args.overwrite, folder=False, what="features file")
     check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
-    with _warnings_printed("features"):                       # each warning of the cohort and the extraction once, as it comes
+    with _warnings_printed("features"):  # each warning of the cohort and the extraction once, as it comes
         cohort = load_cohort(args.cohort)
-        print(f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) features ...", flush=True)
-        feats = extract_features(cohort, backbone=args.backbone, weights=args.weights, device=args.device, precision=args.precision,
-                                 batch_size=args.batch_size, cache=False if args.no_cache else (args.cache or None))
+        print(
+            f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) "
+            "features ...",
+            flush=True,
+        )
+        feats = extract_features(
+            cohort,
+            backbone=args.backbone,
+            weights=args.weights,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            cache=False if args.no_cache else (args.cache or None),
+        )
     meta = dict(feats.attrs["pe_renal"])
-    if args.per == "patient": feats = aggregate_features(feats, cohort, how=args.aggregate)
-    else: feats.insert(0, "patient_id", cohort.images["patient_id"].to_numpy()); feats.insert(1, "path", cohort.images["path"].to_numpy())
+    if args.per == "patient":
+        feats = aggregate_features(feats, cohort, how=args.aggregate)
+    else:
+        feats.insert(0, "patient_id", cohort.images["patient_id"].to_numpy())
+        feats.insert(1, "path", cohort.images["path"].to_numpy())
     with atomic_write(out) as f:
         feats.to_parquet(f) if out.suffix.lower() == ".parquet" else feats.to_csv(f, index=args.per == "patient")
     meta.update(per=args.per, aggregation=args.aggregate if args.per == "patient" else None, cohort=str(cohort.root))
-    with atomic_write(out.with_name(out.name + ".json"), "w") as f: json.dump(meta, f, indent=2)
-    print(f"{meta['note']}\n{feats.shape[0]} rows x {meta['n_images'] and feats.filter(like='deep_').shape[1]} features "
-          f"({meta['n_cached']} of {meta['n_images']} images from the cache, {meta['seconds']} s, {meta['precision']}) -> {out}")
+    with atomic_write(out.with_name(out.name + ".json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    print(
+        f"{meta['note']}\n{feats.shape[0]} rows x {meta['n_images'] and feats.filter(like='deep_').shape[1]} features "
+        f"({meta['n_cached']} of {meta['n_images']} images from the cache, {meta['seconds']} s, "
+            f"{meta['precision']}) -> {out}"
+    )
     return 0
 
 def _inputs(args)->dict:
@@ -96,19 +134,23 @@ def _inputs(args)->dict:
                             getattr(args, "weights", None), getattr(args, "model", None))
 
 def _config(args, **extra):
-    "The StudyConfig of a `run` or `demo` command line: each declared option it was given (or its default), checked once."
+    """The StudyConfig of a `run` or `demo` command line: each declared option it was given (or its default), checked
+    once."""
     from pe_renal.study import StudyConfig
     return StudyConfig(**{n: getattr(args, n) for n in STUDY_OPTIONS if hasattr(args, n)}, **extra)
 
 def cmd_run(args)->int:
     "Run the whole study on a cohort folder."
     from pe_renal.study import run_study
-    with _warnings_printed("run"): out = run_study(args.cohort, args.out, _config(args), overwrite=args.overwrite)
+
+    with _warnings_printed("run"):
+        out = run_study(args.cohort, args.out, _config(args), overwrite=args.overwrite)
     print(f"Report: {Path(out)/'report.html'}")
     return 0
 
 def cmd_demo(args)->int:
-    "Make the default synthetic cohort and run the whole study on it (offline: with an untrained backbone, said plainly)."
+    """Make the default synthetic cohort and run the whole study on it (offline: with an untrained backbone, said
+    plainly)."""
     import tempfile
     from pe_renal.synthetic import make_cohort
     from pe_renal.study import run_study
@@ -120,15 +162,22 @@ def cmd_demo(args)->int:
         cohort = make_cohort(Path(d)/"cohort", n=279, seed=args.seed)
         print(f"[0] synthetic cohort written in {time.perf_counter() - t:.0f} s", flush=True)
         with _warnings_printed("demo"):
-            res = run_study(cohort, out, _config(args, fallback=args.weights == "imagenet", synthetic=True),
-                            overwrite=args.overwrite, copy_cohort=True)              # keep the demo cohort with its results, for `pe-renal predict` and checks
+            res = run_study(
+                cohort,
+                out,
+                _config(args, fallback=args.weights == "imagenet", synthetic=True),
+                overwrite=args.overwrite,
+                copy_cohort=True,
+            )  # keep the demo cohort with its results, for `pe-renal predict` and checks
     print(f"Report: {Path(res)/'report.html'}  (total {time.perf_counter() - t:.0f} s)")
     return 0
 
 def cmd_report(args)->int:
     "Render report.html again from an existing results folder (nothing is rerun; no other file changes)."
     from pe_renal.report import render_report
-    with _warnings_printed("report"): path = render_report(args.results)
+
+    with _warnings_printed("report"):
+        path = render_report(args.results)
     print(f"Report: {path}")
     return 0
 
@@ -141,10 +190,15 @@ def cmd_predict(args)->int:
     print(f"{len(pred)} patients scored -> {args.out}")
     if metrics is not None:
         v = metrics["validation"].iloc[0]
-        print("External validation (labels present):" if v == "external" else
-              f"External validation (labels present), {v.removeprefix('external ')}:" if v.startswith("external") else
-              f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}." if v.startswith("NOT") else
-              f"Validation (labels present), {v}:")
+        print(
+            "External validation (labels present):"
+            if v == "external"
+            else f"External validation (labels present), {v.removeprefix('external ')}:"
+            if v.startswith("external")
+            else f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}."
+            if v.startswith("NOT")
+            else f"Validation (labels present), {v}:"
+        )
         where = "from training, on the updated scale" if "model_update" in metrics else "from training"
         for r in metrics.itertuples():
             print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
@@ -158,7 +212,8 @@ def cmd_validate(args)->int:
         out = validate_cohort(args.model, args.cohort, args.out, development=args.development, n_boot=args.boot,
                               seed=args.seed, weights=args.weights, device=args.device, cache=args.cache,
                               overwrite=args.overwrite, save_updated=args.save_updated)
-    if args.save_updated: print(f"Updated model: {Path(out)/'updated_model.skops'} (pe-renal predict --model accepts it)")
+    if args.save_updated:
+        print(f"Updated model: {Path(out) / 'updated_model.skops'} (pe-renal predict --model accepts it)")
     print(f"Report: {Path(out)/'report.html'}")
     return 0
 
@@ -166,8 +221,15 @@ def cmd_validate(args)->int:
 def cmd_samplesize(args)->int:
     "Riley et al.'s minimum sample size for a prediction model of a binary outcome."
     from pe_renal.samplesize import PARAMETERS_NOTE, riley_sample_size
-    s = riley_sample_size(args.parameters, args.prevalence, r2cs=args.r2cs, r2_nagelkerke=args.r2_nagelkerke, cstat=args.cstat,
-                          shrinkage=args.shrinkage)
+
+    s = riley_sample_size(
+        args.parameters,
+        args.prevalence,
+        r2cs=args.r2cs,
+        r2_nagelkerke=args.r2_nagelkerke,
+        cstat=args.cstat,
+        shrinkage=args.shrinkage,
+    )
     print("Minimum sample size to develop a prediction model of a binary outcome (Riley et al., BMJ 2020;368:m441):")
     print("\n".join(s.lines()))
     print(PARAMETERS_NOTE)
@@ -177,93 +239,149 @@ def sample_size_section(cohort, split:pd.DataFrame, args)->list[str]:
     "The lines `pe-renal check` prints about the cohort's sample size (pe_renal.samplesize)."
     from pe_renal.data import predictor_summary
     from pe_renal.samplesize import CSTATS, cohort_sample_size, sample_size_lines
-    if not cohort.has_labels: return []
+
+    if not cohort.has_labels:
+        return []
     cstats = CSTATS if args.cstat is None else (args.cstat,)
     return sample_size_lines(cohort_sample_size(predictor_summary(cohort, split), split, args.deep_features, cstats))
 
 def sample_size_check_options(c):
     "The options of `pe-renal check` for its sample-size section."
-    c.add_argument("--deep-features", type=_whole(0), default=2048,
-                   help="deep features `run` will offer the LASSO, counted as candidate parameters (default 2048: resnet152's; "
-                        "512 for resnet18 or resnet34)")
+    c.add_argument(
+        "--deep-features",
+        type=_whole(0),
+        default=2048,
+        help="deep features `run` will offer the LASSO, counted as candidate parameters (default 2048: resnet152's; "
+        "512 for resnet18 or resnet34)",
+    )
     c.add_argument("--cstat", type=_finite, default=None,
                    help="anticipated C-statistic for the sample-size section (default: 0.7, 0.8 and 0.9)")
 
 def add_samplesize_parser(sub):
     "The `pe-renal samplesize` subcommand."
-    z = sub.add_parser("samplesize", help="minimum sample size of a prediction model (Riley et al. 2020)",
-                       description="Minimum sample size to develop a prediction model of a binary outcome by the three criteria "
-                                   "of Riley et al. (BMJ 2020;368:m441): expected shrinkage, optimism in Nagelkerke R², overall "
-                                   "risk. Give the candidate parameters, the prevalence and one anticipated performance.")
-    z.add_argument("--parameters", type=_whole(1), required=True,
-                   help="candidate parameters: every predictor considered (each deep feature offered to a selection, one per "
-                        "numeric column, levels - 1 per categorical column), not only those kept")
+    z = sub.add_parser(
+        "samplesize",
+        help="minimum sample size of a prediction model (Riley et al. 2020)",
+        description="Minimum sample size to develop a prediction model of a binary outcome by the three criteria "
+        "of Riley et al. (BMJ 2020;368:m441): expected shrinkage, optimism in Nagelkerke R², overall "
+        "risk. Give the candidate parameters, the prevalence and one anticipated performance.",
+    )
+    z.add_argument(
+        "--parameters",
+        type=_whole(1),
+        required=True,
+        help="candidate parameters: every predictor considered (each deep feature offered to a selection, one per "
+        "numeric column, levels - 1 per categorical column), not only those kept",
+    )
     z.add_argument("--prevalence", type=_finite, required=True, help="anticipated outcome prevalence, e.g. 0.174")
     z.add_argument("--r2cs", type=_finite, default=None, help="anticipated Cox-Snell R²")
     z.add_argument("--r2-nagelkerke", type=_finite, default=None, help="anticipated Nagelkerke R² (instead of --r2cs)")
-    z.add_argument("--cstat", type=_finite, default=None,
-                   help="anticipated C-statistic (instead of --r2cs), converted to a Cox-Snell R² (binormal model, rounded to 3 decimals)")
-    z.add_argument("--shrinkage", type=_finite, default=0.9, help="target expected uniform shrinkage of criterion 1 (default 0.9)")
+    z.add_argument(
+        "--cstat",
+        type=_finite,
+        default=None,
+        help="anticipated C-statistic (instead of --r2cs), converted to a Cox-Snell R² (binormal model, rounded "
+            "to 3 decimals)",
+    )
+    z.add_argument(
+        "--shrinkage", type=_finite, default=0.9, help="target expected uniform shrinkage of criterion 1 (default 0.9)"
+    )
     z.set_defaults(func=cmd_samplesize)
 
 # %% ../nbs/10_cli.ipynb #2e3760dd
 def _path(s:str)->str:
     "An argparse type: a path, refused when empty or blank (an empty value would mean the working folder)."
-    if not s.strip(): raise argparse.ArgumentTypeError("an empty value is not a path: give a file or folder name")
+    if not s.strip():
+        raise argparse.ArgumentTypeError("an empty value is not a path: give a file or folder name")
     return s
 
 def _whole(lo:int, hi:int|None=None):
     "An argparse type: a whole number from `lo` (to `hi`); anything else is refused naming the option."
     def parse(s:str)->int:
-        try: v = int(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-        if v >= lo and (hi is None or v <= hi): return v
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+        if v >= lo and (hi is None or v <= hi):
+            return v
         raise argparse.ArgumentTypeError(f"{v} is out of range: give a whole number "
                                          + (f"at least {lo}" if hi is None else f"from {lo} to {hi}"))
     return parse
 
 def _finite(s:str)->float:
     "An argparse type: a finite number (not nan or inf)."
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if v != v or v in (float("inf"), float("-inf")): raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
     return v
 
 SEED = _whole(0, 2**32 - 1)
-CHECK_OPTIONS = ["seed", "test_size", "cv_splits", "finetune", "finetune_cv"]          # the limits of `run` that `check` applies
+CHECK_OPTIONS = [
+    "seed",
+    "test_size",
+    "cv_splits",
+    "finetune",
+    "finetune_cv",
+]  # the limits of `run` that `check` applies
 FEATURE_OPTIONS = ["backbone", "weights", "device", "precision", "batch_size", "cache"]  # the settings of `features`
 
 class _Parser(argparse.ArgumentParser):
-    "argparse, with an error that is the message and where to read more, not the whole usage of a command of 30 options."
+    """argparse, with an error that is the message and where to read more, not the whole usage of a command of 30
+    options."""
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options.)\n")
 
 def _commands(sub):
     "The subcommands that take no study setting beyond those of `check`: check, synth, report."
-    c = sub.add_parser("check", help="validate a cohort folder and print a summary",
-                       description="Validate a cohort folder and print a summary; the options are those of `run`, whose limits "
-                                   "on the cohort's size are checked with them.")
+    c = sub.add_parser(
+        "check",
+        help="validate a cohort folder and print a summary",
+        description="Validate a cohort folder and print a summary; the options are those of `run`, whose limits "
+        "on the cohort's size are checked with them.",
+    )
     c.add_argument("cohort", type=_path, help="cohort folder (clinical.csv, images.csv, optional cohort.toml)")
     add_options(c, CHECK_OPTIONS)
     sample_size_check_options(c)
     c.set_defaults(func=cmd_check)
-    s = sub.add_parser("synth", help="write a synthetic cohort (not real patients)",
-                       description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.")
+    s = sub.add_parser(
+        "synth",
+        help="write a synthetic cohort (not real patients)",
+        description="Write a synthetic renal-ultrasound cohort (NOT real patients) in the cohort data contract.",
+    )
     s.add_argument("--out", type=_path, required=True, help="folder to create")
-    s.add_argument("--n", type=_whole(20), default=279,
-                   help="number of women (default 279, as the paper; at least 20, the smallest cohort that `check` and `run` "
-                        "accept with their default settings)")
+    s.add_argument(
+        "--n",
+        type=_whole(20),
+        default=279,
+        help="number of women (default 279, as the paper; at least 20, the smallest cohort that `check` and `run` "
+        "accept with their default settings)",
+    )
     s.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--effect", type=_finite, default=1.0, help="group difference; 0 = no signal (negative control)")
     g = s.add_argument_group("another hospital", "what differs at a second site (each default: as the first site)")
     g.add_argument("--prevalence", type=_finite, default=None, metavar="P",
                    help="share of women with preeclampsia, between 0 and 1 (default 151/279, as the paper)")
-    g.add_argument("--gain", type=_finite, default=1.0, help="the scanner's display gain, an echo amplitude factor (default 1)")
+    g.add_argument(
+        "--gain", type=_finite, default=1.0, help="the scanner's display gain, an echo amplitude factor (default 1)"
+    )
     g.add_argument("--speckle", type=_finite, default=1.0,
                    help="the scanner's speckle size, a factor of the first scanner's (default 1; 1.5 = coarser)")
-    g.add_argument("--blur", type=_finite, default=0.0, help="the scanner's lower resolution: Gaussian blur SD in pixels (default 0)")
-    g.add_argument("--case-mix", type=_finite, default=0.0,
-                   help="every clinical value shifted by this many SDs (default 0; 0.5 = older, heavier, higher values)")
+    g.add_argument(
+        "--blur",
+        type=_finite,
+        default=0.0,
+        help="the scanner's lower resolution: Gaussian blur SD in pixels (default 0)",
+    )
+    g.add_argument(
+        "--case-mix",
+        type=_finite,
+        default=0.0,
+        help="every clinical value shifted by this many SDs (default 0; 0.5 = older, heavier, higher values)",
+    )
     g.add_argument("--id-prefix", default="S", help="patient ids are this prefix and a number (default S)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     s.set_defaults(func=cmd_synth)
@@ -274,71 +392,129 @@ def _commands(sub):
     rp.set_defaults(func=cmd_report)
 
 def _features_command(sub):
-    f = sub.add_parser("features", help="deep features of a cohort's images (cached)",
-                       description="Extract deep features (global-average-pool of a torchvision backbone) for every image "
-                                   "of a cohort, aggregate them per patient, and write them to a parquet or CSV file.")
+    f = sub.add_parser(
+        "features",
+        help="deep features of a cohort's images (cached)",
+        description="Extract deep features (global-average-pool of a torchvision backbone) for every image "
+        "of a cohort, aggregate them per patient, and write them to a parquet or CSV file.",
+    )
     f.add_argument("cohort", type=_path, help="cohort folder")
-    f.add_argument("--out", type=_path, required=True, help="output file (.parquet or .csv); a .json with the settings is written beside it")
+    f.add_argument(
+        "--out",
+        type=_path,
+        required=True,
+        help="output file (.parquet or .csv); a .json with the settings is written beside it",
+    )
     add_options(f, FEATURE_OPTIONS)
-    f.add_argument("--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image")
-    f.add_argument("--aggregate", default="mean", choices=AGGREGATIONS, help="how image features are combined per patient")
+    f.add_argument(
+        "--per", default="patient", choices=["patient", "image"], help="one row per patient (default) or per image"
+    )
+    f.add_argument(
+        "--aggregate", default="mean", choices=AGGREGATIONS, help="how image features are combined per patient"
+    )
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     f.set_defaults(func=cmd_features)
 
 def _study_commands(sub):
     "run and demo: every declared setting with a flag (`pe_renal.settings.STUDY_OPTIONS`)."
-    r = sub.add_parser("run", help="run the whole study on a cohort", description="Cohort -> split -> deep features -> LASSO -> "
-                       "DL / clinical / composite KNN models -> evaluation -> Grad-CAM -> SHAP -> report, saved model.")
+    r = sub.add_parser(
+        "run",
+        help="run the whole study on a cohort",
+        description="Cohort -> split -> deep features -> LASSO -> "
+        "DL / clinical / composite KNN models -> evaluation -> Grad-CAM -> SHAP -> report, saved model.",
+    )
     r.add_argument("cohort", type=_path, help="cohort folder")
     r.add_argument("--out", type=_path, required=True, help="results folder to create")
     add_options(r, STUDY_OPTIONS)
     r.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r.set_defaults(func=cmd_run)
-    d = sub.add_parser("demo", help="run the whole study on the default synthetic cohort",
-                       description="Make the default synthetic cohort (279 women, NOT real patients) and run the whole study on it. "
-                                   "Without ImageNet weights (offline) the backbone is untrained, and every output says so.")
-    d.add_argument("--out", type=_path, default="pe_renal_demo", help="results folder to create (default ./pe_renal_demo)")
-    add_options(d, STUDY_OPTIONS, help={"weights": "imagenet (default; falls back to an untrained backbone offline, and says so), "
-                                                   "random, or a state-dict file"})
+    d = sub.add_parser(
+        "demo",
+        help="run the whole study on the default synthetic cohort",
+        description="Make the default synthetic cohort (279 women, NOT real patients) and run the whole study on it. "
+        "Without ImageNet weights (offline) the backbone is untrained, and every output says so.",
+    )
+    d.add_argument(
+        "--out", type=_path, default="pe_renal_demo", help="results folder to create (default ./pe_renal_demo)"
+    )
+    add_options(
+        d,
+        STUDY_OPTIONS,
+        help={
+            "weights": "imagenet (default; falls back to an untrained backbone offline, and says so), "
+            "random, or a state-dict file"
+        },
+    )
     d.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     d.set_defaults(func=cmd_demo)
 
 def _predict_command(sub):
-    pr = sub.add_parser("predict", help="score new patients with a saved model",
-                        description="Score new patients (images + clinical values) with model.skops from a results folder; "
-                                    "with labels, also external-validation metrics.")
+    pr = sub.add_parser(
+        "predict",
+        help="score new patients with a saved model",
+        description="Score new patients (images + clinical values) with model.skops from a results folder; "
+        "with labels, also external-validation metrics.",
+    )
     pr.add_argument("cohort", type=_path, help="cohort folder of the new patients (the label column is optional)")
     pr.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
-    pr.add_argument("--out", type=_path, required=True, help="predictions CSV to write (never inside the model's results folder)")
-    pr.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file "
-                    "(fine-tuned weights are found beside model.skops)")
-    add_options(pr, ["device", "cache"], help={"device": help_text(SETTING["device"]) + "; the features are made in the "
-                                                                                       "model's own precision"})
+    pr.add_argument(
+        "--out", type=_path, required=True, help="predictions CSV to write (never inside the model's results folder)"
+    )
+    pr.add_argument(
+        "--weights",
+        type=_path,
+        default=None,
+        help="the weights file, if the model was trained on weights from a file "
+        "(fine-tuned weights are found beside model.skops)",
+    )
+    add_options(
+        pr,
+        ["device", "cache"],
+        help={"device": help_text(SETTING["device"]) + "; the features are made in the model's own precision"},
+    )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
-    pr.add_argument("--allow-overlap", action="store_true",
-                    help="score patients whose images the model was developed on (refused by default: the output then says "
-                         "they overlap and never calls the result external validation)")
+    pr.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score patients whose images the model was developed on (refused by default: the output then says "
+        "they overlap and never calls the result external validation)",
+    )
     pr.set_defaults(func=cmd_predict)
 
 def _validate_command(sub):
     "validate: a saved model at another hospital (`pe_renal.external`)."
-    va = sub.add_parser("validate", help="external validation of a saved model at another hospital",
-                        description="Validate model.skops on another hospital's labelled patients: case mix, discrimination, "
-                                    "calibration, threshold metrics, decision curve, updating and sample size, in a results "
-                                    "folder with its own report.html.")
+    va = sub.add_parser(
+        "validate",
+        help="external validation of a saved model at another hospital",
+        description="Validate model.skops on another hospital's labelled patients: case mix, discrimination, "
+        "calibration, threshold metrics, decision curve, updating and sample size, in a results "
+        "folder with its own report.html.",
+    )
     va.add_argument("cohort", type=_path, help="cohort folder of the other hospital's patients, with labels")
     va.add_argument("--model", type=_path, required=True, help="model.skops from a results folder")
     va.add_argument("--out", type=_path, required=True, help="validation results folder to create")
-    va.add_argument("--development", type=_path, default=None,
-                    help="the development cohort folder, for the case mix (default: RESULTS/cohort beside the model, if any)")
-    va.add_argument("--boot", type=_whole(0), default=200, help="bootstrap resamples for the curve band and updating (default 200)")
+    va.add_argument(
+        "--development",
+        type=_path,
+        default=None,
+        help="the development cohort folder, for the case mix (default: RESULTS/cohort beside the model, if any)",
+    )
+    va.add_argument(
+        "--boot", type=_whole(0), default=200, help="bootstrap resamples for the curve band and updating (default 200)"
+    )
     va.add_argument("--seed", type=SEED, default=42, help="random seed of the resampling")
-    va.add_argument("--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file")
+    va.add_argument(
+        "--weights", type=_path, default=None, help="the weights file, if the model was trained on weights from a file"
+    )
     add_options(va, ["device", "cache"])
-    va.add_argument("--save-updated", choices=("intercept", "logistic"), default=None,
-                    help="also write updated_model.skops: the model recalibrated on these patients (intercept update or "
-                         "logistic recalibration), which predict accepts and which records the site it was updated on")
+    va.add_argument(
+        "--save-updated",
+        choices=("intercept", "logistic"),
+        default=None,
+        help="also write updated_model.skops: the model recalibrated on these patients (intercept update or "
+        "logistic recalibration), which predict accepts and which records the site it was updated on",
+    )
     va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
     va.set_defaults(func=cmd_validate)
 
@@ -348,28 +524,40 @@ def build_parser()->argparse.ArgumentParser:
                                 "reproduce the study on your own cohort.")
     p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _commands(sub); _features_command(sub); _study_commands(sub); _predict_command(sub)
-    add_samplesize_parser(sub); _validate_command(sub)
+    _commands(sub)
+    _features_command(sub)
+    _study_commands(sub)
+    _predict_command(sub)
+    add_samplesize_parser(sub)
+    _validate_command(sub)
     return p
 
 def main(argv:list[str]|None=None)->int:
     "Entry point of the `pe-renal` command."
-    try: args = build_parser().parse_args(argv)
-    except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # a bad option (argparse said which), --help, --version
     try:
-        with stoppable(): return args.func(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2  # a bad option (argparse said which), --help, --version
+    try:
+        with stoppable():
+            return args.func(args)
     except PeRenalError as e:
         print(f"pe-renal {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:   # any file the checks could not foresee (a disk that fills up, a file removed meanwhile)
+    except OSError as e:  # any file the checks could not foresee (a disk that fills up, a file removed meanwhile)
         print(f"pe-renal {args.command}: error: {path_error(e.filename or '?', e, 'read or write')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"pe-renal: {'stopped by ' + e.args[0] if getattr(e, 'signum', signal.SIGINT) != signal.SIGINT else 'interrupted'}; "
-              "nothing was left half-written.", file=sys.stderr)
+        print(
+            "pe-renal: "
+            f"{'stopped by ' + e.args[0] if getattr(e, 'signum', signal.SIGINT) != signal.SIGINT else 'interrupted'}; "
+            "nothing was left half-written.",
+            file=sys.stderr,
+        )
         return 128 + getattr(e, "signum", signal.SIGINT)
 
 # %% ../nbs/10_cli.ipynb #18659bf2
 #| eval: false
-if __name__ == "__main__": sys.exit(main())   # `python -m pe_renal.cli ...` as `pe-renal ...`
+if __name__ == "__main__":
+    sys.exit(main())  # `python -m pe_renal.cli ...` as `pe-renal ...`
 

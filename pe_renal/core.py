@@ -4,7 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #4ac8303f
 from __future__ import annotations
-import contextlib, glob, hashlib, logging, os, random, shutil, signal, sys, tempfile, time, uuid
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,7 +38,9 @@ class PeRenalWarning(UserWarning):
     "A finding about the data or a fit, reported on purpose (a tuned value at its grid's edge, no feature kept)."
 
 class PathError(PeRenalError):
-    "A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is needed)."
+    """A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is
+    needed)."""
+
 
 def path_error(path:str|Path,   # the file or folder concerned
                e:OSError,       # the error the operating system gave
@@ -47,7 +60,8 @@ def path_error(path:str|Path,   # the file or folder concerned
 
 # %% ../nbs/00_core.ipynb #6ae2160d
 def quote(value, limit:int=80)->str:
-    "A value as an error message shows it: its repr, cut to about `limit` characters with its length said (a 2 MB cell stays readable)."
+    """A value as an error message shows it: its repr, cut to about `limit` characters with its length said (a 2 MB
+    cell stays readable)."""
     r = repr(value)
     return r if len(r) <= limit else f"{r[:limit - 20]}... ({len(str(value))} characters)"
 
@@ -55,8 +69,12 @@ def format_problems(problems:list[str], # one line per problem found
                     limit:int=10,       # show at most this many
                    )->str:              # a bulleted list, shortened with a count of the rest
     "Join a list of problems for one error message, so the user sees many at once, not one per run."
-    shown = [f"  - {p if len(p) <= 600 else p[:300] + f' ... [{len(p) - 450} characters] ... ' + p[-150:]}" for p in problems[:limit]]
-    if len(problems) > limit: shown.append(f"  - ... and {len(problems)-limit} more like these")
+    shown = [
+        f"  - {p if len(p) <= 600 else p[:300] + f' ... [{len(p) - 450} characters] ... ' + p[-150:]}"
+        for p in problems[:limit]
+    ]
+    if len(problems) > limit:
+        shown.append(f"  - ... and {len(problems) - limit} more like these")
     return "\n".join(shown)
 
 # %% ../nbs/00_core.ipynb #40f06150
@@ -67,7 +85,8 @@ def seed_everything(seed:int=42, # the run's seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch = sys.modules.get("torch")
-    if torch is not None: torch.manual_seed(seed)
+    if torch is not None:
+        torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 # %% ../nbs/00_core.ipynb #346a3bb3
@@ -77,7 +96,8 @@ def file_sha256(path:str|Path, # file to hash
     "SHA-256 of a file's content, read in chunks."
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk): h.update(block)
+        while block := f.read(chunk):
+            h.update(block)
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #965c9591
@@ -96,18 +116,20 @@ def atomic_write(path:str|Path, # final file name
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as e:                         # name the file being written (a full disk names none), never the temporary one
+        except OSError as e:  # name the file being written (a full disk names none), never the temporary one
             e.filename, e.filename2 = str(path), None
             raise
     finally:
-        if tmp.exists(): tmp.unlink()
+        if tmp.exists():
+            tmp.unlink()
 
 # %% ../nbs/00_core.ipynb #6fad24f0
 _LOCK = ".pe_renal.lock"    # the lock of a folder written in place (an existing empty folder, a mount point)
 
 def _leftover(p:Path)->bool:
     "A temporary entry of a pe_renal run that has ended: `.partial-PID-TAG` of a dead PID, or a lock file."
-    if p.name == _LOCK: return True
+    if p.name == _LOCK:
+        return True
     kind, _, rest = p.name.lstrip(".").partition("-")
     pid = rest.split("-")[0]
     return kind == "partial" and pid.isdigit() and len(rest.split("-")) == 2 and not _alive(int(pid))
@@ -122,8 +144,10 @@ def _input_folders(real:Path)->list[tuple[str, Path]]:
     "Cohort folders (clinical.csv + images.csv) and results folders (run.json) around `real`: inputs of other commands."
     found = []
     for up in real.parents:
-        if (up/"clinical.csv").is_file() and (up/"images.csv").is_file(): found.append(("cohort folder", up))
-        if (up/"run.json").is_file(): found.append(("results folder", up))
+        if (up / "clinical.csv").is_file() and (up / "images.csv").is_file():
+            found.append(("cohort folder", up))
+        if (up / "run.json").is_file():
+            found.append(("results folder", up))
     return found
 
 def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
@@ -136,16 +160,19 @@ def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
                             f"pe_renal reads. Results are never written into an input, even with --overwrite; choose a "
                             f"{what} outside it.")
         if folder and real in q.parents:
-            raise PathError(f"The {what} {out} contains the {name} {q}; writing (or replacing) it could destroy that input. "
-                            f"Choose a {what} that does not contain your inputs.")
+            raise PathError(
+                f"The {what} {out} contains the {name} {q}; writing (or replacing) it could destroy that input. "
+                f"Choose a {what} that does not contain your inputs."
+            )
 
-def check_output(out:str|Path,            # the file or folder a command will write
-                 inputs:dict|None=None,   # what must never be replaced or written into: {"cohort folder": path, ...}
-                 overwrite:bool=False,    # the user asked to replace an existing `out`
-                 folder:bool=True,        # `out` is a folder (else a file)
-                 marker:str|None="run.json", # a file that marks an earlier folder of this tool (only those are replaced)
-                 what:str="results folder",  # how to name `out` in messages
-                )->Path:                  # `out` as an absolute path
+def check_output(
+    out: str | Path,  # the file or folder a command will write
+    inputs: dict | None = None,  # what must never be replaced or written into: {"cohort folder": path, ...}
+    overwrite: bool = False,  # the user asked to replace an existing `out`
+    folder: bool = True,  # `out` is a folder (else a file)
+    marker: str | None = "run.json",  # a file that marks an earlier folder of this tool (only those are replaced)
+    what: str = "results folder",  # how to name `out` in messages
+) -> Path:                  # `out` as an absolute path
     """The one rule for every output of every command, applied before any work: an output may not be, lie inside or
     contain an input (those given, and any cohort or results folder around it); an existing one is replaced only with
     `overwrite` (a folder only if it holds `marker`); an existing empty folder is written in place; it must be
@@ -154,24 +181,33 @@ def check_output(out:str|Path,            # the file or folder a command will wr
     _check_inputs(out, _real(out), inputs, folder, what)
     try:
         if out.exists() or out.is_symlink():
-            if folder and not out.is_dir(): raise PathError(f"The {what} {out} is a file, not a folder; choose another name.")
-            if not folder and out.is_dir(): raise PathError(f"{out} is a folder; give a file name for the {what}.")
+            if folder and not out.is_dir():
+                raise PathError(f"The {what} {out} is a file, not a folder; choose another name.")
+            if not folder and out.is_dir():
+                raise PathError(f"{out} is a folder; give a file name for the {what}.")
             if _nonempty(out):
                 if not overwrite:
-                    raise PathError(f"The {what} {out} already exists{' and is not empty' if folder else ''}. Choose another "
-                                    f"{'folder' if folder else 'file name'}, or give --overwrite (overwrite=True in Python) "
-                                    "to replace it.")
+                    raise PathError(
+                        f"The {what} {out} already exists{' and is not empty' if folder else ''}. Choose another "
+                        f"{'folder' if folder else 'file name'}, or give --overwrite (overwrite=True in Python) "
+                        "to replace it."
+                    )
                 if folder and marker and not (out/marker).is_file():
-                    raise PathError(f"The folder {out} is not an earlier {what} of pe_renal (it has no {marker}), so "
-                                    "--overwrite does not replace it. Choose another folder, or empty this one yourself.")
+                    raise PathError(
+                        f"The folder {out} is not an earlier {what} of pe_renal (it has no {marker}), so "
+                        "--overwrite does not replace it. Choose another folder, or empty this one yourself."
+                    )
         anc = out if _in_place(out) else out.parent
-        while not anc.exists() and anc != anc.parent: anc = anc.parent
-        if not anc.is_dir(): raise PathError(f"The {what} {out} cannot be created: {anc} is a file, not a folder.")
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise PathError(f"The {what} {out} cannot be created: {anc} is a file, not a folder.")
         if not os.access(anc, os.W_OK | os.X_OK):
             verb = "written" if anc == out else "created"
             raise PathError(f"The {what} {out} cannot be {verb}: you may not write in "
                             f"{anc}. Choose a folder you own.")
-    except OSError as e: raise path_error(out, e, "write") from None
+    except OSError as e:
+        raise path_error(out, e, "write") from None
     return out
 
 def _in_place(out:Path)->bool:
@@ -179,9 +215,12 @@ def _in_place(out:Path)->bool:
     return out.is_dir() and not out.is_symlink() and (not _nonempty(out) or os.path.ismount(out))
 
 def _alive(pid:int)->bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except OSError: return True   # exists, owned by someone else
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
     return True
 
 def _remove(p:Path):
@@ -192,13 +231,17 @@ def _clean_stale(out:Path):
     "Remove temporary folders that an interrupted or killed earlier run of this tool left beside (or inside) `out`."
     for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
         kind, _, rest = p.name[len(out.name) + 2:].partition("-")
-        if kind not in ("partial", "old"): continue
+        if kind not in ("partial", "old"):
+            continue
         pid = rest.split("-")[0]
-        if pid.isdigit() and len(rest.split("-")) == 2 and _alive(int(pid)): continue   # a run still in progress
+        if pid.isdigit() and len(rest.split("-")) == 2 and _alive(int(pid)):
+            continue  # a run still in progress
         _remove(p)
     if _in_place(out):
         for p in out.iterdir():
-            if _leftover(p) and p.name != _LOCK: _remove(p)
+            if _leftover(p) and p.name != _LOCK:
+                _remove(p)
+
 
 @contextlib.contextmanager
 def staged_dir(out:str|Path, # the results folder to create
@@ -206,36 +249,45 @@ def staged_dir(out:str|Path, # the results folder to create
                what:str="results folder", # how to name `out` in messages
                inputs:dict|None=None,     # inputs that `out` must neither be, nor sit inside, nor contain
                marker:str|None="run.json",# the file that marks an earlier folder of this kind
-              )->Iterator[Path]: # a temporary folder to fill; moved to `out` on success
-    """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is locked:
-    a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never replaced
+              )->Iterator[Path]:  # a temporary folder to fill; moved to `out` on success
+    """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is
+    locked:
+    a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never
+    replaced
     without `overwrite`: the finished results then go beside it, under a name the error gives. An existing empty folder
     (a mount point included) is filled in place, and a link given as `out` is replaced by the new folder (the folder it
     pointed to is left as it is)."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
-    if out.is_symlink() and out.is_dir() and not _nonempty(out): out = _real(out)   # a link to an empty folder: fill it
+    if out.is_symlink() and out.is_dir() and not _nonempty(out):
+        out = _real(out)  # a link to an empty folder: fill it
     in_place, tag = _in_place(out), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock = _lock(out, what, in_place)
-    except OSError as e: raise path_error(out, e, "write") from None
+    except OSError as e:
+        raise path_error(out, e, "write") from None
     try:
         try:
             _clean_stale(out)
             tmp = out/f".partial-{tag}" if in_place else out.with_name(f".{out.name}.partial-{tag}")
             tmp.mkdir()
-        except OSError as e: raise path_error(out, e, "write") from None
+        except OSError as e:
+            raise path_error(out, e, "write") from None
         try:
             yield tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fill(out, tmp, overwrite, what, tag) if in_place else _publish(out, tmp, overwrite, what, tag)
-    finally: _unlock(lock)
+    finally:
+        _unlock(lock)
+
 
 def _appeared(out:Path, alt:Path, what:str):
-    return PeRenalError(f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
-                        f"this run's finished {what} is in {alt}.")
+    return PeRenalError(
+        f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
+        f"this run's finished {what} is in {alt}."
+    )
 
 def _publish(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     "Rename the finished `tmp` to `out`; an earlier `out` (a link: the link only) is removed when `overwrite`."
@@ -248,7 +300,9 @@ def _publish(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
         out.rename(old)
         tmp.rename(out)
         _remove(old)
-    else: tmp.rename(out)
+    else:
+        tmp.rename(out)
+
 
 def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     "Move what `tmp` (inside `out`) holds into `out` itself: the folder stays, so a mount point keeps its volume."
@@ -257,34 +311,51 @@ def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
         alt = out/f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}-{tag.split('-')[1]}"
         tmp.rename(alt)
         raise _appeared(out, alt, what)
-    for p in others: _remove(p)                                     # an earlier results folder on a mount point
-    for p in tmp.iterdir(): p.rename(out/p.name)
+    for p in others:
+        _remove(p)  # an earlier results folder on a mount point
+    for p in tmp.iterdir():
+        p.rename(out / p.name)
     tmp.rmdir()
 
 def _lock(out:Path, what:str, inside:bool=False):
-    """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while another
+    """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while
+    another
     process holds it."""
     path = out/_LOCK if inside else out.with_name(f".{out.name}.lock")
-    try: import fcntl
-    except ImportError: fcntl = None                               # no fcntl (Windows): the publish check in staged_dir still holds
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # no fcntl (Windows): the publish check in staged_dir still holds
     for _ in range(5):
         f = open(path, "a+")
-        if fcntl is None: break
-        try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0); who = f.read().strip(); f.close()
-            raise PeRenalError(f"{out}: another pe_renal process{' (' + who + ')' if who else ''} is writing this {what} now. "
-                               "Wait for it to finish, or choose another output folder.") from None
+        if fcntl is None:
+            break
         try:
-            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino: break   # still the file at that name: the lock holds
-        except FileNotFoundError: pass                             # removed by the previous holder meanwhile: try again
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            who = f.read().strip()
+            f.close()
+            raise PeRenalError(
+                f"{out}: another pe_renal process{' (' + who + ')' if who else ''} is writing this {what} now. "
+                "Wait for it to finish, or choose another output folder."
+            ) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break  # still the file at that name: the lock holds
+        except FileNotFoundError:
+            pass  # removed by the previous holder meanwhile: try again
         f.close()
-    f.seek(0); f.truncate(); f.write(f"pid {os.getpid()}"); f.flush()
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
     return f, path
 
 def _unlock(lock):
     f, path = lock
-    with contextlib.suppress(OSError): path.unlink()
+    with contextlib.suppress(OSError):
+        path.unlink()
     f.close()
 
 # %% ../nbs/00_core.ipynb #e30291ed
@@ -294,12 +365,15 @@ def progress(iterable:Iterable, # what to iterate over
              desc:str="",         # a few words shown before the bar
              total:int|None=None, # number of items, when `iterable` has no len()
              **kwargs)->Iterable:
-    """Wrap `iterable` in a progress bar on a terminal or in Jupyter; where stderr is a file (nohup, a SLURM or cron log),
+    """Wrap `iterable` in a progress bar on a terminal or in Jupyter; where stderr is a file (nohup, a SLURM or cron
+    log),
     plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
     quiet = os.environ.get("PE_RENAL_QUIET", "") not in ("", "0")
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-    if total is None and hasattr(iterable, "__len__"): total = len(iterable)
-    if not quiet and not interactive: return LogProgress(_checked(iterable), desc, total)
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    if not quiet and not interactive:
+        return LogProgress(_checked(iterable), desc, total)
     from tqdm.auto import tqdm
     return tqdm(_checked(iterable), desc=desc, total=total, disable=quiet, leave=False, **kwargs)
 
@@ -308,40 +382,62 @@ def _duration(s:float)->str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 class LogProgress:
-    """Progress for a log file: a plain line to stderr at most every PE_RENAL_PROGRESS_EVERY seconds (default 30) with the
-    stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a step shorter than
+    """Progress for a log file: a plain line to stderr at most every PE_RENAL_PROGRESS_EVERY seconds (default 30)
+    with the
+    stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a step
+    shorter than
     that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
     def __init__(self, iterable=None, desc:str="", total:int|None=None):
         self.iterable, self.desc, self.total, self.n, self.postfix = iterable, desc, total, 0, ""
-        try: self.every = max(0.0, float(os.environ.get("PE_RENAL_PROGRESS_EVERY", "") or 30))
-        except ValueError: self.every = 30.0                        # an unreadable setting: the default, not a crash
-        self.t0 = self.last = time.monotonic(); self.said = False
+        try:
+            self.every = max(0.0, float(os.environ.get("PE_RENAL_PROGRESS_EVERY", "") or 30))
+        except ValueError:
+            self.every = 30.0  # an unreadable setting: the default, not a crash
+        self.t0 = self.last = time.monotonic()
+        self.said = False
+
     def _line(self, final:bool=False):
         el = time.monotonic() - self.t0
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        eta = (f", about {_duration(el / self.n * (self.total - self.n))} left" if self.total and self.n and not final else "")
-        sys.stderr.write(f"{self.desc or 'progress'}: {'done, ' if final else ''}{self.n}{of}{pct}, {_duration(el)} elapsed{eta}"
-                         f"{(' ' + self.postfix) if self.postfix else ''}\n"); sys.stderr.flush()
+        eta = (
+            f", about {_duration(el / self.n * (self.total - self.n))} left"
+            if self.total and self.n and not final
+            else ""
+        )
+        sys.stderr.write(
+            f"{self.desc or 'progress'}: {'done, ' if final else ''}{self.n}{of}{pct}, {_duration(el)} elapsed{eta}"
+            f"{(' ' + self.postfix) if self.postfix else ''}\n"
+        )
+        sys.stderr.flush()
         self.last, self.said = time.monotonic(), True
     def update(self, n:int=1):
         self.n += n
-        if time.monotonic() - self.last >= self.every: self._line()
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
     def set_postfix(self, **kw): self.postfix = " ".join(f"{k}={v}" for k, v in kw.items())
     def close(self):
-        if self.said and self.n: self._line(final=True)
+        if self.said and self.n:
+            self._line(final=True)
         self.said = False
     def __iter__(self):
         try:
             for x in self.iterable:
                 yield x
                 self.update(1)
-        finally: self.close()
+        finally:
+            self.close()
+
     def __len__(self): return self.total or 0
 
 class Interrupted(KeyboardInterrupt):
     "The process was asked to stop: Ctrl-C, SIGTERM (schedulers, `timeout`) or SIGHUP (a closed terminal)."
-    def __init__(self, signum:int=2): super().__init__(signal.Signals(signum).name); self.signum = signum
+
+    def __init__(self, signum: int = 2):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 _STOP = {"signum": None}
 
@@ -350,47 +446,73 @@ def _on_signal(signum, frame):
     raise Interrupted(signum)
 
 def check_stop():
-    "Raise `Interrupted` if a stop signal arrived, even one whose exception was swallowed where it landed (a fork hook, a __del__)."
-    if _STOP["signum"] is not None: raise Interrupted(_STOP["signum"])
+    """Raise `Interrupted` if a stop signal arrived, even one whose exception was swallowed where it landed (a fork
+    hook, a __del__)."""
+    if _STOP["signum"] is not None:
+        raise Interrupted(_STOP["signum"])
+
 
 def _checked(iterable):
     for x in iterable:
-        check_stop(); yield x
+        check_stop()
+        yield x
     check_stop()
 
 @contextlib.contextmanager
 def stoppable():
     """Within this block SIGTERM and SIGHUP stop the work like Ctrl-C does, so every partial output is removed; a stop
-    (Ctrl-C included) that lands where Python cannot raise (a fork hook, a __del__) is raised at the next `check_stop`."""
+    (Ctrl-C included) that lands where Python cannot raise (a fork hook, a __del__) is raised at the next
+    `check_stop`."""
     sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler: sigs.append(signal.SIGINT)   # not when ignored (`cmd &`)
-    try: old = {s: signal.signal(s, _on_signal) for s in sigs}
-    except ValueError: old = {}   # not the main thread: leave the handlers alone
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        sigs.append(signal.SIGINT)  # not when ignored (`cmd &`)
+    try:
+        old = {s: signal.signal(s, _on_signal) for s in sigs}
+    except ValueError:
+        old = {}  # not the main thread: leave the handlers alone
     hook = sys.unraisablehook
-    def quiet(u):   # an Interrupted that landed where Python cannot raise (a fork hook, a __del__): `check_stop` raises it
-        if not isinstance(u.exc_value, Interrupted): hook(u)
-    if old: sys.unraisablehook = quiet
-    try: yield
+
+    def quiet(
+        u,
+    ):  # an Interrupted that landed where Python cannot raise (a fork hook, a __del__): `check_stop` raises it
+        if not isinstance(u.exc_value, Interrupted):
+            hook(u)
+
+    if old:
+        sys.unraisablehook = quiet
+    try:
+        yield
     finally:
-        for s, h in old.items(): signal.signal(s, h)
-        if old: sys.unraisablehook = hook
+        for s, h in old.items():
+            signal.signal(s, h)
+        if old:
+            sys.unraisablehook = hook
         _STOP["signum"] = None
 
-_STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+_STOP_SIGNALS = tuple(
+    s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None
+)
+
 
 @contextlib.contextmanager
 def stops_held():
     """Within this block a stop signal waits until the block ends, then stops the work as usual: for a step that must
     not be cut in half, such as starting a pool's worker processes (a pool half started can be neither used nor shut
     down). Processes started inside it hold the signals too: give them `release_stops` as their initializer."""
-    if not hasattr(signal, "pthread_sigmask"): yield; return
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try: yield
-    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
 
 def release_stops():
     "Let stop signals through again (the initializer of worker processes started inside `stops_held`)."
-    if hasattr(signal, "pthread_sigmask"): signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 # %% ../nbs/00_core.ipynb #c292638e
 PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere
@@ -416,9 +538,11 @@ def save_figure(fig,                   # a matplotlib figure
                 dpi:int=300,
                )->list[Path]:          # the files written
     "Save a figure as PNG (and SVG/PDF on request), each file written atomically."
-    path = Path(path); out = []
+    path = Path(path)
+    out = []
     for fmt in formats:
         p = path.with_suffix(f".{fmt}")
-        with atomic_write(p) as f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
+        with atomic_write(p) as f:
+            fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
         out.append(p)
     return out

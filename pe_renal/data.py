@@ -4,18 +4,35 @@
 
 # %% ../nbs/01_data.ipynb #c88de4af
 from __future__ import annotations
-import csv, io, os, re, stat, unicodedata, warnings
+import csv
+import io
+import os
+import re
+import stat
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import CohortError, PeRenalError, PeRenalWarning, PathError, file_sha256, format_problems, path_error, quote
+from pe_renal.core import (
+    CohortError,
+    PeRenalError,
+    PeRenalWarning,
+    PathError,
+    file_sha256,
+    format_problems,
+    path_error,
+    quote,
+)
 from .settings import SETTING, SettingError, as_names, as_text
 
-try: import tomllib
-except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib  # Python 3.10
 
 # %% auto #0
 __all__ = ['ABSURD', 'ROI_BOX', 'RESERVED', 'MIN_ROI_PIXELS', 'NEAR_DUPLICATE_BITS', 'MIN_PER_CLASS', 'FINETUNE_VAL_FRACTION',
@@ -27,23 +44,33 @@ __all__ = ['ABSURD', 'ROI_BOX', 'RESERVED', 'MIN_ROI_PIXELS', 'NEAR_DUPLICATE_BI
 # %% ../nbs/01_data.ipynb #2bacf502
 def _line(i:int)->int: return int(i) + 2  # CSV line number of data row i (line 1 is the header)
 
-_UNNAMED = re.compile(r"Unnamed: \d+(_level_\d+)?")   # the name pandas gives a header cell left empty (and writes back as text)
+_UNNAMED = re.compile(
+    r"Unnamed: \d+(_level_\d+)?"
+)  # the name pandas gives a header cell left empty (and writes back as text)
+
 
 def _is_file(path:Path)->bool:
     "Whether `path` is a file; an operating-system error (name too long, no permission) becomes a `PathError`."
-    try: return stat.S_ISREG(os.stat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError): return False
-    except OSError as e: raise path_error(path, e) from None
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise path_error(path, e) from None
+
 
 def _records(lines:list[str], sep:str)->list[tuple[int, list[str]]]:
-    "The CSV records of `lines` as (line number where the record starts, fields); blank lines are left out, as pandas does."
+    """The CSV records of `lines` as (line number where the record starts, fields); blank lines are left out, as pandas
+    does."""
     reader = csv.reader(lines, delimiter=sep, skipinitialspace=True)
     out, start = [], 1
     try:
         for rec in reader:
-            if rec and any(f.strip() for f in rec) or len(rec) > 1: out.append((start, rec))
+            if rec and any(f.strip() for f in rec) or len(rec) > 1:
+                out.append((start, rec))
             start = reader.line_num + 1
-    except csv.Error: pass                 # e.g. a NUL byte: left to pandas, which says what is wrong
+    except csv.Error:
+        pass  # e.g. a NUL byte: left to pandas, which says what is wrong
     return out
 
 def _sniff(lines:list[str])->str:
@@ -53,11 +80,14 @@ def _sniff(lines:list[str])->str:
     best, key = ",", None
     for d in (",", ";", "\t"):
         recs = _records(lines, d)
-        if not recs or len(recs[0][1]) < 2: continue
-        n = len(recs[0][1]); rows = recs[1:]
+        if not recs or len(recs[0][1]) < 2:
+            continue
+        n = len(recs[0][1])
+        rows = recs[1:]
         same = sum(len(r) == n for _, r in rows) / len(rows) if rows else 1.0
         k = (same, n, d == ",")
-        if key is None or k > key: best, key = d, k
+        if key is None or k > key:
+            best, key = d, k
     return best
 
 def _duplicated_header(names:list[str])->list[str]:
@@ -70,64 +100,97 @@ def _check_shape(path:Path, text:str, sep:str, what:str)->tuple[list[str], list[
     index pandas or R writes as a first column has none). Returns the header's names and the positions of columns to
     drop (no name and empty on every row, as Excel writes after the last column)."""
     recs = _records(text.splitlines(keepends=True), sep)
-    if not recs: return [], []
-    header = [unicodedata.normalize("NFC", c.strip()) for c in recs[0][1]]; n = len(header)
+    if not recs:
+        return [], []
+    header = [unicodedata.normalize("NFC", c.strip()) for c in recs[0][1]]
+    n = len(header)
     bad = [f"line {ln}: {len(r)} field(s), the header line has {n}"
            + (" (a quote \" opened on this line is not closed)" if any("\n" in f for f in r) else "")
            for ln, r in recs[1:] if len(r) != n]
     if bad:
-        raise CohortError(f"{path}: some rows have a different number of fields than the header line:\n{format_problems(bad)}\n"
-                          "A deleted or added cell shifts the rest of its row into the wrong columns. Correct these rows "
-                          "so that each has one value (or an empty cell) per column of the header.")
+        raise CohortError(
+            f"{path}: some rows have a different number of fields than the header line:\n{format_problems(bad)}\n"
+            "A deleted or added cell shifts the rest of its row into the wrong columns. Correct these rows "
+            "so that each has one value (or an empty cell) per column of the header."
+        )
     unnamed = [j for j, c in enumerate(header) if not c or _UNNAMED.fullmatch(c)]
     full = [j for j in unnamed if any(r[j].strip() for _, r in recs[1:])]
     if full:
         one = len(full) == 1
-        cols = ", ".join(f"{j + 1}" + (f" (headed {header[j]!r}, pandas' name for an empty header cell)" if header[j] else "")
-                         for j in full)
+        cols = ", ".join(
+            f"{j + 1}" + (f" (headed {header[j]!r}, pandas' name for an empty header cell)" if header[j] else "")
+            for j in full
+        )
         eg = [quote(r[full[0]].strip()) for _, r in recs[1:] if r[full[0]].strip()][:3]
-        where = (" and list it under [clinical.exclude] in cohort.toml if it is not a predictor" if "clinical" in what else "")
-        raise CohortError(f"{path}: column{'' if one else 's'} {cols} of the header line {'has' if one else 'have'} no name "
-                          f"but {'holds' if one else 'hold'} values (e.g. {', '.join(eg)}), "
-                          "as the row number that pandas or R writes as an unnamed first column. A column without a name "
-                          f"is never used: remove it, or give it a name in the header line{where}.")
+        where = (
+            " and list it under [clinical.exclude] in cohort.toml if it is not a predictor"
+            if "clinical" in what
+            else ""
+        )
+        raise CohortError(
+            f"{path}: column{'' if one else 's'} {cols} of the header line {'has' if one else 'have'} no name "
+            f"but {'holds' if one else 'hold'} values (e.g. {', '.join(eg)}), "
+            "as the row number that pandas or R writes as an unnamed first column. A column without a name "
+            f"is never used: remove it, or give it a name in the header line{where}."
+        )
     return header, [j for j in unnamed if j not in full]
 
-def read_table(path:Path,         # the CSV file
-               required:list[str], # columns that must be present
-               what:str="",        # how the file is described in messages
-               nfc:tuple|None=None,# columns whose text is Unicode-normalised (NFC); None: all (file paths are left as written)
-              )->pd.DataFrame:     # all columns as text, missing values as NaN
-    "Read a cohort CSV as text, with clear errors for a missing, empty or header-only file, ragged rows or missing columns."
-    path = Path(path); what = what or path.name
+def read_table(
+    path: Path,  # the CSV file
+    required: list[str],  # columns that must be present
+    what: str = "",  # how the file is described in messages
+    nfc: tuple
+    | None = None,  # columns whose text is Unicode-normalised (NFC); None: all (file paths are left as written)
+) -> pd.DataFrame:  # all columns as text, missing values as NaN
+    """Read a cohort CSV as text, with clear errors for a missing, empty or header-only file, ragged rows or missing
+    columns."""
+    path = Path(path)
+    what = what or path.name
     if not _is_file(path):
         raise CohortError(f"{path}: file not found. A cohort folder needs {what} with the columns "
                           f"{', '.join(required)}; see the data contract in the documentation.")
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f: text = f.read()
-    except OSError as e: raise path_error(path, e) from None
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except OSError as e:
+        raise path_error(path, e) from None
     except UnicodeDecodeError as e:
-        raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
-                          "Save it as CSV (UTF-8) from your spreadsheet program.") from None
+        raise CohortError(
+            f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
+            "Save it as CSV (UTF-8) from your spreadsheet program."
+        ) from None
     first = text.split("\n", 1)[0].strip()
     if re.fullmatch(r"sep=.?", first):
-        raise CohortError(f"{path}: the first line is {first!r}, a hint Excel writes for itself, not the header line. Delete "
-                          "that line (the header line must come first), or save the file again as 'CSV UTF-8'.")
+        raise CohortError(
+            f"{path}: the first line is {first!r}, a hint Excel writes for itself, not the header line. Delete "
+            "that line (the header line must come first), or save the file again as 'CSV UTF-8'."
+        )
     sep = _sniff(text.splitlines(keepends=True)[:50]) if text else ","
     header, drop = _check_shape(path, text, sep, what)
-    try: df = pd.read_csv(io.StringIO(text), dtype=str, sep=sep, skipinitialspace=True, index_col=False)
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, sep=sep, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
-        raise CohortError(f"{path}: the file is empty. It needs a header line with the columns "
-                          f"{', '.join(required)} and one row per {'patient' if 'clinical' in what else 'image'}.") from None
+        raise CohortError(
+            f"{path}: the file is empty. It needs a header line with the columns "
+            f"{', '.join(required)} and one row per {'patient' if 'clinical' in what else 'image'}."
+        ) from None
     except pd.errors.ParserError as e:
-        raise CohortError(f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
-                          "Save it as CSV (UTF-8) from your spreadsheet program.") from None
-    if len(header) == df.shape[1]: df.columns = header   # the names as written (pandas renames empty and repeated ones)
-    else: df.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in df.columns]
+        raise CohortError(
+            f"{path}: cannot be read as a comma-separated UTF-8 file ({e}). "
+            "Save it as CSV (UTF-8) from your spreadsheet program."
+        ) from None
+    if len(header) == df.shape[1]:
+        df.columns = header  # the names as written (pandas renames empty and repeated ones)
+    else:
+        df.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in df.columns]
     dup = _duplicated_header(list(df.columns))
-    if dup: raise CohortError(f"{path}: column(s) {', '.join(map(repr, dup))} appear more than once in the header line; "
-                              "rename or remove the repeated columns (each column name must be unique).")
-    if drop: df = df.iloc[:, [j for j in range(df.shape[1]) if j not in drop]]   # nameless and empty: nothing to read
+    if dup:
+        raise CohortError(
+            f"{path}: column(s) {', '.join(map(repr, dup))} appear more than once in the header line; "
+            "rename or remove the repeated columns (each column name must be unique)."
+        )
+    if drop:
+        df = df.iloc[:, [j for j in range(df.shape[1]) if j not in drop]]  # nameless and empty: nothing to read
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CohortError(f"{path}: required column(s) {', '.join(repr(c) for c in missing)} missing. "
@@ -138,7 +201,8 @@ def read_table(path:Path,         # the CSV file
     cols = {}
     for c in df.columns:
         s = df[c].str.strip().replace("", np.nan)
-        if nfc is None or c in nfc: s = s.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
+        if nfc is None or c in nfc:
+            s = s.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
         cols[c] = s
     out = pd.DataFrame(cols, index=df.index)
     out.attrs["sep"] = sep   # numbers are read by `to_numeric`, which needs the delimiter only to read a lone 166.000
@@ -165,10 +229,14 @@ _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(
 
 def value_spelling(v:str)->str:
     "How one non-empty cell is written: 'number' (any spelling of one), 'date', 'unit' (a number and a unit) or 'text'."
-    if re.fullmatch(_NUM, v) or _INF.fullmatch(v) or _COMMA_DEC.fullmatch(v): return "number"
-    if any(g.fullmatch(v) for g in _GROUPED.values()): return "number"
-    if _DATE.fullmatch(v): return "date"
-    if _UNIT.fullmatch(v): return "unit"
+    if re.fullmatch(_NUM, v) or _INF.fullmatch(v) or _COMMA_DEC.fullmatch(v):
+        return "number"
+    if any(g.fullmatch(v) for g in _GROUPED.values()):
+        return "number"
+    if _DATE.fullmatch(v):
+        return "date"
+    if _UNIT.fullmatch(v):
+        return "unit"
     return "text"
 
 def column_kind(s:pd.Series)->str:
@@ -176,10 +244,13 @@ def column_kind(s:pd.Series)->str:
     'unit' (numbers with a unit: at least half the values, or every value that is not a plain number), 'numeric'
     (any other column with a number) or 'text' (a categorical column)."""
     v = s.dropna().astype(str)
-    if not len(v): return "empty"
+    if not len(v):
+        return "empty"
     sp = v.map(value_spelling)
-    if (sp == "date").mean() >= 0.5: return "date"
-    if (sp == "unit").any() and ((sp == "unit").mean() >= 0.5 or sp.isin(["number", "unit"]).all()): return "unit"
+    if (sp == "date").mean() >= 0.5:
+        return "date"
+    if (sp == "unit").any() and ((sp == "unit").mean() >= 0.5 or sp.isin(["number", "unit"]).all()):
+        return "unit"
     return "numeric" if (sp == "number").any() else "text"
 
 # %% ../nbs/01_data.ipynb #c1a0e5d4
@@ -207,12 +278,15 @@ def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
                       "write every value with a point as the decimal mark and no thousands separator")
     mark = "," if ev[","] else "."
     group = "." if mark == "," else ","
-    amb = [x for x in v if _AMBIGUOUS[group].fullmatch(x)]             # 166,000 where the point is the decimal mark
-    if amb and any(_GROUPED[group].fullmatch(x) and (x.count(group) > 1 or mark in x) for x in v): amb = []
+    amb = [x for x in v if _AMBIGUOUS[group].fullmatch(x)]  # 166,000 where the point is the decimal mark
+    if amb and any(_GROUPED[group].fullmatch(x) and (x.count(group) > 1 or mark in x) for x in v):
+        amb = []
     if not amb and not ev["."] and not ev[","] and sep != ",":          # a lone 166.000 outside a comma-separated file
         amb, group = [x for x in v if _AMBIGUOUS["."].fullmatch(x)], "."
-    if not amb: return mark, ""
-    x = amb[0]; whole, frac = x.replace("+", "").split(group)
+    if not amb:
+        return mark, ""
+    x = amb[0]
+    whole, frac = x.replace("+", "").split(group)
     return None, (f"its values such as {quote(x)} could be {whole}{frac} (with a thousands separator) or "
                   f"{whole}.{frac} (with a decimal {'comma' if group == ',' else 'point'}), and no value of the column "
                   f"shows {group!r} between groups of thousands (as 1{group}050{group}000 would). "
@@ -221,44 +295,59 @@ def decimal_mark(v:pd.Series,  # the column's non-empty values, as text
 
 def _number(x:str, mark:str)->float|None:
     "The number `x` spells in a column whose decimal mark is `mark`; None if it is not a number spelt that way."
-    if _INF.fullmatch(x): return float(x.lower().replace("infinity", "inf"))
+    if _INF.fullmatch(x):
+        return float(x.lower().replace("infinity", "inf"))
     plain = re.fullmatch(_NUM, x)
     if mark == ".":
-        if plain: return float(x)
-        if _GROUPED[","].fullmatch(x): return float(x.replace(",", ""))
+        if plain:
+            return float(x)
+        if _GROUPED[","].fullmatch(x):
+            return float(x.replace(",", ""))
     else:
-        if plain and "." not in x: return float(x)
-        if _COMMA_DEC.fullmatch(x): return float(x.replace(",", "."))
-        if _GROUPED["."].fullmatch(x): return float(x.replace(".", "").replace(",", "."))
+        if plain and "." not in x:
+            return float(x)
+        if _COMMA_DEC.fullmatch(x):
+            return float(x.replace(",", "."))
+        if _GROUPED["."].fullmatch(x):
+            return float(x.replace(".", "").replace(",", "."))
     if _GROUPED[" "].fullmatch(x):
         body = re.sub(r"[ \u00a0\u202f']", "", x)
-        if (mark == "." and "," in body) or (mark == "," and "." in body): return None
+        if (mark == "." and "," in body) or (mark == "," and "." in body):
+            return None
         return float(body.replace(",", "."))
     return None
 
 _WHY = {"unit": "numbers with a unit", "date": "dates or times", "text": "text (not a number)",
         "size": "not a finite number of a sensible size (infinity, or beyond ±1e15, such as 1e308)"}
 
-def to_numeric(df:pd.DataFrame, # table read by `read_table`
-               col:str,          # the column to convert
-               fname:str,        # file name for messages
-               id_col:str="patient_id",
-               advice:str|None=None, # what to do, instead of the clinical.csv advice (e.g. for images.csv's ROI columns)
-               sep:str|None=None,    # the file's delimiter (default: as `read_table` found it)
-              )->pd.Series:      # float values, NaN where missing
+def to_numeric(
+    df: pd.DataFrame,  # table read by `read_table`
+    col: str,  # the column to convert
+    fname: str,  # file name for messages
+    id_col: str = "patient_id",
+    advice: str | None = None,  # what to do, instead of the clinical.csv advice (e.g. for images.csv's ROI columns)
+    sep: str | None = None,  # the file's delimiter (default: as `read_table` found it)
+) -> pd.Series:      # float values, NaN where missing
     """Convert a text column to numbers by the one value policy (`decimal_mark`, `value_spelling`), naming every cell
     that is not a finite number below `ABSURD`: by line, patient and value, and the unit of a number with one."""
-    s = df[col]; sep = sep or df.attrs.get("sep", ",")
+    s = df[col]
+    sep = sep or df.attrs.get("sep", ",")
     mark, why = decimal_mark(s.dropna().astype(str), sep)
-    if mark is None: raise CohortError(f"{fname}: column {col!r} cannot be read as numbers: {why}.")
+    if mark is None:
+        raise CohortError(f"{fname}: column {col!r} cannot be read as numbers: {why}.")
     num, bad = np.full(len(s), np.nan), {}
     for i, x in enumerate(s):
-        if not isinstance(x, str): continue
+        if not isinstance(x, str):
+            continue
         n = _number(x, mark)
-        if n is None: bad.setdefault(value_spelling(x).replace("number", "text"), []).append(i)
-        elif not np.isfinite(n) or abs(n) >= ABSURD: bad.setdefault("size", []).append(i)
-        else: num[i] = n
-    if bad: raise CohortError(_not_numbers(df, col, fname, id_col, bad, advice))
+        if n is None:
+            bad.setdefault(value_spelling(x).replace("number", "text"), []).append(i)
+        elif not np.isfinite(n) or abs(n) >= ABSURD:
+            bad.setdefault("size", []).append(i)
+        else:
+            num[i] = n
+    if bad:
+        raise CohortError(_not_numbers(df, col, fname, id_col, bad, advice))
     return pd.Series(num, index=s.index, name=col)
 
 def _not_numbers(df:pd.DataFrame, col:str, fname:str, id_col:str, bad:dict, advice:str|None)->str:
@@ -293,9 +382,12 @@ def encode_label(s:pd.Series,     # the label column as read (text)
                           "Every patient needs a label; fill it in or remove the patient.")
     values = sorted(s.unique())
     if len(values) == 1 and one_class_ok:
-        v = values[0]; num = pd.to_numeric(pd.Series([v, positive]), errors="coerce")
-        if positive is not None: return pd.Series(int(str(v) == str(positive).strip() or num[0] == num[1]), index=s.index)
-        if num[0] in (0.0, 1.0): return pd.Series(int(num[0]), index=s.index)
+        v = values[0]
+        num = pd.to_numeric(pd.Series([v, positive]), errors="coerce")
+        if positive is not None:
+            return pd.Series(int(str(v) == str(positive).strip() or num[0] == num[1]), index=s.index)
+        if num[0] in (0.0, 1.0):
+            return pd.Series(int(num[0]), index=s.index)
         raise CohortError(f"{fname}: every patient has {col!r} = {quote(v)}; say whether that is the positive class "
                           f"(preeclampsia) in cohort.toml:\n  [label]\n  positive = \"...\"")
     if len(values) != 2:
@@ -303,7 +395,8 @@ def encode_label(s:pd.Series,     # the label column as read (text)
                           f"1 = preeclampsia); found {len(values)}: {', '.join(map(repr, values[:10]))}.")
     if positive is None:
         num = pd.to_numeric(s, errors="coerce")
-        if num.notna().all() and set(num.unique()) == {0.0, 1.0}: return num.astype(int)
+        if num.notna().all() and set(num.unique()) == {0.0, 1.0}:
+            return num.astype(int)
         raise CohortError(f"{fname}: column {col!r} holds {values[0]!r} and {values[1]!r}. Say which one is "
                           f"the positive class (preeclampsia) in cohort.toml:\n  [label]\n  positive = \"{values[1]}\"")
     pos = str(positive).strip()
@@ -321,29 +414,42 @@ def encode_label(s:pd.Series,     # the label column as read (text)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def _is_dicom(path:Path)->bool:
-    if path.suffix.lower() in (".dcm", ".dicom"): return True
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
     try:
-        with open(path, "rb") as f: head = f.read(132)
-    except OSError: return False
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
     return len(head) == 132 and head[128:132] == b"DICM"
 
 def _to_unit_gray(a:np.ndarray, maxval:float|None=None)->np.ndarray:
     "Scale an integer/float array to [0, 1] and collapse colour channels to luminance."
     a = np.asarray(a)
-    if a.ndim == 3 and a.shape[-1] in (3, 4): pass
-    elif a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4): a = np.moveaxis(a, 0, -1)
-    elif a.ndim == 3 and a.shape[-1] in (1, 2): a = a[..., 0]   # gray (+ alpha)
-    elif a.ndim != 2: raise ValueError(f"unsupported image shape {a.shape}")
-    if a.dtype == bool: a = a.astype(np.float32); maxval = 1.0
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        pass
+    elif a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    elif a.ndim == 3 and a.shape[-1] in (1, 2):
+        a = a[..., 0]  # gray (+ alpha)
+    elif a.ndim != 2:
+        raise ValueError(f"unsupported image shape {a.shape}")
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+        maxval = 1.0
     if maxval is None:
-        if a.dtype == np.uint8: maxval = 255.0
-        elif a.dtype in (np.uint16, np.int16): maxval = 65535.0
-        elif np.issubdtype(a.dtype, np.integer): maxval = 65535.0 if a.max(initial=0) <= 65535 else float(a.max())
+        if a.dtype == np.uint8:
+            maxval = 255.0
+        elif a.dtype in (np.uint16, np.int16):
+            maxval = 65535.0
+        elif np.issubdtype(a.dtype, np.integer):
+            maxval = 65535.0 if a.max(initial=0) <= 65535 else float(a.max())
         else:
             hi = float(np.nanmax(a)) if a.size else 1.0
             maxval = 1.0 if hi <= 1.0 else hi
     a = a.astype(np.float32) / np.float32(maxval)
-    if a.ndim == 3: a = a[..., :3] @ _LUMA
+    if a.ndim == 3:
+        a = a[..., :3] @ _LUMA
     return np.ascontiguousarray(np.clip(a, 0.0, 1.0), dtype=np.float32)
 
 _PALETTE = [f"{c}PaletteColorLookupTable{k}" for c in ("Red", "Green", "Blue") for k in ("Descriptor", "Data")]
@@ -363,13 +469,15 @@ def dicom_gray(a:np.ndarray, ds)->np.ndarray:
     stored range through the rescale), so [0, 1]; MONOCHROME1 inverted so that bright means echogenic."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     lo, hi = _stored_range(ds)
-    if ds.get("ModalityLUTSequence"): lo, hi = 0, 2**_lut_bits(ds.ModalityLUTSequence[0]) - 1
+    if ds.get("ModalityLUTSequence"):
+        lo, hi = 0, 2 ** _lut_bits(ds.ModalityLUTSequence[0]) - 1
     elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
         slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
         lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
     a = apply_modality_lut(a, ds)
     voi = ds.get("VOILUTSequence") and ds.VOILUTSequence[0].get("LUTDescriptor") and ds.VOILUTSequence[0].get("LUTData")
-    if voi: lo, hi = 0, 2**_lut_bits(ds.VOILUTSequence[0]) - 1
+    if voi:
+        lo, hi = 0, 2 ** _lut_bits(ds.VOILUTSequence[0]) - 1
     a = apply_voi_lut(a, ds)
     img = np.clip((np.asarray(a, np.float64) - lo) / ((hi - lo) or 1), 0.0, 1.0).astype(np.float32)
     return 1.0 - img if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" else img
@@ -379,36 +487,48 @@ def _gdcm_pixels(path:Path, ds)->np.ndarray:
     GPL-licensed pylibjpeg-libjpeg decodes it for pydicom): decoded by GDCM itself. Measured on pydicom's
     JPGExtended.dcm: within 1 of 4095 grey levels of pylibjpeg-libjpeg's decoding (lossy JPEG decoders round their
     inverse DCT apart)."""
-    import gdcm, sys
-    r = gdcm.ImageReader(); r.SetFileName(str(path))
-    sys.stderr.flush(); saved = os.dup(2)                           # GDCM tries 8-bit first and says so on stderr
+    import gdcm
+    import sys
+
+    r = gdcm.ImageReader()
+    r.SetFileName(str(path))
+    sys.stderr.flush()
+    saved = os.dup(2)  # GDCM tries 8-bit first and says so on stderr
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
             ok = r.Read()
             img = r.GetImage()
             buf = img.GetBuffer()
-    finally: os.dup2(saved, 2); os.close(saved)
-    if not ok: raise ValueError("GDCM cannot read its JPEG pixel data")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    if not ok:
+        raise ValueError("GDCM cannot read its JPEG pixel data")
     kind = {"UINT8": "u1", "INT8": "i1", "UINT16": "<u2", "INT16": "<i2"}[img.GetPixelFormat().GetScalarTypeAsString()]
     a = np.frombuffer(buf.encode("utf-8", errors="surrogateescape"), dtype=kind)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1); n = int(ds.Rows) * int(ds.Columns) * spp
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    n = int(ds.Rows) * int(ds.Columns) * spp
     return a[:n].reshape((int(ds.Rows), int(ds.Columns)) + ((spp,) if spp > 1 else ())).copy()
 
 def _pixels(path:Path, ds)->np.ndarray:
     "All frames as pydicom decodes them; 12-bit JPEG Extended, which no permissive pydicom plugin decodes, by GDCM."
     import pydicom
-    try: return ds.pixel_array
+
+    try:
+        return ds.pixel_array
     except (RuntimeError, NotImplementedError):
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        if ts != pydicom.uid.JPEGExtended12Bit or int(ds.get("BitsStored", 8)) <= 8: raise
+        if ts != pydicom.uid.JPEGExtended12Bit or int(ds.get("BitsStored", 8)) <= 8:
+            raise
         return _gdcm_pixels(path, ds)
 
 def _read_dicom(path:Path)->np.ndarray:
     import pydicom
     from pydicom.pixels import apply_color_lut
     ds = pydicom.dcmread(path)
-    if "PixelData" not in ds: raise ValueError("the DICOM file holds no image (no PixelData)")
+    if "PixelData" not in ds:
+        raise ValueError("the DICOM file holds no image (no PixelData)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     table = all(k in ds for k in _PALETTE) or "SegmentedRedPaletteColorLookupTableData" in ds
     if photometric == "PALETTE COLOR" and not table:
@@ -420,59 +540,88 @@ def _read_dicom(path:Path)->np.ndarray:
     a = _pixels(path, ds)
     if frames > 1 and a.ndim > 2 + (int(ds.get("SamplesPerPixel", 1) or 1) > 1):
         a = a[0]
-        warnings.warn(f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
-                      "mean as an image of its own to choose another.", PeRenalWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: a DICOM of {frames} frames (a cine loop); the first frame is analysed. Export the frame you "
+            "mean as an image of its own to choose another.",
+            PeRenalWarning,
+            stacklevel=2,
+        )
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(a, ds)                                # uint8 or uint16, as the table's entries
         return _to_unit_gray(rgb, maxval=float(np.iinfo(rgb.dtype).max))
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:                  # RGB (pydicom converts YBR to RGB)
         return _to_unit_gray(a, maxval=float(2**int(ds.BitsStored) - 1))
-    if a.ndim == 3: a = a[..., 0]
+    if a.ndim == 3:
+        a = a[..., 0]
     return dicom_gray(a, ds)
 
 def _orient(a:np.ndarray, code:int)->np.ndarray:
-    "An image array as viewers show it, given its EXIF/TIFF Orientation code (1-8; 1 and unknown codes leave it as stored)."
-    k = {3: 2, 6: -1, 8: 1}                      # quarter turns counter-clockwise (6: 90 degrees clockwise to display)
-    if code in k: return np.rot90(a, k[code], axes=(0, 1))
-    if code == 2: return a[:, ::-1]
-    if code == 4: return a[::-1]
-    if code == 5: return np.swapaxes(a, 0, 1)
-    if code == 7: return np.rot90(np.swapaxes(a, 0, 1), 2, axes=(0, 1))
+    """An image array as viewers show it, given its EXIF/TIFF Orientation code (1-8; 1 and unknown codes leave it as
+    stored)."""
+    k = {3: 2, 6: -1, 8: 1}  # quarter turns counter-clockwise (6: 90 degrees clockwise to display)
+    if code in k:
+        return np.rot90(a, k[code], axes=(0, 1))
+    if code == 2:
+        return a[:, ::-1]
+    if code == 4:
+        return a[::-1]
+    if code == 5:
+        return np.swapaxes(a, 0, 1)
+    if code == 7:
+        return np.rot90(np.swapaxes(a, 0, 1), 2, axes=(0, 1))
     return a
 
 def _read_raster(path:Path)->np.ndarray:
-    "A raster image as viewers show it: its EXIF (or TIFF) Orientation applied, as for a JPEG from a phone or some scanners."
+    """A raster image as viewers show it: its EXIF (or TIFF) Orientation applied, as for a JPEG from a phone or some
+    scanners."""
     from PIL import Image
     if path.suffix.lower() in (".tif", ".tiff"):
         try:
             import tifffile
             with tifffile.TiffFile(path) as tf:
-                a = tf.asarray(); o = tf.pages[0].tags.get("Orientation")
+                a = tf.asarray()
+                o = tf.pages[0].tags.get("Orientation")
             return _to_unit_gray(np.ascontiguousarray(_orient(a, int(o.value) if o is not None else 1)))
-        except Exception: pass   # fall back to Pillow (e.g. JPEG-compressed TIFF)
+        except Exception:
+            pass  # fall back to Pillow (e.g. JPEG-compressed TIFF)
     with Image.open(path) as im:
         im.load()
         if getattr(im, "n_frames", 1) > 1:
-            warnings.warn(f"{path}: an image of {im.n_frames} frames (animated or multi-page); the first frame is analysed. "
-                          "Export the frame you mean as an image of its own to choose another.", PeRenalWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: an image of {im.n_frames} frames (animated or multi-page); the first frame is analysed. "
+                "Export the frame you mean as an image of its own to choose another.",
+                PeRenalWarning,
+                stacklevel=2,
+            )
         code = im.getexif().get(0x0112, 1)       # Orientation
         if code != 1:
             from PIL import ImageOps
             im = ImageOps.exif_transpose(im)
-        if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"): im = im.convert("RGBA" if "A" in im.mode else "RGB")
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"): a = np.array(im, dtype=np.uint16)
-        else: a = np.array(im)
-        if im.mode == "1": return _to_unit_gray(a.astype(bool))
+        if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGBA" if "A" in im.mode else "RGB")
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            a = np.array(im, dtype=np.uint16)
+        else:
+            a = np.array(im)
+        if im.mode == "1":
+            return _to_unit_gray(a.astype(bool))
     return _to_unit_gray(a)
 
 def _rewarn(path:Path, caught:list):
-    "Warnings raised while reading an image, passed on; Pillow's decompression-bomb warning, which names no file, with the path."
+    """Warnings raised while reading an image, passed on; Pillow's decompression-bomb warning, which names no file,
+    with the path."""
     from PIL import Image
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
-            warnings.warn(f"{path}: {w.message} The image is read anyway; if it is not an ultrasound image of that size "
-                          "by intent, check the file (a large image also slows the analysis).", PeRenalWarning, stacklevel=4)
-        else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            warnings.warn(
+                f"{path}: {w.message} The image is read anyway; if it is not an ultrasound image of that size "
+                "by intent, check the file (a large image also slows the analysis).",
+                PeRenalWarning,
+                stacklevel=4,
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
 
 def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
               )->np.ndarray:  # 2-D float32 array, values in [0, 1]
@@ -486,15 +635,21 @@ def read_image(path:str|Path, # an image file: PNG, JPEG, BMP, TIFF or DICOM
             warnings.simplefilter("always")
             img = _read_dicom(path) if _is_dicom(path) else _read_raster(path)
         _rewarn(path, caught)
-    except CohortError: raise
-    except PermissionError as e: raise path_error(path, e) from None
+    except CohortError:
+        raise
+    except PermissionError as e:
+        raise path_error(path, e) from None
     except Exception as e:
-        raise CohortError(f"{path}: cannot be read as an image ({type(e).__name__}: {e}). "
-                          "The file may be corrupt or truncated, or in an unsupported format; "
-                          "re-export it as PNG, TIFF or DICOM.") from None
+        raise CohortError(
+            f"{path}: cannot be read as an image ({type(e).__name__}: {e}). "
+            "The file may be corrupt or truncated, or in an unsupported format; "
+            "re-export it as PNG, TIFF or DICOM."
+        ) from None
     if not np.isfinite(img).all():
-        raise CohortError(f"{path}: {int((~np.isfinite(img)).sum())} pixel(s) are not finite numbers (NaN or infinity), "
-                          "as floating-point TIFFs can hold; re-export the image with finite values (e.g. as 8- or 16-bit).")
+        raise CohortError(
+            f"{path}: {int((~np.isfinite(img)).sum())} pixel(s) are not finite numbers (NaN or infinity), "
+            "as floating-point TIFFs can hold; re-export the image with finite values (e.g. as 8- or 16-bit)."
+        )
     if img.ndim != 2 or min(img.shape) < 8:
         raise CohortError(f"{path}: image of shape {img.shape} is too small to analyse (at least 8x8 pixels).")
     return img
@@ -507,8 +662,10 @@ def apply_roi(img:np.ndarray,             # 2-D image from `read_image`
     "Crop an image to its ROI box, or to a mask's bounding box with the outside set to zero."
     if mask is not None:
         m = np.asarray(mask) > 0
-        if m.shape != img.shape: raise ValueError(f"mask shape {m.shape} differs from image shape {img.shape}")
-        if not m.any(): raise ValueError("the mask is empty (no pixel inside the ROI)")
+        if m.shape != img.shape:
+            raise ValueError(f"mask shape {m.shape} differs from image shape {img.shape}")
+        if not m.any():
+            raise ValueError("the mask is empty (no pixel inside the ROI)")
         ys, xs = np.nonzero(m)
         y0, y1, x0, x1 = ys.min(), ys.max()+1, xs.min(), xs.max()+1
         return np.where(m, img, 0).astype(img.dtype)[y0:y1, x0:x1].copy()
@@ -537,8 +694,10 @@ class Cohort:
     positive: str = "1"         # the value of that column that means preeclampsia
     config: dict = field(default_factory=dict)  # contents of cohort.toml
     synthetic: bool = False     # made by `pe_renal.synthetic.make_cohort` (it writes synthetic.json): not real patients
-    excluded: dict = field(default_factory=dict)        # clinical columns not used as features -> the reason why
-    outcome_defining: list = field(default_factory=list) # columns that diagnose the outcome (cohort.toml: outcome_defining)
+    excluded: dict = field(default_factory=dict)  # clinical columns not used as features -> the reason why
+    outcome_defining: list = field(
+        default_factory=list
+    )  # columns that diagnose the outcome (cohort.toml: outcome_defining)
 
     @property
     def numeric(self)->list[str]: return [c for c in self.features if c not in self.categorical]
@@ -553,9 +712,12 @@ class Cohort:
     @property
     def incorporation_bias(self)->list[str]:
         "One warning per outcome-defining column used as a predictor (empty when there is none)."
-        return [f"{c!r} is used as a predictor but helps define the outcome ([clinical] outcome_defining in cohort.toml): "
-                "the clinical and composite models partly rediscover the diagnosis, so their performance is optimistic "
-                "(incorporation bias)" for c in self.outcome_defining_predictors]
+        return [
+            f"{c!r} is used as a predictor but helps define the outcome ([clinical] outcome_defining in cohort.toml): "
+            "the clinical and composite models partly rediscover the diagnosis, so their performance is optimistic "
+            "(incorporation bias)"
+            for c in self.outcome_defining_predictors
+        ]
     @property
     def n_patients(self)->int: return len(self.clinical)
     @property
@@ -569,7 +731,8 @@ class Cohort:
         "Image number `i` (row of `images`) as float32 in [0, 1], with its ROI applied unless `roi=False`."
         r = self.images.iloc[i]
         img = read_image(r["abspath"])
-        if not roi: return img
+        if not roi:
+            return img
         mask = read_image(r["mask_abspath"]) if isinstance(r.get("mask_abspath"), str) else None
         box = tuple(r[c] for c in ROI_BOX) if all(c in r.index and pd.notna(r[c]) for c in ROI_BOX) else None
         return apply_roi(img, box=box, mask=mask)
@@ -577,19 +740,33 @@ class Cohort:
     def summary(self)->str:
         "A short description: patients, images, classes and missing values per column."
         c = self.clinical
-        n1 = int(c["label"].sum()); n0 = int((c["label"] == 0).sum())
+        n1 = int(c["label"].sum())
+        n0 = int((c["label"] == 0).sum())
         per = self.images.groupby("patient_id").size()
-        lines = [f"Cohort {self.root}" + ("  -- SYNTHETIC: not real patients" if self.synthetic else ""),
-                 f"  patients: {len(c)}  " + (f"(positive '{self.positive}' = 1: {n1}, other = 0: {n0})" if self.has_labels
-                                              else "(no labels: patients to score)"),
-                 f"  images:   {len(self.images)}  ({per.min()}-{per.max()} per patient, mean {per.mean():.2f})",
-                 f"  clinical features ({len(self.features)}): {len(self.numeric)} numeric, "
-                 f"{len([f for f in self.features if f in self.categorical])} categorical"]
-        if self.has_split: lines.append(f"  imposed split: {c['split'].value_counts().to_dict()}")
+        lines = [
+            f"Cohort {self.root}" + ("  -- SYNTHETIC: not real patients" if self.synthetic else ""),
+            f"  patients: {len(c)}  "
+            + (
+                f"(positive '{self.positive}' = 1: {n1}, other = 0: {n0})"
+                if self.has_labels
+                else "(no labels: patients to score)"
+            ),
+            f"  images:   {len(self.images)}  ({per.min()}-{per.max()} per patient, mean {per.mean():.2f})",
+            f"  clinical features ({len(self.features)}): {len(self.numeric)} numeric, "
+            f"{len([f for f in self.features if f in self.categorical])} categorical",
+        ]
+        if self.has_split:
+            lines.append(f"  imposed split: {c['split'].value_counts().to_dict()}")
         others = [col for col in self.candidates if col not in self.features]
-        if others: lines.append(f"  not used as features: {', '.join(f'{col} ({self.excluded[col]})' if col in self.excluded else col for col in others)}")
+        if others:
+            lines.append(
+                "  not used as features: "
+                    f"{', '.join(f'{col} ({self.excluded[col]})' if col in self.excluded else col for col in others)}"
+            )
         if self.outcome_defining_predictors:
-            lines.append(f"  OUTCOME-DEFINING PREDICTOR(S) (incorporation bias): {', '.join(self.outcome_defining_predictors)}")
+            lines.append(
+                f"  OUTCOME-DEFINING PREDICTOR(S) (incorporation bias): {', '.join(self.outcome_defining_predictors)}"
+            )
         lines.append("  missing values per column:")
         for col in [x for x in c.columns if x not in RESERVED]:
             k = int(c[col].isna().sum())
@@ -606,13 +783,20 @@ _TOML_KEYS = {"label": {"column", "positive"}, "clinical": {"features", "categor
 def read_config(root:Path)->dict:
     "Read and check the optional cohort.toml of a cohort folder."
     p = Path(root)/"cohort.toml"
-    if p.is_dir(): raise CohortError(f"{p}: a folder, not a file. cohort.toml is a text file; remove the folder or put the file in its place.")
-    if not _is_file(p): return {}
-    try: text = p.read_text(encoding="utf-8-sig")   # a byte-order mark, as some editors write, is accepted
-    except OSError as e: raise path_error(p, e) from None
+    if p.is_dir():
+        raise CohortError(
+            f"{p}: a folder, not a file. cohort.toml is a text file; remove the folder or put the file in its place."
+        )
+    if not _is_file(p):
+        return {}
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is accepted
+    except OSError as e:
+        raise path_error(p, e) from None
     except UnicodeDecodeError as e:
         raise CohortError(f"{p}: not a UTF-8 text file ({e}). Save it as UTF-8 text.") from None
-    try: cfg = tomllib.loads(text)
+    try:
+        cfg = tomllib.loads(text)
     except Exception as e:
         raise CohortError(f"{p}: not valid TOML ({e}). Check quotes and brackets; see the data contract.") from None
     example = '[label]\ncolumn = "group"\npositive = "preeclampsia"'
@@ -622,9 +806,13 @@ def read_config(root:Path)->dict:
                               f"[{sec}] with keys {', '.join(sorted(_TOML_KEYS[sec]))} under it, e.g.\n{example}")
         if sec not in _TOML_KEYS:
             keys = [s for s, ks in _TOML_KEYS.items() if sec in ks]
-            where = f" It is a key of the section [{keys[0]}]: write it under that heading, e.g.\n{example}" if keys else ""
-            raise CohortError(f"{p}: unknown {'section' if isinstance(val, dict) else 'top-level key'} {sec!r}. Allowed "
-                              f"sections: {', '.join('['+s+']' for s in _TOML_KEYS)}.{where}")
+            where = (
+                f" It is a key of the section [{keys[0]}]: write it under that heading, e.g.\n{example}" if keys else ""
+            )
+            raise CohortError(
+                f"{p}: unknown {'section' if isinstance(val, dict) else 'top-level key'} {sec!r}. Allowed "
+                f"sections: {', '.join('[' + s + ']' for s in _TOML_KEYS)}.{where}"
+            )
         unknown = set(val) - _TOML_KEYS[sec]
         if unknown:
             raise CohortError(f"{p}: unknown key(s) {', '.join(sorted(unknown))} in [{sec}]. "
@@ -633,7 +821,9 @@ def read_config(root:Path)->dict:
     if "column" in lab and not isinstance(lab["column"], str):
         raise CohortError(f"{p}: [label] column must be a column name in quotes, e.g. column = \"group\".")
     if "positive" in lab and not isinstance(lab["positive"], (str, int, float)):
-        raise CohortError(f"{p}: [label] positive must be one value of the label column, e.g. positive = \"preeclampsia\".")
+        raise CohortError(
+            f"{p}: [label] positive must be one value of the label column, e.g. positive = \"preeclampsia\"."
+        )
     cl = cfg.get("clinical", {})
     for key in ("features", "categorical", "exclude", "outcome_defining"):
         v = cl.get(key)
@@ -641,19 +831,31 @@ def read_config(root:Path)->dict:
             bad = {k: r for k, r in v.items() if not isinstance(r, str)}
             if bad:
                 k, r = next(iter(bad.items()))
-                raise CohortError(f"{p}: [clinical.exclude] gives {k} = {r!r}; each line there is a column and the reason it is "
-                                  f"excluded, in quotes, e.g. {k} = \"defines the outcome\". Keys written after the "
-                                  "[clinical.exclude] heading belong to it: put that table last in cohort.toml.")
+                raise CohortError(
+                    f"{p}: [clinical.exclude] gives {k} = {r!r}; each line there is a column and the reason it is "
+                    f"excluded, in quotes, e.g. {k} = \"defines the outcome\". Keys written after the "
+                    "[clinical.exclude] heading belong to it: put that table last in cohort.toml."
+                )
             continue
         if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-            also = (" or a table of columns with the reason each is excluded, e.g.\n[clinical.exclude]\n"
-                    "sbp_mmHg = \"defines the outcome (diagnostic criterion of preeclampsia)\"" if key == "exclude" else "")
-            raise CohortError(f"{p}: [clinical] {key} must be a list of column names, e.g. {key} = [\"age\", \"bmi\"]{also}.")
-    nfc = lambda x: unicodedata.normalize("NFC", x) if isinstance(x, str) else x   # as the CSVs' names and values are read
-    if "label" in cfg: cfg["label"] = {k: nfc(v) for k, v in lab.items()}
+            also = (
+                " or a table of columns with the reason each is excluded, e.g.\n[clinical.exclude]\n"
+                "sbp_mmHg = \"defines the outcome (diagnostic criterion of preeclampsia)\""
+                if key == "exclude"
+                else ""
+            )
+            raise CohortError(
+                f"{p}: [clinical] {key} must be a list of column names, e.g. {key} = [\"age\", \"bmi\"]{also}."
+            )
+    nfc = lambda x: (
+        unicodedata.normalize("NFC", x) if isinstance(x, str) else x
+    )  # as the CSVs' names and values are read
+    if "label" in cfg:
+        cfg["label"] = {k: nfc(v) for k, v in lab.items()}
     for key in ("features", "categorical", "exclude", "outcome_defining"):
         v = cl.get(key)
-        if isinstance(v, dict): cl[key] = {nfc(k): r for k, r in v.items()}
+        if isinstance(v, dict):
+            cl[key] = {nfc(k): r for k, r in v.items()}
         elif v is not None:
             cl[key] = v = [nfc(x) for x in v]
             twice = [c for c in dict.fromkeys(v) if v.count(c) > 1]
@@ -668,7 +870,8 @@ _DEFINES_OUTCOME = "defines the outcome ([clinical] outcome_defining in cohort.t
 _NOT_LISTED = "not listed under [clinical] features in cohort.toml"
 
 def _exclude_reasons(exclude:list|dict, outcome_defining:list)->dict:
-    "Column -> reason of [clinical] exclude: a list (no reasons) or a table of reasons; an outcome-defining column's default reason says so."
+    """Column -> reason of [clinical] exclude: a list (no reasons) or a table of reasons; an outcome-defining column's
+    default reason says so."""
     items = exclude.items() if isinstance(exclude, dict) else ((c, "") for c in exclude)
     return {c: r.strip() or (_DEFINES_OUTCOME if c in outcome_defining else _NO_REASON) for c, r in items}
 
@@ -699,21 +902,28 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
         raise CohortError(f"{root/fname}: empty patient_id on\n{format_problems(rows)}\nEvery row needs an identifier.")
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
-        rows = [f"patient_id {pid!r} on lines {', '.join(str(_line(i)) for i in np.flatnonzero((ids == pid).to_numpy()))}"
-                for pid in dict.fromkeys(dup)]
+        rows = [
+            f"patient_id {pid!r} on lines {', '.join(str(_line(i)) for i in np.flatnonzero((ids == pid).to_numpy()))}"
+            for pid in dict.fromkeys(dup)
+        ]
         raise CohortError(f"{root/fname}: duplicate patient_id (one row per patient is required):\n"
                           f"{format_problems(rows)}\nMerge or rename these rows.")
     folded = ids.str.casefold().str.replace(r"\s+", "", regex=True)
     alike = [sorted(g) for _, g in ids.groupby(folded) if len(g) > 1]   # S0001 and s0001: one woman typed twice?
     if alike:
-        warnings.warn(f"{root/fname}: patient ids that differ only in upper/lower case or spaces: "
-                      f"{'; '.join(' and '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. They are "
-                      "read as different patients; if they are one woman, the split may put her in training and test: "
-                      "correct the ids.", stacklevel=2, category=PeRenalWarning)
+        warnings.warn(
+            f"{root / fname}: patient ids that differ only in upper/lower case or spaces: "
+            f"{'; '.join(' and '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. They are "
+            "read as different patients; if they are one woman, the split may put her in training and test: "
+            "correct the ids.",
+            stacklevel=2,
+            category=PeRenalWarning,
+        )
     if label_col in df.columns:
         label = encode_label(df[label_col], lab.get("positive"), fname=str(root/fname), col=label_col,
                              one_class_ok=not require_label)
-    else: label = pd.Series(np.nan, index=df.index)   # new patients to score: no outcome known
+    else:
+        label = pd.Series(np.nan, index=df.index)  # new patients to score: no outcome known
     positive = str(lab.get("positive", "1"))
     out = {"patient_id": ids.to_numpy(), "label": label.to_numpy()}   # the columns, made into one table at the end
     if "split" in df.columns:
@@ -721,8 +931,10 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
         bad = ~s.isin(["train", "test"])
         if bad.any():
             rows = [f"line {_line(i)}: {quote(df['split'].iloc[i])}" for i in np.flatnonzero(bad.to_numpy())]
-            raise CohortError(f"{root/fname}: column 'split' must be 'train' or 'test' on every row:\n"
-                              f"{format_problems(rows)}\nFix these values, or delete the column to let pe_renal split 7:3.")
+            raise CohortError(
+                f"{root / fname}: column 'split' must be 'train' or 'test' on every row:\n"
+                f"{format_problems(rows)}\nFix these values, or delete the column to let pe_renal split 7:3."
+            )
         out["split"] = s.to_numpy()
     cl = cfg.get("clinical", {})
     outcome_defining = list(dict.fromkeys(cl.get("outcome_defining", [])))
@@ -731,23 +943,36 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
     features = list(cl.get("features", [c for c in candidates if c not in exclude]))
     both = [c for c in features if c in exclude]
     if use is None and "features" in cl and both:
-        raise CohortError(f"cohort.toml: column(s) {', '.join(map(repr, both))} are listed both under [clinical] features and "
-                          "under exclude; remove them from one of the two.")
-    if use is None and "features" in cl and not features:          # said so in cohort.toml (an image-only table has none to say)
-        raise CohortError(f"cohort.toml: [clinical] features is empty, but the clinical and composite models need at least one "
-                          f"clinical column. Name the columns to use (available: {', '.join(map(repr, candidates[:20]))}"
-                          f"{' ...' if len(candidates) > 20 else ''}), or remove the features line to use every column.")
-    if use is not None: features = [c for c in use if c in candidates]   # only these matter (e.g. a model's); the rest is not checked
+        raise CohortError(
+            f"cohort.toml: column(s) {', '.join(map(repr, both))} are listed both under [clinical] features and "
+            "under exclude; remove them from one of the two."
+        )
+    if (
+        use is None and "features" in cl and not features
+    ):  # said so in cohort.toml (an image-only table has none to say)
+        raise CohortError(
+            f"cohort.toml: [clinical] features is empty, but the clinical and composite models need at least one "
+            f"clinical column. Name the columns to use (available: {', '.join(map(repr, candidates[:20]))}"
+            f"{' ...' if len(candidates) > 20 else ''}), or remove the features line to use every column."
+        )
+    if use is not None:
+        features = [c for c in use if c in candidates]  # only these matter (e.g. a model's); the rest is not checked
     declared_cat = list(cl.get("categorical", []))
     for key, cols in (("features", features), ("categorical", declared_cat), ("exclude", list(exclude)),
                       ("outcome_defining", outcome_defining)):
         reserved = [c for c in cols if c in RESERVED or c == label_col]
         if reserved:
-            said = "; ".join(f"{c!r}, the label column (the outcome, which cannot predict itself)" if c == label_col else
-                             f"{c!r}, a reserved column ({'the patient identifier' if c == 'patient_id' else 'the imposed split' if c == 'split' else 'the label'})"
-                             for c in reserved)
-            raise CohortError(f"cohort.toml: [clinical] {key} names {said}. It is not a clinical column: remove it from "
-                              f"[clinical] {key}.")
+            role = {"patient_id": "the patient identifier", "split": "the imposed split"}
+            said = "; ".join(
+                f"{c!r}, the label column (the outcome, which cannot predict itself)"
+                if c == label_col
+                else f"{c!r}, a reserved column ({role.get(c, 'the label')})"
+                for c in reserved
+            )
+            raise CohortError(
+                f"cohort.toml: [clinical] {key} names {said}. It is not a clinical column: remove it from "
+                f"[clinical] {key}."
+            )
         unknown = [c for c in cols if c not in candidates]
         if unknown:
             raise CohortError(f"cohort.toml: [clinical] {key} names column(s) {', '.join(map(repr, unknown))} "
@@ -755,24 +980,34 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
                               f"Columns available: {', '.join(map(repr, candidates))}.")
     categorical, idlike = [], []
     for c in candidates:
-        if use is not None and c not in features: out[c] = df[c].to_numpy(); continue   # read as it is, never used
+        if use is not None and c not in features:
+            out[c] = df[c].to_numpy()
+            continue  # read as it is, never used
         kind = column_kind(df[c])
         if c in declared_cat or kind == "text" or (kind in ("date", "unit") and c not in features):
-            out[c] = df[c].to_numpy(); categorical.append(c)                # text: a category (or never used)
+            out[c] = df[c].to_numpy()
+            categorical.append(c)  # text: a category (or never used)
             if c in declared_cat and c in features and kind in ("date", "unit"):
                 _declared_but(root/fname, c, df[c], kind)
-        elif kind == "date": raise CohortError(_date_words(root/fname, c, df[c]))
-        else: out[c] = to_numeric(df, c, str(root/fname)).to_numpy()     # numbers (a unit or a bad cell is refused)
+        elif kind == "date":
+            raise CohortError(_date_words(root / fname, c, df[c]))
+        else:
+            out[c] = to_numeric(df, c, str(root / fname)).to_numpy()  # numbers (a unit or a bad cell is refused)
     for c in categorical:                                          # an identifier or a date, not a category
         v = df[c].dropna()
-        if use is None and c in features and len(v) >= 10 and v.nunique() >= 0.9 * len(v): idlike.append(c)
+        if use is None and c in features and len(v) >= 10 and v.nunique() >= 0.9 * len(v):
+            idlike.append(c)
     if idlike:
         eg = "; ".join(f"{c!r}: {df[c].nunique()} different values in {df[c].notna().sum()} patients "
                        f"(e.g. {', '.join(map(quote, df[c].dropna().iloc[:3]))})" for c in idlike[:5])
-        warnings.warn(f"{root/fname}: text column(s) with a different value for (nearly) every patient: {eg}. Such a "
-                      "column is an identifier or a date, not a category: as a predictor it gives one input per patient "
-                      "and predicts nothing for new patients. Exclude it in cohort.toml (under [clinical.exclude]: "
-                      f"{idlike[0]} = \"identifier\"), or name the columns to use under [clinical] features.", stacklevel=3, category=PeRenalWarning)
+        warnings.warn(
+            f"{root / fname}: text column(s) with a different value for (nearly) every patient: {eg}. Such a "
+            "column is an identifier or a date, not a category: as a predictor it gives one input per patient "
+            "and predicts nothing for new patients. Exclude it in cohort.toml (under [clinical.exclude]: "
+            f"{idlike[0]} = \"identifier\"), or name the columns to use under [clinical] features.",
+            stacklevel=3,
+            category=PeRenalWarning,
+        )
     out = pd.DataFrame(out)
     empty = [c for c in features if out[c].isna().all()]
     if empty:
@@ -780,13 +1015,15 @@ def _check_clinical(root:Path, cfg:dict, require_label:bool=True, use:list|None=
                           "Fill them in, or list them under [clinical] exclude in cohort.toml.")
     if use is None:                                                # every candidate not used, and why
         exclude = {c: exclude.get(c, _NOT_LISTED) for c in candidates if c not in features}
-    else: exclude = {c: r for c, r in exclude.items() if c not in features}
+    else:
+        exclude = {c: r for c, r in exclude.items() if c not in features}
     return out, features, [c for c in categorical], label_col, positive, exclude, outcome_defining
 
 # %% ../nbs/01_data.ipynb #44eab81a
 def _inside(root:Path, rel:str)->Path|None:
     "Absolute path of `rel` under `root`, or None if it is absolute or climbs out of `root`."
-    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"): return None
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        return None
     full = os.path.normpath(os.path.join(str(root), rel))
     return Path(full) if os.path.commonpath([full, str(root)]) == str(root) else None
 
@@ -796,14 +1033,17 @@ def _on_disk(root:Path, rel:str)->Path|None:
     for r in dict.fromkeys([rel, unicodedata.normalize("NFC", rel), unicodedata.normalize("NFD", rel)]):
         p = _inside(root, r)
         try:
-            if p is not None and _is_file(p): return p
-        except PathError: pass                                     # reported by the check of each file
+            if p is not None and _is_file(p):
+                return p
+        except PathError:
+            pass  # reported by the check of each file
     return _inside(root, rel)
 
 MIN_ROI_PIXELS = 8   # an ROI (box or mask) smaller than this on a side is refused, as an image is
 
 def _roi_problem(img:np.ndarray, box:tuple|None, crop:np.ndarray)->str|None:
-    "What is wrong with an ROI whose crop is `crop`: boxes in 0-1 coordinates, or smaller than MIN_ROI_PIXELS on a side."
+    """What is wrong with an ROI whose crop is `crop`: boxes in 0-1 coordinates, or smaller than MIN_ROI_PIXELS on a
+    side."""
     h, w = img.shape
     b = "ROI box " + ", ".join(f"{k}={float(v):g}" for k, v in zip(ROI_BOX, box)) if box is not None else ""
     if box is not None and all(0 <= float(v) <= 1 for v in box):
@@ -819,14 +1059,16 @@ def _roi_problem(img:np.ndarray, box:tuple|None, crop:np.ndarray)->str|None:
 def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
     fname = root/"images.csv"
     df = read_table(fname, ["patient_id", "path"], what="images.csv", nfc=("patient_id", "side", "view"))
-    for c in ("path", "mask"):                                     # a Windows path: images\a.png is images/a.png
-        if c in df.columns: df[c] = df[c].str.replace("\\", "/", regex=False)
+    for c in ("path", "mask"):  # a Windows path: images\a.png is images/a.png
+        if c in df.columns:
+            df[c] = df[c].str.replace("\\", "/", regex=False)
     problems = []
     if df["patient_id"].isna().any():
         problems += [f"line {_line(i)}: empty patient_id" for i in np.flatnonzero(df["patient_id"].isna().to_numpy())]
     if df["path"].isna().any():
         problems += [f"line {_line(i)}: empty path" for i in np.flatnonzero(df["path"].isna().to_numpy())]
-    if problems: raise CohortError(f"{fname}:\n{format_problems(problems)}\nEvery image row needs a patient_id and a path.")
+    if problems:
+        raise CohortError(f"{fname}:\n{format_problems(problems)}\nEvery image row needs a patient_id and a path.")
     known = set(clinical["patient_id"])
     unknown = [f"line {_line(i)}: patient_id {p!r}" for i, p in enumerate(df["patient_id"]) if p not in known]
     if unknown:
@@ -839,9 +1081,17 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
                           "Add their images to images.csv or remove them from clinical.csv.")
     has_box = [c for c in ROI_BOX if c in df.columns]
     if has_box and len(has_box) != 4:
-        raise CohortError(f"{fname}: an ROI box needs all four columns x0, y0, x1, y1; found only {', '.join(has_box)}.")
-    for c in has_box: df[c] = to_numeric(df, c, str(fname), advice="ROI coordinates are numbers of pixels: correct these "
-                                         "values, or leave x0, y0, x1 and y1 all empty on a row for no box.")
+        raise CohortError(
+            f"{fname}: an ROI box needs all four columns x0, y0, x1, y1; found only {', '.join(has_box)}."
+        )
+    for c in has_box:
+        df[c] = to_numeric(
+            df,
+            c,
+            str(fname),
+            advice="ROI coordinates are numbers of pixels: correct these "
+            "values, or leave x0, y0, x1 and y1 all empty on a row for no box.",
+        )
     abspaths, mask_paths = [], []
     for i, r in df.iterrows():
         p = _on_disk(root, r["path"])
@@ -852,14 +1102,18 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
         m = r.get("mask") if "mask" in df.columns else None
         if isinstance(m, str):
             mp = _on_disk(root, m)
-            if mp is None: problems.append(f"line {_line(i)}: mask {m!r} points outside the cohort folder")
+            if mp is None:
+                problems.append(f"line {_line(i)}: mask {m!r} points outside the cohort folder")
             mask_paths.append(str(mp) if mp else None)
-        else: mask_paths.append(None)
+        else:
+            mask_paths.append(None)
         if has_box and isinstance(m, str) and r[ROI_BOX].notna().any():
             problems.append(f"line {_line(i)}: both an ROI box and a mask are given; keep one of them")
-    if problems: raise CohortError(f"{fname}:\n{format_problems(problems)}")
+    if problems:
+        raise CohortError(f"{fname}:\n{format_problems(problems)}")
     df["abspath"] = abspaths
-    if "mask" in df.columns: df["mask_abspath"] = mask_paths
+    if "mask" in df.columns:
+        df["mask_abspath"] = mask_paths
     dup = df["abspath"].duplicated(keep=False)
     if dup.any():
         rows = [f"line {_line(i)}: {df['path'].iloc[i]!r}" for i in np.flatnonzero(dup.to_numpy())]
@@ -867,37 +1121,64 @@ def _check_images(root:Path, clinical:pd.DataFrame, check_images:bool):
                           "Remove the repeated rows (an image belongs to one patient only).")
     widths, heights, looks = [], [], []
     for i, r in df.iterrows():
-        try: found = _is_file(Path(r["abspath"]))
-        except PathError as e: found = str(e).split(": ", 1)[-1]
+        try:
+            found = _is_file(Path(r["abspath"]))
+        except PathError as e:
+            found = str(e).split(": ", 1)[-1]
         if found is not True:
-            problems.append(f"line {_line(i)}: image {quote(r['path'])} {found or 'not found'}"); widths.append(np.nan); heights.append(np.nan); continue
-        if not check_images: widths.append(np.nan); heights.append(np.nan); continue
-        try: img = read_image(r["abspath"])
+            problems.append(f"line {_line(i)}: image {quote(r['path'])} {found or 'not found'}")
+            widths.append(np.nan)
+            heights.append(np.nan)
+            continue
+        if not check_images:
+            widths.append(np.nan)
+            heights.append(np.nan)
+            continue
+        try:
+            img = read_image(r["abspath"])
         except PeRenalError as e:
             problems.append(f"line {_line(i)}: image {r['path']!r} cannot be read - {str(e).split(': ', 1)[-1]}")
-            widths.append(np.nan); heights.append(np.nan); continue
-        h, w = img.shape; widths.append(w); heights.append(h); looks.append((i, _dhash(img)))
+            widths.append(np.nan)
+            heights.append(np.nan)
+            continue
+        h, w = img.shape
+        widths.append(w)
+        heights.append(h)
+        looks.append((i, _dhash(img)))
         try:
             mask = None
             if isinstance(r.get("mask_abspath"), str):
-                if not _is_file(Path(r["mask_abspath"])): raise ValueError(f"mask file {r['mask']!r} not found")
+                if not _is_file(Path(r["mask_abspath"])):
+                    raise ValueError(f"mask file {r['mask']!r} not found")
                 mask = read_image(r["mask_abspath"])
             box = tuple(r[c] for c in ROI_BOX) if has_box and r[ROI_BOX].notna().all() else None
-            if has_box and r[ROI_BOX].notna().any() and box is None: raise ValueError("ROI box is incomplete (some of x0, y0, x1, y1 empty)")
-            if box is not None and all(0 <= float(v) <= 1 for v in box): bad = _roi_problem(img, box, img)
-            else: bad = _roi_problem(img, box, apply_roi(img, box=box, mask=mask)) if box is not None or mask is not None else None
-            if bad: raise ValueError(bad)
+            if has_box and r[ROI_BOX].notna().any() and box is None:
+                raise ValueError("ROI box is incomplete (some of x0, y0, x1, y1 empty)")
+            if box is not None and all(0 <= float(v) <= 1 for v in box):
+                bad = _roi_problem(img, box, img)
+            else:
+                bad = (
+                    _roi_problem(img, box, apply_roi(img, box=box, mask=mask))
+                    if box is not None or mask is not None
+                    else None
+                )
+            if bad:
+                raise ValueError(bad)
         except (ValueError, PeRenalError) as e:
-            problems.append(f"line {_line(i)}: image {r['path']!r}: {str(e).split(': ', 1)[-1] if isinstance(e, PeRenalError) else e}")
+            problems.append(
+                f"line {_line(i)}: image {r['path']!r}: "
+                    f"{str(e).split(': ', 1)[-1] if isinstance(e, PeRenalError) else e}"
+            )
     if problems:
         raise CohortError(f"{fname}: problems with the images:\n{format_problems(problems)}\n"
                           "Fix or re-export these files (or correct their rows in images.csv).")
-    df["sha256"] = _check_duplicates(df, fname, looks)            # each file's digest, read once: run.json and predict reuse it
+    df["sha256"] = _check_duplicates(df, fname, looks)  # each file's digest, read once: run.json and predict reuse it
     df["width"], df["height"] = widths, heights
     return df
 
 def _dhash(img:np.ndarray, n:int=16)->np.ndarray:
-    "Difference hash: n x n bits, whether each cell of a coarse (n+1)-wide grey thumbnail is brighter than its right neighbour."
+    """Difference hash: n x n bits, whether each cell of a coarse (n+1)-wide grey thumbnail is brighter than its right
+    neighbour."""
     h, w = img.shape
     ys, xs = np.linspace(0, h, n + 1).astype(int), np.linspace(0, w, n + 2).astype(int)
     cells = np.add.reduceat(np.add.reduceat(img, ys[:-1], axis=0), xs[:-1], axis=1)
@@ -919,13 +1200,20 @@ def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list)->list[str]:
     for i, d in enumerate(digests):
         j = first.setdefault(d, i)
         if j != i and pid[j] != pid[i]:
-            clash.append(f"line {_line(j)} ({df['path'].iloc[j]!r}, patient {pid[j]}) and line {_line(i)} ({df['path'].iloc[i]!r}, patient {pid[i]})")
+            clash.append(
+                f"line {_line(j)} ({df['path'].iloc[j]!r}, patient {pid[j]}) and line {_line(i)} "
+                    f"({df['path'].iloc[i]!r}, patient {pid[i]})"
+            )
     if clash:
-        raise CohortError(f"{fname}: the same image file (identical bytes) belongs to two patients:\n{format_problems(clash)}\n"
-                          "An image belongs to one patient only: a copy under another patient would put the same image in "
-                          "training and test. Remove the copy or correct its patient_id.")
-    if len(looks) < 2: return digests
-    rows = np.array([i for i, _ in looks]); bits = np.stack([b for _, b in looks])
+        raise CohortError(
+            f"{fname}: the same image file (identical bytes) belongs to two patients:\n{format_problems(clash)}\n"
+            "An image belongs to one patient only: a copy under another patient would put the same image in "
+            "training and test. Remove the copy or correct its patient_id."
+        )
+    if len(looks) < 2:
+        return digests
+    rows = np.array([i for i, _ in looks])
+    bits = np.stack([b for _, b in looks])
     near = []
     for a in range(len(rows) - 1):
         d = np.unpackbits(bits[a] ^ bits[a + 1:], axis=1).sum(1)
@@ -934,9 +1222,13 @@ def _check_duplicates(df:pd.DataFrame, fname:Path, looks:list)->list[str]:
             if pid[i] != pid[j]:
                 near.append(f"{df['path'].iloc[i]!r} (patient {pid[i]}) and {df['path'].iloc[j]!r} (patient {pid[j]})")
     if near:
-        warnings.warn(f"{fname}: {len(near)} pair(s) of near-identical images belong to different patients, e.g. "
-                      f"{'; '.join(near[:5])}{' ...' if len(near) > 5 else ''}. If they are the same scan, the split may put it "
-                      "in both training and test: correct the patient_id, or remove one of them.", stacklevel=3, category=PeRenalWarning)
+        warnings.warn(
+            f"{fname}: {len(near)} pair(s) of near-identical images belong to different patients, e.g. "
+            f"{'; '.join(near[:5])}{' ...' if len(near) > 5 else ''}. If they are the same scan, the split may put it "
+            "in both training and test: correct the patient_id, or remove one of them.",
+            stacklevel=3,
+            category=PeRenalWarning,
+        )
     return digests
 
 # %% ../nbs/01_data.ipynb #2feb2694
@@ -944,18 +1236,24 @@ def is_synthetic(root:str|Path)->bool:
     "Whether a cohort folder was made by `pe_renal.synthetic.make_cohort` (its synthetic.json says so)."
     import json
     p = Path(root)/"synthetic.json"
-    try: return _is_file(p) and json.loads(p.read_text(encoding="utf-8")).get("generator", "").startswith("pe_renal.synthetic")
-    except (ValueError, AttributeError, OSError): return False
+    try:
+        return _is_file(p) and json.loads(p.read_text(encoding="utf-8")).get("generator", "").startswith(
+            "pe_renal.synthetic"
+        )
+    except (ValueError, AttributeError, OSError):
+        return False
+
 
 class IncorporationBias(PeRenalWarning):
     "A column that helps define the outcome (cohort.toml: outcome_defining) is used as a predictor."
 
-def load_cohort(path:str|Path,            # the cohort folder
-                check_images:bool=True,   # decode every image (and ROI) now, to report any bad file up front
-                require_label:bool=True,  # False for new patients to score (the label column may be absent)
-                features:list|None=None,  # the clinical columns to use instead of cohort.toml's; the others are read but
-                                          # not checked (`predict`: the model's columns, so an unused empty column is no error)
-               )->Cohort:
+def load_cohort(
+    path: str | Path,  # the cohort folder
+    check_images: bool = True,  # decode every image (and ROI) now, to report any bad file up front
+    require_label: bool = True,  # False for new patients to score (the label column may be absent)
+    features: list | None = None,  # the clinical columns to use instead of cohort.toml's; the others are read but
+    # not checked (`predict`: the model's columns, so an unused empty column is no error)
+) -> Cohort:
     "Read and validate a cohort folder (clinical.csv, images.csv, optional cohort.toml)."
     root = Path(as_text("path", path)).expanduser().absolute()
     if not root.is_dir():
@@ -963,58 +1261,98 @@ def load_cohort(path:str|Path,            # the cohort folder
                           "(make a demo one with `pe-renal synth --out DIR`).")
     root = Path(os.path.normpath(root))
     cfg = read_config(root)
-    use = None if features is None else as_names("features", features)   # a single string is refused, not read letter by letter
-    clinical, features, categorical, label_col, positive, excluded, defining = _check_clinical(root, cfg, require_label, use)
+    use = (
+        None if features is None else as_names("features", features)
+    )  # a single string is refused, not read letter by letter
+    clinical, features, categorical, label_col, positive, excluded, defining = _check_clinical(
+        root, cfg, require_label, use
+    )
     images = _check_images(root, clinical, check_images)
-    cohort = Cohort(root=root, clinical=clinical, images=images.reset_index(drop=True), features=features,
-                    categorical=categorical, label_name=label_col, positive=positive, config=cfg, synthetic=is_synthetic(root),
-                    excluded=excluded, outcome_defining=defining)
+    cohort = Cohort(
+        root=root,
+        clinical=clinical,
+        images=images.reset_index(drop=True),
+        features=features,
+        categorical=categorical,
+        label_name=label_col,
+        positive=positive,
+        config=cfg,
+        synthetic=is_synthetic(root),
+        excluded=excluded,
+        outcome_defining=defining,
+    )
     n_train = int((clinical["split"] == "train").sum()) if "split" in clinical else int(round(0.7 * len(clinical)))
-    if use is None and len(features) > max(n_train, 20):           # an export of every field (the demo's dozen is not)
-        warnings.warn(f"{root/'clinical.csv'}: {len(features)} clinical predictors for {'' if 'split' in clinical else 'about '}"
-                      f"{n_train} training patients: the clinical and composite models cannot estimate that many from so few "
-                      "patients (they overfit, and SHAP takes long). Name the columns to use under [clinical] features in "
-                      "cohort.toml.", stacklevel=2, category=PeRenalWarning)
+    if use is None and len(features) > max(n_train, 20):  # an export of every field (the demo's dozen is not)
+        warnings.warn(
+            f"{root / 'clinical.csv'}: {len(features)} clinical predictors for "
+                f"{'' if 'split' in clinical else 'about '}"
+            f"{n_train} training patients: the clinical and composite models cannot estimate that many from so few "
+            "patients (they overfit, and SHAP takes long). Name the columns to use under [clinical] features in "
+            "cohort.toml.",
+            stacklevel=2,
+            category=PeRenalWarning,
+        )
     bias = cohort.outcome_defining_predictors
     if bias:
-        one = len(bias) == 1; it = "it" if one else "them"
+        one = len(bias) == 1
+        it = "it" if one else "them"
         head = (f"{root/'cohort.toml'}: {', '.join(map(repr, bias))} {'defines' if one else 'define'} the outcome "
                 "([clinical] outcome_defining)")
-        if use is not None: tail = (f" and the model uses {it} as {'a predictor' if one else 'predictors'}: its performance on "
-                                    "these patients is optimistic (incorporation bias).")
-        else: tail = (f" but {'is' if one else 'are'} used as {'a predictor' if one else 'predictors'}: the clinical and composite "
-                      "models would partly rediscover the diagnosis, so their performance is optimistic (incorporation bias). "
-                      f"Exclude {it} in cohort.toml (under [clinical.exclude]: {bias[0]} = \"defines the outcome\"), "
-                      f"or keep {it} knowingly: the report states it.")
+        if use is not None:
+            tail = (
+                f" and the model uses {it} as {'a predictor' if one else 'predictors'}: its performance on "
+                "these patients is optimistic (incorporation bias)."
+            )
+        else:
+            tail = (
+                f" but {'is' if one else 'are'} used as {'a predictor' if one else 'predictors'}: the "
+                    "clinical and composite "
+                "models would partly rediscover the diagnosis, so their performance is optimistic "
+                    "(incorporation bias). "
+                f"Exclude {it} in cohort.toml (under [clinical.exclude]: {bias[0]} = \"defines the outcome\"), "
+                f"or keep {it} knowingly: the report states it."
+            )
         warnings.warn(head + tail, IncorporationBias, stacklevel=2)
     return cohort
 
 # %% ../nbs/01_data.ipynb #81937777
-def predictor_summary(cohort:Cohort,                   # from `load_cohort`
-                      clinical:pd.DataFrame|None=None, # patients the encoders learn from: a table with a `split` column
-                                                       # (e.g. from `split_cohort`) counts its training rows; default: the
-                                                       # cohort's table (its training rows if it imposes a split)
-                     )->pd.DataFrame:                  # one row per candidate column: column, role, reason, kind, inputs
+def predictor_summary(
+    cohort: Cohort,  # from `load_cohort`
+    clinical: pd.DataFrame | None = None,  # patients the encoders learn from: a table with a `split` column
+    # (e.g. from `split_cohort`) counts its training rows; default: the
+    # cohort's table (its training rows if it imposes a split)
+) -> pd.DataFrame:  # one row per candidate column: column, role, reason, kind, inputs
     """Every candidate predictor: its role (predictor, outcome-defining predictor, excluded), the reason it is excluded,
     its kind (numeric or categorical) and the number of model inputs it becomes (numeric: 1; categorical: one per level
-    seen in training, as the models' one-hot encoder makes them, no level dropped; 0 if excluded or empty in training)."""
+    seen in training, as the models' one-hot encoder makes them, no level dropped; 0 if excluded or empty in
+    training)."""
     df = cohort.clinical if clinical is None else clinical
-    if "split" in df.columns: df = df[df["split"] == "train"]
+    if "split" in df.columns:
+        df = df[df["split"] == "train"]
     rows = []
     for c in cohort.candidates:
         kind = "categorical" if c in cohort.categorical else "numeric"
-        if c not in cohort.features: role, reason, k = "excluded", cohort.excluded.get(c, _NOT_LISTED), 0
+        if c not in cohort.features:
+            role, reason, k = "excluded", cohort.excluded.get(c, _NOT_LISTED), 0
         else:
             v = df[c].dropna() if c in df.columns else pd.Series([], dtype=object)
-            k = int(v.nunique()) if kind == "categorical" else int(len(v) > 0)   # an all-missing column is dropped by the imputer
-            role, reason = (("outcome-defining predictor", "defines the outcome: incorporation bias") if c in cohort.outcome_defining
-                            else ("predictor", ""))
+            k = (
+                int(v.nunique()) if kind == "categorical" else int(len(v) > 0)
+            )  # an all-missing column is dropped by the imputer
+            role, reason = (
+                ("outcome-defining predictor", "defines the outcome: incorporation bias")
+                if c in cohort.outcome_defining
+                else ("predictor", "")
+            )
         rows.append(dict(column=c, role=role, reason=reason, kind=kind, inputs=k))
     out = pd.DataFrame(rows, columns=["column", "role", "reason", "kind", "inputs"])
     used = out[out["role"] != "excluded"]
-    out.attrs["note"] = (f"{len(out)} candidate clinical columns, {len(used)} used as predictors -> {int(used['inputs'].sum())} "
-                         "model inputs (numeric: one each; categorical: one-hot, one input per level seen in training)"
-                         + (f"; {len(out) - len(used)} excluded" if len(used) < len(out) else "") + ".")
+    out.attrs["note"] = (
+        f"{len(out)} candidate clinical columns, {len(used)} used as predictors -> {int(used['inputs'].sum())} "
+        "model inputs (numeric: one each; categorical: one-hot, one input per level seen in training)"
+        + (f"; {len(out) - len(used)} excluded" if len(used) < len(out) else "")
+        + "."
+    )
     return out
 
 
@@ -1027,11 +1365,17 @@ def check_split_sizes(split:pd.DataFrame, # from `split_cohort`: label and split
     "Refuse, before any work, a split whose training set is too small for the run's cross-validation."
     k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0)
     if k.min() < cv_splits:
-        fix = (f"use fewer folds (--cv-splits {int(k.min())} on the command line, cv_splits in StudyConfig), or add patients"
-               if k.min() >= 2 else "add patients")
-        raise CohortError(f"clinical.csv: the training set has {k[0]} normal and {k[1]} preeclampsia patients; internal "
-                          f"validation by {cv_splits}-fold cross-validation needs at least {cv_splits} of each class in it. "
-                          f"Either {fix}.")
+        fix = (
+            f"use fewer folds (--cv-splits {int(k.min())} on the command line, cv_splits in StudyConfig), "
+                "or add patients"
+            if k.min() >= 2
+            else "add patients"
+        )
+        raise CohortError(
+            f"clinical.csv: the training set has {k[0]} normal and {k[1]} preeclampsia patients; internal "
+            f"validation by {cv_splits}-fold cross-validation needs at least {cv_splits} of each class in it. "
+            f"Either {fix}."
+        )
 
 def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
                  test_size:float=0.3,        # fraction of patients held out for testing
@@ -1052,27 +1396,42 @@ def split_cohort(cohort:Cohort|pd.DataFrame, # a Cohort, or its clinical table
                                   f"it needs {'at least 2' if s == 'train' else 'at least 1'} of each class. "
                                   "Change the split column, or delete it to let pe_renal split 7:3.")
         return df
-    if not 0 < test_size < 1: raise PeRenalError(f"test_size must be between 0 and 1, got {test_size}.")
+    if not 0 < test_size < 1:
+        raise PeRenalError(f"test_size must be between 0 and 1, got {test_size}.")
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
-        raise CohortError(f"clinical.csv: class {', '.join(f'{k} ({v} patients)' for k, v in small.items())} is too small "
-                          f"to split into training and test sets; each class needs at least {MIN_PER_CLASS} patients. "
-                          "Add patients, or check the label column.")
+        raise CohortError(
+            f"clinical.csv: class {', '.join(f'{k} ({v} patients)' for k, v in small.items())} is too small "
+            f"to split into training and test sets; each class needs at least {MIN_PER_CLASS} patients. "
+            "Add patients, or check the label column."
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise PeRenalError(f"seed must be a whole number from 0 to 4294967295 (--seed), got {seed!r}.")
     n_test = int(np.ceil(test_size * len(df)))                       # as scikit-learn rounds it
     if n_test < 2 or len(df) - n_test < 4:
-        raise CohortError(f"clinical.csv: a test size of {test_size} holds out {n_test} of {len(df)} patients, which leaves "
-                          f"{'fewer than one test patient of each class' if n_test < 2 else 'fewer than two training patients of each class'}. "
-                          f"Use a test size from {2 / len(df):.3f} to {1 - 4 / len(df):.3f} (--test-size), or add patients.")
+        raise CohortError(
+            f"clinical.csv: a test size of {test_size} holds out {n_test} of {len(df)} patients, which leaves "
+            + (
+                "fewer than one test patient of each class"
+                if n_test < 2
+                else "fewer than two training patients of each class"
+            )
+            + ". "
+            f"Use a test size from {2 / len(df):.3f} to {1 - 4 / len(df):.3f} (--test-size), or add patients."
+        )
     train, test = train_test_split(np.arange(len(df)), test_size=test_size, random_state=seed, stratify=df["label"])
-    split = np.empty(len(df), dtype=object); split[train] = "train"; split[test] = "test"
+    split = np.empty(len(df), dtype=object)
+    split[train] = "train"
+    split[test] = "test"
     df["split"] = split
     for s, least in (("test", 1), ("train", 2)):
         k = df.loc[df["split"] == s, "label"].value_counts().reindex([0, 1], fill_value=0)
         if k.min() < least:
-            raise CohortError(f"clinical.csv: with a test size of {test_size} the {s} set gets {k[0]} normal and {k[1]} positive "
-                              f"patients; it needs at least {least} of each class. Change the test size (--test-size) or add patients.")
+            raise CohortError(
+                f"clinical.csv: with a test size of {test_size} the {s} set gets {k[0]} normal and {k[1]} positive "
+                f"patients; it needs at least {least} of each class. Change the test size (--test-size) or "
+                    "add patients."
+            )
     return df
 
 FINETUNE_VAL_FRACTION = 0.2   # the share of training patients fine-tuning holds out (by class) to choose its epoch
@@ -1083,29 +1442,42 @@ def check_finetune_sizes(split:pd.DataFrame,   # from `split_cohort`
                          cv_splits:int=5,      # folds of the internal validation
                         )->None:
     """Refuse, before any work, a training set too small for the fine-tuning a run will do: fine-tuning holds out
-    `FINETUNE_VAL_FRACTION` of its patients, by class, and needs at least 2 of each there; with finetune_cv='refit' every
+    `FINETUNE_VAL_FRACTION` of its patients, by class, and needs at least 2 of each there; with finetune_cv='refit'
+    every
     CV fold's training part must allow it too (more folds leave each fold more patients)."""
-    if finetune == "none": return
+    if finetune == "none":
+        return
     k = split.loc[split["split"] == "train", "label"].value_counts().reindex([0, 1], fill_value=0).astype(int)
     need = int(np.ceil(2 / FINETUNE_VAL_FRACTION))
     if k.min() < need:
-        raise CohortError(f"clinical.csv: fine-tuning (--finetune {finetune}) holds out {FINETUNE_VAL_FRACTION:.0%} of the training "
-                          f"patients of each class to choose its epoch and needs at least 2 of each there, so at least {need} of "
-                          f"each in training; the training set has {k[0]} normal and {k[1]} preeclampsia patients. Add patients, "
-                          "or run without fine-tuning (--finetune none).")
-    if finetune_cv != "refit": return
-    fold_train = lambda K: int((k - np.ceil(k / K)).min())          # the fewest patients of a class in a fold's training part
+        raise CohortError(
+            f"clinical.csv: fine-tuning (--finetune {finetune}) holds out {FINETUNE_VAL_FRACTION:.0%} of the training "
+            f"patients of each class to choose its epoch and needs at least 2 of each there, so at least {need} of "
+            f"each in training; the training set has {k[0]} normal and {k[1]} preeclampsia patients. Add patients, "
+            "or run without fine-tuning (--finetune none)."
+        )
+    if finetune_cv != "refit":
+        return
+    fold_train = lambda K: int((k - np.ceil(k / K)).min())  # the fewest patients of a class in a fold's training part
     if fold_train(cv_splits) < need:
         ok = [K for K in range(cv_splits + 1, int(k.min()) + 1) if fold_train(K) >= need]
-        fix = (f"use more folds (--cv-splits {ok[0]}: each fold's fine-tune then keeps more patients)" if ok else "add patients")
-        raise CohortError(f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
-                          f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs {need} of each. "
-                          f"Either {fix}, or validate with --finetune-cv once.")
+        fix = (
+            f"use more folds (--cv-splits {ok[0]}: each fold's fine-tune then keeps more patients)"
+            if ok
+            else "add patients"
+        )
+        raise CohortError(
+            f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
+            f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs "
+                f"{need} of each. "
+            f"Either {fix}, or validate with --finetune-cv once."
+        )
 
 
 # %% ../nbs/01_data.ipynb #7a1e27bd
 def _fmt(x:float)->str:
-    if not np.isfinite(x): return "NA"
+    if not np.isfinite(x):
+        return "NA"
     a = abs(x)
     return f"{x:.0f}" if a >= 100 else f"{x:.1f}" if a >= 10 else f"{x:.2f}" if a >= 0.1 else f"{x:.3f}"
 
@@ -1114,25 +1486,32 @@ def _fmt_p(p:float)->str:
 
 def _summary(v:np.ndarray, continuous:str)->str:
     "A numeric variable's summary by the pre-specified rule: 'median [q1, q3]' or 'mean ± SD'."
-    if len(v) == 0: return "NA"
-    if continuous == "mean": return f"{_fmt(v.mean())} ± {_fmt(v.std(ddof=1)) if len(v) > 1 else 'NA'}"
-    q1, q2, q3 = np.percentile(v, [25, 50, 75]); return f"{_fmt(q2)} [{_fmt(q1)}, {_fmt(q3)}]"
+    if len(v) == 0:
+        return "NA"
+    if continuous == "mean":
+        return f"{_fmt(v.mean())} ± {_fmt(v.std(ddof=1)) if len(v) > 1 else 'NA'}"
+    q1, q2, q3 = np.percentile(v, [25, 50, 75])
+    return f"{_fmt(q2)} [{_fmt(q1)}, {_fmt(q3)}]"
+
 
 def smd_numeric(a, b)->float:
     "Standardised mean difference of a numeric variable: (mean_a - mean_b) / sqrt((var_a + var_b) / 2) (Austin 2009)."
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2: return np.nan
+    if len(a) < 2 or len(b) < 2:
+        return np.nan
     sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     return float((a.mean() - b.mean()) / sd) if sd > 0 else (0.0 if a.mean() == b.mean() else np.inf)
 
 def smd_categorical(p_a, p_b)->float:
     "SMD of a categorical variable from the level proportions of two groups: Mahalanobis form of Austin (2009), >= 0."
-    ta, tb = np.asarray(p_a, float)[1:], np.asarray(p_b, float)[1:]     # the first level is the reference
-    if len(ta) == 0: return 0.0
+    ta, tb = np.asarray(p_a, float)[1:], np.asarray(p_b, float)[1:]  # the first level is the reference
+    if len(ta) == 0:
+        return 0.0
     S = -(np.outer(ta, ta) + np.outer(tb, tb)) / 2
     S[np.diag_indices_from(S)] = (ta * (1 - ta) + tb * (1 - tb)) / 2
     d = ta - tb
-    if not d.any(): return 0.0
+    if not d.any():
+        return 0.0
     return float(np.sqrt(max(d @ np.linalg.pinv(S) @ d, 0.0)))
 
 # how numeric variables are summarised and compared: one rule for every variable, fixed before the data are seen
@@ -1145,13 +1524,22 @@ def table_one_note(by:str="label",         # "label" (tests) or "split" (SMD)
     summ, test = CONTINUOUS[continuous]
     s = f"Numeric variables: {summ}; categorical variables: n (%) of the patients with a value. "
     if by == "split":
-        s += ("SMD: standardised mean difference between training and test (Austin 2009; for a numeric variable it compares the "
-              "means, whatever the summary shown); |SMD| < 0.1 is a negligible imbalance. No tests: the split is random, so "
-              "their null hypothesis is true by construction.")
+        s += (
+            "SMD: standardised mean difference between training and test (Austin 2009; for a numeric "
+                "variable it compares the "
+            "means, whatever the summary shown); |SMD| < 0.1 is a negligible imbalance. No tests: the "
+                "split is random, so "
+            "their null hypothesis is true by construction."
+        )
     else:
-        s += (f"p: {'Mann-Whitney U test' if continuous == 'median' else 'Welch two-sample t-test'} for numeric variables, "
-              "chi-square test (with Yates' correction for 2×2 tables) for categorical ones, Fisher's exact test for a 2×2 "
-              "table with an expected count below 5; the tests were chosen before the data were seen (no normality pretest).")
+        s += (
+            f"p: {'Mann-Whitney U test' if continuous == 'median' else 'Welch two-sample t-test'} for "
+                "numeric variables, "
+            "chi-square test (with Yates' correction for 2×2 tables) for categorical ones, Fisher's exact "
+                "test for a 2×2 "
+            "table with an expected count below 5; the tests were chosen before the data were seen (no "
+                "normality pretest)."
+        )
     return s + " missing: patients with no value, left out of the summaries."
 
 def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split_cohort`)
@@ -1166,56 +1554,93 @@ def table_one(clinical:pd.DataFrame,          # clinical table (e.g. from `split
     instead. `attrs["note"]` says what the rows show (`table_one_note`)."""
     from scipy import stats
     if continuous not in CONTINUOUS:
-        raise PeRenalError(f"table_one: continuous must be one of {', '.join(map(repr, CONTINUOUS))}, got {continuous!r}.")
-    if not isinstance(clinical, pd.DataFrame): raise SettingError(f"table_one: clinical must be a DataFrame, got {type(clinical).__name__}.")
+        raise PeRenalError(
+            f"table_one: continuous must be one of {', '.join(map(repr, CONTINUOUS))}, got {continuous!r}."
+        )
+    if not isinstance(clinical, pd.DataFrame):
+        raise SettingError(f"table_one: clinical must be a DataFrame, got {type(clinical).__name__}.")
     df = clinical
-    if by not in df.columns: raise PeRenalError(f"table_one: no column {by!r} in the table (add a split first?).")
-    for name, given in (("columns", columns), ("categorical", categorical)):   # lists of column names, each in the table
+    if by not in df.columns:
+        raise PeRenalError(f"table_one: no column {by!r} in the table (add a split first?).")
+    for name, given in (("columns", columns), ("categorical", categorical)):  # lists of column names, each in the table
         missing = [] if given is None else [c for c in as_names(f"table_one: {name}", given) if c not in df.columns]
-        if missing: raise PeRenalError(f"table_one: {name} names {', '.join(map(repr, missing))}, not a column of the table.")
+        if missing:
+            raise PeRenalError(f"table_one: {name} names {', '.join(map(repr, missing))}, not a column of the table.")
     groups = sorted(df[by].dropna().unique(), key=str)
-    if by == "split": groups = [g for g in ("train", "test") if g in groups]
-    if len(groups) != 2: raise PeRenalError(f"table_one: column {by!r} must define two groups, found {groups}.")
+    if by == "split":
+        groups = [g for g in ("train", "test") if g in groups]
+    if len(groups) != 2:
+        raise PeRenalError(f"table_one: column {by!r} must define two groups, found {groups}.")
     names = names or ({0: "Normal", 1: "Preeclampsia"} if by == "label" else {"train": "Training", "test": "Test"})
     gname = [f"{names.get(g, g)} (n={int((df[by] == g).sum())})" for g in groups]
     columns = columns or [c for c in df.columns if c not in RESERVED and c != by]
-    categorical = categorical if categorical is not None else [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]
+    categorical = (
+        categorical if categorical is not None else [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]
+    )
     if by == "split" and "label" in df.columns:   # class balance of the split is its first row
         df = df.assign(outcome=df["label"].map({0: "normal", 1: "preeclampsia"}))
-        columns = ["outcome"] + [c for c in columns if c != "label"]; categorical = ["outcome"] + list(categorical)
-    smd = by == "split"                           # balance of a random split: SMD, not a test of a null known to be true
+        columns = ["outcome"] + [c for c in columns if c != "label"]
+        categorical = ["outcome"] + list(categorical)
+    smd = by == "split"  # balance of a random split: SMD, not a test of a null known to be true
     rows = []
     for c in columns:
         miss = int(df[c].isna().sum())
         if c in categorical:
             tab = pd.crosstab(df[c], df[by]).reindex(columns=groups, fill_value=0)
             p, test = np.nan, ""
-            if smd: d = smd_categorical(*(tab[g] / max(tab[g].sum(), 1) for g in groups))
+            if smd:
+                d = smd_categorical(*(tab[g] / max(tab[g].sum(), 1) for g in groups))
             elif tab.shape[0] >= 2:
                 expected = stats.contingency.expected_freq(tab.to_numpy())
-                if tab.shape == (2, 2) and expected.min() < 5: p, test = stats.fisher_exact(tab.to_numpy())[1], "Fisher"
-                else: p, test = stats.chi2_contingency(tab.to_numpy())[1], "Chi-square"
+                if tab.shape == (2, 2) and expected.min() < 5:
+                    p, test = stats.fisher_exact(tab.to_numpy())[1], "Fisher"
+                else:
+                    p, test = stats.chi2_contingency(tab.to_numpy())[1], "Chi-square"
             for j, level in enumerate(tab.index):
-                n_all = int(tab.loc[level].sum()); tot = int(df[c].notna().sum())
-                rows.append({"variable": c, "level": str(level),
-                             "overall": f"{n_all} ({100*n_all/tot:.1f}%)",
-                             **{gname[k]: f"{int(tab.loc[level, g])} ({100*tab.loc[level, g]/max(tab[g].sum(), 1):.1f}%)"
-                                for k, g in enumerate(groups)},
-                             **({"SMD": round(d, 3) if j == 0 else np.nan} if smd else
-                                {"p": _fmt_p(p) if j == 0 else "", "test": test if j == 0 else ""}),
-                             "missing": miss if j == 0 else ""})
+                n_all = int(tab.loc[level].sum())
+                tot = int(df[c].notna().sum())
+                rows.append(
+                    {
+                        "variable": c,
+                        "level": str(level),
+                        "overall": f"{n_all} ({100 * n_all / tot:.1f}%)",
+                        **{
+                            gname[
+                                k
+                            ]: f"{int(tab.loc[level, g])} ({100 * tab.loc[level, g] / max(tab[g].sum(), 1):.1f}%)"
+                            for k, g in enumerate(groups)
+                        },
+                        **(
+                            {"SMD": round(d, 3) if j == 0 else np.nan}
+                            if smd
+                            else {"p": _fmt_p(p) if j == 0 else "", "test": test if j == 0 else ""}
+                        ),
+                        "missing": miss if j == 0 else "",
+                    }
+                )
             continue
         x = [df.loc[df[by] == g, c].dropna().astype(float).to_numpy() for g in groups]
         allx = df[c].dropna().astype(float).to_numpy()
-        if smd: pass
+        if smd:
+            pass
         elif min(len(v) for v in x) >= 2:
-            if continuous == "mean": p = stats.ttest_ind(x[0], x[1], equal_var=False).pvalue
-            else: p = stats.mannwhitneyu(x[0], x[1], alternative="two-sided").pvalue
+            if continuous == "mean":
+                p = stats.ttest_ind(x[0], x[1], equal_var=False).pvalue
+            else:
+                p = stats.mannwhitneyu(x[0], x[1], alternative="two-sided").pvalue
             test = CONTINUOUS[continuous][1]
-        else: p, test = np.nan, ""
-        rows.append({"variable": c, "level": CONTINUOUS[continuous][0], "overall": _summary(allx, continuous),
-                     **{gname[k]: _summary(v, continuous) for k, v in enumerate(x)},
-                     **({"SMD": round(smd_numeric(x[0], x[1]), 3)} if smd else {"p": _fmt_p(p), "test": test}), "missing": miss})
+        else:
+            p, test = np.nan, ""
+        rows.append(
+            {
+                "variable": c,
+                "level": CONTINUOUS[continuous][0],
+                "overall": _summary(allx, continuous),
+                **{gname[k]: _summary(v, continuous) for k, v in enumerate(x)},
+                **({"SMD": round(smd_numeric(x[0], x[1]), 3)} if smd else {"p": _fmt_p(p), "test": test}),
+                "missing": miss,
+            }
+        )
     out = pd.DataFrame(rows)
     out.attrs["note"] = table_one_note(by, continuous)
     return out

@@ -29,16 +29,19 @@ class EvaluationError(PeRenalError, ValueError):
 
 def check_scores(y_true, y_score, name:str="y_score")->tuple[np.ndarray, np.ndarray]:
     "Validate labels (0/1, both present) and scores (finite, same length); return them as arrays."
-    y = np.asarray(y_true); s = np.asarray(y_score, dtype=float) if np.asarray(y_score).dtype != object else np.asarray(y_score)
+    y = np.asarray(y_true)
+    s = np.asarray(y_score, dtype=float) if np.asarray(y_score).dtype != object else np.asarray(y_score)
     if y.ndim != 1 or s.ndim != 1:
         raise EvaluationError(f"labels and {name} must be one-dimensional (got shapes {y.shape} and {s.shape}).")
     if len(y) != len(s):
         raise EvaluationError(f"labels and {name} differ in length ({len(y)} labels, {len(s)} scores): "
                               "they must describe the same patients in the same order.")
-    try: s = s.astype(float)
+    try:
+        s = s.astype(float)
     except (TypeError, ValueError):
         raise EvaluationError(f"{name} must be numbers (higher = more likely preeclampsia).") from None
-    if pd.isna(y).any(): raise EvaluationError(f"labels hold {int(pd.isna(y).sum())} missing value(s); every patient needs a label.")
+    if pd.isna(y).any():
+        raise EvaluationError(f"labels hold {int(pd.isna(y).sum())} missing value(s); every patient needs a label.")
     vals = set(pd.unique(y).tolist())
     if not vals <= {0, 1, True, False}:
         raise EvaluationError(f"labels must be 0/1 (1 = preeclampsia); found values {sorted(map(str, vals))[:6]}. "
@@ -85,7 +88,8 @@ def delong_ci(y_true,          # 0/1 labels, 1 = preeclampsia
     auc, v10, v01 = delong_placements(y_true, y_score)
     m, n = len(v10), len(v01)
     var = (np.var(v10, ddof=1) / m if m > 1 else np.nan) + (np.var(v01, ddof=1) / n if n > 1 else np.nan)
-    if not np.isfinite(var): return AUC(auc, np.nan, np.nan)
+    if not np.isfinite(var):
+        return AUC(auc, np.nan, np.nan)
     z = stats.norm.ppf(1 - alpha / 2)
     half = z * np.sqrt(var)
     return AUC(auc, float(min(max(auc - half, 0.0), 1.0)), float(min(max(auc + half, 0.0), 1.0)))
@@ -122,7 +126,8 @@ def delong_test(y_true,   # 0/1 labels
 def _auc_rows(y:np.ndarray, s:np.ndarray)->np.ndarray:
     "AUC of each row of a (B, N) score matrix with (B, N) labels, via midranks (Mann-Whitney)."
     r = stats.rankdata(s, method="average", axis=1)
-    m = y.sum(1); n = y.shape[1] - m
+    m = y.sum(1)
+    n = y.shape[1] - m
     return ((r * y).sum(1) - m * (m + 1) / 2) / (m * n)
 
 def _strat_boot_idx(y:np.ndarray, n_boot:int, rng:np.random.Generator)->np.ndarray:
@@ -159,8 +164,10 @@ def youden_threshold(y_true, y_score)->float:
     return float(cand[best[len(best) // 2]])
 
 def _counts(y:np.ndarray, pred:np.ndarray)->tuple:
-    tp = (pred & (y == 1)).sum(-1); fp = (pred & (y == 0)).sum(-1)
-    fn = (~pred & (y == 1)).sum(-1); tn = (~pred & (y == 0)).sum(-1)
+    tp = (pred & (y == 1)).sum(-1)
+    fp = (pred & (y == 0)).sum(-1)
+    fn = (~pred & (y == 1)).sum(-1)
+    tn = (~pred & (y == 0)).sum(-1)
     return tp, fp, fn, tn
 
 def _rates(tp, fp, fn, tn)->dict:
@@ -170,11 +177,13 @@ def _rates(tp, fp, fn, tn)->dict:
                     ppv=tp / (tp + fp), npv=tn / (tn + fn), f1=2 * tp / (2 * tp + fp + fn))
 
 METRICS = ["sensitivity", "specificity", "accuracy", "ppv", "npv", "f1"]
-PROPORTIONS = {"sensitivity": (("tp",), ("tp", "fn"), "no patient with preeclampsia"),   # metric: (numerator, denominator,
-               "specificity": (("tn",), ("tn", "fp"), "no normal patient"),             # who is missing when it is empty)
-               "accuracy": (("tp", "tn"), ("tp", "fp", "fn", "tn"), "no patient"),
-               "ppv": (("tp",), ("tp", "fp"), "no patient called positive"),
-               "npv": (("tn",), ("tn", "fn"), "no patient called negative")}
+PROPORTIONS = {
+    "sensitivity": (("tp",), ("tp", "fn"), "no patient with preeclampsia"),  # metric: (numerator, denominator,
+    "specificity": (("tn",), ("tn", "fp"), "no normal patient"),  # who is missing when it is empty)
+    "accuracy": (("tp", "tn"), ("tp", "fp", "fn", "tn"), "no patient"),
+    "ppv": (("tp",), ("tp", "fp"), "no patient called positive"),
+    "npv": (("tn",), ("tn", "fn"), "no patient called negative"),
+}
 WILSON = "Wilson score interval"
 F1_BOOT = "percentile bootstrap, patients resampled without stratification ({b} resamples)"
 
@@ -183,21 +192,35 @@ def wilson_ci(k:int,           # successes
               alpha:float=0.05,
              )->tuple[float, float]: # (lo, hi) within [0, 1]; nan when n = 0
     "Wilson score interval of the proportion k/n: never of zero width, also at k = 0 and k = n."
-    if n <= 0: return np.nan, np.nan
+    if n <= 0:
+        return np.nan, np.nan
     z = stats.norm.ppf(1 - alpha / 2)
-    p = k / n; d = 1 + z**2 / n
-    c = (p + z**2 / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
-    return (0.0 if k <= 0 else float(np.clip(c - h, 0, 1))), (1.0 if k >= n else float(np.clip(c + h, 0, 1)))  # exact at 0, n
+    p = k / n
+    d = 1 + z**2 / n
+    c = (p + z**2 / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
+    return (0.0 if k <= 0 else float(np.clip(c - h, 0, 1))), (
+        1.0 if k >= n else float(np.clip(c + h, 0, 1))
+    )  # exact at 0, n
+
 
 def _f1_interval(y:np.ndarray, pred:np.ndarray, n_boot:int, alpha:float, seed:int)->tuple[float, float, str]:
-    "F1's percentile bootstrap over patients (unstratified: F1 depends on prevalence); NA with the reason when it has no width."
+    """F1's percentile bootstrap over patients (unstratified: F1 depends on prevalence); NA with the reason when it has
+    no width."""
     idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
     f1 = _rates(*_counts(y[idx], pred[idx]))["f1"]
-    if not np.isfinite(f1).any(): return np.nan, np.nan, "no interval: F1 is undefined in every resample"
+    if not np.isfinite(f1).any():
+        return np.nan, np.nan, "no interval: F1 is undefined in every resample"
     lo, hi = (float(np.nanquantile(f1, q)) for q in (alpha / 2, 1 - alpha / 2))
-    if hi > lo: return lo, hi, ""
-    why = "no true positive" if not (y & pred).any() else "no false positive or false negative" if (y == pred).all() else \
-          "the resamples' percentiles coincide"
+    if hi > lo:
+        return lo, hi, ""
+    why = (
+        "no true positive"
+        if not (y & pred).any()
+        else "no false positive or false negative"
+        if (y == pred).all()
+        else "the resamples' percentiles coincide"
+    )
     return np.nan, np.nan, f"no interval: {why}, so F1 is {lo:.3f} in (nearly) every resample"
 
 def threshold_metrics(y_true, y_score,
@@ -216,12 +239,14 @@ def threshold_metrics(y_true, y_score,
     out = pd.DataFrame({"value": {k: float(v) for k, v in point.items()}}).loc[METRICS]
     out["k"] = [sum(c[x] for x in PROPORTIONS[m][0]) if m in PROPORTIONS else np.nan for m in METRICS]
     out["n"] = [sum(c[x] for x in PROPORTIONS[m][1]) if m in PROPORTIONS else np.nan for m in METRICS]
-    if not n_boot: return out
+    if not n_boot:
+        return out
     ci = {m: (*wilson_ci(out.loc[m, "k"], out.loc[m, "n"], alpha), WILSON,
               f"undefined: {PROPORTIONS[m][2]}" if out.loc[m, "n"] == 0 else "") for m in PROPORTIONS}
     lo, hi, note = _f1_interval(y, pred, n_boot, alpha, seed)
     ci["f1"] = (lo, hi, F1_BOOT.format(b=n_boot), note)
-    for j, col in enumerate(("lo", "hi", "ci", "note")): out[col] = [ci[m][j] for m in METRICS]
+    for j, col in enumerate(("lo", "hi", "ci", "note")):
+        out[col] = [ci[m][j] for m in METRICS]
     return out
 
 def confusion(y_true, y_score, threshold:float)->pd.DataFrame:
@@ -241,13 +266,16 @@ def calibration_curve(y_true, y_prob,
                      )->pd.DataFrame:       # per bin: mean predicted, observed share and its Wilson CI, n
     "Reliability curve on quantile bins of the predicted probability; tied probabilities stay in one bin."
     y, p = check_scores(y_true, y_prob, "y_prob")
-    if (p < 0).any() or (p > 1).any(): raise EvaluationError("y_prob must be probabilities in [0, 1].")
+    if (p < 0).any() or (p > 1).any():
+        raise EvaluationError("y_prob must be probabilities in [0, 1].")
     nb = calibration_bins(len(p)) if n_bins is None else int(n_bins)
     edges = np.unique(np.quantile(p, np.linspace(0, 1, nb + 1)))
     groups = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
     rows = []
     for g in np.unique(groups):
-        k = groups == g; n = int(k.sum()); obs = y[k].sum()
+        k = groups == g
+        n = int(k.sum())
+        obs = y[k].sum()
         lo, hi = wilson_ci(obs, n)
         rows.append(dict(predicted=float(p[k].mean()), observed=float(obs / n), lo=float(lo), hi=float(hi), n=n))
     return pd.DataFrame(rows)
@@ -261,7 +289,8 @@ def count_denominator(p, max_m:int=1000)->int|None:
     "Smallest m with every m·p a whole number (KNN: k; a random forest: its trees); None for continuous probabilities."
     p = np.asarray(p, float)
     for m in range(1, max_m + 1):
-        if np.allclose(p * m, np.round(p * m), rtol=0, atol=1e-8): return m
+        if np.allclose(p * m, np.round(p * m), rtol=0, atol=1e-8):
+            return m
     return None
 
 def smoothed_probabilities(y_prob,              # predicted probabilities
@@ -273,27 +302,35 @@ def smoothed_probabilities(y_prob,              # predicted probabilities
     m = count_denominator(p) if m is None else int(m)
     if m is not None and m > 1 or (m == 1 and ((p == 0) | (p == 1)).any()):
         return (m * p + 1) / (m + 2), f"Laplace (m*p+1)/(m+2), m={m}"
-    if ((p <= 0) | (p >= 1)).any(): return np.clip(p, eps, 1 - eps), f"clipped to [{eps:g}, {1 - eps:g}]"
+    if ((p <= 0) | (p >= 1)).any():
+        return np.clip(p, eps, 1 - eps), f"clipped to [{eps:g}, {1 - eps:g}]"
     return p, "none"
 
 def _expit(x): return 0.5 * (1 + np.tanh(0.5 * x))
 
 def _recalibrate(y:np.ndarray, x:np.ndarray)->tuple[float, float]:
-    "Slope of the logistic regression of y on x; intercept of the one with offset x; by Newton's method (nan if separated)."
+    """Slope of the logistic regression of y on x; intercept of the one with offset x; by Newton's method (nan if
+    separated)."""
     return tuple(float(v) for v in _recalibrate_many(np.asarray(y, float)[None], np.asarray(x, float)[None])[0])
 
 def _recalibrate_many(y:np.ndarray, x:np.ndarray, chunk:int=2_000_000)->np.ndarray:
     """`_recalibrate` of many resamples at once (rows of y and x): (rows, 2) slopes and intercepts. A slope is nan when
     Newton's method does not converge to a finite maximum: separated or quasi-separated classes, constant x."""
     y, x = np.atleast_2d(np.asarray(y, float)), np.atleast_2d(np.asarray(x, float))
-    step = max(1, chunk // max(1, y.shape[1]))                      # rows per pass: bounded memory
-    if len(y) > step: return np.vstack([_recalibrate_many(y[i:i + step], x[i:i + step], chunk) for i in range(0, len(y), step)])
-    R = len(y); out = np.full((R, 2), np.nan)
-    b = np.zeros((R, 2)); live = np.arange(R)
-    for _ in range(100):                                   # slope: logistic regression of y on x, per row
-        if not len(live): break
+    step = max(1, chunk // max(1, y.shape[1]))  # rows per pass: bounded memory
+    if len(y) > step:
+        return np.vstack([_recalibrate_many(y[i : i + step], x[i : i + step], chunk) for i in range(0, len(y), step)])
+    R = len(y)
+    out = np.full((R, 2), np.nan)
+    b = np.zeros((R, 2))
+    live = np.arange(R)
+    for _ in range(100):  # slope: logistic regression of y on x, per row
+        if not len(live):
+            break
         yy, xx, bb = y[live], x[live], b[live]
-        mu = _expit(bb[:, :1] + bb[:, 1:] * xx); w = mu * (1 - mu); r = yy - mu
+        mu = _expit(bb[:, :1] + bb[:, 1:] * xx)
+        w = mu * (1 - mu)
+        r = yy - mu
         h00, h01, h11 = w.sum(1), (w * xx).sum(1), (w * xx * xx).sum(1)
         g0, g1 = r.sum(1), (r * xx).sum(1)
         det = h00 * h11 - h01 * h01
@@ -306,12 +343,16 @@ def _recalibrate_many(y:np.ndarray, x:np.ndarray, chunk:int=2_000_000)->np.ndarr
         out[live[done], 0] = nb_[done, 1]
         b[live] = np.where(bad[:, None], bb, nb_)
         live = live[~bad & ~done]
-    a = np.zeros(R); live = np.arange(R)
-    for _ in range(100):                                   # intercept: offset x, slope fixed at 1
-        if not len(live): break
-        mu = _expit(a[live, None] + x[live]); w = (mu * (1 - mu)).sum(1)
+    a = np.zeros(R)
+    live = np.arange(R)
+    for _ in range(100):  # intercept: offset x, slope fixed at 1
+        if not len(live):
+            break
+        mu = _expit(a[live, None] + x[live])
+        w = (mu * (1 - mu)).sum(1)
         ok = w > 0
-        with np.errstate(divide="ignore", invalid="ignore"): d = (y[live] - mu).sum(1) / w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = (y[live] - mu).sum(1) / w
         na = a[live] + d
         bad = ~ok | ~np.isfinite(na) | (np.abs(na) > 1e3)
         done = ~bad & (np.abs(d) < 1e-10)
@@ -341,13 +382,17 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
         every = np.concatenate([np.asarray(p, float) for _, p in cs.values()])
         m = (counts or {}).get(model) or count_denominator(every)    # all of a model's predictions: the finest grid
         for cohort in cohorts:
-            if cohort not in cs: continue
+            if cohort not in cs:
+                continue
             y, p = check_scores(*cs[cohort], "y_prob")
-            if (p < 0).any() or (p > 1).any(): continue
+            if (p < 0).any() or (p > 1).any():
+                continue
             ps, rule = smoothed_probabilities(p, m)
             x, yf = np.log(ps / (1 - ps)), y.astype(float)
             slope, icpt = _recalibrate(yf, x)
-            slope = float(_separated_as_infinite(np.array([slope]), yf[None], x[None])[0][0])   # separated: +-inf, not nan
+            slope = float(
+                _separated_as_infinite(np.array([slope]), yf[None], x[None])[0][0]
+            )  # separated: +-inf, not nan
             rng = np.random.default_rng(seed)
             idx = rng.integers(0, len(y), (n_boot, len(y)))
             boot = _recalibrate_many(yf[idx], x[idx]) if n_boot else np.empty((0, 2))
@@ -355,19 +400,56 @@ def calibration_table(results:dict,         # {model: {cohort: (y, p)}}
             s_lo, s_hi = _percentiles_extended(slopes, alpha)
             icpts, n_inf = _one_class_as_infinite(boot[:, 1], yf[idx])      # as the slopes: an infinite limit, counted
             i_lo, i_hi = _percentiles_extended(icpts, alpha)
-            rows.append(dict(model=model, cohort=cohort, n=len(y), slope=slope, slope_lo=s_lo, slope_hi=s_hi,
-                             intercept=icpt, intercept_lo=i_lo, intercept_hi=i_hi, brier=brier_score(y, p),
-                             smoothing=rule, n_boot=int(n_boot), n_separated=int(n_sep), n_intercept_infinite=int(n_inf),
-                             note=SEPARATED if np.isinf(slope) else ""))
-    return pd.DataFrame(rows, columns=["model", "cohort", "n", "slope", "slope_lo", "slope_hi", "intercept", "intercept_lo",
-                                       "intercept_hi", "brier", "smoothing", "n_boot", "n_separated", "n_intercept_infinite",
-                                       "note"])
+            rows.append(
+                dict(
+                    model=model,
+                    cohort=cohort,
+                    n=len(y),
+                    slope=slope,
+                    slope_lo=s_lo,
+                    slope_hi=s_hi,
+                    intercept=icpt,
+                    intercept_lo=i_lo,
+                    intercept_hi=i_hi,
+                    brier=brier_score(y, p),
+                    smoothing=rule,
+                    n_boot=int(n_boot),
+                    n_separated=int(n_sep),
+                    n_intercept_infinite=int(n_inf),
+                    note=SEPARATED if np.isinf(slope) else "",
+                )
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "cohort",
+            "n",
+            "slope",
+            "slope_lo",
+            "slope_hi",
+            "intercept",
+            "intercept_lo",
+            "intercept_hi",
+            "brier",
+            "smoothing",
+            "n_boot",
+            "n_separated",
+            "n_intercept_infinite",
+            "note",
+        ],
+    )
 
-SEPARATED = "slope not estimable (separated): the score splits the classes, so the slope's likelihood has no finite maximum"
+SEPARATED = (
+    "slope not estimable (separated): the score splits the classes, so the slope's likelihood has no finite maximum"
+)
+
 
 def _one_class_as_infinite(icpts:np.ndarray, y:np.ndarray)->tuple[np.ndarray, int]:
-    """Bootstrap intercepts with each missing one of a resample holding one class only set to the infinity its likelihood
-    heads to (+inf: all positive; -inf: all negative), as `_separated_as_infinite` does for slopes; with both classes the
+    """Bootstrap intercepts with each missing one of a resample holding one class only set to the infinity its
+    likelihood
+    heads to (+inf: all positive; -inf: all negative), as `_separated_as_infinite` does for slopes; with both
+    classes the
     intercept always has a finite maximum. Returns the intercepts and how many were infinite."""
     a = np.asarray(icpts, float).copy()
     one = ~np.isfinite(a) & ((y.min(1) == 1) | (y.max(1) == 0))
@@ -380,9 +462,11 @@ def _separated_as_infinite(slopes:np.ndarray, y:np.ndarray, x:np.ndarray)->tuple
     Returns the slopes and how many resamples were separated."""
     s = np.asarray(slopes, float).copy()
     miss = ~np.isfinite(s)
-    if not miss.any(): return s, 0
+    if not miss.any():
+        return s, 0
     yy, xx = y[miss], x[miss]
-    n1 = yy.sum(1); n0 = yy.shape[1] - n1
+    n1 = yy.sum(1)
+    n0 = yy.shape[1] - n1
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = (yy * xx).sum(1) / n1 - ((1 - yy) * xx).sum(1) / n0
     sep = (n1 > 0) & (n0 > 0) & (np.ptp(xx, axis=1) > 0) & np.isfinite(diff) & (diff != 0)
@@ -390,10 +474,13 @@ def _separated_as_infinite(slopes:np.ndarray, y:np.ndarray, x:np.ndarray)->tuple
     return s, int(sep.sum())
 
 def _percentiles_extended(v:np.ndarray, alpha:float)->tuple[float, float]:
-    "Percentile interval of values that may be +-inf (kept: an unbounded limit is reported as such); nan values are left out."
-    v = np.asarray(v, float); v = v[~np.isnan(v)]
-    if not len(v): return np.nan, np.nan
-    big = 1e300                                                  # infinities as sentinels, so that interpolation stays defined
+    """Percentile interval of values that may be +-inf (kept: an unbounded limit is reported as such); nan values are
+    left out."""
+    v = np.asarray(v, float)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return np.nan, np.nan
+    big = 1e300  # infinities as sentinels, so that interpolation stays defined
     q = np.percentile(np.clip(v, -big, big), [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return tuple(float(np.sign(t) * np.inf) if abs(t) > big / 10 else float(t) for t in q)
 
@@ -405,9 +492,12 @@ def decision_curve(y_true, y_prob,
     "Net benefit of a model, treat-all and treat-none over a range of threshold probabilities."
     y, p = check_scores(y_true, y_prob, "y_prob")
     t = np.arange(0.01, 1.0, 0.01) if thresholds is None else np.asarray(thresholds, float)
-    n = len(y); prev = y.mean(); w = t / (1 - t)
+    n = len(y)
+    prev = y.mean()
+    w = t / (1 - t)
     pred = p[None, :] >= t[:, None]
-    tp = (pred & (y == 1)).sum(1); fp = (pred & (y == 0)).sum(1)
+    tp = (pred & (y == 1)).sum(1)
+    fp = (pred & (y == 0)).sum(1)
     return pd.concat([pd.DataFrame(dict(model=name, threshold=t, net_benefit=tp / n - fp / n * w)),
                       pd.DataFrame(dict(model="treat all", threshold=t, net_benefit=prev - (1 - prev) * w)),
                       pd.DataFrame(dict(model="treat none", threshold=t, net_benefit=0.0))], ignore_index=True)
@@ -415,8 +505,10 @@ def decision_curve(y_true, y_prob,
 # %% ../nbs/06_evaluation.ipynb #b80c96f6
 def _fmt_ci(v, lo, hi, d=3):
     "value (lo-hi); the value alone where there is no interval (apparent training rows); an undefined value says so."
-    if v is None or not np.isfinite(v): return "undefined"
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)): return f"{v:.{d}f}"
+    if v is None or not np.isfinite(v):
+        return "undefined"
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{v:.{d}f}"
     return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})"
 
 APPARENT = "apparent (in-sample, optimistic)"
@@ -424,18 +516,24 @@ def estimate_kind(cohort:str)->str:
     "What an AUC on a cohort estimates: training predictions are in-sample (apparent), the others held out."
     return APPARENT if cohort == "train" else "held-out"
 
-CI_NOTE = ("95% CIs: AUC by DeLong's method; sensitivity, specificity, accuracy, PPV and NPV by the Wilson score interval "
-           "(k of n patients at the fixed threshold); F1 by a percentile bootstrap of the patients, unstratified")
+CI_NOTE = (
+    "95% CIs: AUC by DeLong's method; sensitivity, specificity, accuracy, PPV and NPV by the Wilson score interval "
+    "(k of n patients at the fixed threshold); F1 by a percentile bootstrap of the patients, unstratified"
+)
 
 def same_model(results:dict, # {model: {cohort: (y, score)}}
                model:str,     # a key of results
-              )->str|None:    # the earlier model it equals, or None
-    "The earlier model whose scores equal `model`'s on every cohort: one model under two names (e.g. Composite = Clinical)."
+              )->str|None:  # the earlier model it equals, or None
+    """The earlier model whose scores equal `model`'s on every cohort: one model under two names (e.g. Composite =
+    Clinical)."""
     mine = results[model]
     for other, theirs in results.items():
-        if other == model: return None
-        if set(theirs) == set(mine) and all(np.array_equal(np.asarray(theirs[c][1], float), np.asarray(mine[c][1], float))
-                                            for c in mine): return other
+        if other == model:
+            return None
+        if set(theirs) == set(mine) and all(
+            np.array_equal(np.asarray(theirs[c][1], float), np.asarray(mine[c][1], float)) for c in mine
+        ):
+            return other
     return None
 
 def _metric_cells(tm:pd.DataFrame, ci:bool)->dict:
@@ -447,28 +545,32 @@ def _metric_cells(tm:pd.DataFrame, ci:bool)->dict:
     row["ci_note"] = "; ".join(f"{k}: {tm.loc[k, 'note']}" for k in METRICS if ci and tm.loc[k, "note"])
     return row
 
-def performance_table(results:dict,       # {model: {"train": (y, score), "test": (y, score)}}
-                      n_boot:int=2000,    # bootstrap resamples for F1's CI (0: no threshold-metric CIs)
-                      alpha:float=0.05,
-                      seed:int=42,
-                      internal:dict|None=None, # {model: {method, auc, lo, hi, ...}} (`InternalValidation.to_json()`)
-                      thresholds:dict|None=None, # {model: threshold} chosen beforehand (the study: Youden on out-of-fold
-                                               # scores of the training patients); default: Youden on the training scores
-                     )->pd.DataFrame:     # one row per model and cohort
-    """AUC (DeLong CI) and threshold metrics (Wilson CIs; F1 bootstrap) per model and cohort, threshold from training; internal
+def performance_table(
+    results: dict,  # {model: {"train": (y, score), "test": (y, score)}}
+    n_boot: int = 2000,  # bootstrap resamples for F1's CI (0: no threshold-metric CIs)
+    alpha: float = 0.05,
+    seed: int = 42,
+    internal: dict | None = None,  # {model: {method, auc, lo, hi, ...}} (`InternalValidation.to_json()`)
+    thresholds: dict | None = None,  # {model: threshold} chosen beforehand (the study: Youden on out-of-fold
+    # scores of the training patients); default: Youden on the training scores
+) -> pd.DataFrame:  # one row per model and cohort
+    """AUC (DeLong CI) and threshold metrics (Wilson CIs; F1 bootstrap) per model and cohort, threshold from
+    training; internal
     validation beside the apparent AUC. A model whose scores equal an earlier model's is that model: its threshold and
     internal validation, and `same_as` names it."""
     rows = []
     for model, cohorts in results.items():
         if "train" not in cohorts:
             raise EvaluationError(f"model {model!r}: a 'train' cohort is needed to choose the threshold.")
-        same = same_model(results, model); key = same or model
+        same = same_model(results, model)
+        key = same or model
         th = float(thresholds[key]) if thresholds and key in thresholds else youden_threshold(*results[key]["train"])
         for cohort, (y, s) in cohorts.items():
             a = delong_ci(y, s, alpha)
-            apparent = cohort == "train"        # in-sample: a point value, labelled so; no CI (it would not cover the truth)
+            apparent = cohort == "train"  # in-sample: a point value, labelled so; no CI (it would not cover the truth)
             tm = threshold_metrics(y, s, th, n_boot=0 if apparent else n_boot, alpha=alpha, seed=seed)
-            if apparent: a = a._replace(lo=np.nan, hi=np.nan)
+            if apparent:
+                a = a._replace(lo=np.nan, hi=np.nan)
             y_ = np.asarray(y).astype(int)
             row = dict(model=model, cohort=cohort, estimate=estimate_kind(cohort), n=len(y_), n_positive=int(y_.sum()),
                        auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=th, same_as=same or "")
@@ -476,8 +578,10 @@ def performance_table(results:dict,       # {model: {"train": (y, score), "test"
                 iv = internal.get(key, {}) if cohort == "train" else {}
                 row.update(iv_auc=iv.get("auc", np.nan), iv_lo=iv.get("lo", np.nan), iv_hi=iv.get("hi", np.nan),
                            iv_method=iv.get("method"), iv_reason=iv.get("reason"))
-            if n_boot: row.update(_metric_cells(tm, not apparent))
-            else: row.update({k: tm.loc[k, "value"] for k in METRICS})
+            if n_boot:
+                row.update(_metric_cells(tm, not apparent))
+            else:
+                row.update({k: tm.loc[k, "value"] for k in METRICS})
             rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["note"] = CI_NOTE
@@ -497,23 +601,35 @@ def format_performance(table:pd.DataFrame, digits:int=3)->pd.DataFrame:
     out["AUC (95% CI)"] = [_fmt_ci(r.auc, r.auc_lo, r.auc_hi, digits) for r in table.itertuples()]
     if "iv_auc" in table:
         def iv(r):
-            if r.cohort != "train": return ""
-            if r.iv_auc is None or not np.isfinite(r.iv_auc):   # the reason's first clause; the whole of it is in the CSV and run.json
+            if r.cohort != "train":
+                return ""
+            if r.iv_auc is None or not np.isfinite(
+                r.iv_auc
+            ):  # the reason's first clause; the whole of it is in the CSV and run.json
                 return f"NA ({r.iv_reason.split(', so ')[0]})" if isinstance(r.iv_reason, str) else "NA"
             return _fmt_ci(r.iv_auc, r.iv_lo, r.iv_hi, digits)
         out["Internal validation AUC (95% CI)"] = [iv(r) for r in table.itertuples()]
         out["Internal validation method"] = [r.iv_method if r.cohort == "train" and isinstance(r.iv_method, str) else ""
                                              for r in table.itertuples()]
-    names = dict(sensitivity="Sensitivity", specificity="Specificity", accuracy="Accuracy", ppv="PPV", npv="NPV", f1="F1")
+    names = dict(
+        sensitivity="Sensitivity", specificity="Specificity", accuracy="Accuracy", ppv="PPV", npv="NPV", f1="F1"
+    )
     for k, lab in names.items():
-        if f"{k}_lo" not in table: out[lab] = table[k].round(digits); continue
+        if f"{k}_lo" not in table:
+            out[lab] = table[k].round(digits)
+            continue
+
         def cell(r, k=k):
             v, lo, hi = getattr(r, k), getattr(r, f"{k}_lo"), getattr(r, f"{k}_hi")
             held_out = r.cohort != "train" and np.isfinite(v)
-            return _fmt_ci(v, lo, hi, digits) + (" (no CI)" if held_out and not (np.isfinite(lo) and np.isfinite(hi)) else "")
+            return _fmt_ci(v, lo, hi, digits) + (
+                " (no CI)" if held_out and not (np.isfinite(lo) and np.isfinite(hi)) else ""
+            )
+
         out[lab] = [cell(r) for r in table.itertuples()]
     out["Threshold"] = table["threshold"].round(digits)
-    if "ci_note" in table: out["Note"] = table["ci_note"].fillna("")
+    if "ci_note" in table:
+        out["Note"] = table["ci_note"].fillna("")
     return out
 
 def delong_comparisons(results:dict)->pd.DataFrame:
@@ -523,30 +639,51 @@ def delong_comparisons(results:dict)->pd.DataFrame:
     for cohort in cohorts:
         models = [m for m in results if cohort in results[m]]
         for a, b in itertools.combinations(models, 2):
-            ya, sa = results[a][cohort]; yb, sb = results[b][cohort]
+            ya, sa = results[a][cohort]
+            yb, sb = results[b][cohort]
             if len(ya) != len(yb) or not np.array_equal(np.asarray(ya).astype(int), np.asarray(yb).astype(int)):
-                raise EvaluationError(f"{cohort}: models {a!r} and {b!r} were not scored on the same patients "
-                                      "(labels differ); a paired DeLong test needs the same patients in the same order.")
-            if np.array_equal(np.asarray(sa, float), np.asarray(sb, float)):   # one model twice (e.g. Composite = Clinical)
+                raise EvaluationError(
+                    f"{cohort}: models {a!r} and {b!r} were not scored on the same patients "
+                    "(labels differ); a paired DeLong test needs the same patients in the same order."
+                )
+            if np.array_equal(
+                np.asarray(sa, float), np.asarray(sb, float)
+            ):  # one model twice (e.g. Composite = Clinical)
                 auc = roc_auc(ya, sa)
-                rows.append(dict(cohort=cohort, model_a=a, model_b=b, auc_a=auc, auc_b=auc, difference=0.0, z=np.nan, p=np.nan,
-                                 note="identical predictions (e.g. the LASSO kept no deep feature, so the composite model is the "
-                                      "clinical one): nothing to test"))
+                rows.append(
+                    dict(
+                        cohort=cohort,
+                        model_a=a,
+                        model_b=b,
+                        auc_a=auc,
+                        auc_b=auc,
+                        difference=0.0,
+                        z=np.nan,
+                        p=np.nan,
+                        note="identical predictions (e.g. the LASSO kept no deep feature, so the composite "
+                            "model is the "
+                        "clinical one): nothing to test",
+                    )
+                )
                 continue
             t = delong_test(ya, sa, sb)
             rows.append(dict(cohort=cohort, model_a=a, model_b=b, auc_a=t.auc_a, auc_b=t.auc_b,
                              difference=t.auc_a - t.auc_b, z=t.z, p=t.p, note=""))
     out = pd.DataFrame(rows, columns=["cohort", "model_a", "model_b", "auc_a", "auc_b", "difference", "z", "p", "note"])
     out.insert(out.columns.get_loc("p") + 1, "p_holm", np.nan)
-    for _, idx in out.groupby("cohort").groups.items():          # Holm's step-down adjustment within a cohort's comparisons
+    for _, idx in out.groupby("cohort").groups.items():  # Holm's step-down adjustment within a cohort's comparisons
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p"].to_numpy(float))
     return out
 
 def holm(p:np.ndarray)->np.ndarray:
     "Holm's step-down adjusted p-values (family-wise error); nan p-values (no test) stay nan and do not count."
-    p = np.asarray(p, float); out = np.full(len(p), np.nan); ok = np.flatnonzero(~np.isnan(p))
-    if not len(ok): return out
-    order = ok[np.argsort(p[ok], kind="stable")]; m = len(order)
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if not len(ok):
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
     out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
 
@@ -562,57 +699,101 @@ def plot_roc(results:dict, cohort:str="test", ax=None, title:str|None=None, alph
     "ROC curves of every model on one axis for one cohort, AUC (95% DeLong CI) in the legend."
     from sklearn.metrics import roc_curve
     set_style()
-    if ax is None: _, ax = plt.subplots(figsize=(5, 5))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
     for i, (name, cohorts) in enumerate(results.items()):
-        if cohort not in cohorts: continue
+        if cohort not in cohorts:
+            continue
         y, s = check_scores(*cohorts[cohort])
         fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
         auc = delong_ci(y, s, alpha)
-        ax.plot(fpr, tpr, lw=2, color=_colour(name, i), label=f"{name}: {auc.auc:.3f}" if cohort == "train" else f"{name}: AUC {auc}")
+        ax.plot(
+            fpr,
+            tpr,
+            lw=2,
+            color=_colour(name, i),
+            label=f"{name}: {auc.auc:.3f}" if cohort == "train" else f"{name}: AUC {auc}",
+        )
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey")
     apparent = cohort == "train"    # in-sample: the apparent AUC, no CI
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity",
-           title=title or (f"ROC, {cohort} cohort (apparent, in-sample)" if apparent else f"ROC, {cohort} cohort"), aspect="equal")
-    ax.legend(loc="lower right", fontsize="small", title="apparent AUC (optimistic; no CI)" if apparent else f"AUC ({100*(1-alpha):.0f}% CI)",
-              title_fontsize="small")
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        xlabel="1 - specificity",
+        ylabel="Sensitivity",
+        title=title or (f"ROC, {cohort} cohort (apparent, in-sample)" if apparent else f"ROC, {cohort} cohort"),
+        aspect="equal",
+    )
+    ax.legend(
+        loc="lower right",
+        fontsize="small",
+        title="apparent AUC (optimistic; no CI)" if apparent else f"AUC ({100 * (1 - alpha):.0f}% CI)",
+        title_fontsize="small",
+    )
     return ax
 
 def _risk_spikes(ax, p:np.ndarray, i:int, n_models:int, colour, height:float=0.12, width:float=0.02):
-    "Distribution of the predicted risks as a spike histogram along the bottom of a calibration plot (as rms::val.prob)."
+    """Distribution of the predicted risks as a spike histogram along the bottom of a calibration plot (as
+    rms::val.prob)."""
     counts, edges = np.histogram(p, bins=np.arange(0, 1 + width, width))
     x = edges[:-1] + width * (i + 1) / (n_models + 1)            # the models side by side within a bin
     h = height * counts / max(counts.max(), 1)
-    ax.vlines(x[counts > 0], -0.02, -0.02 + h[counts > 0], color=colour, lw=1.2, alpha=0.8, gid="predicted-risk-distribution")
+    ax.vlines(
+        x[counts > 0], -0.02, -0.02 + h[counts > 0], color=colour, lw=1.2, alpha=0.8, gid="predicted-risk-distribution"
+    )
+
 
 def plot_calibration(results:dict, cohort:str="test", ax=None, title:str|None=None):
-    "Reliability curves (quantile bins, Wilson 95% CI) with Brier scores; the predicted risks as spikes along the bottom."
+    """Reliability curves (quantile bins, Wilson 95% CI) with Brier scores; the predicted risks as spikes along the
+    bottom."""
     set_style()
-    if ax is None: _, ax = plt.subplots(figsize=(5, 5))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
     for i, (name, cohorts) in enumerate(results.items()):
-        if cohort not in cohorts: continue
+        if cohort not in cohorts:
+            continue
         y, p = cohorts[cohort]
         p = np.asarray(p, float)
-        if p.min() < 0 or p.max() > 1: continue           # scores that are not probabilities: no calibration
+        if p.min() < 0 or p.max() > 1:
+            continue  # scores that are not probabilities: no calibration
         cc = calibration_curve(y, p)
         _risk_spikes(ax, p, i, len(results), _colour(name, i))
-        ax.errorbar(cc["predicted"], cc["observed"], yerr=[(cc["observed"] - cc["lo"]).clip(lower=0), (cc["hi"] - cc["observed"]).clip(lower=0)],
-                    marker="o", ms=4, lw=1.5, capsize=2, color=_colour(name, i), label=f"{name} (Brier {brier_score(y, p):.3f})")
+        ax.errorbar(
+            cc["predicted"],
+            cc["observed"],
+            yerr=[(cc["observed"] - cc["lo"]).clip(lower=0), (cc["hi"] - cc["observed"]).clip(lower=0)],
+            marker="o",
+            ms=4,
+            lw=1.5,
+            capsize=2,
+            color=_colour(name, i),
+            label=f"{name} (Brier {brier_score(y, p):.3f})",
+        )
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="ideal")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="Predicted probability", ylabel="Observed share with preeclampsia",
-           title=title or f"Calibration, {cohort} cohort", aspect="equal")
+    ax.set(
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        xlabel="Predicted probability",
+        ylabel="Observed share with preeclampsia",
+        title=title or f"Calibration, {cohort} cohort",
+        aspect="equal",
+    )
     ax.legend(loc="upper left", fontsize="small")
     return ax
 
 def plot_decision_curve(results:dict, cohort:str="test", ax=None, title:str|None=None, max_threshold:float=0.9):
     "Net benefit of each model against treat-all and treat-none."
     set_style()
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4.5))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
     t = np.arange(0.01, max_threshold + 1e-9, 0.01)
     ref = None
     for i, (name, cohorts) in enumerate(results.items()):
-        if cohort not in cohorts: continue
+        if cohort not in cohorts:
+            continue
         y, p = cohorts[cohort]
-        if np.min(p) < 0 or np.max(p) > 1: continue
+        if np.min(p) < 0 or np.max(p) > 1:
+            continue
         d = decision_curve(y, p, t, name)
         ax.plot(t, d.query("model == @name")["net_benefit"], lw=2, color=_colour(name, i), label=name)
         ref = d
@@ -639,29 +820,43 @@ def plot_confusion_matrices(results:dict, cohort:str="test", thresholds:dict|Non
     return fig
 
 # %% ../nbs/06_evaluation.ipynb #b8f879eb
-def write_evaluation(results:dict,          # {model: {"train": (y, score), "test": (y, score)}}
-                     out_dir:str|Path,       # results folder (tables/ and figures/ are created inside)
-                     formats=("png",),       # figure formats: png, svg, pdf
-                     n_boot:int=2000, seed:int=42,
-                     internal:dict|None=None,# {model: {method, auc, lo, hi, ...}}: internal validation beside the apparent AUC
-                     counts:dict|None=None,  # {model: k}: votes behind KNN probabilities (default: inferred)
-                     dpi:int=300,            # resolution of PNG figures
-                     thresholds:dict|None=None, # {model: threshold} chosen beforehand (default: Youden on the training scores)
-                    )->dict:                 # the tables, by name
+def write_evaluation(
+    results: dict,  # {model: {"train": (y, score), "test": (y, score)}}
+    out_dir: str | Path,  # results folder (tables/ and figures/ are created inside)
+    formats=("png",),  # figure formats: png, svg, pdf
+    n_boot: int = 2000,
+    seed: int = 42,
+    internal: dict | None = None,  # {model: {method, auc, lo, hi, ...}}: internal validation beside the apparent AUC
+    counts: dict | None = None,  # {model: k}: votes behind KNN probabilities (default: inferred)
+    dpi: int = 300,  # resolution of PNG figures
+    thresholds: dict | None = None,  # {model: threshold} chosen beforehand (default: Youden on the training scores)
+) -> dict:                 # the tables, by name
     "Write the performance table, DeLong comparisons (held-out only), calibration table and evaluation figures."
     from pe_renal.core import atomic_write
-    out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
+
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
     perf = performance_table(results, n_boot=n_boot, seed=seed, internal=internal, thresholds=thresholds)
     held_out = [c for c in dict.fromkeys(c for v in results.values() for c in v) if c != "train"]
-    tables = {"performance": perf, "performance_formatted": format_performance(perf), "delong_comparisons": delong_comparisons(results),
-              "calibration": calibration_table(results, held_out, n_boot=n_boot, seed=seed, counts=counts)}
+    tables = {
+        "performance": perf,
+        "performance_formatted": format_performance(perf),
+        "delong_comparisons": delong_comparisons(results),
+        "calibration": calibration_table(results, held_out, n_boot=n_boot, seed=seed, counts=counts),
+    }
     for name, df in tables.items():
-        with atomic_write(out/"tables"/f"{name}.csv", "w") as f: df.to_csv(f, index=False)
+        with atomic_write(out / "tables" / f"{name}.csv", "w") as f:
+            df.to_csv(f, index=False)
     set_style()
     cohorts = list(dict.fromkeys(c for v in results.values() for c in v))
     for cohort in cohorts:
         for kind, fn in (("roc", plot_roc), ("calibration", plot_calibration), ("decision_curve", plot_decision_curve)):
             fig, ax = plt.subplots(figsize=(6, 4.5) if kind == "decision_curve" else (5.2, 5.2))
-            fn(results, cohort, ax); save_figure(fig, out/"figures"/f"{kind}_{cohort}", formats, dpi); plt.close(fig)
-        fig = plot_confusion_matrices(results, cohort, thresholds); save_figure(fig, out/"figures"/f"confusion_{cohort}", formats, dpi); plt.close(fig)
+            fn(results, cohort, ax)
+            save_figure(fig, out / "figures" / f"{kind}_{cohort}", formats, dpi)
+            plt.close(fig)
+        fig = plot_confusion_matrices(results, cohort, thresholds)
+        save_figure(fig, out / "figures" / f"confusion_{cohort}", formats, dpi)
+        plt.close(fig)
     return tables

@@ -4,7 +4,9 @@
 
 # %% ../nbs/08f_external.ipynb #ec965f9e
 from __future__ import annotations
-import html, json, time
+import html
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +66,8 @@ def knn_votes(models:dict)->dict:
     out = {}
     for m, mod in models.items():
         k = getattr(mod.named_steps["classifier"], "best_params_", {}).get("n_neighbors")
-        if k: out[m] = int(k)
+        if k:
+            out[m] = int(k)
     return out
 
 def _external_tables(y:np.ndarray, probs:dict, thresholds:dict, n_boot:int, seed:int, votes:dict|None=None)->dict:
@@ -107,7 +110,9 @@ def _plot_calibration(curves:pd.DataFrame, cal:pd.DataFrame, path:Path, dpi:int)
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="Predicted probability", ylabel="Observed share (lowess)",
            title="Calibration at the validation site")
     ax.legend(loc="upper left", fontsize="x-small")
-    save_figure(fig, path, ("png",), dpi); plt.close(fig)
+    save_figure(fig, path, ("png",), dpi)
+    plt.close(fig)
+
 
 def _figures(y, probs, tables, fig_dir:Path, dpi:int, status:str=""):
     "The calibration, ROC and decision-curve figures, each stamped with the run's status as the study's figures are."
@@ -119,13 +124,18 @@ def _figures(y, probs, tables, fig_dir:Path, dpi:int, status:str=""):
     _plot_calibration(tables["calibration_curves"], tables["calibration"], fig_dir/"calibration_validation", dpi)
     for kind, fn in (("roc", plot_roc), ("decision_curve", plot_decision_curve)):
         fig, ax = plt.subplots(figsize=(6, 4.5) if kind == "decision_curve" else (5.2, 5.2))
-        fn(res, "validation", ax); save_figure(fig, fig_dir/f"{kind}_validation", ("png",), dpi); plt.close(fig)
-    for f in fig_dir.glob("*.png"): stamp_figure(f, status)
+        fn(res, "validation", ax)
+        save_figure(fig, fig_dir / f"{kind}_validation", ("png",), dpi)
+        plt.close(fig)
+    for f in fig_dir.glob("*.png"):
+        stamp_figure(f, status)
 
 # %% ../nbs/08f_external.ipynb #ee853509
 def _fmt(v, lo=None, hi=None, d=3):
-    if v is None or (isinstance(v, float) and not np.isfinite(v)): return "NA"
-    if lo is None or hi is None or not np.isfinite(lo) or not np.isfinite(hi): return _num(v, d)
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "NA"
+    if lo is None or hi is None or not np.isfinite(lo) or not np.isfinite(hi):
+        return _num(v, d)
     return f"{_num(v, d)} ({_num(lo, d)} to {_num(hi, d)})"
 
 def _num(v, d=3)->str:
@@ -136,9 +146,12 @@ def development_slopes(results:str|Path, models)->dict:
     """Each model's calibration slope [value, lo, hi] on the development hospital's held-out test patients, read from
     the study's tables/calibration.csv in the model's results folder (None where not finite); {} when there is none."""
     f = Path(results)/"tables"/"calibration.csv"
-    try: t = pd.read_csv(f, dtype=str) if f.is_file() else None
-    except Exception: t = None
-    if t is None or not {"model", "cohort", "slope", "slope_lo", "slope_hi"} <= set(t.columns): return {}
+    try:
+        t = pd.read_csv(f, dtype=str) if f.is_file() else None
+    except Exception:
+        t = None
+    if t is None or not {"model", "cohort", "slope", "slope_lo", "slope_hi"} <= set(t.columns):
+        return {}
     t = t[(t["cohort"] == "test") & t["model"].isin(list(models))]
     num = lambda s: [float(x) if np.isfinite(x) else None for x in pd.to_numeric(s, errors="coerce")]
     return {m: v for m, *v in zip(t["model"], num(t["slope"]), num(t["slope_lo"]), num(t["slope_hi"]))}
@@ -204,9 +217,12 @@ img{max-width:48%;margin-right:1%}"""
 
 def _saved_update_html(s:dict|None)->str:
     "What `--save-updated` wrote, and how to use it; or how to write it."
-    if not s: return ("<p class='note'>No updated model saved: <code>pe-renal validate ... --save-updated "
-                      "intercept</code> (or <code>logistic</code>) writes one that <code>pe-renal predict</code> "
-                      "accepts.</p>")
+    if not s:
+        return (
+            "<p class='note'>No updated model saved: <code>pe-renal validate ... --save-updated "
+            "intercept</code> (or <code>logistic</code>) writes one that <code>pe-renal predict</code> "
+            "accepts.</p>"
+        )
     how = {"intercept": "intercept update", "logistic": "logistic recalibration"}[s["method"]]
     per = "; ".join(f"{m}: a = {u['intercept']:.3f}, b = {u['slope']:.3f}" for m, u in s["models"].items())
     return (f"<p><b>Saved:</b> <code>{html.escape(s['file'])}</code>, the model with the {how} fitted on these "
@@ -254,8 +270,11 @@ def _head_html(meta:dict)->list[str]:
 
 def _case_mix_html(t:dict, meta:dict)->list[str]:
     cm, mem = t.get("case_mix"), meta.get("membership")
-    if cm is None: return ["<p class='note'>Not computed: give the development cohort folder (--development) to "
-                           "compare the patients (the model file keeps no patient's values).</p>"]
+    if cm is None:
+        return [
+            "<p class='note'>Not computed: give the development cohort folder (--development) to "
+            "compare the patients (the model file keeps no patient's values).</p>"
+        ]
     return ["<p>Membership model C-statistic (cross-validated, 95% CI): "
             f"<b>{_fmt(mem['c'], mem['lo'], mem['hi'])}</b> (0.5: the hospitals' patients look alike; towards 1: they "
             "barely overlap; a model of the clinical values and the outcome).</p>",
@@ -322,7 +341,8 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                    )->Path:                         # the results folder
     "External validation of a saved model on another hospital's labelled patients: tables, figures and report.html."
     t0 = time.perf_counter()
-    obj = load_model(model_path); info = obj["info"]
+    obj = load_model(model_path)
+    info = obj["info"]
     if save_updated is not None and save_updated not in UPDATE_METHODS:
         raise PeRenalError(f"--save-updated {save_updated!r}: one of {', '.join(UPDATE_METHODS)}.")
     if save_updated and obj.get("update"):

@@ -4,7 +4,15 @@
 
 # %% ../nbs/03_features.ipynb #9fb87917
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, os, time, uuid, warnings
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+import warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -41,9 +49,11 @@ class FeatureTransform:
             raise PeRenalError(f"resize must be 'pad', 'stretch' or 'crop', got {self.resize!r}.")
 
     def __call__(self, img:np.ndarray)->torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]   # 1 x 1 x H x W
-        h, w = t.shape[-2:]; s = self.size
-        if self.resize == "stretch": t = F.interpolate(t, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]  # 1 x 1 x H x W
+        h, w = t.shape[-2:]
+        s = self.size
+        if self.resize == "stretch":
+            t = F.interpolate(t, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
         else:
             scale = s / max(h, w) if self.resize == "pad" else s / min(h, w)
             nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -55,10 +65,12 @@ class FeatureTransform:
                 top, left = (nh - s) // 2, (nw - s) // 2
                 t = t[..., top:top + s, left:left + s]
         t = t[0].clamp_(0, 1).expand(3, s, s)
-        mean = torch.tensor(self.mean).view(3, 1, 1); std = torch.tensor(self.std).view(3, 1, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
         return ((t - mean) / std).contiguous()
 
-    def settings(self)->dict: return {"size": self.size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+    def settings(self) -> dict:
+        return {"size": self.size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
 
 # %% ../nbs/03_features.ipynb #ced537da
 BACKBONES = {  # name: (torchvision builder, weights enum, feature dimension, classifier attribute)
@@ -98,18 +110,25 @@ def _imagenet_state_dict(name:str):
     cache = Path(torch.hub.get_dir())/"checkpoints"
     path = cache/fname
     if path.is_file():
-        try: return w, torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return w, torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise WeightsUnavailable(f"The cached ImageNet weights {path} cannot be read ({e}); delete the file and "
-                                     "download it again.") from None
+            raise WeightsUnavailable(
+                f"The cached ImageNet weights {path} cannot be read ({e}); delete the file and download it again."
+            ) from None
     offline = os.environ.get("PE_RENAL_OFFLINE", "") not in ("", "0")
     err = "PE_RENAL_OFFLINE is set" if offline else None
     if not offline:
         import socket
-        old = socket.getdefaulttimeout(); socket.setdefaulttimeout(20)
-        try: return w, w.get_state_dict(progress=False, check_hash=True)
-        except Exception as e: err = f"{type(e).__name__}: {e}"
-        finally: socket.setdefaulttimeout(old)
+
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)
+        try:
+            return w, w.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:
+            err = f"{type(e).__name__}: {e}"
+        finally:
+            socket.setdefaulttimeout(old)
     raise WeightsUnavailable(
         f"ImageNet weights for {name} ({w}) are not in the torch cache and could not be downloaded ({err}).\n"
         f"To provide them: on a machine with internet, download\n  {w.url}\n"
@@ -120,14 +139,17 @@ def _imagenet_state_dict(name:str):
 
 def _strip_head(model:nn.Module, name:str)->nn.Module:
     attr = BACKBONES[name][3]
-    if name.startswith("resnet"): model.fc = nn.Identity()
-    elif attr == "classifier" and name.startswith("densenet"): model.classifier = nn.Identity()
+    if name.startswith("resnet"):
+        model.fc = nn.Identity()
+    elif attr == "classifier" and name.startswith("densenet"):
+        model.classifier = nn.Identity()
     else:  # efficientnet / convnext: keep the pooling/flatten layers of the head, drop the final Linear
         head = getattr(model, attr)
         if isinstance(head, nn.Sequential):
             layers = [m for m in head if not isinstance(m, (nn.Linear, nn.Dropout))]
             setattr(model, attr, nn.Sequential(*layers, nn.Flatten(1)))
-        else: setattr(model, attr, nn.Identity())
+        else:
+            setattr(model, attr, nn.Identity())
     return model.eval()
 
 def load_backbone(name:str="resnet152",   # a key of BACKBONES
@@ -137,19 +159,26 @@ def load_backbone(name:str="resnet152",   # a key of BACKBONES
                  )->Backbone:
     "Build a torchvision backbone with its classifier removed, with stated weights."
     import torchvision.models as tvm
-    if name not in BACKBONES: raise PeRenalError(f"unknown backbone {name!r}. Available: {', '.join(BACKBONES)}.")
+
+    if name not in BACKBONES:
+        raise PeRenalError(f"unknown backbone {name!r}. Available: {', '.join(BACKBONES)}.")
     builder, _, dim, _ = BACKBONES[name]
     weights = str(weights)
     if weights == "imagenet":
-        try: w, sd = _imagenet_state_dict(name)
+        try:
+            w, sd = _imagenet_state_dict(name)
         except WeightsUnavailable as e:
-            if not fallback: raise
+            if not fallback:
+                raise
             logger.warning(str(e).split("\n")[0])
             bb = load_backbone(name, "random", seed)
-            bb.note = (f"UNTRAINED BACKBONE: ImageNet weights for {name} were not available, so the deep features come from "
-                       f"a randomly initialised {name} (seed {seed}); they do not reflect ImageNet learning.")
+            bb.note = (
+                f"UNTRAINED BACKBONE: ImageNet weights for {name} were not available, so the deep features come from "
+                f"a randomly initialised {name} (seed {seed}); they do not reflect ImageNet learning."
+            )
             return bb
-        model = getattr(tvm, builder)(weights=None); model.load_state_dict(sd)
+        model = getattr(tvm, builder)(weights=None)
+        model.load_state_dict(sd)
         return Backbone(_strip_head(model, name), name, f"imagenet:{w.name}", dim, False,
                         f"Deep features from {name} with ImageNet weights ({w.name}).")
     if weights == "random":
@@ -161,25 +190,35 @@ def load_backbone(name:str="resnet152",   # a key of BACKBONES
                         "they do not reflect ImageNet learning.")
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise PeRenalError(f"weights {weights!r}: not 'imagenet' or 'random', and no such file. Give 'imagenet', "
-                           "'random', or the path of a state-dict file saved with torch.save(model.state_dict(), path).")
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
+        raise PeRenalError(
+            f"weights {weights!r}: not 'imagenet' or 'random', and no such file. Give 'imagenet', "
+            "'random', or the path of a state-dict file saved with torch.save(model.state_dict(), path)."
+        )
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PeRenalError(f"{path}: cannot be read as PyTorch weights ({type(e).__name__}: {e}). "
-                           "Save them with torch.save(model.state_dict(), path).") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict): sd = sd["state_dict"]
-    if not isinstance(sd, dict): raise PeRenalError(f"{path}: holds a {type(sd).__name__}, not a state dict.")
+        raise PeRenalError(
+            f"{path}: cannot be read as PyTorch weights ({type(e).__name__}: {e}). "
+            "Save them with torch.save(model.state_dict(), path)."
+        ) from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise PeRenalError(f"{path}: holds a {type(sd).__name__}, not a state dict.")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     model = getattr(tvm, builder)(weights=None)
     head = BACKBONES[name][3]
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith(head)]; unexpected = [k for k in unexpected if not k.startswith(head)]
-    except RuntimeError as e:   # shape mismatches
+        missing = [k for k in missing if not k.startswith(head)]
+        unexpected = [k for k in unexpected if not k.startswith(head)]
+    except RuntimeError as e:  # shape mismatches
         missing, unexpected = [str(e).split("\n")[1].strip()[:120] if "\n" in str(e) else str(e)[:120]], []
     if missing or unexpected:
-        raise PeRenalError(f"{path}: these weights do not fit a {name} (missing {len(missing)} keys, e.g. {missing[:3]}; "
-                           f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}). Is it the right backbone (--backbone)?")
+        raise PeRenalError(
+            f"{path}: these weights do not fit a {name} (missing {len(missing)} keys, e.g. {missing[:3]}; "
+            f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}). Is it the right backbone (--backbone)?"
+        )
     digest = file_sha256(path)[:16]
     return Backbone(_strip_head(model, name), name, f"file:{digest}", dim, False,
                     f"Deep features from {name} with weights from {path.name} (sha256 {digest}...).")
@@ -192,27 +231,35 @@ def cpu_bf16_kernels()->bool:
 
 def cuda_bf16()->bool:
     "True when the CUDA GPU computes in bf16 natively (compute capability 8.0 and later), not by emulation."
-    if not torch.cuda.is_available(): return False
-    try: return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError: return bool(torch.cuda.is_bf16_supported())      # an older PyTorch: no emulation to exclude
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:
+        return bool(torch.cuda.is_bf16_supported())  # an older PyTorch: no emulation to exclude
+
 
 def resolve_device(device:str="auto")->torch.device:
     "'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."
-    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise PeRenalError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return torch.device(device)
 
-PRECISION_RULE = ("auto: bf16 on a CUDA GPU that supports it natively, else fp16; bf16 on a CPU with native bf16 kernels "
-                  "(AMX or AVX512-BF16) when the network's bf16 features agree with its fp32 ones on a fixed input "
-                  "(cosine >= 0.999); fp32 on any other CPU. Decided by the hardware's capabilities, never by timing.")
+PRECISION_RULE = (
+    "auto: bf16 on a CUDA GPU that supports it natively, else fp16; bf16 on a CPU with native bf16 kernels "
+    "(AMX or AVX512-BF16) when the network's bf16 features agree with its fp32 ones on a fixed input "
+    "(cosine >= 0.999); fp32 on any other CPU. Decided by the hardware's capabilities, never by timing."
+)
 
 def precision_choice(precision:str,              # "auto", "fp32", "bf16" or "fp16"
                      device:torch.device,
                      backbone:Backbone|None=None,  # the network whose bf16 agreement with fp32 guards bf16 on a CPU
                      size:int=224,                 # input image size (of the agreement check)
-                    )->dict:                       # precision, asked, rule, reason (and agreement, when it was checked)
-    "The precision to run in, and why: a function of the request, the hardware's capabilities and the network, never of timing."
+                    )->dict:  # precision, asked, rule, reason (and agreement, when it was checked)
+    """The precision to run in, and why: a function of the request, the hardware's capabilities and the network, never
+    of timing."""
     if precision not in PRECISIONS:
         raise PeRenalError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
     if precision != "auto":
@@ -224,28 +271,43 @@ def precision_choice(precision:str,              # "auto", "fp32", "bf16" or "fp
     if not cpu_bf16_kernels():
         return dict(precision="fp32", **base, reason="this CPU has no native bf16 kernels (AMX or AVX512-BF16)")
     if backbone is None:
-        return dict(precision="bf16", **base, reason="this CPU has native bf16 kernels (no network given to check agreement on)")
+        return dict(
+            precision="bf16", **base, reason="this CPU has native bf16 kernels (no network given to check agreement on)"
+        )
     agree = bf16_agreement(backbone, size=size)
     if agree["agrees"]:
-        return dict(precision="bf16", **base, agreement=agree,
-                    reason=f"this CPU has native bf16 kernels and bf16 features agree with fp32 (cosine >= {agree['min_cosine']:.5f})")
-    return dict(precision="fp32", **base, agreement=agree,
-                reason=f"this CPU has native bf16 kernels, but bf16 features disagree with fp32 (cosine {agree['min_cosine']:.5f} "
-                       f"< {agree['threshold']})")
+        return dict(
+            precision="bf16",
+            **base,
+            agreement=agree,
+            reason="this CPU has native bf16 kernels and bf16 features agree with fp32 (cosine >= "
+                f"{agree['min_cosine']:.5f})",
+        )
+    return dict(
+        precision="fp32",
+        **base,
+        agreement=agree,
+        reason="this CPU has native bf16 kernels, but bf16 features disagree with fp32 (cosine "
+            f"{agree['min_cosine']:.5f} "
+        f"< {agree['threshold']})",
+    )
 
 def resolve_precision(precision:str, device:torch.device, backbone:Backbone|None=None, size:int=224)->str:
     "The precision `precision_choice` picks."
     return precision_choice(precision, device, backbone, size)["precision"]
 
 def _autocast(device:torch.device, precision:str):
-    if precision == "fp32": return contextlib.nullcontext()
+    if precision == "fp32":
+        return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 def _cosines(a:np.ndarray, b:np.ndarray)->np.ndarray:
     return (a*b).sum(1) / np.maximum(np.linalg.norm(a, axis=1)*np.linalg.norm(b, axis=1), 1e-30)
 
-_AGREEMENT = {}   # (backbone, weights, size, n_images) -> min cosine: the same network gives the same answer, once per process
+# (backbone, weights, size, n_images) -> min cosine: the same network gives the same answer, once per process
+_AGREEMENT = {}
+
 
 def bf16_agreement(backbone:Backbone,
                    size:int=224,          # input image size
@@ -261,25 +323,40 @@ def bf16_agreement(backbone:Backbone,
             model.eval()
             with torch.inference_mode():
                 f32 = model(x).float().numpy()
-                with _autocast(torch.device("cpu"), "bf16"): b16 = model(x).float().numpy()
-        finally: model.train(was)
+                with _autocast(torch.device("cpu"), "bf16"):
+                    b16 = model(x).float().numpy()
+        finally:
+            model.train(was)
         cos = _cosines(f32, b16)
         _AGREEMENT[key] = float(cos.min()) if np.isfinite(cos).all() else float("nan")
     cos = _AGREEMENT[key]
-    return dict(min_cosine=round(cos, 6), threshold=threshold, agrees=bool(cos >= threshold), n_images=int(n_images), size=int(size))
+    return dict(
+        min_cosine=round(cos, 6),
+        threshold=threshold,
+        agrees=bool(cos >= threshold),
+        n_images=int(n_images),
+        size=int(size),
+    )
 
 # %% ../nbs/03_features.ipynb #f6e9721c
 def _image_table(images)->pd.DataFrame:
     "Accept a Cohort, its images table, or a list of paths; return a table with abspath and optional ROI."
-    if isinstance(images, Cohort): df = images.images
-    elif isinstance(images, pd.DataFrame): df = images
+    if isinstance(images, Cohort):
+        df = images.images
+    elif isinstance(images, pd.DataFrame):
+        df = images
     elif isinstance(images, (str, os.PathLike)) or not isinstance(images, (list, tuple, np.ndarray, pd.Series)):
-        raise SettingError(f"images must be a Cohort, its images table, or a list of image paths (e.g. [{str(images)!r}]), "
-                           f"got {type(images).__name__} {quote(images)}.")
-    else: df = pd.DataFrame({"abspath": [str(Path(p).absolute()) for p in images]})
+        raise SettingError(
+            f"images must be a Cohort, its images table, or a list of image paths (e.g. [{str(images)!r}]), "
+            f"got {type(images).__name__} {quote(images)}."
+        )
+    else:
+        df = pd.DataFrame({"abspath": [str(Path(p).absolute()) for p in images]})
     if "abspath" not in df.columns:
-        if "path" in df.columns: df = df.assign(abspath=[str(Path(p).absolute()) for p in df["path"]])
-        else: raise PeRenalError("the image table needs a column 'abspath' (or 'path').")
+        if "path" in df.columns:
+            df = df.assign(abspath=[str(Path(p).absolute()) for p in df["path"]])
+        else:
+            raise PeRenalError("the image table needs a column 'abspath' (or 'path').")
     return df
 
 def _roi_of(r)->tuple:
@@ -303,12 +380,17 @@ class ImageDataset(torch.utils.data.Dataset):
 # %% ../nbs/03_features.ipynb #d4edcf84
 def _cache_root()->Path:
     "$PE_RENAL_CACHE if set; else pe_renal under the XDG cache folder ($XDG_CACHE_HOME when absolute, else ~/.cache)."
-    if os.environ.get("PE_RENAL_CACHE"): return Path(os.environ["PE_RENAL_CACHE"]).expanduser()
+    if os.environ.get("PE_RENAL_CACHE"):
+        return Path(os.environ["PE_RENAL_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home()/".cache")/"pe_renal"   # the XDG rule: a relative path is ignored
+    return (
+        Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    ) / "pe_renal"  # the XDG rule: a relative path is ignored
+
 
 def default_cache_dir()->Path:
-    "Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, else $XDG_CACHE_HOME/pe_renal/features, by default ~/.cache/pe_renal/features."
+    """Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, else
+    $XDG_CACHE_HOME/pe_renal/features, by default ~/.cache/pe_renal/features."""
     return _cache_root()/"features"
 
 def image_keys(table:pd.DataFrame)->list[str]:
@@ -322,43 +404,61 @@ def image_keys(table:pd.DataFrame)->list[str]:
 
 def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str:
     "Hash of everything besides the image that determines a feature vector."
-    spec = dict(backbone=backbone.name, weights=backbone.weights, transform=transform.settings(), precision=precision,
-                feature_version=3)                      # 2: BatchNorm folded into the convolutions; 3: EXIF orientation applied
+    spec = dict(
+        backbone=backbone.name,
+        weights=backbone.weights,
+        transform=transform.settings(),
+        precision=precision,
+        feature_version=3,
+    )  # 2: BatchNorm folded into the convolutions; 3: EXIF orientation applied
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 class FeatureCache:
     "Content-addressed parquet shards of features under cache_dir/model_key/."
     def __init__(self, cache_dir:str|Path, key:str, dim:int):
-        self.dir = Path(cache_dir)/key; self.dim = dim
+        self.dir = Path(cache_dir) / key
+        self.dim = dim
 
     def load(self, wanted:set[str])->dict[str, np.ndarray]:
         "Cached features of the wanted image keys (missing keys are simply absent)."
         found = {}
-        if not self.dir.is_dir() or not wanted: return found
+        if not self.dir.is_dir() or not wanted:
+            return found
         for shard in sorted(self.dir.glob("*.parquet")):
             data = shard.read_bytes()
             try:
-                if hashlib.sha256(data).hexdigest() != shard.stem: raise ValueError("content does not match its name")
+                if hashlib.sha256(data).hexdigest() != shard.stem:
+                    raise ValueError("content does not match its name")
                 df = pd.read_parquet(io.BytesIO(data))
-                X = np.stack(df["features"].to_numpy()).astype(np.float32) if len(df) else np.empty((0, self.dim), np.float32)
-                if X.shape[1] != self.dim or not np.isfinite(X).all(): raise ValueError("unexpected shape or values")
+                X = (
+                    np.stack(df["features"].to_numpy()).astype(np.float32)
+                    if len(df)
+                    else np.empty((0, self.dim), np.float32)
+                )
+                if X.shape[1] != self.dim or not np.isfinite(X).all():
+                    raise ValueError("unexpected shape or values")
             except Exception as e:
                 logger.warning(f"feature cache: corrupt shard {shard.name} ({e}); it is set aside and recomputed")
-                with contextlib.suppress(OSError): shard.rename(shard.with_suffix(".corrupt"))
+                with contextlib.suppress(OSError):
+                    shard.rename(shard.with_suffix(".corrupt"))
                 continue
             for k, x in zip(df["image_key"], X):
-                if k in wanted: found[k] = x
+                if k in wanted:
+                    found[k] = x
         return found
 
     def save(self, keys:list[str], X:np.ndarray)->Path|None:
         "Write one shard (atomically, named by its content hash)."
-        if not len(keys): return None
+        if not len(keys):
+            return None
         self.dir.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         pd.DataFrame({"image_key": keys, "features": list(np.asarray(X, np.float32))}).to_parquet(buf, index=False)
-        data = buf.getvalue(); path = self.dir/f"{hashlib.sha256(data).hexdigest()}.parquet"
+        data = buf.getvalue()
+        path = self.dir / f"{hashlib.sha256(data).hexdigest()}.parquet"
         if not path.exists():
-            with atomic_write(path) as f: f.write(data)
+            with atomic_write(path) as f:
+                f.write(data)
         return path
 
 # %% ../nbs/03_features.ipynb #85706f39
@@ -367,10 +467,14 @@ def feature_names(dim:int)->list[str]:
     return [f"deep_{j:04d}" for j in range(dim)]
 
 def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|None:
-    "A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32 on CUDA)."
-    if batch_size is None: return None if device is None else (32 if device.type == "cuda" else 8)
+    """A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32
+    on CUDA)."""
+    if batch_size is None:
+        return None if device is None else (32 if device.type == "cuda" else 8)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise PeRenalError(f"batch_size must be a whole number of at least 1 (or None for the default), got {batch_size!r}.")
+        raise PeRenalError(
+            f"batch_size must be a whole number of at least 1 (or None for the default), got {batch_size!r}."
+        )
     return int(batch_size)
 
 def extract_features(images,                         # Cohort, its images table, or a list of image paths
@@ -394,7 +498,8 @@ def extract_features(images,                         # Cohort, its images table,
     dev = resolve_device(device)
     batch_size = check_batch_size(batch_size, dev)
     transform = transform or FeatureTransform()
-    choice = precision_choice(precision, dev, bb, size=transform.size); prec = choice["precision"]
+    choice = precision_choice(precision, dev, bb, size=transform.size)
+    prec = choice["precision"]
     names = feature_names(bb.dim)
     t0 = time.perf_counter()
     keys = image_keys(table)
@@ -404,39 +509,66 @@ def extract_features(images,                         # Cohort, its images table,
     todo = [i for i, k in enumerate(keys) if k not in cached]
     X = np.zeros((len(table), bb.dim), np.float32)
     for i, k in enumerate(keys):
-        if k in cached: X[i] = cached[k]
+        if k in cached:
+            X[i] = cached[k]
     given = known([keys[i] for i in todo], prec) if known is not None and todo else {}
     for i in todo:
-        if keys[i] in given: X[i] = given[keys[i]]
+        if keys[i] in given:
+            X[i] = given[keys[i]]
     run = [i for i in todo if keys[i] not in given]
-    if run: X[run] = _run_backbone(bb, table.iloc[run], transform, dev, prec, batch_size, num_workers, show_progress)
+    if run:
+        X[run] = _run_backbone(bb, table.iloc[run], transform, dev, prec, batch_size, num_workers, show_progress)
     if todo:
         if store:
             new = dict.fromkeys(keys[i] for i in todo)          # duplicates of one image are stored once
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            try: store.save(list(new), X[[first[k] for k in new]])
-            except OSError as e:                     # the features are computed: a cache that cannot be written loses nothing
-                warnings.warn(f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features were computed "
-                              "and are used, but will be computed again next time. Give a writable folder with --cache "
-                              "(or PE_RENAL_CACHE).", stacklevel=2, category=PeRenalWarning)
+            try:
+                store.save(list(new), X[[first[k] for k in new]])
+            except OSError as e:  # the features are computed: a cache that cannot be written loses nothing
+                warnings.warn(
+                    f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features "
+                        "were computed "
+                    "and are used, but will be computed again next time. Give a writable folder with --cache "
+                    "(or PE_RENAL_CACHE).",
+                    stacklevel=2,
+                    category=PeRenalWarning,
+                )
     out = pd.DataFrame(X, index=table.index, columns=names)
-    out.attrs["pe_renal"] = dict(backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec,
-                                 device=str(dev), batch_size=int(batch_size), transform=transform.settings(), n_images=len(table),
-                                 precision_choice=choice,
-                                 n_cached=len(table) - len(todo), n_known=len(todo) - len(run),
-                                 seconds=round(time.perf_counter() - t0, 2))
+    out.attrs["pe_renal"] = dict(
+        backbone=bb.name,
+        weights=bb.weights,
+        untrained=bb.untrained,
+        note=bb.note,
+        precision=prec,
+        device=str(dev),
+        batch_size=int(batch_size),
+        transform=transform.settings(),
+        n_images=len(table),
+        precision_choice=choice,
+        n_cached=len(table) - len(todo),
+        n_known=len(todo) - len(run),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
     return out
 
 def _fold_batchnorm(model:nn.Module)->nn.Module:
-    "A copy of an eval-mode network with each BatchNorm folded into its convolution (a plain copy if it cannot be traced)."
+    """A copy of an eval-mode network with each BatchNorm folded into its convolution (a plain copy if it cannot be
+    traced)."""
     from torch.fx.experimental.optimization import fuse
-    try: return fuse(model.eval(), inplace=False)
-    except Exception as e:                                   # a custom network torch.fx cannot trace: run a copy as it is
-        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})"); return copy.deepcopy(model)
 
-def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress)->np.ndarray:
+    try:
+        return fuse(model.eval(), inplace=False)
+    except Exception as e:  # a custom network torch.fx cannot trace: run a copy as it is
+        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})")
+        return copy.deepcopy(model)
+
+
+def _run_backbone(
+    bb: Backbone, table: pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress
+) -> np.ndarray:
     model = _fold_batchnorm(bb.model).to(dev).to(memory_format=torch.channels_last)
-    if num_workers is None: num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
+    if num_workers is None:
+        num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
     loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=dev.type == "cuda",
                                          persistent_workers=False, prefetch_factor=2 if num_workers else None)
@@ -449,9 +581,12 @@ def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_s
     bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
     if len(bad):
         names = table["path"].iloc[bad].astype(str).tolist() if "path" in table else [str(i) for i in table.index[bad]]
-        fix = (f"the reduced precision ({prec}) overflowed: rerun with --precision fp32 (precision='fp32')" if prec != "fp32" else
-               "in fp32 this means extreme pixel values in these images or damaged weights: check the images "
-               "(re-export them as 8- or 16-bit) and the weights file")
+        fix = (
+            f"the reduced precision ({prec}) overflowed: rerun with --precision fp32 (precision='fp32')"
+            if prec != "fp32"
+            else "in fp32 this means extreme pixel values in these images or damaged weights: check the images "
+            "(re-export them as 8- or 16-bit) and the weights file"
+        )
         raise PeRenalError(f"{bb.name} produced non-finite features for {len(bad)} image(s): {', '.join(names[:10])}"
                            f"{' ...' if len(bad) > 10 else ''}; {fix}.")
     return out
@@ -464,18 +599,24 @@ def aggregate_features(features:pd.DataFrame,  # one row per image (from `extrac
                       )->pd.DataFrame:          # one row per patient, indexed by patient_id
     "Aggregate image features per patient."
     if isinstance(images, Cohort):
-        patients = patients if patients is not None else images.clinical["patient_id"].tolist(); images = images.images
-    if how not in AGGREGATIONS: raise PeRenalError(f"how must be mean, median or max, got {how!r}.")
-    if not features.index.equals(images.index): raise PeRenalError("features and images table must have the same rows (index).")
+        patients = patients if patients is not None else images.clinical["patient_id"].tolist()
+        images = images.images
+    if how not in AGGREGATIONS:
+        raise PeRenalError(f"how must be mean, median or max, got {how!r}.")
+    if not features.index.equals(images.index):
+        raise PeRenalError("features and images table must have the same rows (index).")
     g = features.groupby(images["patient_id"].to_numpy(), sort=False)
     out = getattr(g, how)().astype(np.float32)
     out.index.name = "patient_id"
     if patients is not None:
         missing = [p for p in patients if p not in out.index]
-        if missing: raise PeRenalError(f"no image features for patient(s) {missing[:5]}.")
+        if missing:
+            raise PeRenalError(f"no image features for patient(s) {missing[:5]}.")
         out = out.loc[list(patients)]
-    out.attrs = dict(features.attrs); out.attrs.setdefault("pe_renal", {})
-    if "pe_renal" in out.attrs: out.attrs["pe_renal"] = {**out.attrs["pe_renal"], "aggregation": how}
+    out.attrs = dict(features.attrs)
+    out.attrs.setdefault("pe_renal", {})
+    if "pe_renal" in out.attrs:
+        out.attrs["pe_renal"] = {**out.attrs["pe_renal"], "aggregation": how}
     return out
 
 def cohort_features(cohort:Cohort, how:str="mean", **kwargs)->pd.DataFrame:

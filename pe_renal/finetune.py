@@ -4,7 +4,11 @@
 
 # %% ../nbs/03b_finetune.ipynb #56e2573e
 from __future__ import annotations
-import contextlib, copy, io, json, time
+import contextlib
+import copy
+import io
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +21,20 @@ from torch import nn
 from .core import PeRenalError, atomic_write, file_sha256, progress
 from .settings import FINETUNE_MODES
 from .data import Cohort, apply_roi, read_image
-from .features import (Backbone, FeatureTransform, check_batch_size, extract_features, image_keys, load_backbone,
-                               resolve_device, precision_choice, _autocast, _fold_batchnorm, _image_table, _roi_of)
+from pe_renal.features import (
+    Backbone,
+    FeatureTransform,
+    check_batch_size,
+    extract_features,
+    image_keys,
+    load_backbone,
+    resolve_device,
+    precision_choice,
+    _autocast,
+    _fold_batchnorm,
+    _image_table,
+    _roi_of,
+)
 
 # %% auto #0
 __all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SELECT', 'UltrasoundAugment', 'split_network',
@@ -29,7 +45,9 @@ __all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SE
 # %% ../nbs/03b_finetune.ipynb #bf3a838b
 @dataclass(frozen=True)
 class UltrasoundAugment:
-    "Random changes of a B-mode ROI that keep depth pointing down: crop inside the ROI, small rotation and shift, gain and contrast."
+    """Random changes of a B-mode ROI that keep depth pointing down: crop inside the ROI, small rotation and shift,
+    gain and contrast."""
+
     scale: tuple = (0.70, 1.0)     # share of the ROI's area kept by the random crop
     ratio: tuple = (0.8, 1.25)     # aspect ratio of the crop, relative to the ROI's
     degrees: float = 8.0           # largest rotation either way (a probe is never turned upside down)
@@ -43,8 +61,11 @@ class UltrasoundAugment:
         ch, cw = int(np.clip(round(h * np.sqrt(area / r)), 1, h)), int(np.clip(round(w * np.sqrt(area * r)), 1, w))
         y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         t = torch.from_numpy(np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw], np.float32))[None, None]
-        a = np.deg2rad(rng.uniform(-self.degrees, self.degrees)); tx, ty = rng.uniform(-self.translate, self.translate, 2) * 2
-        theta = torch.tensor([[np.cos(a), -np.sin(a) * ch / cw, tx], [np.sin(a) * cw / ch, np.cos(a), ty]], dtype=torch.float32)
+        a = np.deg2rad(rng.uniform(-self.degrees, self.degrees))
+        tx, ty = rng.uniform(-self.translate, self.translate, 2) * 2
+        theta = torch.tensor(
+            [[np.cos(a), -np.sin(a) * ch / cw, tx], [np.sin(a) * cw / ch, np.cos(a), ty]], dtype=torch.float32
+        )
         grid = F.affine_grid(theta[None], list(t.shape), align_corners=False)
         t = F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
         gain, gamma = rng.uniform(*self.gain), rng.uniform(*self.contrast)
@@ -65,11 +86,16 @@ def split_network(model:nn.Module, # a backbone's network (pooled features out),
                   mode:str="last", # "head", "last" or "full"
                  )->tuple[nn.Module, nn.Module]: # (frozen trunk, trainable part); trunk(x) feeds trainable(.)
     "Cut a backbone into the part that stays frozen and the part that is trained; both share the model's modules."
-    if mode not in MODES: raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    if mode == "head": return model, nn.Identity()
-    if mode == "full": return nn.Identity(), model
+    if mode not in MODES:
+        raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    if mode == "head":
+        return model, nn.Identity()
+    if mode == "full":
+        return nn.Identity(), model
     if not hasattr(model, "layer4"):
-        raise PeRenalError(f"mode 'last' is available for ResNet backbones; for {type(model).__name__} use 'head' or 'full'.")
+        raise PeRenalError(
+            f"mode 'last' is available for ResNet backbones; for {type(model).__name__} use 'head' or 'full'."
+        )
     m = model
     trunk = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, *list(m.layer4)[:-1])
     return trunk, nn.Sequential(m.layer4[-1], m.avgpool, nn.Flatten(1), m.fc)
@@ -81,7 +107,9 @@ class LinearHead(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6).clone())
         self.linear = nn.Linear(len(self.mean), 1)
-        nn.init.zeros_(self.linear.weight); nn.init.zeros_(self.linear.bias)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
     def forward(self, f): return self.linear((f.float() - self.mean) / self.std)[:, 0]
 
 # %% ../nbs/03b_finetune.ipynb #3d41fb57
@@ -91,13 +119,17 @@ def inner_split(labels:pd.Series,        # 0/1 label per training patient, index
                )->tuple[list, list]:     # (inner-training patient ids, inner-validation patient ids)
     "Stratified split of the training patients into an inner training and an inner validation part."
     from sklearn.model_selection import train_test_split
-    if not 0 < val_fraction < 1: raise PeRenalError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+
+    if not 0 < val_fraction < 1:
+        raise PeRenalError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
     n_val = np.ceil(val_fraction * len(labels))
     counts = labels.value_counts().reindex([0, 1], fill_value=0)
     if (counts * val_fraction < 2).any() or n_val < 4:
-        raise PeRenalError(f"fine-tuning needs at least 2 patients of each class in the inner validation part; the training "
-                           f"set has {counts[0]} normal and {counts[1]} positive patients and val_fraction={val_fraction}. "
-                           "Use a larger val_fraction or fine-tune on a larger cohort (or --finetune none).")
+        raise PeRenalError(
+            f"fine-tuning needs at least 2 patients of each class in the inner validation part; the training "
+            f"set has {counts[0]} normal and {counts[1]} positive patients and val_fraction={val_fraction}. "
+            "Use a larger val_fraction or fine-tune on a larger cohort (or --finetune none)."
+        )
     tr, va = train_test_split(list(labels.index), test_size=val_fraction, random_state=seed, stratify=labels.to_numpy())
     return tr, va
 
@@ -116,13 +148,16 @@ class ViewDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.rois)
     def __getitem__(self, i):
         img = self.rois[i]
-        if self.view and self.augment is not None: img = self.augment(img, np.random.default_rng([self.seed, self.view, i]))
+        if self.view and self.augment is not None:
+            img = self.augment(img, np.random.default_rng([self.seed, self.view, i]))
         return self.transform(img), i
 
 # %% ../nbs/03b_finetune.ipynb #5b7ac0c0
 @dataclass
 class TrunkActivations:
-    "The frozen trunk's output for the plain view of some images, kept from fine-tuning so their features need only the part that learned."
+    """The frozen trunk's output for the plain view of some images, kept from fine-tuning so their features need only
+    the part that learned."""
+
     acts: dict         # image content key (`image_keys`) -> activation tensor on the CPU (stored as fp32)
     precision: str     # the precision the trunk ran in
     transform: dict    # the preprocessing (`FeatureTransform.settings()`)
@@ -140,7 +175,9 @@ class FinetuneResult:
     best_epoch: int           # the epoch whose weights were kept (highest inner-validation AUC)
     info: dict                # settings, patients, timings: for run.json
     blob: bytes = field(repr=False, default=b"")  # the weights file's content (`save_finetuned` writes it)
-    trunk: TrunkActivations|None = field(repr=False, default=None)  # head/last: plain-view trunk outputs (`finetuned_features`)
+    trunk: TrunkActivations | None = field(
+        repr=False, default=None
+    )  # head/last: plain-view trunk outputs (`finetuned_features`)
 
     @property
     def sha256(self)->str:
@@ -155,23 +192,40 @@ def _note(info:dict)->str:
             f"{info['epochs_run']}) on {info['n_train_patients']} training patients (inner validation "
             f"{info['n_val_patients']}), starting from {start}.")
 
-def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFrame, info:dict, trunk=None)->FinetuneResult:
+def _result(
+    start: Backbone, model: nn.Module, head: LinearHead, history: pd.DataFrame, info: dict, trunk=None
+) -> FinetuneResult:
     "Serialise the fine-tuned weights (trunk state dict + head + settings) and name the backbone by their SHA-256."
     import hashlib
     info = {**info, "note": _note(info)}
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "state_dict": model.state_dict(), "head": head.state_dict(),
-                "finetune": json.dumps({k: v for k, v in info.items() if not k.endswith("seconds")}, default=str)}, buf)  # no timing: same seed, same file
-    blob = buf.getvalue(); digest = hashlib.sha256(blob).hexdigest()
-    if info["mode"] == "head":   # the trunk did not change: the features are the starting backbone's, under its own name
+    torch.save(
+        {
+            "format": FORMAT,
+            "state_dict": model.state_dict(),
+            "head": head.state_dict(),
+            "finetune": json.dumps({k: v for k, v in info.items() if not k.endswith("seconds")}, default=str),
+        },
+        buf,
+    )  # no timing: same seed, same file
+    blob = buf.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()
+    if info["mode"] == "head":  # the trunk did not change: the features are the starting backbone's, under its own name
         bb = start
     else:
         bb = Backbone(model, start.name, f"file:{digest[:16]}", start.dim, False, info["note"])
     return FinetuneResult(bb, head, history, info["best_epoch"], {**info, "sha256": digest}, blob, trunk)
 
 def _loader(ds, batch_size, dev, num_workers, shuffle=False, generator=None):
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
-                                       pin_memory=dev.type == "cuda", prefetch_factor=2 if num_workers else None)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=2 if num_workers else None,
+    )
 
 TRAIN_THREADS = 1   # CPU threads of the learning steps: a sum split over threads rounds differently for each count
 
@@ -179,25 +233,39 @@ TRAIN_THREADS = 1   # CPU threads of the learning steps: a sum split over thread
 def _cpu_threads(n:int|None):
     "Run the block on `n` intra-op CPU threads (None: as they are); yields the count before, restored after."
     old = torch.get_num_threads()
-    if n is not None: torch.set_num_threads(n)
-    try: yield old
-    finally: torch.set_num_threads(old)
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield old
+    finally:
+        torch.set_num_threads(old)
+
 
 def _as_trunk_output(x:torch.Tensor, prec:str)->torch.Tensor:
-    """Kept trunk outputs (stored as fp32) in the dtype the trunk produced them in. Under autocast a residual sum with an
-    fp32 input runs in fp32, so without this the part that learns would not compute what one pass of the whole network does."""
+    """Kept trunk outputs (stored as fp32) in the dtype the trunk produced them in. Under autocast a residual sum
+    with an
+    fp32 input runs in fp32, so without this the part that learns would not compute what one pass of the whole
+    network does."""
     return x if prec == "fp32" else x.to(torch.bfloat16 if prec == "bf16" else torch.float16)
 
 @torch.no_grad()
-def _trunk_outputs(trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None)->list[torch.Tensor]:
+def _trunk_outputs(
+    trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None
+) -> list[torch.Tensor]:
     "Frozen-trunk activations of each view of each ROI, kept on the CPU: computed once, reused every epoch."
-    net = _fold_batchnorm(trunk).to(dev).to(memory_format=torch.channels_last) if not isinstance(trunk, nn.Identity) else trunk
+    net = (
+        _fold_batchnorm(trunk).to(dev).to(memory_format=torch.channels_last)
+        if not isinstance(trunk, nn.Identity)
+        else trunk
+    )
     out = []
     for v in range(views):
         chunks = []
         for x, _ in _loader(ViewDataset(rois, transform, augment, seed, v), batch_size, dev, num_workers):
-            with _autocast(dev, prec): chunks.append(net(x.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu())
-            if bar is not None: bar.update(len(x))
+            with _autocast(dev, prec):
+                chunks.append(net(x.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu())
+            if bar is not None:
+                bar.update(len(x))
         out.append(torch.cat(chunks))
     return out
 
@@ -213,7 +281,8 @@ def _patient_mean(logits:np.ndarray, groups:np.ndarray)->tuple[np.ndarray, np.nd
 
 def _weights(y:np.ndarray, groups:np.ndarray)->torch.Tensor:
     "Per-image loss weights: each patient weighs 1 whatever her number of images, and both classes weigh the same."
-    codes, _ = pd.factorize(groups); per = np.bincount(codes)[codes]
+    codes, _ = pd.factorize(groups)
+    per = np.bincount(codes)[codes]
     n_cls = np.array([len(np.unique(codes[y == c])) for c in (0, 1)], float)
     w = 1.0 / per / n_cls[y] * len(np.unique(codes)) / 2
     return torch.as_tensor(w, dtype=torch.float32)
@@ -222,14 +291,20 @@ def _weights(y:np.ndarray, groups:np.ndarray)->torch.Tensor:
 def calibrate_batchnorm(net:nn.Module, # the part being trained
                         batches,       # iterable of input batches (the plain training views)
                        )->nn.Module:
-    "Reset the BatchNorm statistics of `net` to the mean and variance of its inputs (random starting weights need this)."
+    """Reset the BatchNorm statistics of `net` to the mean and variance of its inputs (random starting weights need
+    this)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns: return net
+    if not bns:
+        return net
     momenta = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None            # None: a plain average over the batches
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # None: a plain average over the batches
     net.train()
-    for xb in batches: net(xb)
-    for m, mom in zip(bns, momenta): m.momentum = mom
+    for xb in batches:
+        net(xb)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
     return net.eval()
 
 SELECT = ("auc", "loss", "last")
@@ -237,53 +312,66 @@ SELECT = ("auc", "loss", "last")
 def _better(select:str, new:tuple, best:tuple)->bool:
     "Is the epoch scoring `new` = (inner-validation AUC, loss) better than the best so far, by criterion `select`?"
     (va, vl), (ba, bl) = new, best
-    if select == "last": return True
-    if select == "loss": return vl < bl
+    if select == "last":
+        return True
+    if select == "loss":
+        return vl < bl
     return (va, -vl) > (ba, -bl)
 
 def _state(*modules)->list[dict]: return [copy.deepcopy(m.state_dict()) for m in modules]
 
-def finetune_backbone(cohort:Cohort,                   # the cohort (images and labels)
-                      train_ids:list,                  # the TRAINING patients: the only ones fine-tuning sees
-                      backbone:str|Backbone="resnet152", # a name `load_backbone` accepts, or a loaded Backbone
-                      weights:str="imagenet",          # starting weights: "imagenet", "random" or a state-dict file
-                      mode:str="last",                 # "head" (linear probe), "last" (last residual block + head), "full"
-                      epochs:int|None=None,            # most epochs (default per mode, see DEFAULTS)
-                      lr:float|None=None,              # AdamW learning rate (default per mode)
-                      batch_size:int|None=None,        # images per step (default 16 on CPU, 64 on CUDA)
-                      weight_decay:float=1e-4,
-                      val_fraction:float=0.2,          # training patients held out (by patient, stratified) for early stopping
-                      patience:int=6,                  # stop after this many epochs without a better inner-validation score
-                      select:str="auc",                # epoch kept: "auc" (highest inner-validation AUC, ties to lower loss),
-                                                       # "loss" (lowest inner-validation loss) or "last" (no early stopping)
-                      views:int=4,                     # head/last: views per image through the frozen trunk (1 plain + augmented)
-                      augment:UltrasoundAugment|None=UltrasoundAugment(), # None: no augmentation
-                      transform:FeatureTransform|None=None, # the feature extractor's preprocessing (default FeatureTransform())
-                      seed:int=0,
-                      device:str="auto", precision:str="auto", # as `extract_features` (`precision_choice`): trunk, training, kept outputs
-                      num_workers:int|None=None,       # image decoding processes (default 0 on CPU, 4 on CUDA)
-                      fallback:bool=False,             # demo only: random starting weights when ImageNet is unavailable
-                      keep_trunk:bool=True,            # head/last: keep the plain-view trunk outputs in the result, so that
-                                                       # `finetuned_features` does not run the trunk on these images again
-                      show_progress:bool=True,
-                     )->FinetuneResult:
-    "Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to keep."
+def finetune_backbone(
+    cohort: Cohort,  # the cohort (images and labels)
+    train_ids: list,  # the TRAINING patients: the only ones fine-tuning sees
+    backbone: str | Backbone = "resnet152",  # a name `load_backbone` accepts, or a loaded Backbone
+    weights: str = "imagenet",  # starting weights: "imagenet", "random" or a state-dict file
+    mode: str = "last",  # "head" (linear probe), "last" (last residual block + head), "full"
+    epochs: int | None = None,  # most epochs (default per mode, see DEFAULTS)
+    lr: float | None = None,  # AdamW learning rate (default per mode)
+    batch_size: int | None = None,  # images per step (default 16 on CPU, 64 on CUDA)
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,  # training patients held out (by patient, stratified) for early stopping
+    patience: int = 6,  # stop after this many epochs without a better inner-validation score
+    select: str = "auc",  # epoch kept: "auc" (highest inner-validation AUC, ties to lower loss),
+    # "loss" (lowest inner-validation loss) or "last" (no early stopping)
+    views: int = 4,  # head/last: views per image through the frozen trunk (1 plain + augmented)
+    augment: UltrasoundAugment | None = UltrasoundAugment(),  # None: no augmentation
+    transform: FeatureTransform | None = None,  # the feature extractor's preprocessing (default FeatureTransform())
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",  # as `extract_features` (`precision_choice`): trunk, training, kept outputs
+    num_workers: int | None = None,  # image decoding processes (default 0 on CPU, 4 on CUDA)
+    fallback: bool = False,  # demo only: random starting weights when ImageNet is unavailable
+    keep_trunk: bool = True,  # head/last: keep the plain-view trunk outputs in the result, so that
+    # `finetuned_features` does not run the trunk on these images again
+    show_progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to
+    keep."""
     t0 = time.perf_counter()
-    if mode not in MODES: raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    epochs = int(DEFAULTS[mode][0] if epochs is None else epochs); lr = float(DEFAULTS[mode][1] if lr is None else lr)   # 0 is refused below
-    if select not in SELECT: raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {select!r}.")
-    if epochs < 1 or lr <= 0 or views < 1: raise PeRenalError(f"epochs ({epochs}) and views ({views}) must be >= 1 and lr ({lr}) > 0.")
-    start = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
+    if mode not in MODES:
+        raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    epochs = int(DEFAULTS[mode][0] if epochs is None else epochs)
+    lr = float(DEFAULTS[mode][1] if lr is None else lr)  # 0 is refused below
+    if select not in SELECT:
+        raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {select!r}.")
+    if epochs < 1 or lr <= 0 or views < 1:
+        raise PeRenalError(f"epochs ({epochs}) and views ({views}) must be >= 1 and lr ({lr}) > 0.")
+    start = (
+        backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
+    )
     transform = transform or FeatureTransform()
     dev = resolve_device(device)
-    choice = precision_choice(precision, dev, start, size=transform.size); prec = choice["precision"]   # as extraction picks it
+    choice = precision_choice(precision, dev, start, size=transform.size)
+    prec = choice["precision"]  # as extraction picks it
     batch_size = int(batch_size or (64 if dev.type == "cuda" else 16))
     num_workers = (4 if dev.type == "cuda" else 0) if num_workers is None else int(num_workers)
     # patients and images: the training patients only
     clin = cohort.clinical.set_index("patient_id")
     train_ids = list(dict.fromkeys(train_ids))
     unknown = [p for p in train_ids if p not in clin.index]
-    if unknown: raise PeRenalError(f"fine-tuning: patient(s) {unknown[:5]} are not in {cohort.root/'clinical.csv'}.")
+    if unknown:
+        raise PeRenalError(f"fine-tuning: patient(s) {unknown[:5]} are not in {cohort.root / 'clinical.csv'}.")
     inner_tr, inner_va = inner_split(clin.loc[train_ids, "label"].astype(int), val_fraction, seed)
     table = _image_table(cohort)
     parts = {k: table[table["patient_id"].isin(set(ids))] for k, ids in (("train", inner_tr), ("val", inner_va))}
@@ -292,23 +380,46 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
     rois = {k: read_rois(t) for k, t in parts.items()}
     # the network: a copy of the backbone, cut into a frozen trunk and the part that learns
     # the learning steps on a fixed number of CPU threads (TRAIN_THREADS), so that the weights do not depend on how many
-    # the machine or OMP_NUM_THREADS gives; the frozen trunk, inference only, gives the same outputs on any number and uses all
+    # the machine or OMP_NUM_THREADS gives; the frozen trunk, inference only, gives the same outputs on any number and
+    # uses all
     with torch.random.fork_rng(devices=[]), _cpu_threads(TRAIN_THREADS if dev.type == "cpu" else None) as all_threads:
         torch.manual_seed(seed)
         model = copy.deepcopy(start.model).float()
         trunk, learn = split_network(model, mode)
-        for p in model.parameters(): p.requires_grad_(False)
-        for p in learn.parameters(): p.requires_grad_(True)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in learn.parameters():
+            p.requires_grad_(True)
         cached = mode != "full"
         n_tr = len(rois["train"]) * (views if cached else 1) + len(rois["val"])
-        bar = progress(range(n_tr), f"fine-tuning ({mode}): frozen trunk", total=n_tr) if show_progress and cached else None
+        bar = (
+            progress(range(n_tr), f"fine-tuning ({mode}): frozen trunk", total=n_tr)
+            if show_progress and cached
+            else None
+        )
         t_trunk = time.perf_counter()
         if cached:
             with _cpu_threads(all_threads):
-                X = {"train": _trunk_outputs(trunk, rois["train"], transform, augment, seed, views if augment else 1, dev, prec,
-                                             batch_size, num_workers, bar),
-                     "val": _trunk_outputs(trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar)}
-            if bar is not None: bar.close()
+                X = {
+                    "train": _trunk_outputs(
+                        trunk,
+                        rois["train"],
+                        transform,
+                        augment,
+                        seed,
+                        views if augment else 1,
+                        dev,
+                        prec,
+                        batch_size,
+                        num_workers,
+                        bar,
+                    ),
+                    "val": _trunk_outputs(
+                        trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar
+                    ),
+                }
+            if bar is not None:
+                bar.close()
         t_trunk = time.perf_counter() - t_trunk
         kept = None
         if cached and keep_trunk:                                     # views (no copy) of the plain view of every image
@@ -316,22 +427,34 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
             kept = TrunkActivations(dict(zip(keys, [*X["train"][0].unbind(), *X["val"][0].unbind()])), prec,
                                     transform.settings(), mode)
         learn.to(dev)
-        plain = lambda: (X["train"][0].split(batch_size) if cached else
-                         (x for x, _ in _loader(ViewDataset(rois["train"], transform, None), batch_size, dev, num_workers)))
+        plain = lambda: (
+            X["train"][0].split(batch_size)
+            if cached
+            else (x for x, _ in _loader(ViewDataset(rois["train"], transform, None), batch_size, dev, num_workers))
+        )
         calibrate_batchnorm(learn, (x.to(dev) for x in plain()))
-        with torch.inference_mode():                                  # head standardisation from the starting network
-            learn.eval(); f0 = torch.cat([learn(x.to(dev)).float().cpu() for x in plain()])
+        with torch.inference_mode():  # head standardisation from the starting network
+            learn.eval()
+            f0 = torch.cat([learn(x.to(dev)).float().cpu() for x in plain()])
         head = LinearHead(f0.mean(0), f0.std(0)).to(dev)
         params = [p for p in learn.parameters() if p.requires_grad] + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and prec == "fp16")
-        w = _weights(y["train"], g["train"]); yt = torch.as_tensor(y["train"], dtype=torch.float32)
+        w = _weights(y["train"], g["train"])
+        yt = torch.as_tensor(y["train"], dtype=torch.float32)
         gen = torch.Generator().manual_seed(seed)
         rows, best, best_state, since = [], (-np.inf, np.inf), None, 0
-        epochs_bar = progress(range(1, epochs + 1), f"fine-tuning ({mode})", total=epochs) if show_progress else range(1, epochs + 1)
+        epochs_bar = (
+            progress(range(1, epochs + 1), f"fine-tuning ({mode})", total=epochs)
+            if show_progress
+            else range(1, epochs + 1)
+        )
         for epoch in epochs_bar:
-            te = time.perf_counter(); learn.train(); head.train(); total, seen = 0.0, 0
+            te = time.perf_counter()
+            learn.train()
+            head.train()
+            total, seen = 0.0, 0
             if cached:
                 order = torch.randperm(len(yt), generator=gen)
                 pick = torch.randint(len(X["train"]), (len(yt),), generator=gen)
@@ -342,51 +465,110 @@ def finetune_backbone(cohort:Cohort,                   # the cohort (images and 
                 batches = _loader(ds, batch_size, dev, num_workers, shuffle=True, generator=gen)
             for xb, idx in batches:
                 xb = xb.to(dev, non_blocking=True)
-                if cached: xb = _as_trunk_output(xb, prec)
-                if xb.ndim == 4: xb = xb.contiguous(memory_format=torch.channels_last)
+                if cached:
+                    xb = _as_trunk_output(xb, prec)
+                if xb.ndim == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 with _autocast(dev, prec):
                     logit = head(learn(xb))
-                loss = (F.binary_cross_entropy_with_logits(logit.float(), yt[idx].to(dev), reduction="none") * w[idx].to(dev)).sum() / w[idx].sum().to(dev)
+                loss = (
+                    F.binary_cross_entropy_with_logits(logit.float(), yt[idx].to(dev), reduction="none")
+                    * w[idx].to(dev)
+                ).sum() / w[idx].sum().to(dev)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-                total += loss.item() * len(idx); seen += len(idx)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total += loss.item() * len(idx)
+                seen += len(idx)
             sched.step()
-            vl, va = _evaluate(learn, head, X["val"][0] if cached else rois["val"], y["val"], g["val"], transform, dev, prec,
-                               batch_size, num_workers)
-            rows.append(dict(epoch=epoch, train_loss=total / seen, val_loss=vl, val_auc=va, seconds=time.perf_counter() - te))
-            if hasattr(epochs_bar, "set_postfix"): epochs_bar.set_postfix(loss=f"{total / seen:.3f}", val_auc=f"{va:.3f}")
+            vl, va = _evaluate(
+                learn,
+                head,
+                X["val"][0] if cached else rois["val"],
+                y["val"],
+                g["val"],
+                transform,
+                dev,
+                prec,
+                batch_size,
+                num_workers,
+            )
+            rows.append(
+                dict(epoch=epoch, train_loss=total / seen, val_loss=vl, val_auc=va, seconds=time.perf_counter() - te)
+            )
+            if hasattr(epochs_bar, "set_postfix"):
+                epochs_bar.set_postfix(loss=f"{total / seen:.3f}", val_auc=f"{va:.3f}")
             if best_state is None or _better(select, (va, vl), best):
                 best, best_state, since, best_epoch = (va, vl), _state(learn, head), 0, epoch
-            else: since += 1
-            if since >= patience and select != "last": break
-        learn.load_state_dict(best_state[0]); head.load_state_dict(best_state[1])
-    model = model.cpu().eval(); head = head.cpu().eval()
-    for p in list(model.parameters()) + list(head.parameters()): p.requires_grad_(True)   # as load_backbone leaves them (Grad-CAM needs it)
+            else:
+                since += 1
+            if since >= patience and select != "last":
+                break
+        learn.load_state_dict(best_state[0])
+        head.load_state_dict(best_state[1])
+    model = model.cpu().eval()
+    head = head.cpu().eval()
+    for p in list(model.parameters()) + list(head.parameters()):
+        p.requires_grad_(True)  # as load_backbone leaves them (Grad-CAM needs it)
     history = pd.DataFrame(rows)
-    info = dict(mode=mode, start_weights=start.weights, start_untrained=start.untrained, backbone=start.name,
-                epochs=epochs, epochs_run=len(rows), best_epoch=best_epoch, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                val_fraction=val_fraction, patience=patience, select=select, views=views if cached else None,
-                augment=augment.settings() if augment else None, transform=transform.settings(), seed=seed, device=str(dev),
-                precision=prec, precision_reason=choice["reason"], n_train_patients=len(inner_tr), n_val_patients=len(inner_va),
-                n_train_images=len(rois["train"]), n_val_images=len(rois["val"]),
-                best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
-                seconds=round(time.perf_counter() - t0, 1), trunk_seconds=round(t_trunk, 1), train_patients=list(map(str, train_ids)),
-                val_patients=list(map(str, inner_va)))
+    info = dict(
+        mode=mode,
+        start_weights=start.weights,
+        start_untrained=start.untrained,
+        backbone=start.name,
+        epochs=epochs,
+        epochs_run=len(rows),
+        best_epoch=best_epoch,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        patience=patience,
+        select=select,
+        views=views if cached else None,
+        augment=augment.settings() if augment else None,
+        transform=transform.settings(),
+        seed=seed,
+        device=str(dev),
+        precision=prec,
+        precision_reason=choice["reason"],
+        n_train_patients=len(inner_tr),
+        n_val_patients=len(inner_va),
+        n_train_images=len(rois["train"]),
+        n_val_images=len(rois["val"]),
+        best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
+        seconds=round(time.perf_counter() - t0, 1),
+        trunk_seconds=round(t_trunk, 1),
+        train_patients=list(map(str, train_ids)),
+        val_patients=list(map(str, inner_va)),
+    )
     return _result(start, model, head, history, info, kept)
 
 @torch.inference_mode()
 def _evaluate(learn, head, X, y, groups, transform, dev, prec, batch_size, num_workers)->tuple[float, float]:
     "Inner-validation loss (per image, class-balanced) and AUC (per patient, mean logit)."
-    learn.eval(); head.eval()
-    src = X.split(batch_size) if torch.is_tensor(X) else (x for x, _ in _loader(ViewDataset(X, transform, None), batch_size, dev, num_workers))
+    learn.eval()
+    head.eval()
+    src = (
+        X.split(batch_size)
+        if torch.is_tensor(X)
+        else (x for x, _ in _loader(ViewDataset(X, transform, None), batch_size, dev, num_workers))
+    )
     logits = []
     for xb in src:
         xb = _as_trunk_output(xb.to(dev), prec) if torch.is_tensor(X) else xb.to(dev)
-        with _autocast(dev, prec): logits.append(head(learn(xb)).float().cpu())
-    s = torch.cat(logits); w = _weights(y, groups)
-    loss = float((F.binary_cross_entropy_with_logits(s, torch.as_tensor(y, dtype=torch.float32), reduction="none") * w).sum() / w.sum())
+        with _autocast(dev, prec):
+            logits.append(head(learn(xb)).float().cpu())
+    s = torch.cat(logits)
+    w = _weights(y, groups)
+    loss = float(
+        (F.binary_cross_entropy_with_logits(s, torch.as_tensor(y, dtype=torch.float32), reduction="none") * w).sum()
+        / w.sum()
+    )
     sp, codes = _patient_mean(s.numpy().astype(float), groups)
-    yp = np.zeros(len(sp), int); yp[codes] = y
+    yp = np.zeros(len(sp), int)
+    yp[codes] = y
     return loss, _auc(yp, sp)
 
 @torch.inference_mode()
@@ -397,8 +579,10 @@ def _tail_features(result:FinetuneResult, acts:list, dev, prec, batch_size)->np.
     out = []
     for i in range(0, len(acts), batch_size):
         x = _as_trunk_output(torch.stack(acts[i:i + batch_size]).to(dev), prec)
-        if x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(dev, prec): out.append(net(x).float().cpu().numpy())
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(dev, prec):
+            out.append(net(x).float().cpu().numpy())
     return np.concatenate(out)
 
 def finetuned_features(images,                       # Cohort, its images table, or a list of image paths
@@ -408,23 +592,40 @@ def finetuned_features(images,                       # Cohort, its images table,
                        transform:FeatureTransform|None=None,
                        cache:str|Path|bool|None=None, # feature cache folder; None = default, False = no cache
                        show_progress:bool=True,
-                      )->pd.DataFrame:               # as `extract_features(images, result.backbone, ...)`
-    "Features of the fine-tuned network, reusing the frozen trunk outputs that fine-tuning kept: the same numbers, less work."
-    transform = transform or FeatureTransform(); bb, kept = result.backbone, result.trunk
-    dev = resolve_device(device); batch_size = check_batch_size(batch_size, dev)
+                      )->pd.DataFrame:  # as `extract_features(images, result.backbone, ...)`
+    """Features of the fine-tuned network, reusing the frozen trunk outputs that fine-tuning kept: the same numbers,
+    less work."""
+    transform = transform or FeatureTransform()
+    bb, kept = result.backbone, result.trunk
+    dev = resolve_device(device)
+    batch_size = check_batch_size(batch_size, dev)
 
-    def known(keys, prec):            # the images whose trunk ran in fine-tuning, in the same precision and preprocessing
-        if kept is None or kept.precision != prec or kept.transform != transform.settings(): return {}
+    def known(keys, prec):  # the images whose trunk ran in fine-tuning, in the same precision and preprocessing
+        if kept is None or kept.precision != prec or kept.transform != transform.settings():
+            return {}
         keys = [k for k in dict.fromkeys(keys) if k in kept.acts]
-        if not keys: return {}
+        if not keys:
+            return {}
         X = _tail_features(result, [kept.acts[k] for k in keys], dev, prec, batch_size)
         if not np.isfinite(X).all():
-            raise PeRenalError(f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun with "
-                               "--precision fp32 (precision='fp32').")
+            raise PeRenalError(
+                f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun with "
+                "--precision fp32 (precision='fp32')."
+            )
         return dict(zip(keys, X))
 
-    out = extract_features(images, bb, device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
-                           transform=transform, cache=cache, show_progress=show_progress, known=known)
+    out = extract_features(
+        images,
+        bb,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        transform=transform,
+        cache=cache,
+        show_progress=show_progress,
+        known=known,
+    )
     out.attrs["pe_renal"]["n_trunk_reused"] = out.attrs["pe_renal"].pop("n_known")
     return out
 
@@ -438,17 +639,27 @@ def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its h
     h = result.history if isinstance(result, FinetuneResult) else result
     best = best_epoch or (result.best_epoch if isinstance(result, FinetuneResult) else None)
     set_style()
-    if ax is None: fig, ax = plt.subplots(figsize=(6, 3.6))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(h["epoch"], h["train_loss"], "o-", ms=3, label="training loss (augmented)")
     ax.plot(h["epoch"], h["val_loss"], "s-", ms=3, label="inner-validation loss")
-    ax.set_xlabel("epoch"); ax.set_ylabel("class-balanced cross-entropy")
-    ax2 = ax.twinx(); ax2.grid(False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("class-balanced cross-entropy")
+    ax2 = ax.twinx()
+    ax2.grid(False)
     ax2.plot(h["epoch"], h["val_auc"], "^-", ms=3, color="#009E73", label="inner-validation AUC (per patient)")
-    ax2.set_ylim(0, 1.02); ax2.set_ylabel("AUC")
-    if best: ax.axvline(best, color="gray", ls="--", lw=1)
-    lines = ax.get_legend_handles_labels(); lines2 = ax2.get_legend_handles_labels()
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("AUC")
+    if best:
+        ax.axvline(best, color="gray", ls="--", lw=1)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
-    title = f"Fine-tuning ({result.info['mode']}, kept epoch {best})" if isinstance(result, FinetuneResult) else "Fine-tuning"
+    title = (
+        f"Fine-tuning ({result.info['mode']}, kept epoch {best})"
+        if isinstance(result, FinetuneResult)
+        else "Fine-tuning"
+    )
     ax.set_title(title)
     return ax.figure
 
@@ -461,27 +672,41 @@ def save_finetuned(result:FinetuneResult, # from `finetune_backbone`
     path = Path(path)
     if path.exists() and not overwrite:
         raise PeRenalError(f"{path} already exists. Choose another file name, or pass overwrite=True to replace it.")
-    with atomic_write(path) as f: f.write(result.blob)
+    with atomic_write(path) as f:
+        f.write(result.blob)
     digest = file_sha256(path)
-    if digest != result.sha256: raise PeRenalError(f"{path}: the written file does not match the weights in memory; disk problem?")
+    if digest != result.sha256:
+        raise PeRenalError(f"{path}: the written file does not match the weights in memory; disk problem?")
     return digest
 
-def load_finetuned(path:str|Path,             # a weights file written by `save_finetuned`
-                   sha256:str|None=None,      # the SHA-256 recorded with it (run.json): checked when given
-                  )->tuple[Backbone, LinearHead, dict]: # the backbone (as `load_backbone` builds it), the head, the settings
-    "Load fine-tuned weights, verifying their SHA-256; the backbone is the one `extract_features` would use for this file."
+def load_finetuned(
+    path: str | Path,  # a weights file written by `save_finetuned`
+    sha256: str | None = None,  # the SHA-256 recorded with it (run.json): checked when given
+) -> tuple[Backbone, LinearHead, dict]:  # the backbone (as `load_backbone` builds it), the head, the settings
+    """Load fine-tuned weights, verifying their SHA-256; the backbone is the one `extract_features` would use for this
+    file."""
     path = Path(path)
-    if not path.is_file(): raise PeRenalError(f"{path}: fine-tuned weights file not found (it is in the results folder).")
+    if not path.is_file():
+        raise PeRenalError(f"{path}: fine-tuned weights file not found (it is in the results folder).")
     digest = file_sha256(path)
     if sha256 is not None and digest != sha256.lower():
-        raise PeRenalError(f"{path}: SHA-256 {digest[:16]}... differs from the recorded {sha256[:16]}...; the file was changed "
-                           "or is not the one this model was trained with.")
+        raise PeRenalError(
+            f"{path}: SHA-256 {digest[:16]}... differs from the recorded {sha256[:16]}...; the file was changed "
+            "or is not the one this model was trained with."
+        )
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise PeRenalError(f"{path}: not a fine-tuned weights file written by pe_renal (format {obj.get('format') if isinstance(obj, dict) else '?'}).")
+        raise PeRenalError(
+            f"{path}: not a fine-tuned weights file written by pe_renal (format "
+                f"{obj.get('format') if isinstance(obj, dict) else '?'})."
+        )
     info = json.loads(obj["finetune"])
     bb = load_backbone(info["backbone"], str(path))
-    if info["mode"] == "head": bb.weights, bb.untrained = info["start_weights"], info["start_untrained"]  # trunk unchanged
-    else: bb.note = info["note"]
-    head = LinearHead(obj["head"]["mean"], obj["head"]["std"]); head.load_state_dict(obj["head"]); head.eval()
+    if info["mode"] == "head":
+        bb.weights, bb.untrained = info["start_weights"], info["start_untrained"]  # trunk unchanged
+    else:
+        bb.note = info["note"]
+    head = LinearHead(obj["head"]["mean"], obj["head"]["std"])
+    head.load_state_dict(obj["head"])
+    head.eval()
     return bb, head, info

@@ -41,9 +41,13 @@ class DeepSignature(nn.Module):
         "Build from a fitted LassoSelector whose features are named deep_0000, deep_0001, ..."
         sig = selector.linear_signature()
         if len(sig.features) == 0:
-            raise PeRenalError("LASSO selected no deep feature, so there is no deep signature to explain with Grad-CAM.")
-        try: index = [int(str(f).split("_")[-1]) for f in sig.features]
-        except ValueError: raise PeRenalError(f"selected features {sig.features[:3]} are not deep features (deep_0000 ...).") from None
+            raise PeRenalError(
+                "LASSO selected no deep feature, so there is no deep signature to explain with Grad-CAM."
+            )
+        try:
+            index = [int(str(f).split("_")[-1]) for f in sig.features]
+        except ValueError:
+            raise PeRenalError(f"selected features {sig.features[:3]} are not deep features (deep_0000 ...).") from None
         model = backbone.model if isinstance(backbone, Backbone) else backbone
         return cls(model, index, sig.mean, sig.scale, sig.coef, sig.intercept, sign)
 
@@ -54,7 +58,8 @@ class DeepSignature(nn.Module):
 def head_signature(result,                        # a `FinetuneResult`, or (backbone, head) from `load_finetuned`
                    sign:float=1.0,                # +1: evidence for preeclampsia; -1: evidence for normal
                   )->DeepSignature:
-    "The fine-tuned head's logit as a Grad-CAM target: a `DeepSignature` over all pooled features (standardised, linear)."
+    """The fine-tuned head's logit as a Grad-CAM target: a `DeepSignature` over all pooled features (standardised,
+    linear)."""
     bb, head = (result.backbone, result.head) if hasattr(result, "head") else result[:2]
     return DeepSignature(bb.model, np.arange(len(head.mean)), head.mean.numpy(), head.std.numpy(),
                          head.linear.weight.detach()[0].numpy(), float(head.linear.bias.detach()[0]), sign)
@@ -66,44 +71,68 @@ HeadLogit = head_signature   # the Grad-CAM target by name
 def cam_methods()->dict:
     "CAM methods of pytorch-grad-cam selectable by name."
     import pytorch_grad_cam as pgc
-    return {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "hirescam": pgc.HiResCAM, "xgradcam": pgc.XGradCAM,
-            "layercam": pgc.LayerCAM, "eigengradcam": pgc.EigenGradCAM, "scorecam": pgc.ScoreCAM, "eigencam": pgc.EigenCAM}
+
+    return {
+        "gradcam": pgc.GradCAM,
+        "gradcam++": pgc.GradCAMPlusPlus,
+        "hirescam": pgc.HiResCAM,
+        "xgradcam": pgc.XGradCAM,
+        "layercam": pgc.LayerCAM,
+        "eigengradcam": pgc.EigenGradCAM,
+        "scorecam": pgc.ScoreCAM,
+        "eigencam": pgc.EigenCAM,
+    }
+
 
 CAM_LAYERS = GRADCAM_LAYERS   # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
 
 def target_layer(model:nn.Module,         # a torchvision backbone
                  name:str|None=None,      # a ResNet stage of CAM_LAYERS; None: the last convolutional block
                 )->nn.Module:
-    "A block of a torchvision backbone: the last one (ResNet layer4[-1]; features[-1] otherwise), or a named ResNet stage's last."
+    """A block of a torchvision backbone: the last one (ResNet layer4[-1]; features[-1] otherwise), or a named ResNet
+    stage's last."""
     if name is not None:
-        if name not in CAM_LAYERS: raise PeRenalError(f"unknown Grad-CAM layer {name!r}; choose one of {', '.join(CAM_LAYERS)}.")
+        if name not in CAM_LAYERS:
+            raise PeRenalError(f"unknown Grad-CAM layer {name!r}; choose one of {', '.join(CAM_LAYERS)}.")
         if not hasattr(model, name):
-            raise PeRenalError(f"{type(model).__name__} has no stage {name!r}: Grad-CAM layers by name are ResNet stages; "
-                               "leave the layer unset to explain the last convolutional block.")
+            raise PeRenalError(
+                f"{type(model).__name__} has no stage {name!r}: Grad-CAM layers by name are ResNet stages; "
+                "leave the layer unset to explain the last convolutional block."
+            )
         return getattr(model, name)[-1]
-    if hasattr(model, "layer4"): return model.layer4[-1]
-    if hasattr(model, "features"): return model.features[-1]
-    raise PeRenalError(f"cannot find the last convolutional block of {type(model).__name__}; pass target_layer explicitly.")
+    if hasattr(model, "layer4"):
+        return model.layer4[-1]
+    if hasattr(model, "features"):
+        return model.features[-1]
+    raise PeRenalError(
+        f"cannot find the last convolutional block of {type(model).__name__}; pass target_layer explicitly."
+    )
+
 
 class _Score:
     "pytorch-grad-cam target: the (only) output of the signature, times a sign (-1: evidence for the other class)."
     def __init__(self, sign:float=1.0): self.sign = float(sign)
     def __call__(self, out): return self.sign * out[..., 0]
 
-def compute_cams(signature:DeepSignature,     # the differentiable deep signature
-                 x:torch.Tensor,              # (B, 3, S, S) preprocessed images
-                 method:str="gradcam",        # a key of cam_methods()
-                 layer:nn.Module|str|None=None, # a block, a stage name of CAM_LAYERS, or None: target_layer(signature.backbone)
-                 batch_size:int=8,
-                 signs=None,                  # per image: +1 explains the signature, -1 its opposite (default all +1)
-                )->np.ndarray:                # (B, S, S) maps in [0, 1]
+def compute_cams(
+    signature: DeepSignature,  # the differentiable deep signature
+    x: torch.Tensor,  # (B, 3, S, S) preprocessed images
+    method: str = "gradcam",  # a key of cam_methods()
+    layer: nn.Module
+    | str
+    | None = None,  # a block, a stage name of CAM_LAYERS, or None: target_layer(signature.backbone)
+    batch_size: int = 8,
+    signs=None,  # per image: +1 explains the signature, -1 its opposite (default all +1)
+) -> np.ndarray:                # (B, S, S) maps in [0, 1]
     "Class-activation maps of the deep signature, computed in batches with hooks released afterwards."
     methods = cam_methods()
-    if method not in methods: raise PeRenalError(f"unknown CAM method {method!r}; choose one of {', '.join(methods)}.")
+    if method not in methods:
+        raise PeRenalError(f"unknown CAM method {method!r}; choose one of {', '.join(methods)}.")
     layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
     signature = signature.float().eval()
     signs = np.ones(len(x)) if signs is None else np.asarray(signs, float)
-    if len(signs) != len(x): raise PeRenalError(f"{len(signs)} signs for {len(x)} images.")
+    if len(signs) != len(x):
+        raise PeRenalError(f"{len(signs)} signs for {len(x)} images.")
     out = []
     with methods[method](model=signature, target_layers=[layer]) as cam:
         for i in range(0, len(x), batch_size):
@@ -114,17 +143,22 @@ def compute_cams(signature:DeepSignature,     # the differentiable deep signatur
 # %% ../nbs/07_gradcam.ipynb #ab937748
 def cam_to_roi(cam:np.ndarray, roi_shape:tuple, transform:FeatureTransform)->np.ndarray:
     "Map an S x S CAM back onto the ROI image of shape (h, w)."
-    h, w = roi_shape; s = transform.size
+    h, w = roi_shape
+    s = transform.size
     t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))[None, None]
-    if transform.resize == "stretch": core = t
+    if transform.resize == "stretch":
+        core = t
     elif transform.resize == "pad":
-        scale = s / max(h, w); nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        scale = s / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         top, left = (s - nh) // 2, (s - nw) // 2
         core = t[..., top:top + nh, left:left + nw]
     else:  # crop: the map covers the centre of the resized image only
-        scale = s / min(h, w); nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        scale = s / min(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         top, left = (nh - s) // 2, (nw - s) // 2
-        core = torch.zeros(1, 1, nh, nw); core[..., top:top + s, left:left + s] = t
+        core = torch.zeros(1, 1, nh, nw)
+        core[..., top : top + s, left : left + s] = t
     return F.interpolate(core, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
 
 # %% ../nbs/07_gradcam.ipynb #54e2ce25
@@ -146,10 +180,12 @@ def _known_case(model:nn.Module|None=None, size:int=128, seed:int=0):
     base = np.clip(0.35 + 0.08 * rng.standard_normal((size, size)), 0, 1).astype(np.float32)
     yy, xx = np.mgrid[:size, :size]
     blob = ((yy - size * 0.27)**2 + (xx - size * 0.27)**2) < (size * 0.12)**2
-    img = base.copy(); img[blob] = 0.95
+    img = base.copy()
+    img[blob] = 0.95
     tf = FeatureTransform(size=size, resize="stretch")
     x = torch.stack([tf(img), tf(base)])
-    with torch.inference_mode(): f = model(x).float().numpy()
+    with torch.inference_mode():
+        f = model(x).float().numpy()
     d = f[0] - f[1]
     keep = np.argsort(-(d / (np.abs(f[1]) + np.abs(f).mean())))[:8]
     mean, scale = f[1][keep], np.full(len(keep), np.abs(d[keep]).mean() + 1e-6, np.float32)
@@ -159,7 +195,8 @@ def _known_case(model:nn.Module|None=None, size:int=128, seed:int=0):
 def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
     "Share of CAM energy inside a mask vs the mask's share of the area."
     m = np.asarray(mask) > 0
-    if m.shape != cam.shape: raise PeRenalError(f"mask shape {m.shape} differs from the map's {cam.shape}.")
+    if m.shape != cam.shape:
+        raise PeRenalError(f"mask shape {m.shape} differs from the map's {cam.shape}.")
     total = float(cam.sum())
     energy = float(cam[m].sum() / total) if total > 0 else np.nan
     area = float(m.mean())
@@ -167,12 +204,16 @@ def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
 
 @contextmanager
 def _grid_of(signature:DeepSignature, layer:nn.Module|str|None):
-    "Within the block, each forward pass appends the (rows, columns) of `layer`'s output to the yielded list (None if not 2-D)."
+    """Within the block, each forward pass appends the (rows, columns) of `layer`'s output to the yielded list (None if
+    not 2-D)."""
     layer = layer if isinstance(layer, nn.Module) else target_layer(signature.backbone, layer)
     grid = []
     hook = layer.register_forward_hook(lambda m, i, o: grid.append(tuple(o.shape[-2:]) if o.ndim == 4 else None))
-    try: yield grid
-    finally: hook.remove()
+    try:
+        yield grid
+    finally:
+        hook.remove()
+
 
 def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple|None:
     "Rows and columns of the activation grid a map is computed on: the layer's output for a `size` x `size` input."
@@ -181,7 +222,8 @@ def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple
         net.eval()                                      # leaves batch-norm statistics untouched
         with _grid_of(signature, layer) as grid, torch.inference_mode():
             net(torch.zeros(1, 3, size, size, dtype=next(net.parameters()).dtype))
-    finally: net.train(training)
+    finally:
+        net.train(training)
     return grid[0]
 
 def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio is measured against (the kidney)
@@ -195,16 +237,23 @@ def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio 
     covers exactly the whole kidney reaches on this grid: the coarser the grid, the more of it spills outside."""
     m = np.asarray(mask) > 0
     r = m if marked is None else np.asarray(marked) > 0
-    if r.shape != m.shape: raise PeRenalError(f"marked region shape {r.shape} differs from the mask's {m.shape}.")
-    geo = replace(transform, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))   # the transform's geometry, no intensity scaling
-    t = geo(r.astype(np.float32))[:1][None]                                  # 1 x 1 x S x S, the region in the input
-    up = F.interpolate(F.adaptive_avg_pool2d(t, tuple(grid)), size=t.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    if r.shape != m.shape:
+        raise PeRenalError(f"marked region shape {r.shape} differs from the mask's {m.shape}.")
+    geo = replace(
+        transform, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+    )  # the transform's geometry, no intensity scaling
+    t = geo(r.astype(np.float32))[:1][None]  # 1 x 1 x S x S, the region in the input
+    up = F.interpolate(F.adaptive_avg_pool2d(t, tuple(grid)), size=t.shape[-2:], mode="bilinear", align_corners=False)[
+        0, 0
+    ]
     up = (up - up.min()) / (up.max() - up.min() + 1e-7)
     return localisation(cam_to_roi(up.numpy(), m.shape, transform), m)["ratio"]
 
 def _spearman(a:np.ndarray, b:np.ndarray)->float:
     from scipy.stats import spearmanr
-    if np.ptp(a) == 0 or np.ptp(b) == 0: return np.nan
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return np.nan
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 def randomised_signature(signature:DeepSignature, name:str, seed:int=12345)->DeepSignature:
@@ -214,47 +263,55 @@ def randomised_signature(signature:DeepSignature, name:str, seed:int=12345)->Dee
                          signature.coef.numpy(), signature.intercept, signature.sign)
 
 # %% ../nbs/07_gradcam.ipynb #1c053bc8
-def explain_images(cohort:Cohort,                # the cohort the images belong to
-                   rows:list[int],               # row numbers of cohort.images to explain
-                   signature:DeepSignature,
-                   backbone_name:str,            # to build the randomised comparison
-                   transform:FeatureTransform|None=None,
-                   method:str="gradcam",
-                   randomisation:bool=True,      # also compute maps with randomised weights
-                   mask_column:str="kidney_mask",# ground-truth mask column in images.csv (if any)
-                   predicted_class:bool=False,   # each map explains the class the target predicts for the image
-                                                 # (score > 0: its own class; else the other), the randomised map the same
-                   layer:str|None=None,          # a ResNet stage of CAM_LAYERS (None: the last block); the randomised
-                                                 # comparison uses the same stage of its own network
-                  )->list[dict]:                 # one dict per image: roi, cam, full image, box, checks
+def explain_images(
+    cohort: Cohort,  # the cohort the images belong to
+    rows: list[int],  # row numbers of cohort.images to explain
+    signature: DeepSignature,
+    backbone_name: str,  # to build the randomised comparison
+    transform: FeatureTransform | None = None,
+    method: str = "gradcam",
+    randomisation: bool = True,  # also compute maps with randomised weights
+    mask_column: str = "kidney_mask",  # ground-truth mask column in images.csv (if any)
+    predicted_class: bool = False,  # each map explains the class the target predicts for the image
+    # (score > 0: its own class; else the other), the randomised map the same
+    layer: str | None = None,  # a ResNet stage of CAM_LAYERS (None: the last block); the randomised
+    # comparison uses the same stage of its own network
+) -> list[dict]:                 # one dict per image: roi, cam, full image, box, checks
     "Grad-CAM maps of the deep signature for chosen images, mapped onto their ROI, with honesty checks."
     transform = transform or FeatureTransform()
     items, xs = [], []
     for i in rows:
         r = cohort.images.iloc[i]
-        full = read_image(r["abspath"]); box, mask_path = _roi_of(r)
+        full = read_image(r["abspath"])
+        box, mask_path = _roi_of(r)
         roi = apply_roi(full, box=box, mask=read_image(mask_path) if mask_path else None)
         truth = None
         if mask_column in cohort.images.columns and isinstance(r.get(mask_column), str):
             tm = read_image(Path(cohort.root)/r[mask_column]) > 0.5
             truth = apply_roi(tm.astype(np.float32), box=box, mask=read_image(mask_path) if mask_path else None) > 0.5
-        items.append(dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth))
+        items.append(
+            dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth)
+        )
         xs.append(transform(roi))
     x = torch.stack(xs)
     with _grid_of(signature, layer) as grid, torch.inference_mode():   # the map's grid, read on the way
         scores = signature.float().eval()(x)[:, 0].numpy()
     signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
-    cams = compute_cams(signature, x, method, layer, batch_size=2, signs=signs)  # small batches: backward memory stays low
+    cams = compute_cams(
+        signature, x, method, layer, batch_size=2, signs=signs
+    )  # small batches: backward memory stays low
     rand = [None] * len(items)
     if randomisation:
         rnd = randomised_signature(signature, backbone_name)
-        rand = compute_cams(rnd, x, method, layer, batch_size=2, signs=signs); del rnd
+        rand = compute_cams(rnd, x, method, layer, batch_size=2, signs=signs)
+        del rnd
     for it, c, rc, s, sg in zip(items, cams, rand, scores, signs):
         it["cam"] = cam_to_roi(c, it["roi"].shape, transform)
         it["score"], it["explains"] = float(s), ("preeclampsia" if sg * signature.sign > 0 else "normal")
         if it["truth"] is not None:
             it.update({f"kidney_{k}": v for k, v in localisation(it["cam"], it["truth"]).items()})
-            if grid[0] is not None: it["kidney_ratio_uniform"] = uniform_map_ratio(it["truth"], grid[0], transform)
+            if grid[0] is not None:
+                it["kidney_ratio_uniform"] = uniform_map_ratio(it["truth"], grid[0], transform)
         if rc is not None:
             it["cam_randomised"] = cam_to_roi(rc, it["roi"].shape, transform)
             it["randomisation_spearman"] = _spearman(it["cam"], it["cam_randomised"])
@@ -273,27 +330,55 @@ def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
     "Show a heat map over a grayscale image; where the map is below `CAM_FLOOR` the image shows uncoloured."
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
     ax.imshow(cam, cmap="jet", alpha=alpha * (cam >= CAM_FLOOR), vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9); ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
 
-def plot_cam_grid(items:list[dict], titles:list[str]|None=None, note:str="", randomised:bool=True, caption:str="",
-                  score_name:str="deep signature"): # what each image's score is (e.g. "head logit" for the fine-tuned head)
-    "A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a caption."
-    import matplotlib.pyplot as plt, matplotlib as mpl
+
+def plot_cam_grid(
+    items: list[dict],
+    titles: list[str] | None = None,
+    note: str = "",
+    randomised: bool = True,
+    caption: str = "",
+    score_name: str = "deep signature",
+):  # what each image's score is (e.g. "head logit" for the fine-tuned head)
+    """A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a
+    caption."""
+    import matplotlib.pyplot as plt
+    import matplotlib as mpl
     ncol = 3 if randomised and "cam_randomised" in items[0] else 2
     fig, axes = plt.subplots(len(items), ncol, figsize=(3.3 * ncol, 2.9 * len(items)), squeeze=False)
     for k, (row, it) in enumerate(zip(axes, items)):
         t = (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}"
-        row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1); row[0].set_title(t, fontsize=9); row[0].axis("off")
-        sub = f"Grad-CAM" + (f" - {100*it['kidney_energy_inside']:.0f}% in kidney ({100*it['kidney_area_fraction']:.0f}% of area)"
-                            if "kidney_energy_inside" in it else "")
+        row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(t, fontsize=9)
+        row[0].axis("off")
+        sub = "Grad-CAM" + (
+            f" - {100 * it['kidney_energy_inside']:.0f}% in kidney ({100 * it['kidney_area_fraction']:.0f}% of area)"
+            if "kidney_energy_inside" in it
+            else ""
+        )
         overlay(row[1], it["roi"], it["cam"], title=sub)
-        if it.get("truth") is not None: row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
-        if ncol == 3: overlay(row[2], it["roi"], it["cam_randomised"], title=f"randomised weights (rho {it['randomisation_spearman']:.2f})")
-    if note: fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
+        if it.get("truth") is not None:
+            row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
+        if ncol == 3:
+            overlay(
+                row[2],
+                it["roi"],
+                it["cam_randomised"],
+                title=f"randomised weights (rho {it['randomisation_spearman']:.2f})",
+            )
+    if note:
+        fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
     fig.tight_layout()
-    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")          # the grey triangle: below CAM_FLOOR, left uncoloured
-    cb = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap), ax=axes[:, 1:].ravel().tolist(),
-                      fraction=0.03, pad=0.02, extend="min")
+    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")  # the grey triangle: below CAM_FLOOR, left uncoloured
+    cb = fig.colorbar(
+        mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap),
+        ax=axes[:, 1:].ravel().tolist(),
+        fraction=0.03,
+        pad=0.02,
+        extend="min",
+    )
     cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     if caption:

@@ -4,7 +4,10 @@
 
 # %% ../nbs/04_lasso.ipynb #524f62ce
 from __future__ import annotations
-import copy, hashlib, time, warnings
+import copy
+import hashlib
+import time
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +52,8 @@ def simulated_deep_features(severity:pd.Series, # latent severity per patient (i
                            )->pd.DataFrame:      # SIMULATED features, one row per patient, float32
     "A simulated stand-in for the deep-feature matrix: a few severity-carrying columns among correlated noise."
     s = pd.Series(severity, dtype=float)
-    if s.isna().any(): raise PeRenalError(f"severity is missing for {int(s.isna().sum())} patient(s).")
+    if s.isna().any():
+        raise PeRenalError(f"severity is missing for {int(s.isna().sum())} patient(s).")
     if not 0 <= n_signal <= n_features:
         raise PeRenalError(f"n_signal must be between 0 and n_features={n_features}, got {n_signal}.")
     rng = np.random.default_rng([seed, 4])
@@ -85,19 +89,26 @@ def lasso_cache_info()->dict:
 
 def lasso_cache_clear():
     "Forget every remembered LASSO fit (and reset the counters)."
-    _CACHE.clear(); _STATS.update(hits=0, misses=0)
+    _CACHE.clear()
+    _STATS.update(hits=0, misses=0)
+
 
 def _check_label(y, n:int, what:str="LASSO")->np.ndarray:
     "0/1 labels as int, same length as X, both classes present."
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise PeRenalError(f"{what}: {len(y)} labels for {n} patients; give one 0/1 label per row of the features.")
-    if pd.isna(y).any(): raise PeRenalError(f"{what}: {int(pd.isna(y).sum())} label(s) missing; every training patient needs a label.")
+    if pd.isna(y).any():
+        raise PeRenalError(f"{what}: {int(pd.isna(y).sum())} label(s) missing; every training patient needs a label.")
     if not set(pd.unique(y).tolist()) <= {0, 1, True, False}:
-        raise PeRenalError(f"{what}: labels must be 0/1 (1 = preeclampsia); found {sorted(map(str, pd.unique(y)))[:6]}.")
+        raise PeRenalError(
+            f"{what}: labels must be 0/1 (1 = preeclampsia); found {sorted(map(str, pd.unique(y)))[:6]}."
+        )
     y = y.astype(int)
     if len(np.unique(y)) < 2:
-        raise PeRenalError(f"{what}: all {n} training patients have label {y[0]}; both preeclampsia and normal patients are needed.")
+        raise PeRenalError(
+            f"{what}: all {n} training patients have label {y[0]}; both preeclampsia and normal patients are needed."
+        )
     return y
 
 # %% ../nbs/04_lasso.ipynb #91bb8153
@@ -117,20 +128,22 @@ class LinearSignature(NamedTuple):
 
 class LassoSelector(TransformerMixin, BaseEstimator):
     "Standardise, choose λ by stratified CV, keep the features whose LASSO coefficient is not zero."
-    def __init__(self,
-                 cv:int=10,                 # stratified CV folds for choosing λ
-                 rule:str="min",            # "min": least CV error; "1se": glmnet's one-standard-error rule
-                 method:str="lasso",        # "lasso": LASSO on the 0/1 label (exact LARS path, λ by CV MSE); "logistic": L1-penalised logistic
-                 alphas=None,               # λ grid: number of values (default 100; 30 logistic) or the values
-                 eps:float|None=None,       # smallest / largest λ (default 0.01 if patients < features, else 0.001)
-                 solver:str="liblinear",    # logistic only: "liblinear" or "saga"
-                 max_iter:int=10000,        # iterations of the solver
-                 tol:float=1e-4,            # convergence tolerance of the solver
-                 random_state:int=42,       # seed of the CV folds
-                 on_empty:str="warn",       # no feature kept: "warn" (select none) or "raise"
-                 cache:bool=True,           # reuse an identical earlier fit from the in-memory cache
-                 n_jobs:int|None=None,      # parallel CV folds
-                ):
+    def __init__(
+        self,
+        cv: int = 10,  # stratified CV folds for choosing λ
+        rule: str = "min",  # "min": least CV error; "1se": glmnet's one-standard-error rule
+        # "lasso": LASSO on the 0/1 label (exact LARS path, λ by CV MSE); "logistic": L1-penalised logistic
+        method: str = "lasso",
+        alphas=None,  # λ grid: number of values (default 100; 30 logistic) or the values
+        eps: float | None = None,  # smallest / largest λ (default 0.01 if patients < features, else 0.001)
+        solver: str = "liblinear",  # logistic only: "liblinear" or "saga"
+        max_iter: int = 10000,  # iterations of the solver
+        tol: float = 1e-4,  # convergence tolerance of the solver
+        random_state: int = 42,  # seed of the CV folds
+        on_empty: str = "warn",  # no feature kept: "warn" (select none) or "raise"
+        cache: bool = True,  # reuse an identical earlier fit from the in-memory cache
+        n_jobs: int | None = None,  # parallel CV folds
+    ):
         self.cv, self.rule, self.method, self.alphas, self.eps, self.solver = cv, rule, method, alphas, eps, solver
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
         self.on_empty, self.cache, self.n_jobs = on_empty, cache, n_jobs
@@ -139,18 +152,26 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         for name, ok in (("rule", LASSO_RULES), ("method", LASSO_METHODS), ("on_empty", ("warn", "raise")),
                          ("solver", ("liblinear", "saga"))):
             if getattr(self, name) not in ok:
-                raise PeRenalError(f"LassoSelector: {name}={getattr(self, name)!r} is not one of {', '.join(map(repr, ok))}.")
-        if int(self.cv) < 2: raise PeRenalError(f"LassoSelector: cv={self.cv}; choosing λ needs at least 2 folds.")
+                raise PeRenalError(
+                    f"LassoSelector: {name}={getattr(self, name)!r} is not one of {', '.join(map(repr, ok))}."
+                )
+        if int(self.cv) < 2:
+            raise PeRenalError(f"LassoSelector: cv={self.cv}; choosing λ needs at least 2 folds.")
 
     def _names(self)->list:
-        return list(self.feature_names_in_) if hasattr(self, "feature_names_in_") else [f"x{j}" for j in range(self.n_features_in_)]
+        return (
+            list(self.feature_names_in_)
+            if hasattr(self, "feature_names_in_")
+            else [f"x{j}" for j in range(self.n_features_in_)]
+        )
 
     def _array(self, X, reset:bool)->np.ndarray:
         "Features as a float64 array; missing or infinite values are refused, naming columns and patients."
         Xa = validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=2)
         bad = ~np.isfinite(Xa)
         if bad.any():
-            names = self._names(); cols = [names[j] for j in np.flatnonzero(bad.any(0))]
+            names = self._names()
+            cols = [names[j] for j in np.flatnonzero(bad.any(0))]
             rows = np.flatnonzero(bad.any(1))
             who = [str(X.index[i]) for i in rows[:5]] if isinstance(X, pd.DataFrame) else [f"row {i}" for i in rows[:5]]
             raise PeRenalError(f"LASSO: {int(bad.sum())} missing or infinite feature value(s) in {len(cols)} column(s) "
@@ -161,11 +182,15 @@ class LassoSelector(TransformerMixin, BaseEstimator):
 
     def _key(self, Xa:np.ndarray, y:np.ndarray)->str:
         h = hashlib.sha256()
-        h.update(repr(Xa.shape).encode()); h.update(np.ascontiguousarray(Xa).tobytes()); h.update(y.astype(np.int8).tobytes())
+        h.update(repr(Xa.shape).encode())
+        h.update(np.ascontiguousarray(Xa).tobytes())
+        h.update(y.astype(np.int8).tobytes())
         h.update("\x1f".join(self._names()).encode())
         for k, v in sorted(self.get_params().items()):
-            if k in _NOT_IN_KEY: continue
-            h.update(k.encode()); h.update(np.asarray(v).tobytes() if np.ndim(v) else repr(v).encode())
+            if k in _NOT_IN_KEY:
+                continue
+            h.update(k.encode())
+            h.update(np.asarray(v).tobytes() if np.ndim(v) else repr(v).encode())
         return h.hexdigest()
 
     def fit(self, X, y):
@@ -175,13 +200,18 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         y = _check_label(y, len(Xa))
         key = self._key(Xa, y) if self.cache else None
         if key is not None and key in _CACHE:
-            _CACHE.move_to_end(key); _STATS["hits"] += 1; state = _CACHE[key]
+            _CACHE.move_to_end(key)
+            _STATS["hits"] += 1
+            state = _CACHE[key]
         else:
             state = _fit_lasso_cv(self, Xa, y)
             if key is not None:
-                _STATS["misses"] += 1; _CACHE[key] = state
-                while len(_CACHE) > LASSO_CACHE_SIZE: _CACHE.popitem(last=False)
-        for k, v in state.items(): setattr(self, k, copy.deepcopy(v))   # a fit never shares arrays with the cache
+                _STATS["misses"] += 1
+                _CACHE[key] = state
+                while len(_CACHE) > LASSO_CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+        for k, v in state.items():
+            setattr(self, k, copy.deepcopy(v))  # a fit never shares arrays with the cache
         self._apply_rule()
         return self
 
@@ -193,18 +223,27 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         self.support_ = self.coef_ != 0
         self.selected_ = [f for f, keep in zip(self._names(), self.support_) if keep]
         if self.alpha_min_ == self.alphas_[-1]:
-            warnings.warn(f"λ-min ({self.alpha_min_:.4g}) is the smallest λ of the grid: the CV error may fall further for "
-                          "smaller λ. Pass a smaller eps (or your own alphas) to extend the grid.", LambdaAtGridEdge, stacklevel=3)
-        if self.support_.any(): return
-        msg = (f"LASSO kept no feature (λ = {self.alpha_:.4g}, rule '{self.rule}', {self.n_splits_}-fold CV on "
-               f"{self.n_samples_} patients): every coefficient is zero, which means that no deep feature carries signal "
-               "about the label at this λ. ")
+            warnings.warn(
+                f"λ-min ({self.alpha_min_:.4g}) is the smallest λ of the grid: the CV error may fall further for "
+                "smaller λ. Pass a smaller eps (or your own alphas) to extend the grid.",
+                LambdaAtGridEdge,
+                stacklevel=3,
+            )
+        if self.support_.any():
+            return
+        msg = (
+            f"LASSO kept no feature (λ = {self.alpha_:.4g}, rule '{self.rule}', {self.n_splits_}-fold CV on "
+            f"{self.n_samples_} patients): every coefficient is zero, which means that no deep feature carries signal "
+            "about the label at this λ. "
+        )
         if self.on_empty == "raise":
-            raise NoFeaturesSelectedError(msg + "A model on these features alone (the deep-learning model) cannot be built. "
-                                          "That is a result: report it (the composite model is then the clinical one). "
-                                          "Check that the features belong to the right patients, but do not change the λ "
-                                          "rule or the LASSO method until a feature appears: that selects on chance "
-                                          "(choose them before seeing the data).")
+            raise NoFeaturesSelectedError(
+                msg + "A model on these features alone (the deep-learning model) cannot be built. "
+                "That is a result: report it (the composite model is then the clinical one). "
+                "Check that the features belong to the right patients, but do not change the λ "
+                "rule or the LASSO method until a feature appears: that selects on chance "
+                "(choose them before seeing the data)."
+            )
         warnings.warn(msg + "transform() returns no columns; a model that also has clinical features (the composite "
                       "model) continues on the clinical features only.", NoFeaturesSelected, stacklevel=3)
 
@@ -233,8 +272,12 @@ class LassoSelector(TransformerMixin, BaseEstimator):
     def signature(self, X)->np.ndarray:
         "The deep signature: intercept_ + standardised X @ coef_ (the logistic method: log-odds)."
         check_is_fitted(self, "support_")
-        Xa = self._array(X[list(self.feature_names_in_)] if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")
-                         else X, reset=False)
+        Xa = self._array(
+            X[list(self.feature_names_in_)]
+            if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")
+            else X,
+            reset=False,
+        )
         return self.intercept_ + self.scaler_.transform(Xa) @ self.coef_
 
     def linear_signature(self)->LinearSignature:
@@ -246,9 +289,12 @@ class LassoSelector(TransformerMixin, BaseEstimator):
 
 # %% ../nbs/04_lasso.ipynb #95e1ae15
 def _group_folds(y, groups, n_splits:int, seed)->list:
-    "scikit-learn's `StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(X, y, groups)`, the fold search vectorised."
-    sgkf = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)   # validates n_splits as scikit-learn does
-    if type_of_target(np.asarray(y)) not in ("binary", "multiclass") or np.asarray(groups).ndim != 1:   # scikit-learn's errors
+    """scikit-learn's `StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(X, y, groups)`, the fold
+    search vectorised."""
+    sgkf = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)  # validates n_splits as scikit-learn does
+    if (
+        type_of_target(np.asarray(y)) not in ("binary", "multiclass") or np.asarray(groups).ndim != 1
+    ):  # scikit-learn's errors
         return list(sgkf.split(np.zeros(len(y)), y, groups))
     _, y_inv, y_cnt = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
     _, g_inv, g_cnt = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
@@ -257,19 +303,25 @@ def _group_folds(y, groups, n_splits:int, seed)->list:
     y_inv, g_inv = y_inv.ravel(), g_inv.ravel()
     counts = np.zeros((len(g_cnt), len(y_cnt)))           # rows of each class per group
     np.add.at(counts, (g_inv, y_inv), 1)
-    perm = np.arange(len(g_cnt)); check_random_state(seed).shuffle(perm)   # the same shuffle as scikit-learn's
+    perm = np.arange(len(g_cnt))
+    check_random_state(seed).shuffle(perm)  # the same shuffle as scikit-learn's
     counts = counts[perm]
-    inv = np.empty_like(perm); inv[perm] = np.arange(perm.size); g_inv = inv[g_inv]
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size)
+    g_inv = inv[g_inv]
     per_fold, fold_of = np.zeros((n_splits, len(y_cnt))), np.empty(len(g_cnt), dtype=int)
     eye = np.eye(n_splits)[:, :, None]
     for g in np.argsort(-np.std(counts, axis=1), kind="stable"):
         cand = per_fold[None] + eye * counts[g]            # [i]: every fold's class counts if the group went to fold i
         evals, sizes = np.std(cand / y_cnt, axis=1).mean(axis=1).tolist(), per_fold.sum(axis=1).tolist()
         best, min_eval, min_size = 0, np.inf, np.inf
-        for i, (e, s) in enumerate(zip(evals, sizes)):      # scikit-learn's order and tie rule (np.isclose, then the smaller fold)
+        for i, (e, s) in enumerate(
+            zip(evals, sizes)
+        ):  # scikit-learn's order and tie rule (np.isclose, then the smaller fold)
             if e < min_eval or (abs(e - min_eval) <= 1e-8 + 1e-5 * abs(min_eval) and s < min_size):
                 best, min_eval, min_size = i, e, s
-        per_fold[best] += counts[g]; fold_of[g] = best
+        per_fold[best] += counts[g]
+        fold_of[g] = best
     fold, rows = fold_of[g_inv], np.arange(len(g_inv))
     return [(rows[fold != k], rows[fold == k]) for k in range(n_splits)]
 
@@ -294,19 +346,27 @@ def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     return mean, se, i_min, i_1se
 
 def _lasso_coefs_at(X:np.ndarray, y:np.ndarray, alphas:np.ndarray)->np.ndarray:
-    "Exact LASSO coefficients (p x len(alphas)) at the given λ, from the piecewise-linear LARS-lasso path of centred X, y."
+    """Exact LASSO coefficients (p x len(alphas)) at the given λ, from the piecewise-linear LARS-lasso path of centred
+    X, y."""
     from sklearn.linear_model import lars_path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        a_bp, _, coefs = lars_path(X, y, method="lasso", alpha_min=float(np.min(alphas)) * 0.999, max_iter=max(500, 4 * len(X)))
+        a_bp, _, coefs = lars_path(
+            X, y, method="lasso", alpha_min=float(np.min(alphas)) * 0.999, max_iter=max(500, 4 * len(X))
+        )
     # a_bp decreases; between breakpoints the coefficients are linear in λ
     a = np.clip(alphas, a_bp[-1], a_bp[0])
-    i = np.clip(np.searchsorted(-a_bp, -a, side="right") - 1, 0, len(a_bp) - 2) if len(a_bp) > 1 else np.zeros(len(a), int)
-    if len(a_bp) == 1: return np.repeat(coefs, len(a), axis=1)
+    i = (
+        np.clip(np.searchsorted(-a_bp, -a, side="right") - 1, 0, len(a_bp) - 2)
+        if len(a_bp) > 1
+        else np.zeros(len(a), int)
+    )
+    if len(a_bp) == 1:
+        return np.repeat(coefs, len(a), axis=1)
     w = (a_bp[i] - a) / np.where(a_bp[i] > a_bp[i + 1], a_bp[i] - a_bp[i + 1], 1.0)
     out = coefs[:, i] * (1 - w) + coefs[:, i + 1] * w
-    out[:, alphas >= a_bp[0] * (1 - 1e-9)] = 0.0           # at or above the λ that keeps nothing (up to rounding)
-    out[np.abs(out) < 1e-12] = 0.0                            # rounding noise of the interpolation, not a selected feature
+    out[:, alphas >= a_bp[0] * (1 - 1e-9)] = 0.0  # at or above the λ that keeps nothing (up to rounding)
+    out[np.abs(out) < 1e-12] = 0.0  # rounding noise of the interpolation, not a selected feature
     return out
 
 def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
@@ -325,11 +385,14 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
         warnings.simplefilter("ignore", ConvergenceWarning)   # only ever at the smallest λ of the grid
         if self.method == "lasso":
             yf = y.astype(float)
-            if self.alphas is None or np.ndim(self.alphas) == 0:   # glmnet's grid: log-spaced from the λ that keeps nothing
+            if (
+                self.alphas is None or np.ndim(self.alphas) == 0
+            ):  # glmnet's grid: log-spaced from the λ that keeps nothing
                 a_max = np.abs(Xs.T @ (yf - yf.mean())).max() / n
                 k = 100 if self.alphas is None else int(self.alphas)
                 alphas = np.logspace(np.log10(a_max), np.log10(a_max * eps), k) if a_max > 0 else np.array([1.0])
-            else: alphas = np.sort(np.asarray(self.alphas, float))[::-1]
+            else:
+                alphas = np.sort(np.asarray(self.alphas, float))[::-1]
             err = np.empty((len(alphas), len(folds)))
             for j, (tr, va) in enumerate(folds):                 # the exact LASSO path of each fold (LARS)
                 mu, ym = Xs[tr].mean(0), yf[tr].mean()
@@ -342,7 +405,9 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
             grid = 30 if self.alphas is None else self.alphas
             Cs = (l1_min_c(Xs, y, loss="log") * np.logspace(0, np.log10(1 / eps), int(grid)) if np.ndim(grid) == 0
                   else np.sort(1.0 / (np.asarray(grid, float) * n)))
-            kw = dict(l1_ratio=1.0, solver=self.solver, max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
+            kw = dict(
+                l1_ratio=1.0, solver=self.solver, max_iter=self.max_iter, tol=self.tol, random_state=self.random_state
+            )
             lcv = LogisticRegressionCV(Cs=Cs, l1_ratios=(1.0,), solver=self.solver, cv=folds, scoring="neg_log_loss",
                                        max_iter=self.max_iter, tol=self.tol, random_state=self.random_state,
                                        use_legacy_attributes=False, refit=False, n_jobs=self.n_jobs).fit(Xs, y)
@@ -350,7 +415,8 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
             path, path_icpt = np.zeros((p, len(Cs))), np.zeros(len(Cs))
             m = LogisticRegression(C=Cs[0], warm_start=self.solver == "saga", **kw)
             for j, C in enumerate(Cs):
-                m.set_params(C=C).fit(Xs, y); path[:, j], path_icpt[j] = m.coef_[0], m.intercept_[0]
+                m.set_params(C=C).fit(Xs, y)
+                path[:, j], path_icpt[j] = m.coef_[0], m.intercept_[0]
     mean, se, i_min, i_1se = _cv_summary(err)
     return dict(scaler_=scaler, alphas_=np.asarray(alphas, float), cv_folds_=np.asarray(err, float), cv_mean_=mean,
                 cv_se_=se, path_=np.asarray(path, float), path_intercept_=np.asarray(path_icpt, float),
@@ -366,10 +432,15 @@ def plot_lasso_cv(sel:LassoSelector, # a fitted selector
                   ax=None,           # matplotlib axis (default: a new figure)
                  ):
     "CV error (mean ± 1 SE) against log λ, with λ-min and λ-1se marked and their feature counts."
-    check_is_fitted(sel, "support_"); set_style()
-    if ax is None: _, ax = plt.subplots(figsize=(6.5, 4.3))
-    x = np.log(sel.alphas_); n_sel = (sel.path_ != 0).sum(0)
-    ax.errorbar(x, sel.cv_mean_, yerr=sel.cv_se_, fmt="o", ms=3.5, color="#D55E00", ecolor="0.65", elinewidth=1, capsize=1.5)
+    check_is_fitted(sel, "support_")
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.3))
+    x = np.log(sel.alphas_)
+    n_sel = (sel.path_ != 0).sum(0)
+    ax.errorbar(
+        x, sel.cv_mean_, yerr=sel.cv_se_, fmt="o", ms=3.5, color="#D55E00", ecolor="0.65", elinewidth=1, capsize=1.5
+    )
     for a, name, ls in ((sel.alpha_min_, "λ-min", "--"), (sel.alpha_1se_, "λ-1se", ":")):
         j = int(np.flatnonzero(sel.alphas_ == a)[0])
         used = " (used)" if a == sel.alpha_ and (name == "λ-min") == (sel.rule == "min") else ""
@@ -382,32 +453,46 @@ def plot_lasso_cv(sel:LassoSelector, # a fitted selector
 def plot_lasso_path(sel:LassoSelector, ax=None,
                     label:int=8,    # name this many of the largest selected coefficients
                    ):
-    "Coefficient paths against log λ: the largest selected in colour, other selected dark grey, never selected light grey."
-    check_is_fitted(sel, "support_"); set_style()
-    if ax is None: _, ax = plt.subplots(figsize=(6.5, 4.3))
-    x = np.log(sel.alphas_); names = np.asarray(sel._names(), dtype=object)
+    """Coefficient paths against log λ: the largest selected in colour, other selected dark grey, never selected light
+    grey."""
+    check_is_fitted(sel, "support_")
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.3))
+    x = np.log(sel.alphas_)
+    names = np.asarray(sel._names(), dtype=object)
     ever = np.flatnonzero((sel.path_ != 0).any(1))
     for j in ever:
-        if not sel.support_[j]: ax.plot(x, sel.path_[j], color="0.78", lw=0.6)
+        if not sel.support_[j]:
+            ax.plot(x, sel.path_[j], color="0.78", lw=0.6)
     sel_idx = np.flatnonzero(sel.support_)
     top = sel_idx[np.argsort(-np.abs(sel.coef_[sel_idx]), kind="stable")[:label]]
     for j in sel_idx:
-        if j not in top: ax.plot(x, sel.path_[j], color="0.45", lw=0.9)
+        if j not in top:
+            ax.plot(x, sel.path_[j], color="0.45", lw=0.9)
     for c, j in zip(sns.color_palette("colorblind", len(top)), top):
         ax.plot(x, sel.path_[j], color=c, lw=1.8, label=names[j])
     ax.axvline(np.log(sel.alpha_), color="0.2", ls="--", lw=1.2)
     ax.axhline(0, color="0.4", lw=0.8)
     ax.set(xlabel="log(λ)", ylabel="coefficient (standardised features)",
            title=f"Coefficient paths ({len(sel_idx)} kept at λ = {sel.alpha_:.3g})")
-    if sel_idx.size: ax.legend(fontsize="x-small", loc="best", ncol=2)
+    if sel_idx.size:
+        ax.legend(fontsize="x-small", loc="best", ncol=2)
     return ax
 
 def lasso_table(sel:LassoSelector)->pd.DataFrame: # one row per selected feature, largest |coefficient| first
     "The selected features with their coefficients (standardised and per raw unit) and training mean and SD."
     check_is_fitted(sel, "support_")
     s = sel.support_
-    df = pd.DataFrame({"feature": sel.selected_, "coefficient": sel.coef_[s], "coefficient_raw": sel.coef_[s] / sel.scaler_.scale_[s],
-                       "mean": sel.scaler_.mean_[s], "sd": sel.scaler_.scale_[s]})
+    df = pd.DataFrame(
+        {
+            "feature": sel.selected_,
+            "coefficient": sel.coef_[s],
+            "coefficient_raw": sel.coef_[s] / sel.scaler_.scale_[s],
+            "mean": sel.scaler_.mean_[s],
+            "sd": sel.scaler_.scale_[s],
+        }
+    )
     df = df.iloc[np.argsort(-np.abs(df["coefficient"].to_numpy()), kind="stable")].reset_index(drop=True)
     df.index = pd.RangeIndex(1, len(df) + 1, name="rank")
     return df
@@ -416,10 +501,14 @@ def plot_lasso_coefficients(sel:LassoSelector, ax=None,
                             top:int=30, # show at most this many (largest |coefficient|)
                            ):
     "Bar chart of the selected coefficients (standardised scale), largest first."
-    set_style(); tab = lasso_table(sel).head(top)
-    if ax is None: _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
+    set_style()
+    tab = lasso_table(sel).head(top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
     if len(tab) == 0:
-        ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes); ax.set_axis_off(); return ax
+        ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
     tab = tab.assign(direction=np.where(tab["coefficient"] > 0, "higher in preeclampsia", "lower in preeclampsia"))
     sns.barplot(tab, x="coefficient", y="feature", hue="direction", dodge=False, ax=ax,
                 palette={"higher in preeclampsia": "#D55E00", "lower in preeclampsia": "#0072B2"})
@@ -433,8 +522,10 @@ def _boot_support(Xa:np.ndarray, y:np.ndarray, idx:np.ndarray, sel:LassoSelector
     "Coefficients (standardised) of one bootstrap resample."
     Xb, yb = Xa[idx], y[idx]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning); warnings.simplefilter("ignore", NoFeaturesSelected)
-        if refit_cv: return clone(sel).set_params(cache=False, on_empty="warn").fit(Xb, yb).coef_
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", NoFeaturesSelected)
+        if refit_cv:
+            return clone(sel).set_params(cache=False, on_empty="warn").fit(Xb, yb).coef_
         Xs = StandardScaler().fit_transform(Xb)
         if sel.method == "lasso":
             yb = yb.astype(float)
@@ -445,7 +536,8 @@ def _boot_support(Xa:np.ndarray, y:np.ndarray, idx:np.ndarray, sel:LassoSelector
 
 def stratified_bootstrap(y, n_boot:int, seed:int=42)->np.ndarray:
     "(n_boot, n) row indices, resampling each class with replacement (class sizes kept)."
-    y = np.asarray(y); rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
     out = np.empty((n_boot, len(y)), dtype=int)
     for c in np.unique(y):
         pos = np.flatnonzero(y == c)
@@ -473,7 +565,9 @@ def selection_stability(X,                   # training features (DataFrame with
     df = pd.DataFrame({"feature": sel._names(), "frequency": freq, "mean_coefficient": coefs.mean(0),
                        "selected": sel.support_})
     df = df[(df["frequency"] > 0) | df["selected"]]
-    df = df.iloc[np.lexsort((-np.abs(df["mean_coefficient"].to_numpy()), -df["frequency"].to_numpy()))].reset_index(drop=True)
+    df = df.iloc[np.lexsort((-np.abs(df["mean_coefficient"].to_numpy()), -df["frequency"].to_numpy()))].reset_index(
+        drop=True
+    )
     df.attrs.update(n_boot=n_boot, refit_cv=refit_cv, alpha=sel.alpha_)
     return df
 
@@ -481,14 +575,20 @@ def plot_selection_stability(stab:pd.DataFrame, # from `selection_stability`
                              ax=None, top:int=30, # show the `top` most often kept features
                             ):
     "Selection frequency of the most often kept features; features kept on the full training set in colour."
-    set_style(); tab = stab.head(top)
-    if ax is None: _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
+    set_style()
+    tab = stab.head(top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
     tab = tab.assign(full=np.where(tab["selected"], "kept on the full training set", "not kept on the full set"))
     sns.barplot(tab, x="frequency", y="feature", hue="full", dodge=False, ax=ax,
                 palette={"kept on the full training set": "#009E73", "not kept on the full set": "0.7"})
     ax.axvline(0.5, color="0.3", ls="--", lw=0.8)
-    ax.set(xlim=(0, 1), xlabel=f"selection frequency over {stab.attrs.get('n_boot', '?')} bootstrap resamples", ylabel="",
-           title="Selection stability")
+    ax.set(
+        xlim=(0, 1),
+        xlabel=f"selection frequency over {stab.attrs.get('n_boot', '?')} bootstrap resamples",
+        ylabel="",
+        title="Selection stability",
+    )
     ax.legend(fontsize="x-small", loc="lower right")
     return ax
 
@@ -501,20 +601,41 @@ def write_lasso(sel:LassoSelector,          # a fitted selector
                )->list[Path]:               # the files written
     "Write the LASSO tables and figures."
     from pe_renal.core import atomic_write
-    out = Path(out_dir); written = []
+
+    out = Path(out_dir)
+    written = []
+
     def table(df, name):
         p = out/"tables"/f"{name}.csv"
-        with atomic_write(p, "w") as f: df.to_csv(f, index=False)
+        with atomic_write(p, "w") as f:
+            df.to_csv(f, index=False)
         written.append(p)
     def figure(fn, name, *args):
         fig = fn(*args).figure
-        written.extend(save_figure(fig, out/"figures"/name, formats, dpi)); plt.close(fig)
+        written.extend(save_figure(fig, out / "figures" / name, formats, dpi))
+        plt.close(fig)
+
     table(lasso_table(sel).reset_index(), "lasso_coefficients")
-    table(pd.DataFrame({"alpha": sel.alphas_, "log_alpha": np.log(sel.alphas_), "cv_mean": sel.cv_mean_, "cv_se": sel.cv_se_,
-                        "n_selected": (sel.path_ != 0).sum(0), "rule": [("min" if a == sel.alpha_min_ else "") +
-                        (" 1se" if a == sel.alpha_1se_ else "") for a in sel.alphas_]}), "lasso_cv")
-    figure(plot_lasso_cv, "lasso_cv", sel); figure(plot_lasso_path, "lasso_path", sel)
+    table(
+        pd.DataFrame(
+            {
+                "alpha": sel.alphas_,
+                "log_alpha": np.log(sel.alphas_),
+                "cv_mean": sel.cv_mean_,
+                "cv_se": sel.cv_se_,
+                "n_selected": (sel.path_ != 0).sum(0),
+                "rule": [
+                    ("min" if a == sel.alpha_min_ else "") + (" 1se" if a == sel.alpha_1se_ else "")
+                    for a in sel.alphas_
+                ],
+            }
+        ),
+        "lasso_cv",
+    )
+    figure(plot_lasso_cv, "lasso_cv", sel)
+    figure(plot_lasso_path, "lasso_path", sel)
     figure(plot_lasso_coefficients, "lasso_coefficients", sel)
     if stability is not None:
-        table(stability, "selection_stability"); figure(plot_selection_stability, "selection_stability", stability)
+        table(stability, "selection_stability")
+        figure(plot_selection_stability, "selection_stability", stability)
     return written

@@ -45,7 +45,8 @@ class ModelData:
 
     def part(self, which:str="train")->tuple[pd.DataFrame, pd.Series]:
         "Features and labels of the training ('train') or test ('test') patients."
-        if which not in ("train", "test"): raise PeRenalError(f"part must be 'train' or 'test', not {which!r}.")
+        if which not in ("train", "test"):
+            raise PeRenalError(f"part must be 'train' or 'test', not {which!r}.")
         m = (self.split == which).to_numpy()
         return self.X[m], self.y[m]
 
@@ -53,7 +54,8 @@ class ModelData:
     def clinical(self)->list: return list(self.numeric) + list(self.categorical)
 
     def __repr__(self):
-        n1 = int(self.y.sum()); k = self.split.value_counts()
+        n1 = int(self.y.sum())
+        k = self.split.value_counts()
         return (f"ModelData: {len(self.y)} patients ({n1} preeclampsia, {len(self.y) - n1} normal; "
                 f"train {k.get('train', 0)}, test {k.get('test', 0)}), {len(self.deep)} deep features, "
                 f"{len(self.numeric)} numeric + {len(self.categorical)} categorical clinical features")
@@ -64,8 +66,10 @@ def model_data(deep:pd.DataFrame,      # deep features, one row per patient, ind
                categorical:list,       # categorical clinical feature columns
               )->ModelData:
     "Join deep features and the clinical table into the modelling table, checking that they fit together."
-    if "patient_id" in deep.columns: deep = deep.set_index("patient_id")
-    deep = deep.copy(); deep.index = deep.index.astype(str)
+    if "patient_id" in deep.columns:
+        deep = deep.set_index("patient_id")
+    deep = deep.copy()
+    deep.index = deep.index.astype(str)
     for c in ("patient_id", "label", "split"):
         if c not in clinical.columns:
             hint = " Split the cohort first with pe_renal.data.split_cohort." if c == "split" else ""
@@ -73,24 +77,36 @@ def model_data(deep:pd.DataFrame,      # deep features, one row per patient, ind
     clin = clinical.assign(patient_id=clinical["patient_id"].astype(str)).set_index("patient_id")
     numeric, categorical = list(numeric), list(categorical)
     unknown = [c for c in numeric + categorical if c not in clin.columns]
-    if unknown: raise PeRenalError(f"clinical feature column(s) {', '.join(map(repr, unknown))} are not in the clinical table.")
+    if unknown:
+        raise PeRenalError(f"clinical feature column(s) {', '.join(map(repr, unknown))} are not in the clinical table.")
     if deep.index.duplicated().any():
-        raise PeRenalError(f"deep features: patient(s) {', '.join(deep.index[deep.index.duplicated()].unique()[:5])} have "
-                           "more than one row; aggregate the features of a patient's images first (one row per patient).")
+        raise PeRenalError(
+            f"deep features: patient(s) {', '.join(deep.index[deep.index.duplicated()].unique()[:5])} have "
+            "more than one row; aggregate the features of a patient's images first (one row per patient)."
+        )
     clash = [c for c in deep.columns if c in numeric + categorical or c in ("label", "split")]
-    if clash: raise PeRenalError(f"column name(s) {', '.join(map(repr, clash[:5]))} are both deep features and clinical columns; rename one.")
+    if clash:
+        raise PeRenalError(
+            f"column name(s) {', '.join(map(repr, clash[:5]))} are both deep features and clinical columns; rename one."
+        )
     missing = [p for p in clin.index if p not in deep.index]
     if missing:
-        raise PeRenalError(f"{len(missing)} patient(s) have no deep features: {', '.join(missing[:10])}"
-                           f"{' ...' if len(missing) > 10 else ''}. Extract features for their images, or remove them from the cohort.")
+        raise PeRenalError(
+            f"{len(missing)} patient(s) have no deep features: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}. Extract features for their images, or remove them from the cohort."
+        )
     D = deep.loc[clin.index]
     nonnum = [c for c in D.columns if not pd.api.types.is_numeric_dtype(D[c])]
-    if nonnum: raise PeRenalError(f"deep feature column(s) {', '.join(map(repr, nonnum[:5]))} are not numbers.")
+    if nonnum:
+        raise PeRenalError(f"deep feature column(s) {', '.join(map(repr, nonnum[:5]))} are not numbers.")
     bad = ~np.isfinite(D.to_numpy(np.float64))
     if bad.any():
-        rows = D.index[bad.any(1)].tolist(); cols = D.columns[bad.any(0)].tolist()
-        raise PeRenalError(f"deep features are missing or infinite for {len(rows)} patient(s) ({', '.join(rows[:5])}) in "
-                           f"{len(cols)} column(s) ({', '.join(cols[:5])}). Deep features are never imputed: re-extract them.")
+        rows = D.index[bad.any(1)].tolist()
+        cols = D.columns[bad.any(0)].tolist()
+        raise PeRenalError(
+            f"deep features are missing or infinite for {len(rows)} patient(s) ({', '.join(rows[:5])}) in "
+            f"{len(cols)} column(s) ({', '.join(cols[:5])}). Deep features are never imputed: re-extract them."
+        )
     X = pd.concat([D, clin[numeric].astype(float), clin[categorical].astype(object)], axis=1)
     X.index.name = "patient_id"
     y = pd.Series(_check_label(clin["label"].to_numpy(), len(clin), "labels"), index=X.index, name="label")
@@ -118,7 +134,9 @@ def demo_data(n:int=279,           # women in the synthetic cohort
         clin = clin.drop(columns=["group", "severity"])
         clin = clin[["patient_id", "label"] + [c for c in clin.columns if c not in ("patient_id", "label")]]
         categorical = ["parity"]
-        numeric = [c for c in clin.columns if c not in ("patient_id", "label", "parity", *OUTCOME_DEFINING)]   # as the demo cohort
+        numeric = [
+            c for c in clin.columns if c not in ("patient_id", "label", "parity", *OUTCOME_DEFINING)
+        ]  # as the demo cohort
     else:
         cohort = load_cohort(cohort_dir, check_images=False)
         clin, numeric = cohort.clinical, cohort.numeric
@@ -132,10 +150,26 @@ def demo_data(n:int=279,           # women in the synthetic cohort
 def _clinical_branches(numeric:list, categorical:list)->list:
     out = []
     if numeric:
-        out.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), list(numeric)))
+        out.append(
+            (
+                "num",
+                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                list(numeric),
+            )
+        )
     if categorical:
-        out.append(("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                                     ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), list(categorical)))
+        out.append(
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                list(categorical),
+            )
+        )
     return out
 
 def clinical_preprocessor(numeric:list,     # numeric clinical columns: median imputation, standardisation
@@ -143,7 +177,9 @@ def clinical_preprocessor(numeric:list,     # numeric clinical columns: median i
                          )->ColumnTransformer:
     "Imputation, scaling and one-hot encoding of the clinical columns, as one transformer."
     if not numeric and not categorical:
-        raise PeRenalError("no clinical feature columns: list them in cohort.toml ([clinical] features) or clinical.csv.")
+        raise PeRenalError(
+            "no clinical feature columns: list them in cohort.toml ([clinical] features) or clinical.csv."
+        )
     return ColumnTransformer(_clinical_branches(numeric, categorical), remainder="drop")
 
 # %% ../nbs/05_models.ipynb #24484887
@@ -153,13 +189,15 @@ class SafeStandardScaler(StandardScaler):
         if np.shape(X)[1] == 0:
             self.n_features_in_, self.n_samples_seen_ = 0, len(X)
             self.mean_, self.var_, self.scale_ = np.zeros(0), np.zeros(0), np.ones(0)
-            if isinstance(X, pd.DataFrame): self.feature_names_in_ = np.asarray([], dtype=object)
+            if isinstance(X, pd.DataFrame):
+                self.feature_names_in_ = np.asarray([], dtype=object)
             return self
         return super().fit(X, y, sample_weight)
 
     def transform(self, X, copy=None):
         check_is_fitted(self, "scale_")
-        if self.n_features_in_ == 0: return np.zeros((len(X), 0))
+        if self.n_features_in_ == 0:
+            return np.zeros((len(X), 0))
         return super().transform(X, copy=copy)
 
 # %% ../nbs/05_models.ipynb #c09edd3a
@@ -172,11 +210,16 @@ def _base_classifier(name:str, seed:int):
     from sklearn.svm import SVC
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import RandomForestClassifier
-    if name == "knn": return KNeighborsClassifier()
-    if name == "logistic": return LogisticRegression(max_iter=5000)
+
+    if name == "knn":
+        return KNeighborsClassifier()
+    if name == "logistic":
+        return LogisticRegression(max_iter=5000)
     # Platt-scaled SVM probabilities; the replacement of SVC(probability=True), deprecated in scikit-learn 1.9
-    if name == "svm": return CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", ensemble=False, cv=5)
-    if name == "rf": return RandomForestClassifier(n_estimators=200, random_state=seed)
+    if name == "svm":
+        return CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", ensemble=False, cv=5)
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=200, random_state=seed)
     raise PeRenalError(f"unknown classifier {name!r}; choose one of {', '.join(map(repr, CLASSIFIERS))}.")
 
 def knn_grid(n_train:int,               # patients in the training part of a tuning fold
@@ -200,13 +243,21 @@ def _knn_cv_scores(X:np.ndarray, y:np.ndarray, folds:list, grid:dict)->tuple[lis
         yn = y[tr][idx].astype(float)
         cum = {}
         for w in set(c["weights"] for c in cands):
-            if w == "uniform": W = np.ones_like(d)
-            else:                                    # as KNeighborsClassifier: 1/d, an exact match takes all the weight
-                with np.errstate(divide="ignore"): W = 1.0 / d
-                inf = np.isinf(W); rows = inf.any(1); W[rows] = inf[rows]
+            if w == "uniform":
+                W = np.ones_like(d)
+            else:  # as KNeighborsClassifier: 1/d, an exact match takes all the weight
+                with np.errstate(divide="ignore"):
+                    W = 1.0 / d
+                inf = np.isinf(W)
+                rows = inf.any(1)
+                W[rows] = inf[rows]
             cum[w] = (np.cumsum(W * yn, 1), np.cumsum(W, 1))
-        P = np.column_stack([cum[c["weights"]][0][:, c["n_neighbors"] - 1] / cum[c["weights"]][1][:, c["n_neighbors"] - 1]
-                             for c in cands])
+        P = np.column_stack(
+            [
+                cum[c["weights"]][0][:, c["n_neighbors"] - 1] / cum[c["weights"]][1][:, c["n_neighbors"] - 1]
+                for c in cands
+            ]
+        )
         scores[:, f] = _auc_columns(y[te], P)
     return cands, scores
 
@@ -214,19 +265,28 @@ def _auc_columns(y:np.ndarray, S:np.ndarray)->np.ndarray:
     "ROC AUC of every column of S (Mann-Whitney from midranks: ties count 1/2), as roc_auc_score."
     from scipy.stats import rankdata
     r = rankdata(S, axis=0)
-    n1 = int(y.sum()); n0 = len(y) - n1
+    n1 = int(y.sum())
+    n0 = len(y) - n1
     return (r[y == 1].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 def _warn_k_edge(grid:dict, best:dict):
     ks = grid.get("n_neighbors", [])
     k = best.get("n_neighbors")
-    if k is None or len(ks) < 2 or min(ks) < k < max(ks): return
+    if k is None or len(ks) < 2 or min(ks) < k < max(ks):
+        return
     side, what = ("largest", "raise k_max") if k == max(ks) else ("smallest", "a k below it is not tried")
-    warnings.warn(f"KNN: the tuned k={k} is the {side} k of the grid ({min(ks)}-{max(ks)}), so the best k may lie "
-                  f"outside it ({what}); read the tuning curve (cv_results_) before trusting the choice.", KAtGridEdge, stacklevel=3)
+    warnings.warn(
+        f"KNN: the tuned k={k} is the {side} k of the grid ({min(ks)}-{max(ks)}), so the best k may lie "
+        f"outside it ({what}); read the tuning curve (cv_results_) before trusting the choice.",
+        KAtGridEdge,
+        stacklevel=3,
+    )
+
 
 class TunedClassifier(ClassifierMixin, BaseEstimator):
-    "A classifier by name, its settings (KNN: k; the weighting too if more than one is given) tuned by stratified CV on the data it is fitted on."
+    """A classifier by name, its settings (KNN: k; the weighting too if more than one is given) tuned by stratified CV
+    on the data it is fitted on."""
+
     def __init__(self,
                  classifier:str="knn",     # "knn", "logistic", "svm" or "rf"
                  k_max:int=25,             # KNN: largest k tried
@@ -240,7 +300,8 @@ class TunedClassifier(ClassifierMixin, BaseEstimator):
         self.param_grid, self.random_state, self.n_jobs = param_grid, random_state, n_jobs
 
     def _grid(self, n_inner:int)->dict:
-        if self.param_grid is not None: return self.param_grid
+        if self.param_grid is not None:
+            return self.param_grid
         return {"knn": knn_grid(n_inner, self.k_max, self.weights), "logistic": {"C": [0.01, 0.1, 1.0, 10.0]},
                 "svm": {"estimator__C": [0.1, 1.0, 10.0]}, "rf": {"min_samples_leaf": [1, 5]}}[self.classifier]
 
@@ -259,7 +320,9 @@ class TunedClassifier(ClassifierMixin, BaseEstimator):
         if self.classifier == "knn" and set(grid) <= {"n_neighbors", "weights"}:
             cands, scores = _knn_cv_scores(X, y, folds, grid)
         else:
-            search = GridSearchCV(est, grid, scoring="roc_auc", cv=folds, n_jobs=self.n_jobs, error_score="raise").fit(X, y)
+            search = GridSearchCV(est, grid, scoring="roc_auc", cv=folds, n_jobs=self.n_jobs, error_score="raise").fit(
+                X, y
+            )
             cands = list(search.cv_results_["params"])
             scores = np.column_stack([search.cv_results_[f"split{f}_test_score"] for f in range(len(folds))])
         mean = scores.mean(1)
@@ -295,15 +358,19 @@ def make_model(kind:str,               # "DL", "Clinical" or "Composite"
                param_grid:dict|None=None,
               )->Pipeline:             # unfitted: features (a ColumnTransformer) -> classifier
     "One of the study's models as a single sklearn Pipeline."
-    if kind not in MODELS: raise PeRenalError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}.")
-    lasso = dict(lasso or {}); lasso.setdefault("random_state", seed)
+    if kind not in MODELS:
+        raise PeRenalError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}.")
+    lasso = dict(lasso or {})
+    lasso.setdefault("random_state", seed)
     branches = []
     if kind in ("DL", "Composite"):
-        if not deep: raise PeRenalError(f"the {kind} model needs deep feature columns.")
+        if not deep:
+            raise PeRenalError(f"the {kind} model needs deep feature columns.")
         sel = LassoSelector(**{**lasso, "on_empty": "raise" if kind == "DL" else "warn"})
         branches.append(("deep", Pipeline([("lasso", sel), ("scale", SafeStandardScaler())]), list(deep)))
     if kind in ("Clinical", "Composite"):
-        if not numeric and not categorical: raise PeRenalError(f"the {kind} model needs clinical feature columns.")
+        if not numeric and not categorical:
+            raise PeRenalError(f"the {kind} model needs clinical feature columns.")
         branches += _clinical_branches(list(numeric), list(categorical))
     return Pipeline([("features", ColumnTransformer(branches, remainder="drop")),
                      ("classifier", TunedClassifier(classifier, k_max=k_max, weights=weights, cv=cv, random_state=seed,
@@ -316,7 +383,8 @@ def make_models(data:ModelData, **kwargs)->dict: # {"DL": ..., "Clinical": ..., 
 def lasso_of(model)->LassoSelector|None:
     "The fitted LassoSelector inside a model, or None (the clinical model)."
     ct = model.named_steps["features"]
-    if "deep" not in getattr(ct, "named_transformers_", {}): return None
+    if "deep" not in getattr(ct, "named_transformers_", {}):
+        return None
     return ct.named_transformers_["deep"].named_steps["lasso"]
 
 # %% ../nbs/05_models.ipynb #54b29e50
@@ -326,24 +394,33 @@ def fit_models(data:ModelData,         # modelling table with a train/test split
               )->tuple[dict, dict]:    # fitted pipelines, results {model: {"train": (y, p), "test": (y, p)}}
     "Fit every model on the training patients; in-sample training scores and held-out test scores."
     models = make_models(data, **kwargs) if models is None else models
-    Xtr, ytr = data.part("train"); Xte, yte = data.part("test")
+    Xtr, ytr = data.part("train")
+    Xte, yte = data.part("test")
     fitted, results = {}, {}
     for name, model in models.items():
         m = clone(model)
-        try: m.fit(Xtr, ytr)
+        try:
+            m.fit(Xtr, ytr)
         except NoFeaturesSelectedError as e:
-            warnings.warn(f"The {name} model was not fitted: {e}", NoFeaturesSelected, stacklevel=2); continue
+            warnings.warn(f"The {name} model was not fitted: {e}", NoFeaturesSelected, stacklevel=2)
+            continue
         fitted[name] = m
-        results[name] = {"train": (ytr.to_numpy(), m.predict_proba(Xtr)[:, 1]), "test": (yte.to_numpy(), m.predict_proba(Xte)[:, 1])}
+        results[name] = {
+            "train": (ytr.to_numpy(), m.predict_proba(Xtr)[:, 1]),
+            "test": (yte.to_numpy(), m.predict_proba(Xte)[:, 1]),
+        }
     return fitted, results
 
 def _params(m)->str:
-    if not hasattr(m, "named_steps"): return "no features: training prevalence"
+    if not hasattr(m, "named_steps"):
+        return "no features: training prevalence"
     return ", ".join(f"{k}={v}" for k, v in m.named_steps["classifier"].best_params_.items())
 
-TUNING_NOTE = ("tuning_criterion_auc: the inner-CV AUC that chose the classifier settings (k), on deep features the LASSO "
-               "selected from all training patients; a tuning criterion only, optimistic, NOT a validation estimate "
-               "(see internal_validation)")
+TUNING_NOTE = (
+    "tuning_criterion_auc: the inner-CV AUC that chose the classifier settings (k), on deep features the LASSO "
+    "selected from all training patients; a tuning criterion only, optimistic, NOT a validation estimate "
+    "(see internal_validation)"
+)
 
 def model_summary(fitted:dict)->pd.DataFrame: # one row per fitted model
     "What each fitted model chose: deep features kept, λ, classifier settings and the criterion that chose them."
@@ -374,40 +451,51 @@ def compare_classifiers(data:ModelData,
 class _Prevalence:
     "Stands in for a model that could not be built (LASSO kept nothing): everyone gets the training prevalence."
     def __init__(self, p:float): self.p = p
-    def predict_proba(self, X)->np.ndarray: return np.column_stack([np.full(len(X), 1 - self.p), np.full(len(X), self.p)])
+
+    def predict_proba(self, X) -> np.ndarray:
+        return np.column_stack([np.full(len(X), 1 - self.p), np.full(len(X), self.p)])
+
 
 def _fit_or_prevalence(model, X, y)->tuple:
     m = clone(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoFeaturesSelected)    # counted instead
         warnings.simplefilter("ignore", LambdaAtGridEdge)      # expected when a bootstrap resample repeats patients
-        warnings.simplefilter("ignore", KAtGridEdge)          # reported for the model fitted on all patients
-        try: return m.fit(X, y), False
-        except NoFeaturesSelectedError: return _Prevalence(float(np.mean(y))), True
+        warnings.simplefilter("ignore", KAtGridEdge)  # reported for the model fitted on all patients
+        try:
+            return m.fit(X, y), False
+        except NoFeaturesSelectedError:
+            return _Prevalence(float(np.mean(y))), True
+
 
 def _n_deep(m)->float:
-    if not hasattr(m, "named_steps"): return 0
+    if not hasattr(m, "named_steps"):
+        return 0
     sel = lasso_of(m)
     return len(sel.selected_) if sel is not None else np.nan
 
 def _stand_in_fit(m)->bool:
-    "Is the deep part of this fit a stand-in? The DL model replaced by the prevalence, or a composite whose LASSO kept nothing."
+    """Is the deep part of this fit a stand-in? The DL model replaced by the prevalence, or a composite whose LASSO
+    kept nothing."""
     return bool(_n_deep(m) == 0)
 
 def _placements(y:np.ndarray, s:np.ndarray)->tuple[float, np.ndarray]:
-    "AUC and each patient's placement: for a case the share of controls scored lower, for a control the share of cases scored higher (ties 1/2)."
+    """AUC and each patient's placement: for a case the share of controls scored lower, for a control the share of
+    cases scored higher (ties 1/2)."""
     from scipy.stats import rankdata
     pos, neg = y == 1, y == 0
     r, r1, r0 = rankdata(s), rankdata(s[pos]), rankdata(s[neg])
     v = np.empty(len(y))
-    v[pos] = (r[pos] - r1) / neg.sum(); v[neg] = 1 - (r[neg] - r0) / pos.sum()
+    v[pos] = (r[pos] - r1) / neg.sum()
+    v[neg] = 1 - (r[neg] - r0) / pos.sum()
     return float(v[pos].mean()), v
 
 def _ic_msq(y:np.ndarray, s:np.ndarray, prev:float)->float:
     """Mean squared influence-curve value of a validation fold's AUC (LeDell, Petersen & van der Laan 2015). A fold that
     scores everyone the same (a prevalence stand-in: AUC 0.5, every influence value 0) gets that of an uninformative
     score instead, (1/prev + 1/(1 - prev)) / 12: its 0.5 is no more certain than a coin's."""
-    if np.ptp(s) == 0: return (1 / prev + 1 / (1 - prev)) / 12
+    if np.ptp(s) == 0:
+        return (1 / prev + 1 / (1 - prev)) / 12
     auc, v = _placements(y, s)
     ic = np.where(y == 1, (v - auc) / prev, (v - auc) / (1 - prev))
     return float(np.mean(ic ** 2))
@@ -417,27 +505,46 @@ def _cv_fold(models:dict, X:pd.DataFrame, y:np.ndarray, tr, te, repeat:int, fold
     for name, model in models.items():
         m = _fit_or_prevalence(model, X.iloc[tr], y[tr])[0]
         s = m.predict_proba(X.iloc[te])[:, 1]
-        rows.append(dict(model=name, repeat=repeat, fold=fold, auc=roc_auc_score(y[te], s), n_train=len(tr), n_test=len(te),
-                         deep_kept=_n_deep(m), settings=_params(m), no_features=_stand_in_fit(m),
-                         ic_msq=_ic_msq(y[te], s, float(y.mean())), _oof=(np.asarray(te), s)))
+        rows.append(
+            dict(
+                model=name,
+                repeat=repeat,
+                fold=fold,
+                auc=roc_auc_score(y[te], s),
+                n_train=len(tr),
+                n_test=len(te),
+                deep_kept=_n_deep(m),
+                settings=_params(m),
+                no_features=_stand_in_fit(m),
+                ic_msq=_ic_msq(y[te], s, float(y.mean())),
+                _oof=(np.asarray(te), s),
+            )
+        )
     return rows
 
 def _fold_table(out:list)->tuple[pd.DataFrame, pd.DataFrame]:
-    "The fold rows of `_cv_fold` results, and the out-of-fold scores they carried: model, repeat, row (position in X), score."
+    """The fold rows of `_cv_fold` results, and the out-of-fold scores they carried: model, repeat, row (position in
+    X), score."""
     rows, oof = [], []
     for rs in out:
         for r in rs:
             te, s = r.pop("_oof")
             oof.append(pd.DataFrame(dict(model=r["model"], repeat=r["repeat"], row=te, score=s)))
             rows.append(r)
-    return pd.DataFrame(rows), (pd.concat(oof, ignore_index=True) if oof else pd.DataFrame(columns=["model", "repeat", "row", "score"]))
+    return pd.DataFrame(rows), (
+        pd.concat(oof, ignore_index=True) if oof else pd.DataFrame(columns=["model", "repeat", "row", "score"])
+    )
+
 
 class CVResult(NamedTuple):
-    folds: pd.DataFrame     # one row per model, repeat and fold (ic_msq: the fold's term of the CI in `internal_validation`)
+    folds: (
+        pd.DataFrame
+    )  # one row per model, repeat and fold (ic_msq: the fold's term of the CI in `internal_validation`)
     summary: pd.DataFrame   # one row per model: mean, SD and 2.5-97.5 percentiles of the fold AUCs
 
 def _check_xy(X, y, n_splits:int, what:str)->np.ndarray:
-    if not isinstance(X, pd.DataFrame): raise PeRenalError(f"{what}: X must be the modelling table (a DataFrame with named columns).")
+    if not isinstance(X, pd.DataFrame):
+        raise PeRenalError(f"{what}: X must be the modelling table (a DataFrame with named columns).")
     y = _check_label(y, len(X), what)
     counts = np.bincount(y, minlength=2)
     if counts.min() < n_splits:
@@ -457,7 +564,9 @@ def repeated_cv(models:dict,           # unfitted models, e.g. `make_models(data
     "Repeated stratified K-fold CV of the whole pipeline of every model; fold AUCs and their summary."
     from joblib import Parallel, delayed
     y = _check_xy(X, y, n_splits, "repeated_cv")
-    splits = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y)
+    splits = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(
+        np.zeros(len(y)), y
+    )
     rows = Parallel(n_jobs=n_jobs)(delayed(_cv_fold)(models, X, y, tr, te, i // n_splits + 1, i % n_splits + 1)
                                    for i, (tr, te) in enumerate(splits))
     return _cv_result(_fold_table(rows)[0], n_splits, n_repeats, seed)
@@ -504,8 +613,17 @@ def bootstrap_optimism(models:dict,          # unfitted models, e.g. `make_model
     rows = []
     for name in models:
         r, (app, empty) = res[res["model"] == name], apparent[name]
-        rows.append(dict(model=name, apparent=app, optimism=r["optimism"].mean(), corrected=app - r["optimism"].mean(),
-                         optimism_sd=r["optimism"].std(ddof=1), n_boot=len(r), n_no_features=int(r["no_features"].sum()) + int(empty)))
+        rows.append(
+            dict(
+                model=name,
+                apparent=app,
+                optimism=r["optimism"].mean(),
+                corrected=app - r["optimism"].mean(),
+                optimism_sd=r["optimism"].std(ddof=1),
+                n_boot=len(r),
+                n_no_features=int(r["no_features"].sum()) + int(empty),
+            )
+        )
     summary = pd.DataFrame(rows)
     summary.attrs.update(n_boot=n_boot, seed=seed)
     return OptimismResult(res, summary)
@@ -519,28 +637,37 @@ def _oob_one(models:dict, X:pd.DataFrame, y:np.ndarray, idx:np.ndarray, b:int)->
         m = _fit_or_prevalence(model, X.iloc[idx], y[idx])[0]
         ok = len(np.unique(y[oob])) == 2
         auc = roc_auc_score(y[oob], m.predict_proba(X.iloc[oob])[:, 1]) if ok else np.nan
-        rows.append(dict(model=name, resample=b, auc_oob=auc, n_oob=len(oob), deep_kept=_n_deep(m), no_features=_stand_in_fit(m)))
+        rows.append(
+            dict(
+                model=name, resample=b, auc_oob=auc, n_oob=len(oob), deep_kept=_n_deep(m), no_features=_stand_in_fit(m)
+            )
+        )
     return rows
 
 def auc_632plus(apparent:float, # AUC of the model fitted on all patients, scored on them
                 oob:float,      # out-of-bag AUC (mean over resamples)
                 gamma:float=0.5,# no-information AUC
                )->float:
-    "Efron & Tibshirani's (1997) .632+ estimate on the AUC scale (error = 1 - AUC), the out-of-bag AUC not floored at gamma."
-    if apparent <= gamma: R = 0.0                               # no apparent skill: nothing to correct
-    else: R = float(np.clip((apparent - oob) / (apparent - gamma), 0, 1))   # relative overfitting rate
+    """Efron & Tibshirani's (1997) .632+ estimate on the AUC scale (error = 1 - AUC), the out-of-bag AUC not floored at
+    gamma."""
+    if apparent <= gamma:
+        R = 0.0  # no apparent skill: nothing to correct
+    else:
+        R = float(np.clip((apparent - oob) / (apparent - gamma), 0, 1))  # relative overfitting rate
     w = 0.632 / (1 - 0.368 * R)
     return float((1 - w) * apparent + w * oob)
 
 def _cv_auc_ci(folds:pd.DataFrame, # one model's fold rows: repeat, auc, ic_msq, n_train, n_test
                n:int,              # patients validated (each in one test fold per repeat)
                level:float=0.95,   # confidence level
-              )->dict:             # auc; lo, hi (the reported CI); lo_ic, hi_ic; lo_nb, hi_nb (its two parts)
-    """Mean fold AUC and its CI, clipped to [0, 1], with the two intervals whose variances it adds. Influence curve (LeDell
+              )->dict:  # auc; lo, hi (the reported CI); lo_ic, hi_ic; lo_nb, hi_nb (its two parts)
+    """Mean fold AUC and its CI, clipped to [0, 1], with the two intervals whose variances it adds. Influence curve
+    (LeDell
     et al. 2015): v_ic, the sampling of the test patients, the fitted pipelines held fixed, averaged over repeats.
     Corrected repeated CV (Nadeau & Bengio 2003; Bouckaert & Frank 2004): v_nb = (1/J + n_test/n_train) s², from the
     spread s² of the J = K x R fold AUCs, which also moves with the training sets (what the LASSO keeps: a fold where it
-    kept nothing scores 0.5); t with J - 1 degrees of freedom. The reported CI is auc ± t sqrt(v_ic + v_nb): a sum, not a
+    kept nothing scores 0.5); t with J - 1 degrees of freedom. The reported CI is auc ± t sqrt(v_ic + v_nb): a sum,
+    not a
     derivation (v_nb already holds part of the test sampling), that widens the interval for the gap between the CV
     estimate and the AUC of the one model fitted on all patients; its coverage is measured by simulation."""
     from scipy.stats import norm, t
@@ -561,38 +688,63 @@ def _no_feature_flag(no_features, # one flag per fold (or resample): the LASSO k
                      what:str="folds",
                      composite:bool=False, # the composite model: with no deep feature it is the clinical model
                     )->str|None:
-    "The warning for an estimate in which the LASSO kept no deep feature in FLAG_SHARE or more of the folds (or resamples)."
+    """The warning for an estimate in which the LASSO kept no deep feature in FLAG_SHARE or more of the folds (or
+    resamples)."""
     n_empty, n_all = int(np.sum(no_features)), len(no_features)
-    if not n_all or n_empty / n_all < FLAG_SHARE: return None
-    there = ("the composite model had no deep input (it was the clinical model), so the estimate mixes the clinical "
-             "model with the composite" if composite else "the model was a prevalence stand-in scoring every patient the "
-             "same (AUC 0.5), so the estimate mixes the stand-in with the model")
-    return f"the LASSO kept no deep feature in {n_empty} of {n_all} {what} ({n_empty / n_all:.0%}, {FLAG_SHARE:.0%} or more): there {there}"
+    if not n_all or n_empty / n_all < FLAG_SHARE:
+        return None
+    there = (
+        "the composite model had no deep input (it was the clinical model), so the estimate mixes the clinical "
+        "model with the composite"
+        if composite
+        else "the model was a prevalence stand-in scoring every patient the "
+        "same (AUC 0.5), so the estimate mixes the stand-in with the model"
+    )
+    return (
+        f"the LASSO kept no deep feature in {n_empty} of {n_all} {what} ({n_empty / n_all:.0%}, "
+        f"{FLAG_SHARE:.0%} or more): there {there}"
+    )
+
 
 @dataclass
 class InternalValidation:
     "Internal-validation AUCs of every model by two methods, with CIs; `to_json()` gives the primary one per model."
-    summary: pd.DataFrame   # model, method, auc, lo, hi, n_resamples, reason, primary, key, apparent_auc, n_no_features,
-                            # share_no_features, flag, lo_ic, hi_ic, lo_nb, hi_nb (the last four: CV rows only)
+
+    summary: pd.DataFrame  # model, method, auc, lo, hi, n_resamples, reason, primary, key, apparent_auc, n_no_features,
+    # share_no_features, flag, lo_ic, hi_ic, lo_nb, hi_nb (the last four: CV rows only)
     cv: CVResult            # the repeated-CV folds
     bootstrap: pd.DataFrame # one row per model and resample: out-of-bag AUC
-    settings: dict          # n_boot, n_splits, n_repeats, seed, primary, seconds
-    oof: pd.DataFrame = None # out-of-fold scores of the CV: model, repeat, row (position in X), score; each patient once per repeat
+    settings: dict  # n_boot, n_splits, n_repeats, seed, primary, seconds
+    oof: pd.DataFrame = (
+        None  # out-of-fold scores of the CV: model, repeat, row (position in X), score; each patient once per repeat
+    )
 
     def to_json(self)->dict: # {model: {method, auc, lo, hi, n_resamples, reason, flag}}
         "The primary estimate of each model, as written to run.json."
         def num(v): return None if v is None or not np.isfinite(v) else round(float(v), 6)
         def text(v): return v if isinstance(v, str) else None
         rows = self.summary[self.summary["primary"]]
-        return {r.model: dict(method=r.method, auc=num(r.auc), lo=num(r.lo), hi=num(r.hi), n_resamples=int(r.n_resamples),
-                              reason=text(r.reason), flag=text(r.flag)) for r in rows.itertuples()}
+        return {
+            r.model: dict(
+                method=r.method,
+                auc=num(r.auc),
+                lo=num(r.lo),
+                hi=num(r.hi),
+                n_resamples=int(r.n_resamples),
+                reason=text(r.reason),
+                flag=text(r.flag),
+            )
+            for r in rows.itertuples()
+        }
 
-IV_METHODS = {"cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC: the AUC of the pipeline fitted on (K-1)/K of "
-                    "the patients; 95% CI: mean ± t(KR-1) sqrt(v_ic + v_nb), the influence-curve variance (LeDell 2015) "
-                    "added to the corrected repeated-CV variance (Nadeau & Bengio 2003), clipped to [0, 1]: a widened "
-                    "interval whose coverage of the final model's AUC was measured by simulation, not derived)",
-              "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; interval: 2.5-97.5 "
-                      "percentiles of the per-resample .632+ AUCs, a resample range rather than a confidence interval)"}
+IV_METHODS = {
+    "cv": "repeated stratified {k}-fold CV x {r} (mean fold AUC: the AUC of the pipeline fitted on (K-1)/K of "
+    "the patients; 95% CI: mean ± t(KR-1) sqrt(v_ic + v_nb), the influence-curve variance (LeDell 2015) "
+    "added to the corrected repeated-CV variance (Nadeau & Bengio 2003), clipped to [0, 1]: a widened "
+    "interval whose coverage of the final model's AUC was measured by simulation, not derived)",
+    "632+": ".632+ bootstrap, {b} resamples (out-of-bag AUCs, Efron & Tibshirani 1997; interval: 2.5-97.5 "
+    "percentiles of the per-resample .632+ AUCs, a resample range rather than a confidence interval)",
+}
 
 REFIT_WORDS = "; deep features refitted inside every fold (fine-tuned on the fold's training patients only)"
 
@@ -609,36 +761,47 @@ def _refit_table(refit, X:pd.DataFrame, tr:np.ndarray, i:int)->pd.DataFrame:
     "The table of one CV fold from `refit`, checked to hold X's patients and columns."
     Xk = refit(np.asarray(tr))
     if not isinstance(Xk, pd.DataFrame) or not Xk.index.equals(X.index) or not Xk.columns.equals(X.columns):
-        raise PeRenalError(f"internal_validation: refit returned a table for fold {i + 1} whose patients or columns differ "
-                           "from X's; it must return X's rows and columns, in the same order.")
+        raise PeRenalError(
+            f"internal_validation: refit returned a table for fold {i + 1} whose patients or columns differ "
+            "from X's; it must return X's rows and columns, in the same order."
+        )
     return Xk
 
 STAND_IN = ("the LASSO kept no deep feature on all training patients, so the model is a prevalence stand-in "
             "(no information); resamples that keep features would validate a different model")
 
-def internal_validation(models:dict,          # unfitted models, e.g. `make_models(data)`
-                        X:pd.DataFrame, y,    # the training patients
-                        n_boot:int=40,        # bootstrap resamples for .632+ (0: skip)
-                        n_splits:int=5,       # CV folds
-                        n_repeats:int=4,      # CV repetitions with new folds
-                        seed:int=42,          # seed of the folds and resamples
-                        n_jobs:int|None=None, # fits in parallel
-                        primary:str="cv",     # the estimate `to_json` reports: "cv" or "632+"
-                        refit=None,           # features refitted in every fold: called with the training positions of each
-                                              # CV fold, returns the table to use in that fold (X's patients and columns, its
-                                              # deep features made from those patients only: fine-tuning refitted per fold)
-                       )->InternalValidation:
+def internal_validation(
+    models: dict,  # unfitted models, e.g. `make_models(data)`
+    X: pd.DataFrame,
+    y,  # the training patients
+    n_boot: int = 40,  # bootstrap resamples for .632+ (0: skip)
+    n_splits: int = 5,  # CV folds
+    n_repeats: int = 4,  # CV repetitions with new folds
+    seed: int = 42,  # seed of the folds and resamples
+    n_jobs: int | None = None,  # fits in parallel
+    primary: str = "cv",  # the estimate `to_json` reports: "cv" or "632+"
+    refit=None,  # features refitted in every fold: called with the training positions of each
+    # CV fold, returns the table to use in that fold (X's patients and columns, its
+    # deep features made from those patients only: fine-tuning refitted per fold)
+) -> InternalValidation:
     "Internal validation of the whole pipeline of every model: repeated CV and the .632+ bootstrap, each AUC with a CI."
     import time
     from joblib import Parallel, delayed
-    if primary not in IV_METHODS: raise PeRenalError(f"primary must be 'cv' or '632+', not {primary!r}.")
-    if primary == "632+" and n_boot < 1: raise PeRenalError("primary='632+' needs n_boot >= 1.")
+
+    if primary not in IV_METHODS:
+        raise PeRenalError(f"primary must be 'cv' or '632+', not {primary!r}.")
+    if primary == "632+" and n_boot < 1:
+        raise PeRenalError("primary='632+' needs n_boot >= 1.")
     if refit is not None and (n_boot or primary != "cv"):
-        raise PeRenalError("internal_validation: with features refitted in every fold only the cross-validation is computed "
-                           "(the .632+ bootstrap would need a refit per resample): set n_boot=0 and primary='cv'.")
+        raise PeRenalError(
+            "internal_validation: with features refitted in every fold only the cross-validation is computed "
+            "(the .632+ bootstrap would need a refit per resample): set n_boot=0 and primary='cv'."
+        )
     y = _check_xy(X, y, n_splits, "internal_validation")
     t0 = time.perf_counter()
-    splits = list(RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y))
+    splits = list(
+        RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y)
+    )
     idx = stratified_bootstrap(y, n_boot, seed) if n_boot else []
     tables = [X] * len(splits) if refit is None else [_refit_table(refit, X, tr, i) for i, (tr, _) in enumerate(splits)]
     tasks = [delayed(_cv_fold)(models, Xk, y, tr, te, i // n_splits + 1, i % n_splits + 1)
@@ -658,23 +821,51 @@ def internal_validation(models:dict,          # unfitted models, e.g. `make_mode
         both = ("lo_ic", "hi_ic", "lo_nb", "hi_nb")              # the two intervals whose variances the CV's CI adds
         est = dict.fromkeys(("auc", "lo", "hi") + both, np.nan) if stand_in else _cv_auc_ci(f, len(y))
         k = int(f["no_features"].sum())
-        rows.append(dict(model=name, method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats) + (REFIT_WORDS if refit and _uses_deep(model) else ""),
-                         auc=est["auc"], lo=est["lo"], hi=est["hi"], n_resamples=len(f), reason=reason, primary=primary == "cv",
-                         key="cv", apparent_auc=app, n_no_features=k, share_no_features=k / len(f) if len(f) else np.nan,
-                         flag=None if stand_in else _no_feature_flag(f["no_features"], composite=_composite(model)),
-                         **{c: est[c] for c in both}))
+        rows.append(
+            dict(
+                model=name,
+                method=IV_METHODS["cv"].format(k=n_splits, r=n_repeats)
+                + (REFIT_WORDS if refit and _uses_deep(model) else ""),
+                auc=est["auc"],
+                lo=est["lo"],
+                hi=est["hi"],
+                n_resamples=len(f),
+                reason=reason,
+                primary=primary == "cv",
+                key="cv",
+                apparent_auc=app,
+                n_no_features=k,
+                share_no_features=k / len(f) if len(f) else np.nan,
+                flag=None if stand_in else _no_feature_flag(f["no_features"], composite=_composite(model)),
+                **{c: est[c] for c in both},
+            )
+        )
         if n_boot:
-            if stand_in or not len(b): est = (np.nan,) * 3
+            if stand_in or not len(b):
+                est = (np.nan,) * 3
             else:
                 per = [auc_632plus(app, a) for a in b["auc_oob"]]
                 est = (auc_632plus(app, b["auc_oob"].mean()), *np.percentile(per, [2.5, 97.5]))
             k = int(b["no_features"].sum())
-            rows.append(dict(model=name, method=IV_METHODS["632+"].format(b=n_boot), auc=est[0], lo=est[1], hi=est[2], n_resamples=len(b),
-                             reason=reason if stand_in else (None if len(b) else "no resample left both classes out of bag"),
-                             primary=primary == "632+", key="632+", apparent_auc=app, n_no_features=k,
-                             share_no_features=k / len(b) if len(b) else np.nan,
-                             flag=None if stand_in or not np.isfinite(est[0]) else _no_feature_flag(b["no_features"], "resamples",
-                                                                                                  _composite(model))))
+            rows.append(
+                dict(
+                    model=name,
+                    method=IV_METHODS["632+"].format(b=n_boot),
+                    auc=est[0],
+                    lo=est[1],
+                    hi=est[2],
+                    n_resamples=len(b),
+                    reason=reason if stand_in else (None if len(b) else "no resample left both classes out of bag"),
+                    primary=primary == "632+",
+                    key="632+",
+                    apparent_auc=app,
+                    n_no_features=k,
+                    share_no_features=k / len(b) if len(b) else np.nan,
+                    flag=None
+                    if stand_in or not np.isfinite(est[0])
+                    else _no_feature_flag(b["no_features"], "resamples", _composite(model)),
+                )
+            )
     summary = pd.DataFrame(rows)
     settings = dict(n_boot=n_boot, n_splits=n_splits, n_repeats=n_repeats, seed=seed, primary=primary,
                     refit=refit is not None, seconds=round(time.perf_counter() - t0, 1))
@@ -689,45 +880,86 @@ from .core import PALETTE, set_style
 
 def plot_internal_validation(cv:CVResult|InternalValidation, # from `repeated_cv`, or `internal_validation`
                             ):
-    "Fold AUCs of repeated CV per model; given an `InternalValidation`, also each estimate with its CI beside the apparent AUC."
+    """Fold AUCs of repeated CV per model; given an `InternalValidation`, also each estimate with its CI beside the
+    apparent AUC."""
     iv = cv if isinstance(cv, InternalValidation) else None
     cv = iv.cv if iv is not None else cv
     set_style()
     fig, axes = plt.subplots(1, 2 if iv is not None else 1, figsize=(11 if iv is not None else 5.5, 4.3), squeeze=False)
-    ax = axes[0, 0]; order = list(cv.summary["model"])
+    ax = axes[0, 0]
+    order = list(cv.summary["model"])
     pal = {m: PALETTE.get(m, c) for m, c in zip(order, sns.color_palette("colorblind", len(order)))}
-    boxes = ax.boxplot([cv.folds.loc[cv.folds["model"] == m, "auc"].dropna() for m in order], positions=range(len(order)),
-                       widths=0.5, showfliers=False, patch_artist=True, manage_ticks=False, medianprops=dict(color="0.2"))
-    for b, m in zip(boxes["boxes"], order): b.set(facecolor=pal[m], alpha=0.35)   # matplotlib's boxplot: seaborn 0.13 passes `vert`
+    boxes = ax.boxplot(
+        [cv.folds.loc[cv.folds["model"] == m, "auc"].dropna() for m in order],
+        positions=range(len(order)),
+        widths=0.5,
+        showfliers=False,
+        patch_artist=True,
+        manage_ticks=False,
+        medianprops=dict(color="0.2"),
+    )
+    for b, m in zip(boxes["boxes"], order):
+        b.set(facecolor=pal[m], alpha=0.35)  # matplotlib's boxplot: seaborn 0.13 passes `vert`
     sns.stripplot(cv.folds, x="model", y="auc", hue="model", order=order, palette=pal, ax=ax, size=4, jitter=0.15)
     ax.axhline(0.5, ls="--", color="grey", lw=1)
-    for xi, m in enumerate(order):                     # a model with no fold AUCs (not estimated: its reason is below)
-        if not (cv.folds["model"] == m).any(): ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color="black")
+    for xi, m in enumerate(order):  # a model with no fold AUCs (not estimated: its reason is below)
+        if not (cv.folds["model"] == m).any():
+            ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color="black")
     a = cv.summary.attrs
-    ax.set(ylim=(0, 1.02), xlabel="", ylabel="fold AUC", title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats: fold AUCs")
+    ax.set(
+        ylim=(0, 1.02),
+        xlabel="",
+        ylabel="fold AUC",
+        title=f"{a.get('n_splits', '?')}-fold CV x {a.get('n_repeats', '?')} repeats: fold AUCs",
+    )
     if iv is not None:
-        ax = axes[0, 1]; s = iv.summary
+        ax = axes[0, 1]
+        s = iv.summary
         app = s.drop_duplicates("model").set_index("model")["apparent_auc"]
-        ax.bar(range(len(order)), [app[m] for m in order], width=0.7, color="0.85", label="apparent (in-sample, optimistic)")
+        ax.bar(
+            range(len(order)),
+            [app[m] for m in order],
+            width=0.7,
+            color="0.85",
+            label="apparent (in-sample, optimistic)",
+        )
         keys = list(dict.fromkeys(s["key"]))
-        marks = {"cv": ("D", "black", "repeated CV (95% CI)"), "632+": ("o", "#009E73", ".632+ bootstrap (2.5-97.5% resample range)")}
+        marks = {
+            "cv": ("D", "black", "repeated CV (95% CI)"),
+            "632+": ("o", "#009E73", ".632+ bootstrap (2.5-97.5% resample range)"),
+        }
         for j, key in enumerate(keys):
-            r = s[s["key"] == key].set_index("model"); x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
+            r = s[s["key"] == key].set_index("model")
+            x = np.arange(len(order)) + (j - (len(keys) - 1) / 2) * 0.22
             mk, col, lab = marks[key]
             for xi, m in zip(x, order):
                 if not np.isfinite(r.loc[m, "auc"]):
-                    ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color=col); continue
-                ax.errorbar(xi, r.loc[m, "auc"], yerr=[[r.loc[m, "auc"] - r.loc[m, "lo"]], [r.loc[m, "hi"] - r.loc[m, "auc"]]],
-                            fmt=mk, color=col, capsize=3, label=lab if m == order[0] or not np.isfinite(r.loc[order[0], "auc"]) else None)
+                    ax.text(xi, 0.52, "NA", ha="center", fontsize=8, color=col)
+                    continue
+                ax.errorbar(
+                    xi,
+                    r.loc[m, "auc"],
+                    yerr=[[r.loc[m, "auc"] - r.loc[m, "lo"]], [r.loc[m, "hi"] - r.loc[m, "auc"]]],
+                    fmt=mk,
+                    color=col,
+                    capsize=3,
+                    label=lab if m == order[0] or not np.isfinite(r.loc[order[0], "auc"]) else None,
+                )
         ax.axhline(0.5, ls="--", color="grey", lw=1)
         ax.set_xticks(range(len(order)), order)
-        ax.set(ylim=(0, 1.02), ylabel="AUC (CV: 95% CI; .632+: resample range)", title="Internal validation of the whole pipeline")
-        handles, labels = ax.get_legend_handles_labels(); keep = dict(zip(labels, handles))
+        ax.set(
+            ylim=(0, 1.02),
+            ylabel="AUC (CV: 95% CI; .632+: resample range)",
+            title="Internal validation of the whole pipeline",
+        )
+        handles, labels = ax.get_legend_handles_labels()
+        keep = dict(zip(labels, handles))
         ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
         why = {r.split(", so ")[0] for r in s.loc[s["auc"].isna(), "reason"] if isinstance(r, str)}
         if why:                                        # say why an estimate is NA, under the figure
             import textwrap
             fig.text(0.01, 0.01, textwrap.fill("NA: " + "; ".join(sorted(why)) + ".", 150), fontsize=8, va="bottom")
-            fig.tight_layout(rect=(0, 0.06, 1, 1)); return fig
+            fig.tight_layout(rect=(0, 0.06, 1, 1))
+            return fig
     fig.tight_layout()
     return fig

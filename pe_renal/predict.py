@@ -4,7 +4,10 @@
 
 # %% ../nbs/08c_predict.ipynb #658e0f88
 from __future__ import annotations
-import copy, hashlib, json, warnings
+import copy
+import hashlib
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,39 +31,60 @@ MODEL_FORMAT = "pe_renal-model/1"
 # (knn, logistic, svm, rf), LASSO method and rule, with and without categorical columns (tests/test_model_file.py writes
 # each and checks that together they write exactly this list). An exact list, never name prefixes: a file holding
 # anything else is refused before any object is built (scikit-learn, NumPy and builtins hold code-running callables).
-MODEL_FILE_TYPES = frozenset({
-    # containers and plain values (skops writes a dict's numbers, booleans and None as JSON text: JsonNode builtins.str)
-    "DictNode:builtins.dict", "ListNode:builtins.list", "TupleNode:builtins.tuple", "SliceNode:builtins.slice",
-    "JsonNode:builtins.str", "TypeNode:builtins.str",
-    # NumPy arrays (read with allow_pickle=False), the scalars and dtypes the fitted models carry
-    "NdArrayNode:numpy.ndarray", "NdArrayNode:numpy.float64", "NdArrayNode:numpy.int64", "DTypeNode:numpy.dtype",
-    "TypeNode:numpy.float64",
-    # the fitted pipelines
-    "ObjectNode:pe_renal.lasso.LassoSelector", "ObjectNode:pe_renal.models.SafeStandardScaler",
-    "ObjectNode:pe_renal.models.TunedClassifier",
-    "ObjectNode:sklearn.pipeline.Pipeline", "ObjectNode:sklearn.compose._column_transformer.ColumnTransformer",
-    "ObjectNode:sklearn.impute._base.SimpleImputer", "ObjectNode:sklearn.preprocessing._data.StandardScaler",
-    "ObjectNode:sklearn.preprocessing._encoders.OneHotEncoder",
-    "ObjectNode:sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode:sklearn.neighbors._kd_tree.KDTree",
-    "ObjectNode:sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "ObjectNode:sklearn.linear_model._logistic.LogisticRegression",
-    "ObjectNode:sklearn.svm._classes.SVC", "ObjectNode:sklearn.calibration.CalibratedClassifierCV",
-    "ObjectNode:sklearn.calibration._CalibratedClassifier", "ObjectNode:sklearn.calibration._SigmoidCalibration",
-    "ObjectNode:sklearn.ensemble._forest.RandomForestClassifier", "ObjectNode:sklearn.tree._classes.DecisionTreeClassifier",
-    "TreeNode:sklearn.tree._tree.Tree",
-})
+MODEL_FILE_TYPES = frozenset(
+    {
+        # containers and plain values (skops writes a dict's numbers, booleans and None as JSON text: JsonNode
+        # builtins.str)
+        "DictNode:builtins.dict",
+        "ListNode:builtins.list",
+        "TupleNode:builtins.tuple",
+        "SliceNode:builtins.slice",
+        "JsonNode:builtins.str",
+        "TypeNode:builtins.str",
+        # NumPy arrays (read with allow_pickle=False), the scalars and dtypes the fitted models carry
+        "NdArrayNode:numpy.ndarray",
+        "NdArrayNode:numpy.float64",
+        "NdArrayNode:numpy.int64",
+        "DTypeNode:numpy.dtype",
+        "TypeNode:numpy.float64",
+        # the fitted pipelines
+        "ObjectNode:pe_renal.lasso.LassoSelector",
+        "ObjectNode:pe_renal.models.SafeStandardScaler",
+        "ObjectNode:pe_renal.models.TunedClassifier",
+        "ObjectNode:sklearn.pipeline.Pipeline",
+        "ObjectNode:sklearn.compose._column_transformer.ColumnTransformer",
+        "ObjectNode:sklearn.impute._base.SimpleImputer",
+        "ObjectNode:sklearn.preprocessing._data.StandardScaler",
+        "ObjectNode:sklearn.preprocessing._encoders.OneHotEncoder",
+        "ObjectNode:sklearn.neighbors._classification.KNeighborsClassifier",
+        "ObjectNode:sklearn.neighbors._kd_tree.KDTree",
+        "ObjectNode:sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "ObjectNode:sklearn.linear_model._logistic.LogisticRegression",
+        "ObjectNode:sklearn.svm._classes.SVC",
+        "ObjectNode:sklearn.calibration.CalibratedClassifierCV",
+        "ObjectNode:sklearn.calibration._CalibratedClassifier",
+        "ObjectNode:sklearn.calibration._SigmoidCalibration",
+        "ObjectNode:sklearn.ensemble._forest.RandomForestClassifier",
+        "ObjectNode:sklearn.tree._classes.DecisionTreeClassifier",
+        "TreeNode:sklearn.tree._tree.Tree",
+    }
+)
 
 def model_file_types(path:str|Path)->set[str]:
     "Every object a .skops file would build, as 'Loader:module.Class', read from its schema without building anything."
     import zipfile
-    with zipfile.ZipFile(path) as z: schema = json.loads(z.read("schema.json"))
+
+    with zipfile.ZipFile(path) as z:
+        schema = json.loads(z.read("schema.json"))
     found, todo = set(), [schema]
     while todo:
         n = todo.pop()
         if isinstance(n, dict):
-            if "__loader__" in n: found.add(f"{n['__loader__']}:{n.get('__module__')}.{n.get('__class__')}")
+            if "__loader__" in n:
+                found.add(f"{n['__loader__']}:{n.get('__module__')}.{n.get('__class__')}")
             todo.extend(n.values())
-        elif isinstance(n, list): todo.extend(n)
+        elif isinstance(n, list):
+            todo.extend(n)
     return found
 
 def _slim(model):
@@ -68,10 +92,12 @@ def _slim(model):
     m = copy.deepcopy(model)
     clf = m.named_steps["classifier"]
     for a in ("search_", "cv_results_"):
-        if hasattr(clf, a): delattr(clf, a)
+        if hasattr(clf, a):
+            delattr(clf, a)
     return m
 
-# The keys of a model file: "update" only in a model recalibrated at another hospital (`pe-renal validate --save-updated`)
+# The keys of a model file: "update" only in a model recalibrated at another hospital (`pe-renal validate
+# --save-updated`)
 MODEL_FILE_KEYS = frozenset({"format", "models", "thresholds", "info", "update"})
 UPDATE_METHODS = ("intercept", "logistic")
 _UPDATE_KEYS = frozenset({"method", "site", "n", "events", "based_on_sha256", "patients", "models"})
@@ -87,41 +113,66 @@ def _update_problem(upd, models)->str|None:
     "What is wrong with an update record (None: nothing): exact keys, one finite, order-keeping update per model."
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
-    if not isinstance(upd, dict) or set(upd) != _UPDATE_KEYS: return f"its keys are not {sorted(_UPDATE_KEYS)}"
-    if upd["method"] not in UPDATE_METHODS: return f"method {upd['method']!r} is not one of {', '.join(UPDATE_METHODS)}"
+    if not isinstance(upd, dict) or set(upd) != _UPDATE_KEYS:
+        return f"its keys are not {sorted(_UPDATE_KEYS)}"
+    if upd["method"] not in UPDATE_METHODS:
+        return f"method {upd['method']!r} is not one of {', '.join(UPDATE_METHODS)}"
     if not (isinstance(upd["site"], str) and whole(upd["n"]) and whole(upd["events"]) and upd["events"] <= upd["n"]):
         return "the site, or its numbers of patients and events, are malformed"
-    if not (isinstance(upd["based_on_sha256"], str) and len(upd["based_on_sha256"]) == 64): return "based_on_sha256 is not a SHA-256"
-    if not (_STR_LIST(upd["patients"]) and len(upd["patients"]) == upd["n"]): return "patients is not the n hashed patient ids"
+    if not (isinstance(upd["based_on_sha256"], str) and len(upd["based_on_sha256"]) == 64):
+        return "based_on_sha256 is not a SHA-256"
+    if not (_STR_LIST(upd["patients"]) and len(upd["patients"]) == upd["n"]):
+        return "patients is not the n hashed patient ids"
     ms = upd["models"]
-    if not isinstance(ms, dict) or set(ms) != set(models): return "it does not hold one update per model"
+    if not isinstance(ms, dict) or set(ms) != set(models):
+        return "it does not hold one update per model"
     for m, u in ms.items():
-        if not (isinstance(u, dict) and set(u) == {"intercept", "slope", "m"} and num(u["intercept"]) and num(u["slope"])
-                and whole(u["m"])): return f"the update of {m} is not a finite intercept, slope and number of votes"
+        if not (
+            isinstance(u, dict)
+            and set(u) == {"intercept", "slope", "m"}
+            and num(u["intercept"])
+            and num(u["slope"])
+            and whole(u["m"])
+        ):
+            return f"the update of {m} is not a finite intercept, slope and number of votes"
         if u["slope"] <= 0 or (upd["method"] == "intercept" and u["slope"] != 1):
-            return f"the update of {m} has slope {u['slope']} (an intercept update has slope 1; none reverses the risks)"
+            return (
+                f"the update of {m} has slope {u['slope']} (an intercept update has slope 1; none reverses the risks)"
+            )
     return None
 
-def save_model(path:str|Path, fitted:dict, thresholds:dict, info:dict,
-               update:dict|None=None, # a recalibration fitted at another hospital (`_UPDATE_KEYS`), recorded with the model
-              )->str:
+def save_model(
+    path: str | Path,
+    fitted: dict,
+    thresholds: dict,
+    info: dict,
+    update: dict | None = None,  # a recalibration fitted at another hospital (`_UPDATE_KEYS`), recorded with the model
+) -> str:
     "Write the fitted models and what they need to a .skops file (atomically); returns its SHA-256."
     import skops.io as sio
-    obj = {"format": MODEL_FORMAT, "models": {k: _slim(v) for k, v in fitted.items()},
-           "thresholds": {k: float(v) for k, v in thresholds.items()}, "info": json.loads(json.dumps(info, default=str))}
+    obj = {
+        "format": MODEL_FORMAT,
+        "models": {k: _slim(v) for k, v in fitted.items()},
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "info": json.loads(json.dumps(info, default=str)),
+    }
     if update is not None:
         obj["update"] = json.loads(json.dumps(update))
         why = _update_problem(obj["update"], obj["models"])
-        if why: raise PeRenalError(f"{path}: not written: the model update is malformed ({why}).")
+        if why:
+            raise PeRenalError(f"{path}: not written: the model update is malformed ({why}).")
     path = Path(path)
-    with atomic_write(path) as f: f.write(sio.dumps(obj))
+    with atomic_write(path) as f:
+        f.write(sio.dumps(obj))
     return file_sha256(path)
 
 def load_model(path:str|Path)->dict:
-    "Load a model saved by `save_model`, refusing, by name, any object that `save_model` does not write (`MODEL_FILE_TYPES`)."
+    """Load a model saved by `save_model`, refusing, by name, any object that `save_model` does not write
+    (`MODEL_FILE_TYPES`)."""
     import skops.io as sio
     path = Path(path)
-    if not path.is_file(): raise PeRenalError(f"{path}: model file not found (it is model.skops in a results folder).")
+    if not path.is_file():
+        raise PeRenalError(f"{path}: model file not found (it is model.skops in a results folder).")
     try:
         found = model_file_types(path)
         untrusted = sio.get_untrusted_types(file=path)
@@ -130,47 +181,81 @@ def load_model(path:str|Path)->dict:
     allowed_names = {t.split(":", 1)[1] for t in MODEL_FILE_TYPES}
     foreign = sorted(found - MODEL_FILE_TYPES) + sorted(set(untrusted) - allowed_names)
     if foreign:
-        raise PeRenalError(f"{path}: refusing to load it: it holds {len(foreign)} kind(s) of object that pe_renal never writes "
-                           f"into a model file ({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}), and such "
-                           "objects can run code when the model is used. Use the model.skops of a results folder written by "
-                           "`pe-renal run`, or ask whoever sent this file for that folder.")
-    try: obj = sio.load(path, trusted=untrusted)
+        raise PeRenalError(
+            f"{path}: refusing to load it: it holds {len(foreign)} kind(s) of object that pe_renal never writes "
+            f"into a model file ({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}), and such "
+            "objects can run code when the model is used. Use the model.skops of a results folder written by "
+            "`pe-renal run`, or ask whoever sent this file for that folder."
+        )
+    try:
+        obj = sio.load(path, trusted=untrusted)
     except Exception as e:
-        raise PeRenalError(f"{path}: a damaged model file ({type(e).__name__}: {str(e)[:200]}); use the model.skops of a "
-                           "results folder written by `pe-renal run`.") from None
+        raise PeRenalError(
+            f"{path}: a damaged model file ({type(e).__name__}: {str(e)[:200]}); use the model.skops of a "
+            "results folder written by `pe-renal run`."
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise PeRenalError(f"{path}: not a pe_renal model (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__}).")
+        raise PeRenalError(
+            f"{path}: not a pe_renal model (format "
+                f"{obj.get('format') if isinstance(obj, dict) else type(obj).__name__})."
+        )
     if set(obj) - MODEL_FILE_KEYS:
         raise PeRenalError(f"{path}: a damaged pe_renal model: it holds {sorted(set(obj) - MODEL_FILE_KEYS)!r}, which "
                            "pe_renal never writes into a model file.")
     for key, kind in (("models", dict), ("thresholds", dict), ("info", dict)):
-        if not isinstance(obj.get(key), kind): raise PeRenalError(f"{path}: a damaged pe_renal model ({key!r} missing or not a {kind.__name__}).")
+        if not isinstance(obj.get(key), kind):
+            raise PeRenalError(f"{path}: a damaged pe_renal model ({key!r} missing or not a {kind.__name__}).")
     _check_contents(obj, path)
     return obj
 
 _STR_LIST = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
-_NUMS = lambda v, n: isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-_INFO = {"backbone": (lambda v: isinstance(v, str) and v != "", "a backbone name"),
-         "weights": (lambda v: isinstance(v, str), "the weights' identity"),
-         "precision": (lambda v: v in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
-         "numeric": (_STR_LIST, "a list of column names"), "categorical": (_STR_LIST, "a list of column names"),
-         "deep_columns": (_STR_LIST, "a list of deep-feature names"),
-         "transform": (lambda v: isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("resize"), str)
-                       and _NUMS(v.get("mean"), 3) and _NUMS(v.get("std"), 3), "the preprocessing (size, resize, mean, std)")}
+_NUMS = lambda v, n: (
+    isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+)
+_INFO = {
+    "backbone": (lambda v: isinstance(v, str) and v != "", "a backbone name"),
+    "weights": (lambda v: isinstance(v, str), "the weights' identity"),
+    "precision": (lambda v: v in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
+    "numeric": (_STR_LIST, "a list of column names"),
+    "categorical": (_STR_LIST, "a list of column names"),
+    "deep_columns": (_STR_LIST, "a list of deep-feature names"),
+    "transform": (
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("size"), int)
+            and isinstance(v.get("resize"), str)
+            and _NUMS(v.get("mean"), 3)
+            and _NUMS(v.get("std"), 3)
+        ),
+        "the preprocessing (size, resize, mean, std)",
+    ),
+}
+
 
 def _check_contents(obj:dict, path:Path):
-    "What `predict_cohort` reads from a model file, checked before it is used: a damaged file is named, never a traceback."
-    def bad(what): raise PeRenalError(f"{path}: a damaged pe_renal model: {what}. Use the model.skops of a results folder "
-                                      "written by `pe-renal run`.")
+    """What `predict_cohort` reads from a model file, checked before it is used: a damaged file is named, never a
+    traceback."""
+
+    def bad(what):
+        raise PeRenalError(
+            f"{path}: a damaged pe_renal model: {what}. Use the model.skops of a results folder "
+            "written by `pe-renal run`."
+        )
     models, thr, info = obj["models"], obj["thresholds"], obj["info"]
-    if not models or set(models) - {"DL", "Clinical", "Composite"}: bad(f"its models are {sorted(models)!r}, not DL, Clinical, Composite")
-    if any(not hasattr(m, "predict_proba") for m in models.values()): bad("a model that cannot predict probabilities")
+    if not models or set(models) - {"DL", "Clinical", "Composite"}:
+        bad(f"its models are {sorted(models)!r}, not DL, Clinical, Composite")
+    if any(not hasattr(m, "predict_proba") for m in models.values()):
+        bad("a model that cannot predict probabilities")
     if set(thr) != set(models) or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thr.values()):
         bad("its thresholds are not one probability per model")
     for key, (ok, what) in _INFO.items():
-        if key not in info: bad(f"info has no {key!r} ({what})")
-        if not ok(info[key]): bad(f"info[{key!r}] is not {what}")
-    if info.get("finetune_sha256") is not None and not (isinstance(info["finetune_sha256"], str) and isinstance(info.get("finetune_file"), str)):
+        if key not in info:
+            bad(f"info has no {key!r} ({what})")
+        if not ok(info[key]):
+            bad(f"info[{key!r}] is not {what}")
+    if info.get("finetune_sha256") is not None and not (
+        isinstance(info["finetune_sha256"], str) and isinstance(info.get("finetune_file"), str)
+    ):
         bad("the fine-tuned weights' file name or SHA-256 is malformed")
     dev = info.get("development")
     str_map = lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(s, str) for k, s in v.items())
@@ -182,7 +267,10 @@ def _check_contents(obj:dict, path:Path):
     if roi is not None and not (isinstance(roi, dict) and set(roi) == {"box", "mask", "none"} and counts(roi)):
         bad("info['development']['roi'] (how many training images had an ROI box or mask) is malformed")
     if "update" in obj and _update_problem(obj["update"], models):
-        bad(f"its update record (the recalibration at another hospital) is malformed: {_update_problem(obj['update'], models)}")
+        bad(
+            "its update record (the recalibration at another hospital) is malformed: "
+                f"{_update_problem(obj['update'], models)}"
+        )
 
 # %% ../nbs/08c_predict.ipynb #9162af34
 def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loaded Cohort)
@@ -197,10 +285,16 @@ def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loa
     if root is not None and store is not None:
         r, c = Path(root).expanduser().resolve(), Path(store).expanduser().resolve()
         if c == r or r in c.parents:
-            raise PeRenalError(f"the feature cache {store} is inside the cohort folder {root}: pe_renal never writes into a cohort. "
-                               "Choose a cache folder outside it (--cache, or the PE_RENAL_CACHE variable).")
-    here = None if model is None else Path(model).expanduser().absolute().parent   # the model's folder: its weights, its tables
-    beside = {} if here is None else {f"fine-tuned weights file {p.name}": p for p in sorted(here.glob("finetuned_*.pt"))}
+            raise PeRenalError(
+                f"the feature cache {store} is inside the cohort folder {root}: pe_renal never writes into a cohort. "
+                "Choose a cache folder outside it (--cache, or the PE_RENAL_CACHE variable)."
+            )
+    here = (
+        None if model is None else Path(model).expanduser().absolute().parent
+    )  # the model's folder: its weights, its tables
+    beside = (
+        {} if here is None else {f"fine-tuned weights file {p.name}": p for p in sorted(here.glob("finetuned_*.pt"))}
+    )
     return {"cohort folder": root, "model file": model, "feature cache": store, **beside,
             "model's results folder": here if here is not None and (here/"run.json").is_file() else None,
             "weights file": weights if weights not in (None, "imagenet", "random") else None}
@@ -210,27 +304,37 @@ def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loa
 def _backbone_for(info:dict, weights:str|None, model_path:str|Path|None=None):
     from pe_renal.features import load_backbone
     wid = info["weights"]
-    if info.get("finetune_sha256"):   # fine-tuned weights: the file beside the model unless given, verified by its SHA-256
+    if info.get(
+        "finetune_sha256"
+    ):  # fine-tuned weights: the file beside the model unless given, verified by its SHA-256
         from pe_renal.finetune import load_finetuned
         path = Path(weights) if weights else Path(model_path).parent/info["finetune_file"]
         bb = load_finetuned(path, sha256=info["finetune_sha256"])[0]
-        if bb.weights != wid: raise PeRenalError(f"{path} gives features {bb.weights}, but the model was trained on {wid}.")
+        if bb.weights != wid:
+            raise PeRenalError(f"{path} gives features {bb.weights}, but the model was trained on {wid}.")
         return bb
     if wid.startswith("random:seed"):
         return load_backbone(info["backbone"], "random", seed=int(wid.removeprefix("random:seed")))
     if wid.startswith("imagenet:"):
         bb = load_backbone(info["backbone"], weights or "imagenet")
-        if bb.weights != wid: raise PeRenalError(f"the model was trained with {wid} features, but these weights are {bb.weights}.")
+        if bb.weights != wid:
+            raise PeRenalError(f"the model was trained with {wid} features, but these weights are {bb.weights}.")
         return bb
     if not weights:
-        raise PeRenalError(f"the model was trained on features from weights in a file ({wid}); pass that file (--weights PATH).")
+        raise PeRenalError(
+            f"the model was trained on features from weights in a file ({wid}); pass that file (--weights PATH)."
+        )
     bb = load_backbone(info["backbone"], weights)
-    if bb.weights != wid: raise PeRenalError(f"the weights file {weights} ({bb.weights}) is not the one the model was trained with ({wid}).")
+    if bb.weights != wid:
+        raise PeRenalError(
+            f"the weights file {weights} ({bb.weights}) is not the one the model was trained with ({wid})."
+        )
     return bb
 
 def _as_category(v):
     "A categorical value as the text it was trained on: 1.0 read as a number becomes '1'."
-    if isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v)): return v
+    if isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v)):
+        return v
     return str(int(v)) if float(v).is_integer() else str(v)
 
 def known_categories(models:dict)->dict:
@@ -238,33 +342,46 @@ def known_categories(models:dict)->dict:
     known = {}
     for m in models.values():
         for name, tr, cols in m.named_steps["features"].transformers_:
-            if name != "cat": continue
-            for c, cats in zip(cols, tr.named_steps["onehot"].categories_): known.setdefault(c, set()).update(map(str, cats))
+            if name != "cat":
+                continue
+            for c, cats in zip(cols, tr.named_steps["onehot"].categories_):
+                known.setdefault(c, set()).update(map(str, cats))
     return known
 
 def _check_categories(models:dict, clin:pd.DataFrame, fname:Path):
-    "Warn about categorical values never seen in training (encoded as none of the known levels); refuse a column with no known value."
+    """Warn about categorical values never seen in training (encoded as none of the known levels); refuse a column with
+    no known value."""
     for c, cats in known_categories(models).items():
         v = clin[c].dropna().astype(str)
         new = v[~v.isin(cats)]
-        if not len(new): continue
+        if not len(new):
+            continue
         if not v.isin(cats).any():
-            raise PeRenalError(f"{fname}: column {c!r} holds none of the values the model was trained with "
-                               f"({', '.join(map(repr, sorted(cats)))}); it holds {', '.join(map(repr, sorted(set(new))[:10]))}. "
-                               "Recode the column as in the training cohort (or declare it categorical in cohort.toml).")
-        warnings.warn(f"{fname}: column {c!r} holds value(s) never seen in training: {', '.join(map(repr, sorted(set(new))[:10]))} "
-                      f"({len(new)} of {len(clin)} patients, {100*len(new)/len(clin):.0f}%). The model encodes them as none of "
-                      f"the known levels ({', '.join(map(repr, sorted(cats)))}), which can lower its accuracy for these patients.",
-                      stacklevel=3, category=PeRenalWarning)
+            raise PeRenalError(
+                f"{fname}: column {c!r} holds none of the values the model was trained with "
+                f"({', '.join(map(repr, sorted(cats)))}); it holds {', '.join(map(repr, sorted(set(new))[:10]))}. "
+                "Recode the column as in the training cohort (or declare it categorical in cohort.toml)."
+            )
+        warnings.warn(
+            f"{fname}: column {c!r} holds value(s) never seen in training: "
+            f"{', '.join(map(repr, sorted(set(new))[:10]))} "
+            f"({len(new)} of {len(clin)} patients, {100 * len(new) / len(clin):.0f}%). The model encodes them as none "
+            f"of the known levels ({', '.join(map(repr, sorted(cats)))}), which can lower its accuracy for these "
+            "patients.",
+            stacklevel=3,
+            category=PeRenalWarning,
+        )
 
 def _patient_key(pid)->str:
     "A patient id as the model file keeps it: hashed, so that a shared model file lists no identifiers."
     return hashlib.sha256(f"pe_renal-patient:{pid}".encode()).hexdigest()[:20]
 
 def pixel_sha256(path:str|Path, # an image file the cohort reader reads
-                )->str:           # hex digest
-    """SHA-256 of an image's decoded pixels, as `read_image` returns them (shape and float32 values): the same picture in
-    another file (re-saved losslessly, other compression, renamed, moved) has the same digest; its file SHA-256 does not."""
+                )->str:  # hex digest
+    """SHA-256 of an image's decoded pixels, as `read_image` returns them (shape and float32 values): the same
+    picture in
+    another file (re-saved losslessly, other compression, renamed, moved) has the same digest; its file SHA-256 does
+    not."""
     a = np.ascontiguousarray(read_image(path), dtype=np.float32)
     h = hashlib.sha256(f"pe_renal-pixels:{a.shape[0]}x{a.shape[1]}:".encode())
     h.update(a.tobytes())
@@ -275,10 +392,12 @@ def development_fingerprint(cohort:Cohort, split:pd.DataFrame, hashes:dict)->dic
     decoded pixels (`pixel_sha256`), kept in the model file."""
     part = dict(zip(split["patient_id"].astype(str), split["split"]))
     imgs = cohort.images[cohort.images["patient_id"].astype(str).isin(part)]
-    return dict(patients={_patient_key(p): s for p, s in part.items()},
-                images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes},
-                pixels={pixel_sha256(a): part[str(pid)] for a, pid in zip(imgs["abspath"], imgs["patient_id"])},
-                roi=roi_counts(imgs[imgs["patient_id"].astype(str).map(part) == "train"]))
+    return dict(
+        patients={_patient_key(p): s for p, s in part.items()},
+        images={hashes[path]: part[str(pid)] for path, pid in zip(imgs["path"], imgs["patient_id"]) if path in hashes},
+        pixels={pixel_sha256(a): part[str(pid)] for a, pid in zip(imgs["abspath"], imgs["patient_id"])},
+        roi=roi_counts(imgs[imgs["patient_id"].astype(str).map(part) == "train"]),
+    )
 
 def roi_counts(images:pd.DataFrame)->dict:
     "How many images of a table have an ROI box, an ROI mask, or neither (so the whole frame is analysed)."
@@ -291,7 +410,8 @@ def _check_roi(info:dict, cohort:Cohort):
     "Warn when the model was developed on ROI crops (most training images had a box or mask) and images here have none."
     dev = (info.get("development") or {}).get("roi")
     new = roi_counts(cohort.images)
-    if not dev or dev["box"] + dev["mask"] <= dev["none"] or not new["none"]: return
+    if not dev or dev["box"] + dev["mask"] <= dev["none"] or not new["none"]:
+        return
     warnings.warn(f"{cohort.root/'images.csv'}: the model was developed on ROI crops ({dev['box'] + dev['mask']} of "
                   f"{sum(dev.values())} training images had an ROI box or mask), but {new['none']} of "
                   f"{len(cohort.images)} images here have none: they are scored as whole frames, which the model never "
@@ -305,7 +425,8 @@ def development_overlap(info:dict, cohort:Cohort)->dict|None:
     (`pixel_sha256`), and patient ids that also occur there (alone weaker: another hospital may reuse ids; most of a
     cohort's ids is overlap, `MOST_IDS`). None when the model file does not say who it was developed on."""
     dev = info.get("development")
-    if not isinstance(dev, dict): return None
+    if not isinstance(dev, dict):
+        return None
     pids = cohort.clinical["patient_id"].astype(str).tolist()
     digests = cohort.images["sha256"] if "sha256" in cohort.images else cohort.images["abspath"].map(file_sha256)
     by_file = [dev["images"].get(d) for d in digests]
@@ -314,10 +435,13 @@ def development_overlap(info:dict, cohort:Cohort)->dict|None:
     img_part = [f or p for f, p in zip(by_file, by_pixels)]
     by_img = {}
     for p, s in zip(cohort.images["patient_id"].astype(str), img_part):
-        if s is not None: by_img.setdefault(p, set()).add(s)
+        if s is not None:
+            by_img.setdefault(p, set()).add(s)
     id_part = {p: dev["patients"].get(_patient_key(p)) for p in pids}
     n_ids = sum(v is not None for v in id_part.values())
-    generated = bool(info.get("synthetic")) and bool(getattr(cohort, "synthetic", False))   # both numbered S0001, S0002, ...
+    generated = bool(info.get("synthetic")) and bool(
+        getattr(cohort, "synthetic", False)
+    )  # both numbered S0001, S0002, ...
     return dict(n_patients=len(pids), n_overlap=len(by_img), n_overlap_train=sum("train" in v for v in by_img.values()),
                 n_images=len(img_part), n_images_overlap=sum(s is not None for s in img_part),
                 n_images_pixels_only=sum(f is None and p is not None for f, p in zip(by_file, by_pixels)),
@@ -330,44 +454,67 @@ def overlap_words(o:dict)->str:
     words = []
     if o["n_overlap"]:
         resaved = o.get("n_images_pixels_only", 0)
-        words.append(f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of "
-                     f"this model) have images identical to those this model was developed on ({o['n_images_overlap']} of "
-                     f"{o['n_images']} images" + (f"; {resaved} of them other files with the same pixels" if resaved else "")
-                     + ")")
+        words.append(
+            f"{o['n_overlap']} of {o['n_patients']} patients ({o['n_overlap_train']} of them training patients of "
+            f"this model) have images identical to those this model was developed on ({o['n_images_overlap']} of "
+            f"{o['n_images']} images"
+            + (f"; {resaved} of them other files with the same pixels" if resaved else "")
+            + ")"
+        )
     if o.get("most_ids"):
-        words.append(f"{o['n_ids']} of {o['n_patients']} patient ids ({o['n_ids'] / o['n_patients']:.0%}) are ids of the "
-                     "patients this model was developed on (most of the cohort: the same women, whatever their images)")
+        words.append(
+            f"{o['n_ids']} of {o['n_patients']} patient ids ({o['n_ids'] / o['n_patients']:.0%}) are ids of the "
+            "patients this model was developed on (most of the cohort: the same women, whatever their images)"
+        )
     return "; ".join(words)
 
 def update_words(upd:dict)->str:
     "What an updated model was updated on, in words."
     how = {"intercept": "intercept update", "logistic": "logistic recalibration"}[upd["method"]]
-    return (f"{how} fitted on {upd['n']} patients ({upd['events']} with preeclampsia) of {upd['site']}; p_MODEL are "
-            "the recalibrated risks, p_MODEL_as_developed the model's own, and the decisions (pred_MODEL) are unchanged")
+    return (
+        f"{how} fitted on {upd['n']} patients ({upd['events']} with preeclampsia) of {upd['site']}; p_MODEL are "
+        "the recalibrated risks, p_MODEL_as_developed the model's own, and the decisions (pred_MODEL) are unchanged"
+    )
 
-def predict_cohort(model_path:str|Path,   # model.skops from a results folder
-                   cohort:str|Path|Cohort,# new patients: images + clinical values (labels optional)
-                   out:str|Path|None=None,# predictions CSV to write (refused if it exists, unless overwrite)
-                   weights:str|None=None, # weights file, when the model was trained on file weights
-                   device:str="auto", cache:str|None=None, overwrite:bool=False,
-                   verbose:bool=True,      # print the status of the model and data
-                   allow_overlap:bool=False, # score patients the model was developed on (never called external validation)
-                  )->tuple[pd.DataFrame, pd.DataFrame|None]: # predictions; external-validation metrics (if labels)
-    "Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics; the run's status goes along."
-    from pe_renal.features import extract_features, aggregate_features, FeatureTransform, cpu_bf16_kernels, resolve_device
+
+def predict_cohort(
+    model_path: str | Path,  # model.skops from a results folder
+    cohort: str | Path | Cohort,  # new patients: images + clinical values (labels optional)
+    out: str | Path | None = None,  # predictions CSV to write (refused if it exists, unless overwrite)
+    weights: str | None = None,  # weights file, when the model was trained on file weights
+    device: str = "auto",
+    cache: str | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,  # print the status of the model and data
+    allow_overlap: bool = False,  # score patients the model was developed on (never called external validation)
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:  # predictions; external-validation metrics (if labels)
+    """Score new patients with a saved model; with labels, add AUC (DeLong CI) and threshold metrics; the run's status
+    goes along."""
+    from pe_renal.features import (
+        extract_features,
+        aggregate_features,
+        FeatureTransform,
+        cpu_bf16_kernels,
+        resolve_device,
+    )
     from pe_renal.evaluation import delong_ci, threshold_metrics
     if out is not None:   # every output location is checked before any patient is scored
         inputs = protected_inputs(cohort, cache, weights, model_path)
         out = check_output(out, inputs, overwrite, folder=False, what="predictions file")
         for extra in (out.with_name(out.stem + "_metrics.csv"), out.with_name(out.name + ".json")):
             check_output(extra, inputs, overwrite, folder=False, what="file beside the predictions")
-    obj = load_model(model_path); info = obj["info"]
+    obj = load_model(model_path)
+    info = obj["info"]
     need = list(info["numeric"]) + list(info["categorical"])
-    cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort, require_label=False, features=need)   # the model's columns only
+    cohort = (
+        cohort if isinstance(cohort, Cohort) else load_cohort(cohort, require_label=False, features=need)
+    )  # the model's columns only
     missing = [c for c in need if c not in cohort.clinical.columns]
     if missing:
-        raise PeRenalError(f"{cohort.root/'clinical.csv'}: the model needs clinical column(s) {', '.join(map(repr, missing))}, "
-                           f"which this cohort does not have. It was trained with: {', '.join(need)}.")
+        raise PeRenalError(
+            f"{cohort.root / 'clinical.csv'}: the model needs clinical column(s) {', '.join(map(repr, missing))}, "
+            f"which this cohort does not have. It was trained with: {', '.join(need)}."
+        )
     text = [c for c in info["numeric"] if c in cohort.categorical]      # numbers in training, text here
     if text:
         eg = "; ".join(f"{c!r}: {', '.join(map(repr, cohort.clinical[c].dropna().unique()[:3]))}" for c in text)
@@ -376,54 +523,89 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                            "training cohort.")
     _check_roi(info, cohort)
     lab = info.get("label_column")
-    if not cohort.has_labels and isinstance(lab, str) and lab != "label" and lab in cohort.clinical.columns:   # labels there, under the model's name?
-        warnings.warn(f"{cohort.root/'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "
-                      f"cohort.toml saying so, so it is not read as labels and no external-validation metrics are "
-                      f"computed. To use it: a cohort.toml with [label] column = {lab!r} and positive = "
-                      f"{str(info.get('positive'))!r}.", stacklevel=2, category=PeRenalWarning)
+    if (
+        not cohort.has_labels and isinstance(lab, str) and lab != "label" and lab in cohort.clinical.columns
+    ):  # labels there, under the model's name?
+        warnings.warn(
+            f"{cohort.root / 'clinical.csv'} has a column {lab!r}, the model's label column, but the cohort has no "
+            f"cohort.toml saying so, so it is not read as labels and no external-validation metrics are "
+            f"computed. To use it: a cohort.toml with [label] column = {lab!r} and positive = "
+            f"{str(info.get('positive'))!r}.",
+            stacklevel=2,
+            category=PeRenalWarning,
+        )
     status = run_status(bool(info.get("synthetic")) or getattr(cohort, "synthetic", False), bool(info.get("untrained")))
-    if verbose: print(status_text(status), flush=True)
+    if verbose:
+        print(status_text(status), flush=True)
     overlap = development_overlap(info, cohort)
     shared = overlap_words(overlap) if overlap else ""
     if shared:
         if not allow_overlap:
-            raise PeRenalError(f"{cohort.root}: {shared}. Scoring them is not external validation. Score "
-                               "patients the model has not seen, or pass --allow-overlap (allow_overlap=True) to score them "
-                               "anyway: the output then says they overlap and never calls the result external.")
+            raise PeRenalError(
+                f"{cohort.root}: {shared}. Scoring them is not external validation. Score "
+                "patients the model has not seen, or pass --allow-overlap (allow_overlap=True) to score them "
+                "anyway: the output then says they overlap and never calls the result external."
+            )
         warnings.warn(f"{shared}: these scores are not external validation.", stacklevel=2, category=PeRenalWarning)
     elif overlap and overlap["n_id_only"]:
-        warnings.warn(f"{overlap['n_id_only']} patient id(s) of {cohort.root/'clinical.csv'} also occur among the patients this "
-                      "model was developed on, with other images: if they are the same women, these scores are not external "
-                      "validation.", stacklevel=2, category=PeRenalWarning)
+        warnings.warn(
+            f"{overlap['n_id_only']} patient id(s) of {cohort.root / 'clinical.csv'} also occur among the "
+                "patients this "
+            "model was developed on, with other images: if they are the same women, these scores are not external "
+            "validation.",
+            stacklevel=2,
+            category=PeRenalWarning,
+        )
     validation = ("not known to be external: this model file does not record the patients it was developed on"
                   if overlap is None else f"NOT external: {shared}" if shared else
                   f"external by image content ({overlap['n_id_only']} patient ids also occur in the development cohort)"
                   if overlap["n_id_only"] else "external")
-    if overlap is not None and not shared and not overlap["pixels_checked"]:   # a model file written before pixel digests
-        validation += (" (by image file only: this model file records no pixel digests, so development images saved again "
-                       "in other files would not be recognised)")
+    if (
+        overlap is not None and not shared and not overlap["pixels_checked"]
+    ):  # a model file written before pixel digests
+        validation += (
+            " (by image file only: this model file records no pixel digests, so development images saved again "
+            "in other files would not be recognised)"
+        )
     upd = obj.get("update")
     if upd:
-        if verbose: print(f"An updated model: {update_words(upd)}.", flush=True)
+        if verbose:
+            print(f"An updated model: {update_words(upd)}.", flush=True)
         used = set(upd["patients"]) & {_patient_key(p) for p in cohort.clinical["patient_id"].astype(str)}
         if used:
-            warnings.warn(f"{len(used)} of {len(cohort.clinical)} patients of {cohort.root} are patients this model was "
-                          f"updated on ({upd['site']}): its calibration on them is fitted there, not validated.", stacklevel=2, category=PeRenalWarning)
-            validation = (f"NOT external: {len(used)} of {len(cohort.clinical)} patients are those this model was updated "
-                          "on, so its calibration on them is fitted, not validated")
+            warnings.warn(
+                f"{len(used)} of {len(cohort.clinical)} patients of {cohort.root} are patients this model was "
+                f"updated on ({upd['site']}): its calibration on them is fitted there, not validated.",
+                stacklevel=2,
+                category=PeRenalWarning,
+            )
+            validation = (
+                f"NOT external: {len(used)} of {len(cohort.clinical)} patients are those this model was updated "
+                "on, so its calibration on them is fitted, not validated"
+            )
     bb = _backbone_for(info, weights, model_path)
     if verbose and info["precision"] == "bf16" and resolve_device(device).type == "cpu" and not cpu_bf16_kernels():
-        print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.", flush=True)
+        print(
+            "Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take longer.",
+            flush=True,
+        )
     tf = FeatureTransform(size=info["transform"]["size"], resize=info["transform"]["resize"],
                           mean=tuple(info["transform"]["mean"]), std=tuple(info["transform"]["std"]))
-    feats = aggregate_features(extract_features(cohort, bb, device=device, precision=info["precision"], transform=tf, cache=cache),
-                               cohort, how=info.get("aggregation", "mean"))
+    feats = aggregate_features(
+        extract_features(cohort, bb, device=device, precision=info["precision"], transform=tf, cache=cache),
+        cohort,
+        how=info.get("aggregation", "mean"),
+    )
     clin = cohort.clinical.set_index("patient_id")
     clin = clin.assign(**{c: clin[c].map(_as_category) for c in info["categorical"]})
     _check_categories(obj["models"], clin, cohort.root/"clinical.csv")
-    X = pd.concat([feats[info["deep_columns"]], clin[info["numeric"]].astype(float), clin[info["categorical"]].astype(object)], axis=1)
+    X = pd.concat(
+        [feats[info["deep_columns"]], clin[info["numeric"]].astype(float), clin[info["categorical"]].astype(object)],
+        axis=1,
+    )
     pred = pd.DataFrame(index=X.index)
-    if cohort.has_labels: pred["label"] = clin["label"].astype(int)
+    if cohort.has_labels:
+        pred["label"] = clin["label"].astype(int)
     thresholds = dict(obj["thresholds"])   # of an updated model: on the updated scale, the same decisions
     for m, mod in obj["models"].items():
         p = mod.predict_proba(X)[:, 1]
@@ -432,29 +614,48 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
         if upd:
             pred[f"p_{m}_as_developed"] = p
             thresholds[m] = float(recalibrate_scores([obj["thresholds"][m]], upd["models"][m])[0])
-    if status: pred["status"] = status
+    if status:
+        pred["status"] = status
     metrics = None
     if cohort.has_labels and pred["label"].nunique() == 1:
-        warnings.warn(f"every patient of {cohort.root} has the same label ({int(pred['label'].iloc[0])}); scores are written, "
-                      "but an AUC and other external-validation metrics need patients of both classes.", stacklevel=2, category=PeRenalWarning)
+        warnings.warn(
+            f"every patient of {cohort.root} has the same label ({int(pred['label'].iloc[0])}); scores are written, "
+            "but an AUC and other external-validation metrics need patients of both classes.",
+            stacklevel=2,
+            category=PeRenalWarning,
+        )
     if cohort.has_labels and pred["label"].nunique() == 2:
         rows = []
         for m in obj["models"]:
             a = delong_ci(pred["label"], pred[f"p_{m}"])
             tm = threshold_metrics(pred["label"], pred.get(f"p_{m}_as_developed", pred[f"p_{m}"]), obj["thresholds"][m])
-            rows.append(dict(model=m, n=len(pred), auc=a.auc, auc_lo=a.lo, auc_hi=a.hi, threshold=thresholds[m],
-                             **{k: tm.loc[k, "value"] for k in tm.index}, **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
-                             **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index},
-                             ci_note="; ".join(f"{k}: {tm.loc[k, 'note']}" for k in tm.index if tm.loc[k, "note"])))
+            rows.append(
+                dict(
+                    model=m,
+                    n=len(pred),
+                    auc=a.auc,
+                    auc_lo=a.lo,
+                    auc_hi=a.hi,
+                    threshold=thresholds[m],
+                    **{k: tm.loc[k, "value"] for k in tm.index},
+                    **{f"{k}_lo": tm.loc[k, "lo"] for k in tm.index},
+                    **{f"{k}_hi": tm.loc[k, "hi"] for k in tm.index},
+                    ci_note="; ".join(f"{k}: {tm.loc[k, 'note']}" for k in tm.index if tm.loc[k, "note"]),
+                )
+            )
         metrics = pd.DataFrame(rows)
         metrics["validation"] = validation
-        if upd: metrics["model_update"] = update_words(upd)
-        if status: metrics["status"] = status
+        if upd:
+            metrics["model_update"] = update_words(upd)
+        if status:
+            metrics["status"] = status
     if out is not None:
         out = Path(out)
-        with atomic_write(out, "w") as f: pred.reset_index().to_csv(f, index=False)
+        with atomic_write(out, "w") as f:
+            pred.reset_index().to_csv(f, index=False)
         if metrics is not None:
-            with atomic_write(out.with_name(out.stem + "_metrics.csv"), "w") as f: metrics.to_csv(f, index=False)
+            with atomic_write(out.with_name(out.stem + "_metrics.csv"), "w") as f:
+                metrics.to_csv(f, index=False)
         side = dict(status=status, status_text=status_text(status), synthetic_training_data=bool(info.get("synthetic")),
                     untrained_backbone=bool(info.get("untrained")), model=str(Path(model_path).absolute()),
                     model_sha256=file_sha256(model_path), cohort=str(cohort.root), patients=int(len(pred)),
@@ -462,5 +663,6 @@ def predict_cohort(model_path:str|Path,   # model.skops from a results folder
                     model_update=({k: v for k, v in upd.items() if k != "patients"} | {"words": update_words(upd)}
                                   if upd else None),
                     pe_renal=pe_renal.__version__)
-        with atomic_write(out.with_name(out.name + ".json"), "w") as f: json.dump(side, f, indent=2)
+        with atomic_write(out.with_name(out.name + ".json"), "w") as f:
+            json.dump(side, f, indent=2)
     return pred.reset_index(), metrics

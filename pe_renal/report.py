@@ -4,7 +4,10 @@
 
 # %% ../nbs/08b_report.ipynb #8170f621
 from __future__ import annotations
-import base64, json, re, warnings
+import base64
+import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,8 @@ def run_status(synthetic:bool,  # the data are synthetic (demo cohort)
 
 def status_text(status:str)->str:
     "The status with one line of explanation per part, for README files and the console."
-    if not status: return "Status: user cohort, trained backbone (no status label)."
+    if not status:
+        return "Status: user cohort, trained backbone (no status label)."
     return "\n".join([f"Status: {status}"] + [f"  - {k.lower()}: {STATUS_NOTES[k]}" for k in status.split(" · ")])
 
 # %% ../nbs/08b_report.ipynb #58092283
@@ -47,140 +51,342 @@ def stamp_figure(path:str|Path, # a PNG figure
     from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
     from matplotlib import font_manager
     path = Path(path)
-    if not status: return False
+    if not status:
+        return False
     with Image.open(path) as im:
         im.load()
-        if _STAMP_KEY in im.info: return False
+        if _STAMP_KEY in im.info:
+            return False
         mode = "RGBA" if "A" in im.getbands() else "RGB"
         dpi = im.info.get("dpi")
-        size = max(12, round((dpi[0] if dpi else 100) * 9 / 72)); h = int(size * 1.9)   # 9 pt at the figure's resolution
+        size = max(12, round((dpi[0] if dpi else 100) * 9 / 72))
+        h = int(size * 1.9)  # 9 pt at the figure's resolution
         canvas = Image.new(mode, (im.width, im.height + h), (255, 243, 205, 255)[:len(mode)])
         canvas.paste(im.convert(mode), (0, h))
         font = ImageFont.truetype(font_manager.findfont("DejaVu Sans:bold"), size)
-        ImageDraw.Draw(canvas).text((size // 2, h // 2), status, fill=(150, 0, 0, 255)[:len(mode)], font=font, anchor="lm")
-        meta = PngImagePlugin.PngInfo(); meta.add_text(_STAMP_KEY, status)
-    with atomic_write(path) as f: canvas.save(f, format="PNG", pnginfo=meta, **({"dpi": dpi} if dpi else {}))
+        ImageDraw.Draw(canvas).text(
+            (size // 2, h // 2), status, fill=(150, 0, 0, 255)[: len(mode)], font=font, anchor="lm"
+        )
+        meta = PngImagePlugin.PngInfo()
+        meta.add_text(_STAMP_KEY, status)
+    with atomic_write(path) as f:
+        canvas.save(f, format="PNG", pnginfo=meta, **({"dpi": dpi} if dpi else {}))
     return True
 
 _FOLDERS = {".": "Results of one pe_renal run: report.html, run.json, split.csv, predictions.csv, model.skops.",
             "tables": "Tables of one pe_renal run (CSV). What each holds and what its columns mean is listed below.",
             "figures": "Figures of one pe_renal run. Every PNG carries the status label below when there is one."}
 
-# What each table of a results folder holds, and what its columns mean: written into tables/README.txt by `write_readmes`,
-# so a reader of the CSVs (outside the report) has them. A table's own columns first; `_COLUMNS` for those many tables share.
+# What each table of a results folder holds, and what its columns mean: written into tables/README.txt by
+# `write_readmes`,
+# so a reader of the CSVs (outside the report) has them. A table's own columns first; `_COLUMNS` for those many tables
+# share.
 _COLUMNS = {
     "model": "DL (selected deep features), Clinical (clinical columns) or Composite (both)",
     "cohort": "train (the training patients: in-sample, apparent) or test (held out)",
-    "n": "patients", "n_positive": "patients with preeclampsia", "patient_id": "the patient, as in clinical.csv",
-    "auc": "area under the ROC curve", "lo": "lower limit of the 95% interval", "hi": "upper limit of the 95% interval",
+    "n": "patients",
+    "n_positive": "patients with preeclampsia",
+    "patient_id": "the patient, as in clinical.csv",
+    "auc": "area under the ROC curve",
+    "lo": "lower limit of the 95% interval",
+    "hi": "upper limit of the 95% interval",
     "auc_lo": "lower limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
     "auc_hi": "upper limit of the AUC's 95% CI (DeLong; empty for apparent training rows)",
-    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training scores; run.json's model.threshold_rule says which, per model)",
-    "settings": "the tuned settings of the classifier (KNN: k)", "deep_kept": "deep features the LASSO kept in that fit",
-    "no_features": "True when the LASSO kept no deep feature in that fit (DL: a prevalence stand-in; Composite: the clinical model)",
-    "repeat": "repeat of the cross-validation", "fold": "fold within the repeat", "label": "1 = preeclampsia, 0 = normal",
-    "score": "the model's predicted probability of preeclampsia", "feature": "a deep feature (deep_NNNN: a pooled channel of the backbone)",
-    "family": "deep or clinical", "variable": "a clinical column or 'deep features'", "mean_abs_shap": "mean |SHAP value| over the test patients",
-    "p": "p-value (unadjusted)", "missing": "patients with no value", "level": "the summary shown in that row (category or statistic)",
-    "overall": "all patients", "seconds": "time taken",
+    "threshold": "the probability at or above which a patient is called positive (Youden index on out-of-fold training "
+        "scores; run.json's model.threshold_rule says which, per model)",
+    "settings": "the tuned settings of the classifier (KNN: k)",
+    "deep_kept": "deep features the LASSO kept in that fit",
+    "no_features": "True when the LASSO kept no deep feature in that fit (DL: a prevalence stand-in; Composite: the "
+        "clinical model)",
+    "repeat": "repeat of the cross-validation",
+    "fold": "fold within the repeat",
+    "label": "1 = preeclampsia, 0 = normal",
+    "score": "the model's predicted probability of preeclampsia",
+    "feature": "a deep feature (deep_NNNN: a pooled channel of the backbone)",
+    "family": "deep or clinical",
+    "variable": "a clinical column or 'deep features'",
+    "mean_abs_shap": "mean |SHAP value| over the test patients",
+    "p": "p-value (unadjusted)",
+    "missing": "patients with no value",
+    "level": "the summary shown in that row (category or statistic)",
+    "overall": "all patients",
+    "seconds": "time taken",
 }
-_CI_KIND = {k: "Wilson score" for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv")} | {"f1": "bootstrap, unstratified"}
+_LIMIT = {"_lo": "lower", "_hi": "upper"}
+_CI_KIND = {k: "Wilson score" for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv")} | {
+    "f1": "bootstrap, unstratified"
+}
 _TABLES = {
-    "performance": ("Discrimination and classification per model and cohort (Table 2, numbers).",
-                    dict(estimate="apparent (in-sample, optimistic) for training rows, held-out for test rows",
-                         iv_auc="internal-validation AUC (training rows; empty for test rows)", iv_lo="its lower 95% limit",
-                         iv_hi="its upper 95% limit", iv_method="how it was estimated", iv_reason="why it is NA, when it is",
-                         same_as="the earlier model this one equals (identical predictions on every cohort, e.g. Composite = Clinical when the LASSO kept no deep feature): its threshold and internal validation are that model's; empty otherwise",
-                         ci_note="why a threshold metric of a test row has no interval, when one has none",
-                         **{f"{k}{s}": f"{k} at the threshold{f' (lower 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_lo' else f' (upper 95% limit, {_CI_KIND[k]}; empty for training rows)' if s == '_hi' else ''}"
-                            for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1") for s in ("", "_lo", "_hi")}), None),
-    "performance_formatted": ("Table 2 as printed in the report: value (95% CI) strings; training rows without CIs.", {}, "its columns are those of performance.csv, formatted"),
-    "internal_validation": ("Internal validation of the whole pipeline on the training patients: each model by each method.",
-                            dict(method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
-                                 n_resamples="folds or resamples behind the estimate", reason="why the estimate is NA, when it is",
-                                 primary="True for the estimate quoted in Table 2 and run.json", apparent_auc="the in-sample training AUC",
-                                 same_as="the model this one is (identical predictions, e.g. Composite = Clinical when the LASSO kept no deep feature): the row holds that model's estimate; its own folds are in internal_validation_cv_folds.csv",
-                                 n_no_features="folds or resamples in which the LASSO kept no deep feature (DL and Composite)",
-                                 share_no_features="their share of the folds or resamples",
-                                 flag="a warning when that share is 25% or more: the estimate mixes the stand-in (DL: AUC 0.5; Composite: the clinical model) with the model",
-                                 lo_ic="CV only: lower limit of the influence-curve 95% interval (LeDell 2015; test patients' sampling, fits fixed)",
-                                 hi_ic="CV only: its upper limit",
-                                 lo_nb="CV only: lower limit of the corrected repeated-CV 95% interval (Nadeau & Bengio 2003; also the training sets' variability)",
-                                 hi_nb="CV only: its upper limit (lo and hi of a CV row add the two variances: a widened interval whose coverage was measured by simulation)"), None),
-    "internal_validation_cv_folds": ("One row per model and cross-validation fold.",
-                                     dict(n_train="training patients of the fold", n_test="held-out patients of the fold",
-                                          ic_msq="the fold's term of the influence-curve variance (LeDell 2015; a fold scoring everyone alike: an uninformative score's)"), None),
-    "internal_validation_bootstrap": (".632+ bootstrap: one row per model and resample.",
-                                      dict(resample="resample number", auc_oob="AUC of the patients left out of the resample",
-                                           n_oob="patients left out"), None),
-    "threshold_oof_scores": ("Out-of-fold scores of the training patients from the internal cross-validation: the thresholds are chosen on these.",
-                             dict(chooses_threshold="True for the scores the model's threshold was chosen on (a backbone fine-tuned once: for DL and Composite only the patients the fine-tuning held out; a model identical to another: none, it takes the other's threshold)"), None),
-    "calibration": ("Calibration of the held-out predictions (logistic recalibration) with bootstrap 95% intervals, and Brier score.",
-                    dict(slope="calibration slope (1 = ideal)", slope_lo="its lower limit (-inf: unbounded)", slope_hi="its upper limit (inf: unbounded)",
-                         intercept="calibration intercept, slope fixed at 1 (0 = ideal)", intercept_lo="its lower limit", intercept_hi="its upper limit",
-                         brier="Brier score", smoothing="how KNN vote shares were smoothed before the logit",
-                         n_boot="bootstrap resamples", n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)",
-                         n_intercept_infinite="resamples holding one class only (no finite intercept; counted as infinite, as the slope's)",
-                         note="why the slope is not estimable, when it is not (a separated test set: inf in the CSV)"), None),
-    "delong_comparisons": ("Paired DeLong tests between models on the test patients.",
-                           dict(model_a="first model", model_b="second model", auc_a="AUC of model_a", auc_b="AUC of model_b",
-                                difference="auc_a - auc_b", z="DeLong z statistic", p_holm="p adjusted for the comparisons on the cohort (Holm)",
-                                note="why no test was made, when none was"), None),
-    "models": ("The three fitted models.", dict(classifier="the classifier", inputs="input columns", lasso_lambda="the LASSO's λ",
-                                               tuning_criterion_auc="cross-validated AUC that chose the settings (a tuning criterion, not a validation estimate)"), None),
-    "lasso_coefficients": ("Deep features the LASSO kept, by |coefficient|.", dict(rank="rank by |coefficient|",
-                           coefficient="coefficient on the standardised feature", coefficient_raw="coefficient on the feature as extracted",
-                           mean="the feature's training mean", sd="its training SD"), None),
-    "lasso_cv": ("The LASSO's cross-validation curve: one row per λ.", dict(alpha="λ", log_alpha="log λ", cv_mean="mean CV error",
-                 cv_se="its standard error", n_selected="features kept at this λ", rule="min or 1se at the chosen λ"), None),
-    "selection_stability": ("How often each deep feature is kept over bootstrap resamples of the training patients.",
-                            dict(frequency="share of resamples that kept it", mean_coefficient="mean coefficient when kept",
-                                 selected="kept by the LASSO on all training patients"), None),
-    "shap_values": ("SHAP values of the composite model's P(preeclampsia) for each test patient.",
-                    dict(expected_value="the base value: mean prediction over the background of training patients",
-                         prediction="the model's prediction (= expected_value + the sum of the row's SHAP values)"),
-                    "the other columns are the model's inputs (deep features, clinical columns, one-hot levels): each patient's SHAP value for it"),
+    "performance": (
+        "Discrimination and classification per model and cohort (Table 2, numbers).",
+        dict(
+            estimate="apparent (in-sample, optimistic) for training rows, held-out for test rows",
+            iv_auc="internal-validation AUC (training rows; empty for test rows)",
+            iv_lo="its lower 95% limit",
+            iv_hi="its upper 95% limit",
+            iv_method="how it was estimated",
+            iv_reason="why it is NA, when it is",
+            same_as="the earlier model this one equals (identical predictions on every cohort, e.g. Composite = "
+            "Clinical when the LASSO kept no deep feature): its threshold and internal validation are that "
+            "model's; empty otherwise",
+            ci_note="why a threshold metric of a test row has no interval, when one has none",
+            **{
+                f"{k}{s}": f"{k} at the threshold"
+                + (f" ({_LIMIT[s]} 95% limit, {_CI_KIND[k]}; empty for training rows)" if s else "")
+                for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1")
+                for s in ("", "_lo", "_hi")
+            },
+        ),
+        None,
+    ),
+    "performance_formatted": (
+        "Table 2 as printed in the report: value (95% CI) strings; training rows without CIs.",
+        {},
+        "its columns are those of performance.csv, formatted",
+    ),
+    "internal_validation": (
+        "Internal validation of the whole pipeline on the training patients: each model by each method.",
+        dict(
+            method="repeated stratified CV (primary) or the .632+ bootstrap, and how the interval was made",
+            n_resamples="folds or resamples behind the estimate",
+            reason="why the estimate is NA, when it is",
+            primary="True for the estimate quoted in Table 2 and run.json",
+            apparent_auc="the in-sample training AUC",
+            same_as="the model this one is (identical predictions, e.g. Composite = Clinical when the LASSO kept "
+            "no deep feature): the row holds that model's estimate; its own folds are in "
+            "internal_validation_cv_folds.csv",
+            n_no_features="folds or resamples in which the LASSO kept no deep feature (DL and Composite)",
+            share_no_features="their share of the folds or resamples",
+            flag="a warning when that share is 25% or more: the estimate mixes the stand-in (DL: AUC 0.5; "
+            "Composite: the clinical model) with the model",
+            lo_ic="CV only: lower limit of the influence-curve 95% interval (LeDell 2015; test patients' "
+            "sampling, fits fixed)",
+            hi_ic="CV only: its upper limit",
+            lo_nb="CV only: lower limit of the corrected repeated-CV 95% interval (Nadeau & Bengio 2003; also "
+            "the training sets' variability)",
+            hi_nb="CV only: its upper limit (lo and hi of a CV row add the two variances: a widened interval "
+            "whose coverage was measured by simulation)",
+        ),
+        None,
+    ),
+    "internal_validation_cv_folds": (
+        "One row per model and cross-validation fold.",
+        dict(
+            n_train="training patients of the fold",
+            n_test="held-out patients of the fold",
+            ic_msq="the fold's term of the influence-curve variance (LeDell 2015; a fold scoring everyone alike: "
+            "an uninformative score's)",
+        ),
+        None,
+    ),
+    "internal_validation_bootstrap": (
+        ".632+ bootstrap: one row per model and resample.",
+        dict(
+            resample="resample number",
+            auc_oob="AUC of the patients left out of the resample",
+            n_oob="patients left out",
+        ),
+        None,
+    ),
+    "threshold_oof_scores": (
+        "Out-of-fold scores of the training patients from the internal cross-validation: the thresholds "
+        "are chosen on these.",
+        dict(
+            chooses_threshold="True for the scores the model's threshold was chosen on "
+            "(a backbone fine-tuned once: for DL "
+            "and Composite only the patients the fine-tuning held out; a model identical to another: none, "
+            "it takes the other's threshold)"
+        ),
+        None,
+    ),
+    "calibration": (
+        "Calibration of the held-out predictions (logistic recalibration) with bootstrap 95% intervals, "
+        "and Brier score.",
+        dict(
+            slope="calibration slope (1 = ideal)",
+            slope_lo="its lower limit (-inf: unbounded)",
+            slope_hi="its upper limit (inf: unbounded)",
+            intercept="calibration intercept, slope fixed at 1 (0 = ideal)",
+            intercept_lo="its lower limit",
+            intercept_hi="its upper limit",
+            brier="Brier score",
+            smoothing="how KNN vote shares were smoothed before the logit",
+            n_boot="bootstrap resamples",
+            n_separated="resamples in which the score separated the classes (no finite slope; counted as infinite)",
+            n_intercept_infinite="resamples holding one class only "
+            "(no finite intercept; counted as infinite, as the slope's)",
+            note="why the slope is not estimable, when it is not (a separated test set: inf in the CSV)",
+        ),
+        None,
+    ),
+    "delong_comparisons": (
+        "Paired DeLong tests between models on the test patients.",
+        dict(
+            model_a="first model",
+            model_b="second model",
+            auc_a="AUC of model_a",
+            auc_b="AUC of model_b",
+            difference="auc_a - auc_b",
+            z="DeLong z statistic",
+            p_holm="p adjusted for the comparisons on the cohort (Holm)",
+            note="why no test was made, when none was",
+        ),
+        None,
+    ),
+    "models": (
+        "The three fitted models.",
+        dict(
+            classifier="the classifier",
+            inputs="input columns",
+            lasso_lambda="the LASSO's λ",
+            tuning_criterion_auc="cross-validated AUC that chose the settings "
+            "(a tuning criterion, not a validation estimate)",
+        ),
+        None,
+    ),
+    "lasso_coefficients": (
+        "Deep features the LASSO kept, by |coefficient|.",
+        dict(
+            rank="rank by |coefficient|",
+            coefficient="coefficient on the standardised feature",
+            coefficient_raw="coefficient on the feature as extracted",
+            mean="the feature's training mean",
+            sd="its training SD",
+        ),
+        None,
+    ),
+    "lasso_cv": (
+        "The LASSO's cross-validation curve: one row per λ.",
+        dict(
+            alpha="λ",
+            log_alpha="log λ",
+            cv_mean="mean CV error",
+            cv_se="its standard error",
+            n_selected="features kept at this λ",
+            rule="min or 1se at the chosen λ",
+        ),
+        None,
+    ),
+    "selection_stability": (
+        "How often each deep feature is kept over bootstrap resamples of the training patients.",
+        dict(
+            frequency="share of resamples that kept it",
+            mean_coefficient="mean coefficient when kept",
+            selected="kept by the LASSO on all training patients",
+        ),
+        None,
+    ),
+    "shap_values": (
+        "SHAP values of the composite model's P(preeclampsia) for each test patient.",
+        dict(
+            expected_value="the base value: mean prediction over the background of training patients",
+            prediction="the model's prediction (= expected_value + the sum of the row's SHAP values)",
+        ),
+        "the other columns are the model's inputs (deep features, clinical columns, one-hot levels): each "
+        "patient's SHAP value for it",
+    ),
     "shap_importance_feature": ("Mean |SHAP| per model input.", {"": "the input (first column, unnamed)"}, None),
-    "shap_importance_variable": ("Mean |SHAP| per clinical column (one-hot levels summed) and for the deep features together.", {}, None),
-    "shap_importance_family": ("SHAP per family (deep vs clinical).", dict(mean_net_contribution="mean over test patients of the family's summed SHAP values (signed)",
-                               mean_abs_net_contribution="mean over test patients of |the family's summed SHAP values|", n_features="inputs in the family",
-                               sum_of_feature_importance="sum of the family's per-input mean |SHAP|", share_of_summed_importance="that sum as a share of all"), None),
-    "shap_importance_family_columns": ("What the columns of shap_importance_family.csv mean.", dict(column="a column of shap_importance_family.csv", meaning="what it means"), None),
-    "predictors": ("Every candidate clinical column: used as a predictor or excluded, and why (cohort.toml).",
-                   dict(column="a clinical column of clinical.csv", role="predictor, outcome-defining predictor (incorporation bias) or excluded",
-                        reason="why it is excluded (cohort.toml [clinical.exclude]), or why it is flagged", kind="numeric or categorical",
-                        inputs="model inputs it becomes: 1 when numeric, one per category seen in the training patients when categorical (one-hot), 0 when excluded"), None),
-    "table1_by_group": ("Baseline characteristics by group (Table 1).", dict(test="the test behind p"),
-                        "the group columns ('<Group> (n=...)') summarise each group's patients"),
-    "table1_by_split": ("Baseline characteristics by split (training vs test).", dict(SMD="standardised mean difference between the splits"),
-                        "the split columns ('Training (n=...)', 'Test (n=...)') summarise each split's patients"),
-    "gradcam_checks": ("Grad-CAM checks per explained test image.", dict(case="its cell of the confusion matrix", p_composite="the composite model's P(preeclampsia)",
-                       path="the image", score="the value of what the map explains for this image (the deep signature, or the head's logit)",
-                       explains="the class whose evidence the map shows", kidney_energy_inside="share of the map inside the kidney mask",
-                       kidney_area_fraction="share of the image the kidney covers", kidney_ratio="energy inside / area fraction",
-                       kidney_ratio_uniform="the ratio a map of exactly the kidney reaches on the same grid",
-                       randomisation_spearman="rank correlation with the map of a randomised network", localisation="passed / failed / not measured",
-                       randomisation="passed / failed / not measured"), None),
-    "gradcam_signature_agreement": ("Rank agreement on the test patients between the deep signature Grad-CAM explains and each model's prediction.",
-                                    dict(spearman_with_signature="Spearman correlation", n_test="test patients"), None),
-    "finetune_history": ("Fine-tuning, one row per epoch.", dict(epoch="epoch", train_loss="training loss", val_loss="inner-validation loss",
-                         val_auc="inner-validation AUC (per patient)"), None),
-    "tripod_ai": ("TRIPOD+AI checklist: what this run reports for each item.", {}, "its columns say the item, its section, what this run reports and whether the authors must add to it"),
+    "shap_importance_variable": (
+        "Mean |SHAP| per clinical column (one-hot levels summed) and for the deep features together.",
+        {},
+        None,
+    ),
+    "shap_importance_family": (
+        "SHAP per family (deep vs clinical).",
+        dict(
+            mean_net_contribution="mean over test patients of the family's summed SHAP values (signed)",
+            mean_abs_net_contribution="mean over test patients of |the family's summed SHAP values|",
+            n_features="inputs in the family",
+            sum_of_feature_importance="sum of the family's per-input mean |SHAP|",
+            share_of_summed_importance="that sum as a share of all",
+        ),
+        None,
+    ),
+    "shap_importance_family_columns": (
+        "What the columns of shap_importance_family.csv mean.",
+        dict(column="a column of shap_importance_family.csv", meaning="what it means"),
+        None,
+    ),
+    "predictors": (
+        "Every candidate clinical column: used as a predictor or excluded, and why (cohort.toml).",
+        dict(
+            column="a clinical column of clinical.csv",
+            role="predictor, outcome-defining predictor (incorporation bias) or excluded",
+            reason="why it is excluded (cohort.toml [clinical.exclude]), or why it is flagged",
+            kind="numeric or categorical",
+            inputs="model inputs it becomes: 1 when numeric, one per category seen in the training patients when "
+            "categorical (one-hot), 0 when excluded",
+        ),
+        None,
+    ),
+    "table1_by_group": (
+        "Baseline characteristics by group (Table 1).",
+        dict(test="the test behind p"),
+        "the group columns ('<Group> (n=...)') summarise each group's patients",
+    ),
+    "table1_by_split": (
+        "Baseline characteristics by split (training vs test).",
+        dict(SMD="standardised mean difference between the splits"),
+        "the split columns ('Training (n=...)', 'Test (n=...)') summarise each split's patients",
+    ),
+    "gradcam_checks": (
+        "Grad-CAM checks per explained test image.",
+        dict(
+            case="its cell of the confusion matrix",
+            p_composite="the composite model's P(preeclampsia)",
+            path="the image",
+            score="the value of what the map explains for this image (the deep signature, or the head's logit)",
+            explains="the class whose evidence the map shows",
+            kidney_energy_inside="share of the map inside the kidney mask",
+            kidney_area_fraction="share of the image the kidney covers",
+            kidney_ratio="energy inside / area fraction",
+            kidney_ratio_uniform="the ratio a map of exactly the kidney reaches on the same grid",
+            randomisation_spearman="rank correlation with the map of a randomised network",
+            localisation="passed / failed / not measured",
+            randomisation="passed / failed / not measured",
+        ),
+        None,
+    ),
+    "gradcam_signature_agreement": (
+        "Rank agreement on the test patients between the deep signature Grad-CAM explains and each model's prediction.",
+        dict(spearman_with_signature="Spearman correlation", n_test="test patients"),
+        None,
+    ),
+    "finetune_history": (
+        "Fine-tuning, one row per epoch.",
+        dict(
+            epoch="epoch",
+            train_loss="training loss",
+            val_loss="inner-validation loss",
+            val_auc="inner-validation AUC (per patient)",
+        ),
+        None,
+    ),
+    "tripod_ai": (
+        "TRIPOD+AI checklist: what this run reports for each item.",
+        {},
+        "its columns say the item, its section, what this run reports and whether the authors must add to it",
+    ),
 }
 
 def tables_readme(tables_dir:Path)->str:
-    "What every CSV in `tables_dir` holds and what each of its columns means (unknown tables or columns are named as such)."
+    """What every CSV in `tables_dir` holds and what each of its columns means (unknown tables or columns are named as
+    such)."""
     out = []
     for p in sorted(Path(tables_dir).glob("*.csv")):
         what, cols, pattern = _TABLES.get(p.stem, ("(not described)", {}, None))
         out.append(f"{p.name}: {what}")
-        try: names = list(pd.read_csv(p, nrows=0).columns)
-        except Exception: names = []
+        try:
+            names = list(pd.read_csv(p, nrows=0).columns)
+        except Exception:
+            names = []
         for c in names:
             c = "" if c.startswith("Unnamed") else c
             meaning = cols.get(c) or _COLUMNS.get(c)
-            if meaning: out.append(f"  {c or '(first column)'}: {meaning}")
-        if pattern: out.append(f"  ({pattern})")
+            if meaning:
+                out.append(f"  {c or '(first column)'}: {meaning}")
+        if pattern:
+            out.append(f"  ({pattern})")
         out.append("")
     return "\n".join(out)
 
@@ -191,84 +397,140 @@ def write_readmes(out:str|Path, # results folder
     out, written = Path(out), []
     for sub, what in _FOLDERS.items():
         d = out/sub
-        if not d.is_dir(): continue
+        if not d.is_dir():
+            continue
         rel = "run.json" if sub == "." else "../run.json"
-        text = f"{what}\n\n{status_text(status)}\n\nEvery setting, version, input hash and warning of this run is in {rel}.\n"
-        if sub == "tables": text += "\n" + tables_readme(d)
-        with atomic_write(d/"README.txt", "w") as f: f.write(text)
+        text = (
+            f"{what}\n\n{status_text(status)}\n\nEvery setting, version, input hash and warning of this run is "
+            f"in {rel}.\n"
+        )
+        if sub == "tables":
+            text += "\n" + tables_readme(d)
+        with atomic_write(d / "README.txt", "w") as f:
+            f.write(text)
         written.append(d/"README.txt")
     return written
 
 # %% ../nbs/08b_report.ipynb #1669aa67
 # the optimism of internal validation after fine-tuning once on all training patients, measured on a synthetic known
-# answer (benchmarks/bench_finetune_optimism.py; per-seed rows in benchmarks/results/finetune_optimism*.csv): what run.json
+# answer (benchmarks/bench_finetune_optimism.py; per-seed rows in benchmarks/results/finetune_optimism*.csv): what
+# run.json
 # and the report of a fine-tuned run quote, each figure as mean (range) over the seeds
-_OPTIMISM = dict(signal=(0.146, 0.053, 0.214), null_cv_auc=(0.832, 0.757, 0.898), null=(0.342, 0.222, 0.444),
-                 refit_cv_auc=(0.758, 0.680, 0.831), truth=(0.789, 0.719, 0.884), refit_null_cv_auc=(0.521, 0.387, 0.600))
-FINETUNE_OPTIMISM = {**{k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in _OPTIMISM.items()},
-                     "n": "5 synthetic cohorts of 70 women (49 training patients each)",
-                     "protocol": "resnet18 from random weights, 64 px, --finetune last; fine-tuned once: the study's 5-fold x 4 "
-                                 "CV; refitted: 3-fold x 1; truth: the same model on 200 new women",
-                     "setting": "resnet18, 49 training patients", "source": "benchmarks/results/finetune_optimism.md"}
+_OPTIMISM = dict(
+    signal=(0.146, 0.053, 0.214),
+    null_cv_auc=(0.832, 0.757, 0.898),
+    null=(0.342, 0.222, 0.444),
+    refit_cv_auc=(0.758, 0.680, 0.831),
+    truth=(0.789, 0.719, 0.884),
+    refit_null_cv_auc=(0.521, 0.387, 0.600),
+)
+FINETUNE_OPTIMISM = {
+    **{k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in _OPTIMISM.items()},
+    "n": "5 synthetic cohorts of 70 women (49 training patients each)",
+    "protocol": "resnet18 from random weights, 64 px, --finetune last; fine-tuned once: the study's 5-fold x 4 "
+    "CV; refitted: 3-fold x 1; truth: the same model on 200 new women",
+    "setting": "resnet18, 49 training patients",
+    "source": "benchmarks/results/finetune_optimism.md",
+}
 
 def finetune_validation_words(cfg)->str: # cfg: a `StudyConfig` (its finetune and finetune_cv are read)
     "What run.json says about how the internal validation of a fine-tuned run treats the fine-tuning."
     if cfg.finetune == "head":
-        return ("head mode: only a linear head learned, on the frozen backbone; the models use the frozen backbone's features, "
-                "so fine-tuning does not touch the internal-validation estimates")
+        return (
+            "head mode: only a linear head learned, on the frozen backbone; the models use the frozen "
+                "backbone's features, "
+            "so fine-tuning does not touch the internal-validation estimates"
+        )
     o = FINETUNE_OPTIMISM
     if cfg.finetune_cv == "refit":
-        return (f"fine-tuning refitted inside each of the {cfg.cv_splits * cfg.cv_repeats} cross-validation folds on the fold's "
-                "training patients only, so the cross-validated estimates include fine-tuning (on a synthetic known answer, "
-                f"mean (range) over {o['n']}: {o['refit_cv_auc']} where the truth was {o['truth']}, and {o['refit_null_cv_auc']} "
-                f"under the null; {o['protocol']}: {o['source']}; no .632+ bootstrap: it would need a fine-tune per resample); "
-                "the held-out test set never touched it")
-    return ("fine-tuning was done once on all training patients, not inside each resample, so cross-validating the models "
-            "that use deep features would be optimistic (on a synthetic known answer, mean (range) over {3}: by {0} AUC with a "
-            "signal, and {1} where the truth was 0.5; {4}: {2}): their internal-validation estimates are NA, with the reason, and the clinical "
-            "model's estimates stand; rerun with finetune_cv='refit' (--finetune-cv refit) to refit it in every fold; the held-out test "
-            "set never touched it").format(o["signal"], o["null_cv_auc"], o["source"], o["n"], o["protocol"])
+        return (
+            f"fine-tuning refitted inside each of the {cfg.cv_splits * cfg.cv_repeats} cross-validation "
+                "folds on the fold's "
+            "training patients only, so the cross-validated estimates include fine-tuning (on a synthetic "
+                "known answer, "
+            f"mean (range) over {o['n']}: {o['refit_cv_auc']} where the truth was {o['truth']}, and "
+                f"{o['refit_null_cv_auc']} "
+            f"under the null; {o['protocol']}: {o['source']}; no .632+ bootstrap: it would need a "
+                "fine-tune per resample); "
+            "the held-out test set never touched it"
+        )
+    return (
+        "fine-tuning was done once on all training patients, not inside each resample, so cross-validating the models "
+        "that use deep features would be optimistic (on a synthetic known answer, mean (range) over {3}: "
+            "by {0} AUC with a "
+        "signal, and {1} where the truth was 0.5; {4}: {2}): their internal-validation estimates are NA, "
+            "with the reason, and the clinical "
+        "model's estimates stand; rerun with finetune_cv='refit' (--finetune-cv refit) to refit it in "
+            "every fold; the held-out test "
+        "set never touched it"
+    ).format(o["signal"], o["null_cv_auc"], o["source"], o["n"], o["protocol"])
 
 _P, _OUTLINE = "p: predicted probability of preeclampsia from the Composite model. ", " White line: kidney outline."
-GRADCAM_CAPTION = (_P + "Signature: the deep signature score (LASSO linear score over the selected deep features) that "
-                   "Grad-CAM explains; higher means more preeclampsia-like, so the maps show evidence for preeclampsia." + _OUTLINE)
-GRADCAM_CAPTION_PREDICTED = (_P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia). Each map "
-                             "shows the evidence for the class the head predicts for that image: preeclampsia where the logit "
-                             "is above 0, normal where it is below (column 'explains' of gradcam_checks.csv)." + _OUTLINE)
-GRADCAM_CAPTIONS = {"signature": GRADCAM_CAPTION, "predicted": GRADCAM_CAPTION_PREDICTED,
-                    "head": _P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia) that Grad-CAM "
-                            "explains; the maps show evidence for preeclampsia." + _OUTLINE}
+GRADCAM_CAPTION = (
+    _P + "Signature: the deep signature score (LASSO linear score over the selected deep features) that "
+    "Grad-CAM explains; higher means more preeclampsia-like, so the maps show evidence for preeclampsia." + _OUTLINE
+)
+GRADCAM_CAPTION_PREDICTED = (
+    _P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia). Each map "
+    "shows the evidence for the class the head predicts for that image: preeclampsia where the logit "
+    "is above 0, normal where it is below (column 'explains' of gradcam_checks.csv)." + _OUTLINE
+)
+GRADCAM_CAPTIONS = {
+    "signature": GRADCAM_CAPTION,
+    "predicted": GRADCAM_CAPTION_PREDICTED,
+    "head": _P + "Head logit: the fine-tuned head's logit (above 0: the head predicts preeclampsia) that Grad-CAM "
+    "explains; the maps show evidence for preeclampsia." + _OUTLINE,
+}
 
 GRADCAM_WHAT = {"signature": "the deep signature", "head": "the fine-tuned head's logit",
                 "predicted": "the fine-tuned head's evidence for the predicted class"}
-GRADCAM_FINE_WHY = ("on a fine-tuned backbone the paper's configuration (Grad-CAM of the LASSO deep signature on layer4) put "
-                    "most of its evidence outside the kidney (mean kidney ratio 0.67, where a map of exactly the kidney "
-                    "reaches 1.63 on that grid), while HiResCAM on layer2 of the fine-tuned head's evidence for the class it "
-                    "predicts localised (1.54 and 1.43 on two synthetic cohorts of 200 women, randomisation |rho| 0.18): "
-                    "benchmarks/results/gradcam_finetune.md")
+GRADCAM_FINE_WHY = (
+    "on a fine-tuned backbone the paper's configuration (Grad-CAM of the LASSO deep signature on layer4) put "
+    "most of its evidence outside the kidney (mean kidney ratio 0.67, where a map of exactly the kidney "
+    "reaches 1.63 on that grid), while HiResCAM on layer2 of the fine-tuned head's evidence for the class it "
+    "predicts localised (1.54 and 1.43 on two synthetic cohorts of 200 women, randomisation |rho| 0.18): "
+    "benchmarks/results/gradcam_finetune.md"
+)
 
-def gradcam_choice(cfg)->dict: # cfg: a `StudyConfig`; the configuration the Grad-CAM maps use, and why (run.json, the report)
+def gradcam_choice(
+    cfg,
+) -> dict:  # cfg: a `StudyConfig`; the configuration the Grad-CAM maps use, and why (run.json, the report)
     preset, own = cfg.gradcam_preset, {k: getattr(cfg, k) for k in GRADCAM_PRESETS["paper"]}
     expect = {**GRADCAM_PRESETS[preset], **({} if cfg.backbone.startswith("resnet") else {"gradcam_layer": "layer4"})}
     changed = [k for k, v in own.items() if v != expect[k]]
-    why = ("the paper's configuration" if preset == "paper" else
-           ("chosen by default for a fine-tuned backbone: " if cfg.gradcam == "auto" else "as asked: ") + GRADCAM_FINE_WHY)
+    why = (
+        "the paper's configuration"
+        if preset == "paper"
+        else ("chosen by default for a fine-tuned backbone: " if cfg.gradcam == "auto" else "as asked: ")
+        + GRADCAM_FINE_WHY
+    )
     if preset == "paper" and cfg.gradcam == "auto":
-        why += (" (the default for a frozen backbone or a head-only fine-tune)" if cfg.finetune in ("none", "head") else "")
-    if changed: why += "; changed by the options: " + ", ".join(f"{k.removeprefix('gradcam_')} {own[k]}" for k in changed)
+        why += (
+            " (the default for a frozen backbone or a head-only fine-tune)" if cfg.finetune in ("none", "head") else ""
+        )
+    if changed:
+        why += "; changed by the options: " + ", ".join(f"{k.removeprefix('gradcam_')} {own[k]}" for k in changed)
     other = "--gradcam fine" if preset == "paper" else "--gradcam paper"
     return dict(preset=preset, asked=cfg.gradcam, **{k.removeprefix("gradcam_"): v for k, v in own.items()}, why=why,
                 other=other)
 
 
 # %% ../nbs/08b_report.ipynb #01989453
-LOCALISATION_MIN_RATIO = 1.5   # a map passes when its energy share inside the kidney is at least this times the kidney's area share
-RANDOMISATION_MAX_RHO = 0.3    # a map whose |rank correlation| with the randomised-weights map exceeds this fails the check
+LOCALISATION_MIN_RATIO = (
+    1.5  # a map passes when its energy share inside the kidney is at least this times the kidney's area share
+)
+RANDOMISATION_MAX_RHO = (
+    0.3  # a map whose |rank correlation| with the randomised-weights map exceeds this fails the check
+)
+
 
 def check_verdicts(checks:pd.DataFrame)->pd.DataFrame:
     "Add 'localisation' and 'randomisation' columns (passed / failed / not measured) to a Grad-CAM checks table."
     def verdict(ok, known): return np.where(~known, "not measured", np.where(ok, "passed", "failed"))
-    e, a, r = (checks[c].astype(float) for c in ("kidney_energy_inside", "kidney_area_fraction", "randomisation_spearman"))
+
+    e, a, r = (
+        checks[c].astype(float) for c in ("kidney_energy_inside", "kidney_area_fraction", "randomisation_spearman")
+    )
     return checks.assign(localisation=verdict(e >= LOCALISATION_MIN_RATIO * a, e.notna() & a.notna()),
                          randomisation=verdict(r.abs() <= RANDOMISATION_MAX_RHO, r.notna()))
 
@@ -279,10 +541,22 @@ AUTHORS = "to be reported by the authors"
 def _tripod_items()->list[tuple]:
     "TRIPOD+AI (Collins et al., BMJ 2024;385:e078378): item number, section, item (shortened wording)."
     return [
-        ("1", "Title", "Identify the study as developing or evaluating a prediction model, the target population and the outcome"),
+        (
+            "1",
+            "Title",
+            "Identify the study as developing or evaluating a prediction model, the target population and the outcome",
+        ),
         ("2", "Abstract", "See the TRIPOD+AI for Abstracts checklist"),
-        ("3a", "Introduction: background", "Healthcare context (diagnostic or prognostic) and rationale, with references to existing models"),
-        ("3b", "Introduction: background", "Target population and intended purpose of the model in the care pathway, and its intended users"),
+        (
+            "3a",
+            "Introduction: background",
+            "Healthcare context (diagnostic or prognostic) and rationale, with references to existing models",
+        ),
+        (
+            "3b",
+            "Introduction: background",
+            "Target population and intended purpose of the model in the care pathway, and its intended users",
+        ),
         ("3c", "Introduction: background", "Known health inequalities between sociodemographic groups"),
         ("4", "Introduction: objectives", "Study objectives, including development and/or validation"),
         ("5a", "Methods: data", "Sources of data for development and evaluation, rationale and representativeness"),
@@ -300,15 +574,31 @@ def _tripod_items()->list[tuple]:
         ("10", "Methods: sample size", "How the study size was arrived at and why it is sufficient"),
         ("11", "Methods: missing data", "How missing data were handled; reasons for omitting data"),
         ("12a", "Methods: analytical methods", "How the data were used for development and evaluation (partitioning)"),
-        ("12b", "Methods: analytical methods", "How predictors were handled (functional form, rescaling, transformation)"),
-        ("12c", "Methods: analytical methods", "Type of model, rationale, model-building steps, hyperparameter tuning, internal validation"),
+        (
+            "12b",
+            "Methods: analytical methods",
+            "How predictors were handled (functional form, rescaling, transformation)",
+        ),
+        (
+            "12c",
+            "Methods: analytical methods",
+            "Type of model, rationale, model-building steps, hyperparameter tuning, internal validation",
+        ),
         ("12d", "Methods: analytical methods", "Heterogeneity across clusters (e.g. hospitals)"),
-        ("12e", "Methods: analytical methods", "Performance measures and plots (discrimination, calibration, clinical utility); model comparison"),
+        (
+            "12e",
+            "Methods: analytical methods",
+            "Performance measures and plots (discrimination, calibration, clinical utility); model comparison",
+        ),
         ("12f", "Methods: analytical methods", "Model updating (e.g. recalibration) arising from the evaluation"),
         ("12g", "Methods: analytical methods", "How model predictions were calculated for evaluation"),
         ("13", "Methods: class imbalance", "Class imbalance methods, why and how; recalibration"),
         ("14", "Methods: fairness", "Approaches to address model fairness"),
-        ("15", "Methods: model output", "Output of the model (probabilities, classification); thresholds and how they were identified"),
+        (
+            "15",
+            "Methods: model output",
+            "Output of the model (probabilities, classification); thresholds and how they were identified",
+        ),
         ("16", "Methods: training versus evaluation", "Differences between development and evaluation data"),
         ("17", "Methods: ethical approval", "Ethics committee and informed consent (or waiver)"),
         ("18a", "Open science: funding", "Source of funding and role of funders"),
@@ -319,15 +609,31 @@ def _tripod_items()->list[tuple]:
         ("18f", "Open science: code sharing", "Availability of the analytical code"),
         ("19", "Patient and public involvement", "Patient and public involvement, or none"),
         ("20a", "Results: participants", "Flow of participants, with and without the outcome"),
-        ("20b", "Results: participants", "Characteristics overall and per data source: predictors, sample size, events, missing data"),
-        ("20c", "Results: participants", "For evaluation: comparison of predictor distributions with the development data"),
+        (
+            "20b",
+            "Results: participants",
+            "Characteristics overall and per data source: predictors, sample size, events, missing data",
+        ),
+        (
+            "20c",
+            "Results: participants",
+            "For evaluation: comparison of predictor distributions with the development data",
+        ),
         ("21", "Results: model development", "Number of participants and outcome events in each analysis"),
         ("22", "Results: model specification", "Details of the full model to allow predictions in new individuals"),
-        ("23a", "Results: model performance", "Performance estimates with confidence intervals, incl. key subgroups; plots"),
+        (
+            "23a",
+            "Results: model performance",
+            "Performance estimates with confidence intervals, incl. key subgroups; plots",
+        ),
         ("23b", "Results: model performance", "Heterogeneity in performance across clusters"),
         ("24", "Results: model updating", "Results of any model updating"),
         ("25", "Discussion: interpretation", "Overall interpretation, including fairness"),
-        ("26", "Discussion: limitations", "Limitations (non-representative sample, sample size, overfitting, missing data)"),
+        (
+            "26",
+            "Discussion: limitations",
+            "Limitations (non-representative sample, sample size, overfitting, missing data)",
+        ),
         ("27a", "Discussion: usability", "How poor-quality or unavailable input data should be handled in use"),
         ("27b", "Discussion: usability", "Whether users interact with the input data, and the expertise required"),
         ("27c", "Discussion: usability", "Next steps for future research"),
@@ -335,83 +641,115 @@ def _tripod_items()->list[tuple]:
 
 def _transform_words(t:dict)->str:
     "Image preprocessing in words, e.g. 'padded to a square, resized to 224 px, ImageNet mean/SD normalisation'."
-    if not t: return "the backbone's input transform"
-    how = {"pad": "padded to a square and resized", "stretch": "stretched"}.get(t.get("resize"), f"resized ({t.get('resize')})")
+    if not t:
+        return "the backbone's input transform"
+    how = {"pad": "padded to a square and resized", "stretch": "stretched"}.get(
+        t.get("resize"), f"resized ({t.get('resize')})"
+    )
     return f"{how} to {t.get('size')} px, normalised with mean {t.get('mean')} and SD {t.get('std')}"
 
 def _lasso_words(method:str)->str:
-    return ("L1-penalised logistic regression (LASSO; λ by stratified 10-fold CV log-loss)" if method == "logistic" else
-            "LASSO on the 0/1 label (the exact LARS-lasso path on standardised features; λ by stratified 10-fold CV mean squared error)")
+    return (
+        "L1-penalised logistic regression (LASSO; λ by stratified 10-fold CV log-loss)"
+        if method == "logistic"
+        else "LASSO on the 0/1 label (the exact LARS-lasso path on standardised features; λ by stratified "
+            "10-fold CV mean squared error)"
+    )
+
 
 def finetune_in_validation(m:dict)->str|None: # None (frozen backbone), "head", "once" or "refit"
     "How a run's fine-tuning enters its internal validation, read from its manifest (run.json)."
     ft = m.get("finetune") or {}
-    if not ft: return None
-    if ft.get("mode") == "head": return "head"       # only a linear head learned: the models' features are the frozen ones
+    if not ft:
+        return None
+    if ft.get("mode") == "head":
+        return "head"  # only a linear head learned: the models' features are the frozen ones
     return "refit" if ft.get("refitted_per_fold") else "once"
 
 def _tripod_reports(m:dict)->dict:
     "What this run can report, by TRIPOD+AI item, from its manifest."
     s, cfg = m["summary"], m["config"]
-    sp = "; ".join(f"{k}: {v['patients']} patients, {v['events']} with the outcome" for k, v in sorted(s["split"].items(), reverse=True))
+    sp = "; ".join(
+        f"{k}: {v['patients']} patients, {v['events']} with the outcome"
+        for k, v in sorted(s["split"].items(), reverse=True)
+    )
     las = s.get("lasso") or {}
     miss = ", ".join(f"{k} {v}" for k, v in s["missing"].items()) or "none"
     ft_cv = finetune_in_validation(m)
     return {
         "5a": f"Cohort folder {m['cohort']}; data: {m['data']}; {s['patients']} patients, {s['images']} images. "
-              "Source and representativeness: authors.",
+        "Source and representativeness: authors.",
         "7": f"Images: cropped to the ROI, {_transform_words(m['features'].get('transform') or {})}, then "
-             f"{m['features'].get('backbone')} features; the cohort is checked against the data contract (pe-renal check) "
-             "and every input file is hashed in run.json.",
+        f"{m['features'].get('backbone')} features; the cohort is checked against the data contract (pe-renal check) "
+        "and every input file is hashed in run.json.",
         "8a": f"Outcome: column '{s['label_column']}', positive = {s['positive']}. Definition and timing: authors.",
         "9a": f"The {len(s['clinical_predictors'])} clinical columns used ({', '.join(s['clinical_predictors'])}) and "
-              f"{s['deep_candidates']} deep features; deep features pre-selected by LASSO on the training set. "
-              + (s.get("predictors_note") or "") + (" Excluded: " + "; ".join(f"{k} ({v})" for k, v in s["excluded"].items()) + "."
-                                                  if s.get("excluded") else "")
-              + "".join(f" Incorporation bias: {w}." for w in s.get("incorporation_bias", [])) + " Every candidate: tables/predictors.csv.",
+        f"{s['deep_candidates']} deep features; deep features pre-selected by LASSO on the training set. "
+        + (s.get("predictors_note") or "")
+        + (" Excluded: " + "; ".join(f"{k} ({v})" for k, v in s["excluded"].items()) + "." if s.get("excluded") else "")
+        + "".join(f" Incorporation bias: {w}." for w in s.get("incorporation_bias", []))
+        + " Every candidate: tables/predictors.csv.",
         "10": _sample_size_item(s, sp),
-        "11": f"Missing clinical values ({miss}): median (numeric) or most frequent (categorical) imputation, fitted on the "
-              f"training set inside the pipeline. {s['patients']} of {s['cohort_patients']} patients in the cohort folder analysed.",
+        "11": f"Missing clinical values ({miss}): median (numeric) or most frequent (categorical) imputation, "
+            "fitted on the "
+        f"training set inside the pipeline. {s['patients']} of {s['cohort_patients']} patients in the "
+            "cohort folder analysed.",
         "12a": f"Split by patient, {s['split_kind']} (seed {cfg['seed']}); {sp}. Development on the training set only.",
         "12b": "Numeric clinical predictors standardised; categorical one-hot; deep features standardised before LASSO "
-               "(all fitted on training data).",
+        "(all fitted on training data).",
         "12c": f"{_lasso_words(cfg['lasso_method'])}, {cfg['lasso_rule']} rule"
-               + (f", kept {las['selected']} of {las['candidates']} deep features" if las else "") +
-               f"; then {cfg['classifier'].upper()} ({'k, with uniform weights,' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV on "
-               "the training set); DL, clinical and "
-               f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
-               "repeats, estimating the AUC of the pipeline fitted on (K-1)/K of the patients (95% CI: the influence-curve "
-               "and corrected repeated-CV variances added, a widened interval whose coverage was measured by simulation)"
-               + ("" if ft_cv == "refit" or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
-               + ", whole pipeline refitted per resample"
-               + {"refit": ", the fine-tuning of the backbone included (refitted in every fold)",
-                  "once": ", except the fine-tuning of the backbone (done once on all training patients: optimistic)"}.get(ft_cv, "")
-               + "; a model that is a prevalence stand-in is reported as NA.",
-        "12e": f"ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV with Wilson score CIs, F1 with an "
-               f"unstratified bootstrap CI "
-               f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
-               "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
+        + (f", kept {las['selected']} of {las['candidates']} deep features" if las else "")
+        + f"; then {cfg['classifier'].upper()} "
+            f"({'k, with uniform weights,' if cfg['classifier'] == 'knn' else 'hyperparameters'} tuned by CV "
+            "on "
+        "the training set); DL, clinical and "
+        f"composite models. Internal validation: repeated stratified {cfg['cv_splits']}-fold CV x {cfg['cv_repeats']} "
+        "repeats, estimating the AUC of the pipeline fitted on (K-1)/K of the patients (95% CI: the influence-curve "
+        "and corrected repeated-CV variances added, a widened interval whose coverage was measured by simulation)"
+        + ("" if ft_cv == "refit" or not cfg['n_boot'] else f" and the .632+ bootstrap ({cfg['n_boot']} resamples)")
+        + ", whole pipeline refitted per resample"
+        + {
+            "refit": ", the fine-tuning of the backbone included (refitted in every fold)",
+            "once": ", except the fine-tuning of the backbone (done once on all training patients: optimistic)",
+        }.get(ft_cv, "")
+        + "; a model that is a prevalence stand-in is reported as NA.",
+        "12e": "ROC AUC with DeLong 95% CI; sensitivity, specificity, accuracy, PPV, NPV with Wilson score CIs, "
+            "F1 with an "
+        f"unstratified bootstrap CI "
+        f"({cfg['n_boot_ci']} resamples); paired DeLong tests on the test set; calibration curve and Brier score; "
+        "decision curve. Explainability: Grad-CAM of the deep signature, SHAP of the composite model.",
         "12f": "No model updating.",
         "12g": "Predictions from the fitted pipelines saved in model.skops (sha256 in run.json); predictions.csv.",
         "13": "No class imbalance method used.",
         "15": "Output: probability of the outcome per model; classification at the threshold chosen by the "
-              f"{m['model'].get('threshold_rule', 'Youden index on the training set')} "
-              f"({', '.join(f'{k} {v:.3g}' for k, v in m['model']['thresholds'].items())}).",
+        f"{m['model'].get('threshold_rule', 'Youden index on the training set')} "
+        f"({', '.join(f'{k} {v:.3g}' for k, v in m['model']['thresholds'].items())}).",
         "18f": f"pe_renal {m['pe_renal']} (open source); settings, versions and input hashes in run.json.",
-        "20b": "Table 1 by group and by split (tables/table1_by_group.csv, tables/table1_by_split.csv), with missing counts.",
+        "20b": "Table 1 by group and by split (tables/table1_by_group.csv, tables/table1_by_split.csv), with "
+            "missing counts.",
         "21": sp + ". Hyperparameters tuned within the training set.",
         "22": "model.skops holds the fitted pipelines and thresholds; `pe-renal predict` scores new patients.",
-        "23a": "tables/performance_formatted.csv (test set with 95% CIs; training rows apparent); internal validation in "
-               "tables/internal_validation.csv; ROC, calibration and decision-curve figures. Subgroups: authors.",
+        "23a": "tables/performance_formatted.csv (test set with 95% CIs; training rows apparent); internal "
+            "validation in "
+        "tables/internal_validation.csv; ROC, calibration and decision-curve figures. Subgroups: authors.",
     }
 
 def tripod_checklist(manifest:dict)->pd.DataFrame: # one row per TRIPOD+AI item
     "The TRIPOD+AI checklist, filled in from what this run knows; the rest is left to the authors."
     rep = _tripod_reports(manifest)
     partly = {"5a", "8a", "10", "23a"}
-    rows = [{"item number": n, "section": sec, "item": what, "what this run reports": rep.get(n, AUTHORS),
-                 "status": ("partly reported: authors to complete" if n in partly else "reported by this run") if n in rep else AUTHORS}
-            for n, sec, what in _tripod_items()]
+    rows = [
+        {
+            "item number": n,
+            "section": sec,
+            "item": what,
+            "what this run reports": rep.get(n, AUTHORS),
+            "status": ("partly reported: authors to complete" if n in partly else "reported by this run")
+            if n in rep
+            else AUTHORS,
+        }
+        for n, sec, what in _tripod_items()
+    ]
     return pd.DataFrame(rows)
 
 # %% ../nbs/08b_report.ipynb #67e380b3
@@ -420,98 +758,188 @@ def _sample_size_item(s:dict, # run.json's summary
                      )->str:  # TRIPOD+AI item 10, as this run reports it
     "TRIPOD+AI item 10 (sample size), from the run's sample-size stage when it has one."
     z, head = s.get("sample_size"), f"{s['patients']} patients, {s['events']} events ({sp})."
-    if not z: return head + " No sample size calculation: authors."
+    if not z:
+        return head + " No sample size calculation: authors."
     need = "; ".join(f"C {c}: {n:,}" for c, n in z["required"].items())
-    return (f"{head} Riley et al. (BMJ 2020) minimum sample size for {z['parameters']:,} candidate parameters ({z['deep']:,} deep, "
-            f"{z['clinical']} clinical) at the training prevalence, by anticipated C-statistic: {need} patients "
-            f"(tables/sample_size.csv). {z['sentence']} Why this size was chosen: authors.")
+    return (
+        f"{head} Riley et al. (BMJ 2020) minimum sample size for {z['parameters']:,} candidate parameters "
+            f"({z['deep']:,} deep, "
+        f"{z['clinical']} clinical) at the training prevalence, by anticipated C-statistic: {need} patients "
+        f"(tables/sample_size.csv). {z['sentence']} Why this size was chosen: authors."
+    )
 
 _TABLES["sample_size"] = (
-    "Riley et al. (BMJ 2020) minimum sample size for the study's candidate parameters, at the size and prevalence of the "
+    "Riley et al. (BMJ 2020) minimum sample size for the study's candidate parameters, at the size and "
+        "prevalence of the "
     "training patients, one row per anticipated C-statistic.",
-    dict(cstat="anticipated C-statistic", r2cs="the Cox-Snell R² it implies (binormal model, 3 decimals)",
-         parameters="candidate parameters: deep + clinical", deep="deep features offered to the LASSO",
-         clinical="clinical model inputs (one per numeric column, levels - 1 per categorical column)",
-         criterion_1="patients for an expected shrinkage of at least 0.9", criterion_2="patients for an optimism in the "
-         "Nagelkerke R² of at most 0.05", criterion_3="patients to estimate the overall risk within +/- 0.05",
-         n_required="the minimum sample size: the largest criterion", events_required="its events",
-         epp_required="its events per candidate parameter", n="training patients", events="of them, with the outcome",
-         epp="their events per candidate parameter", enough="True when the training patients reach the minimum",
-         supported_parameters="the most candidate parameters the training patients support by all three criteria",
-         supported_by_shrinkage="the most by criteria 1 and 2 alone"), None)
+    dict(
+        cstat="anticipated C-statistic",
+        r2cs="the Cox-Snell R² it implies (binormal model, 3 decimals)",
+        parameters="candidate parameters: deep + clinical",
+        deep="deep features offered to the LASSO",
+        clinical="clinical model inputs (one per numeric column, levels - 1 per categorical column)",
+        criterion_1="patients for an expected shrinkage of at least 0.9",
+        criterion_2="patients for an optimism in the Nagelkerke R² of at most 0.05",
+        criterion_3="patients to estimate the overall risk within +/- 0.05",
+        n_required="the minimum sample size: the largest criterion",
+        events_required="its events",
+        epp_required="its events per candidate parameter",
+        n="training patients",
+        events="of them, with the outcome",
+        epp="their events per candidate parameter",
+        enough="True when the training patients reach the minimum",
+        supported_parameters="the most candidate parameters the training patients support by all three criteria",
+        supported_by_shrinkage="the most by criteria 1 and 2 alone",
+    ),
+    None,
+)
 
 _TABLES["learning_curve"] = (
-    "Learning curve: internal-validation AUC of the whole pipeline refitted on growing stratified shares of the training patients.",
-    dict(fraction="share of the training patients", events="of them, with the outcome",
-         n_folds="CV folds behind the estimate (draws x folds)", auc="mean fold AUC"), None)
+    "Learning curve: internal-validation AUC of the whole pipeline refitted on growing stratified shares "
+        "of the training patients.",
+    dict(
+        fraction="share of the training patients",
+        events="of them, with the outcome",
+        n_folds="CV folds behind the estimate (draws x folds)",
+        auc="mean fold AUC",
+    ),
+    None,
+)
 _TABLES["prediction_instability"] = (
-    "Prediction instability (Riley & Collins 2023): each model refitted on bootstrap resamples of the training patients.",
-    dict(mape="mean absolute prediction error: the mean over patients of the mean |bootstrap risk - original risk|",
-         mape_p95="the 95th percentile of the patients' own mean absolute errors", mape_max="their largest",
-         n_boot="bootstrap resamples"), None)
+    "Prediction instability (Riley & Collins 2023): each model refitted on bootstrap resamples of the "
+        "training patients.",
+    dict(
+        mape="mean absolute prediction error: the mean over patients of the mean |bootstrap risk - original risk|",
+        mape_p95="the 95th percentile of the patients' own mean absolute errors",
+        mape_max="their largest",
+        n_boot="bootstrap resamples",
+    ),
+    None,
+)
 
-SAMPLE_SIZE_HEADINGS = {"cstat": "anticipated C", "r2cs": "Cox-Snell R²", "parameters": "candidate parameters",
-                        "deep": "deep", "clinical": "clinical", "criterion_1": "criterion 1", "criterion_2": "criterion 2",
-                        "criterion_3": "criterion 3", "n_required": "patients needed", "events_required": "events needed",
-                        "epp_required": "EPP needed", "n": "training patients", "events": "events", "epp": "EPP",
-                        "enough": "enough", "supported_parameters": "parameters supported",
-                        "supported_by_shrinkage": "supported by criteria 1-2"}
+SAMPLE_SIZE_HEADINGS = {
+    "cstat": "anticipated C",
+    "r2cs": "Cox-Snell R²",
+    "parameters": "candidate parameters",
+    "deep": "deep",
+    "clinical": "clinical",
+    "criterion_1": "criterion 1",
+    "criterion_2": "criterion 2",
+    "criterion_3": "criterion 3",
+    "n_required": "patients needed",
+    "events_required": "events needed",
+    "epp_required": "EPP needed",
+    "n": "training patients",
+    "events": "events",
+    "epp": "EPP",
+    "enough": "enough",
+    "supported_parameters": "parameters supported",
+    "supported_by_shrinkage": "supported by criteria 1-2",
+}
 
 # %% ../nbs/08b_report.ipynb #213e5ac0
 _NUM = lambda v: f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
 _COHORT_LABELS = {"train": "training: apparent (in-sample, optimistic)", "test": "test (held out)"}
-_GRADCAM_HEADINGS = {"p_composite": "p (Composite)", "score": "deep signature", "kidney_energy_inside": "energy in kidney",
-                     "kidney_area_fraction": "kidney area share", "kidney_ratio": "ratio",
-                     "kidney_ratio_uniform": "ratio of a whole-kidney map",
-                     "randomisation_spearman": "Spearman vs randomised"}
-_COUNTS = r"^(n|n_.*|missing|deep_kept|inputs|rank|repeat|fold|n_resamples)$"   # columns of counts: shown without decimals
+_GRADCAM_HEADINGS = {
+    "p_composite": "p (Composite)",
+    "score": "deep signature",
+    "kidney_energy_inside": "energy in kidney",
+    "kidney_area_fraction": "kidney area share",
+    "kidney_ratio": "ratio",
+    "kidney_ratio_uniform": "ratio of a whole-kidney map",
+    "randomisation_spearman": "Spearman vs randomised",
+}
+_COUNTS = (
+    r"^(n|n_.*|missing|deep_kept|inputs|rank|repeat|fold|n_resamples)$"  # columns of counts: shown without decimals
+)
 # column headings as a reader sees them in report.html (the CSVs keep their names; tables/README.txt explains both)
-_HEADINGS = {"auc": "AUC", "lo": "lower 95%", "hi": "upper 95%", "n_resamples": "folds or resamples", "primary": "primary estimate",
-             "apparent_auc": "apparent AUC", "n_no_features": "fits with no deep feature",
-             "repeat": "repeat", "n_train": "training patients", "n_test": "held-out patients", "deep_kept": "deep features kept",
-             "no_features": "no deep feature kept", "ic_msq": "influence term (mean square)",
-             "share_no_features": "share with no deep feature", "flag": "flag", "lo_ic": "influence-curve lower",
-             "hi_ic": "influence-curve upper", "lo_nb": "corrected CV lower", "hi_nb": "corrected CV upper",
-             "slope_lo": "slope lower 95%", "slope_hi": "slope upper 95%", "intercept_lo": "intercept lower 95%",
-             "intercept_hi": "intercept upper 95%", "brier": "Brier score", "n_boot": "resamples", "n_separated": "separated resamples",
-             "model_a": "model A", "model_b": "model B", "auc_a": "AUC A", "auc_b": "AUC B", "difference": "difference (A - B)",
-             "p_holm": "p (Holm)", "lasso_lambda": "LASSO λ", "tuning_criterion_auc": "tuning criterion (inner-CV AUC)",
-             "coefficient_raw": "coefficient (raw scale)", "spearman_with_signature": "Spearman with the signature",
-             "mean_abs_net_contribution": "mean |net contribution|", "mean_net_contribution": "mean net contribution (signed)",
-             "n_features": "inputs", "sum_of_feature_importance": "sum of the inputs' mean |SHAP|",
-             "share_of_summed_importance": "share of the summed importance", "inputs": "model inputs",
-             "patient_id": "patient", "sd": "SD"}
+_HEADINGS = {
+    "auc": "AUC",
+    "lo": "lower 95%",
+    "hi": "upper 95%",
+    "n_resamples": "folds or resamples",
+    "primary": "primary estimate",
+    "apparent_auc": "apparent AUC",
+    "n_no_features": "fits with no deep feature",
+    "repeat": "repeat",
+    "n_train": "training patients",
+    "n_test": "held-out patients",
+    "deep_kept": "deep features kept",
+    "no_features": "no deep feature kept",
+    "ic_msq": "influence term (mean square)",
+    "share_no_features": "share with no deep feature",
+    "flag": "flag",
+    "lo_ic": "influence-curve lower",
+    "hi_ic": "influence-curve upper",
+    "lo_nb": "corrected CV lower",
+    "hi_nb": "corrected CV upper",
+    "slope_lo": "slope lower 95%",
+    "slope_hi": "slope upper 95%",
+    "intercept_lo": "intercept lower 95%",
+    "intercept_hi": "intercept upper 95%",
+    "brier": "Brier score",
+    "n_boot": "resamples",
+    "n_separated": "separated resamples",
+    "model_a": "model A",
+    "model_b": "model B",
+    "auc_a": "AUC A",
+    "auc_b": "AUC B",
+    "difference": "difference (A - B)",
+    "p_holm": "p (Holm)",
+    "lasso_lambda": "LASSO λ",
+    "tuning_criterion_auc": "tuning criterion (inner-CV AUC)",
+    "coefficient_raw": "coefficient (raw scale)",
+    "spearman_with_signature": "Spearman with the signature",
+    "mean_abs_net_contribution": "mean |net contribution|",
+    "mean_net_contribution": "mean net contribution (signed)",
+    "n_features": "inputs",
+    "sum_of_feature_importance": "sum of the inputs' mean |SHAP|",
+    "share_of_summed_importance": "share of the summed importance",
+    "inputs": "model inputs",
+    "patient_id": "patient",
+    "sd": "SD",
+}
 _YES_NO = {True: "yes", False: "no", "True": "yes", "False": "no"}
-# the calibration table's infinities in words: a separated score has no finite slope; an interval's infinite limit is unbounded
-_INFINITE = {"slope": ("not estimable (separated)",) * 2, "intercept": ("not estimable (one class)",) * 2,
-             **{f"{k}_{e}": ("unbounded below", "unbounded above") for k in ("slope", "intercept") for e in ("lo", "hi")}}
+# the calibration table's infinities in words: a separated score has no finite slope; an interval's infinite limit is
+# unbounded
+_INFINITE = {
+    "slope": ("not estimable (separated)",) * 2,
+    "intercept": ("not estimable (one class)",) * 2,
+    **{f"{k}_{e}": ("unbounded below", "unbounded above") for k in ("slope", "intercept") for e in ("lo", "hi")},
+}
 
-def html_table(results_dir:Path,    # results folder
-               name:str,            # table file under tables/, without .csv
-               where:dict|None=None,# keep rows where column == value (e.g. {"cohort": "test"})
-               drop:tuple=(),       # columns not shown
-               relabel:dict|None=None, # column -> {value: shown text}
-               text:bool=False,     # long text cells: let them wrap
-               rename:dict|None=None,  # shorter column headings
-               na:str="",           # how a missing value is shown
-               blank:tuple=(),      # columns whose missing values are left blank whatever `na` is (e.g. a reason column)
-               infinite:dict|None=None, # column -> (text for -inf, text for +inf): what an infinite value means there
-              ):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
+
+def html_table(
+    results_dir: Path,  # results folder
+    name: str,  # table file under tables/, without .csv
+    where: dict | None = None,  # keep rows where column == value (e.g. {"cohort": "test"})
+    drop: tuple = (),  # columns not shown
+    relabel: dict | None = None,  # column -> {value: shown text}
+    text: bool = False,  # long text cells: let them wrap
+    rename: dict | None = None,  # shorter column headings
+    na: str = "",  # how a missing value is shown
+    blank: tuple = (),  # columns whose missing values are left blank whatever `na` is (e.g. a reason column)
+    infinite: dict | None = None,  # column -> (text for -inf, text for +inf): what an infinite value means there
+):                    # markupsafe.Markup: a <table> that names its source (or "" when there is no file)
     "A table of the results folder as HTML, escaped by pandas and marked safe for the template."
     from markupsafe import Markup
     src = f"tables/{name}.csv"
-    if not (results_dir/src).is_file(): return Markup("")
+    if not (results_dir / src).is_file():
+        return Markup("")
     df = pd.read_csv(results_dir/src)
     if where:
-        for k, v in where.items(): df = df[df[k].astype(str) == str(v)]
+        for k, v in where.items():
+            df = df[df[k].astype(str) == str(v)]
     df = df.drop(columns=[c for c in drop if c in df.columns])
     for c in df.columns[df.columns.str.match(_COUNTS)]:
         if pd.api.types.is_float_dtype(df[c]) and (df[c].dropna() % 1 == 0).all():
             df[c] = df[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     for col, mapping in (relabel or {}).items():
-        if col in df.columns: df[col] = df[col].map(lambda v: mapping.get(v, v))
+        if col in df.columns:
+            df[col] = df[col].map(lambda v: mapping.get(v, v))
     for c in blank:
-        if c in df.columns: df[c] = df[c].astype(object).where(df[c].notna(), "")
+        if c in df.columns:
+            df[c] = df[c].astype(object).where(df[c].notna(), "")
     for c, (neg, pos) in (infinite or {}).items():
         if c in df.columns and pd.api.types.is_float_dtype(df[c]) and np.isinf(df[c]).any():
             df[c] = [neg if v == -np.inf else pos if v == np.inf else v for v in df[c]]
@@ -519,10 +947,19 @@ def html_table(results_dir:Path,    # results folder
         if df[c].dtype == bool or set(df[c].dropna().unique()) <= {"True", "False"} and df[c].notna().any():
             df[c] = df[c].map(lambda v: _YES_NO.get(v, v))
     df = df.rename(columns={**_HEADINGS, **(rename or {})})
-    html = df.to_html(index=False, border=0, na_rep=na, escape=True, float_format=_NUM, classes="data text" if text else "data")
-    html = re.sub(r"(?<=\d )(\(\d[\d.]*-\d[\d.]*\))", r'<span class="ci">\1</span>', html)   # an interval wraps as one piece
+    html = df.to_html(
+        index=False, border=0, na_rep=na, escape=True, float_format=_NUM, classes="data text" if text else "data"
+    )
+    html = re.sub(
+        r"(?<=\d )(\(\d[\d.]*-\d[\d.]*\))", r'<span class="ci">\1</span>', html
+    )  # an interval wraps as one piece
     filt = " ".join(f"{k}={v}" for k, v in (where or {}).items())
-    return Markup('<div class="scroll">' + html.replace("<table ", f'<table data-source="{src}" data-filter="{filt}" ', 1) + "</div>")
+    return Markup(
+        '<div class="scroll">'
+        + html.replace("<table ", f'<table data-source="{src}" data-filter="{filt}" ', 1)
+        + "</div>"
+    )
+
 
 WIDE_FIGURE = 1.8   # a figure at least this many times wider than high (several panels) takes the page's full width
 
@@ -534,10 +971,13 @@ def _figures(results_dir:Path, *names)->list[dict]:
         p = results_dir/"figures"/f"{n}.png"
         if p.is_file():
             try:
-                with Image.open(p) as im: w, h = im.size
+                with Image.open(p) as im:
+                    w, h = im.size
             except OSError as e:
-                raise PeRenalError(f"{p}: not a readable PNG figure ({type(e).__name__}). The folder is damaged: run the "
-                                   "study again (`pe-renal run`) to write a complete one; nothing in this folder was changed.") from None
+                raise PeRenalError(
+                    f"{p}: not a readable PNG figure ({type(e).__name__}). The folder is damaged: run the "
+                    "study again (`pe-renal run`) to write a complete one; nothing in this folder was changed."
+                ) from None
             out.append({"name": n, "file": f"figures/{n}.png", "wide": w >= WIDE_FIGURE * h,
                         "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()})
     return out
@@ -545,17 +985,25 @@ def _figures(results_dir:Path, *names)->list[dict]:
 def _shap_family_caption(results_dir:Path)->str:
     "The numbers of the SHAP family figure, from the table it was drawn from, for its caption."
     p = results_dir/"tables"/"shap_importance_family.csv"
-    if not p.is_file(): return ""
-    return "; ".join(f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean "
-                     f"{r.mean_net_contribution:+.3f} ({int(r.n_features)} inputs)" for r in pd.read_csv(p).itertuples())
+    if not p.is_file():
+        return ""
+    return "; ".join(
+        f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean "
+        f"{r.mean_net_contribution:+.3f} ({int(r.n_features)} inputs)"
+        for r in pd.read_csv(p).itertuples()
+    )
+
 
 def _validated_auc(results_dir:Path, m:dict, model:str="Composite")->dict|None:
-    "The model's held-out test AUC (DeLong CI) and its primary internal-validation estimate: what its explanations rest on."
+    """The model's held-out test AUC (DeLong CI) and its primary internal-validation estimate: what its explanations
+    rest on."""
     p = results_dir/"tables"/"performance.csv"
-    if not p.is_file(): return None
+    if not p.is_file():
+        return None
     perf = pd.read_csv(p)
     row = perf[(perf["model"] == model) & (perf["cohort"] == "test")]
-    if row.empty: return None
+    if row.empty:
+        return None
     r, iv = row.iloc[0], (m.get("internal_validation") or {}).get(model) or {}
     ci = lambda a, lo, hi: f"{_NUM(a)} ({_NUM(lo)}-{_NUM(hi)})"
     test = ci(r["auc"], r["auc_lo"], r["auc_hi"])
@@ -567,25 +1015,40 @@ def _validated_auc(results_dir:Path, m:dict, model:str="Composite")->dict|None:
 def _gradcam_verdict(results_dir:Path)->dict|None:
     "Counts and ranges of the Grad-CAM checks, in words."
     p = results_dir/"tables"/"gradcam_checks.csv"
-    if not p.is_file(): return None
-    t = pd.read_csv(p); n = len(t)
+    if not p.is_file():
+        return None
+    t = pd.read_csv(p)
+    n = len(t)
     pct = lambda s: f"{100 * s.min():.0f}-{100 * s.max():.0f}%"
     loc_n = int((t["localisation"] == "passed").sum()) if "localisation" in t else 0
     rnd_n = int((t["randomisation"] == "passed").sum()) if "randomisation" in t else 0
     if t["kidney_energy_inside"].notna().any():
-        loc = (f"Localisation: {'passed' if loc_n == n else 'failed'} ({loc_n} of {n} maps). Energy inside the kidney "
-               f"{pct(t['kidney_energy_inside'])} against a kidney area share of {pct(t['kidney_area_fraction'])}; a map passes "
-               f"when its share of energy inside the kidney is at least {LOCALISATION_MIN_RATIO} times the kidney's share of the area.")
+        loc = (
+            f"Localisation: {'passed' if loc_n == n else 'failed'} ({loc_n} of {n} maps). Energy inside the kidney "
+            f"{pct(t['kidney_energy_inside'])} against a kidney area share of "
+                f"{pct(t['kidney_area_fraction'])}; a map passes "
+            f"when its share of energy inside the kidney is at least {LOCALISATION_MIN_RATIO} times the "
+                "kidney's share of the area."
+        )
         uni = t.get("kidney_ratio_uniform", pd.Series(dtype=float))   # absent from tables of older runs
         if uni.notna().any():
-            loc += (f" On this map's grid, a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-"
-                    f"{uni.max():.2f} (it spills over the kidney's edge), and one marking a thin rim such as the cortex less: "
-                    "read the ratios against that.")
-    else: loc = "Localisation: not measured (no kidney masks in this cohort)."
+            loc += (
+                f" On this map's grid, a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-"
+                f"{uni.max():.2f} (it spills over the kidney's edge), and one marking a thin rim such as "
+                    "the cortex less: "
+                "read the ratios against that."
+            )
+    else:
+        loc = "Localisation: not measured (no kidney masks in this cohort)."
     r = t["randomisation_spearman"]
-    rnd = (f"Randomisation: {'passed' if rnd_n == n else 'failed'} ({rnd_n} of {n} maps). Spearman correlation with the map of "
-           f"randomised weights {r.min():.2f} to {r.max():.2f}; a map passes when its absolute value is at most {RANDOMISATION_MAX_RHO}."
-           if r.notna().any() else "Randomisation: not measured.")
+    rnd = (
+        f"Randomisation: {'passed' if rnd_n == n else 'failed'} ({rnd_n} of {n} maps). Spearman "
+            "correlation with the map of "
+        f"randomised weights {r.min():.2f} to {r.max():.2f}; a map passes when its absolute value is at "
+            f"most {RANDOMISATION_MAX_RHO}."
+        if r.notna().any()
+        else "Randomisation: not measured."
+    )
     return dict(localisation=loc, randomisation=rnd, all_passed=loc_n == n and rnd_n == n)
 
 def _template():
@@ -600,52 +1063,130 @@ def render_report(results_dir:str|Path, # a results folder written by `run_study
     "Render report.html from what the results folder holds: run.json, tables/*.csv and figures/*.png."
     d = Path(results_dir)
     if not (d/"run.json").is_file():
-        raise PeRenalError(f"{d}: no run.json here; give a results folder written by `pe-renal run` or `pe-renal demo`.")
+        raise PeRenalError(
+            f"{d}: no run.json here; give a results folder written by `pe-renal run` or `pe-renal demo`."
+        )
     redo = ("The folder is damaged or was written by another version: run the study again (`pe-renal run`) to write a "
             "complete one; nothing in this folder was changed.")
-    try: m = json.loads((d/"run.json").read_text(encoding="utf-8"))
+    try:
+        m = json.loads((d / "run.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise PeRenalError(f"{d/'run.json'}: not readable as JSON ({str(e)[:120]}). {redo}") from None
-    if not isinstance(m, dict): raise PeRenalError(f"{d/'run.json'}: holds a {type(m).__name__}, not the run's manifest. {redo}")
+        raise PeRenalError(f"{d / 'run.json'}: not readable as JSON ({str(e)[:120]}). {redo}") from None
+    if not isinstance(m, dict):
+        raise PeRenalError(f"{d / 'run.json'}: holds a {type(m).__name__}, not the run's manifest. {redo}")
+
     def t(name, **kw):
-        try: return html_table(d, name, **kw)
+        try:
+            return html_table(d, name, **kw)
         except (KeyError, ValueError, IndexError, pd.errors.ParserError) as e:
-            raise PeRenalError(f"{d/'tables'/(name + '.csv')}: not the table the report expects ({type(e).__name__}: "
-                               f"{str(e)[:120]}). {redo}") from None
-    try: html = _render_report_html(d, m, t)
-    except PeRenalError: raise
+            raise PeRenalError(
+                f"{d / 'tables' / (name + '.csv')}: not the table the report expects ({type(e).__name__}: "
+                f"{str(e)[:120]}). {redo}"
+            ) from None
+
+    try:
+        html = _render_report_html(d, m, t)
+    except PeRenalError:
+        raise
     except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise PeRenalError(f"{d/'run.json'}: an entry the report needs is missing or malformed ({type(e).__name__}: "
-                           f"{str(e)[:120]}). {redo}") from None
+        raise PeRenalError(
+            f"{d / 'run.json'}: an entry the report needs is missing or malformed ({type(e).__name__}: "
+            f"{str(e)[:120]}). {redo}"
+        ) from None
     except Exception as e:
         import jinja2
-        if not isinstance(e, jinja2.TemplateError): raise
-        raise PeRenalError(f"{d/'run.json'}: an entry the report needs is missing or malformed ({str(e)[:160]}). {redo}") from None
-    with atomic_write(d/"report.html", "w") as f: f.write(html)
+
+        if not isinstance(e, jinja2.TemplateError):
+            raise
+        raise PeRenalError(
+            f"{d / 'run.json'}: an entry the report needs is missing or malformed ({str(e)[:160]}). {redo}"
+        ) from None
+    with atomic_write(d / "report.html", "w") as f:
+        f.write(html)
     return d/"report.html"
 
-EXPECTED_FIGURES = ("roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test", "internal_validation")
+EXPECTED_FIGURES = (
+    "roc_train",
+    "roc_test",
+    "calibration_test",
+    "decision_curve_test",
+    "confusion_test",
+    "internal_validation",
+)
+
 
 def _render_report_html(d:Path, m:dict, t)->str:
     short = {k: v for k, v in m.items() if k != "input_sha256"}
-    missing = [f"figures/{n}.png" for n in EXPECTED_FIGURES if not (d/"figures"/f"{n}.png").is_file()]   # every run draws these
-    if missing: warnings.warn(f"{d}: {', '.join(missing)} missing from the results folder; the report shows what is there.", stacklevel=3, category=PeRenalWarning)
+    missing = [
+        f"figures/{n}.png" for n in EXPECTED_FIGURES if not (d / "figures" / f"{n}.png").is_file()
+    ]  # every run draws these
+    if missing:
+        warnings.warn(
+            f"{d}: {', '.join(missing)} missing from the results folder; the report shows what is there.",
+            stacklevel=3,
+            category=PeRenalWarning,
+        )
     return _template().render(
-        missing_figures=missing, m=m, s=m["summary"], cfg=m["config"], status=m.get("status", ""), status_notes=STATUS_NOTES,
-        manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False), hashes=m.get("input_sha256", {}),
-        tables=dict(table1=t("table1_by_group"), table1_split=t("table1_by_split"), predictors=t("predictors", text=True),
-                    performance=t("performance_formatted", relabel={"cohort": _COHORT_LABELS},
-                                  drop=("Estimate", "Internal validation method")),   # said in the cohort column / the note
-                    validation=t("internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}), calibration=t("calibration", infinite=_INFINITE, blank=("note",), text=True), validation_folds=t("internal_validation_cv_folds"),
-                    delong=t("delong_comparisons", where={"cohort": "test"}), models=t("models"),
-                    lasso=t("lasso_coefficients"), gradcam=t("gradcam_checks", drop=("path",), rename={**_GRADCAM_HEADINGS, **({} if (m["config"].get("gradcam_target") or "signature") == "signature" else {"score": "head logit"})}),
-                    gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
-                    shap_family=t("shap_importance_family"), tripod=t("tripod_ai", text=True),
-                    sample_size=t("sample_size", rename=SAMPLE_SIZE_HEADINGS)),
-        n_lasso=len(pd.read_csv(d/"tables"/"lasso_coefficients.csv")) if (d/"tables"/"lasso_coefficients.csv").is_file() else 0,
-        figs=dict(evaluation=_figures(d, "roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test"),
-                  validation=_figures(d, "internal_validation"),
-                  lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
-                  gradcam=_figures(d, "gradcam_grid"), learning=_figures(d, "learning_curve", "prediction_instability"), finetune=_figures(d, "finetune_curve"), shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar")),
-        gradcam=_gradcam_verdict(d), gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"], shap_caption=_shap_family_caption(d), shap_auc=_validated_auc(d, m), optimism=FINETUNE_OPTIMISM,
-        ft_cv=finetune_in_validation(m))
+        missing_figures=missing,
+        m=m,
+        s=m["summary"],
+        cfg=m["config"],
+        status=m.get("status", ""),
+        status_notes=STATUS_NOTES,
+        manifest_json=json.dumps(short, indent=2, default=str, ensure_ascii=False),
+        hashes=m.get("input_sha256", {}),
+        tables=dict(
+            table1=t("table1_by_group"),
+            table1_split=t("table1_by_split"),
+            predictors=t("predictors", text=True),
+            performance=t(
+                "performance_formatted",
+                relabel={"cohort": _COHORT_LABELS},
+                drop=("Estimate", "Internal validation method"),
+            ),  # said in the cohort column / the note
+            validation=t(
+                "internal_validation", na="NA", text=True, blank=("reason", "flag"), rename={"reason": "why NA"}
+            ),
+            calibration=t("calibration", infinite=_INFINITE, blank=("note",), text=True),
+            validation_folds=t("internal_validation_cv_folds"),
+            delong=t("delong_comparisons", where={"cohort": "test"}),
+            models=t("models"),
+            lasso=t("lasso_coefficients"),
+            gradcam=t(
+                "gradcam_checks",
+                drop=("path",),
+                rename={
+                    **_GRADCAM_HEADINGS,
+                    **(
+                        {}
+                        if (m["config"].get("gradcam_target") or "signature") == "signature"
+                        else {"score": "head logit"}
+                    ),
+                },
+            ),
+            gradcam_agreement=t("gradcam_signature_agreement", na="NA"),
+            shap_family=t("shap_importance_family"),
+            tripod=t("tripod_ai", text=True),
+            sample_size=t("sample_size", rename=SAMPLE_SIZE_HEADINGS),
+        ),
+        n_lasso=len(pd.read_csv(d / "tables" / "lasso_coefficients.csv"))
+        if (d / "tables" / "lasso_coefficients.csv").is_file()
+        else 0,
+        figs=dict(
+            evaluation=_figures(
+                d, "roc_train", "roc_test", "calibration_test", "decision_curve_test", "confusion_test"
+            ),
+            validation=_figures(d, "internal_validation"),
+            lasso=_figures(d, "lasso_cv", "lasso_path", "lasso_coefficients", "selection_stability"),
+            gradcam=_figures(d, "gradcam_grid"),
+            learning=_figures(d, "learning_curve", "prediction_instability"),
+            finetune=_figures(d, "finetune_curve"),
+            shap=_figures(d, "shap_families", "shap_beeswarm", "shap_bar"),
+        ),
+        gradcam=_gradcam_verdict(d),
+        gradcam_caption=GRADCAM_CAPTIONS[m["config"].get("gradcam_target") or "signature"],
+        shap_caption=_shap_family_caption(d),
+        shap_auc=_validated_auc(d, m),
+        optimism=FINETUNE_OPTIMISM,
+        ft_cv=finetune_in_validation(m),
+    )

@@ -26,9 +26,12 @@ Z95 = 1.96   # the 95% normal quantile of criterion 3, as published
 
 def _fraction(v, name:str, option:str)->float:
     "`v` as a float strictly between 0 and 1, or an error naming the option."
-    try: v = float(v)
-    except (TypeError, ValueError): raise PeRenalError(f"{option}: {v!r} is not a number.") from None
-    if not 0 < v < 1: raise PeRenalError(f"{option}: the {name} must be strictly between 0 and 1, got {v:g}.")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise PeRenalError(f"{option}: {v!r} is not a number.") from None
+    if not 0 < v < 1:
+        raise PeRenalError(f"{option}: the {name} must be strictly between 0 and 1, got {v:g}.")
     return v
 
 def null_loglik(prevalence:float)->float:
@@ -77,9 +80,11 @@ def _anticipated_r2cs(prevalence, r2cs=None, r2_nagelkerke=None, cstat=None)->tu
     "The anticipated Cox-Snell R² and where it came from, from exactly one of the three inputs."
     given = {k: v for k, v in dict(r2cs=r2cs, r2_nagelkerke=r2_nagelkerke, cstat=cstat).items() if v is not None}
     if len(given) != 1:
-        raise PeRenalError("give exactly one anticipated performance: --r2cs (Cox-Snell R²), --r2-nagelkerke or "
-                           f"--cstat (C-statistic); got {', '.join('--' + k.replace('_', '-') for k in given) or 'none'}"
-                           ".")
+        raise PeRenalError(
+            "give exactly one anticipated performance: --r2cs (Cox-Snell R²), --r2-nagelkerke or "
+            f"--cstat (C-statistic); got {', '.join('--' + k.replace('_', '-') for k in given) or 'none'}"
+            "."
+        )
     if cstat is not None:
         return round(r2cs_from_cstat(cstat, prevalence), 3), f"from an anticipated C-statistic of {cstat:g}"
     if r2_nagelkerke is not None:
@@ -156,7 +161,8 @@ def supported_parameters(n:int,              # patients the model is developed o
                         )->int:              # the most candidate parameters meeting the criteria (0: none)
     "The largest number of candidate parameters for which `n` patients meet Riley et al.'s criteria."
     one = riley_sample_size(1, prevalence, r2cs, r2_nagelkerke, cstat, shrinkage, optimism, margin)
-    if overall_risk and n < one.criteria["n"][2]: return 0
+    if overall_risk and n < one.criteria["n"][2]:
+        return 0
     per = max(patients_per_parameter(one.r2cs, one.shrinkage), patients_per_parameter(one.r2cs, one.shrinkage_c2))
     return math.floor(n / per + 1e-9)
 
@@ -209,7 +215,8 @@ def sample_size_words(table:pd.DataFrame, # from `sample_size_table`
             f"and an anticipated C-statistic of {r.cstat:g}, Riley's criteria ask for at least {r.n_required:,} women "
             f"({r.events_required:,} with the outcome); the models were developed on {r.n} ({r.events} with the "
             "outcome)")
-    if r.enough: return head + ", enough."
+    if r.enough:
+        return head + ", enough."
     k = int(r.supported_parameters)
     k12 = int(r.supported_by_shrinkage)
     return (head + ", so they are at high risk of overfitting: " +
@@ -252,7 +259,9 @@ LEARNING_FRACTIONS = (0.4, 0.6, 0.8, 1.0)   # shares of the training patients th
 def _sample(y:np.ndarray, f:float, seed:int)->np.ndarray:
     "Row positions of a stratified share `f` of the patients (all of them when f is 1)."
     from sklearn.model_selection import train_test_split
-    if f >= 1: return np.arange(len(y))
+
+    if f >= 1:
+        return np.arange(len(y))
     return np.sort(train_test_split(np.arange(len(y)), train_size=f, stratify=y, random_state=seed)[0])
 
 def learning_curve(models:dict,            # unfitted models, e.g. `pe_renal.models.make_models(data)`
@@ -270,7 +279,8 @@ def learning_curve(models:dict,            # unfitted models, e.g. `pe_renal.mod
         raise PeRenalError(f"learning curve: fractions must be in (0, 1], got {fractions}.")
     for f in fractions:
         folds = []
-        if np.bincount(y[_sample(y, f, seed)], minlength=2).min() < n_splits: continue   # a class too small to fold
+        if np.bincount(y[_sample(y, f, seed)], minlength=2).min() < n_splits:
+            continue  # a class too small to fold
         for d in range(draws):
             idx = _sample(y, f, seed + d)
             cv = repeated_cv(models, X.iloc[idx], y[idx], n_splits=n_splits, n_repeats=1, seed=seed + d, n_jobs=n_jobs)

@@ -4,7 +4,9 @@
 
 # %% ../nbs/00b_settings.ipynb #834da130
 from __future__ import annotations
-import argparse, math, os
+import argparse
+import math
+import os
 from dataclasses import dataclass, field, fields, make_dataclass
 
 import numpy as np
@@ -49,7 +51,8 @@ def as_whole(name:str, value, lo:int|None=None, hi:int|None=None, also:tuple=(),
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise SettingError(f"{name}{where} must be a whole number, got {_what(value)}.")
     v = int(value)
-    if v in also or ((lo is None or v >= lo) and (hi is None or v <= hi)): return v
+    if v in also or ((lo is None or v >= lo) and (hi is None or v <= hi)):
+        return v
     want = f"at least {lo}" if hi is None else f"from {lo} to {hi}" if lo is not None else f"at most {hi}"
     raise PeRenalError(f"{name}{where} must be a whole number {want}"
                        f"{' (or ' + ', '.join(map(str, also)) + ')' if also else ''}, got {v}.")
@@ -60,7 +63,8 @@ def as_number(name:str, value, lo:float|None=None, hi:float|None=None, flag:str|
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SettingError(f"{name}{where} must be a number, got {_what(value)}.")
     v = float(value)
-    if not math.isfinite(v): raise PeRenalError(f"{name}{where} must be a finite number, got {v}.")
+    if not math.isfinite(v):
+        raise PeRenalError(f"{name}{where} must be a finite number, got {v}.")
     if (lo is not None and v <= lo) or (hi is not None and v >= hi):
         raise PeRenalError(f"{name}{where} must be between {lo} and {hi}, got {v}.")
     return v
@@ -70,7 +74,8 @@ def as_choice(name:str, value, choices:tuple, flag:str|None=None)->str:
     where = f" ({flag})" if flag else ""
     if not isinstance(value, str):
         raise SettingError(f"{name}{where} must be one of {', '.join(choices)}, got {_what(value)}.")
-    if value not in choices: raise PeRenalError(f"{name}{where} must be one of {', '.join(choices)}, got {value!r}.")
+    if value not in choices:
+        raise PeRenalError(f"{name}{where} must be one of {', '.join(choices)}, got {value!r}.")
     return str(value)
 
 def as_text(name:str, value, flag:str|None=None)->str:
@@ -79,25 +84,30 @@ def as_text(name:str, value, flag:str|None=None)->str:
     if not isinstance(value, (str, os.PathLike)):
         raise SettingError(f"{name}{where} must be text or a path, got {_what(value)}.")
     v = str(os.fspath(value))
-    if not v.strip(): raise PeRenalError(f"{name}{where} is empty: give a name or a path.")
+    if not v.strip():
+        raise PeRenalError(f"{name}{where} is empty: give a name or a path.")
     return v
 
 def as_flag(name:str, value)->bool:
     "`value` as a Python bool (True, False or a NumPy bool); 0, 1 or text are refused naming `name`."
-    if not isinstance(value, (bool, np.bool_)): raise SettingError(f"{name} must be True or False, got {_what(value)}.")
+    if not isinstance(value, (bool, np.bool_)):
+        raise SettingError(f"{name} must be True or False, got {_what(value)}.")
     return bool(value)
 
 def as_names(name:str, value, choices:tuple|None=None, one:bool=False)->list[str]:
     """`value` as a list of names: a list, tuple or array of strings. A single string is refused naming `name`
     (its letters would be taken as names), unless `one` says it is documented as one name."""
     if isinstance(value, (str, os.PathLike)):
-        if one: value = [os.fspath(value)]
-        else: raise SettingError(f"{name} must be a list of names, e.g. [{value!r}], not the single text {value!r}.")
+        if one:
+            value = [os.fspath(value)]
+        else:
+            raise SettingError(f"{name} must be a list of names, e.g. [{value!r}], not the single text {value!r}.")
     listlike = isinstance(value, (list, tuple, set, frozenset)) or isinstance(value, np.ndarray) and value.ndim == 1
     if not listlike:
         raise SettingError(f"{name} must be a list of names, got {_what(value)}.")
     bad = [v for v in value if not isinstance(v, str)]
-    if bad: raise SettingError(f"{name} must hold names (text), got {_what(bad[0])}.")
+    if bad:
+        raise SettingError(f"{name} must hold names (text), got {_what(bad[0])}.")
     out = [str(v) for v in value]
     if choices is not None and (wrong := [v for v in out if v not in choices]):
         raise PeRenalError(f"{name} may hold {', '.join(choices)}; {', '.join(map(repr, wrong))} is not one of them.")
@@ -122,14 +132,21 @@ class Setting:
 
     def check(self, value):
         "`value` as this setting's Python value (NumPy scalars become Python ones), or a `PeRenalError` naming it."
-        if value is None and self.optional: return None
+        if value is None and self.optional:
+            return None
         n, f = self.name, self.flag
-        if self.kind == "whole": return as_whole(n, value, self.lo, self.hi, self.also, f)
-        if self.kind == "number": return as_number(n, value, self.lo, self.hi, f)
-        if self.kind == "choice": return as_choice(n, value, self.choices, f)
-        if self.kind == "text": return as_text(n, value, f)
-        if self.kind == "flag": return as_flag(n, value)
-        if self.kind == "names": return tuple(as_names(n, value, self.choices))
+        if self.kind == "whole":
+            return as_whole(n, value, self.lo, self.hi, self.also, f)
+        if self.kind == "number":
+            return as_number(n, value, self.lo, self.hi, f)
+        if self.kind == "choice":
+            return as_choice(n, value, self.choices, f)
+        if self.kind == "text":
+            return as_text(n, value, f)
+        if self.kind == "flag":
+            return as_flag(n, value)
+        if self.kind == "names":
+            return tuple(as_names(n, value, self.choices))
         raise ValueError(f"unknown kind {self.kind!r} of setting {n}")
 
     @property
@@ -140,17 +157,21 @@ class Setting:
     @property
     def allowed(self)->str:
         "The allowed values in words."
-        if self.allowed_words: return self.allowed_words
-        if self.choices: return ", ".join(self.choices) + ("" if self.kind == "choice" else " (one or more)")
+        if self.allowed_words:
+            return self.allowed_words
+        if self.choices:
+            return ", ".join(self.choices) + ("" if self.kind == "choice" else " (one or more)")
         if self.kind == "whole":
             r = f"{self.lo} to {self.hi}" if self.hi is not None else f"at least {self.lo}"
             return r + "".join(f" or {a}" for a in self.also)
-        if self.kind == "number": return f"between {self.lo} and {self.hi}"
+        if self.kind == "number":
+            return f"between {self.lo} and {self.hi}"
         return {"text": "a name or a path", "flag": "true or false"}[self.kind]
 
     @property
     def shown_default(self)->str:
-        if self.default_words: return self.default_words
+        if self.default_words:
+            return self.default_words
         return " ".join(self.default) if isinstance(self.default, tuple) else str(self.default)
 
 # %% ../nbs/00b_settings.ipynb #21204e37
@@ -275,13 +296,18 @@ def config_fields(settings:tuple=SETTINGS)->list:
 def check_settings(obj):
     "Replace each setting of the dataclass `obj` by its checked Python value (or raise naming the setting)."
     for f in fields(obj):
-        if f.name in SETTING: setattr(obj, f.name, SETTING[f.name].check(getattr(obj, f.name)))
+        if f.name in SETTING:
+            setattr(obj, f.name, SETTING[f.name].check(getattr(obj, f.name)))
+
 
 def _plain(v):
     "A value as JSON holds it: NumPy scalars as Python numbers, tuples as lists."
-    if isinstance(v, np.generic): return v.item()
-    if isinstance(v, (tuple, list)): return [_plain(x) for x in v]
-    if isinstance(v, os.PathLike): return os.fspath(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
     return v
 
 def settings_json(obj)->dict:
@@ -292,8 +318,10 @@ def make_config(cls:type,     # a dataclass made from `config_fields`
                 config=None,  # None (the defaults), an instance of `cls`, or a dict of settings
                 name:str="config")->object:
     "`config` as a `cls`: a dict is read as its settings; an unknown key or another type is refused naming `name`."
-    if config is None: return cls()
-    if isinstance(config, cls): return config
+    if config is None:
+        return cls()
+    if isinstance(config, cls):
+        return config
     if not isinstance(config, dict):
         raise SettingError(f"{name} must be a {cls.__name__} or a dict of its settings, got {type(config).__name__}.")
     unknown = [k for k in config if k not in {f.name for f in fields(cls)}]
@@ -310,13 +338,18 @@ def help_text(s:Setting)->str:
 def _cli_type(s:Setting):
     "An argparse type for `s`: the text read as the setting's kind, then checked by its declaration."
     def parse(text:str):
-        if not text.strip(): raise argparse.ArgumentTypeError("an empty value: give a name, a number or a path")
-        try: v = int(text) if s.kind == "whole" else float(text) if s.kind == "number" else text
+        if not text.strip():
+            raise argparse.ArgumentTypeError("an empty value: give a name, a number or a path")
+        try:
+            v = int(text) if s.kind == "whole" else float(text) if s.kind == "number" else text
         except ValueError:
             want = "whole number" if s.kind == "whole" else "number"
             raise argparse.ArgumentTypeError(f"{text!r} is not a {want}") from None
-        try: return s.check(v)
-        except PeRenalError as e: raise argparse.ArgumentTypeError(str(e)) from None
+        try:
+            return s.check(v)
+        except PeRenalError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
     parse.__name__ = s.kind
     return parse
 
@@ -336,10 +369,14 @@ def add_options(parser:argparse.ArgumentParser, # a command's parser
     for n in names:
         s = SETTING[n]
         kw = dict(dest=s.name, default=s.default, action=_Given, help=(help or {}).get(n) or help_text(s))
-        if s.choices: kw.update(choices=s.choices)
-        if s.kind == "names": kw.update(nargs="+")
-        if s.kind == "flag": kw.update(nargs=0, const=True)
-        if s.kind not in ("choice", "names", "flag"): kw.update(type=_cli_type(s), metavar=s.flag[2:].upper().replace("-", "_"))
+        if s.choices:
+            kw.update(choices=s.choices)
+        if s.kind == "names":
+            kw.update(nargs="+")
+        if s.kind == "flag":
+            kw.update(nargs=0, const=True)
+        if s.kind not in ("choice", "names", "flag"):
+            kw.update(type=_cli_type(s), metavar=s.flag[2:].upper().replace("-", "_"))
         parser.add_argument(s.flag, **kw)
 
 STUDY_OPTIONS = [s.name for s in SETTINGS if s.flag]   # the options of `run` and `demo`, in the declaration's order

@@ -4,7 +4,9 @@
 
 # %% ../nbs/08_shap.ipynb #becb29a3
 from __future__ import annotations
-import contextlib, importlib, warnings
+import contextlib
+import importlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +37,14 @@ def model_inputs(model,                 # a fitted model from pe_renal.models (P
     info = []
     for n in raw:
         branch, _, rest = n.partition("__")
-        if branch == "deep": info.append((rest, rest, "deep"))
+        if branch == "deep":
+            info.append((rest, rest, "deep"))
         elif branch == "cat":
             cats = next(c for name, _, c in ct.transformers_ if name == "cat")
             var = max((c for c in cats if rest.startswith(f"{c}_")), key=len, default=rest)
             info.append((f"{var}={rest[len(var) + 1:]}", var, "clinical"))
-        else: info.append((rest, rest, "clinical"))
+        else:
+            info.append((rest, rest, "clinical"))
     cols = pd.DataFrame(info, columns=["feature", "variable", "family"])
     return pd.DataFrame(Z, index=X.index, columns=cols["feature"]), cols
 
@@ -59,29 +63,36 @@ def _interpreted(modules=_NUMBA_MODULES):
         for name in modules:
             mod = importlib.import_module(name)
             for k, obj in list(vars(mod).items()):
-                f = getattr(obj, "py_func", None)          # a numba dispatcher keeps its Python function here
-                if callable(f): saved.append((mod, k, obj)); setattr(mod, k, f)
+                f = getattr(obj, "py_func", None)  # a numba dispatcher keeps its Python function here
+                if callable(f):
+                    saved.append((mod, k, obj))
+                    setattr(mod, k, f)
         yield len(saved)
     finally:
-        for mod, k, obj in saved: setattr(mod, k, obj)
+        for mod, k, obj in saved:
+            setattr(mod, k, obj)
 
-def explain_model(model,                   # a fitted model (Pipeline: features -> classifier)
-                  X_train:pd.DataFrame,    # training patients: the background is drawn from them
-                  X:pd.DataFrame,          # patients to explain (e.g. the test set)
-                  n_background:int=25,     # training patients drawn (seeded, without replacement) as the background
-                  max_evals:int|None=None, # model evaluations per patient (default: 10 x (features + 1), at least 500)
-                  seed:int=42,
-                  compiled:bool=False,     # run shap's numba helpers compiled: compiling costs ~8 s once per process and
-                                           # pays off only above a few hundred patients; the values are the same
-                 ):                        # shap.Explanation (values: patients x features), with `.columns` info
-    "SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, background of real training patients)."
+
+def explain_model(
+    model,  # a fitted model (Pipeline: features -> classifier)
+    X_train: pd.DataFrame,  # training patients: the background is drawn from them
+    X: pd.DataFrame,  # patients to explain (e.g. the test set)
+    n_background: int = 25,  # training patients drawn (seeded, without replacement) as the background
+    max_evals: int | None = None,  # model evaluations per patient (default: 10 x (features + 1), at least 500)
+    seed: int = 42,
+    compiled: bool = False,  # run shap's numba helpers compiled: compiling costs ~8 s once per process and
+    # pays off only above a few hundred patients; the values are the same
+):  # shap.Explanation (values: patients x features), with `.columns` info
+    """SHAP values of P(preeclampsia) for each patient and classifier input (permutation explainer, background of real
+    training patients)."""
     shap = import_shap()
     Ztr, cols = model_inputs(model, X_train)
     Z, _ = model_inputs(model, X)
-    if Z.shape[1] == 0: raise PeRenalError("the model has no inputs to explain (no feature was selected or given).")
+    if Z.shape[1] == 0:
+        raise PeRenalError("the model has no inputs to explain (no feature was selected or given).")
     k = int(min(n_background, len(Ztr)))
     rows = np.sort(np.random.default_rng(seed).choice(len(Ztr), size=k, replace=False))
-    bg = Ztr.to_numpy()[rows]                           # real patients: one-hot columns stay 0/1, no impossible mixtures
+    bg = Ztr.to_numpy()[rows]  # real patients: one-hot columns stay 0/1, no impossible mixtures
     clf = model.named_steps["classifier"]
     f = lambda z: clf.predict_proba(np.asarray(z, dtype=np.float64))[:, 1]
     M = Z.shape[1]
@@ -91,9 +102,13 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
     with warnings.catch_warnings(), (contextlib.nullcontext() if compiled else _interpreted()):
         warnings.simplefilter("ignore")
         ex = explainer(Z.to_numpy(), max_evals=max_evals, silent=True, batch_size=_batch_size(max_evals, len(bg), M))
-    values = np.asarray(ex.values); base = np.asarray(ex.base_values)
-    if values.ndim == 3: values, base = values[..., -1], base[..., -1]   # multi-output: keep P(preeclampsia)
-    out = shap.Explanation(values=values, base_values=base.reshape(-1), data=Z.to_numpy(), feature_names=list(cols["feature"]))
+    values = np.asarray(ex.values)
+    base = np.asarray(ex.base_values)
+    if values.ndim == 3:
+        values, base = values[..., -1], base[..., -1]  # multi-output: keep P(preeclampsia)
+    out = shap.Explanation(
+        values=values, base_values=base.reshape(-1), data=Z.to_numpy(), feature_names=list(cols["feature"])
+    )
     out.columns, out.patients, out.prediction = cols, list(X.index), f(Z.to_numpy())
     out.background = list(Ztr.index[rows])
     return out
@@ -102,7 +117,8 @@ def explain_model(model,                   # a fitted model (Pipeline: features 
 def shap_values_table(ex)->pd.DataFrame:
     "SHAP values per patient (rows) and input (columns), with the expected value and the prediction."
     t = pd.DataFrame(ex.values, index=pd.Index(ex.patients, name="patient_id"), columns=ex.feature_names)
-    t.insert(0, "expected_value", ex.base_values); t.insert(1, "prediction", ex.prediction)
+    t.insert(0, "expected_value", ex.base_values)
+    t.insert(1, "prediction", ex.prediction)
     return t
 
 FAMILY_NOTES = {
@@ -116,7 +132,8 @@ FAMILY_NOTES = {
     "share_of_summed_importance": "sum_of_feature_importance / its total over families; grows with n_features too"}
 
 def importance(ex)->dict:
-    "Mean |SHAP| per feature and per variable (one-hot columns summed); per family (deep vs clinical) the net contribution first."
+    """Mean |SHAP| per feature and per variable (one-hot columns summed); per family (deep vs clinical) the net
+    contribution first."""
     v = pd.DataFrame(ex.values, columns=ex.feature_names)
     cols = ex.columns.set_index("feature")
     feat = (v.abs().mean().rename("mean_abs_shap").to_frame()
@@ -126,10 +143,15 @@ def importance(ex)->dict:
     var = (var_vals.abs().mean().rename("mean_abs_shap").to_frame().assign(family=fam_of_var)
            .sort_values("mean_abs_shap", ascending=False))
     var.index.name = "variable"
-    fam_net = v.T.groupby(cols["family"].reindex(v.columns).to_numpy()).sum().T      # per patient: the family's summed SHAP
-    fam = pd.DataFrame({"mean_abs_net_contribution": fam_net.abs().mean(), "mean_net_contribution": fam_net.mean(),   # abs leads
-                        "n_features": feat.groupby("family").size(),
-                        "sum_of_feature_importance": feat.groupby("family")["mean_abs_shap"].sum()})
+    fam_net = v.T.groupby(cols["family"].reindex(v.columns).to_numpy()).sum().T  # per patient: the family's summed SHAP
+    fam = pd.DataFrame(
+        {
+            "mean_abs_net_contribution": fam_net.abs().mean(),
+            "mean_net_contribution": fam_net.mean(),  # abs leads
+            "n_features": feat.groupby("family").size(),
+            "sum_of_feature_importance": feat.groupby("family")["mean_abs_shap"].sum(),
+        }
+    )
     fam["share_of_summed_importance"] = fam["sum_of_feature_importance"] / fam["sum_of_feature_importance"].sum()
     fam.index.name = "family"
     fam = fam.sort_values("mean_abs_net_contribution", ascending=False)
@@ -145,39 +167,54 @@ def _tolerant_ioff():
     import matplotlib.pyplot as plt
     orig = plt.ioff
     def ioff():
-        try: return orig()
-        except ValueError: return contextlib.nullcontext()
+        try:
+            return orig()
+        except ValueError:
+            return contextlib.nullcontext()
+
     plt.ioff = ioff
-    try: yield
-    finally: plt.ioff = orig
+    try:
+        yield
+    finally:
+        plt.ioff = orig
+
 
 def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite model"):
     import matplotlib.pyplot as plt
     shap = import_shap()
-    fig = plt.figure()                                  # shap draws into the current figure: make it a new one
-    with _tolerant_ioff(): shap.plots.beeswarm(ex, max_display=max_display, show=False, plot_size=(7, 0.35 * max_display + 1.5))
-    fig.axes[0].set_title(title, fontsize=11); return fig
+    fig = plt.figure()  # shap draws into the current figure: make it a new one
+    with _tolerant_ioff():
+        shap.plots.beeswarm(ex, max_display=max_display, show=False, plot_size=(7, 0.35 * max_display + 1.5))
+    fig.axes[0].set_title(title, fontsize=11)
+    return fig
+
 
 def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composite model"):
     import matplotlib.pyplot as plt
     shap = import_shap()
     fig = plt.figure()
-    with _tolerant_ioff(): shap.plots.bar(ex, max_display=max_display, show=False)
-    fig.set_size_inches(7, 0.35 * max_display + 1.5); fig.axes[0].set_title(title, fontsize=11); return fig
+    with _tolerant_ioff():
+        shap.plots.bar(ex, max_display=max_display, show=False)
+    fig.set_size_inches(7, 0.35 * max_display + 1.5)
+    fig.axes[0].set_title(title, fontsize=11)
+    return fig
+
 
 def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     "How one patient's inputs move her probability away from the expected value."
     import matplotlib.pyplot as plt
     shap = import_shap()
     fig = plt.figure()
-    with _tolerant_ioff(): shap.plots.waterfall(ex[i], max_display=max_display, show=False)
+    with _tolerant_ioff():
+        shap.plots.waterfall(ex[i], max_display=max_display, show=False)
     fig.set_size_inches(7, 0.4 * max_display + 1.5)
     fig.axes[0].set_title(title or f"Patient {ex.patients[i]}: P(preeclampsia) = {ex.prediction[i]:.2f}", fontsize=11)
     return fig
 
 def plot_families(imp:dict, title:str="Mean |net contribution| per feature family"):
     "Bars: mean |net contribution| per family (deep vs clinical); labels: its signed mean and the number of inputs."
-    import matplotlib.pyplot as plt, seaborn as sns
+    import matplotlib.pyplot as plt
+    import seaborn as sns
     from pe_renal.core import set_style
     set_style()
     fam = imp["family"].reset_index()
@@ -185,25 +222,38 @@ def plot_families(imp:dict, title:str="Mean |net contribution| per feature famil
     sns.barplot(fam, y="family", x="mean_abs_net_contribution", hue="family", ax=ax,
                 palette={"deep": "#0072B2", "clinical": "#E69F00"}, legend=False)
     for i, r in fam.iterrows():
-        ax.text(r.mean_abs_net_contribution, i, f"  {r.mean_abs_net_contribution:.3f}; signed mean {r.mean_net_contribution:+.3f}, {r.n_features} inputs",
-                va="center", fontsize=9)
+        ax.text(
+            r.mean_abs_net_contribution,
+            i,
+            f"  {r.mean_abs_net_contribution:.3f}; signed mean {r.mean_net_contribution:+.3f}, {r.n_features} inputs",
+            va="center",
+            fontsize=9,
+        )
     ax.set(xlabel="mean over patients of |family's summed SHAP| (probability)", ylabel="", title=title)
     ax.set_xlim(0, fam["mean_abs_net_contribution"].max() * 2.2)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
+
 
 def write_shap(ex, out_dir:str|Path, formats=("png",), dpi:int=300)->dict:
     "Write SHAP values, importance tables and figures into out_dir/tables and out_dir/figures."
     import matplotlib.pyplot as plt
     from pe_renal.core import save_figure
-    out = Path(out_dir); (out/"tables").mkdir(parents=True, exist_ok=True); (out/"figures").mkdir(parents=True, exist_ok=True)
+
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
     imp = importance(ex)
     notes = pd.DataFrame({"column": list(FAMILY_NOTES), "meaning": list(FAMILY_NOTES.values())})
     tables = {"shap_values": shap_values_table(ex), "shap_importance_feature": imp["feature"],
               "shap_importance_variable": imp["variable"], "shap_importance_family": imp["family"],
               "shap_importance_family_columns": notes.set_index("column")}
     for name, df in tables.items():
-        with atomic_write(out/"tables"/f"{name}.csv", "w") as fh: df.to_csv(fh)
+        with atomic_write(out / "tables" / f"{name}.csv", "w") as fh:
+            df.to_csv(fh)
     for name, plot in (("shap_beeswarm", lambda: plot_beeswarm(ex)), ("shap_bar", lambda: plot_importance_bar(ex)),
                        ("shap_families", lambda: plot_families(imp))):
-        fig = plot(); save_figure(fig, out/"figures"/name, formats, dpi); plt.close(fig)      # one figure drawn, saved, closed
+        fig = plot()
+        save_figure(fig, out / "figures" / name, formats, dpi)
+        plt.close(fig)  # one figure drawn, saved, closed
     return tables

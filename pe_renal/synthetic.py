@@ -4,7 +4,9 @@
 
 # %% ../nbs/02_synthetic.ipynb #3417c569
 from __future__ import annotations
-import json, os, math
+import json
+import os
+import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -27,7 +29,8 @@ def _smooth_noise(rng, shape, scale:float)->np.ndarray:
     "Low-frequency Gaussian random field with unit variance (FFT-filtered white noise)."
     h, w = shape
     f = fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
-    fy = np.fft.fftfreq(h)[:, None]; fx = np.fft.rfftfreq(w)[None, :]
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
     f *= np.exp(-2 * (np.pi * scale)**2 * (fy**2 + fx**2)).astype(np.float32)
     out = fft.irfft2(f, s=shape).astype(np.float32)
     return out / (out.std() + 1e-8)
@@ -37,7 +40,8 @@ def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarr
     h, w = refl.shape
     field = (rng.standard_normal((h, w), dtype=np.float32) + 1j * rng.standard_normal((h, w), dtype=np.float32))
     field *= np.sqrt(refl).astype(np.float32)
-    fy = np.fft.fftfreq(h)[:, None]; fx = np.fft.fftfreq(w)[None, :]
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
     psf = np.exp(-2 * np.pi**2 * ((sig_axial * fy)**2 + (sig_lateral * fx)**2)).astype(np.float32)
     return np.abs(fft.ifft2(fft.fft2(field) * psf)).astype(np.float32)
 
@@ -57,27 +61,35 @@ class KidneyParams:
     annotate: bool = False
     calipers: bool = False
 
-def render_kidney(p:KidneyParams, rng:np.random.Generator,
-                  gain:float=1.0,    # the scanner's display gain (echo amplitude factor; 1.25 is about 2 dB brighter)
-                  speckle:float=1.0, # the scanner's point-spread function, as a factor of its width (>1: coarser speckle)
-                  blur:float=0.0,    # the scanner's lower resolution, as a Gaussian blur of the image (SD in pixels)
-                 )->tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_kidney(
+    p: KidneyParams,
+    rng: np.random.Generator,
+    gain: float = 1.0,  # the scanner's display gain (echo amplitude factor; 1.25 is about 2 dB brighter)
+    speckle: float = 1.0,  # the scanner's point-spread function, as a factor of its width (>1: coarser speckle)
+    blur: float = 0.0,  # the scanner's lower resolution, as a Gaussian blur of the image (SD in pixels)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Draw one B-mode-like renal ultrasound image; returns (uint8 image, kidney mask, cortex mask)."
     H, W = IMG_H, IMG_W
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
     apex_y, apex_x = -70.0, W / 2 + rng.normal(0, 6)
-    r = np.hypot(y - apex_y, x - apex_x); th = np.arctan2(x - apex_x, y - apex_y)
-    half = np.deg2rad(rng.uniform(37, 42)); r0 = -apex_y + 4; r1 = -apex_y + H - 6
+    r = np.hypot(y - apex_y, x - apex_x)
+    th = np.arctan2(x - apex_x, y - apex_y)
+    half = np.deg2rad(rng.uniform(37, 42))
+    r0 = -apex_y + 4
+    r1 = -apex_y + H - 6
     fan = (np.abs(th) < half) & (r > r0) & (r < r1)
     ppc = (r1 - r0) / p.depth_cm                      # pixels per cm
     depth = np.clip((r - r0) / ppc, 0, None)          # cm below the skin
     # kidney pose and shape
-    cy = H * rng.uniform(0.50, 0.62); cx = apex_x + rng.normal(0, 18)
-    a = p.length_cm / 2 * ppc; b = a * rng.uniform(0.44, 0.52)
+    cy = H * rng.uniform(0.50, 0.62)
+    cx = apex_x + rng.normal(0, 18)
+    a = p.length_cm / 2 * ppc
+    b = a * rng.uniform(0.44, 0.52)
     phi = np.deg2rad(p.angle_deg)
     u = ((x - cx) * np.cos(phi) + (y - cy) * np.sin(phi)) / a
     v = (-(x - cx) * np.sin(phi) + (y - cy) * np.cos(phi)) / b
-    rho = np.hypot(u, v); alpha = np.arctan2(v, u)
+    rho = np.hypot(u, v)
+    alpha = np.arctan2(v, u)
     hs = 1.0 if rng.random() < 0.5 else -1.0          # hilum towards the probe or away from it
     notch = (u / 0.20)**2 + ((v - hs * 1.0) / 0.36)**2 < 1
     kidney = (rho <= 1.0) & ~notch & fan
@@ -94,7 +106,8 @@ def render_kidney(p:KidneyParams, rng:np.random.Generator,
     refl = np.where(behind & (depth > depth[int(np.clip(cy, 0, H-1)), int(np.clip(cx, 0, W-1))]), 0.7 * organ, refl)
     fat = (rho > 1.0) & (rho < 1.12)
     refl = np.where(fat, 1.6, refl)
-    n_pyr = int(rng.integers(7, 11)); psi = rng.uniform(0, 2*np.pi) + np.arange(n_pyr) * 2*np.pi / n_pyr
+    n_pyr = int(rng.integers(7, 11))
+    psi = rng.uniform(0, 2 * np.pi) + np.arange(n_pyr) * 2 * np.pi / n_pyr
     frac = np.clip((rho - rho_s) / max(rho_m - rho_s, 1e-3), 0, 1)
     step = 2 * np.pi / n_pyr
     dang = np.abs(np.mod(alpha - psi[0] + step / 2, step) - step / 2)           # angle to the nearest pyramid axis
@@ -113,33 +126,44 @@ def render_kidney(p:KidneyParams, rng:np.random.Generator,
     att, tgc = 0.5 * 0.11 * 3.5, rng.uniform(0.75, 0.95)                             # dB/cm/MHz * ln(10)/20 * MHz
     env *= np.exp(-att * depth * (1 - tgc)) * p.gain
     ref = np.median(env[fan & (depth > 2.5) & ~(rho <= 1.3)]) + 1e-8  # soft tissue sits at mid-gray
-    db = 20 * np.log10(env / ref + 1e-6) + 20 * math.log10(gain)   # display gain (0 dB at 1); a Python float keeps float32
+    db = 20 * np.log10(env / ref + 1e-6) + 20 * math.log10(
+        gain
+    )  # display gain (0 dB at 1); a Python float keeps float32
     img = np.clip(0.42 + db / p.dyn_range_db, 0, 1)
-    if blur > 0: img = np.clip(ndimage.gaussian_filter(img, float(blur)), 0, 1)
+    if blur > 0:
+        img = np.clip(ndimage.gaussian_filter(img, float(blur)), 0, 1)
     img = np.where(fan, img, 0)
     img8 = Image.fromarray((img * 255).round().astype(np.uint8))
-    if p.annotate: _annotate(img8, p, rng, ppc, r0, cx, cy, a, phi)
+    if p.annotate:
+        _annotate(img8, p, rng, ppc, r0, cx, cy, a, phi)
     return np.asarray(img8), kidney, cortex
 
 def _font(size:int):
-    try: return ImageFont.load_default(size=size)
-    except TypeError: return ImageFont.load_default()
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
 
 def _annotate(im:Image.Image, p:KidneyParams, rng, ppc, r0, cx, cy, a, phi):
     "Burn in what scanners and sonographers add: labels, a depth scale, caliper marks."
-    d = ImageDraw.Draw(im); H, W = IMG_H, IMG_W
+    d = ImageDraw.Draw(im)
+    H, W = IMG_H, IMG_W
     d.text((8, 6), f"{'RT' if p.side == 'right' else 'LT'} KIDNEY", fill=235, font=_font(14))
     d.text((8, 24), "LONG", fill=200, font=_font(12))
     d.text((W - 78, 6), f"C5-1 {p.depth_cm:.0f}cm", fill=210, font=_font(12))
     for cm in range(0, int(p.depth_cm) + 1):                                          # depth scale
         yy = r0 - 70 + cm * ppc
-        if yy >= H: break
+        if yy >= H:
+            break
         d.line([(W - 10, yy), (W - 4 if cm % 5 else W - 1, yy)], fill=220)
-        if cm % 5 == 0 and cm: d.text((W - 26, yy - 6), str(cm), fill=220, font=_font(10))
+        if cm % 5 == 0 and cm:
+            d.text((W - 26, yy - 6), str(cm), fill=220, font=_font(10))
     if p.calipers:
         ends = [(cx + s * a * np.cos(phi), cy + s * a * np.sin(phi)) for s in (-1, 1)]
         for ex, ey in ends:
-            d.line([(ex - 5, ey), (ex + 5, ey)], fill=255); d.line([(ex, ey - 5), (ex, ey + 5)], fill=255)
+            d.line([(ex - 5, ey), (ex + 5, ey)], fill=255)
+            d.line([(ex, ey - 5), (ex, ey + 5)], fill=255)
         for t in np.linspace(0.05, 0.95, 24):
             px, py = ends[0][0] + t * (ends[1][0] - ends[0][0]), ends[0][1] + t * (ends[1][1] - ends[0][1])
             d.point([(px, py), (px + 1, py)], fill=255)
@@ -151,7 +175,15 @@ CLINICAL_UNITS = {
     "sbp_mmHg": "mmHg", "dbp_mmHg": "mmHg", "urine_protein_24h_g": "g/24 h", "serum_creatinine_umol_L": "µmol/L",
     "bun_mmol_L": "mmol/L", "uric_acid_umol_L": "µmol/L", "cystatin_c_mg_L": "mg/L", "platelets_10e9_L": "×10⁹/L",
 }
-LABS = ["urine_protein_24h_g", "serum_creatinine_umol_L", "bun_mmol_L", "uric_acid_umol_L", "cystatin_c_mg_L", "platelets_10e9_L"]
+LABS = [
+    "urine_protein_24h_g",
+    "serum_creatinine_umol_L",
+    "bun_mmol_L",
+    "uric_acid_umol_L",
+    "cystatin_c_mg_L",
+    "platelets_10e9_L",
+]
+
 
 def make_clinical(n:int=279,              # number of women
                   n_pe:int|None=None,     # of whom with preeclampsia (default: 151/279 of n, as the paper)
@@ -166,7 +198,8 @@ def make_clinical(n:int=279,              # number of women
     "Draw the clinical table of a synthetic cohort, with the latent severity that also drives the images."
     rng = np.random.default_rng([seed, 1])
     n_pe = int(round(n * 151 / 279)) if n_pe is None else int(n_pe)
-    if not 0 < n_pe < n: raise PeRenalError(f"n_pe must be between 1 and n-1 (got n={n}, n_pe={n_pe}).")
+    if not 0 < n_pe < n:
+        raise PeRenalError(f"n_pe must be between 1 and n-1 (got n={n}, n_pe={n_pe}).")
     label = rng.permutation(np.r_[np.ones(n_pe, int), np.zeros(n - n_pe, int)])
     e, le, c = float(effect), float(lab_effect) * float(effect != 0), float(case_mix)   # c = 0 adds exactly nothing
     if not (isinstance(id_prefix, str) and id_prefix.isalnum()):
@@ -239,9 +272,14 @@ def check_site(site:dict|None)->dict:
     "The settings of a synthetic hospital, `SITE_DEFAULTS` where not given; an unknown key or a bad value is named."
     site = dict(SITE_DEFAULTS, **(site or {}))
     unknown = sorted(set(site) - set(SITE_DEFAULTS))
-    if unknown: raise PeRenalError(f"unknown site setting(s) {unknown}; known: {sorted(SITE_DEFAULTS)}.")
-    for k, ok, what in (("gain", lambda v: v > 0, "a number above 0"), ("speckle", lambda v: v > 0, "a number above 0"),
-                        ("blur", lambda v: v >= 0, "a number of pixels, 0 or more"), ("case_mix", lambda v: True, "a number")):
+    if unknown:
+        raise PeRenalError(f"unknown site setting(s) {unknown}; known: {sorted(SITE_DEFAULTS)}.")
+    for k, ok, what in (
+        ("gain", lambda v: v > 0, "a number above 0"),
+        ("speckle", lambda v: v > 0, "a number above 0"),
+        ("blur", lambda v: v >= 0, "a number of pixels, 0 or more"),
+        ("case_mix", lambda v: True, "a number"),
+    ):
         v = site[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not ok(v):
             raise PeRenalError(f"site {k} (--{k.replace('_', '-')}) must be {what}, got {v!r}.")
@@ -266,26 +304,29 @@ outcome_defining = [%s]
 [clinical.exclude]
 """ % ", ".join(f'"{c}"' for c in OUTCOME_DEFINING) + "".join(f'{c} = "{EXCLUDE_REASON}"\n' for c in OUTCOME_DEFINING)
 
-def make_cohort(out_dir:str|Path,         # folder to create (refused if it exists and is not empty)
-                n:int=279,                # number of women
-                seed:int=0,               # one seed for the whole cohort
-                n_pe:int|None=None,       # women with preeclampsia (default 151/279 of n)
-                effect:float=1.0,         # group difference; 0 = no signal anywhere
-                delta:float=1.2,          # severity shift in preeclampsia (SD units)
-                image_effect:float=1.0,   # how strongly severity shows in the images
-                lab_effect:float=1.0,     # how strongly severity shows in the labs
-                missing_rate:float=0.03,  # share of missing lab values
-                two_views_rate:float=0.5, # share of women with images of both kidneys
-                annotation_rate:float=0.35, # share of images with burned-in text / calipers
-                site:dict|None=None,      # what differs at another hospital: `SITE_DEFAULTS` keys (default: as the first)
-                overwrite:bool=False,     # replace an existing folder
-                n_jobs:int|None=None,     # worker processes (default: all cores)
-               )->Path:                   # the cohort folder
+def make_cohort(
+    out_dir: str | Path,  # folder to create (refused if it exists and is not empty)
+    n: int = 279,  # number of women
+    seed: int = 0,  # one seed for the whole cohort
+    n_pe: int | None = None,  # women with preeclampsia (default 151/279 of n)
+    effect: float = 1.0,  # group difference; 0 = no signal anywhere
+    delta: float = 1.2,  # severity shift in preeclampsia (SD units)
+    image_effect: float = 1.0,  # how strongly severity shows in the images
+    lab_effect: float = 1.0,  # how strongly severity shows in the labs
+    missing_rate: float = 0.03,  # share of missing lab values
+    two_views_rate: float = 0.5,  # share of women with images of both kidneys
+    annotation_rate: float = 0.35,  # share of images with burned-in text / calipers
+    site: dict | None = None,  # what differs at another hospital: `SITE_DEFAULTS` keys (default: as the first)
+    overwrite: bool = False,  # replace an existing folder
+    n_jobs: int | None = None,  # worker processes (default: all cores)
+) -> Path:                   # the cohort folder
     "Write a synthetic renal-ultrasound cohort in the cohort data contract."
     out_dir = Path(out_dir)
-    if n < 2 * 5: raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
+    if n < 2 * 5:
+        raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
     for name, v in dict(effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect).items():
-        if not np.isfinite(float(v)): raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
+        if not np.isfinite(float(v)):
+            raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
     site = check_site(site)
     clin = make_clinical(n, n_pe, seed, effect, delta, lab_effect, missing_rate, site["case_mix"], site["id_prefix"])
     opts = dict(image_effect=float(image_effect) * float(effect != 0), annotation_rate=annotation_rate,
@@ -293,22 +334,29 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
     seeds = np.random.SeedSequence([seed, 2]).spawn(n)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     with staged_dir(out_dir, overwrite=overwrite, what="cohort folder", marker="synthetic.json") as root:
-        (root/"images").mkdir(); (root/"masks").mkdir(); (root/"truth").mkdir()
+        (root / "images").mkdir()
+        (root / "masks").mkdir()
+        (root / "truth").mkdir()
         jobs = [(pid, z, s, opts, root) for pid, z, s in zip(clin["patient_id"], clin["severity"], seeds)]
         from pe_renal.core import progress
         if n_jobs > 1:
             with ProcessPoolExecutor(n_jobs, initializer=release_stops) as ex:
                 try:
-                    with stops_held(): done = ex.map(_render_patient, jobs, chunksize=2)   # every worker starts before a stop lands
+                    with stops_held():
+                        done = ex.map(_render_patient, jobs, chunksize=2)  # every worker starts before a stop lands
                     rows = list(progress(done, "synthetic images", total=n))
-                except BaseException:   # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
+                except BaseException:  # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
                     # (small chunks: a stop waits for a few patients only)
-                    ex.shutdown(wait=True, cancel_futures=True); raise
-        else: rows = [_render_patient(j) for j in progress(jobs, "synthetic images")]
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    raise
+        else:
+            rows = [_render_patient(j) for j in progress(jobs, "synthetic images")]
         imgs = pd.DataFrame([r for rs in rows for r in rs])
         contract = ["patient_id", "path", "side", "view", "x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask"]
         imgs[contract].to_csv(root/"images.csv", index=False)
-        imgs.drop(columns=["x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask", "view"]).to_csv(root/"truth"/"images.csv", index=False)
+        imgs.drop(columns=["x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask", "view"]).to_csv(
+            root / "truth" / "images.csv", index=False
+        )
         clin.drop(columns=["label", "severity"]).to_csv(root/"clinical.csv", index=False)
         clin[["patient_id", "label", "severity"]].to_csv(root/"truth"/"patients.csv", index=False)
         (root/"cohort.toml").write_text(_TOML)
@@ -316,7 +364,8 @@ def make_cohort(out_dir:str|Path,         # folder to create (refused if it exis
                         effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect,
                         missing_rate=missing_rate, two_views_rate=two_views_rate, annotation_rate=annotation_rate,
                         units=CLINICAL_UNITS)
-        if site != SITE_DEFAULTS: settings["site"] = site     # the first site's file stays as it always was
+        if site != SITE_DEFAULTS:
+            settings["site"] = site  # the first site's file stays as it always was
         (root/"synthetic.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False))
         (root/"README.txt").write_text(
             "SYNTHETIC DATA - these are not real patients.\n"

@@ -41,13 +41,16 @@ def logistic_fit(y, X,                 # 0/1 outcomes; (n, k) design matrix (inc
     for _ in range(max_iter):
         mu = 0.5 * (1 + np.tanh(0.5 * (X @ b + off)))
         info = X.T @ (X * (mu * (1 - mu))[:, None])
-        try: step = np.linalg.solve(info, X.T @ (y - mu))
-        except np.linalg.LinAlgError: step = np.full_like(b, np.nan)
+        try:
+            step = np.linalg.solve(info, X.T @ (y - mu))
+        except np.linalg.LinAlgError:
+            step = np.full_like(b, np.nan)
         if not np.isfinite(step).all() or np.abs(b + step).max() > 1e3:
             raise PeRenalError("the logistic calibration model has no finite fit: the outcomes are separated by the "
                                "predicted risks (or the risks are all the same); calibration cannot be estimated here.")
         b = b + step
-        if np.abs(step).max() < tol: break
+        if np.abs(step).max() < tol:
+            break
     mu = 0.5 * (1 + np.tanh(0.5 * (X @ b + off)))
     return b, np.linalg.inv(X.T @ (X * (mu * (1 - mu))[:, None]))
 
@@ -66,7 +69,8 @@ def observed_expected(y_true, y_prob, alpha:float=0.05)->Estimate:
     "O:E ratio (observed / expected events) with its log-normal CI (SE of ln O:E = sqrt((1-φ)/(nφ)))."
     y, p = check_scores(y_true, y_prob, "y_prob")
     o, e, n = y.sum(), p.sum(), len(y)
-    if e <= 0: raise PeRenalError("the predicted risks sum to 0: no expected events, so no O:E ratio.")
+    if e <= 0:
+        raise PeRenalError("the predicted risks sum to 0: no expected events, so no O:E ratio.")
     se = np.sqrt((1 - o / n) / o)
     return Estimate(float(o / e), float(o / e * np.exp(-_z(alpha) * se)), float(o / e * np.exp(_z(alpha) * se)))
 
@@ -94,14 +98,18 @@ def _local_fit(x, y, xs, nleft, nright, span_x):
     r = np.abs(x[j] - xs)
     stop = np.flatnonzero((r > 0.999 * h) & (x[j] > xs))
     j, r = (j[:stop[0]], r[:stop[0]]) if len(stop) else (j, r)
-    if h > 0: w = np.where(r <= 0.999 * h, np.where(r <= 0.001 * h, 1.0, (1 - (r / h) ** 3) ** 3), 0.0)
-    else: w = (r <= 0) * 1.0
-    if w.sum() <= 0: return None
+    if h > 0:
+        w = np.where(r <= 0.999 * h, np.where(r <= 0.001 * h, 1.0, (1 - (r / h) ** 3) ** 3), 0.0)
+    else:
+        w = (r <= 0) * 1.0
+    if w.sum() <= 0:
+        return None
     w = w / w.sum()
     if h > 0:
         a = (w * x[j]).sum()
         c = (w * (x[j] - a) ** 2).sum()
-        if np.sqrt(c) > 0.001 * span_x: w = w * ((xs - a) / c * (x[j] - a) + 1)
+        if np.sqrt(c) > 0.001 * span_x:
+            w = w * ((xs - a) / c * (x[j] - a) + 1)
     return float((w * y[j]).sum())
 
 def lowess(x, y, f:float=2/3, delta:float|None=None)->tuple[np.ndarray, np.ndarray]:
@@ -114,7 +122,8 @@ def lowess(x, y, f:float=2/3, delta:float|None=None)->tuple[np.ndarray, np.ndarr
     ys = np.empty(n)
     nleft, nright, last, i = 0, ns - 1, -1, 0
     while True:
-        while nright < n - 1 and x[i] - x[nleft] > x[nright + 1] - x[i]: nleft, nright = nleft + 1, nright + 1
+        while nright < n - 1 and x[i] - x[nleft] > x[nright + 1] - x[i]:
+            nleft, nright = nleft + 1, nright + 1
         fit = _local_fit(x, y, x[i], nleft, nright, span_x)
         ys[i] = y[i] if fit is None else fit
         if last < i - 1:                                     # points skipped within delta: interpolated
@@ -128,7 +137,8 @@ def lowess(x, y, f:float=2/3, delta:float|None=None)->tuple[np.ndarray, np.ndarr
                 last = i
             i += 1
         i = max(last + 1, i - 1)
-        if last >= n - 1: return x, ys
+        if last >= n - 1:
+            return x, ys
 
 # %% ../nbs/08d_validate.ipynb #78cbff0d
 def _smooth_at(p, y, at)->np.ndarray:
@@ -199,19 +209,24 @@ UPDATES = ("none", "intercept", "logistic")
 
 def fit_update(y_true, y_prob, method:str, m:int|None=None)->dict:
     "An update of a model's logit fitted on validation patients: {'method', 'intercept', 'slope', 'm'}."
-    if method not in UPDATES: raise PeRenalError(f"unknown update {method!r}; one of {', '.join(UPDATES)}.")
+    if method not in UPDATES:
+        raise PeRenalError(f"unknown update {method!r}; one of {', '.join(UPDATES)}.")
     y, p = check_scores(y_true, y_prob, "y_prob")
     m = (count_denominator(p) or 0) if m is None else m
     lp, _ = model_logits(p, m)
-    if method == "none": a, b = 0.0, 1.0
-    elif method == "intercept": a, b = float(logistic_fit(y, np.ones((len(y), 1)), offset=lp)[0][0]), 1.0
-    else: a, b = (float(v) for v in logistic_fit(y, np.column_stack([np.ones(len(y)), lp]))[0])
+    if method == "none":
+        a, b = 0.0, 1.0
+    elif method == "intercept":
+        a, b = float(logistic_fit(y, np.ones((len(y), 1)), offset=lp)[0][0]), 1.0
+    else:
+        a, b = (float(v) for v in logistic_fit(y, np.column_stack([np.ones(len(y)), lp]))[0])
     return dict(method=method, intercept=a, slope=b, m=m)
 
 def apply_update(y_prob, update:dict)->np.ndarray:
     "The updated risks: expit(intercept + slope * logit(p)), the logit smoothed as when the update was fitted."
     p = np.asarray(y_prob, float)
-    if update["method"] == "none": return p
+    if update["method"] == "none":
+        return p
     model_logits(p, update["m"])                       # checks the risks are probabilities
     return recalibrate_scores(p, update)               # as `predict` applies a saved update
 
@@ -221,7 +236,8 @@ def _update_metrics(y, lp_new, p_new)->np.ndarray:
     try:
         citl = logistic_fit(y, np.ones((len(y), 1)), offset=lp_new)[0][0]
         slope = logistic_fit(y, np.column_stack([np.ones(len(y)), lp_new]))[0][1]
-    except PeRenalError: citl = slope = np.nan
+    except PeRenalError:
+        citl = slope = np.nan
     return np.array([citl, slope, y.sum() / p_new.sum(), np.mean((p_new - y) ** 2)])
 
 def _updated(p, lp, u):
@@ -246,8 +262,10 @@ def updating_table(y_true, y_prob, m:int|None=None,
         if method != "none" and n_boot:
             diffs = []
             for i in idx:
-                try: ub = fit_update(y[i], p[i], method, m)
-                except PeRenalError: continue                     # a resample with one class or separated: skipped
+                try:
+                    ub = fit_update(y[i], p[i], method, m)
+                except PeRenalError:
+                    continue  # a resample with one class or separated: skipped
                 own = _update_metrics(y[i], *_updated(p[i], lp[i], ub))
                 diffs.append(own - _update_metrics(y, *_updated(p, lp, ub)))
             opt = np.nanmean(diffs, axis=0) if diffs else np.full(4, np.nan)

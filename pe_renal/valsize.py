@@ -32,14 +32,18 @@ def lp_prevalence_c(mu:float, sigma:float)->tuple[float, float]:
     p = _expit(x)
     f1, f0 = w * p, w * (1 - p)
     phi = f1.sum()
-    if not 0 < phi < 1: return float(phi), float("nan")   # every risk 0 or 1 in floating point: no C-statistic
+    if not 0 < phi < 1:
+        return float(phi), float("nan")  # every risk 0 or 1 in floating point: no C-statistic
     F0 = (np.cumsum(f0) - f0 / 2) / f0.sum()             # P(LP0 < x), ties at x counted one half
     return float(phi), float((f1 * F0).sum() / phi)
 
 def lp_distribution(prevalence:float, c_statistic:float)->tuple[float, float]:
     "Mean and SD of a normal linear predictor giving this outcome proportion and C-statistic (a calibrated model)."
-    if not 0 < prevalence < 1: raise PeRenalError(f"the outcome proportion must be between 0 and 1, got {prevalence}.")
-    if not 0.5 < c_statistic < 1: raise PeRenalError(f"the C-statistic must be between 0.5 and 1, got {c_statistic}.")
+    if not 0 < prevalence < 1:
+        raise PeRenalError(f"the outcome proportion must be between 0 and 1, got {prevalence}.")
+    if not 0.5 < c_statistic < 1:
+        raise PeRenalError(f"the C-statistic must be between 0.5 and 1, got {c_statistic}.")
+
     def mu_for(sigma):
         return optimize.brentq(lambda m: lp_prevalence_c(m, sigma)[0] - prevalence, -30, 30, xtol=1e-12)
     sigma = optimize.brentq(lambda s: lp_prevalence_c(mu_for(s), s)[1] - c_statistic, 1e-3, 12, xtol=1e-12)

@@ -1,5 +1,6 @@
 "Shared fixtures: small cohort folders written in the data contract."
-import hashlib, os
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def pytest_configure(config):
     """The test session never reads or writes the user's caches: pe_renal's (features) and torch's (weights) are a
     throw-away folder of this process (each xdist worker has its own); $PE_RENAL_CACHE overrides any XDG folder."""
-    import atexit, shutil, tempfile
+    import atexit
+    import shutil
+    import tempfile
     root = tempfile.mkdtemp(prefix="pe_renal_tests_")
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     os.environ["PE_RENAL_CACHE"] = os.path.join(root, "pe_renal")
@@ -40,18 +43,39 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
 
 # the slowest notebooks and tests (`pytest --durations`): scheduled first, so that the parallel workers finish together.
 # Only the order of the run depends on these lists; what is not on them runs afterwards, in file order.
-SLOWEST_NOTEBOOKS = ["05_models", "07_gradcam", "09_study", "03b_finetune", "03_features", "02_synthetic", "08_shap", "04_lasso"]
-SLOWEST_TESTS = ["test_interrupted_runs_leave_no_results_folder", "test_cli_synth_gives_the_paper_cohort",
-                 "test_positive_and_negative_control", "test_finetuned_weights_curve_and_manifest",
-                 "test_perturbing_the_test_patients_changes_no_fine_tuned_weight", "test_null_control_is_centred",
-                 "test_image_signal_fine_tuned_dl_model_beats_frozen", "test_null_cohort_held_out_auc_covers_half", "test_cli_features",
-                 "test_effect_zero_means_no_signal", "test_images_and_labs_carry_the_signal"]
+SLOWEST_NOTEBOOKS = [
+    "05_models",
+    "07_gradcam",
+    "09_study",
+    "03b_finetune",
+    "03_features",
+    "02_synthetic",
+    "08_shap",
+    "04_lasso",
+]
+SLOWEST_TESTS = [
+    "test_interrupted_runs_leave_no_results_folder",
+    "test_cli_synth_gives_the_paper_cohort",
+    "test_positive_and_negative_control",
+    "test_finetuned_weights_curve_and_manifest",
+    "test_perturbing_the_test_patients_changes_no_fine_tuned_weight",
+    "test_null_control_is_centred",
+    "test_image_signal_fine_tuned_dl_model_beats_frozen",
+    "test_null_cohort_held_out_auc_covers_half",
+    "test_cli_features",
+    "test_effect_zero_means_no_signal",
+    "test_images_and_labs_carry_the_signal",
+]
 
 
 def pytest_collection_modifyitems(config, items):
     "The slowest notebooks first, then the slowest tests, then the others in file order."
     def rank(item):
-        nb = item.callspec.params.get("nb") if item.get_closest_marker("notebook") and hasattr(item, "callspec") else None
+        nb = (
+            item.callspec.params.get("nb")
+            if item.get_closest_marker("notebook") and hasattr(item, "callspec")
+            else None
+        )
         if nb is not None:
             return SLOWEST_NOTEBOOKS.index(nb.stem) if nb.stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS)
         slow = [i for i, t in enumerate(SLOWEST_TESTS) if item.name.startswith(t)]
@@ -68,7 +92,8 @@ def tree_state(root: Path) -> dict:
     "Every file under root with its size, mtime and content hash: to prove nothing was written."
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames: out[os.path.join(dirpath, d)] = "dir"
+        for d in dirnames:
+            out[os.path.join(dirpath, d)] = "dir"
         for f in filenames:
             p = Path(dirpath) / f
             st = p.stat()
@@ -97,7 +122,8 @@ def build_once(tmp_path_factory, request, name:str, build) -> Path:
     d = root / name
     with FileLock(str(root / f"{name}.lock")):
         if not (d / ".built").exists():
-            shutil.rmtree(d, ignore_errors=True); d.mkdir(parents=True)
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
             build(d)
             (d / ".built").touch()
     return d
@@ -141,21 +167,26 @@ def study_results(tmp_path_factory, request):
     cfg = StudyConfig(backbone="resnet18", weights="random", device="cpu", cv_repeats=2, n_boot=3, n_boot_ci=100,
                       stability_boot=5, shap_background=10, dpi=TEST_DPI, cache=str(d / "cache"))
     def build(d):
-        make_cohort(d / "cohort", n=70, seed=0, delta=2.5)   # a strong signal: LASSO keeps deep features even from an untrained resnet18
+        make_cohort(
+            d / "cohort", n=70, seed=0, delta=2.5
+        )  # a strong signal: LASSO keeps deep features even from an untrained resnet18
         like_a_real_cohort(d / "cohort")
         before = tree_state(d / "cohort")
         run_study(d / "cohort", d / "results", cfg, verbose=False, copy_cohort=True)
         (d / "before.json").write_text(json.dumps(before))
     build_once(tmp_path_factory, request, "study", build)
     run = StudyRun((d, d / "cohort", cfg, d / "results"))
-    run.before = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((d / "before.json").read_text()).items()}
+    run.before = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((d / "before.json").read_text()).items()
+    }
     return run
 
 
 @pytest.fixture(params=["fp32", "bf16"])
 def cpu_kind(request, monkeypatch):
     """`precision="auto"` as it decides on a CPU without native bf16 kernels ("fp32") and on one with them ("bf16"),
-    whichever this CPU is: both paths run on every machine (bf16 arithmetic is emulated, slower, where it is not native)."""
+    whichever this CPU is: both paths run on every machine (bf16 arithmetic is emulated, slower, where it is not
+    native)."""
     import pe_renal.features as F
     monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: request.param == "bf16")
     return request.param

@@ -21,17 +21,22 @@ import nbdev.config, nbdev.test  # noqa: E401
 def die_with_parent():
     "Linux: the child is killed when the runner stops, so a runner that dies leaves no notebook running."
     try:
-        import ctypes, signal
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError): pass
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run_one(req: dict) -> int:
     "In the child: the notebook's environment and folder, then nbdev's test of it; the exit code."
     die_with_parent()
     fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)
-    os.environ.clear(); os.environ.update(req["env"])
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(req["env"])
     os.chdir(req["root"])
     cfg = nbdev.config.get_config()
     os.chdir(cfg.nbs_path)                                     # where nbdev_test runs the notebooks
@@ -46,10 +51,13 @@ def main():
         pid = os.fork()
         if pid == 0:
             code = 3
-            try: code = run_one(req)
-            except BaseException: traceback.print_exc()
+            try:
+                code = run_one(req)
+            except BaseException:
+                traceback.print_exc()
             finally:
-                sys.stdout.flush(); sys.stderr.flush()
+                sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)

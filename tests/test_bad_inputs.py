@@ -17,7 +17,6 @@ import tifffile
 
 from pe_renal.cli import main
 from pe_renal.core import PathError, PeRenalError, check_output
-from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 from conftest import tree_state, write_cohort
@@ -42,7 +41,8 @@ def cli(capsys, *argv):
 def refused(capsys, *argv, says=()):
     code, out, err = cli(capsys, *argv)
     assert code == 2, (code, out, err)
-    for s in says: assert s.lower() in err.lower(), f"{s!r} not in:\n{err}"
+    for s in says:
+        assert s.lower() in err.lower(), f"{s!r} not in:\n{err}"
     return err
 
 
@@ -50,7 +50,9 @@ def refused(capsys, *argv, says=()):
 
 @pytest.mark.parametrize("where", ["cohort", "inside", "above", "cache"])
 def test_results_never_replace_or_sit_inside_an_input(capsys, tmp_path, cohort_dir, where):
-    cache = tmp_path / "cache"; cache.mkdir(); (cache / "shard.parquet").write_text("cached")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "shard.parquet").write_text("cached")
     out = {"cohort": cohort_dir, "inside": cohort_dir / "results", "above": tmp_path, "cache": cache}[where]
     before, before_cache = tree_state(cohort_dir), tree_state(cache)
     refused(capsys, "run", cohort_dir, "--out", out, "--overwrite", "--cache", cache, "--backbone", "resnet18",
@@ -59,24 +61,39 @@ def test_results_never_replace_or_sit_inside_an_input(capsys, tmp_path, cohort_d
 
 
 def test_overwrite_replaces_only_an_earlier_results_folder(capsys, tmp_path, cohort_dir):
-    notes = tmp_path / "notes"; notes.mkdir(); (notes / "thesis.docx").write_text("years of work")
-    refused(capsys, "run", cohort_dir, "--out", notes, "--overwrite", says=["not an earlier results folder", "run.json"])
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.docx").write_text("years of work")
+    refused(
+        capsys, "run", cohort_dir, "--out", notes, "--overwrite", says=["not an earlier results folder", "run.json"]
+    )
     assert (notes / "thesis.docx").read_text() == "years of work"
     refused(capsys, "demo", "--out", notes, "--overwrite", says=["not an earlier results folder"])
     assert (notes / "thesis.docx").read_text() == "years of work"
 
 
 def test_predict_never_writes_over_its_model_or_into_the_cohort(capsys, tmp_path, cohort_dir):
-    model = tmp_path / "model.skops"; model.write_bytes(b"the model")
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"the model")
     refused(capsys, "predict", cohort_dir, "--model", model, "--out", model, "--overwrite", says=["model file"])
-    refused(capsys, "predict", cohort_dir, "--model", model, "--out", cohort_dir / "p.csv", says=["inside the cohort folder"])
+    refused(
+        capsys,
+        "predict",
+        cohort_dir,
+        "--model",
+        model,
+        "--out",
+        cohort_dir / "p.csv",
+        says=["inside the cohort folder"],
+    )
     assert model.read_bytes() == b"the model" and not (cohort_dir / "p.csv").exists()
 
 
 # ---- tracebacks: output locations and OS errors -------------------------------------------------------------------
 
 def test_an_output_whose_parent_is_a_file_is_named_before_any_work(capsys, tmp_path, cohort_dir):
-    f = tmp_path / "afile"; f.write_text("x")
+    f = tmp_path / "afile"
+    f.write_text("x")
     for argv in (["run", cohort_dir, "--out", f / "r"], ["demo", "--out", f / "r"], ["synth", "--out", f / "c"],
                  ["features", cohort_dir, "--out", f / "x.csv", "--no-cache"],
                  ["predict", cohort_dir, "--model", tmp_path / "m.skops", "--out", f / "p.csv"]):
@@ -84,11 +101,13 @@ def test_an_output_whose_parent_is_a_file_is_named_before_any_work(capsys, tmp_p
 
 
 def test_an_output_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
-    ro = tmp_path / "ro"; ro.mkdir()
+    ro = tmp_path / "ro"
+    ro.mkdir()
     if os.geteuid() == 0:   # root may write anywhere: pretend, as for a normal user
         real = os.access
         monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
-    else: ro.chmod(0o500)
+    else:
+        ro.chmod(0o500)
     with pytest.raises(PathError, match=f"you may not write in {ro}"):
         check_output(ro / "results")
 
@@ -105,10 +124,12 @@ def test_an_unreadable_clinical_csv_is_named(capsys, cohort_dir, monkeypatch):
     target = cohort_dir / "clinical.csv"
     if os.geteuid() == 0:   # root reads any file: make the open fail as it would for a normal user
         def deny(p, *a, **k):
-            if Path(p) == target: raise PermissionError(errno.EACCES, "Permission denied", str(p))
+            if Path(p) == target:
+                raise PermissionError(errno.EACCES, "Permission denied", str(p))
             return open(p, *a, **k)
         monkeypatch.setattr(data, "open", deny, raising=False)
-    else: target.chmod(0)
+    else:
+        target.chmod(0)
     refused(capsys, "check", cohort_dir, says=[str(target), "permission"])
 
 
@@ -154,15 +175,44 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
     refused(capsys, "run", root, "--out", tmp_path / "r", "--dpi", "5", "--backbone", "resnet18", "--weights", "random",
             "--cache", tmp_path / "cache", says=["dpi", "30 to 1200"])
-    refused(capsys, "run", root, "--out", tmp_path / "r", "--image-size", "8", "--backbone", "resnet18", "--weights", "random",
-            "--cache", tmp_path / "cache", says=["--image-size", "32 to 1024"])
-    refused(capsys, "run", root, "--out", tmp_path / "r", "--finetune-cv", "refit", "--backbone", "resnet18", "--weights",
-            "random", "--cache", tmp_path / "cache", says=["refit", "set finetune"])
+    refused(
+        capsys,
+        "run",
+        root,
+        "--out",
+        tmp_path / "r",
+        "--image-size",
+        "8",
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "random",
+        "--cache",
+        tmp_path / "cache",
+        says=["--image-size", "32 to 1024"],
+    )
+    refused(
+        capsys,
+        "run",
+        root,
+        "--out",
+        tmp_path / "r",
+        "--finetune-cv",
+        "refit",
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "random",
+        "--cache",
+        tmp_path / "cache",
+        says=["refit", "set finetune"],
+    )
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
 def test_an_image_with_non_finite_pixels_fails_check(capsys, cohort_dir):
-    a = np.random.default_rng(0).random((40, 50)).astype(np.float32); a[5, 5] = np.nan
+    a = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    a[5, 5] = np.nan
     tifffile.imwrite(cohort_dir / "images" / "nan.tif", a)
     img = pd.read_csv(cohort_dir / "images.csv")
     img.loc[0, "path"] = "images/nan.tif"
@@ -188,16 +238,19 @@ def test_decimal_commas(capsys, cohort_dir):
     c = load_cohort(cohort_dir)
     np.testing.assert_allclose(c.clinical["creatinine"], clin["creatinine"].astype(float))
     assert "creatinine" in c.numeric
-    comma.to_csv(cohort_dir / "clinical.csv", index=False)               # quoted "44,4" in a comma-separated file: the
-    c = load_cohort(cohort_dir)                                          # values show their decimal comma, so read alike
+    comma.to_csv(cohort_dir / "clinical.csv", index=False)  # quoted "44,4" in a comma-separated file: the
+    c = load_cohort(cohort_dir)  # values show their decimal comma, so read alike
     np.testing.assert_allclose(c.clinical["creatinine"], clin["creatinine"].astype(float))
-    comma.assign(creatinine=["166,000"] * len(comma)).to_csv(cohort_dir / "clinical.csv", index=False)   # 166000 or 166.0?
+    comma.assign(creatinine=["166,000"] * len(comma)).to_csv(
+        cohort_dir / "clinical.csv", index=False
+    )  # 166000 or 166.0?
     refused(capsys, "check", cohort_dir, says=["'creatinine'", "166000 (with a thousands separator) or 166.000"])
 
 
 def test_toml_with_a_byte_order_mark_is_read(capsys, cohort_dir):
     clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str).rename(columns={"label": "group"})
-    clin["group"] = clin["group"].map({"0": "normal", "1": "pe"}); clin.to_csv(cohort_dir / "clinical.csv", index=False)
+    clin["group"] = clin["group"].map({"0": "normal", "1": "pe"})
+    clin.to_csv(cohort_dir / "clinical.csv", index=False)
     (cohort_dir / "cohort.toml").write_bytes('[label]\ncolumn = "group"\npositive = "pe"\n'.encode("utf-8-sig"))
     code, out, err = cli(capsys, "check", cohort_dir)
     assert code == 0, err
@@ -216,9 +269,15 @@ def test_a_top_level_key_is_told_where_it_belongs(capsys, cohort_dir):
 def _start(cmd, faulthandler=False):
     # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults;
     # its own session, so that a kill can reach its worker processes too, as a scheduler's does
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"} if faulthandler else None,
-                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"} if faulthandler else None,
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)],
+    )
 
 
 def _wait_for_partial(parent, name, proc, timeout=120):
@@ -234,11 +293,15 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
     proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"], faulthandler=True)
     _wait_for_partial(tmp_path, "c", proc)
     proc.send_signal(sig)
-    try: out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:           # a stack dump of where it hangs (faulthandler on SIGABRT), its workers too
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a stack dump of where it hangs (faulthandler on SIGABRT), its workers too
         os.killpg(proc.pid, signal.SIGABRT)
-        try: out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); out, _ = proc.communicate()
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
         pytest.fail(f"pe-renal synth did not stop within 60 s of {sig.name}; its output:\n{out[-8000:]}")
     assert proc.returncode == 128 + sig, out
     assert "nothing was left half-written" in out and "Traceback" not in out
@@ -248,7 +311,8 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig):
 def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
     proc = _start([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "400"])
     _wait_for_partial(tmp_path, "c", proc)
-    os.killpg(proc.pid, signal.SIGKILL); proc.communicate(timeout=60)   # the whole job, workers included
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)  # the whole job, workers included
     assert list(tmp_path.glob(".c.partial-*"))            # SIGKILL cannot be handled: a leftover stays ...
     r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "20"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -271,7 +335,8 @@ def _new(d, tmp_path, n=16, seed=5):
 def test_predict_scores_a_cohort_whose_labels_are_all_one_value(capsys, model, tmp_path):
     d, m = model
     new = _new(d, tmp_path)
-    clin = pd.read_csv(new / "clinical.csv", dtype=str); clin["group"] = "preeclampsia"
+    clin = pd.read_csv(new / "clinical.csv", dtype=str)
+    clin["group"] = "preeclampsia"
     clin.to_csv(new / "clinical.csv", index=False)
     code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
     assert code == 0, err
@@ -314,7 +379,9 @@ def test_non_finite_features_name_the_images_and_a_fix_that_applies(cohort_dir):
     bb = Backbone(Overflows(), "overflows", "random:test", 4, untrained=True)
     cohort = load_cohort(cohort_dir)
     with pytest.raises(PeRenalError) as e:
-        extract_features(cohort, bb, device="cpu", precision="fp32", batch_size=len(cohort.images), cache=False, show_progress=False)
+        extract_features(
+            cohort, bb, device="cpu", precision="fp32", batch_size=len(cohort.images), cache=False, show_progress=False
+        )
     msg = str(e.value)
     assert "1 image(s): images/p" in msg and "check the images" in msg and "--precision fp32" not in msg
 
@@ -326,7 +393,10 @@ def test_a_run_on_a_synthetic_cohort_says_so_without_being_told(model):
     run = json.loads((m.parent / "run.json").read_text())
     assert run["config"]["synthetic"] is False
     assert "SYNTHETIC" in run["status"] and run["data"] == "synthetic (not real patients)"
-    assert "SYNTHETIC" in (m.parent / "report.html").read_text() and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()
+    assert (
+        "SYNTHETIC" in (m.parent / "report.html").read_text()
+        and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()
+    )
 
 
 def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_stops(monkeypatch):
@@ -344,9 +414,12 @@ def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_s
     hook = lambda u: reported.append(u.exc_type)
     monkeypatch.setattr(sys, "unraisablehook", hook)
     with stoppable():
-        StopInDel(); gc.collect()
-        with pytest.raises(Interrupted): check_stop()
-        FailInDel(); gc.collect()                      # other unraisable errors are still reported
+        StopInDel()
+        gc.collect()
+        with pytest.raises(Interrupted):
+            check_stop()
+        FailInDel()
+        gc.collect()  # other unraisable errors are still reported
     assert reported == [ValueError]
     check_stop()                                       # leaving the block forgets the stop ...
     assert sys.unraisablehook is hook                  # ... and gives the caller's hook back
@@ -354,16 +427,24 @@ def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_s
 
 # ---- option values are checked where they are parsed, naming the option ------------------------------------------
 
-@pytest.mark.parametrize("argv, option", [
-    (["check", "{c}", "--seed", "-1"], "--seed"), (["check", "{c}", "--test-size", "1.5"], "--test-size"),
-    (["check", "{c}", "--cv-splits", "1"], "--cv-splits"), (["check", "{c}", "--cv-splits", "0"], "--cv-splits"),
-    (["synth", "--out", "{t}/s", "--effect", "nan"], "--effect"), (["synth", "--out", "{t}/s", "--effect", "inf"], "--effect"),
-    (["synth", "--out", "{t}/s", "--n", "12"], "--n"),
-    (["run", "{c}", "--out", "{t}/r", "--epochs", "0", "--finetune", "last"], "--epochs"),
-    (["run", "{c}", "--out", "{t}/r", "--jobs", "0"], "--jobs"), (["run", "{c}", "--out", "{t}/r", "--boot", "-1"], "--boot"),
-    (["run", "{c}", "--out", "{t}/r", "--seed", "-3"], "--seed"), (["run", "{c}", "--out", "{t}/r", "--cv-repeats", "0"], "--cv-repeats"),
-    (["run", "{c}", "--out", "{t}/r", "--stability-boot", "-2"], "--stability-boot"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["check", "{c}", "--seed", "-1"], "--seed"),
+        (["check", "{c}", "--test-size", "1.5"], "--test-size"),
+        (["check", "{c}", "--cv-splits", "1"], "--cv-splits"),
+        (["check", "{c}", "--cv-splits", "0"], "--cv-splits"),
+        (["synth", "--out", "{t}/s", "--effect", "nan"], "--effect"),
+        (["synth", "--out", "{t}/s", "--effect", "inf"], "--effect"),
+        (["synth", "--out", "{t}/s", "--n", "12"], "--n"),
+        (["run", "{c}", "--out", "{t}/r", "--epochs", "0", "--finetune", "last"], "--epochs"),
+        (["run", "{c}", "--out", "{t}/r", "--jobs", "0"], "--jobs"),
+        (["run", "{c}", "--out", "{t}/r", "--boot", "-1"], "--boot"),
+        (["run", "{c}", "--out", "{t}/r", "--seed", "-3"], "--seed"),
+        (["run", "{c}", "--out", "{t}/r", "--cv-repeats", "0"], "--cv-repeats"),
+        (["run", "{c}", "--out", "{t}/r", "--stability-boot", "-2"], "--stability-boot"),
+    ],
+)
 def test_bad_option_values_are_refused_at_once_naming_the_option(capsys, cohort_dir, tmp_path, argv, option):
     before = tree_state(cohort_dir)
     err = refused(capsys, *[a.format(c=cohort_dir, t=tmp_path) for a in argv], says=[option])
@@ -378,23 +459,50 @@ def test_a_test_size_that_leaves_a_class_without_test_patients_is_refused(capsys
 def test_library_settings_are_checked_too(tmp_path):
     from pe_renal.study import StudyConfig
     from pe_renal.synthetic import make_cohort
-    for kw, option in ((dict(seed=-1), "--seed"), (dict(epochs=0), "--epochs"), (dict(n_jobs=0), "--jobs"), (dict(n_boot=-1), "--boot"),
-                       (dict(cv_splits=1), "--cv-splits"), (dict(cv_repeats=0), "--cv-repeats"), (dict(stability_boot=-1), "--stability-boot")):
-        with pytest.raises(PeRenalError, match=option): StudyConfig(**kw)
+
+    for kw, option in (
+        (dict(seed=-1), "--seed"),
+        (dict(epochs=0), "--epochs"),
+        (dict(n_jobs=0), "--jobs"),
+        (dict(n_boot=-1), "--boot"),
+        (dict(cv_splits=1), "--cv-splits"),
+        (dict(cv_repeats=0), "--cv-repeats"),
+        (dict(stability_boot=-1), "--stability-boot"),
+    ):
+        with pytest.raises(PeRenalError, match=option):
+            StudyConfig(**kw)
     assert StudyConfig(n_jobs=-1).n_jobs == -1 and StudyConfig(epochs=None).epochs is None
-    with pytest.raises(PeRenalError, match="finite"): make_cohort(tmp_path / "c", n=10, effect=float("nan"))
+    with pytest.raises(PeRenalError, match="finite"):
+        make_cohort(tmp_path / "c", n=10, effect=float("nan"))
     from pe_renal.finetune import finetune_backbone
     from pe_renal.data import load_cohort
-    with pytest.raises(PeRenalError, match="epochs"):           # 0 epochs is refused, not taken for the default
-        finetune_backbone(load_cohort(write_cohort(tmp_path / "w", n=20)), [f"P{i:02d}" for i in range(14)], "resnet18", "random",
-                          epochs=0, show_progress=False)
+    with pytest.raises(PeRenalError, match="epochs"):  # 0 epochs is refused, not taken for the default
+        finetune_backbone(
+            load_cohort(write_cohort(tmp_path / "w", n=20)),
+            [f"P{i:02d}" for i in range(14)],
+            "resnet18",
+            "random",
+            epochs=0,
+            show_progress=False,
+        )
 
 
 @pytest.mark.parametrize("where", ["cache", "cache/deeper"])
 def test_a_cache_inside_the_cohort_is_refused_by_every_command(capsys, cohort_dir, tmp_path, where):
     before = tree_state(cohort_dir)
     cache = cohort_dir / where
-    refused(capsys, "run", cohort_dir, "--out", tmp_path / "r", "--cache", cache, "--weights", "random", says=["inside the cohort"])
+    refused(
+        capsys,
+        "run",
+        cohort_dir,
+        "--out",
+        tmp_path / "r",
+        "--cache",
+        cache,
+        "--weights",
+        "random",
+        says=["inside the cohort"],
+    )
     refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.parquet", "--cache", cache, "--weights", "random",
             says=["inside the cohort"])
     assert tree_state(cohort_dir) == before and not (tmp_path / "r").exists()
@@ -415,32 +523,45 @@ def test_a_folder_being_written_is_locked_and_one_that_appears_meanwhile_is_neve
     with staged_dir(out) as tmp:
         (tmp / "run.json").write_text("first")
         with pytest.raises(PeRenalError, match="another pe_renal process .*is writing"):
-            with staged_dir(out): pass                                  # a second writer: refused at once
+            with staged_dir(out):
+                pass  # a second writer: refused at once
     assert (out / "run.json").read_text() == "first" and not list(tmp_path.glob(".results.lock"))
     # a folder appears under the name while a run works: left as it is, the run's results go beside it
     out2 = tmp_path / "r2"
     with pytest.raises(PeRenalError, match="appeared while this run was working") as e:
         with staged_dir(out2) as tmp:
             (tmp / "run.json").write_text("mine")
-            out2.mkdir(); (out2 / "run.json").write_text("theirs")
+            out2.mkdir()
+            (out2 / "run.json").write_text("theirs")
     assert (out2 / "run.json").read_text() == "theirs"
     alt = [p for p in tmp_path.iterdir() if p.name.startswith("r2-")]
     assert len(alt) == 1 and (alt[0] / "run.json").read_text() == "mine" and str(alt[0]) in str(e.value)
     # with overwrite, replacing it is what was asked for
-    with staged_dir(out2, overwrite=True) as tmp: (tmp / "run.json").write_text("again")
+    with staged_dir(out2, overwrite=True) as tmp:
+        (tmp / "run.json").write_text("again")
     assert (out2 / "run.json").read_text() == "again"
 
 
 def test_two_commands_into_one_folder_at_once_leave_one_complete_result(tmp_path):
-    "Two `pe-renal synth` into the same folder at the same time: one writes it, the other is refused; nothing is lost or mixed."
+    """Two `pe-renal synth` into the same folder at the same time: one writes it, the other is refused; nothing is lost
+    or mixed."""
     out = tmp_path / "same"
-    procs = [subprocess.Popen([PE_RENAL, "synth", "--out", str(out), "--n", "120", "--seed", str(s)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [PE_RENAL, "synth", "--out", str(out), "--n", "120", "--seed", str(s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
     res = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     codes = sorted(r[2] for r in res)
     assert codes == [0, 2], res
     refused_err = next(r[1] for r in res if r[2] == 2)
-    assert ("is writing" in refused_err or "already exists" in refused_err) and "Traceback" not in refused_err, refused_err
+    assert ("is writing" in refused_err or "already exists" in refused_err) and "Traceback" not in refused_err, (
+        refused_err
+    )
     assert (out / "clinical.csv").is_file() and len(pd.read_csv(out / "clinical.csv")) == 120
     assert not [p for p in tmp_path.iterdir() if p.name != "same"]                 # no leftovers beside it
 
@@ -452,14 +573,27 @@ def _copy_results(study_results, tmp_path):
     return shutil.copytree(study_results[3], tmp_path / "results")
 
 
-@pytest.mark.parametrize("damage, names", [
-    (lambda d: (d / "run.json").write_text((d / "run.json").read_text()[:500]), ["run.json", "JSON"]),
-    (lambda d: (d / "run.json").write_text(json.dumps({k: v for k, v in json.loads((d / "run.json").read_text()).items() if k != "summary"})),
-     ["run.json", "summary"]),
-    (lambda d: (d / "run.json").write_text("[1, 2]"), ["run.json", "list"]),
-    (lambda d: pd.read_csv(d / "tables" / "delong_comparisons.csv").drop(columns=["cohort"]).to_csv(
-        d / "tables" / "delong_comparisons.csv", index=False), ["delong_comparisons.csv", "cohort"]),
-])
+@pytest.mark.parametrize(
+    "damage, names",
+    [
+        (lambda d: (d / "run.json").write_text((d / "run.json").read_text()[:500]), ["run.json", "JSON"]),
+        (
+            lambda d: (d / "run.json").write_text(
+                json.dumps({k: v for k, v in json.loads((d / "run.json").read_text()).items() if k != "summary"})
+            ),
+            ["run.json", "summary"],
+        ),
+        (lambda d: (d / "run.json").write_text("[1, 2]"), ["run.json", "list"]),
+        (
+            lambda d: (
+                pd.read_csv(d / "tables" / "delong_comparisons.csv")
+                .drop(columns=["cohort"])
+                .to_csv(d / "tables" / "delong_comparisons.csv", index=False)
+            ),
+            ["delong_comparisons.csv", "cohort"],
+        ),
+    ],
+)
 def test_report_refuses_a_damaged_results_folder_naming_the_file(capsys, study_results, tmp_path, damage, names):
     d = _copy_results(study_results, tmp_path)
     damage(d)
@@ -476,12 +610,24 @@ def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(cap
     used = load_model_columns(out)
     unused = [c for c in df.columns if c not in used + ["patient_id", "group", "label"]]
     assert unused
-    df[unused[0]] = None; df["free_text_notes"] = "see chart"; df["empty_extra"] = None
+    df[unused[0]] = None
+    df["free_text_notes"] = "see chart"
+    df["empty_extra"] = None
     df.to_csv(new / "clinical.csv", index=False)
-    code, outp, err = cli(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "p.csv", "--cache", cfg.cache,
-                          "--allow-overlap")
+    code, outp, err = cli(
+        capsys,
+        "predict",
+        new,
+        "--model",
+        out / "model.skops",
+        "--out",
+        tmp_path / "p.csv",
+        "--cache",
+        cfg.cache,
+        "--allow-overlap",
+    )
     assert code == 0 and (tmp_path / "p.csv").is_file(), err
-    df[used[0]] = None                                                     # a column the model uses, empty: refused by name
+    df[used[0]] = None  # a column the model uses, empty: refused by name
     df.to_csv(new / "clinical.csv", index=False)
     refused(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "q.csv", "--cache", cfg.cache,
             "--allow-overlap", says=[used[0], "empty"])
@@ -498,16 +644,38 @@ def test_a_full_disk_is_reported_with_the_file_being_written(capsys, cohort_dir,
     def full(fd): raise OSError(errno.ENOSPC, "No space left on device")        # as the kernel says it: no file name
     monkeypatch.setattr(core.os, "fsync", full)
     out = tmp_path / "f.parquet"
-    err = refused(capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18", "--no-cache",
-                  says=["disk is full", "f.parquet"])
+    err = refused(
+        capsys,
+        "features",
+        cohort_dir,
+        "--out",
+        out,
+        "--weights",
+        "random",
+        "--backbone",
+        "resnet18",
+        "--no-cache",
+        says=["disk is full", "f.parquet"],
+    )
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], err
 
 
 def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp_path):
     (tmp_path / "afile").write_text("a file where the cache folder should be")
     out = tmp_path / "f.parquet"
-    code, stdout, err = cli(capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18",
-                            "--cache", tmp_path / "afile" / "cache")
+    code, stdout, err = cli(
+        capsys,
+        "features",
+        cohort_dir,
+        "--out",
+        out,
+        "--weights",
+        "random",
+        "--backbone",
+        "resnet18",
+        "--cache",
+        tmp_path / "afile" / "cache",
+    )
     assert code == 0 and out.is_file() and len(pd.read_parquet(out)) == 20, err
     assert "could not be written" in err and "afile" in err
 
@@ -515,22 +683,41 @@ def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp
 def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     "check --finetune / --finetune-cv refuse, before any work, what run would refuse later, with advice that works."
     from pe_renal.data import check_finetune_sizes
-    from pe_renal.data import split_cohort
     root = write_cohort(tmp_path / "c", n=20)                      # 7 + 7 training patients: too few to fine-tune
     code, out, err = cli(capsys, "check", root)
     assert code == 0, err
-    refused(capsys, "check", root, "--finetune", "last", says=["--finetune last", "at least 10 of each", "--finetune none"])
-    refused(capsys, "run", root, "--out", tmp_path / "r", "--finetune", "last", "--weights", "random", "--backbone", "resnet18",
-            "--cache", tmp_path / "cache", says=["at least 10 of each"])
-    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()  # refused before any feature was computed
+    refused(
+        capsys, "check", root, "--finetune", "last", says=["--finetune last", "at least 10 of each", "--finetune none"]
+    )
+    refused(
+        capsys,
+        "run",
+        root,
+        "--out",
+        tmp_path / "r",
+        "--finetune",
+        "last",
+        "--weights",
+        "random",
+        "--backbone",
+        "resnet18",
+        "--cache",
+        tmp_path / "cache",
+        says=["at least 10 of each"],
+    )
+    assert (
+        not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+    )  # refused before any feature was computed
     # refit: each fold's training part must allow a fine-tune; the advice (more folds) is checked to be enough
     split = pd.DataFrame(dict(patient_id=[f"P{i}" for i in range(40)], label=[0] * 20 + [1] * 20,
                               split=(["train"] * 14 + ["test"] * 6) * 2))           # 14 + 14 in training
     check_finetune_sizes(split, "last", "once", 3)
-    with pytest.raises(PeRenalError, match=r"--cv-splits (\d+)") as e: check_finetune_sizes(split, "last", "refit", 3)
+    with pytest.raises(PeRenalError, match=r"--cv-splits (\d+)") as e:
+        check_finetune_sizes(split, "last", "refit", 3)
     better = int(re.search(r"--cv-splits (\d+)", str(e.value)).group(1))
-    check_finetune_sizes(split, "last", "refit", better)           # the advice works
-    with pytest.raises(PeRenalError): check_finetune_sizes(split, "last", "refit", better - 1)
+    check_finetune_sizes(split, "last", "refit", better)  # the advice works
+    with pytest.raises(PeRenalError):
+        check_finetune_sizes(split, "last", "refit", better - 1)
 
 
 def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_have_none(capsys, model, tmp_path):
@@ -545,5 +732,7 @@ def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_ha
     imgs = pd.read_csv(new / "images.csv")
     imgs.drop(columns=["x0", "y0", "x1", "y1"]).to_csv(new / "images.csv", index=False)
     code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "q.csv", "--cache", d / "cache")
-    assert code == 0 and "developed on ROI crops" in err and f"{len(imgs)} of {len(imgs)} images here have none" in err, err
+    assert (
+        code == 0 and "developed on ROI crops" in err and f"{len(imgs)} of {len(imgs)} images here have none" in err
+    ), err
     assert (tmp_path / "q.csv").is_file()

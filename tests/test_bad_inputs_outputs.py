@@ -74,55 +74,70 @@ def test_any_path_in_an_input_is_refused(world, kind, parts, folder, overwrite):
     assume(parts or kind != "results")   # the results folder itself is an earlier output: --overwrite may replace it
     out = world[kind].joinpath(*parts)
     inputs = {"cohort folder": world["cohort"], "feature cache": world["cache"]}
-    with pytest.raises(PathError) as e: check_output(out, inputs, overwrite=overwrite, folder=folder)
+    with pytest.raises(PathError) as e:
+        check_output(out, inputs, overwrite=overwrite, folder=folder)
     assert str(world[kind]) in str(e.value) and "even with --overwrite" in str(e.value)
 
 
 def test_an_empty_folder_is_filled_in_place(tmp_path):
-    vol = tmp_path / "volume"; vol.mkdir()
+    vol = tmp_path / "volume"
+    vol.mkdir()
     ino = vol.stat().st_ino
-    with staged_dir(vol) as d: (d / "run.json").write_text("{}")
+    with staged_dir(vol) as d:
+        (d / "run.json").write_text("{}")
     assert vol.stat().st_ino == ino and sorted(p.name for p in vol.iterdir()) == ["run.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
 
 
 def test_a_mount_point_is_never_renamed_even_with_overwrite(tmp_path, monkeypatch):
     "A mount point cannot be renamed: its earlier results are replaced inside it."
-    vol = tmp_path / "volume"; vol.mkdir()
-    (vol / "run.json").write_text("old"); (vol / "old.csv").write_text("x")
+    vol = tmp_path / "volume"
+    vol.mkdir()
+    (vol / "run.json").write_text("old")
+    (vol / "old.csv").write_text("x")
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == vol)
     monkeypatch.setattr(Path, "rename", _no_rename_of(vol, Path.rename))
-    with staged_dir(vol, overwrite=True) as d: (d / "run.json").write_text("new")
+    with staged_dir(vol, overwrite=True) as d:
+        (d / "run.json").write_text("new")
     assert sorted(p.name for p in vol.iterdir()) == ["run.json"] and (vol / "run.json").read_text() == "new"
-    with pytest.raises(PathError, match="already exists"): staged_dir(vol).__enter__()
+    with pytest.raises(PathError, match="already exists"):
+        staged_dir(vol).__enter__()
 
 
 def _no_rename_of(vol: Path, rename):
     def guarded(self, target):
-        if Path(self) == vol: raise OSError(16, "Device or resource busy", str(self))
+        if Path(self) == vol:
+            raise OSError(16, "Device or resource busy", str(self))
         return rename(self, target)
     return guarded
 
 
 def test_a_failed_run_into_an_empty_folder_leaves_it_empty(tmp_path):
-    vol = tmp_path / "volume"; vol.mkdir()
+    vol = tmp_path / "volume"
+    vol.mkdir()
     with pytest.raises(RuntimeError):
-        with staged_dir(vol) as d: (d / "half.csv").write_text("x"); raise RuntimeError("crash")
+        with staged_dir(vol) as d:
+            (d / "half.csv").write_text("x")
+            raise RuntimeError("crash")
     assert list(vol.iterdir()) == []
 
 
 def test_overwrite_through_a_link_leaves_nothing_behind(tmp_path):
-    (tmp_path / "run1").mkdir(); (tmp_path / "run1" / "run.json").write_text("{}")
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "run.json").write_text("{}")
     (tmp_path / "latest").symlink_to(tmp_path / "run1")
-    with staged_dir(tmp_path / "latest", overwrite=True) as d: (d / "run.json").write_text("new")
+    with staged_dir(tmp_path / "latest", overwrite=True) as d:
+        (d / "run.json").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run1"]
     assert (tmp_path / "run1" / "run.json").read_text() == "{}"
     assert (tmp_path / "latest" / "run.json").read_text() == "new"
 
 
 def test_a_link_to_an_empty_folder_fills_that_folder(tmp_path):
-    (tmp_path / "vol").mkdir(); (tmp_path / "out").symlink_to(tmp_path / "vol")
-    with staged_dir(tmp_path / "out") as d: (d / "run.json").write_text("{}")
+    (tmp_path / "vol").mkdir()
+    (tmp_path / "out").symlink_to(tmp_path / "vol")
+    with staged_dir(tmp_path / "out") as d:
+        (d / "run.json").write_text("{}")
     assert (tmp_path / "out").is_symlink() and [p.name for p in (tmp_path / "vol").iterdir()] == ["run.json"]
 
 

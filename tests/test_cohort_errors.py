@@ -1,6 +1,5 @@
 """Every kind of bad cohort input raises one CohortError whose message names the culprit and says what to do,
 and nothing inside the cohort folder is ever written."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pe_renal.core import CohortError, PeRenalError
+from pe_renal.core import CohortError
 from pe_renal.data import load_cohort, split_cohort
 
 from conftest import tree_state, write_cohort
@@ -116,7 +115,10 @@ def test_class_too_small_to_split(tmp_path):
 
 
 def test_text_in_numeric_column(cohort_dir):
-    edit_csv(cohort_dir / "clinical.csv", lambda d: d.assign(creatinine=d["creatinine"].tolist()[:6] + ["high"] + d["creatinine"].tolist()[7:]))
+    edit_csv(
+        cohort_dir / "clinical.csv",
+        lambda d: d.assign(creatinine=d["creatinine"].tolist()[:6] + ["high"] + d["creatinine"].tolist()[7:]),
+    )
     msg = raises(cohort_dir, "'creatinine'", "line 8", "P06", "'high'")
     assert "categorical" in msg  # says what to do
 
@@ -133,13 +135,17 @@ def test_empty_csv(cohort_dir, fname):
     raises(cohort_dir, fname, "empty")
 
 
-@pytest.mark.parametrize("fname,header", [("clinical.csv", "patient_id,label,age\n"), ("images.csv", "patient_id,path\n")])
+@pytest.mark.parametrize(
+    "fname,header", [("clinical.csv", "patient_id,label,age\n"), ("images.csv", "patient_id,path\n")]
+)
 def test_header_only_csv(cohort_dir, fname, header):
     (cohort_dir / fname).write_text(header)
     raises(cohort_dir, fname, "no rows")
 
 
-@pytest.mark.parametrize("fname,col", [("clinical.csv", "label"), ("clinical.csv", "patient_id"), ("images.csv", "path")])
+@pytest.mark.parametrize(
+    "fname,col", [("clinical.csv", "label"), ("clinical.csv", "patient_id"), ("images.csv", "path")]
+)
 def test_missing_required_column(cohort_dir, fname, col):
     edit_csv(cohort_dir / fname, lambda d: d.drop(columns=[col]))
     raises(cohort_dir, fname, f"'{col}'", "missing")
@@ -215,7 +221,8 @@ def test_imposed_split_missing_a_class(cohort_dir):
 
 
 def test_error_lists_many_problems_at_once(cohort_dir):
-    for i in range(3): (cohort_dir / "images" / f"p0{i}_0.png").unlink()
+    for i in range(3):
+        (cohort_dir / "images" / f"p0{i}_0.png").unlink()
     msg = raises(cohort_dir, "p00_0.png", "p01_0.png", "p02_0.png")
     assert msg.count("not found") == 3
 
@@ -226,7 +233,8 @@ def test_nothing_written_into_cohort_folder(tmp_path):
     before = tree_state(root)
     c = load_cohort(root)
     split_cohort(c)
-    for i in range(c.n_images): c.image(i)
+    for i in range(c.n_images):
+        c.image(i)
     assert tree_state(root) == before         # no file added, removed or changed (content, size or mtime)
     (root / "images" / "p01_0.png").unlink()  # a failing load writes nothing either
     before_fail = tree_state(root)
@@ -253,36 +261,46 @@ def test_cli_check_ok(cohort_dir):
 
 def test_the_same_image_under_two_patients_is_refused_and_near_copies_are_named(tmp_path):
     "Byte-identical files of two patients: a leak, refused naming both rows and patients; a re-encoded copy: a warning."
-    import shutil, warnings
+    import shutil
+    import warnings
     from PIL import Image
     from conftest import write_cohort
     root = write_cohort(tmp_path / "c", n=12)
-    shutil.copy(root / "images" / "p00_0.png", root / "images" / "p03_0.png")          # P03's image is P00's, byte for byte
-    with pytest.raises(CohortError) as e: load_cohort(root)
+    shutil.copy(root / "images" / "p00_0.png", root / "images" / "p03_0.png")  # P03's image is P00's, byte for byte
+    with pytest.raises(CohortError) as e:
+        load_cohort(root)
     msg = str(e.value)
     assert "identical bytes" in msg and "P00" in msg and "P03" in msg and "p00_0.png" in msg and "p03_0.png" in msg
     # the same picture re-encoded (other bytes, one grey level brighter): loads, with a warning naming the pair
     a = np.asarray(Image.open(root / "images" / "p00_0.png")).astype(int)
     Image.fromarray(np.clip(a + 1, 0, 255).astype(np.uint8)).save(root / "images" / "p03_0.png")
-    with pytest.warns(UserWarning, match="near-identical") as w: load_cohort(root)
+    with pytest.warns(UserWarning, match="near-identical") as w:
+        load_cohort(root)
     assert "P00" in str(w[0].message) and "P03" in str(w[0].message)
     # distinct images: no warning
-    Image.fromarray(np.random.default_rng(9).integers(0, 255, (40, 50), dtype=np.uint8)).save(root / "images" / "p03_0.png")
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (40, 50), dtype=np.uint8)).save(
+        root / "images" / "p03_0.png"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_cohort(root)
 
 
 def test_a_huge_cell_is_quoted_short(tmp_path):
-    "A 2 MB cell in a numeric column: the message names file, line, patient and column, and quotes about 80 characters of it."
+    """A 2 MB cell in a numeric column: the message names file, line, patient and column, and quotes about 80
+    characters of it."""
     from conftest import write_cohort
     root = write_cohort(tmp_path / "c", n=12)
-    df = pd.read_csv(root / "clinical.csv"); df["creatinine"] = df["creatinine"].astype(object)
+    df = pd.read_csv(root / "clinical.csv")
+    df["creatinine"] = df["creatinine"].astype(object)
     df.loc[3, "creatinine"] = "7" * 1000 + "x" * 2_000_000
     df.to_csv(root / "clinical.csv", index=False)
-    with pytest.raises(CohortError) as e: load_cohort(root)
+    with pytest.raises(CohortError) as e:
+        load_cohort(root)
     msg = str(e.value)
-    assert len(msg) < 700 and "creatinine" in msg and "line 5" in msg and "P03" in msg and "2001000 characters" in msg, msg[:800]
+    assert (
+        len(msg) < 700 and "creatinine" in msg and "line 5" in msg and "P03" in msg and "2001000 characters" in msg
+    ), msg[:800]
 
 
 def test_an_empty_feature_list_is_refused_by_check(tmp_path):
@@ -290,4 +308,5 @@ def test_an_empty_feature_list_is_refused_by_check(tmp_path):
     from conftest import write_cohort
     root = write_cohort(tmp_path / "c", n=12)
     (root / "cohort.toml").write_text("[clinical]\nfeatures = []\n")
-    with pytest.raises(CohortError, match=r"features is empty.*'age'"): load_cohort(root)
+    with pytest.raises(CohortError, match=r"features is empty.*'age'"):
+        load_cohort(root)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 # a decimal number as a reader sees it: not part of a version (0.1.0), an id (deep_0164) or a longer number
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?!\.?\d)")
@@ -28,36 +27,49 @@ class _Report(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag in ("script", "style"): self._skip += 1
+        if tag in ("script", "style"):
+            self._skip += 1
         elif tag == "table" and "data-source" in a:
             self._table = dict(source=a["data-source"], filter=a.get("data-filter", ""), head=[], rows=[])
-        elif self._table is not None and tag == "tr": self._row = []
-        elif self._row is not None and tag in ("td", "th"): self._cell = []
+        elif self._table is not None and tag == "tr":
+            self._row = []
+        elif self._row is not None and tag in ("td", "th"):
+            self._cell = []
 
     def handle_endtag(self, tag):
-        if tag in ("script", "style"): self._skip -= 1
+        if tag in ("script", "style"):
+            self._skip -= 1
         elif self._table is not None and tag in ("td", "th") and self._cell is not None:
-            self._row.append(" ".join("".join(self._cell).split())); self._cell = None
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
         elif self._table is not None and tag == "tr" and self._row is not None:
-            (self._table["rows"] if self._table["head"] else self._table["head"]).append(self._row); self._row = None
+            (self._table["rows"] if self._table["head"] else self._table["head"]).append(self._row)
+            self._row = None
         elif tag == "table" and self._table is not None:
             self._table["head"] = self._table["head"][0] if self._table["head"] else []
-            self.tables.append(self._table); self._table = None
+            self.tables.append(self._table)
+            self._table = None
 
     def handle_data(self, data):
-        if self._skip: return
-        if self._cell is not None: self._cell.append(data)
-        elif self._table is None and data.strip(): self.prose.append(" ".join(data.split()))
+        if self._skip:
+            return
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._table is None and data.strip():
+            self.prose.append(" ".join(data.split()))
 
 
 def read_report(path) -> _Report:
-    p = _Report(); p.feed(Path(path).read_text(encoding="utf-8")); return p
+    p = _Report()
+    p.feed(Path(path).read_text(encoding="utf-8"))
+    return p
 
 
 def _shown(v) -> set:
     "The ways a source value may be shown: as written in its CSV, and a number at the report's 3 decimals / 3 digits."
     out = {str(v)}
-    if isinstance(v, (bool, np.bool_)) or v is None: return out
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        return out
     if isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
         v = abs(float(v))
         out |= {f"{v:.3f}", f"{v:.3g}", f"{v:.2f}", f"{v:.1f}", f"{v:,.0f}", f"{v:.0f}"}
@@ -70,10 +82,13 @@ def _tokens(strings, pattern=NUMBER) -> set:
 
 def _json_values(o):
     if isinstance(o, dict):
-        for v in o.values(): yield from _json_values(v)
+        for v in o.values():
+            yield from _json_values(v)
     elif isinstance(o, list):
-        for v in o: yield from _json_values(v)
-    else: yield o
+        for v in o:
+            yield from _json_values(v)
+    else:
+        yield o
 
 
 def _row_tokens(row) -> set:
@@ -84,8 +99,10 @@ def _table_problems(d: Path, t: dict) -> list:
     "Each row of a report table holds only numbers of the same row of its CSV (after the table's filter), in order."
     df = pd.read_csv(d / t["source"])
     for kv in filter(None, t["filter"].split(" ")):
-        k, v = kv.split("=", 1); df = df[df[k].astype(str) == v]
-    if len(df) != len(t["rows"]): return [f"{t['source']}: {len(t['rows'])} rows shown, {len(df)} in the file"]
+        k, v = kv.split("=", 1)
+        df = df[df[k].astype(str) == v]
+    if len(df) != len(t["rows"]):
+        return [f"{t['source']}: {len(t['rows'])} rows shown, {len(df)} in the file"]
     out = []
     for i, (cells, (_, src)) in enumerate(zip(t["rows"], df.iterrows())):
         have = _row_tokens(src.tolist())
@@ -127,8 +144,10 @@ def _cross_file_problems(d: Path) -> list:
         if f["Threshold"] != f"{row['threshold']:.3g}":
             out.append(f"Table 2 {model} {cohort} threshold {f['Threshold']}")
         auc = _fmt(row["auc"]) + (f" ({_fmt(row['auc_lo'])}-{_fmt(row['auc_hi'])})" if cohort != "train" else "")
-        if f["AUC (95% CI)"] != auc: out.append(f"Table 2 {model} {cohort} AUC {f['AUC (95% CI)']!r} != {auc!r}")
-        if f["n"] != str(row["n"]): out.append(f"Table 2 {model} {cohort} n {f['n']} != {row['n']}")
+        if f["AUC (95% CI)"] != auc:
+            out.append(f"Table 2 {model} {cohort} AUC {f['AUC (95% CI)']!r} != {auc!r}")
+        if f["n"] != str(row["n"]):
+            out.append(f"Table 2 {model} {cohort} n {f['n']} != {row['n']}")
         if cohort == "train":
             src = primary.loc[model]
             want = f"{_fmt(src['auc'])} ({_fmt(src['lo'])}-{_fmt(src['hi'])})"
@@ -138,7 +157,8 @@ def _cross_file_problems(d: Path) -> list:
                     for k in ("auc", "lo", "hi") if not np.isclose(row["iv_" + k], src[k], atol=1e-6, rtol=0)]
         for k, col in (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
                        ("ppv", "PPV"), ("npv", "NPV"), ("f1", "F1")):
-            if not f[col].startswith(_fmt(row[k])): out.append(f"Table 2 {model} {cohort} {col} {f[col]!r} != {row[k]}")
+            if not f[col].startswith(_fmt(row[k])):
+                out.append(f"Table 2 {model} {cohort} {col} {f[col]!r} != {row[k]}")
             if pd.notna(row[f"{k}_lo"]) and f"({_fmt(row[k + '_lo'])}-{_fmt(row[k + '_hi'])})" not in f[col]:
                 out.append(f"Table 2 {model} {cohort} {col} {f[col]!r}: not the interval of performance.csv")
     return out
@@ -156,7 +176,8 @@ def _caption_problems(d: Path, r: _Report) -> list:
     for f in pd.read_csv(d / "tables" / "shap_importance_family.csv").itertuples():
         w = (f"{f.family}: mean |net contribution| {f.mean_abs_net_contribution:.3f}, signed mean "
              f"{f.mean_net_contribution:+.3f} ({int(f.n_features)} inputs)")
-        if w not in text: out.append(f"SHAP family caption does not say {w!r}")
+        if w not in text:
+            out.append(f"SHAP family caption does not say {w!r}")
     return out
 
 

@@ -28,7 +28,9 @@ def test_delong_ci_equals_proc(name):
     ref = PROC.loc[name]
     for s, k in ((s1, "1"), (s2, "2")):
         a = delong_ci(y, s)
-        np.testing.assert_allclose([a.auc, a.lo, a.hi], [ref[f"auc{k}"], ref[f"lo{k}"], ref[f"hi{k}"]], atol=TOL, rtol=0)
+        np.testing.assert_allclose(
+            [a.auc, a.lo, a.hi], [ref[f"auc{k}"], ref[f"lo{k}"], ref[f"hi{k}"]], atol=TOL, rtol=0
+        )
     a90 = delong_ci(y, s1, alpha=0.10)
     np.testing.assert_allclose([a90.lo, a90.hi], [ref["lo1_90"], ref["hi1_90"]], atol=TOL, rtol=0)
 

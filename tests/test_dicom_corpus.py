@@ -32,9 +32,11 @@ OWN_FAULT = {
     "JPEG2000-embedded-sequence-delimiter.dcm": ("4 bytes of its JPEG 2000 data overwritten (pydicom's README)",
                                                  "Unable to decode"),
 }
-# 12-bit JPEG Extended: only the GPL-licensed pylibjpeg-libjpeg decodes it for pydicom, so pe_renal decodes it with GDCM.
+# 12-bit JPEG Extended: only the GPL-licensed pylibjpeg-libjpeg decodes it for pydicom, so pe_renal decodes it with
+# GDCM.
 # Known answer, from pylibjpeg-libjpeg 2.5.0 through pydicom 3.0.2 (12-bit values): pixels (row, column) and the mean.
-# JPEG-lossy.dcm is the same image with a marker libjpeg refuses (pydicom's README: JPGExtended.dcm is its fixed version).
+# JPEG-lossy.dcm is the same image with a marker libjpeg refuses (pydicom's README: JPGExtended.dcm is its fixed
+# version).
 LIBJPEG_12BIT = {(420, 140): 244, (0, 0): 1, (512, 128): 14, (1023, 255): 1, (300, 100): 36}, 14.383037567138672
 TWELVE_BIT_JPEG = {"JPGExtended.dcm", "JPEG-lossy.dcm"}
 
@@ -44,17 +46,21 @@ def reference(path) -> np.ndarray:
     ds = pydicom.dcmread(path)
     a = ds.pixel_array
     spp = int(ds.get("SamplesPerPixel", 1))
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1: a = a[0]
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        a = a[0]
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         rgb = apply_color_lut(a, ds)
         return (rgb / np.iinfo(rgb.dtype).max) @ LUMA
-    if spp > 1: return (a / (2**ds.BitsStored - 1)) @ LUMA
+    if spp > 1:
+        return (a / (2**ds.BitsStored - 1)) @ LUMA
     signed = ds.get("PixelRepresentation", 0) == 1
     lo, hi = (-(2**(ds.BitsStored - 1)), 2**(ds.BitsStored - 1) - 1) if signed else (0, 2**ds.BitsStored - 1)
-    if "ModalityLUTSequence" in ds: lo, hi = 0, 2**ds.ModalityLUTSequence[0].LUTDescriptor[2] - 1
+    if "ModalityLUTSequence" in ds:
+        lo, hi = 0, 2 ** ds.ModalityLUTSequence[0].LUTDescriptor[2] - 1
     elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
         lo, hi = sorted(v * ds.RescaleSlope + ds.RescaleIntercept for v in (lo, hi))
-    if ds.get("VOILUTSequence") and "LUTData" in ds.VOILUTSequence[0]: lo, hi = 0, 2**ds.VOILUTSequence[0].LUTDescriptor[2] - 1
+    if ds.get("VOILUTSequence") and "LUTData" in ds.VOILUTSequence[0]:
+        lo, hi = 0, 2 ** ds.VOILUTSequence[0].LUTDescriptor[2] - 1
     v = np.clip((apply_voi_lut(apply_modality_lut(a, ds), ds).astype(np.float64) - lo) / (hi - lo), 0, 1)
     return 1 - v if ds.PhotometricInterpretation == "MONOCHROME1" else v
 
@@ -64,9 +70,12 @@ def _with_pixels() -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                           # pydicom's notes on the corpus's odd files
         for f in get_testdata_files():
-            try: ds = pydicom.dcmread(f, force=True)
-            except Exception: continue
-            if "PixelData" in ds: out.append(f)
+            try:
+                ds = pydicom.dcmread(f, force=True)
+            except Exception:
+                continue
+            if "PixelData" in ds:
+                out.append(f)
     return sorted(out)
 
 
@@ -77,10 +86,13 @@ def _walk():
         name = Path(f).name if not Path(f).name.isdigit() else str(Path(f).relative_to(Path(f).parents[2]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try: img = read_image(f)
+            try:
+                img = read_image(f)
             except CohortError as e:
                 fault = OWN_FAULT.get(Path(f).name)
-                res[name] = f"refused: {fault[0]}" if fault and fault[1] in str(e) else f"OTHER: refused ({str(e)[:300]})"
+                res[name] = (
+                    f"refused: {fault[0]}" if fault and fault[1] in str(e) else f"OTHER: refused ({str(e)[:300]})"
+                )
                 continue
             if Path(f).name in TWELVE_BIT_JPEG:
                 px, mean = LIBJPEG_12BIT
@@ -89,7 +101,11 @@ def _walk():
                 res[name] = "matched" if ok else f"OTHER: 12-bit JPEG read as {got}, mean {img.mean() * 4095:.3f}"
                 continue
             ref = reference(f)
-        diff = np.abs(np.round(img.astype(np.float64) * 255) - np.round(ref * 255)).max() if img.shape == ref.shape else np.inf
+        diff = (
+            np.abs(np.round(img.astype(np.float64) * 255) - np.round(ref * 255)).max()
+            if img.shape == ref.shape
+            else np.inf
+        )
         res[name] = "matched" if diff <= 1 else f"OTHER: differs by {diff} of 255 (shape {img.shape} vs {ref.shape})"
     return res
 
@@ -115,8 +131,9 @@ def test_a_palette_is_applied_and_a_palette_without_its_table_is_refused(tmp_pat
     ds = pydicom.dcmread(f)
     img, idx = read_image(f), ds.pixel_array / 255.0
     assert np.abs(np.round(img * 255) - np.round(reference(f) * 255)).max() <= 1
-    assert np.abs(img - idx).mean() > 0.05                       # negative control: the indices are not the image
-    for c in ("Red", "Green", "Blue"): del ds[f"{c}PaletteColorLookupTableData"]
+    assert np.abs(img - idx).mean() > 0.05  # negative control: the indices are not the image
+    for c in ("Red", "Green", "Blue"):
+        del ds[f"{c}PaletteColorLookupTableData"]
     ds.save_as(tmp_path / "no_table.dcm")
     with pytest.raises(CohortError, match=r"no_table.dcm: a PALETTE COLOR DICOM without its colour table .* Export"):
         read_image(tmp_path / "no_table.dcm")
@@ -130,8 +147,10 @@ def test_a_window_and_monochrome1_are_applied(tmp_path):
     ds.WindowCenter, ds.WindowWidth = 600, 400
     ds.save_as(tmp_path / "window.dcm")
     win = read_image(tmp_path / "window.dcm")
-    assert np.abs(win - plain).max() > 0.1                          # the window is applied ...
-    assert np.abs(np.round(win * 255) - np.round(reference(tmp_path / "window.dcm") * 255)).max() <= 1   # ... as pydicom does
+    assert np.abs(win - plain).max() > 0.1  # the window is applied ...
+    assert (
+        np.abs(np.round(win * 255) - np.round(reference(tmp_path / "window.dcm") * 255)).max() <= 1
+    )  # ... as pydicom does
     ds.PhotometricInterpretation = "MONOCHROME1"
     ds.save_as(tmp_path / "mono1.dcm")
     np.testing.assert_allclose(read_image(tmp_path / "mono1.dcm"), 1 - win, atol=1e-6)

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _docs():
     spec = importlib.util.spec_from_file_location("pe_renal_docs_tool", ROOT / "tools" / "docs.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     return mod
 
 
@@ -22,23 +23,34 @@ def _processed_notebook():
            '```python\ndef f()\n```\n\n*Call self as a function.*')
     show = new_code_cell("#| output: asis\n#| echo: false\nshow_doc(f)", execution_count=0,
                          outputs=[new_output("display_data", data={"text/markdown": doc, "text/plain": "<f>"})])
-    return new_notebook(cells=[new_raw_cell("---\ndescription: One line about it\noutput-file: x.html\ntitle: A page\n---\n\n"),
-                               new_markdown_cell('See [the paper](https://example.org){target="_blank"}.'), show,
-                               new_code_cell("#| include: false\nsecret = 1"), new_code_cell("x = 1\nx", execution_count=3)])
+    return new_notebook(
+        cells=[
+            new_raw_cell("---\ndescription: One line about it\noutput-file: x.html\ntitle: A page\n---\n\n"),
+            new_markdown_cell('See [the paper](https://example.org){target="_blank"}.'),
+            show,
+            new_code_cell("#| include: false\nsecret = 1"),
+            new_code_cell("x = 1\nx", execution_count=3),
+        ]
+    )
 
 
 def test_preview_renders_as_the_site_does(tmp_path):
     docs = _docs()
     nb_path = tmp_path / "page.ipynb"
     nbformat.write(_processed_notebook(), nb_path)
-    docs.PREVIEW = tmp_path / "out"; docs.PREVIEW.mkdir()
+    docs.PREVIEW = tmp_path / "out"
+    docs.PREVIEW.mkdir()
     html = docs.render(nb_path).read_text()
     text = re.sub(r"<[^>]+>", "", html)                                        # code is split into highlighting spans
     assert '<h1 id="A-page">A page' in html and "One line about it" in html
     assert "output-file" not in html and "title: A page" not in html           # no raw front matter
-    links = {m[2]: m[1] for m in re.finditer(r'<a ([^>]*)>([^<]*)</a>', html)}       # text: attributes
-    assert {'href="https://example.org/f.py#L3"', 'target="_blank"', 'style="float:right"'} <= set(links["source"].split(" "))
-    assert {'href="https://example.org"', 'target="_blank"'} <= set(links["the paper"].split(" ")) and "{target=" not in html
+    links = {m[2]: m[1] for m in re.finditer(r'<a ([^>]*)>([^<]*)</a>', html)}  # text: attributes
+    assert {'href="https://example.org/f.py#L3"', 'target="_blank"', 'style="float:right"'} <= set(
+        links["source"].split(" ")
+    )
+    assert {'href="https://example.org"', 'target="_blank"'} <= set(
+        links["the paper"].split(" ")
+    ) and "{target=" not in html
     assert "Call self as a function" not in text and "show_doc(f)" not in text and "secret" not in text
     assert "In&nbsp;[" not in html and "#|" not in text
     assert "x = 1" in text                                                     # ordinary code is still shown
@@ -67,8 +79,10 @@ def test_export_leaves_pyproject_alone():
 
 
 def test_every_figure_on_the_site_says_it_is_synthetic(tmp_path):
-    "The docs build executes each notebook with a hidden first cell that labels every pyplot figure; a figure without it fails."
-    import base64, io
+    """The docs build executes each notebook with a hidden first cell that labels every pyplot figure; a figure without
+    it fails."""
+    import base64
+    import io
     import numpy as np
     from PIL import Image
     docs = _docs()
@@ -87,9 +101,15 @@ def test_every_figure_on_the_site_says_it_is_synthetic(tmp_path):
     rows = np.flatnonzero(dark_red.any(axis=1))
     assert len(rows) and rows.max() < img.shape[0] * 0.2                     # the label, on top of the figure
     # negative control: the same figure without the hook has no such text
-    import matplotlib; matplotlib.use("Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(3, 2)); ax.plot([0, 1]); buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight")
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     plain = np.asarray(Image.open(buf).convert("RGB")).astype(int)
     assert not ((plain[..., 0] > 100) & (plain[..., 1] < 60) & (plain[..., 2] < 70)).any()

@@ -3,9 +3,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pe_renal.evaluation import (METRICS, EvaluationError, calibration_curve, calibration_slope_intercept, calibration_table,
-                                 decision_curve, delong_comparisons, performance_table, threshold_metrics,
-                                 write_evaluation, youden_threshold)
+from pe_renal.evaluation import (
+    METRICS,
+    EvaluationError,
+    calibration_curve,
+    calibration_slope_intercept,
+    calibration_table,
+    decision_curve,
+    delong_comparisons,
+    performance_table,
+    threshold_metrics,
+    write_evaluation,
+    youden_threshold,
+)
 
 
 def model(n, signal, seed):
@@ -103,7 +113,9 @@ def test_calibration_of_knn_votes_does_not_depend_on_a_clip():
     assert a == pytest.approx(b, abs=1e-12)
     # the same numbers as a logistic fit on the smoothed probabilities (statsmodels-free check with scipy)
     from scipy.optimize import minimize
-    ps = (25 * p + 1) / 27; x = np.log(ps / (1 - ps))
+
+    ps = (25 * p + 1) / 27
+    x = np.log(ps / (1 - ps))
     nll = lambda b: np.sum(np.logaddexp(0, b[0] + b[1] * x) - y * (b[0] + b[1] * x))
     assert a[0] == pytest.approx(minimize(nll, [0, 1], method="BFGS").x[1], abs=1e-4)
     assert calibration_slope_intercept(y, p, m=25) == pytest.approx(a)   # k given or inferred: the same
@@ -120,7 +132,9 @@ def test_calibration_table_has_bootstrap_cis_and_is_written(tmp_path):
     res = {"Composite": {"train": tr, "test": te}}
     t = calibration_table(res, n_boot=300, seed=1)
     r = t.iloc[0]
-    assert r.cohort == "test" and r.slope_lo <= r.slope <= r.slope_hi and r.intercept_lo <= r.intercept <= r.intercept_hi
+    assert (
+        r.cohort == "test" and r.slope_lo <= r.slope <= r.slope_hi and r.intercept_lo <= r.intercept <= r.intercept_hi
+    )
     assert r.smoothing == "Laplace (m*p+1)/(m+2), m=25" and r.n_boot > 250
     pd.testing.assert_frame_equal(t, calibration_table(res, n_boot=300, seed=1))            # seeded
     tabs = write_evaluation(res, tmp_path, n_boot=200)
@@ -130,7 +144,9 @@ def test_calibration_table_has_bootstrap_cis_and_is_written(tmp_path):
 
 
 def test_calibration_plot_shows_the_distribution_of_predicted_risks():
-    import matplotlib; matplotlib.use("Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from pe_renal.evaluation import plot_calibration
     y, p = knn_like(84, 25, 1.0, 8)
@@ -141,10 +157,12 @@ def test_calibration_plot_shows_the_distribution_of_predicted_risks():
 
 
 def test_apparent_training_rows_carry_no_interval_anywhere(tmp_path):
-    "Training rows are in-sample point values: no AUC CI, no bootstrap CIs, no CI in the paper-format table or the ROC legend."
+    """Training rows are in-sample point values: no AUC CI, no bootstrap CIs, no CI in the paper-format table or the
+    ROC legend."""
     from pe_renal.evaluation import format_performance, performance_table, plot_roc
     rng = np.random.default_rng(0)
-    y = np.r_[np.zeros(40), np.ones(40)].astype(int); s = y + rng.normal(0, 1, 80)
+    y = np.r_[np.zeros(40), np.ones(40)].astype(int)
+    s = y + rng.normal(0, 1, 80)
     res = {"m": {"train": (y, s), "test": (y[::2], s[::2] + rng.normal(0, 1, 40))}}
     t = performance_table(res, n_boot=200, seed=0).set_index("cohort")
     lo_hi = [c for c in t.columns if c.endswith(("_lo", "_hi"))]
@@ -170,33 +188,52 @@ def test_calibration_ci_counts_separated_resamples_and_leaves_their_limit_unboun
     assert t["n_boot"] == 1000 and 50 < t["n_separated"] < 1000, t["n_separated"]
     assert t["slope_hi"] == np.inf and np.isfinite(t["slope_lo"]) and t["slope_lo"] > 0, t
     # large and weakly informative: no resample is separated, the interval is finite and unchanged by the rule
-    y2 = rng.integers(0, 2, 400); p2 = np.clip(0.5 + 0.2 * (y2 - 0.5) + rng.normal(0, 0.15, 400), 0.01, 0.99)
+    y2 = rng.integers(0, 2, 400)
+    p2 = np.clip(0.5 + 0.2 * (y2 - 0.5) + rng.normal(0, 0.15, 400), 0.01, 0.99)
     t2 = calibration_table({"m": {"test": (y2, p2)}}, n_boot=300, seed=0).iloc[0]
-    assert t2["n_separated"] == 0 and np.isfinite([t2["slope_lo"], t2["slope_hi"]]).all() and t2["slope_lo"] < t2["slope"] < t2["slope_hi"]
+    assert (
+        t2["n_separated"] == 0
+        and np.isfinite([t2["slope_lo"], t2["slope_hi"]]).all()
+        and t2["slope_lo"] < t2["slope"] < t2["slope_hi"]
+    )
     # an inverted score: separated resamples head to -inf, the lower limit is the unbounded one
     t3 = calibration_table({"m": {"test": (y, 1 - p)}}, n_boot=1000, seed=0).iloc[0]
     assert t3["slope_lo"] == -np.inf and np.isfinite(t3["slope_hi"]) and t3["slope_hi"] < 0, t3
 
 
 def test_delong_skips_identical_models_and_adjusts_for_multiplicity():
-    "Composite = Clinical (no deep feature kept): no test, a note; Holm's adjustment over the cohort's tests, checked by hand."
+    """Composite = Clinical (no deep feature kept): no test, a note; Holm's adjustment over the cohort's tests, checked
+    by hand."""
     from pe_renal.evaluation import holm
     tr, te = model(120, 1.0, 0), model(80, 1.0, 1)
     rng = np.random.default_rng(5)
-    te_b = (te[0], te[1] + rng.normal(0, 1, 80)); te_c = (te[0], te[1] + rng.normal(0, 2, 80))
-    res = {"DL": {"train": tr, "test": te_b}, "Clinical": {"train": tr, "test": te_c}, "Composite": {"train": tr, "test": te_c}}
+    te_b = (te[0], te[1] + rng.normal(0, 1, 80))
+    te_c = (te[0], te[1] + rng.normal(0, 2, 80))
+    res = {
+        "DL": {"train": tr, "test": te_b},
+        "Clinical": {"train": tr, "test": te_c},
+        "Composite": {"train": tr, "test": te_c},
+    }
     d = delong_comparisons(res).set_index(["model_a", "model_b"])
     same = d.loc[("Clinical", "Composite")]
-    assert np.isnan(same["p"]) and np.isnan(same["z"]) and "identical predictions" in same["note"] and same["difference"] == 0
+    assert (
+        np.isnan(same["p"])
+        and np.isnan(same["z"])
+        and "identical predictions" in same["note"]
+        and same["difference"] == 0
+    )
     assert d["p_holm"].notna().sum() == 2                                    # two real tests in the family, not three
     p = d["p"].dropna().to_numpy()
     lo, hi = np.sort(p)
     np.testing.assert_allclose(np.sort(d["p_holm"].dropna()), [min(1, 2 * lo), min(1, max(2 * lo, hi))])
-    np.testing.assert_allclose(holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06])   # by hand: 3p, 2p, max(., p)
+    np.testing.assert_allclose(
+        holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06]
+    )  # by hand: 3p, 2p, max(., p)
 
 
 def test_every_row_of_the_performance_table_holds_its_own_cohorts_numbers():
-    "Cohorts of different sizes, signals and prevalences: each row's n, AUC, sensitivity and specificity are its own cohort's."
+    """Cohorts of different sizes, signals and prevalences: each row's n, AUC, sensitivity and specificity are its own
+    cohort's."""
     from sklearn.metrics import roc_auc_score
     rng = np.random.default_rng(4)
     parts = {"train": (120, 40, 1.5), "test": (57, 31, 0.4)}            # patients, positives, signal: nothing in common
@@ -216,7 +253,8 @@ def test_every_row_of_the_performance_table_holds_its_own_cohorts_numbers():
 
 
 def null_sweep(seed:int, n_train:int=105, n_test:int=45, k:int=15)->tuple:
-    """A no-signal cohort as the study's KNN sees it: labels at ~50% prevalence, coarse vote-share scores (j/k) unrelated to
+    """A no-signal cohort as the study's KNN sees it: labels at ~50% prevalence, coarse vote-share scores (j/k)
+    unrelated to
     them; the threshold is Youden's on the training part, applied to the test part."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.r_[np.ones((n_train + n_test) // 2), np.zeros((n_train + n_test + 1) // 2)]).astype(int)
@@ -240,11 +278,14 @@ def test_no_threshold_metric_interval_has_zero_width_under_the_null(seed):
     res = {"m": {"train": (y, s), "test": (y, s)}}
     perf = performance_table(res, n_boot=200, seed=seed).set_index("cohort").loc["test"]
     for k in METRICS:
-        assert perf[f"{k}_lo"] != perf[f"{k}_hi"] or "no interval" in perf["ci_note"] or "undefined" in perf["ci_note"], k
+        assert (
+            perf[f"{k}_lo"] != perf[f"{k}_hi"] or "no interval" in perf["ci_note"] or "undefined" in perf["ci_note"]
+        ), k
 
 
 def test_performance_table_on_the_null_sweep_has_no_zero_width_rows():
-    "The whole table over the 15 null cohorts, as the study writes it: every held-out threshold-metric row has lo < hi or NA with a note."
+    """The whole table over the 15 null cohorts, as the study writes it: every held-out threshold-metric row has lo <
+    hi or NA with a note."""
     rows = 0
     for seed in range(15):
         y, s, th = null_sweep(seed)
@@ -252,30 +293,40 @@ def test_performance_table_on_the_null_sweep_has_no_zero_width_rows():
         r = perf.set_index("cohort").loc["test"]
         for k in METRICS:
             lo, hi = r[f"{k}_lo"], r[f"{k}_hi"]
-            if np.isfinite(lo) and np.isfinite(hi): assert lo < hi, (seed, k, lo, hi); rows += 1
-            else: assert k in r["ci_note"], (seed, k)
-    assert rows >= 15 * 5                                                    # the proportions always have an interval here
+            if np.isfinite(lo) and np.isfinite(hi):
+                assert lo < hi, (seed, k, lo, hi)
+                rows += 1
+            else:
+                assert k in r["ci_note"], (seed, k)
+    assert rows >= 15 * 5  # the proportions always have an interval here
 
 
 def test_formatted_table_says_why_a_metric_has_no_interval():
-    "Nobody called positive: PPV is undefined and F1 (0, no true positive) has no interval; the table says both, never a bare value."
+    """Nobody called positive: PPV is undefined and F1 (0, no true positive) has no interval; the table says both,
+    never a bare value."""
     from pe_renal.evaluation import format_performance, wilson_ci
     y = np.r_[np.ones(24), np.zeros(21)].astype(int)
     res = {"m": {"train": (y, np.linspace(0, 1, 45)), "test": (y, np.zeros(45))}}
     perf = performance_table(res, n_boot=200, thresholds={"m": 0.5})
     f = format_performance(perf).set_index("cohort").loc["test"]
     assert f["PPV"] == "undefined" and f["F1"] == "0.000 (no CI)"
-    assert "ppv: undefined: no patient called positive" in f["Note"] and "f1: no interval: no true positive" in f["Note"]
+    assert (
+        "ppv: undefined: no patient called positive" in f["Note"] and "f1: no interval: no true positive" in f["Note"]
+    )
     lo, hi = wilson_ci(0, 24)
     assert f["Sensitivity"] == f"0.000 ({lo:.3f}-{hi:.3f})" and hi > 0.1
 
 
 def test_identical_models_are_reported_as_one_model():
-    """Composite = Clinical (the same scores): one threshold and one internal-validation estimate, the earlier model's, and the
+    """Composite = Clinical (the same scores): one threshold and one internal-validation estimate, the earlier
+    model's, and the
     row names the model it is; models with other scores (a negative control) keep their own."""
     from pe_renal.evaluation import format_performance
     y, s = model(100, 1.0, 4)
-    iv = {"Clinical": dict(auc=0.6, lo=0.5, hi=0.7, method="cv"), "Composite": dict(auc=0.7, lo=0.6, hi=0.8, method="cv")}
+    iv = {
+        "Clinical": dict(auc=0.6, lo=0.5, hi=0.7, method="cv"),
+        "Composite": dict(auc=0.7, lo=0.6, hi=0.8, method="cv"),
+    }
     res = {"Clinical": {"train": (y, s), "test": (y, s)}, "Composite": {"train": (y, s.copy()), "test": (y, s.copy())}}
     perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv)
     c = perf.set_index(["model", "cohort"])
@@ -284,14 +335,17 @@ def test_identical_models_are_reported_as_one_model():
     assert c.loc[("Composite", "test"), "sensitivity"] == c.loc[("Clinical", "test"), "sensitivity"]
     f = format_performance(perf)
     assert f["model"].tolist()[2:] == ["Composite (= Clinical: identical predictions, the same model)"] * 2
-    res["Composite"] = {"train": (y, s + 0.1), "test": (y, s + 0.1)}                 # other scores: its own numbers
-    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv).set_index(["model", "cohort"])
+    res["Composite"] = {"train": (y, s + 0.1), "test": (y, s + 0.1)}  # other scores: its own numbers
+    perf = performance_table(res, n_boot=100, thresholds={"Clinical": 0.3, "Composite": 0.9}, internal=iv).set_index(
+        ["model", "cohort"]
+    )
     assert (perf.loc["Composite", "threshold"] == 0.9).all() and perf.loc[("Composite", "train"), "iv_auc"] == 0.7
     assert (perf["same_as"] == "").all()
 
 
 def test_calibration_intercept_counts_one_class_resamples_and_separation_is_said_in_words(tmp_path):
-    """Five patients: many resamples hold one class, where the intercept heads to +-infinity; they are counted and kept as
+    """Five patients: many resamples hold one class, where the intercept heads to +-infinity; they are counted and
+    kept as
     an unbounded limit (as separated resamples are for the slope), not dropped. A test set the score separates has no
     finite slope: the table says why, and the report shows words, never inf (inf-inf)."""
     from pe_renal.report import _INFINITE, html_table
@@ -302,8 +356,13 @@ def test_calibration_intercept_counts_one_class_resamples_and_separation_is_said
     assert r.intercept_lo == -np.inf or r.intercept_hi == np.inf
     y, p = np.r_[np.zeros(10), np.ones(10)].astype(int), np.r_[np.full(10, 0.1), np.full(10, 0.9)]
     t = calibration_table({"m": {"test": (y, p)}}, n_boot=200, seed=0)
-    assert t.loc[0, "slope"] == np.inf and t.loc[0, "n_separated"] == 200 and "not estimable (separated)" in t.loc[0, "note"]
-    (tmp_path / "tables").mkdir(); t.to_csv(tmp_path / "tables" / "calibration.csv", index=False)
+    assert (
+        t.loc[0, "slope"] == np.inf
+        and t.loc[0, "n_separated"] == 200
+        and "not estimable (separated)" in t.loc[0, "note"]
+    )
+    (tmp_path / "tables").mkdir()
+    t.to_csv(tmp_path / "tables" / "calibration.csv", index=False)
     html = str(html_table(tmp_path, "calibration", infinite=_INFINITE))
     assert "not estimable (separated)" in html and "unbounded above" in html and ">inf<" not in html
 

@@ -85,7 +85,10 @@ def test_calibration_table_point_estimates_equal_statsmodels_on_the_held_out_coh
     assert row["cohort"] == "test" and row["smoothing"] == "none"
     assert row["slope"] == pytest.approx(ref_s.params[1], abs=1e-6)
     assert row["intercept"] == pytest.approx(ref_i.params[0], abs=1e-6)
-    assert row["slope_lo"] < row["slope"] < row["slope_hi"] and row["intercept_lo"] < row["intercept"] < row["intercept_hi"]
+    assert (
+        row["slope_lo"] < row["slope"] < row["slope_hi"]
+        and row["intercept_lo"] < row["intercept"] < row["intercept_hi"]
+    )
 
 
 # 10 patients, 3 with preeclampsia (prevalence 3/10). No risk equals a tested threshold.
@@ -111,10 +114,13 @@ def hand_treat_all(pt):
 def test_decision_curve_equals_hand_counts():
     "Model, treat-all and treat-none net benefit at pt = 0.1, 0.2, 0.5, 0.75 equal the hand-counted fractions."
     pts = list(COUNTS)
-    d = decision_curve(Y, P, [float(t) for t in pts], name="m").pivot(index="threshold", columns="model", values="net_benefit")
+    d = decision_curve(Y, P, [float(t) for t in pts], name="m").pivot(
+        index="threshold", columns="model", values="net_benefit"
+    )
     expected_model = [hand_net_benefit(t) for t in pts]
     expected_all = [hand_treat_all(t) for t in pts]
-    # the fractions written out: 3/10 - 5/90, 2/10 - 4/40, 0, 1/10 - 3/10; treat all 3/10 - 7/90, 3/10 - 7/40, -4/10, -18/10
+    # the fractions written out: 3/10 - 5/90, 2/10 - 4/40, 0, 1/10 - 3/10; treat all 3/10 - 7/90, 3/10 - 7/40, -4/10,
+    # -18/10
     assert expected_model == [F(22, 90), F(1, 10), 0, F(-2, 10)]
     assert expected_all == [F(20, 90), F(5, 40), F(-4, 10), F(-18, 10)]
     np.testing.assert_allclose(d["m"].to_numpy(), [float(v) for v in expected_model], atol=1e-12)
@@ -134,7 +140,9 @@ def test_treat_all_equals_prevalence_formula_on_a_fine_grid():
 
 def test_plot_decision_curve_draws_the_hand_counted_values():
     "The plotted model and treat-all lines pass through the hand-counted net benefits; treat-none is the zero line."
-    import matplotlib; matplotlib.use("Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     ax = plot_decision_curve({"m": {"test": (Y, P)}}, "test")
     lines = {l.get_label(): l for l in ax.get_lines()}

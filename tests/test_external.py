@@ -1,5 +1,6 @@
 """`pe-renal validate` on the shared small study: a second synthetic site from the same generator looks like the first
-(membership C <= 0.6, O:E intervals covering 1, slopes as at the first hospital); a site with another prevalence is miscalibrated in the large
+(membership C <= 0.6, O:E intervals covering 1, slopes as at the first hospital); a site with another prevalence is
+miscalibrated in the large
 and repaired by the intercept update; development patients are refused as predict refuses them."""
 import json
 import subprocess
@@ -20,11 +21,13 @@ PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 @pytest.fixture(scope="module")
 def sites(study_results, tmp_path_factory):
-    "Two more hospitals drawn like the study's cohort (n=70, seed 0, delta 2.5): the same one, and one at 20% prevalence."
+    """Two more hospitals drawn like the study's cohort (n=70, seed 0, delta 2.5): the same one, and one at 20%
+    prevalence."""
     d = tmp_path_factory.mktemp("sites")
     same = make_cohort(d / "same", n=160, seed=11, delta=2.5, n_jobs=2, site=dict(id_prefix="B"))
     prev = make_cohort(d / "prev", n=160, seed=12, delta=2.5, n_pe=32, n_jobs=2, site=dict(id_prefix="C"))
-    for c in (same, prev): like_a_real_cohort(c)     # as the study's cohort (three parity levels, a kept outcome column)
+    for c in (same, prev):
+        like_a_real_cohort(c)  # as the study's cohort (three parity levels, a kept outcome column)
     return d, same, prev
 
 
@@ -48,7 +51,9 @@ def test_same_site_looks_like_the_first(study_results, sites):
     dev = pd.read_csv(study_results[3] / "tables" / "calibration.csv").query("cohort == 'test'").set_index("model")
     for m in cal.index:
         if np.isfinite(dev.loc[m, ["slope_lo", "slope_hi"]].astype(float)).all():
-            assert cal.loc[m, "slope_lo"] <= dev.loc[m, "slope_hi"] and dev.loc[m, "slope_lo"] <= cal.loc[m, "slope_hi"], m
+            assert (
+                cal.loc[m, "slope_lo"] <= dev.loc[m, "slope_hi"] and dev.loc[m, "slope_lo"] <= cal.loc[m, "slope_hi"]
+            ), m
     html = (out / "report.html").read_text()
     assert "SYNTHETIC DATA" in html and "Membership model" in html and "figures/calibration_validation.png" in html
     for f in ("calibration_validation", "roc_validation", "decision_curve_validation"):
@@ -111,10 +116,14 @@ def test_saved_update_is_what_predict_applies(study_results, sites, capsys):
                                                  m=votes[m]["m"]))
         np.testing.assert_allclose(pred[f"p_{m}"], mine, rtol=1e-12)
         assert (pred[f"pred_{m}"] == dev[f"pred_{m}"]).all() and np.allclose(pred[f"p_{m}_as_developed"], dev[f"p_{m}"])
-        s = calibration_summary(pred["label"], pred[f"p_{m}"], m=0, n_boot=0)   # its own fitting data: ideal by construction
+        s = calibration_summary(
+            pred["label"], pred[f"p_{m}"], m=0, n_boot=0
+        )  # its own fitting data: ideal by construction
         assert abs(s["citl"]) < 1e-6 and abs(s["slope"] - 1) < 1e-6, (m, s)
     assert metrics["validation"].str.startswith("NOT external").all()
-    _, other = predict_cohort(out / "updated_model.skops", same, cache=study_results[2].cache, device="cpu", verbose=False)
+    _, other = predict_cohort(
+        out / "updated_model.skops", same, cache=study_results[2].cache, device="cpu", verbose=False
+    )
     assert (other["validation"] == "external").all() and other["model_update"].str.contains("of prev").all()
     with pytest.raises(PeRenalError, match="already an updated model"):
         validate_cohort(out / "updated_model.skops", same, d / "v_again", save_updated="intercept", verbose=False)
@@ -138,7 +147,10 @@ def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, sites)
     base, new = (t.assign(n=t["patient_id"].str[1:]).set_index("n").sort_index() for t in (base, new))
     assert (new.index == base.index).all() and (new["label"] == base["label"]).all()   # the same women
     t = delong_test(base["label"], base["p_DL"], new["p_DL"])
-    print(f"DL AUC first scanner {t.auc_a:.3f}, second {t.auc_b:.3f}, p = {t.p:.2g}; validation table {cal.loc['DL', 'c']:.3f}")
+    print(
+        f"DL AUC first scanner {t.auc_a:.3f}, second {t.auc_b:.3f}, p = {t.p:.2g}; validation table "
+            f"{cal.loc['DL', 'c']:.3f}"
+    )
     assert t.auc_b < t.auc_a and t.p < 0.05, t
     meta = json.loads((out / "validate.json").read_text())
     assert meta["membership"]["lo"] > 0.6, meta["membership"]

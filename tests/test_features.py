@@ -18,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 
 from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
-from pe_renal.features import (FeatureCache, FeatureTransform, WeightsUnavailable, aggregate_features, cohort_features,
-                               extract_features, load_backbone, model_key)
+from pe_renal.features import (FeatureTransform, WeightsUnavailable, aggregate_features, cohort_features,
+                               extract_features, load_backbone)
 from pe_renal.synthetic import make_cohort
 
 from conftest import write_cohort
@@ -42,7 +42,9 @@ def test_shape_order_and_metadata(small_cohort, tmp_path):
     # output order follows input order, whatever it is
     shuffled = small_cohort.images.sample(frac=1, random_state=1)
     g = extract_features(shuffled, cache=False, **SMALL)
-    np.testing.assert_allclose(g.loc[f.index].to_numpy(), f.to_numpy(), rtol=1e-2, atol=1e-3 * np.abs(f.to_numpy()).max())
+    np.testing.assert_allclose(
+        g.loc[f.index].to_numpy(), f.to_numpy(), rtol=1e-2, atol=1e-3 * np.abs(f.to_numpy()).max()
+    )
     # different images give different features
     assert not np.allclose(f.iloc[0], f.iloc[1])
 
@@ -83,7 +85,8 @@ def test_cache_hit_miss_invalidation(small_cohort, tmp_path):
     assert d.attrs["pe_renal"]["n_cached"] == 19
     assert not np.allclose(d.iloc[0], a.iloc[0]) and np.allclose(d.iloc[1:], a.iloc[1:])
     # a moved ROI is a miss too
-    imgs = small_cohort.images.copy(); imgs.loc[imgs.index[1], "x1"] = 40
+    imgs = small_cohort.images.copy()
+    imgs.loc[imgs.index[1], "x1"] = 40
     e = extract_features(imgs, cache=tmp_path, **SMALL)
     assert e.attrs["pe_renal"]["n_cached"] == 19
 
@@ -91,8 +94,10 @@ def test_cache_hit_miss_invalidation(small_cohort, tmp_path):
 def test_renamed_image_is_still_a_hit(small_cohort, tmp_path):
     extract_features(small_cohort, cache=tmp_path, **SMALL)
     imgs = small_cohort.images.copy()
-    src = Path(imgs["abspath"].iloc[2]); dst = src.with_name("renamed.png")
-    dst.write_bytes(src.read_bytes()); imgs.loc[imgs.index[2], "abspath"] = str(dst)
+    src = Path(imgs["abspath"].iloc[2])
+    dst = src.with_name("renamed.png")
+    dst.write_bytes(src.read_bytes())
+    imgs.loc[imgs.index[2], "abspath"] = str(dst)
     assert extract_features(imgs, cache=tmp_path, **SMALL).attrs["pe_renal"]["n_cached"] == 20
 
 
@@ -100,7 +105,8 @@ def test_corrupt_cache_is_detected_and_recomputed(small_cohort, tmp_path):
     a = extract_features(small_cohort, cache=tmp_path, **SMALL)
     shards = list(tmp_path.rglob("*.parquet"))
     assert len(shards) == 1
-    raw = bytearray(shards[0].read_bytes()); raw[len(raw) // 2] ^= 0xFF  # flip one byte
+    raw = bytearray(shards[0].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # flip one byte
     shards[0].write_bytes(bytes(raw))
     b = extract_features(small_cohort, cache=tmp_path, **SMALL)
     assert b.attrs["pe_renal"]["n_cached"] == 0
@@ -138,7 +144,9 @@ def test_unavailable_imagenet_weights_give_instructions(monkeypatch, tmp_path):
     assert "--weights random" in msg and "TORCH_HOME" in msg
     # only an explicit fallback substitutes an untrained network, and it says so
     bb = load_backbone("resnet18", "imagenet", fallback=True)
-    assert bb.untrained and bb.weights == "random:seed0" and "ImageNet weights for resnet18 were not available" in bb.note
+    assert (
+        bb.untrained and bb.weights == "random:seed0" and "ImageNet weights for resnet18 were not available" in bb.note
+    )
 
 
 def test_imagenet_weights_are_read_from_the_torch_cache(monkeypatch, tmp_path):
@@ -160,7 +168,9 @@ def test_16bit_and_rgba_images(tmp_path):
     rgba = np.dstack([np.repeat((g * 255).astype(np.uint8)[..., None], 3, -1), np.full((40, 50), 255, np.uint8)])
     Image.fromarray(rgba).save(root / "images" / "p01_0.png")
     Image.fromarray((g * 255).astype(np.uint8)).save(root / "images" / "p02_0.png")
-    df = pd.read_csv(root / "images.csv"); df.loc[0, "path"] = "images/p00_0.tif"; df.to_csv(root / "images.csv", index=False)
+    df = pd.read_csv(root / "images.csv")
+    df.loc[0, "path"] = "images/p00_0.tif"
+    df.to_csv(root / "images.csv", index=False)
     with pytest.warns(UserWarning, match="3 pair.s. of near-identical images belong to different patients"):
         cohort = load_cohort(root)                 # the same picture for three patients: said, as it should be
     f = extract_features(cohort, cache=False, precision="fp32", **{k: v for k, v in SMALL.items()})
@@ -196,7 +206,9 @@ def test_batchnorm_folding_keeps_the_features_and_the_backbone():
 
     class DataDependent(torch.nn.Module):                 # torch.fx cannot trace this: a plain copy is run
         def __init__(self):
-            super().__init__(); self.scale = torch.nn.Parameter(torch.tensor(2.0))
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
         def forward(self, x): return self.scale * (x if x.sum() > 0 else -x)
     m = DataDependent()
     c = _fold_batchnorm(m)
@@ -229,7 +241,9 @@ def test_bf16_probes_exist_in_this_pytorch():
 
 class _NoClock:
     "Stands in for the time module: any look at a clock fails the test."
-    def __getattr__(self, name): pytest.fail(f"precision_choice looked at time.{name}: the choice must not depend on timing")
+
+    def __getattr__(self, name):
+        pytest.fail(f"precision_choice looked at time.{name}: the choice must not depend on timing")
 
 
 @pytest.mark.parametrize("kernels", [False, True])
@@ -247,10 +261,17 @@ def test_auto_precision_follows_the_hardware_never_a_stopwatch(monkeypatch, kern
     torch.set_num_threads(1)
     assert got[0] == got[1] and got[0]["precision"] == want, got
     assert got[0]["rule"] == F.PRECISION_RULE and "never by timing" in got[0]["rule"]
-    assert ("agree" in got[0]["reason"] and got[0]["agreement"]["min_cosine"] >= 0.999) if kernels else "no native bf16" in got[0]["reason"]
-    for asked in ("fp32", "bf16", "fp16"):                          # asked for: honoured on any machine
-        assert F.precision_choice(asked, cpu, bb) == dict(precision=asked, asked=asked, rule="asked for", reason=f"{asked} was asked for")
-    with pytest.raises(PeRenalError, match="precision"): F.resolve_precision("int8", cpu)
+    assert (
+        ("agree" in got[0]["reason"] and got[0]["agreement"]["min_cosine"] >= 0.999)
+        if kernels
+        else "no native bf16" in got[0]["reason"]
+    )
+    for asked in ("fp32", "bf16", "fp16"):  # asked for: honoured on any machine
+        assert F.precision_choice(asked, cpu, bb) == dict(
+            precision=asked, asked=asked, rule="asked for", reason=f"{asked} was asked for"
+        )
+    with pytest.raises(PeRenalError, match="precision"):
+        F.resolve_precision("int8", cpu)
     for native, prec in ((True, "bf16"), (False, "fp16")):
         monkeypatch.setattr(F, "cuda_bf16", lambda native=native: native)
         assert F.resolve_precision("auto", torch.device("cuda")) == prec
@@ -262,10 +283,14 @@ def test_the_bf16_guard_keeps_fp32_for_a_network_that_disagrees(monkeypatch):
     monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: True)
     bb = load_backbone("resnet18", "random")
     class Drift(torch.nn.Module):
-        def __init__(self, m): super().__init__(); self.m = m
-        def forward(self, x):                                       # as resnet18 in fp32; in bf16, noise as large as the features
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):  # as resnet18 in fp32; in bf16, noise as large as the features
             f = self.m(x)
-            if torch.is_autocast_enabled("cpu"): f = f + torch.randn(f.shape, generator=torch.Generator().manual_seed(0)) * f.abs().mean()
+            if torch.is_autocast_enabled("cpu"):
+                f = f + torch.randn(f.shape, generator=torch.Generator().manual_seed(0)) * f.abs().mean()
             return f
     bad = F.Backbone(Drift(bb.model), "drift", "drift:test", bb.dim, True, "test")
     ch = F.precision_choice("auto", torch.device("cpu"), bad, size=64)
@@ -277,7 +302,9 @@ def test_bf16_features_agree_with_fp32(small_cohort):
     kw = {k: v for k, v in SMALL.items()}
     f32 = extract_features(small_cohort, cache=False, precision="fp32", **kw).to_numpy()
     b16 = extract_features(small_cohort, cache=False, precision="bf16", **kw)
-    assert b16.attrs["pe_renal"]["precision_choice"] == dict(precision="bf16", asked="bf16", rule="asked for", reason="bf16 was asked for")
+    assert b16.attrs["pe_renal"]["precision_choice"] == dict(
+        precision="bf16", asked="bf16", rule="asked for", reason="bf16 was asked for"
+    )
     b16 = b16.to_numpy()
     cos = (f32 * b16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(b16, axis=1)
     assert cos.min() >= 0.999 and not np.array_equal(f32, b16), cos.min()   # bf16 really ran, and agrees
@@ -289,7 +316,9 @@ def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch,
     monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: kernels)
     f = extract_features(small_cohort, cache=False, **SMALL)
     ch = f.attrs["pe_renal"]["precision_choice"]
-    assert ch["asked"] == "auto" and ch["precision"] == f.attrs["pe_renal"]["precision"] == ("bf16" if kernels else "fp32")
+    assert ch["asked"] == "auto" and ch["precision"] == f.attrs["pe_renal"]["precision"] == (
+        "bf16" if kernels else "fp32"
+    )
     assert ch["rule"] == F.PRECISION_RULE and ("agree with fp32" if kernels else "no native bf16") in ch["reason"], ch
 
 
@@ -321,10 +350,15 @@ def test_cli_features(small_cohort, tmp_path, capsys, monkeypatch):
     assert df.shape == (10, 512) and df.index.name == "patient_id"
     assert json.loads((tmp_path / "f.parquet.json").read_text())["weights"] == "random:seed0"
     from pe_renal.cli import main
-    assert main(["features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18", "--weights", "random"]) == 2
+
+    assert (
+        main(["features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18", "--weights", "random"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "already exists" in err and "Traceback" not in err
-    monkeypatch.setenv("PE_RENAL_OFFLINE", "1"); monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("PE_RENAL_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert main(["features", str(small_cohort.root), "--out", str(tmp_path / "g.parquet"), "--weights", "imagenet",
                  "--backbone", "resnet18"]) == 2
     err = capsys.readouterr().err
@@ -349,4 +383,7 @@ def test_cache_folder_follows_xdg_and_pe_renal_cache_overrides(monkeypatch, tmp_
 def test_the_test_session_never_touches_the_users_cache():
     "conftest gives the session a throw-away cache: nothing a test computes lands in ~/.cache/pe_renal."
     from pe_renal.features import default_cache_dir
-    assert "pe_renal_tests_" in str(default_cache_dir()) and not str(default_cache_dir()).startswith(str(Path.home() / ".cache"))
+
+    assert "pe_renal_tests_" in str(default_cache_dir()) and not str(default_cache_dir()).startswith(
+        str(Path.home() / ".cache")
+    )

@@ -27,8 +27,11 @@ def _dl_auc(c, f, tr, te, y):
     "Held-out AUC (DeLong CI) of the study's DL model (LASSO -> KNN); None when LASSO keeps no feature (no model)."
     from pe_renal.lasso import NoFeaturesSelectedError
     from pe_renal.models import make_model
-    try: m = make_model("DL", deep=list(f.columns)).fit(f.loc[tr], y[tr])
-    except NoFeaturesSelectedError: return None
+
+    try:
+        m = make_model("DL", deep=list(f.columns)).fit(f.loc[tr], y[tr])
+    except NoFeaturesSelectedError:
+        return None
     return delong_ci(y[te], m.predict_proba(f.loc[te])[:, 1])
 
 
@@ -62,7 +65,9 @@ def test_only_training_patients_are_read(small, monkeypatch):
     monkeypatch.setattr(ft, "read_rois", lambda table: seen.extend(table["patient_id"]) or real(table))
     res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), mode="head", seed=0, **FAST)
     assert set(seen) == set(tr) and not set(seen) & set(te)
-    assert set(res.info["val_patients"]) < set(tr) and res.info["n_train_patients"] + res.info["n_val_patients"] == len(tr)
+    assert set(res.info["val_patients"]) < set(tr) and res.info["n_train_patients"] + res.info["n_val_patients"] == len(
+        tr
+    )
 
 
 def test_head_mode_keeps_the_features(small):
@@ -72,7 +77,8 @@ def test_head_mode_keeps_the_features(small):
     res = finetune_backbone(c, tr, bb, mode="head", seed=0, **FAST)
     assert res.backbone.weights == bb.weights
     x = torch.randn(2, 3, 48, 48)
-    with torch.inference_mode(): assert torch.equal(res.backbone.model(x), bb.model(x))
+    with torch.inference_mode():
+        assert torch.equal(res.backbone.model(x), bb.model(x))
 
 
 def test_weights_file_round_trip_and_cli(small, tmp_path):
@@ -87,21 +93,33 @@ def test_weights_file_round_trip_and_cli(small, tmp_path):
     np.testing.assert_allclose(f_mem.to_numpy(), f_file.to_numpy(), rtol=1e-5, atol=1e-5)
     from pe_renal.cli import main
     out = tmp_path / "f.csv"
-    assert main(["features", str(c.root), "--out", str(out), "--backbone", "resnet18", "--weights", str(path), "--no-cache"]) == 0
+    assert (
+        main(
+            ["features", str(c.root), "--out", str(out), "--backbone", "resnet18", "--weights", str(path), "--no-cache"]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "f.csv.json").read_text())["weights"] == res.backbone.weights
     # hash checked; a changed file is refused
     load_finetuned(path, sha256=digest)
-    data = bytearray(path.read_bytes()); data[-100] ^= 1; (tmp_path / "bad.pt").write_bytes(bytes(data))
-    with pytest.raises(PeRenalError, match="differs from the recorded"): load_finetuned(tmp_path / "bad.pt", sha256=digest)
-    with pytest.raises(PeRenalError, match="already exists"): save_finetuned(res, path)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 1
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    with pytest.raises(PeRenalError, match="differs from the recorded"):
+        load_finetuned(tmp_path / "bad.pt", sha256=digest)
+    with pytest.raises(PeRenalError, match="already exists"):
+        save_finetuned(res, path)
 
 
 def test_bad_input(small):
     c, tr, te = small
     bb = load_backbone("resnet18", "random")
-    with pytest.raises(PeRenalError, match="not in"): finetune_backbone(c, tr + ["NOPE"], bb, **FAST)
-    with pytest.raises(PeRenalError, match="mode must be"): finetune_backbone(c, tr, bb, mode="middle", **FAST)
-    with pytest.raises(PeRenalError, match="at least 2 patients of each class"): finetune_backbone(c, tr[:6], bb, **FAST)
+    with pytest.raises(PeRenalError, match="not in"):
+        finetune_backbone(c, tr + ["NOPE"], bb, **FAST)
+    with pytest.raises(PeRenalError, match="mode must be"):
+        finetune_backbone(c, tr, bb, mode="middle", **FAST)
+    with pytest.raises(PeRenalError, match="at least 2 patients of each class"):
+        finetune_backbone(c, tr[:6], bb, **FAST)
     with pytest.raises(PeRenalError, match="ResNet"):
         ft.split_network(load_backbone("densenet121", "random").model, "last")
 
@@ -111,7 +129,9 @@ def test_head_signature_is_the_head_logit(small):
     res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), mode="last", seed=0, **FAST)
     x = torch.randn(3, 3, 48, 48)
     with torch.inference_mode():
-        np.testing.assert_allclose(head_signature(res)(x)[:, 0].numpy(), res.head(res.backbone.model(x)).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            head_signature(res)(x)[:, 0].numpy(), res.head(res.backbone.model(x)).numpy(), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.slow
@@ -122,7 +142,8 @@ def test_null_cohort_held_out_auc_covers_half(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     c = load_cohort(make_cohort(tmp_path / "c", n=60, seed=4, effect=0.0, annotation_rate=0.0, n_jobs=1))
-    s = split_cohort(c, seed=0); y = s.set_index("patient_id")["label"]
+    s = split_cohort(c, seed=0)
+    y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
     res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), **KNOWN)   # as the positive control below
     f = aggregate_features(extract_features(c, res.backbone, transform=TF64, cache=False, show_progress=False), c)
@@ -139,7 +160,8 @@ def test_select_criterion(small):
     bb = load_backbone("resnet18", "random")
     res = finetune_backbone(c, tr, bb, mode="last", seed=0, select="last", **{**FAST, "epochs": 3})
     assert res.best_epoch == len(res.history) == 3 and res.info["select"] == "last"
-    with pytest.raises(PeRenalError, match="select must be"): finetune_backbone(c, tr, bb, select="best", **FAST)
+    with pytest.raises(PeRenalError, match="select must be"):
+        finetune_backbone(c, tr, bb, select="best", **FAST)
 
 
 @pytest.mark.slow
@@ -150,7 +172,8 @@ def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
     AUC CI excludes 0.5 (measured: 0.838, 0.623-1.000)."""
     c = load_cohort(make_cohort(tmp_path / "c", n=60, seed=5, delta=3.0, image_effect=0.5, lab_effect=0.0,
                                 annotation_rate=0.0, n_jobs=1))
-    s = split_cohort(c, seed=0); y = s.set_index("patient_id")["label"]
+    s = split_cohort(c, seed=0)
+    y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
     feats = lambda bb: aggregate_features(extract_features(c, bb, transform=TF64, cache=False, show_progress=False), c)
     bb = load_backbone("resnet18", "random")
@@ -162,23 +185,34 @@ def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["last", "head"])
-def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(small, mode, monkeypatch, tmp_path, cpu_kind):
-    """The kept frozen-trunk outputs give the fine-tuned network's features: the trunk runs only on the images fine-tuning did
-    not see. On either kind of CPU (`cpu_kind`): fine-tuning and extraction pick the same precision, so the reuse holds."""
+def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(
+    small, mode, monkeypatch, tmp_path, cpu_kind
+):
+    """The kept frozen-trunk outputs give the fine-tuned network's features: the trunk runs only on the images
+    fine-tuning did
+    not see. On either kind of CPU (`cpu_kind`): fine-tuning and extraction pick the same precision, so the reuse
+    holds."""
     c, tr, _ = small
     bb = load_backbone("resnet18", "random")
     res = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
     n_kept = int(c.images.patient_id.isin(set(tr)).sum())
-    assert len(res.trunk.acts) == n_kept and res.trunk.precision == res.info["precision"] == cpu_kind   # the plain view of every training image
+    assert (
+        len(res.trunk.acts) == n_kept and res.trunk.precision == res.info["precision"] == cpu_kind
+    )  # the plain view of every training image
     ran = []
     real = pe_renal.features._run_backbone
-    count = lambda b, table, *a: ran.append(len(table)) or real(b, table, *a)    # full-network passes, and on how many images
-    monkeypatch.setattr(pe_renal.features, "_run_backbone", count)    # finetuned_features runs it through extract_features
+    count = lambda b, table, *a: (
+        ran.append(len(table)) or real(b, table, *a)
+    )  # full-network passes, and on how many images
+    monkeypatch.setattr(
+        pe_renal.features, "_run_backbone", count
+    )  # finetuned_features runs it through extract_features
     got = ft.finetuned_features(c, res, transform=TF, cache=tmp_path, show_progress=False)
     ref = extract_features(c, res.backbone, transform=TF, cache=False, show_progress=False)   # a plain forward pass
     ran_ref = ran.pop()
     assert got.attrs["pe_renal"]["precision"] == ref.attrs["pe_renal"]["precision"] == cpu_kind
-    # equal up to fp32 rounding in either precision: the part that learned gets the trunk's outputs in the trunk's own dtype
+    # equal up to fp32 rounding in either precision: the part that learned gets the trunk's outputs in the trunk's own
+    # dtype
     tol = dict(rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.to_numpy(), ref.to_numpy(), **tol)
     assert ran_ref == c.n_images and ran == [c.n_images - n_kept] and got.attrs["pe_renal"]["n_trunk_reused"] == n_kept

@@ -28,8 +28,10 @@ def test_layer_names_resolve_and_bad_names_are_clear_errors():
     m = load_backbone("resnet18", "random").model
     assert target_layer(m, "layer3") is m.layer3[-1] and target_layer(m, "layer2") is m.layer2[-1]
     assert target_layer(m) is m.layer4[-1]
-    with pytest.raises(PeRenalError, match="layer5"): target_layer(m, "layer5")
-    with pytest.raises(PeRenalError, match="ResNet stage"): target_layer(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), "layer3")
+    with pytest.raises(PeRenalError, match="layer5"):
+        target_layer(m, "layer5")
+    with pytest.raises(PeRenalError, match="ResNet stage"):
+        target_layer(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), "layer3")
     assert GRADCAM_LAYERS == CAM_LAYERS                                           # the study's names are the module's
     assert GRADCAM_METHODS == tuple(cam_methods())                                # and so are the CAM methods' names
 
@@ -42,12 +44,17 @@ def test_randomised_comparison_uses_the_same_stage(tmp_path, monkeypatch):
     from pe_renal.synthetic import make_cohort
     c = load_cohort(make_cohort(tmp_path / "c", n=10, seed=2, n_jobs=1))
     bb = load_backbone("resnet18", "random")
-    head = LinearHead(torch.zeros(512), torch.ones(512)); torch.nn.init.normal_(head.linear.weight, std=0.05)
+    head = LinearHead(torch.zeros(512), torch.ones(512))
+    torch.nn.init.normal_(head.linear.weight, std=0.05)
     seen, real = [], gradcam.compute_cams
     def spy(signature, x, method="gradcam", layer=None, **kw):
-        seen.append((signature.backbone, layer)); return real(signature, x, method, layer, **kw)
+        seen.append((signature.backbone, layer))
+        return real(signature, x, method, layer, **kw)
+
     monkeypatch.setattr(gradcam, "compute_cams", spy)
-    items = explain_images(c, [0, 1], head_signature((bb, head)), "resnet18", FeatureTransform(size=64), method="hirescam", layer="layer3")
+    items = explain_images(
+        c, [0, 1], head_signature((bb, head)), "resnet18", FeatureTransform(size=64), method="hirescam", layer="layer3"
+    )
     assert [l for _, l in seen] == ["layer3", "layer3"] and seen[0][0] is bb.model and seen[1][0] is not bb.model
     assert all(np.isfinite(it["randomisation_spearman"]) or not it["cam"].any() for it in items)
 
@@ -55,15 +62,18 @@ def test_randomised_comparison_uses_the_same_stage(tmp_path, monkeypatch):
 def test_study_and_cli_settings():
     cfg = StudyConfig(backbone="resnet18", finetune="full", gradcam_layer="layer3", gradcam_method="hirescam")
     assert (cfg.gradcam_layer, cfg.gradcam_method) == ("layer3", "hirescam")
-    assert StudyConfig().gradcam_layer == "layer4" and StudyConfig().gradcam_method == "gradcam"   # the paper's default
-    with pytest.raises(PeRenalError, match="gradcam_layer"): StudyConfig(gradcam_layer="layer1")
-    with pytest.raises(PeRenalError, match="ResNet stage"): StudyConfig(backbone="densenet121", gradcam_layer="layer3")
+    assert StudyConfig().gradcam_layer == "layer4" and StudyConfig().gradcam_method == "gradcam"  # the paper's default
+    with pytest.raises(PeRenalError, match="gradcam_layer"):
+        StudyConfig(gradcam_layer="layer1")
+    with pytest.raises(PeRenalError, match="ResNet stage"):
+        StudyConfig(backbone="densenet121", gradcam_layer="layer3")
     from pe_renal.cli import _config, build_parser
     args = build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", "--gradcam-layer", "layer2",
                                       "--gradcam-method", "hirescam"])
     cfg = _config(args)
     assert (cfg.gradcam_layer, cfg.gradcam_method) == ("layer2", "hirescam")
-    with pytest.raises(SystemExit): build_parser().parse_args(["run", "C", "--out", "R", "--gradcam-layer", "layer1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "C", "--out", "R", "--gradcam-layer", "layer1"])
 
 
 def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_one_option_away():
@@ -77,17 +87,33 @@ def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_on
         assert cfg3(StudyConfig(backbone="resnet18", finetune=mode)) == fine       # fine-tuned: maps that localise
         assert cfg3(StudyConfig(backbone="resnet18", finetune=mode, gradcam="paper")) == paper
     assert cfg3(StudyConfig(finetune="head", gradcam="fine")) == fine
-    assert cfg3(StudyConfig(finetune="full", gradcam_layer="layer3")) == ("predicted", "hirescam", "layer3")   # one by one
-    assert cfg3(StudyConfig(backbone="densenet121", finetune="full")) == ("predicted", "hirescam", "layer4")   # no stages
-    with pytest.raises(PeRenalError, match="--gradcam"): StudyConfig(gradcam="best")
-    with pytest.raises(PeRenalError, match="fine-tuned head"): StudyConfig(gradcam="fine")
+    assert cfg3(StudyConfig(finetune="full", gradcam_layer="layer3")) == (
+        "predicted",
+        "hirescam",
+        "layer3",
+    )  # one by one
+    assert cfg3(StudyConfig(backbone="densenet121", finetune="full")) == (
+        "predicted",
+        "hirescam",
+        "layer4",
+    )  # no stages
+    with pytest.raises(PeRenalError, match="--gradcam"):
+        StudyConfig(gradcam="best")
+    with pytest.raises(PeRenalError, match="fine-tuned head"):
+        StudyConfig(gradcam="fine")
     # what run.json and the report say: which configuration, why, and the other one's option
     c = gradcam_choice(StudyConfig(backbone="resnet18", finetune="full"))
-    assert (c["preset"], c["other"]) == ("fine", "--gradcam paper") and "gradcam_finetune.md" in c["why"] and "default" in c["why"]
+    assert (
+        (c["preset"], c["other"]) == ("fine", "--gradcam paper")
+        and "gradcam_finetune.md" in c["why"]
+        and "default" in c["why"]
+    )
     c = gradcam_choice(StudyConfig(backbone="resnet18", finetune="full", gradcam_target="head"))
     assert c["why"].endswith("changed by the options: target head")
     c = gradcam_choice(StudyConfig())
     assert (c["preset"], c["other"]) == ("paper", "--gradcam fine") and "changed" not in c["why"]
     parse = lambda *a: _config(build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", *a]))
-    assert cfg3(parse("--finetune", "full")) == fine and cfg3(parse("--finetune", "full", "--gradcam", "paper")) == paper
+    assert (
+        cfg3(parse("--finetune", "full")) == fine and cfg3(parse("--finetune", "full", "--gradcam", "paper")) == paper
+    )
     assert cfg3(parse()) == paper

@@ -1,4 +1,6 @@
-"""Grad-CAM of the class a target predicts per image: known answer on a constructed case, and the bookkeeping on a cohort."""
+"""Grad-CAM of the class a target predicts per image: known answer on a constructed case, and the bookkeeping on a
+cohort."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,13 +15,15 @@ def _share(m, blob): return (m * blob).sum() / m.sum() if m.sum() > 0 else 0.0  
 
 
 def test_explaining_the_predicted_class_finds_the_blob_whatever_the_sign():
-    "A signature whose sign is flipped scores the blob image below 0: explaining its predicted class finds the blob again."
+    """A signature whose sign is flipped scores the blob image below 0: explaining its predicted class finds the blob
+    again."""
     for seed in range(3):
         sig, x, blob = _known_case(seed=seed)
         pos = compute_cams(sig, x)[0]
         sig.sign = -1.0
-        with torch.inference_mode(): assert sig(x)[0, 0] < 0          # the flipped signature predicts "the other class"
-        plain = compute_cams(sig, x)[0]                               # negative control: evidence for the class not predicted
+        with torch.inference_mode():
+            assert sig(x)[0, 0] < 0  # the flipped signature predicts "the other class"
+        plain = compute_cams(sig, x)[0]  # negative control: evidence for the class not predicted
         predicted = compute_cams(sig, x, signs=[-1.0])[0]
         assert _share(predicted, blob) > 4 * blob.mean() and _share(plain, blob) < 2 * blob.mean()
         np.testing.assert_allclose(predicted, pos, atol=1e-5)
@@ -35,16 +39,17 @@ def test_explain_images_records_the_class_each_map_explains(tmp_path):
     tf = FeatureTransform(size=64)
     rows = list(range(6))
     x = torch.stack([tf(c.image(i)) for i in rows])
-    with torch.inference_mode(): F = bb.model(x).numpy()
+    with torch.inference_mode():
+        F = bb.model(x).numpy()
     coef = np.array([1.0, -0.5, 0.3])
     raw = ((F[:, :3] - F[:, :3].mean(0)) / (F[:, :3].std(0) + 1e-6)) @ coef
     sig = DeepSignature(bb.model, [0, 1, 2], F[:, :3].mean(0), F[:, :3].std(0) + 1e-6, coef, -float(np.median(raw)))
     items = explain_images(c, rows, sig, "resnet18", transform=tf, predicted_class=True, randomisation=False)
     t = checks_table(items)
-    assert set(t["explains"]) == {"preeclampsia", "normal"}                       # both classes occur (median intercept)
+    assert set(t["explains"]) == {"preeclampsia", "normal"}  # both classes occur (median intercept)
     assert (t["explains"] == np.where(t["score"] > 0, "preeclampsia", "normal")).all()
     plain = explain_images(c, rows, sig, "resnet18", transform=tf, randomisation=False)
-    assert (checks_table(plain)["explains"] == "preeclampsia").all()               # default: the signature's own direction
+    assert (checks_table(plain)["explains"] == "preeclampsia").all()  # default: the signature's own direction
     for a, b, e in zip(items, plain, t["explains"]):
         same = np.allclose(a["cam"], b["cam"], atol=1e-5)
         assert same == (e == "preeclampsia") or not b["cam"].any()

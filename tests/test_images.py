@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image
 
 from pe_renal.core import CohortError
-from pe_renal.data import apply_roi, load_cohort, read_image
+from pe_renal.data import load_cohort, read_image
 
 from conftest import write_cohort
 
@@ -50,7 +50,8 @@ def test_raster_formats(tmp_path, name, writer, tol):
 
 
 def test_colour_uses_luminance(tmp_path):
-    a = np.zeros((H, W, 3), np.uint8); a[..., 0] = 255  # pure red
+    a = np.zeros((H, W, 3), np.uint8)
+    a[..., 0] = 255  # pure red
     Image.fromarray(a).save(tmp_path / "red.png")
     np.testing.assert_allclose(read_image(tmp_path / "red.png"), 0.299, atol=1e-6)
 
@@ -62,16 +63,19 @@ def _dicom(path, arr, photometric="MONOCHROME2", bits=16, frames=None, spp=1):
     meta.MediaStorageSOPClassUID = UltrasoundImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
+    ds = Dataset()
+    ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN-123456", "19900101"
     ds.Modality = "US"
     ds.Rows, ds.Columns = arr.shape[-3 if spp == 3 else -2], arr.shape[-2 if spp == 3 else -1]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = spp, photometric
-    if spp == 3: ds.PlanarConfiguration = 0
+    if spp == 3:
+        ds.PlanarConfiguration = 0
     ds.BitsAllocated = 16 if arr.dtype == np.uint16 else 8
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
-    if frames: ds.NumberOfFrames = frames
+    if frames:
+        ds.NumberOfFrames = frames
     ds.PixelData = np.ascontiguousarray(arr).tobytes()
     ds.save_as(path, enforce_file_format=True)
 
@@ -111,7 +115,8 @@ def test_dicom_without_extension_is_recognised(tmp_path):
 def test_dicom_metadata_never_enters_the_cohort(tmp_path):
     root = write_cohort(tmp_path / "c", n=10)
     _dicom(root / "images" / "p00_0.dcm", G16)
-    df = pd.read_csv(root / "images.csv"); df.loc[0, "path"] = "images/p00_0.dcm"
+    df = pd.read_csv(root / "images.csv")
+    df.loc[0, "path"] = "images/p00_0.dcm"
     df.loc[0, ["x0", "y0", "x1", "y1"]] = [0, 0, W, H]
     df.to_csv(root / "images.csv", index=False)
     c = load_cohort(root)
@@ -132,10 +137,14 @@ def test_corrupt_dicom(tmp_path):
 def test_roi_box_and_mask_through_the_cohort(tmp_path):
     root = write_cohort(tmp_path / "c", n=10)
     (root / "masks").mkdir()
-    m = np.zeros((40, 50), np.uint8); m[10:20, 5:25] = 255; m[12, 5] = 0
+    m = np.zeros((40, 50), np.uint8)
+    m[10:20, 5:25] = 255
+    m[12, 5] = 0
     Image.fromarray(m).save(root / "masks" / "m0.png")
     df = pd.read_csv(root / "images.csv")
-    df["mask"] = None; df.loc[0, "mask"] = "masks/m0.png"; df.loc[0, ["x0", "y0", "x1", "y1"]] = None
+    df["mask"] = None
+    df.loc[0, "mask"] = "masks/m0.png"
+    df.loc[0, ["x0", "y0", "x1", "y1"]] = None
     df.to_csv(root / "images.csv", index=False)
     c = load_cohort(root)
     raw = c.image(0, roi=False)
@@ -154,15 +163,20 @@ def test_tiny_image_is_refused(tmp_path):
 @pytest.mark.parametrize("ext", ["jpg", "png", "tif"])
 @pytest.mark.parametrize("code, turn", [(6, -1), (8, 1), (3, 2)])
 def test_exif_orientation_is_applied_as_viewers_do_and_the_roi_follows(tmp_path, ext, code, turn):
-    "An image stored rotated with an Orientation tag is read as shown on screen, so a box drawn on it crops the marked region."
+    """An image stored rotated with an Orientation tag is read as shown on screen, so a box drawn on it crops the
+    marked region."""
     import tifffile
     from PIL import Image
     from pe_renal.data import apply_roi, read_image
-    stored = np.zeros((40, 60), np.uint8); stored[:10, :30] = 255           # a bright block in the stored top-left corner
+
+    stored = np.zeros((40, 60), np.uint8)
+    stored[:10, :30] = 255  # a bright block in the stored top-left corner
     path = tmp_path / f"x.{ext}"
-    if ext == "tif": tifffile.imwrite(path, stored, extratags=[(274, "H", 1, code, True)])
+    if ext == "tif":
+        tifffile.imwrite(path, stored, extratags=[(274, "H", 1, code, True)])
     else:
-        exif = Image.Exif(); exif[0x0112] = code
+        exif = Image.Exif()
+        exif[0x0112] = code
         Image.fromarray(stored).save(path, exif=exif, quality=100)
     shown = np.rot90(stored, turn) / 255
     img = read_image(path)

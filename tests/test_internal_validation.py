@@ -15,8 +15,22 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pe_renal.lasso import LassoSelector, inner_folds, stratified_bootstrap
-from pe_renal.models import (FLAG_SHARE, STAND_IN, KAtGridEdge, ModelData, TunedClassifier, _cv_auc_ci, _no_feature_flag,
-                             _warn_k_edge, auc_632plus, demo_data, fit_models, internal_validation, make_models, model_summary)
+from pe_renal.models import (
+    FLAG_SHARE,
+    STAND_IN,
+    KAtGridEdge,
+    ModelData,
+    TunedClassifier,
+    _cv_auc_ci,
+    _no_feature_flag,
+    _warn_k_edge,
+    auc_632plus,
+    demo_data,
+    fit_models,
+    internal_validation,
+    make_models,
+    model_summary,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))   # the coverage simulation's code
 
@@ -55,12 +69,14 @@ def test_null_control_is_centred_on_one_half_with_cis_covering_it(null_runs):
 
 
 def test_positive_control_is_near_a_large_held_out_set():
-    """Fitted on 150 patients, validated internally; the test AUC of the same pipeline on 350 held-out patients (SE ~0.02).
+    """Fitted on 150 patients, validated internally; the test AUC of the same pipeline on 350 held-out patients (SE
+    ~0.02).
     Both estimators refit on fewer patients (CV: 4/5; bootstrap: ~63% distinct), so they may sit a little below it."""
     d = demo_data(n=500, effect=1.0, n_features=100, seed=1)
     rng = np.random.default_rng(0)
     train = rng.choice(len(d.y), 150, replace=False)
-    split = pd.Series("test", index=d.y.index, name="split"); split.iloc[train] = "train"
+    split = pd.Series("test", index=d.y.index, name="split")
+    split.iloc[train] = "train"
     d = ModelData(d.X, d.y, split, d.deep, d.numeric, d.categorical)
     _, res = quiet(fit_models, d)
     iv = quiet(internal_validation, make_models(d), *d.part("train"), **FAST).summary
@@ -100,17 +116,36 @@ def test_contract():
     q = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=3, n_splits=3, n_repeats=1, n_jobs=2)
     pd.testing.assert_frame_equal(iv.summary, q.summary)
 
-# The CV interval. Known answers on hand-written fold tables: two repeats of four folds of 200 patients (50 held out each).
+# The CV interval. Known answers on hand-written fold tables: two repeats of four folds of 200 patients (50 held out
+# each).
 Z, T7 = 1.959964, 2.364624          # 97.5% quantiles (tables): standard normal; Student t with 8 - 1 degrees of freedom
-SPREAD = [0.62, 0.55, 0.70, 0.48, 0.66, 0.52, 0.59, 0.61]   # fold AUCs that vary: the corrected repeated-CV part is wider
+SPREAD = [
+    0.62,
+    0.55,
+    0.70,
+    0.48,
+    0.66,
+    0.52,
+    0.59,
+    0.61,
+]  # fold AUCs that vary: the corrected repeated-CV part is wider
 TIGHT = [0.60, 0.61, 0.59, 0.60, 0.62, 0.58, 0.60, 0.60]    # fold AUCs that agree: the influence-curve part is wider
 HIGH = [0.99, 0.97, 0.88, 1.00, 0.95, 0.99, 0.93, 0.98]     # near 1: the upper limit is clipped
 MSQ = [0.30, 0.28, 0.35, 0.33, 0.31, 0.29, 0.27, 0.34]      # each fold's mean squared influence-curve value
 
 
 def fold_table(aucs, msq, no_features=()):
-    return pd.DataFrame(dict(repeat=[1] * 4 + [2] * 4, fold=[1, 2, 3, 4] * 2, auc=aucs, ic_msq=msq, n_train=150, n_test=50,
-                             no_features=[i in no_features for i in range(8)]))
+    return pd.DataFrame(
+        dict(
+            repeat=[1] * 4 + [2] * 4,
+            fold=[1, 2, 3, 4] * 2,
+            auc=aucs,
+            ic_msq=msq,
+            n_train=150,
+            n_test=50,
+            no_features=[i in no_features for i in range(8)],
+        )
+    )
 
 
 def by_hand(aucs, msq, share=1.0):
@@ -135,12 +170,14 @@ def test_cv_interval_known_answer(aucs, msq, wider):
     assert (got["lo_nb"], got["hi_nb"]) == pytest.approx(clip(auc, h_nb), abs=1e-6)
     assert ("nb" if h_nb > h_ic else "ic") == wider
     assert (got["lo"], got["hi"]) == pytest.approx(clip(auc, h), abs=1e-6)     # the reported CI: the variances added
-    assert h > max(h_ic, h_nb) + 0.005                                          # not the wider of the two
-    if aucs is HIGH: assert got["hi"] == got["hi_nb"] == 1.0 and auc + h_nb > 1
+    assert h > max(h_ic, h_nb) + 0.005  # not the wider of the two
+    if aucs is HIGH:
+        assert got["hi"] == got["hi_nb"] == 1.0 and auc + h_nb > 1
 
 
 def test_cv_interval_is_not_the_one_with_half_the_variance():
-    """Half the variance makes an interval narrower by 1 - 1/sqrt(2) = 29% of its half-width; on these tables that is more
+    """Half the variance makes an interval narrower by 1 - 1/sqrt(2) = 29% of its half-width; on these tables that
+    is more
     than 0.005, far above the 1e-6 the known answers are checked to, so they would catch it."""
     for aucs in (SPREAD, TIGHT):
         got = _cv_auc_ci(fold_table(aucs, MSQ), 200)
@@ -160,12 +197,18 @@ def test_flag_when_a_quarter_of_the_folds_kept_no_feature():
 
 
 def cv_ci_from_folds(f, n):
-    "Both parts and the reported interval of one model from its fold rows, any number of folds and repeats (scipy's quantiles)."
+    """Both parts and the reported interval of one model from its fold rows, any number of folds and repeats (scipy's
+    quantiles)."""
     from scipy.stats import norm, t
     J, auc = len(f), f["auc"].mean()
     v_ic = f.groupby("repeat")["ic_msq"].mean().mean() / n
     v_nb = (1 / J + (f["n_test"] / f["n_train"]).mean()) * f["auc"].var(ddof=1)
-    return auc, norm.ppf(0.975) * math.sqrt(v_ic), t.ppf(0.975, J - 1) * math.sqrt(v_nb), t.ppf(0.975, J - 1) * math.sqrt(v_ic + v_nb)
+    return (
+        auc,
+        norm.ppf(0.975) * math.sqrt(v_ic),
+        t.ppf(0.975, J - 1) * math.sqrt(v_nb),
+        t.ppf(0.975, J - 1) * math.sqrt(v_ic + v_nb),
+    )
 
 
 N_NULL = 40
@@ -193,25 +236,31 @@ def null_cv():
 
 @pytest.mark.slow
 def test_cv_interval_covers_one_half_on_null_cohorts(null_cv):
-    s = pd.concat([iv.summary.assign(seed=seed) for seed, _, iv in null_cv], ignore_index=True).set_index(["model", "seed"])
+    s = pd.concat([iv.summary.assign(seed=seed) for seed, _, iv in null_cv], ignore_index=True).set_index(
+        ["model", "seed"]
+    )
     # every reported interval is the known answer recomputed from its own fold table
     for seed, n, iv in null_cv:
         for m, f in iv.cv.folds.groupby("model"):
             auc, h_ic, h_nb, h = cv_ci_from_folds(f, n)
             r = s.loc[(m, seed)]
-            assert (r["lo_ic"], r["hi_ic"], r["lo_nb"], r["hi_nb"]) == pytest.approx((*clip(auc, h_ic), *clip(auc, h_nb)), abs=1e-12)
+            assert (r["lo_ic"], r["hi_ic"], r["lo_nb"], r["hi_nb"]) == pytest.approx(
+                (*clip(auc, h_ic), *clip(auc, h_nb)), abs=1e-12
+            )
             assert (r["lo"], r["hi"]) == pytest.approx(clip(auc, h), abs=1e-12)
             assert r["share_no_features"] == f["no_features"].mean()
             assert isinstance(r["flag"], str) == (f["no_features"].mean() >= FLAG_SHARE)
             assert iv.to_json()[m]["flag"] == (r["flag"] if isinstance(r["flag"], str) else None)
     assert s["auc"].notna().all() and s.groupby("model").size().eq(N_NULL).all()
-    # mean of 40 CV AUCs (SD ~0.05-0.07 each, SE of the mean ~0.01). DL's sits near 0.54: only cohorts whose LASSO kept a
+    # mean of 40 CV AUCs (SD ~0.05-0.07 each, SE of the mean ~0.01). DL's sits near 0.54: only cohorts whose LASSO
+    # kept a
     # feature on all their training patients are kept, i.e. a chance association of that feature with the label in the
     # cohort, which the folds share; the 26 skipped cohorts averaged 0.49
     means = s.groupby("model")["auc"].mean()
     assert means.between(0.45, 0.55).all(), means
     # Coverage of 0.5: a correct 95% interval misses it Binomial(40, 0.05) times: P(more than 8 misses) = 1.3e-4 per
-    # model, < 3e-4 for both, so a correct method passes with > 99.9%. An interval of half that width (z = 0.98, coverage
+    # model, < 3e-4 for both, so a correct method passes with > 99.9%. An interval of half that width (z = 0.98,
+    # coverage
     # 67%) passes with 6%; one with half the variance (coverage 83%) would pass with 79%: 40 cohorts cannot tell it, the
     # known answers above (and the recomputation from the folds here) can.
     covers = (s["lo"] <= 0.5) & (0.5 <= s["hi"])
@@ -230,14 +279,19 @@ def test_cv_interval_covers_one_half_on_null_cohorts(null_cv):
 
 def test_positive_control_cv_interval_excludes_one_half():
     "With signal the reported CV interval (wider than either of its parts) of every model lies above 0.5."
-    d = demo_data(n=200, effect=1.0, n_features=40, seed=5)     # lower limits 0.58-0.62
-    s = quiet(internal_validation, make_models(d), *d.part("train"), n_boot=0, n_splits=3, n_repeats=2, n_jobs=1).summary
-    assert (s["lo"] > 0.5).all() and (s["lo"] <= s[["lo_ic", "lo_nb"]].min(axis=1) + 1e-12).all(), s[["model", "auc", "lo", "hi"]]
+    d = demo_data(n=200, effect=1.0, n_features=40, seed=5)  # lower limits 0.58-0.62
+    s = quiet(
+        internal_validation, make_models(d), *d.part("train"), n_boot=0, n_splits=3, n_repeats=2, n_jobs=1
+    ).summary
+    assert (s["lo"] > 0.5).all() and (s["lo"] <= s[["lo_ic", "lo_nb"]].min(axis=1) + 1e-12).all(), s[
+        ["model", "auc", "lo", "hi"]
+    ]
     assert s["flag"].isna().all()
 
 
 def test_masked_estimates_keep_no_interval():
-    "A model fine-tuned once on all training patients is not estimated: none of its intervals, nor a flag, is left in the table."
+    """A model fine-tuned once on all training patients is not estimated: none of its intervals, nor a flag, is left in
+    the table."""
     from pe_renal.study import FINETUNED_ONCE, mask_finetuned_once
     d = demo_data(n=100, effect=1.0, n_features=40, seed=2)
     models = make_models(d)
@@ -263,7 +317,8 @@ def test_632plus_formula():
 def doubled_null(seed, n=60, p=100):
     "A cohort with no signal in which every patient appears twice, as in a bootstrap resample."
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, p)); y = rng.permutation(np.r_[np.ones(n // 2), np.zeros(n - n // 2)]).astype(int)
+    X = rng.normal(size=(n, p))
+    y = rng.permutation(np.r_[np.ones(n // 2), np.zeros(n - n // 2)]).astype(int)
     return np.r_[X, X], np.r_[y, y]
 
 
@@ -276,7 +331,8 @@ def test_inner_folds_keep_copies_of_a_patient_together():
     # without copies the folds are the plain stratified folds (results of unresampled fits unchanged)
     from sklearn.model_selection import StratifiedKFold
     for (a, b), (c, e) in zip(inner_folds(X, y, 5, 3), StratifiedKFold(5, shuffle=True, random_state=3).split(X, y)):
-        np.testing.assert_array_equal(a, c); np.testing.assert_array_equal(b, e)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, e)
 
 
 def test_lasso_cv_is_not_fooled_by_copies():
@@ -295,12 +351,15 @@ def test_knn_tuning_is_not_fooled_by_copies():
 def test_k_at_the_edge_of_its_grid_is_warned():
     grid = {"n_neighbors": [3, 5, 7], "weights": ["uniform"]}
     for k in (3, 7):
-        with pytest.warns(KAtGridEdge, match=f"k={k}"): _warn_k_edge(grid, {"n_neighbors": k})
+        with pytest.warns(KAtGridEdge, match=f"k={k}"):
+            _warn_k_edge(grid, {"n_neighbors": k})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_k_edge(grid, {"n_neighbors": 5}); _warn_k_edge({"n_neighbors": [5]}, {"n_neighbors": 5})
-    rng = np.random.default_rng(0)                             # a strong smooth signal: the largest k wins
-    y = np.r_[np.ones(60), np.zeros(60)].astype(int); X = rng.normal(2.0 * y[:, None], 1.0, (120, 2))
+        _warn_k_edge(grid, {"n_neighbors": 5})
+        _warn_k_edge({"n_neighbors": [5]}, {"n_neighbors": 5})
+    rng = np.random.default_rng(0)  # a strong smooth signal: the largest k wins
+    y = np.r_[np.ones(60), np.zeros(60)].astype(int)
+    X = rng.normal(2.0 * y[:, None], 1.0, (120, 2))
     with pytest.warns(KAtGridEdge, match="largest"):
         TunedClassifier(param_grid=grid).fit(X, y)
 
@@ -318,9 +377,12 @@ N_COVERAGE = 40
 
 @pytest.mark.slow
 def test_cv_interval_covers_the_final_models_true_auc():
-    """Coverage of the truth by simulation: `benchmarks/bench_iv_coverage.py` on 40 seeds with 5-fold CV x 1 (the study's
-    default is 5 x 4; the benchmark runs it, and the README quotes it). Each seed: 120 training patients, 40 simulated deep
-    features of which 3 carry a weak signal (the LASSO keeps no deep feature in some folds of most seeds), the generator's
+    """Coverage of the truth by simulation: `benchmarks/bench_iv_coverage.py` on 40 seeds with 5-fold CV x 1 (the
+    study's
+    default is 5 x 4; the benchmark runs it, and the README quotes it). Each seed: 120 training patients, 40
+    simulated deep
+    features of which 3 carry a weak signal (the LASSO keeps no deep feature in some folds of most seeds), the
+    generator's
     clinical columns; the truth is the AUC of the model fitted on all 120, on 2,000 independent patients of the same
     generator. About 2 minutes on one core."""
     from scipy.stats import binom
@@ -358,21 +420,29 @@ def test_quoted_coverage_figures_are_the_benchmarks():
     nb = "".join("".join(c["source"]) for c in json.loads((root / "nbs" / "05_models.ipynb").read_text())["cells"])
     readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
     counts = ("seeds", "covered", "seeds_stand_in", "covered_stand_in")
-    dl, cl, co = ({k: int(v) if k in counts else v for k, v in s.loc[m].items()} for m in ("DL", "Clinical", "Composite"))
-    quoted = [f"DL {dl['covered']} of {dl['seeds']} seeds ({dl['coverage']:.0%}; NA in {50 - dl['seeds']})",
-              f"Clinical {cl['covered']} of {cl['seeds']} and Composite {co['covered']} of {co['seeds']} ({cl['coverage']:.0%})",
-              f"mean widths {dl['width']:.3f}, {cl['width']:.3f} and {co['width']:.3f}",
-              f"in the {dl['seeds_stand_in']} seeds with DL stand-in folds DL covered all {dl['covered_stand_in']}",
-              f"width {dl['width_stand_in']:.3f} against Clinical's {dl['clinical_width_same_seeds']:.3f}",
-              f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']}, {dl['coverage_wider']:.0%}"]
+    dl, cl, co = (
+        {k: int(v) if k in counts else v for k, v in s.loc[m].items()} for m in ("DL", "Clinical", "Composite")
+    )
+    quoted = [
+        f"DL {dl['covered']} of {dl['seeds']} seeds ({dl['coverage']:.0%}; NA in {50 - dl['seeds']})",
+        f"Clinical {cl['covered']} of {cl['seeds']} and Composite {co['covered']} of {co['seeds']} "
+            f"({cl['coverage']:.0%})",
+        f"mean widths {dl['width']:.3f}, {cl['width']:.3f} and {co['width']:.3f}",
+        f"in the {dl['seeds_stand_in']} seeds with DL stand-in folds DL covered all {dl['covered_stand_in']}",
+        f"width {dl['width_stand_in']:.3f} against Clinical's {dl['clinical_width_same_seeds']:.3f}",
+        f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']}, {dl['coverage_wider']:.0%}",
+    ]
     assert co["coverage"] == cl["coverage"] and dl["covered_stand_in"] == dl["seeds_stand_in"]
-    for q in quoted: assert q in readme, q
+    for q in quoted:
+        assert q in readme, q
     nb = " ".join(nb.split())
-    for q in (f"{dl['covered']} of {dl['seeds']} seeds for DL ({dl['coverage']:.0%}; NA in {50 - dl['seeds']})",
-              f"{cl['covered']} of {cl['seeds']} for Clinical and {co['covered']} of {co['seeds']} for Composite",
-              f"mean widths {dl['width']:.3f}, {cl['width']:.3f} and {co['width']:.3f}",
-              f"covered all {dl['covered_stand_in']}, width {dl['width_stand_in']:.3f} against Clinical's "
-              f"{dl['clinical_width_same_seeds']:.3f}",
-              f"Composite: {co['covered_stand_in']} of {co['seeds_stand_in']}",
-              f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']} ({dl['coverage_wider']:.0%})"):
+    for q in (
+        f"{dl['covered']} of {dl['seeds']} seeds for DL ({dl['coverage']:.0%}; NA in {50 - dl['seeds']})",
+        f"{cl['covered']} of {cl['seeds']} for Clinical and {co['covered']} of {co['seeds']} for Composite",
+        f"mean widths {dl['width']:.3f}, {cl['width']:.3f} and {co['width']:.3f}",
+        f"covered all {dl['covered_stand_in']}, width {dl['width_stand_in']:.3f} against Clinical's "
+        f"{dl['clinical_width_same_seeds']:.3f}",
+        f"Composite: {co['covered_stand_in']} of {co['seeds_stand_in']}",
+        f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']} ({dl['coverage_wider']:.0%})",
+    ):
         assert q in nb, q

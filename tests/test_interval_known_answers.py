@@ -20,7 +20,9 @@ from scipy import stats
 from pe_renal.evaluation import WILSON, calibration_table, delong_ci, threshold_metrics, wilson_ci
 
 
-def sample_variance(v): m = sum(v) / len(v); return sum((x - m) ** 2 for x in v) / (len(v) - 1)
+def sample_variance(v):
+    m = sum(v) / len(v)
+    return sum((x - m) ** 2 for x in v) / (len(v) - 1)
 
 
 def test_delong_variance_equals_the_hand_computed_one():
@@ -38,10 +40,13 @@ def test_delong_variance_equals_the_hand_computed_one():
     for alpha in (0.05, 0.5):                               # 95%: the upper limit is clipped at 1; 50%: neither is
         half = stats.norm.ppf(1 - alpha / 2) * float(var) ** 0.5
         a = delong_ci(y, s, alpha=alpha)
-        assert (a.auc, a.lo, a.hi) == pytest.approx((float(auc), float(auc) - half, min(1.0, float(auc) + half)), abs=1e-12)
+        assert (a.auc, a.lo, a.hi) == pytest.approx(
+            (float(auc), float(auc) - half, min(1.0, float(auc) + half)), abs=1e-12
+        )
 
 
-# Coverage of DeLong's 95% interval: binormal scores (negatives N(0, 1), positives N(d, 1), AUC = Phi(d / sqrt 2) = 0.75),
+# Coverage of DeLong's 95% interval: binormal scores (negatives N(0, 1), positives N(d, 1), AUC = Phi(d / sqrt 2) =
+# 0.75),
 # 60 + 60 patients. Its true coverage there is 0.945 (0.9449 +- 0.0016 in 20,000 simulated samples; DeLong is a
 # little liberal at this size), so with R = 1000 samples the count of intervals covering 0.75 is Binomial(1000, c):
 #   correct interval, c in [0.94, 0.95]:  P(count < 915) + P(count > 975) <= 0.00064   -> passes with >= 99.9%
@@ -63,14 +68,16 @@ def test_delong_coverage_with_a_margin():
     for _ in range(R):
         a = delong_ci(y, np.r_[rng.normal(d, 1, 60), rng.normal(0, 1, 60)])
         centre, half = (a.lo + a.hi) / 2, (a.hi - a.lo) / 2
-        for f in covered: covered[f] += centre - f * half < auc < centre + f * half
+        for f in covered:
+            covered[f] += centre - f * half < auc < centre + f * half
     assert LOWER <= covered[1.0] <= UPPER, covered
     assert covered[0.5] < LOWER and covered[2.0] > UPPER, covered   # the bounds tell the wrong widths apart
 
 
 def test_threshold_metric_proportions_have_wilson_intervals():
     """Each proportion at a fixed threshold gets the Wilson score interval of its k of n, checked against statsmodels'
-    proportion_confint (and the hand values 24/24 -> 0.862-1.000, 0/21 -> 0-0.155); an interval of half or twice the width
+    proportion_confint (and the hand values 24/24 -> 0.862-1.000, 0/21 -> 0-0.155); an interval of half or twice the
+    width
     differs from it by far more than the tolerance."""
     sm = pytest.importorskip("statsmodels.stats.proportion")
     n1, n0, tp, tn = 40, 60, 31, 12
@@ -78,7 +85,9 @@ def test_threshold_metric_proportions_have_wilson_intervals():
     s = np.r_[np.ones(tp), np.zeros(n1 - tp), np.zeros(tn), np.ones(n0 - tn)]   # predicted positive: score 1 >= 0.5
     t = threshold_metrics(y, s, 0.5, n_boot=200, seed=0)
     fp, fn = n0 - tn, n1 - tp
-    counts = dict(sensitivity=(tp, n1), specificity=(tn, n0), accuracy=(tp + tn, n1 + n0), ppv=(tp, tp + fp), npv=(tn, tn + fn))
+    counts = dict(
+        sensitivity=(tp, n1), specificity=(tn, n0), accuracy=(tp + tn, n1 + n0), ppv=(tp, tp + fp), npv=(tn, tn + fn)
+    )
     for k, (num, den) in counts.items():
         lo, hi = sm.proportion_confint(num, den, alpha=0.05, method="wilson")
         assert (t.loc[k, "k"], t.loc[k, "n"]) == (num, den) and t.loc[k, "value"] == pytest.approx(num / den)
@@ -92,8 +101,10 @@ def test_threshold_metric_proportions_have_wilson_intervals():
 
 
 def test_f1_interval_is_the_unstratified_bootstrap():
-    """F1's percentile bootstrap resamples patients without stratifying, so the resampled counts (TP, FP, FN, TN) are one
-    multinomial draw of N patients: its quantiles, from 200,000 multinomial draws (an independent construction), match the
+    """F1's percentile bootstrap resamples patients without stratifying, so the resampled counts (TP, FP, FN, TN)
+    are one
+    multinomial draw of N patients: its quantiles, from 200,000 multinomial draws (an independent construction),
+    match the
     interval within the Monte Carlo error of B = 20,000 resamples. A stratified bootstrap (class sizes fixed) gives a
     narrower interval here, which the test tells apart."""
     n1, n0, tp, tn = 30, 70, 18, 50
@@ -105,17 +116,22 @@ def test_f1_interval_is_the_unstratified_bootstrap():
     f1 = 2 * TP / (2 * TP + FP + FN)
     lo, hi = np.quantile(f1, [0.025, 0.975])
     assert (t.loc["f1", "lo"], t.loc["f1", "hi"]) == pytest.approx((lo, hi), abs=0.006)
-    TPs, TNs = np.random.default_rng(3).binomial(n1, tp / n1, 200_000), np.random.default_rng(4).binomial(n0, tn / n0, 200_000)
+    TPs, TNs = (
+        np.random.default_rng(3).binomial(n1, tp / n1, 200_000),
+        np.random.default_rng(4).binomial(n0, tn / n0, 200_000),
+    )
     f1s = 2 * TPs / (2 * TPs + (n0 - TNs) + (n1 - TPs))
     slo, shi = np.quantile(f1s, [0.025, 0.975])
-    assert (hi - lo) - (shi - slo) > 0.02                                   # the stratified one is narrower by more than the error
+    assert (hi - lo) - (shi - slo) > 0.02  # the stratified one is narrower by more than the error
     assert t.loc["f1", "ci"].startswith("percentile bootstrap, patients resampled without stratification")
 
 
 
 def test_calibration_bootstrap_cis_match_the_likelihood_intervals():
-    """1000 patients with perfectly calibrated continuous risks: the model y ~ 1 + logit p is correctly specified, so the
-    percentile bootstrap interval of the slope (and of the intercept, offset logit p) and the Wald interval of statsmodels'
+    """1000 patients with perfectly calibrated continuous risks: the model y ~ 1 + logit p is correctly specified,
+    so the
+    percentile bootstrap interval of the slope (and of the intercept, offset logit p) and the Wald interval of
+    statsmodels'
     fit estimate the same thing. With 1000 resamples each limit has a Monte Carlo error of ~2% of the width; the widths
     agree within 15% (measured: within 5% for six seeds), and an interval half or twice as wide is far outside that."""
     sm = pytest.importorskip("statsmodels.api")

@@ -67,13 +67,14 @@ def test_the_study_writes_nothing_into_the_cohort(study):
 def test_study_positive_control_test_auc_above_chance(study):
     d, cohort, cfg, out, _ = study
     pred = pd.read_csv(out / "predictions.csv").set_index("patient_id")
-    assert (pred["label"] == truth(cohort).loc[pred.index]).all()          # label 1 is preeclampsia, as the generator drew it
+    assert (pred["label"] == truth(cohort).loc[pred.index]).all()  # label 1 is preeclampsia, as the generator drew it
     perf = pd.read_csv(out / "tables" / "performance.csv").set_index(["model", "cohort"])
     test = pred[pred["split"] == "test"]
     for m in MODELS:
-        a = delong_ci(test["label"], test[f"p_{m}"])                       # the table's AUC is that of the written scores
-        np.testing.assert_allclose(perf.loc[(m, "test"), ["auc", "auc_lo", "auc_hi"]].to_numpy(float), [a.auc, a.lo, a.hi],
-                                   rtol=1e-12)
+        a = delong_ci(test["label"], test[f"p_{m}"])  # the table's AUC is that of the written scores
+        np.testing.assert_allclose(
+            perf.loc[(m, "test"), ["auc", "auc_lo", "auc_hi"]].to_numpy(float), [a.auc, a.lo, a.hi], rtol=1e-12
+        )
         assert a.lo > 0.5, (m, a)
     assert perf.loc[("Composite", "test"), "auc"] > 0.85
 
@@ -84,7 +85,8 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
     perf = pd.read_csv(res / "tables" / "performance.csv")
     test = perf[perf["cohort"] == "test"]
     assert "Composite" in set(test["model"]) and covers_half(test["auc_lo"], test["auc_hi"]).all(), test
-    # one model, one number: when the LASSO kept no deep feature the composite model is the clinical one, and every output
+    # one model, one number: when the LASSO kept no deep feature the composite model is the clinical one, and every
+    # output
     # says so with the clinical numbers (threshold, internal validation); otherwise nothing is merged
     import json
     run = json.loads((res / "run.json").read_text())
@@ -97,7 +99,10 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
         assert (perf.loc[perf["model"] == "Composite", "same_as"] == "Clinical").all()
         assert run["model"]["thresholds"]["Composite"] == run["model"]["thresholds"]["Clinical"]
         assert "Composite is the Clinical model (the LASSO kept no deep feature)" in run["model"]["threshold_rule"]
-        assert run["internal_validation"]["Composite"] == {**run["internal_validation"]["Clinical"], "same_as": "Clinical"}
+        assert run["internal_validation"]["Composite"] == {
+            **run["internal_validation"]["Clinical"],
+            "same_as": "Clinical",
+        }
         cols = ["auc", "lo", "hi", "n_resamples"]
         pd.testing.assert_frame_equal(iv.loc["Composite", cols], iv.loc["Clinical", cols])
         assert (iv.loc["Composite", "same_as"] == "Clinical").all()
@@ -110,12 +115,16 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
 def test_predict_on_the_study_cohort_reproduces_predictions_csv(study):
     d, cohort, cfg, out, _ = study
     written = pd.read_csv(out / "predictions.csv").set_index("patient_id")
-    with pytest.raises(PeRenalError, match="not external validation"):          # its own development cohort: refused ...
+    with pytest.raises(PeRenalError, match="not external validation"):  # its own development cohort: refused ...
         predict_cohort(out / "model.skops", cohort, cache=cfg.cache)
     with pytest.warns(UserWarning, match="not external validation"):            # ... unless allowed, and then said
         pred, metrics = predict_cohort(out / "model.skops", cohort, cache=cfg.cache, allow_overlap=True)
     n_train = int((pd.read_csv(out / "split.csv")["split"] == "train").sum())
-    assert metrics["validation"].str.startswith(f"NOT external: {len(written)} of {len(written)} patients ({n_train} of them training").all()
+    assert (
+        metrics["validation"]
+        .str.startswith(f"NOT external: {len(written)} of {len(written)} patients ({n_train} of them training")
+        .all()
+    )
     pred = pred.set_index("patient_id").loc[written.index]
     cols = [f"{k}_{m}" for m in MODELS for k in ("p", "pred")]
     pd.testing.assert_frame_equal(pred[["label"] + cols], written[["label"] + cols], check_exact=True)
@@ -134,8 +143,10 @@ def test_predict_with_signal_auc_is_delong_of_the_written_scores(study, tmp_path
     assert (p["label"] == truth(new).loc[p.index]).all() and len(p) == 40
     for m in MODELS:
         a = delong_ci(p["label"], p[f"p_{m}"])
-        np.testing.assert_allclose(metrics.loc[m, ["auc", "auc_lo", "auc_hi"]].to_numpy(float), [a.auc, a.lo, a.hi], rtol=1e-12)
-        assert a.lo > 0.5, (m, a)                                           # well above chance on new patients with signal
+        np.testing.assert_allclose(
+            metrics.loc[m, ["auc", "auc_lo", "auc_hi"]].to_numpy(float), [a.auc, a.lo, a.hi], rtol=1e-12
+        )
+        assert a.lo > 0.5, (m, a)  # well above chance on new patients with signal
         assert f"AUC {a.auc:.3f} ({a.lo:.3f}-{a.hi:.3f})" in printed
     assert metrics.loc["Composite", "auc"] > 0.75
 
@@ -164,11 +175,16 @@ class KnownAdditiveModel:
 
 def test_shap_of_a_known_additive_model():
     data = demo_data(n=100, seed=1, n_features=256)
-    Xtr, ytr = data.part("train"); Xte, _ = data.part("test")
+    Xtr, ytr = data.part("train")
+    Xte, _ = data.part("test")
     features = make_model("Composite", data.deep, data.numeric, data.categorical).named_steps["features"].fit(Xtr, ytr)
     _, cols = model_inputs(Pipeline([("features", features)]), Xtr)
     deep = cols.loc[cols["family"] == "deep", "feature"].iloc[0]
-    read = {"serum_creatinine_umol_L": 0.25, deep: -0.15, "parity=nulliparous": 0.05}   # sign: creatinine up, the deep one down
+    read = {
+        "serum_creatinine_umol_L": 0.25,
+        deep: -0.15,
+        "parity=nulliparous": 0.05,
+    }  # sign: creatinine up, the deep one down
     names = list(cols["feature"])
     clf = KnownAdditiveModel({f: names.index(f) for f in read}, read)
     model = Pipeline([("features", features), ("classifier", clf)])
@@ -179,7 +195,8 @@ def test_shap_of_a_known_additive_model():
     # inputs the model never reads get exactly nothing
     assert np.abs(v.drop(columns=list(read)).to_numpy()).max() < 1e-12
     # for an additive model the Shapley value of input j is g_j(x_j) - mean over the background of g_j
-    Ztr, _ = model_inputs(model, Xtr); Z, _ = model_inputs(model, Xte)
+    Ztr, _ = model_inputs(model, Xtr)
+    Z, _ = model_inputs(model, Xte)
     g, g_bg = clf.terms(Z.to_numpy()), clf.terms(Ztr.to_numpy())
     for f in read:
         np.testing.assert_allclose(v[f], g[f] - g_bg[f].mean(), atol=1e-9, err_msg=f)
@@ -194,12 +211,15 @@ def test_shap_of_a_known_additive_model():
 # Grad-CAM: a network that sees bright pixels, images whose bright spot sits in different places
 
 class BrightSpotNet(nn.Module):
-    "Pooled features = mean of relu(pixel - 0.5) over 4 x 4 cells: the deep signature grows with bright pixels, wherever."
+    """Pooled features = mean of relu(pixel - 0.5) over 4 x 4 cells: the deep signature grows with bright pixels,
+    wherever."""
+
     def __init__(self):
         super().__init__()
         conv = nn.Conv2d(3, 2, 1)
-        with torch.no_grad():                        # undo the ImageNet normalisation: sum_c std_c/3 * x_c + b = pixel - 0.5
-            conv.weight.zero_(); conv.weight[:, :, 0, 0] = torch.tensor(IMAGENET_STD) / 3
+        with torch.no_grad():  # undo the ImageNet normalisation: sum_c std_c/3 * x_c + b = pixel - 0.5
+            conv.weight.zero_()
+            conv.weight[:, :, 0, 0] = torch.tensor(IMAGENET_STD) / 3
             conv.bias.fill_(float(np.mean(IMAGENET_MEAN)) - 0.5)
         self.stem = nn.AvgPool2d(4)
         self.layer4 = nn.Sequential(nn.Sequential(conv, nn.ReLU()))
@@ -207,7 +227,13 @@ class BrightSpotNet(nn.Module):
     def forward(self, x): return self.pool(self.layer4(self.stem(x))).flatten(1)
 
 
-SPOTS = [(0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75), (0.5, 0.5)]   # (row, column) of each image's spot in its ROI
+SPOTS = [
+    (0.25, 0.25),
+    (0.25, 0.75),
+    (0.75, 0.25),
+    (0.75, 0.75),
+    (0.5, 0.5),
+]  # (row, column) of each image's spot in its ROI
 
 
 def disc(shape, centre, radius):
@@ -216,7 +242,8 @@ def disc(shape, centre, radius):
 
 
 def spot_cohort(root):
-    "Five images of different sizes, each with an ROI box and a bright spot at a known place inside it (and one outside)."
+    """Five images of different sizes, each with an ROI box and a bright spot at a known place inside it (and one
+    outside)."""
     write_cohort(root, n=len(SPOTS))
     rng = np.random.default_rng(0)
     rows = []
@@ -227,7 +254,9 @@ def spot_cohort(root):
         roi = img[box[1]:box[3], box[0]:box[2]]
         roi[disc(roi.shape, spot, 0.12 * min(h, w))] = 0.9
         Image.fromarray((img * 255).round().astype(np.uint8)).save(root / f"images/p{i:02d}_0.png")
-        rows.append(dict(patient_id=f"P{i:02d}", path=f"images/p{i:02d}_0.png", x0=box[0], y0=box[1], x1=box[2], y1=box[3]))
+        rows.append(
+            dict(patient_id=f"P{i:02d}", path=f"images/p{i:02d}_0.png", x0=box[0], y0=box[1], x1=box[2], y1=box[3])
+        )
     pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
     return load_cohort(root)
 
@@ -262,10 +291,12 @@ def test_features_equal_a_plain_torchvision_forward_pass(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)                                                # the seed of weights="random"
         net = torchvision.models.resnet18(weights=None)
-    net.fc = nn.Identity(); net.eval()
+    net.fc = nn.Identity()
+    net.eval()
     x = torch.stack([tf(np.asarray(Image.open(root / r.path), np.float32)[r.y0:r.y1, r.x0:r.x1] / 255)
                      for r in imgs.iloc[::-1].itertuples()])
-    with torch.inference_mode(): want = net(x).numpy()
+    with torch.inference_mode():
+        want = net(x).numpy()
     assert list(got.index) == list(cohort.images.index[::-1])
     np.testing.assert_allclose(got.to_numpy(), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     assert not np.allclose(want[0], want[1])

@@ -56,7 +56,9 @@ def test_rules_follow_glmnet(sim, fitted):
     one = LassoSelector(rule="1se").fit(X, y)
     i = np.argmin(fitted.cv_mean_)
     assert fitted.alpha_ == fitted.alpha_min_ == fitted.alphas_[i]
-    assert one.alpha_ == one.alpha_1se_ == fitted.alphas_[fitted.cv_mean_ <= fitted.cv_mean_[i] + fitted.cv_se_[i]].max()
+    assert (
+        one.alpha_ == one.alpha_1se_ == fitted.alphas_[fitted.cv_mean_ <= fitted.cv_mean_[i] + fitted.cv_se_[i]].max()
+    )
     assert one.alpha_ >= fitted.alpha_ and len(one.selected_) <= len(fitted.selected_)
     np.testing.assert_allclose(fitted.cv_se_, fitted.cv_folds_.std(1, ddof=1) / np.sqrt(10))
     assert np.all(np.diff(fitted.alphas_) < 0)          # λ decreasing, as glmnet
@@ -74,18 +76,24 @@ def test_cache_gives_identical_results(sim):
         np.testing.assert_array_equal(getattr(plain, a), getattr(again, a))
     assert plain.selected_ == first.selected_ == again.selected_ and plain.alpha_ == again.alpha_
     np.testing.assert_array_equal(plain.scaler_.mean_, again.scaler_.mean_)
-    again.coef_[:] = 0; again.scaler_.mean_[:] = 0           # a fit never shares arrays with the cache
+    again.coef_[:] = 0
+    again.scaler_.mean_[:] = 0  # a fit never shares arrays with the cache
     assert LassoSelector().fit(X, y).selected_ == plain.selected_
     LassoSelector(rule="1se").fit(X, y)                      # the rule is applied after the cached CV
     assert lasso_cache_info()["misses"] == 1
-    X2 = X.copy(); X2.iloc[0, 0] += 1e-9                     # any change in the data is a new fit
-    LassoSelector().fit(X2, y); LassoSelector(cv=5).fit(X, y)
+    X2 = X.copy()
+    X2.iloc[0, 0] += 1e-9  # any change in the data is a new fit
+    LassoSelector().fit(X2, y)
+    LassoSelector(cv=5).fit(X, y)
     assert lasso_cache_info()["misses"] == 3
 
 
 def test_same_seed_same_result_and_clone(sim):
     X, y, _ = sim
-    a, b = LassoSelector(cache=False, random_state=3).fit(X, y), clone(LassoSelector(cache=False, random_state=3)).fit(X, y)
+    a, b = (
+        LassoSelector(cache=False, random_state=3).fit(X, y),
+        clone(LassoSelector(cache=False, random_state=3)).fit(X, y),
+    )
     assert a.selected_ == b.selected_ and a.alpha_ == b.alpha_
     assert LassoSelector().get_params()["rule"] == "min"
 
@@ -94,7 +102,9 @@ def test_in_a_pipeline_with_cv(sim):
     X, y, _ = sim
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoFeaturesSelected)
-        auc = cross_val_score(make_pipeline(LassoSelector(cv=5), KNeighborsClassifier(7)), X, y, cv=3, scoring="roc_auc")
+        auc = cross_val_score(
+            make_pipeline(LassoSelector(cv=5), KNeighborsClassifier(7)), X, y, cv=3, scoring="roc_auc"
+        )
     assert auc.mean() > 0.6
 
 
@@ -154,7 +164,9 @@ def test_bad_labels(sim, labels, match):
 
 def test_missing_feature_values_are_named(sim):
     X, y, _ = sim
-    Xb = X.copy(); Xb.iloc[7, 12] = np.nan; Xb.iloc[9, 12] = np.inf
+    Xb = X.copy()
+    Xb.iloc[7, 12] = np.nan
+    Xb.iloc[9, 12] = np.inf
     with pytest.raises(PeRenalError, match=r"deep_0012.*P007") as e:
         LassoSelector().fit(Xb, y)
     assert "re-extract" in str(e.value)
@@ -255,9 +267,11 @@ def test_lars_path_is_exact_and_fast_on_collinear_features():
     from sklearn.linear_model import lasso_path
     from pe_renal.lasso import _lasso_coefs_at
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 300)); X[:, 1:40] += X[:, [0]] * 2
+    X = rng.normal(size=(120, 300))
+    X[:, 1:40] += X[:, [0]] * 2
     y = (X[:, 0] + X[:, 5] + rng.normal(0, 1, 120) > 0).astype(float)
-    X = (X - X.mean(0)) / X.std(0); yc = y - y.mean()
+    X = (X - X.mean(0)) / X.std(0)
+    yc = y - y.mean()
     amax = np.abs(X.T @ yc).max() / len(y)
     alphas = np.logspace(np.log10(amax), np.log10(amax * 0.01), 30)
     _, C, _ = lasso_path(X, yc, alphas=alphas, tol=1e-10, max_iter=100000)

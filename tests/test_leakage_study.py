@@ -15,12 +15,19 @@ from PIL import Image
 from pe_renal.study import StudyConfig, run_study
 from test_finetune_study import tuned  # noqa: F401  (the fine-tuned study, built once per session)
 
-FITTED = ("split.csv", "tables/lasso_coefficients.csv", "tables/internal_validation.csv", "tables/threshold_oof_scores.csv",
-          "tables/models.csv", "tables/internal_validation_cv_folds.csv")
+FITTED = (
+    "split.csv",
+    "tables/lasso_coefficients.csv",
+    "tables/internal_validation.csv",
+    "tables/threshold_oof_scores.csv",
+    "tables/models.csv",
+    "tables/internal_validation_cv_folds.csv",
+)
 
 
 def perturbed_copy(cohort:Path, results:Path, to:Path)->Path:
-    "A copy of the cohort in which every test patient (split.csv of results) has other clinical values and inverted images."
+    """A copy of the cohort in which every test patient (split.csv of results) has other clinical values and inverted
+    images."""
     c2 = shutil.copytree(cohort, to)
     split = pd.read_csv(results / "split.csv")
     test = set(split.loc[split["split"] == "test", "patient_id"].astype(str))
@@ -28,16 +35,18 @@ def perturbed_copy(cohort:Path, results:Path, to:Path)->Path:
     is_test = clin["patient_id"].astype(str).isin(test)
     num = [c for c in clin.columns if c not in ("patient_id",) and pd.api.types.is_float_dtype(clin[c])]
     assert len(num) >= 3 and is_test.sum() == len(test) > 0
-    clin.loc[is_test, num] = clin.loc[is_test, num] * 1.37 + 5               # every numeric clinical value of a test patient
+    clin.loc[is_test, num] = clin.loc[is_test, num] * 1.37 + 5  # every numeric clinical value of a test patient
     clin.to_csv(c2 / "clinical.csv", index=False)
     imgs = pd.read_csv(c2 / "images.csv")
     for p in imgs.loc[imgs["patient_id"].astype(str).isin(test), "path"]:  # and every image of a test patient, inverted
-        a = np.asarray(Image.open(c2 / p)); Image.fromarray((255 - a).astype(a.dtype)).save(c2 / p)
+        a = np.asarray(Image.open(c2 / p))
+        Image.fromarray((255 - a).astype(a.dtype)).save(c2 / p)
     return c2
 
 
 def assert_same_fit(out:Path, r:Path):
-    "Everything fitted is byte-identical between two results folders; the training rows of the predictions too, the test rows not."
+    """Everything fitted is byte-identical between two results folders; the training rows of the predictions too, the
+    test rows not."""
     for f in FITTED:
         assert (out / f).read_bytes() == (r / f).read_bytes(), f
     a, b = (json.loads((x / "run.json").read_text()) for x in (out, r))
@@ -46,7 +55,9 @@ def assert_same_fit(out:Path, r:Path):
     train = pa["split"] == "train"
     pd.testing.assert_frame_equal(pa[train], pb.loc[pa.index[train]])
     cols = [c for c in pa.columns if c.startswith("p_")]
-    assert (pa.loc[~train, cols] != pb.loc[pa.index[~train], cols]).any().any()   # positive control: the test rows did change
+    assert (
+        (pa.loc[~train, cols] != pb.loc[pa.index[~train], cols]).any().any()
+    )  # positive control: the test rows did change
     return a, b
 
 
@@ -72,9 +83,11 @@ def test_perturbing_the_test_patients_changes_nothing_that_was_fitted(study_resu
 @pytest.mark.slow
 @pytest.mark.parametrize("tuned", ["fp32"], indirect=True)
 def test_perturbing_the_test_patients_changes_no_fine_tuned_weight(tuned, tmp_path, monkeypatch):
-    """A fine-tuned study (backbone fine-tuned on the training patients, `finetune="last"`), run again from its own run.json
+    """A fine-tuned study (backbone fine-tuned on the training patients, `finetune="last"`), run again from its own
+    run.json
     config on a cohort whose test patients have other images and clinical values: the fine-tuned weights file is
-    bit-identical (and so its SHA-256 in run.json), the fine-tuning history too (but for its timings), and so is everything
+    bit-identical (and so its SHA-256 in run.json), the fine-tuning history too (but for its timings), and so is
+    everything
     fitted after it."""
     import pe_renal.features as F
     d, cohort, out = tuned
@@ -92,6 +105,6 @@ def test_perturbing_the_test_patients_changes_no_fine_tuned_weight(tuned, tmp_pa
     assert fa["file"] == fb["file"] and (out / fa["file"]).read_bytes() == (r / fb["file"]).read_bytes()
     assert fa["sha256"] == fb["sha256"] and a["weights"] == b["weights"]
     ha, hb = (pd.read_csv(x / "tables" / "finetune_history.csv").drop(columns="seconds") for x in (out, r))
-    pd.testing.assert_frame_equal(ha, hb, check_exact=True)                 # every epoch's losses and AUC (not its time)
-    assert a["input_sha256"] != b["input_sha256"]                           # the inputs did differ
-    assert_same_fit(out, r)                                                 # and so is everything fitted after fine-tuning
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)  # every epoch's losses and AUC (not its time)
+    assert a["input_sha256"] != b["input_sha256"]  # the inputs did differ
+    assert_same_fit(out, r)  # and so is everything fitted after fine-tuning

@@ -1,4 +1,5 @@
-"""A model file is untrusted input: `load_model` builds nothing a pe_renal model does not hold (an exact list, never name
+"""A model file is untrusted input: `load_model` builds nothing a pe_renal model does not hold (an exact list, never
+name
 prefixes), whatever a tampered, crafted or random file says."""
 import builtins
 import io
@@ -14,14 +15,23 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from pe_renal.core import PeRenalError
-from pe_renal.predict import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, predict_cohort, save_model
+from pe_renal.predict import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, save_model
 
-OLD_PREFIXES = ("pe_renal.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")   # the rule this replaced
+OLD_PREFIXES = (
+    "pe_renal.",
+    "sklearn.",
+    "numpy.",
+    "scipy.sparse.",
+    "builtins.",
+    "collections.",
+)  # the rule this replaced
 
 
 def _write(path, obj):
     import skops.io as sio
-    path.write_bytes(sio.dumps(obj)); return path
+
+    path.write_bytes(sio.dumps(obj))
+    return path
 
 
 def _model_dict(models, info=None):
@@ -29,21 +39,26 @@ def _model_dict(models, info=None):
 
 
 def _refused(path, *names):
-    with pytest.raises(PeRenalError) as e: load_model(path)
+    with pytest.raises(PeRenalError) as e:
+        load_model(path)
     msg = str(e.value)
     assert str(path) in msg and "refusing" in msg and all(n in msg for n in names), msg
     return msg
 
 
 def test_a_function_chain_that_passed_the_prefix_rule_is_refused(tmp_path, study_results, capsys):
-    """A pipeline of FunctionTransformer steps that reaches builtins.exec when predict_proba runs: every type in it starts with
-    sklearn., numpy. or builtins., so the prefix rule let it through; the exact list refuses it before building anything."""
+    """A pipeline of FunctionTransformer steps that reaches builtins.exec when predict_proba runs: every type in it
+    starts with
+    sklearn., numpy. or builtins., so the prefix rule let it through; the exact list refuses it before building
+    anything."""
     import skops.io as sio
     evil = Pipeline([("a", FunctionTransformer(func=np.asarray, kw_args={"dtype": str})),
                      ("b", FunctionTransformer(func=builtins.exec))])
     path = _write(tmp_path / "model.skops", _model_dict({"DL": evil}))
     untrusted = sio.get_untrusted_types(file=path)
-    assert untrusted and all(t.startswith(OLD_PREFIXES) for t in untrusted), untrusted   # the old rule would have loaded it
+    assert untrusted and all(t.startswith(OLD_PREFIXES) for t in untrusted), (
+        untrusted
+    )  # the old rule would have loaded it
     assert "builtins.exec" in untrusted
     _refused(path, "builtins.exec")
     # and through the command line, as a collaborator's file would arrive
@@ -68,10 +83,14 @@ def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_res
     in the file, and the shared study's own file: every file holds nothing off the list and loads, and together they
     write every type on it (set equality: a type no configuration writes has no business on a security list)."""
     from pe_renal.models import fit_models, model_data
-    rng = np.random.default_rng(0); n = 48
+
+    rng = np.random.default_rng(0)
+    n = 48
     ids = [f"P{i:02d}" for i in range(n)]
     y = np.arange(n) % 2
-    deep = pd.DataFrame(rng.normal(size=(n, 12)).astype(np.float32), index=ids, columns=[f"deep_{j:04d}" for j in range(12)])
+    deep = pd.DataFrame(
+        rng.normal(size=(n, 12)).astype(np.float32), index=ids, columns=[f"deep_{j:04d}" for j in range(12)]
+    )
     deep.iloc[y == 1, :3] += 1.5
     clin = pd.DataFrame(dict(patient_id=ids, label=y, split=["train"] * 34 + ["test"] * 14, age=rng.normal(30, 5, n),
                              crea=np.where(rng.random(n) < .1, np.nan, rng.normal(55, 8, n)),
@@ -89,7 +108,8 @@ def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_res
                     numeric=["age", "crea"], categorical=["parity"] if cat else [], deep_columns=list(deep.columns),
                     n_train=34, auc=0.5, ok=True, none=None,
                     transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
-        if tuned: info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
+        if tuned:
+            info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
         save_model(path, fitted, {k: 0.5 for k in fitted}, info)
         types = model_file_types(path)
         assert types <= MODEL_FILE_TYPES, (clf, types - MODEL_FILE_TYPES)
@@ -100,27 +120,42 @@ def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_res
     assert written == MODEL_FILE_TYPES
 
 
-NODE_POOL = [("FunctionNode", "builtins", "exec"), ("FunctionNode", "builtins", "eval"), ("FunctionNode", "os", "system"),
-             ("FunctionNode", "numpy", "exp"), ("ObjectNode", "sklearn.preprocessing._function_transformer", "FunctionTransformer"),
-             ("ObjectNode", "collections", "OrderedDict"), ("MethodNode", "builtins", "str"), ("TypeNode", "builtins", "type"),
-             ("ObjectNode", "sklearn.pipeline", "Pipeline"), ("JsonNode", "builtins", "str"), ("NdArrayNode", "numpy", "ndarray"),
-             ("ObjectNode", "pe_renal.models", "TunedClassifier"), ("DictNode", "builtins", "dict")]
+NODE_POOL = [
+    ("FunctionNode", "builtins", "exec"),
+    ("FunctionNode", "builtins", "eval"),
+    ("FunctionNode", "os", "system"),
+    ("FunctionNode", "numpy", "exp"),
+    ("ObjectNode", "sklearn.preprocessing._function_transformer", "FunctionTransformer"),
+    ("ObjectNode", "collections", "OrderedDict"),
+    ("MethodNode", "builtins", "str"),
+    ("TypeNode", "builtins", "type"),
+    ("ObjectNode", "sklearn.pipeline", "Pipeline"),
+    ("JsonNode", "builtins", "str"),
+    ("NdArrayNode", "numpy", "ndarray"),
+    ("ObjectNode", "pe_renal.models", "TunedClassifier"),
+    ("DictNode", "builtins", "dict"),
+]
 
 
 def _nodes(n, out):
     if isinstance(n, dict):
-        if "__loader__" in n: out.append(n)
-        for v in n.values(): _nodes(v, out)
+        if "__loader__" in n:
+            out.append(n)
+        for v in n.values():
+            _nodes(v, out)
     elif isinstance(n, list):
-        for v in n: _nodes(v, out)
+        for v in n:
+            _nodes(v, out)
     return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_and_tampered_model_files_never_load_foreign_objects(study_results, tmp_path_factory, data):
-    """Random bytes, random zips, and a real model file with nodes swapped for others (dangerous or merely misplaced): load_model
-    returns a pe_renal model built only from listed types, or refuses with a PeRenalError naming the file; never anything else."""
+    """Random bytes, random zips, and a real model file with nodes swapped for others (dangerous or merely
+    misplaced): load_model
+    returns a pe_renal model built only from listed types, or refuses with a PeRenalError naming the file; never
+    anything else."""
     real = study_results[3] / "model.skops"
     with zipfile.ZipFile(real) as z:
         files = {n: z.read(n) for n in z.namelist()}
@@ -130,9 +165,13 @@ def test_random_and_tampered_model_files_never_load_foreign_objects(study_result
     else:
         schema = json.loads(files["schema.json"])
         if kind == "zip":
-            schema = data.draw(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                                            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
-                                            max_leaves=12))
+            schema = data.draw(
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+                    max_leaves=12,
+                )
+            )
         else:
             nodes = _nodes(schema, [])
             for _ in range(data.draw(st.integers(1, 3))):
@@ -140,7 +179,8 @@ def test_random_and_tampered_model_files_never_load_foreign_objects(study_result
                 node["__loader__"], node["__module__"], node["__class__"] = data.draw(st.sampled_from(NODE_POOL))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            for n, b in files.items(): z.writestr(n, json.dumps(schema) if n == "schema.json" else b)
+            for n, b in files.items():
+                z.writestr(n, json.dumps(schema) if n == "schema.json" else b)
         blob = buf.getvalue()
     path = tmp_path_factory.mktemp("m") / "model.skops"
     path.write_bytes(blob)

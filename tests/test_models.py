@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KNeighborsClassifier
 
 from pe_renal.core import PeRenalError
@@ -50,8 +50,10 @@ def assert_same(a, b):
         for x, y in zip(a[k], b[k]):
             if isinstance(x, list) and x and isinstance(x[0], np.ndarray):
                 assert all(np.array_equal(u, v) for u, v in zip(x, y)), k
-            elif isinstance(x, np.ndarray): np.testing.assert_array_equal(x, y, err_msg=str(k))
-            else: assert x == y, k
+            elif isinstance(x, np.ndarray):
+                np.testing.assert_array_equal(x, y, err_msg=str(k))
+            else:
+                assert x == y, k
 
 
 def test_positive_control(fit):
@@ -77,7 +79,8 @@ def test_same_seed_same_models(data, fit):
     fitted2, results2 = fit_models(data, lasso={"cache": False})
     assert_same(learned(fitted), learned(fitted2))
     for m in results:
-        for part in ("train", "test"): np.testing.assert_array_equal(results[m][part][1], results2[m][part][1])
+        for part in ("train", "test"):
+            np.testing.assert_array_equal(results[m][part][1], results2[m][part][1])
     s = model_summary(fitted)
     assert s["settings"].str.match(r"n_neighbors=\d+, weights=uniform").all()
     assert (s["settings"].str.extract(r"n_neighbors=(\d+)")[0].astype(int) % 2 == 1).all()
@@ -113,7 +116,9 @@ def test_no_feature_selected(data):
     comp, clin = fitted["Composite"].named_steps["classifier"], fitted["Clinical"].named_steps["classifier"]
     assert lasso_of(fitted["Composite"]).selected_ == [] and comp.n_features_in_ == clin.n_features_in_
     np.testing.assert_array_equal(results["Composite"]["test"][1], results["Clinical"]["test"][1])
-    cv = repeated_cv({"DL": make_model("DL", null.deep, lasso={"rule": "1se"})}, *null.part("train"), n_splits=3, n_repeats=2)
+    cv = repeated_cv(
+        {"DL": make_model("DL", null.deep, lasso={"rule": "1se"})}, *null.part("train"), n_splits=3, n_repeats=2
+    )
     empty = cv.folds[cv.folds["no_features"]]                 # such folds score everyone with the training prevalence
     assert len(empty) >= 3 and (empty["auc"] == 0.5).all() and (empty["deep_kept"] == 0).all()
     assert cv.summary["n_no_features"].tolist() == [len(empty)]
@@ -137,7 +142,8 @@ def test_more_features_than_patients():
         warnings.simplefilter("ignore", NoFeaturesSelected)
         fitted, results = fit_models(d)
     assert {"Clinical", "Composite"} <= set(fitted)
-    for r in results.values(): assert np.isfinite(r["test"][1]).all()
+    for r in results.values():
+        assert np.isfinite(r["test"][1]).all()
     assert fitted["Clinical"].named_steps["classifier"].best_params_["n_neighbors"] <= 19   # capped by fold size
 
 
@@ -146,7 +152,8 @@ def test_constant_columns(data):
     d = ModelData(X, data.y, data.split, data.deep + ["deep_const"], data.numeric + ["clin_const"], data.categorical)
     fitted, results = fit_models(d)
     assert "deep_const" not in lasso_of(fitted["Composite"]).selected_
-    for r in results.values(): assert np.isfinite(r["train"][1]).all() and np.isfinite(r["test"][1]).all()
+    for r in results.values():
+        assert np.isfinite(r["train"][1]).all() and np.isfinite(r["test"][1]).all()
 
 
 def test_missing_clinical_values(data):
@@ -160,13 +167,15 @@ def test_missing_clinical_values(data):
     fitted, results = fit_models(d)
     num = fitted["Clinical"].named_steps["features"].named_transformers_["num"]
     np.testing.assert_array_equal(num.named_steps["impute"].statistics_, X.loc[tr, data.numeric].median().to_numpy())
-    for r in results.values(): assert np.isfinite(r["test"][1]).all()
+    for r in results.values():
+        assert np.isfinite(r["test"][1]).all()
 
 
 def test_unseen_category_and_preprocessor(data):
     X, _ = data.part("train")
     pre = clinical_preprocessor(data.numeric, data.categorical).fit(X)
-    new = X.head(2).copy(); new["parity"] = ["twin pregnancy", np.nan]
+    new = X.head(2).copy()
+    new["parity"] = ["twin pregnancy", np.nan]
     out = pre.transform(new)
     assert out[0, -2:].tolist() == [0.0, 0.0] and np.isfinite(out).all()
     with pytest.raises(PeRenalError, match="no clinical feature"):
@@ -180,7 +189,8 @@ def test_model_data_checks(data):
         model_data(deep.drop(index="S0005"), clin, data.numeric, data.categorical)
     with pytest.raises(PeRenalError, match="more than one row"):
         model_data(pd.concat([deep, deep.iloc[:1]]), clin, data.numeric, data.categorical)
-    bad = deep.copy(); bad.iloc[3, 4] = np.nan
+    bad = deep.copy()
+    bad.iloc[3, 4] = np.nan
     with pytest.raises(PeRenalError, match=r"S0004.*deep_0004|deep_0004.*re-extract"):
         model_data(bad, clin, data.numeric, data.categorical)
     with pytest.raises(PeRenalError, match="split_cohort"):
@@ -193,8 +203,10 @@ def test_model_data_checks(data):
 
 def test_tuned_knn_equals_gridsearch():
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((70, 4)); y = (X[:, 0] + rng.standard_normal(70) > 0).astype(int)
-    X = np.vstack([X, X[:10]]); y = np.r_[y, y[:10]]          # duplicates: zero distances in distance weighting
+    X = rng.standard_normal((70, 4))
+    y = (X[:, 0] + rng.standard_normal(70) > 0).astype(int)
+    X = np.vstack([X, X[:10]])
+    y = np.r_[y, y[:10]]  # duplicates: zero distances in distance weighting
     for w in (("uniform",), ("uniform", "distance")):
         t = TunedClassifier(weights=w, random_state=3).fit(X, y)
         folds = inner_folds(X, y, 5, 3)                     # copies of a patient kept in one fold
@@ -233,7 +245,9 @@ def test_compare_classifiers(data, fit):
     assert list(res) == [f"{m} ({c})" for c in ("knn", "logistic") for m in ("DL", "Clinical", "Composite")]
     np.testing.assert_array_equal(res["Composite (knn)"]["test"][1], results["Composite"]["test"][1])
     for clf in ("svm", "rf"):
-        m = make_model("Clinical", numeric=data.numeric, categorical=data.categorical, classifier=clf).fit(*data.part("train"))
+        m = make_model("Clinical", numeric=data.numeric, categorical=data.categorical, classifier=clf).fit(
+            *data.part("train")
+        )
         p = m.predict_proba(data.part("test")[0])[:, 1]
         assert np.isfinite(p).all() and ((0 <= p) & (p <= 1)).all()
 

@@ -1,4 +1,5 @@
-"""`predict` on patients the model was developed on is not external validation, however the cohort was repackaged: the same
+"""`predict` on patients the model was developed on is not external validation, however the cohort was repackaged:
+the same
 images re-saved losslessly into other files (other compression, other names, another folder, other patient ids) are
 recognised by their decoded pixels, and a cohort most of whose patient ids are development ids is overlap too. A new
 cohort with new ids stays external (the negative control)."""
@@ -19,19 +20,24 @@ def renumber(root, prefix:str):
     "Give every patient of a cohort folder a new id (prefix + her number), in clinical.csv and images.csv alike."
     clin, imgs = pd.read_csv(root / "clinical.csv", dtype=str), pd.read_csv(root / "images.csv", dtype=str)
     new = {p: f"{prefix}{i:04d}" for i, p in enumerate(clin["patient_id"], 1)}
-    clin["patient_id"] = clin["patient_id"].map(new); imgs["patient_id"] = imgs["patient_id"].map(new)
-    clin.to_csv(root / "clinical.csv", index=False); imgs.to_csv(root / "images.csv", index=False)
+    clin["patient_id"] = clin["patient_id"].map(new)
+    imgs["patient_id"] = imgs["patient_id"].map(new)
+    clin.to_csv(root / "clinical.csv", index=False)
+    imgs.to_csv(root / "images.csv", index=False)
 
 
 def resaved_copy(cohort, dst):
-    """The development cohort repackaged: every image re-encoded as PNG with other compression settings, under a new name
+    """The development cohort repackaged: every image re-encoded as PNG with other compression settings, under a new
+    name
     in another folder, every patient renumbered; not marked synthetic (as a cohort passed on by hand would not be)."""
     shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns("images"))
     (dst / "synthetic.json").unlink(missing_ok=True)
     imgs = pd.read_csv(dst / "images.csv", dtype=str)
     (dst / "scans").mkdir()
     for i, rel in enumerate(imgs["path"]):
-        with Image.open(cohort / rel) as im: im.load(); pic = im.copy()
+        with Image.open(cohort / rel) as im:
+            im.load()
+            pic = im.copy()
         pic.save(dst / "scans" / f"exam_{i:05d}.png", compress_level=9, optimize=True)
     imgs["path"] = [f"scans/exam_{i:05d}.png" for i in range(len(imgs))]
     imgs.to_csv(dst / "images.csv", index=False)
@@ -43,8 +49,10 @@ def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_pa
     _, cohort, cfg, out = study_results
     new = resaved_copy(cohort, tmp_path / "resaved")
     old_imgs, new_imgs = pd.read_csv(cohort / "images.csv"), pd.read_csv(new / "images.csv")
-    assert not set(map(file_sha256, new / new_imgs["path"])) & set(map(file_sha256, cohort / old_imgs["path"]))   # no file in common
-    assert pixel_sha256(new / new_imgs["path"][0]) == pixel_sha256(cohort / old_imgs["path"][0])                  # the same pixels
+    assert not set(map(file_sha256, new / new_imgs["path"])) & set(
+        map(file_sha256, cohort / old_imgs["path"])
+    )  # no file in common
+    assert pixel_sha256(new / new_imgs["path"][0]) == pixel_sha256(cohort / old_imgs["path"][0])  # the same pixels
     info = load_model(out / "model.skops")["info"]
     assert set(info["development"]) == {"patients", "images", "pixels", "roi"}
     o = development_overlap(info, load_cohort(new, require_label=False))
@@ -63,7 +71,11 @@ def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_pa
     o = development_overlap(old, load_cohort(new, require_label=False))
     assert o["n_overlap"] == 0 and not o["pixels_checked"]
     _, metrics = predict_cohort(tmp_path / "old.skops", new, cache=cfg.cache, verbose=False)
-    assert metrics["validation"].str.startswith("external (by image file only: this model file records no pixel digests").all()
+    assert (
+        metrics["validation"]
+        .str.startswith("external (by image file only: this model file records no pixel digests")
+        .all()
+    )
 
 
 def test_most_development_ids_are_overlap_and_new_ids_are_external(study_results, tmp_path):
@@ -158,7 +170,8 @@ def test_re_imaged_development_ids_are_counted_and_most_of_them_refused(study_re
     clin, imgs = pd.read_csv(new / "clinical.csv", dtype=str), pd.read_csv(new / "images.csv", dtype=str)
     ids = dict(zip(clin["patient_id"][:k], split["patient_id"][-k:]))
     for t, name in ((clin, "clinical.csv"), (imgs, "images.csv")):
-        t["patient_id"] = t["patient_id"].map(lambda p: ids.get(p, p)); t.to_csv(new / name, index=False)
+        t["patient_id"] = t["patient_id"].map(lambda p: ids.get(p, p))
+        t.to_csv(new / name, index=False)
     args = ["predict", str(new), "--model", str(out / "model.skops"), "--cache", cfg.cache, "--device", "cpu",
             "--out", str(tmp_path / "p.csv")]
     rc, text, err = _cli(args, capsys)

@@ -24,7 +24,8 @@ def cohort_with_bp(root, toml=None, n=12):
     df = pd.read_csv(root / "clinical.csv")
     df["sbp"] = np.arange(110, 110 + 3 * n, 3)
     df.to_csv(root / "clinical.csv", index=False)
-    if toml is not None: (root / "cohort.toml").write_text(toml)
+    if toml is not None:
+        (root / "cohort.toml").write_text(toml)
     return root
 
 
@@ -39,7 +40,11 @@ def test_exclude_as_a_list_still_works(tmp_path):
     "Backward compatible: exclude = [...] excludes, with a reason that says none was given."
     c = load_quietly(cohort_with_bp(tmp_path / "c", '[clinical]\nexclude = ["sbp"]\n'))
     assert c.features == ["age", "creatinine", "parity"] and c.candidates == ["age", "creatinine", "parity", "sbp"]
-    assert c.excluded == {"sbp": "no reason given in cohort.toml"} and c.outcome_defining == [] and c.incorporation_bias == []
+    assert (
+        c.excluded == {"sbp": "no reason given in cohort.toml"}
+        and c.outcome_defining == []
+        and c.incorporation_bias == []
+    )
 
 
 def test_exclude_table_gives_reasons_and_outcome_defining_excluded_means_no_warning(tmp_path):
@@ -59,7 +64,9 @@ def test_exclude_table_gives_reasons_and_outcome_defining_excluded_means_no_warn
 
 
 def test_outcome_defining_predictor_warns_naming_the_column_and_what_to_do(tmp_path):
-    root = cohort_with_bp(tmp_path / "c", '[clinical]\noutcome_defining = ["sbp", "creatinine"]\nexclude = ["creatinine"]\n')
+    root = cohort_with_bp(
+        tmp_path / "c", '[clinical]\noutcome_defining = ["sbp", "creatinine"]\nexclude = ["creatinine"]\n'
+    )
     with pytest.warns(IncorporationBias) as w:
         c = load_cohort(root)
     msgs = [str(x.message) for x in w if issubclass(x.category, IncorporationBias)]
@@ -78,22 +85,34 @@ def test_outcome_defining_predictor_warns_naming_the_column_and_what_to_do(tmp_p
 def test_no_cohort_toml_no_warning(cohort_dir):
     "Nothing declared: every column a predictor, nothing excluded, no warning (negative control)."
     c = load_quietly(cohort_dir)
-    assert c.excluded == {} and c.outcome_defining == [] and c.features == c.candidates == ["age", "creatinine", "parity"]
+    assert (
+        c.excluded == {} and c.outcome_defining == [] and c.features == c.candidates == ["age", "creatinine", "parity"]
+    )
 
 
-@pytest.mark.parametrize("toml, says", [
-    ('[clinical]\noutcome_defining = ["sbp_mmHg"]\n', ["cohort.toml", "outcome_defining", "'sbp_mmHg'", "Columns available"]),
-    ('[clinical]\noutcome_defining = "sbp"\n', ["cohort.toml", "outcome_defining", "list of column names"]),
-    ('[clinical]\nexclude = {sbp = 1}\n', ["cohort.toml", "sbp = 1", "reason", "in quotes"]),
-    ('[clinical.exclude]\nsbp = "defines the outcome"\ncategorical = ["parity"]\n', ["[clinical.exclude]", "categorical", "last"]),
-    ('[clinical]\nexclude = {bp = "defines the outcome"}\n', ["cohort.toml", "exclude", "'bp'"]),
-    ('[clinical]\nfeatures = ["age", "sbp"]\nexclude = ["sbp"]\n', ["cohort.toml", "'sbp'", "features", "exclude"]),
-])
+@pytest.mark.parametrize(
+    "toml, says",
+    [
+        (
+            '[clinical]\noutcome_defining = ["sbp_mmHg"]\n',
+            ["cohort.toml", "outcome_defining", "'sbp_mmHg'", "Columns available"],
+        ),
+        ('[clinical]\noutcome_defining = "sbp"\n', ["cohort.toml", "outcome_defining", "list of column names"]),
+        ('[clinical]\nexclude = {sbp = 1}\n', ["cohort.toml", "sbp = 1", "reason", "in quotes"]),
+        (
+            '[clinical.exclude]\nsbp = "defines the outcome"\ncategorical = ["parity"]\n',
+            ["[clinical.exclude]", "categorical", "last"],
+        ),
+        ('[clinical]\nexclude = {bp = "defines the outcome"}\n', ["cohort.toml", "exclude", "'bp'"]),
+        ('[clinical]\nfeatures = ["age", "sbp"]\nexclude = ["sbp"]\n', ["cohort.toml", "'sbp'", "features", "exclude"]),
+    ],
+)
 def test_bad_outcome_and_exclude_keys_are_named(tmp_path, toml, says):
     root = cohort_with_bp(tmp_path / "c", toml)
     with pytest.raises(CohortError) as e:
         load_cohort(root)
-    for s in says: assert s in str(e.value), (s, str(e.value))
+    for s in says:
+        assert s in str(e.value), (s, str(e.value))
 
 
 def test_features_list_excludes_the_rest_with_a_reason(tmp_path):
@@ -119,14 +138,20 @@ def test_predictor_summary_counts_the_inputs_the_clinical_model_gets(tmp_path):
     ps = predictor_summary(c, s).set_index("column")
     assert ps["role"].to_dict() == {"age": "predictor", "creatinine": "predictor", "parity": "predictor",
                                     "sbp": "outcome-defining predictor", "site": "predictor"}
-    assert ps["kind"].to_dict() == {"age": "numeric", "creatinine": "numeric", "parity": "categorical", "sbp": "numeric",
-                                    "site": "categorical"}
+    assert ps["kind"].to_dict() == {
+        "age": "numeric",
+        "creatinine": "numeric",
+        "parity": "categorical",
+        "sbp": "numeric",
+        "site": "categorical",
+    }
     assert ps["inputs"].to_dict() == {"age": 1, "creatinine": 1, "parity": 2, "sbp": 1, "site": 3}
     train = s[s["split"] == "train"]
     cat = [x for x in c.categorical if x in c.features]
     width = clinical_preprocessor(c.numeric, cat).fit(train[c.features]).transform(train[c.features]).shape[1]
     assert ps["inputs"].sum() == width == 8
-    # the cohort's own table imposes this split: the same count; counted on all patients instead, site D is a fourth level
+    # the cohort's own table imposes this split: the same count; counted on all patients instead, site D is a fourth
+    # level
     assert predictor_summary(c).set_index("column").loc["site", "inputs"] == 3
     assert predictor_summary(c, c.clinical.drop(columns="split")).set_index("column").loc["site", "inputs"] == 4
     assert "5 used as predictors -> 8 model inputs" in predictor_summary(c, s).attrs["note"]
@@ -137,7 +162,8 @@ def test_predictor_summary_counts_the_inputs_the_clinical_model_gets(tmp_path):
 
 
 def test_demo_cohort_declares_and_excludes_the_diagnostic_criteria(tmp_path):
-    "The demo: blood pressures and 24-h urine protein are outcome-defining and excluded with the reason; 9 columns, 10 inputs."
+    """The demo: blood pressures and 24-h urine protein are outcome-defining and excluded with the reason; 9 columns,
+    10 inputs."""
     from pe_renal.synthetic import EXCLUDE_REASON, OUTCOME_DEFINING, make_cohort
     root = make_cohort(tmp_path / "demo", n=12, seed=0, n_jobs=1)
     c = load_quietly(root, check_images=False)
@@ -147,7 +173,9 @@ def test_demo_cohort_declares_and_excludes_the_diagnostic_criteria(tmp_path):
     assert (ps["role"] == "predictor").sum() == 9 and ps["inputs"].sum() == 10
     # keeping urine protein (its line deleted from [clinical.exclude]) brings the warning
     toml = (root / "cohort.toml").read_text()
-    (root / "cohort.toml").write_text("\n".join(ln for ln in toml.splitlines() if not ln.startswith("urine_protein")) + "\n")
+    (root / "cohort.toml").write_text(
+        "\n".join(ln for ln in toml.splitlines() if not ln.startswith("urine_protein")) + "\n"
+    )
     with pytest.warns(IncorporationBias, match="'urine_protein_24h_g'"):
         assert "urine_protein_24h_g" in load_cohort(root, check_images=False).features
 

@@ -20,7 +20,8 @@ def hand_ic_msq(y, s, prev):
     """Mean square of the AUC's influence curve over a validation fold (LeDell et al. 2015): a case's term is
     (share of controls she outranks - AUC) / p, a control's (share of cases that outrank her - AUC) / (1 - p), ties
     counting one half. A constant score (a prevalence stand-in) counts as an uninformative one: (1/p + 1/(1-p)) / 12."""
-    if s.max() == s.min(): return (1 / prev + 1 / (1 - prev)) / 12
+    if s.max() == s.min():
+        return (1 / prev + 1 / (1 - prev)) / 12
     auc, cases, controls = hand_auc(y, s), s[y == 1], s[y == 0]
     ic = [((controls < v).mean() + 0.5 * (controls == v).mean() - auc) / prev if yi == 1 else
           ((cases > v).mean() + 0.5 * (cases == v).mean() - auc) / (1 - prev) for yi, v in zip(y, s)]
@@ -32,8 +33,10 @@ def hand_youden(y, s):
     best, at = -np.inf, []
     for t in np.unique(s):
         j = (s[y == 1] >= t).mean() + (s[y == 0] < t).mean() - 1
-        if j > best + 1e-12: best, at = j, [t]
-        elif abs(j - best) <= 1e-12: at.append(t)
+        if j > best + 1e-12:
+            best, at = j, [t]
+        elif abs(j - best) <= 1e-12:
+            at.append(t)
     return float(at[len(at) // 2])
 
 
@@ -111,7 +114,8 @@ def test_shap_variable_and_family_importance_from_the_shap_matrix(study_results)
     assert var.loc["parity", "mean_abs_shap"] == pytest.approx(net, abs=1e-12)
     assert abs(net - summed) > 1e-4                                               # the two rules differ here
     for c in v.columns:
-        if "=" not in c: assert var.loc[c, "mean_abs_shap"] == pytest.approx(v[c].abs().mean(), abs=1e-12), c
+        if "=" not in c:
+            assert var.loc[c, "mean_abs_shap"] == pytest.approx(v[c].abs().mean(), abs=1e-12), c
     assert set(var.index) == {c.split("=")[0] for c in v.columns}
     deep = [c for c in v.columns if c.startswith("deep_")]
     fam = pd.read_csv(out / "shap_importance_family.csv").set_index("family")

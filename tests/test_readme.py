@@ -1,4 +1,6 @@
-"""The README a newcomer reads: every local link resolves, and `make readme` (which writes it from nbs/index.ipynb) keeps them so."""
+"""The README a newcomer reads: every local link resolves, and `make readme` (which writes it from
+nbs/index.ipynb) keeps them so."""
+
 import re
 import shutil
 import subprocess
@@ -21,11 +23,13 @@ def test_every_local_link_of_the_readme_resolves():
 
 
 def test_make_readme_keeps_the_links(tmp_path):
-    "The rewrite `make readme` applies to index.ipynb's links points every notebook link, 03b_finetune included, into nbs/."
+    """The rewrite `make readme` applies to index.ipynb's links points every notebook link, 03b_finetune included, into
+    nbs/."""
     make = (ROOT / "Makefile").read_text()
     sed = re.search(r"sed -i\.bak -E '([^']+)' README\.md", make).group(1)
     text = "see [03b_finetune](03b_finetune.ipynb) and [01_data](01_data.ipynb) and [site](https://example.org/x.ipynb)"
-    if shutil.which("sed") is None: pytest.skip("no sed")
+    if shutil.which("sed") is None:
+        pytest.skip("no sed")
     out = subprocess.run(["sed", "-E", sed], input=text, capture_output=True, text=True, check=True).stdout
     assert "(nbs/03b_finetune.ipynb)" in out and "(nbs/01_data.ipynb)" in out and "(https://example.org/x.ipynb)" in out
 

@@ -6,7 +6,6 @@ results folder (e.g. a `pe-renal demo` output) to check that report instead.
 import hashlib
 import os
 import re
-import shutil
 from itertools import combinations
 from pathlib import Path
 
@@ -14,16 +13,27 @@ import pandas as pd
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run"]
-MARKUP = re.compile(r"<\s*/?\s*(table|thead|tbody|tr|td|th|div|span|p|br|img|details|summary)\b|&(lt|gt|amp|quot|nbsp|#\d+);", re.I)
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MARKUP = re.compile(
+    r"<\s*/?\s*(table|thead|tbody|tr|td|th|div|span|p|br|img|details|summary)\b|&(lt|gt|amp|quot|nbsp|#\d+);", re.I
+)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
 def results(request):
-    if os.environ.get("PE_RENAL_TEST_RESULTS"): return Path(os.environ["PE_RENAL_TEST_RESULTS"])
+    if os.environ.get("PE_RENAL_TEST_RESULTS"):
+        return Path(os.environ["PE_RENAL_TEST_RESULTS"])
     return request.getfixturevalue("study_results")[3]
 
 
@@ -37,14 +47,20 @@ def rendered(results, tmp_path_factory):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((results / "report.html").as_uri()); page.wait_for_load_state("load")
+        page.goto((results / "report.html").as_uri())
+        page.wait_for_load_state("load")
         text = page.inner_text("body")
         tables = page.evaluate("""Array.from(document.querySelectorAll('table')).map(t => ({
             source: t.dataset.source || '', filter: t.dataset.filter || '',
             header: Array.from(t.querySelectorAll('thead th')).map(c => c.textContent.trim()),
-            rows: Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))""")
-        imgs = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")   # the screenshot shows everything
+            rows: Array.from(t.querySelectorAll('tbody tr'))
+              .map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))""")
+        imgs = page.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        page.evaluate(
+            "document.querySelectorAll('details').forEach(d => d.open = true)"
+        )  # the screenshot shows everything
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     print(f"screenshot: {shot}")
@@ -91,16 +107,21 @@ def test_performance_cells_equal_the_csv(rendered, results):
 
 
 def test_gradcam_ratios_are_shown_beside_a_whole_kidney_map(rendered, results):
-    "Each map's kidney ratio sits beside the ratio a map of exactly the whole kidney reaches on the same grid, said in words."
+    """Each map's kidney ratio sits beside the ratio a map of exactly the whole kidney reaches on the same grid, said
+    in words."""
     p = results / "tables/gradcam_checks.csv"
-    if not p.is_file(): pytest.skip("no Grad-CAM in this run")
+    if not p.is_file():
+        pytest.skip("no Grad-CAM in this run")
     csv = pd.read_csv(p)
     uni = csv["kidney_ratio_uniform"]
     assert (uni > 1).all() and (uni <= 1 / csv["kidney_area_fraction"] + 1e-6).all(), csv
     t = next(t for t in rendered["tables"] if t["source"] == "tables/gradcam_checks.csv")
     col = t["header"].index("ratio of a whole-kidney map")
     assert [float(r[col]) for r in t["rows"]] == pytest.approx(list(uni), abs=0.0015)
-    assert f"a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-{uni.max():.2f}" in rendered["text"]
+    assert (
+        f"a map marking exactly the whole kidney would reach a ratio of {uni.min():.2f}-{uni.max():.2f}"
+        in rendered["text"]
+    )
 
 
 def test_checklist_matches_its_csv(rendered, results):
@@ -118,7 +139,11 @@ def test_every_image_loaded(rendered, results):
 
 
 def test_no_two_figures_are_identical(results):
-    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((results / "figures").iterdir()) if p.is_file()}
+    digests = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((results / "figures").iterdir())
+        if p.is_file()
+    }
     same = [(a, b) for a, b in combinations(digests, 2) if digests[a] == digests[b]]
     assert len(digests) >= 12 and not same, same
 
@@ -138,15 +163,22 @@ def test_screenshot_is_saved(rendered):
 
 
 def test_shap_family_caption_says_what_its_csv_says(rendered, results):
-    "The SHAP family figure's caption, as shown, gives the same numbers as shap_importance_family.csv (abs leading, signed beside)."
+    """The SHAP family figure's caption, as shown, gives the same numbers as shap_importance_family.csv (abs leading,
+    signed beside)."""
     import re
     fam = pd.read_csv(results / "tables" / "shap_importance_family.csv")
     cap = next(line for line in rendered["text"].splitlines() if line.startswith("figures/shap_families.png"))
     assert "|the family's summed SHAP values|" in cap
     for r in fam.itertuples():
-        assert f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean {r.mean_net_contribution:+.3f}" in cap, cap
+        assert (
+            f"{r.family}: mean |net contribution| {r.mean_abs_net_contribution:.3f}, signed mean "
+                f"{r.mean_net_contribution:+.3f}"
+            in cap
+        ), cap
     first = re.search(r"mean \|net contribution\| ([0-9.]+)", cap).group(1)
-    assert float(first) == pytest.approx(fam["mean_abs_net_contribution"].max(), abs=5e-4)   # the table's order: abs leads
+    assert float(first) == pytest.approx(
+        fam["mean_abs_net_contribution"].max(), abs=5e-4
+    )  # the table's order: abs leads
 
 
 def test_shap_family_table_leads_with_the_absolute_contribution(rendered):

@@ -1,13 +1,16 @@
 """The same study, the same numbers: precision and results depend on the inputs, the settings and the hardware's
 capabilities, never on the thread count, the load or the state of a cache. (Whole runs with 1 and 2 threads and fresh
-caches are compared in tests/test_study.py, test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results.)"""
+caches are compared in tests/test_study.py,
+test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results.)"""
+
 import pytest
 import torch
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_finetuning_weights_do_not_depend_on_the_thread_count(tmp_path, precision):
-    """The learning steps run on a fixed number of CPU threads and the frozen trunk gives the same outputs on any number:
+    """The learning steps run on a fixed number of CPU threads and the frozen trunk gives the same outputs on any
+    number:
     bf16 weights are bit-identical with 1 and 2 threads; fp32 ones agree to rounding (a residual of ~1e-4 in the largest
     weight difference, seen on one machine, that left a study's tables unchanged)."""
     from pe_renal.data import load_cohort, split_cohort
@@ -25,6 +28,7 @@ def test_finetuning_weights_do_not_depend_on_the_thread_count(tmp_path, precisio
                                   precision=precision, transform=FeatureTransform(size=48), show_progress=False)
             assert torch.get_num_threads() == threads                  # left as it was found
             weights.append(r.backbone.model.state_dict())
-    finally: torch.set_num_threads(before)
+    finally:
+        torch.set_num_threads(before)
     diff = max(float((weights[0][k].float() - weights[1][k].float()).abs().max()) for k in weights[0])
     assert diff == 0.0 if precision == "bf16" else diff < 1e-3, diff

@@ -69,8 +69,10 @@ def test_cstat_conversion_matches_a_simulation(c, phi):
 def test_cstat_conversion_negative_control():
     "No discrimination, no R²: the conversion goes to 0 as C goes to 0.5, and 0.5 itself is refused."
     assert r2cs_from_cstat(0.5001, 0.2) < 1e-6
-    with pytest.raises(PeRenalError, match="no discrimination"): r2cs_from_cstat(0.5, 0.2)
-    with pytest.raises(PeRenalError, match="--cstat"): r2cs_from_cstat(1.0, 0.2)
+    with pytest.raises(PeRenalError, match="no discrimination"):
+        r2cs_from_cstat(0.5, 0.2)
+    with pytest.raises(PeRenalError, match="--cstat"):
+        r2cs_from_cstat(1.0, 0.2)
 
 
 @settings(max_examples=60, deadline=None)
@@ -92,15 +94,17 @@ def test_criteria_properties(p, phi, share, s):
     more = riley_sample_size(p + 1, phi, r2cs=r2, shrinkage=s)
     assert (more.criteria["n"][:2] >= a.criteria["n"][:2]).all() and more.criteria["n"][2] == a.criteria["n"][2]
     better = riley_sample_size(p, phi, r2cs=r2 * 1.05, shrinkage=s)
-    assert (better.criteria["n"][:2] <= a.criteria["n"][:2]).all()   # a model that explains more needs fewer patients
-    if s < 0.94: assert riley_sample_size(p, phi, r2cs=r2, shrinkage=s + 0.01).criteria["n"][0] >= a.criteria["n"][0]
+    assert (better.criteria["n"][:2] <= a.criteria["n"][:2]).all()  # a model that explains more needs fewer patients
+    if s < 0.94:
+        assert riley_sample_size(p, phi, r2cs=r2, shrinkage=s + 0.01).criteria["n"][0] >= a.criteria["n"][0]
 
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(20, 20_000), phi=st.floats(0.05, 0.95), c=st.floats(0.6, 0.95))
 def test_supported_parameters_is_the_inverse(n, phi, c):
     k = supported_parameters(n, phi, cstat=c)
-    if k: assert riley_sample_size(k, phi, cstat=c).n <= n
+    if k:
+        assert riley_sample_size(k, phi, cstat=c).n <= n
     assert riley_sample_size(k + 1, phi, cstat=c).n > n
     k12 = supported_parameters(n, phi, cstat=c, overall_risk=False)
     assert k12 >= k and (k12 == k or n < riley_sample_size(1, phi, cstat=c).criteria["n"][2])
@@ -114,7 +118,8 @@ def test_supported_parameters_is_the_inverse(n, phi, c):
                                     (dict(r2cs=0.288, shrinkage=0.2), "--shrinkage 0.2")])
 def test_bad_inputs_are_named(kw, msg):
     args = dict(parameters=24, prevalence=0.174) | kw
-    with pytest.raises(PeRenalError, match=msg): riley_sample_size(**args)
+    with pytest.raises(PeRenalError, match=msg):
+        riley_sample_size(**args)
 
 
 def test_parameters_count_everything_screened():
@@ -161,7 +166,8 @@ def test_cli_check_prints_the_sample_size_section(tmp_path, capsys):
 
 def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_results):
     "The shared small study: tables/sample_size.csv recomputed from the run's own split, predictors and deep features."
-    import html, json
+    import html
+    import json
     d, cohort, cfg, out = study_results
     tab, m = pd.read_csv(out / "tables" / "sample_size.csv"), json.loads((out / "run.json").read_text())
     train = pd.read_csv(out / "split.csv").query("split == 'train'")
@@ -191,7 +197,9 @@ def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_result
 def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp_path):
     """`run --learning-curve`'s stage on simulated features without signal: every point's interval covers 0.5; its
     tables, figures and words reach the report of a results folder (the shared small run, copied)."""
-    import html, json, shutil
+    import html
+    import json
+    import shutil
     from pe_renal.models import demo_data
     from pe_renal.report import render_report
     from pe_renal.study import ModelStage, StudyConfig, learning_stage

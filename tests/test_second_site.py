@@ -72,7 +72,8 @@ def _roughness(img, mask):
 
 
 def test_scanner_options_change_the_images():
-    "Gain brightens the same tissue, blur and coarser speckle smooth its grain; gain 1 / speckle 1 / blur 0 change nothing."
+    """Gain brightens the same tissue, blur and coarser speckle smooth its grain; gain 1 / speckle 1 / blur 0 change
+    nothing."""
     base, kidney = _render()
     assert np.array_equal(base, _render(gain=1.0, speckle=1.0, blur=0.0)[0])
     assert _render(gain=1.6)[0][kidney].mean() > base[kidney].mean() + 5
@@ -91,9 +92,17 @@ def test_case_mix_shifts_the_clinical_values():
     assert b["platelets_10e9_L"].mean() - a["platelets_10e9_L"].mean() == pytest.approx(-22.5, abs=4)
 
 
-@pytest.mark.parametrize("site, word", [(dict(gain=0), "gain"), (dict(blur=-1), "blur"), (dict(speckle=np.nan), "speckle"),
-                                        (dict(scanner=2), "unknown"), (dict(case_mix="x"), "case_mix"),
-                                        (dict(id_prefix="B-"), "id_prefix")])
+@pytest.mark.parametrize(
+    "site, word",
+    [
+        (dict(gain=0), "gain"),
+        (dict(blur=-1), "blur"),
+        (dict(speckle=np.nan), "speckle"),
+        (dict(scanner=2), "unknown"),
+        (dict(case_mix="x"), "case_mix"),
+        (dict(id_prefix="B-"), "id_prefix"),
+    ],
+)
 def test_bad_site_settings_are_named(site, word):
     with pytest.raises(PeRenalError, match=word):
         check_site(site)

@@ -46,7 +46,8 @@ def test_help_is_the_declaration(command):
         s = SETTING[name]
         assert a.option_strings == [s.flag] and a.default == s.default, name
         assert a.choices == s.choices or (a.choices is None and s.choices is None), name
-        if not (command == "demo" and name == "weights"): assert a.help == help_text(s), name
+        if not (command == "demo" and name == "weights"):
+            assert a.help == help_text(s), name
     text = " ".join(p.format_help().split())
     for s in SETTINGS:
         if s.flag and not (command == "demo" and s.name == "weights"):
@@ -70,7 +71,8 @@ def test_modules_take_their_lists_from_the_declaration():
 def test_the_command_line_and_python_say_the_same(capsys):
     assert main(["check", "nowhere", "--seed", "-1"]) == 2
     cli_says = capsys.readouterr().err
-    with pytest.raises(PeRenalError) as e: StudyConfig(seed=-1)
+    with pytest.raises(PeRenalError) as e:
+        StudyConfig(seed=-1)
     assert str(e.value) in cli_says
 
 
@@ -87,10 +89,14 @@ def test_run_takes_every_declared_option():
 
 def _numpy(v):
     "The same value as a NumPy scalar, where there is one."
-    if isinstance(v, bool): return np.bool_(v)
-    if isinstance(v, int): return np.int64(v) if -2**63 <= v < 2**63 else v
-    if isinstance(v, float): return np.float64(v)
-    if isinstance(v, str): return np.str_(v)
+    if isinstance(v, bool):
+        return np.bool_(v)
+    if isinstance(v, int):
+        return np.int64(v) if -(2**63) <= v < 2**63 else v
+    if isinstance(v, float):
+        return np.float64(v)
+    if isinstance(v, str):
+        return np.str_(v)
     return v
 
 
@@ -98,7 +104,8 @@ def _numpy(v):
 def test_each_default_as_a_numpy_scalar_is_its_python_value(name):
     s = SETTING[name]
     v = _numpy(s.default)
-    if v is None or isinstance(v, tuple): v = s.default
+    if v is None or isinstance(v, tuple):
+        v = s.default
     assert s.check(v) == s.default and type(s.check(v)) is type(s.default)
 
 
@@ -114,7 +121,8 @@ ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
 def test_any_value_is_taken_as_python_or_refused_by_name(name, value):
     "Whatever the type: a JSON-ready Python value of the declared kind, or a PeRenalError naming the setting."
     s = SETTING[name]
-    try: v = s.check(value)
+    try:
+        v = s.check(value)
     except PeRenalError as e:
         assert str(e).startswith(name), str(e)
         return
@@ -128,7 +136,8 @@ def test_any_value_is_taken_as_python_or_refused_by_name(name, value):
 @given(seed=st.integers(0, 2**32 - 1), size=st.integers(32, 1024), ts=st.floats(0.01, 0.99), np_types=st.booleans())
 def test_run_json_holds_json_numbers(seed, size, ts, np_types):
     kw = dict(seed=seed, image_size=size, test_size=ts)
-    if np_types: kw = dict(seed=np.uint32(seed), image_size=np.int16(size), test_size=np.float32(ts))
+    if np_types:
+        kw = dict(seed=np.uint32(seed), image_size=np.int16(size), test_size=np.float32(ts))
     cfg = StudyConfig(**kw, formats=np.array(["png", "svg"]))
     back = json.loads(json.dumps(settings_json(cfg)))                 # no default=str: every value is JSON already
     assert back["seed"] == seed and back["image_size"] == size and back["formats"] == ["png", "svg"]
@@ -142,7 +151,8 @@ def test_run_json_holds_json_numbers(seed, size, ts, np_types):
                                       (dict(synthetic=1), "synthetic must be True or False"),
                                       (dict(classifier=["knn"]), "classifier (--classifier) must be one of")])
 def test_studyconfig_refuses_a_wrong_type_by_name(kw, says):
-    with pytest.raises(SettingError, match=r".*") as e: StudyConfig(**kw)
+    with pytest.raises(SettingError, match=r".*") as e:
+        StudyConfig(**kw)
     assert says in str(e.value) and isinstance(e.value, TypeError)
 
 
@@ -152,7 +162,8 @@ def test_run_study_takes_a_dict_of_settings_and_refuses_anything_else(tmp_path):
         run_study(tmp_path / "none", tmp_path / "out", {"seed": np.int64(7), "formats": ["png"]}, verbose=False)
     for config, says in (({"sed": 7}, "unknown setting(s) 'sed'"), ("seed=7", "config must be a StudyConfig or a dict"),
                          ({"seed": "7"}, "seed (--seed) must be a whole number")):
-        with pytest.raises(SettingError, match=r".*") as e: run_study(tmp_path / "none", tmp_path / "out", config)
+        with pytest.raises(SettingError, match=r".*") as e:
+            run_study(tmp_path / "none", tmp_path / "out", config)
         assert says in str(e.value)
     assert not (tmp_path / "out").exists()
 
@@ -171,7 +182,8 @@ def test_a_single_string_is_never_read_letter_by_letter(name, tmp_path_factory):
         load_cohort(tmp_path_factory.getbasetemp(), features=name)
     df = pd.DataFrame({"label": [0, 1, 0, 1], name: [1.0, 2.0, 3.0, 4.0]})
     for kw in ("columns", "categorical"):
-        with pytest.raises(SettingError, match=f"{kw} must be a list of names"): table_one(df, **{kw: name})
+        with pytest.raises(SettingError, match=f"{kw} must be a list of names"):
+            table_one(df, **{kw: name})
     assert name in table_one(df, columns=[name]).to_string()      # the same name in a list is one column
     with pytest.raises(SettingError, match="images must be a Cohort, its images table, or a list of image paths"):
         extract_features(name + ".png")
@@ -182,9 +194,12 @@ def test_wrong_types_for_paths_and_tables_are_named(bad):
     from pe_renal.data import load_cohort, table_one
     from pe_renal.features import extract_features
     if bad is not None:
-        with pytest.raises(SettingError, match="path must be text or a path"): load_cohort(bad)
-    with pytest.raises(SettingError, match="table_one: clinical must be a DataFrame"): table_one(bad)
-    with pytest.raises(SettingError, match="images must be"): extract_features(bad)
+        with pytest.raises(SettingError, match="path must be text or a path"):
+            load_cohort(bad)
+    with pytest.raises(SettingError, match="table_one: clinical must be a DataFrame"):
+        table_one(bad)
+    with pytest.raises(SettingError, match="images must be"):
+        extract_features(bad)
 
 
 @PROPERTY
@@ -197,8 +212,10 @@ def test_split_cohort_checks_its_settings_as_studyconfig_does(test_size, seed):
         SETTING["test_size"].check(test_size)
         SETTING["seed"].check(seed)
         ok = test_size is not None and seed is not None
-    except PeRenalError: ok = False
-    if ok: assert set(split_cohort(df, test_size=test_size, seed=seed)["split"]) == {"train", "test"}
+    except PeRenalError:
+        ok = False
+    if ok:
+        assert set(split_cohort(df, test_size=test_size, seed=seed)["split"]) == {"train", "test"}
     else:
         with pytest.raises(PeRenalError, match=r"^(test_size|seed) \(--(test-size|seed)\)"):
             split_cohort(df, test_size=test_size, seed=seed)

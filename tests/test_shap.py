@@ -15,7 +15,8 @@ def fitted():
 
 def test_additivity_and_families(fitted):
     data, models = fitted
-    Xtr, _ = data.part("train"); Xte, _ = data.part("test")
+    Xtr, _ = data.part("train")
+    Xte, _ = data.part("test")
     ex = explain_model(models["Composite"], Xtr, Xte, seed=0)
     np.testing.assert_allclose(ex.values.sum(1) + ex.base_values, ex.prediction, atol=1e-9)
     np.testing.assert_allclose(ex.prediction, models["Composite"].predict_proba(Xte)[:, 1], atol=1e-12)
@@ -30,7 +31,8 @@ def test_additivity_and_families(fitted):
 
 def test_seeded(fitted):
     data, models = fitted
-    Xtr, _ = data.part("train"); Xte, _ = data.part("test")
+    Xtr, _ = data.part("train")
+    Xte, _ = data.part("test")
     a = explain_model(models["Composite"], Xtr, Xte.iloc[:4], seed=3)
     b = explain_model(models["Composite"], Xtr, Xte.iloc[:4], seed=3)
     np.testing.assert_array_equal(a.values, b.values)
@@ -45,7 +47,8 @@ def test_clinical_model_names(fitted):
 
 def test_background_is_real_training_patients(fitted):
     data, models = fitted
-    Xtr, _ = data.part("train"); Xte, _ = data.part("test")
+    Xtr, _ = data.part("train")
+    Xte, _ = data.part("test")
     m = models["Composite"]
     ex = explain_model(m, Xtr, Xte.iloc[:3], n_background=20, seed=0)
     assert len(ex.background) == 20 and set(ex.background) <= set(Xtr.index)
@@ -58,7 +61,8 @@ def test_background_is_real_training_patients(fitted):
 
 def test_family_table_leads_with_the_absolute_net_contribution(fitted):
     data, models = fitted
-    Xtr, _ = data.part("train"); Xte, _ = data.part("test")
+    Xtr, _ = data.part("train")
+    Xte, _ = data.part("test")
     ex = explain_model(models["Composite"], Xtr, Xte.iloc[:10], seed=0)
     fam = importance(ex)["family"]
     assert list(fam.columns[:2]) == ["mean_abs_net_contribution", "mean_net_contribution"]
@@ -75,7 +79,8 @@ def test_written_figures_are_distinct(fitted, tmp_path):
     import hashlib
     from pe_renal.shap import write_shap
     data, models = fitted
-    Xtr, _ = data.part("train"); Xte, _ = data.part("test")
+    Xtr, _ = data.part("train")
+    Xte, _ = data.part("test")
     ex = explain_model(models["Composite"], Xtr, Xte.iloc[:8], seed=0)
     write_shap(ex, tmp_path)
     digest = {n: hashlib.sha256((tmp_path/"figures"/f"{n}.png").read_bytes()).hexdigest()

@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pe_renal.core import CohortError
 from pe_renal.data import load_cohort, split_cohort, table_one
 
 from conftest import write_cohort
@@ -53,9 +52,11 @@ def test_bad_test_size():
 
 
 def test_table_one_uses_one_prespecified_rule_and_matches_scipy():
-    "Every numeric variable: median [IQR] and the Mann-Whitney U test, a normal one as a skewed one (no Shapiro pretest)."
+    """Every numeric variable: median [IQR] and the Mann-Whitney U test, a normal one as a skewed one (no Shapiro
+    pretest)."""
     d = split_cohort(paper_table(seed=1), seed=1)
-    # the two kinds of variable a pretest would have told apart: normal_var passes Shapiro-Wilk in both groups, skewed_var not
+    # the two kinds of variable a pretest would have told apart: normal_var passes Shapiro-Wilk in both groups,
+    # skewed_var not
     assert all(stats.shapiro(d.loc[d.label == k, "normal_var"]).pvalue > 0.05 for k in (0, 1))
     assert any(stats.shapiro(d.loc[d.label == k, "skewed_var"]).pvalue <= 0.05 for k in (0, 1))
     t = table_one(d, categorical=["cat"]).set_index("variable")
@@ -126,7 +127,12 @@ def test_table_one_fisher_for_small_counts_and_missing_counts():
 
 def test_table_one_by_split_shows_class_balance_first():
     t = table_one(split_cohort(paper_table(), seed=1), by="split", categorical=["cat"])
-    assert t["variable"].iloc[0] == "outcome" and list(t["level"].iloc[:2]) == ["normal", "preeclampsia"] and "Training (n=195)" in t.columns and "Test (n=84)" in t.columns
+    assert (
+        t["variable"].iloc[0] == "outcome"
+        and list(t["level"].iloc[:2]) == ["normal", "preeclampsia"]
+        and "Training (n=195)" in t.columns
+        and "Test (n=84)" in t.columns
+    )
 
 
 def test_table_one_needs_two_groups():
@@ -142,10 +148,14 @@ def test_table_one_by_split_reports_smd_not_p_values():
     r = t.set_index("variable")
     # numeric: Austin (2009), pooled SD of the two groups
     x, y = tr["normal_var"], te["normal_var"]
-    assert r.loc["normal_var", "SMD"] == pytest.approx(round((x.mean() - y.mean()) / np.sqrt((x.var() + y.var()) / 2), 3))
+    assert r.loc["normal_var", "SMD"] == pytest.approx(
+        round((x.mean() - y.mean()) / np.sqrt((x.var() + y.var()) / 2), 3)
+    )
     # binary categorical: (p1 - p2) / sqrt((p1 (1 - p1) + p2 (1 - p2)) / 2), sign-free
     p1, p2 = (tr["cat"] == "yes").mean(), (te["cat"] == "yes").mean()
-    assert r.loc["cat", "SMD"].iloc[0] == pytest.approx(round(abs(p1 - p2) / np.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / 2), 3))
+    assert r.loc["cat", "SMD"].iloc[0] == pytest.approx(
+        round(abs(p1 - p2) / np.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / 2), 3)
+    )
     assert np.isnan(r.loc["cat", "SMD"].iloc[1])               # one SMD per variable, on its first level
     # the group table keeps its tests
     assert {"p", "test"} <= set(table_one(d, categorical=["cat"]).columns)

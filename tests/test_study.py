@@ -24,16 +24,49 @@ from conftest import tree_state
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5)
 
-OUTPUTS = ["report.html", "run.json", "split.csv", "predictions.csv", "model.skops",
-           "tables/table1_by_group.csv", "tables/table1_by_split.csv", "tables/performance.csv", "tables/performance_formatted.csv",
-           "tables/delong_comparisons.csv", "tables/lasso_coefficients.csv", "tables/lasso_cv.csv", "tables/selection_stability.csv",
-           "tables/shap_values.csv", "tables/shap_importance_feature.csv", "tables/shap_importance_family.csv",
-           "tables/internal_validation.csv", "tables/internal_validation_cv_folds.csv", "tables/calibration.csv", "tables/gradcam_checks.csv", "tables/models.csv",
-           "figures/roc_train.png", "figures/roc_test.png", "figures/lasso_cv.png", "figures/lasso_path.png",
-           "figures/lasso_coefficients.png", "figures/calibration_test.png", "figures/decision_curve_test.png",
-           "figures/confusion_test.png", "figures/gradcam_grid.png", "figures/shap_beeswarm.png", "figures/shap_bar.png",
-           "figures/shap_families.png", "figures/internal_validation.png", "figures/selection_stability.png",
-           "tables/internal_validation.csv", "tables/tripod_ai.csv", "tables/sample_size.csv", "README.txt", "tables/README.txt", "figures/README.txt"]
+OUTPUTS = [
+    "report.html",
+    "run.json",
+    "split.csv",
+    "predictions.csv",
+    "model.skops",
+    "tables/table1_by_group.csv",
+    "tables/table1_by_split.csv",
+    "tables/performance.csv",
+    "tables/performance_formatted.csv",
+    "tables/delong_comparisons.csv",
+    "tables/lasso_coefficients.csv",
+    "tables/lasso_cv.csv",
+    "tables/selection_stability.csv",
+    "tables/shap_values.csv",
+    "tables/shap_importance_feature.csv",
+    "tables/shap_importance_family.csv",
+    "tables/internal_validation.csv",
+    "tables/internal_validation_cv_folds.csv",
+    "tables/calibration.csv",
+    "tables/gradcam_checks.csv",
+    "tables/models.csv",
+    "figures/roc_train.png",
+    "figures/roc_test.png",
+    "figures/lasso_cv.png",
+    "figures/lasso_path.png",
+    "figures/lasso_coefficients.png",
+    "figures/calibration_test.png",
+    "figures/decision_curve_test.png",
+    "figures/confusion_test.png",
+    "figures/gradcam_grid.png",
+    "figures/shap_beeswarm.png",
+    "figures/shap_bar.png",
+    "figures/shap_families.png",
+    "figures/internal_validation.png",
+    "figures/selection_stability.png",
+    "tables/internal_validation.csv",
+    "tables/tripod_ai.csv",
+    "tables/sample_size.csv",
+    "README.txt",
+    "tables/README.txt",
+    "figures/README.txt",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +94,24 @@ def test_manifest(study):
     imgs = pd.read_csv(cohort / "images.csv")
     assert set(imgs["path"]) <= set(m["input_sha256"]) and "clinical.csv" in m["input_sha256"]
     assert m["input_sha256"]["clinical.csv"] == file_sha256(cohort / "clinical.csv")
-    assert set(m["timings_s"]) == {"cohort", "split", "features", "models", "samplesize", "validation", "evaluation", "gradcam", "shap",
-                                  "report"}
+    assert set(m["timings_s"]) == {
+        "cohort",
+        "split",
+        "features",
+        "models",
+        "samplesize",
+        "validation",
+        "evaluation",
+        "gradcam",
+        "shap",
+        "report",
+    }
     assert m["model"]["sha256"] == file_sha256(out / "model.skops")
     assert any("SYNTHETIC" in w for w in m["warnings"]) and any("UNTRAINED" in w for w in m["warnings"])
     assert m["status"] == "SYNTHETIC DATA · UNTRAINED BACKBONE"
-    assert Path(m["cohort"]) == out.absolute() / "cohort" and Path(m["cohort"]).is_dir()   # the copy, not a temporary folder
+    assert (
+        Path(m["cohort"]) == out.absolute() / "cohort" and Path(m["cohort"]).is_dir()
+    )  # the copy, not a temporary folder
     s = m["summary"]
     assert s["split"]["train"]["patients"] + s["split"]["test"]["patients"] == s["patients"] == 70
     assert s["split"]["test"]["events"] == int(pd.read_csv(out / "split.csv").query("split == 'test'")["label"].sum())
@@ -80,8 +125,8 @@ def test_existing_results_folder_is_refused(study):
     assert tree_state(out) == before               # no file added, removed or changed
 
 
-OVERLAP = "default:.*also occur among the patients this model was developed on:UserWarning"   # said on purpose: the new
-                                                                                           # demo cohort reuses patient ids
+OVERLAP = "default:.*also occur among the patients this model was developed on:UserWarning"  # said on purpose: the new
+# demo cohort reuses patient ids
 
 
 @pytest.mark.slow
@@ -89,8 +134,21 @@ OVERLAP = "default:.*also occur among the patients this model was developed on:U
 def test_predict_new_patients_with_labels(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=30, seed=11)
-    r = subprocess.run([PE_RENAL, "predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "p.csv"),
-                        "--cache", str(d / "cache")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            PE_RENAL,
+            "predict",
+            str(new),
+            "--model",
+            str(out / "model.skops"),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--cache",
+            str(d / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     p = pd.read_csv(tmp_path / "p.csv")
     assert len(p) == 30 and {"p_DL", "p_Clinical", "p_Composite", "pred_Composite", "label"} <= set(p.columns)
@@ -98,7 +156,9 @@ def test_predict_new_patients_with_labels(study, tmp_path):
     assert set(m["model"]) == {"DL", "Clinical", "Composite"} and m["auc"].between(0, 1).all()
     assert "AUC" in r.stdout and "SYNTHETIC DATA · UNTRAINED BACKBONE" in r.stdout
     side = json.loads((tmp_path / "p.csv.json").read_text())
-    assert side["status"] == "SYNTHETIC DATA · UNTRAINED BACKBONE" and side["model_sha256"] == file_sha256(out / "model.skops")
+    assert side["status"] == "SYNTHETIC DATA · UNTRAINED BACKBONE" and side["model_sha256"] == file_sha256(
+        out / "model.skops"
+    )
     assert set(p["status"]) == {"SYNTHETIC DATA · UNTRAINED BACKBONE"} and set(m["status"]) == set(p["status"])
     # the prediction equals what the in-memory model gives
     pred, _ = predict_cohort(out / "model.skops", new, cache=str(d / "cache"))
@@ -111,8 +171,10 @@ def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     d, cohort, cfg, out = study
     new = make_cohort(tmp_path / "new", n=20, seed=12)
     clin = pd.read_csv(new / "clinical.csv")
-    (new / "cohort.toml").rename(tmp_path / "cohort.toml")          # labels present, but nothing says which column
-    with pytest.warns(UserWarning, match=r"has a column 'group', the model's label column, but the cohort has no cohort.toml"):
+    (new / "cohort.toml").rename(tmp_path / "cohort.toml")  # labels present, but nothing says which column
+    with pytest.warns(
+        UserWarning, match=r"has a column 'group', the model's label column, but the cohort has no cohort.toml"
+    ):
         pred, metrics = predict_cohort(out / "model.skops", new, cache=str(d / "cache"))
     assert metrics is None
     clin.drop(columns=["group"]).to_csv(new / "clinical.csv", index=False)
@@ -122,8 +184,11 @@ def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     assert not [w for w in said if "label column" in str(w.message)]   # no labels anywhere: nothing to say
     assert metrics is None and "label" not in pred.columns and len(pred) == 20
     clin.drop(columns=["group", "serum_creatinine_umol_L"]).to_csv(new / "clinical.csv", index=False)
-    r = subprocess.run([PE_RENAL, "predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "q.csv")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [PE_RENAL, "predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "q.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "serum_creatinine_umol_L" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "q.csv").exists()
 
@@ -139,8 +204,13 @@ def test_model_file_is_checked(tmp_path):
 def test_a_failing_stage_is_named(tmp_path):
     cohort = make_cohort(tmp_path / "c", n=30, seed=0)
     with pytest.raises(PeRenalError, match="stage 'features'"):
-        run_study(cohort, tmp_path / "r", StudyConfig(backbone="resnet18", weights=str(tmp_path / "nope.pth")), verbose=False,
-                  copy_cohort=True)               # the cohort is copied before the failing stage: it goes with the rest
+        run_study(
+            cohort,
+            tmp_path / "r",
+            StudyConfig(backbone="resnet18", weights=str(tmp_path / "nope.pth")),
+            verbose=False,
+            copy_cohort=True,
+        )               # the cohort is copied before the failing stage: it goes with the rest
     assert not (tmp_path / "r").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     with pytest.raises(PeRenalError, match="batch_size"):
         StudyConfig(batch_size=0)
@@ -160,12 +230,17 @@ def _interrupt_during_features(cmd, sig):
     def read():                                    # keeps reading: a full pipe cannot block the child
         for line in proc.stdout:
             lines.append(line)
-            if "features:" in line: features_started.set()
-    reader = threading.Thread(target=read, daemon=True); reader.start()
+            if "features:" in line:
+                features_started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     deadline = time.monotonic() + 120              # holds whether or not the child prints anything
     while not features_started.wait(0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill(); proc.wait(); reader.join(5)
+            proc.kill()
+            proc.wait()
+            reader.join(5)
             pytest.fail(f"the features stage did not start within 120 s (exit code {proc.returncode}); output:\n"
                         f"{''.join(lines)[-6000:]}")
     time.sleep(1.0)
@@ -173,8 +248,11 @@ def _interrupt_during_features(cmd, sig):
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT); proc.wait(); reader.join(5)
-        text = "".join(lines); dump = text.find("Fatal Python error")          # the stacks faulthandler printed
+        proc.send_signal(signal.SIGABRT)
+        proc.wait()
+        reader.join(5)
+        text = "".join(lines)
+        dump = text.find("Fatal Python error")  # the stacks faulthandler printed
         pytest.fail(f"pe-renal run did not stop within 60 s of {sig.name}; its output:\n{text[:3000]}\n...\n"
                     f"{text[dump:dump + 8000] if dump >= 0 else text[-6000:]}")
     reader.join(10)
@@ -192,26 +270,57 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
     outs = []
     for sig in (signal.SIGINT, signal.SIGKILL):
         out = tmp_path / f"results_{sig.name}"
-        cmd = [PE_RENAL, "run", str(cohort), "--out", str(out), "--weights", "random", "--cv-repeats", "1", "--boot", "3",
-               "--stability-boot", "5", "--dpi", "100"]
-        code, text = _interrupt_during_features(cmd + ["--backbone", "resnet50", "--cache", str(tmp_path / f"cache_{sig.name}")], sig)
+        cmd = [
+            PE_RENAL,
+            "run",
+            str(cohort),
+            "--out",
+            str(out),
+            "--weights",
+            "random",
+            "--cv-repeats",
+            "1",
+            "--boot",
+            "3",
+            "--stability-boot",
+            "5",
+            "--dpi",
+            "100",
+        ]
+        code, text = _interrupt_during_features(
+            cmd + ["--backbone", "resnet50", "--cache", str(tmp_path / f"cache_{sig.name}")], sig
+        )
         assert code != 0, text
         assert not out.exists()                        # nothing under the final name
         if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
             assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
         threads = "1" if sig == signal.SIGINT else "2"
-        r = subprocess.run(cmd + ["--backbone", "resnet18", "--image-size", "96", "--cache", str(tmp_path / f"rerun_{sig.name}")],
-                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": threads})
+        r = subprocess.run(
+            cmd + ["--backbone", "resnet18", "--image-size", "96", "--cache", str(tmp_path / f"rerun_{sig.name}")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": threads},
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         assert (out / "report.html").is_file()
         assert not (out / "cohort").exists()           # `run` does not copy the patients' images (only the demo does)
         outs.append(out)
-    for f in ["predictions.csv", "split.csv", "tables/performance.csv", "tables/lasso_coefficients.csv", "tables/shap_values.csv",
-              "tables/selection_stability.csv", "tables/internal_validation.csv"]:
+    for f in [
+        "predictions.csv",
+        "split.csv",
+        "tables/performance.csv",
+        "tables/lasso_coefficients.csv",
+        "tables/shap_values.csv",
+        "tables/selection_stability.csv",
+        "tables/internal_validation.csv",
+    ]:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     m = [json.loads((o / "run.json").read_text()) for o in outs]
     assert m[0]["features"]["precision_choice"] == m[1]["features"]["precision_choice"]
-    assert m[0]["features"]["precision_choice"]["asked"] == "auto" and "never by timing" in m[0]["features"]["precision_choice"]["rule"]
+    assert (
+        m[0]["features"]["precision_choice"]["asked"] == "auto"
+        and "never by timing" in m[0]["features"]["precision_choice"]["rule"]
+    )
 
 
 def test_status_on_every_output(study):
@@ -219,7 +328,8 @@ def test_status_on_every_output(study):
     d, cohort, cfg, out = study
     status = "SYNTHETIC DATA · UNTRAINED BACKBONE"
     for p in sorted((out / "figures").glob("*.png")):
-        with Image.open(p) as im: info = im.info
+        with Image.open(p) as im:
+            info = im.info
         assert info.get("pe_renal-status") == status, p.name
         assert round(info["dpi"][0]) == cfg.dpi == 100, p.name      # every figure at the resolution asked
     for sub in (".", "tables", "figures"):
@@ -228,7 +338,7 @@ def test_status_on_every_output(study):
     info = load_model(out / "model.skops")["info"]
     assert info["synthetic"] is True and info["untrained"] is True
     digests = [file_sha256(p) for p in (out / "figures").glob("*.png")]
-    assert len(digests) == len(set(digests))      # no figure drawn on top of another (shap draws into the current figure)
+    assert len(digests) == len(set(digests))  # no figure drawn on top of another (shap draws into the current figure)
 
 
 def test_a_real_looking_run_has_no_status_label(tmp_path):
@@ -274,13 +384,15 @@ def test_report_renders_a_results_folder_of_an_earlier_version(study, tmp_path):
     res = tmp_path / "old"
     shutil.copytree(out, res)
     m = json.loads((res / "run.json").read_text())
-    for k in ("finetune", "internal_validation", "status"): m.pop(k, None)
+    for k in ("finetune", "internal_validation", "status"):
+        m.pop(k, None)
     (res / "run.json").write_text(json.dumps(m))
     assert "Model performance" in render_report(res).read_text()
 
 
 def _visible(html_text: str) -> str:
-    import html, re
+    import html
+    import re
     html_text = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", html_text, flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", html_text)).split())
 
@@ -301,10 +413,13 @@ def test_report_lists_every_candidate_predictor_and_warns_of_incorporation_bias(
     kept = m["summary"]["incorporation_bias"]                    # the shared study keeps one outcome-defining column
     assert len(kept) == 1 and f"Incorporation bias: {kept[0]}." in text
     # a run that kept an outcome-defining column says so, in the warnings on top and in Methods
-    r2 = tmp_path / "r"; shutil.copytree(out, r2)
+    r2 = tmp_path / "r"
+    shutil.copytree(out, r2)
     m["summary"]["incorporation_bias"] = ["'sbp_mmHg' is used as a predictor but helps define the outcome"]
     (r2 / "run.json").write_text(json.dumps(m), encoding="utf-8")
-    assert "Incorporation bias: 'sbp_mmHg' is used as a predictor" in _visible(render_report(r2).read_text(encoding="utf-8"))
+    assert "Incorporation bias: 'sbp_mmHg' is used as a predictor" in _visible(
+        render_report(r2).read_text(encoding="utf-8")
+    )
 
 
 def test_shap_is_shown_beside_the_validated_auc_of_the_model_it_explains(study, tmp_path):

@@ -34,7 +34,8 @@ def shap_parts(saved):
 
 
 def background_draw(n:int, k:int, seed:int)->np.ndarray:
-    "The background as pe_renal.shap.explain_model defines it: k of the n training patients, drawn without replacement, seeded."
+    """The background as pe_renal.shap.explain_model defines it: k of the n training patients, drawn without
+    replacement, seeded."""
     return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
 
 
@@ -85,7 +86,7 @@ def test_shap_importance_tables_are_re_derived_from_the_values(saved):
     np.testing.assert_allclose(feat.loc[values.columns, "mean_abs_shap"], values.abs().mean(), rtol=0, atol=1e-12)
     family = np.where(values.columns.str.startswith("deep_"), "deep", "clinical")
     assert (feat.loc[values.columns, "family"].to_numpy() == family).all()
-    net = values.T.groupby(family).sum().T                                 # per patient: the family's summed SHAP values
+    net = values.T.groupby(family).sum().T  # per patient: the family's summed SHAP values
     fam = saved["family"]
     assert set(fam.index) == {"deep", "clinical"}
     for f in fam.index:
@@ -106,7 +107,7 @@ def test_calibration_table_is_re_derived_from_the_test_predictions(saved):
         r = cal.loc[m]
         k = int(re.search(r"n_neighbors=(\d+)", saved["models"].loc[m, "settings"]).group(1))
         every = pred[f"p_{m}"].to_numpy() * k
-        assert np.allclose(every, np.round(every), rtol=0, atol=1e-9), m      # the probabilities are vote shares out of k
+        assert np.allclose(every, np.round(every), rtol=0, atol=1e-9), m  # the probabilities are vote shares out of k
         assert r.smoothing == f"Laplace (m*p+1)/(m+2), m={k}", (m, r.smoothing)
         p = test[f"p_{m}"].to_numpy(float)
         q = (k * p + 1) / (k + 2)
@@ -114,10 +115,14 @@ def test_calibration_table_is_re_derived_from_the_test_predictions(saved):
         slope = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial()).fit(tol=1e-12).params[1]
         icpt = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=x).fit(tol=1e-12).params[0]
         assert r.n == len(y), m
-        if x[y == 1].min() >= x[y == 0].max() or x[y == 0].min() >= x[y == 1].max():   # (quasi-)separated test patients:
+        if x[y == 1].min() >= x[y == 0].max() or x[y == 0].min() >= x[y == 1].max():  # (quasi-)separated test patients:
             assert r.slope == np.inf * np.sign(x[y == 1].mean() - x[y == 0].mean()), m  # no finite maximum, the slope's
         else:                                                                          # likelihood heads to +-inf
             assert r.slope == pytest.approx(slope, abs=1e-6), m
         assert r.intercept == pytest.approx(icpt, abs=1e-6), m
         assert r.brier == pytest.approx(np.mean((p - y) ** 2), abs=1e-12), m
-        assert r.n_boot == cfg["n_boot_ci"] and r.slope_lo <= r.slope <= r.slope_hi and r.intercept_lo <= r.intercept <= r.intercept_hi, m
+        assert (
+            r.n_boot == cfg["n_boot_ci"]
+            and r.slope_lo <= r.slope <= r.slope_hi
+            and r.intercept_lo <= r.intercept <= r.intercept_hi
+        ), m

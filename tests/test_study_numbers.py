@@ -25,9 +25,15 @@ def youden(y, s):
 @pytest.fixture(scope="module")
 def saved(study_results):
     out = study_results[3]
-    return dict(out=out, run=json.loads((out / "run.json").read_text()), pred=pd.read_csv(out / "predictions.csv"),
-                perf=pd.read_csv(out / "tables" / "performance.csv"), oof=pd.read_csv(out / "tables" / "threshold_oof_scores.csv"),
-                split=pd.read_csv(out / "split.csv"), model=load_model(out / "model.skops"))
+    return dict(
+        out=out,
+        run=json.loads((out / "run.json").read_text()),
+        pred=pd.read_csv(out / "predictions.csv"),
+        perf=pd.read_csv(out / "tables" / "performance.csv"),
+        oof=pd.read_csv(out / "tables" / "threshold_oof_scores.csv"),
+        split=pd.read_csv(out / "split.csv"),
+        model=load_model(out / "model.skops"),
+    )
 
 
 def test_thresholds_come_from_the_out_of_fold_scores_of_the_training_patients(saved):
@@ -47,7 +53,9 @@ def test_thresholds_come_from_the_out_of_fold_scores_of_the_training_patients(sa
 def test_predicted_classes_follow_the_saved_thresholds(saved):
     pred, th = saved["pred"], saved["run"]["model"]["thresholds"]
     for m in MODELS:
-        np.testing.assert_array_equal(pred[f"pred_{m}"].to_numpy(), (pred[f"p_{m}"] >= th[m]).astype(int).to_numpy(), err_msg=m)
+        np.testing.assert_array_equal(
+            pred[f"pred_{m}"].to_numpy(), (pred[f"p_{m}"] >= th[m]).astype(int).to_numpy(), err_msg=m
+        )
 
 
 def test_every_row_of_the_performance_table_is_re_derived_from_the_predictions(saved):
@@ -59,23 +67,34 @@ def test_every_row_of_the_performance_table_is_re_derived_from_the_predictions(s
         hit = s >= th[r.model]
         assert r.n == len(y) and r.n_positive == y.sum()
         assert r.auc == pytest.approx(roc_auc_score(y, s), abs=1e-12), (r.model, r.cohort)
-        assert r.sensitivity == pytest.approx(hit[y == 1].mean(), abs=1e-12) and r.specificity == pytest.approx((~hit[y == 0]).mean(), abs=1e-12)
+        assert r.sensitivity == pytest.approx(hit[y == 1].mean(), abs=1e-12) and r.specificity == pytest.approx(
+            (~hit[y == 0]).mean(), abs=1e-12
+        )
         assert r.accuracy == pytest.approx((hit == (y == 1)).mean(), abs=1e-12)
-        if r.cohort == "train": assert np.isnan([r.auc_lo, r.auc_hi, r.sensitivity_lo, r.specificity_hi]).all()   # apparent
-        else: assert r.auc_lo <= r.auc <= r.auc_hi
+        if r.cohort == "train":
+            assert np.isnan([r.auc_lo, r.auc_hi, r.sensitivity_lo, r.specificity_hi]).all()  # apparent
+        else:
+            assert r.auc_lo <= r.auc <= r.auc_hi
 
 
 def test_the_threshold_check_tells_the_rules_apart(saved):
-    "Negative control: the Youden thresholds of the in-sample training scores or of the test patients are not the ones saved."
+    """Negative control: the Youden thresholds of the in-sample training scores or of the test patients are not the
+    ones saved."""
     pred, th = saved["pred"], saved["run"]["model"]["thresholds"]
-    other = {part: {m: youden(pred.loc[pred["split"] == part, "label"], pred.loc[pred["split"] == part, f"p_{m}"]) for m in MODELS}
-             for part in ("train", "test")}
+    other = {
+        part: {
+            m: youden(pred.loc[pred["split"] == part, "label"], pred.loc[pred["split"] == part, f"p_{m}"])
+            for m in MODELS
+        }
+        for part in ("train", "test")
+    }
     assert any(abs(other["train"][m] - th[m]) > 1e-9 for m in MODELS), (other, th)
     assert any(abs(other["test"][m] - th[m]) > 1e-9 for m in MODELS), (other, th)
 
 
 def test_tables_readme_describes_every_csv_and_every_column(saved):
-    "tables/README.txt: every CSV of the folder with what it holds, and a meaning for every column (or the note for patterned ones)."
+    """tables/README.txt: every CSV of the folder with what it holds, and a meaning for every column (or the note for
+    patterned ones)."""
     text = (saved["out"] / "tables" / "README.txt").read_text(encoding="utf-8")
     from pe_renal.report import _COLUMNS, _TABLES
     for p in sorted((saved["out"] / "tables").glob("*.csv")):

@@ -18,17 +18,20 @@ PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
 def test_cli_synth_gives_the_paper_cohort(tmp_path):
-    "`pe-renal synth` without --n draws the paper's 279 women (151 with preeclampsia); a small one is rendered and read."
+    """`pe-renal synth` without --n draws the paper's 279 women (151 with preeclampsia); a small one is rendered and
+    read."""
     from pe_renal.cli import build_parser
     from pe_renal.synthetic import make_clinical
     args = build_parser().parse_args(["synth", "--out", str(tmp_path / "x")])
-    paper = make_clinical(n=args.n, seed=args.seed, effect=args.effect)      # the table make_cohort writes, without images
+    paper = make_clinical(n=args.n, seed=args.seed, effect=args.effect)  # the table make_cohort writes, without images
     assert len(paper) == 279 and paper["group"].value_counts().to_dict() == {"preeclampsia": 151, "normal": 128}
     r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "24"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     c = load_cohort(tmp_path / "c")
     small = make_clinical(n=24, seed=args.seed, effect=args.effect)
-    assert c.n_patients == 24 and (c.clinical["label"].to_numpy() == (small["group"] == "preeclampsia").to_numpy()).all()
+    assert (
+        c.n_patients == 24 and (c.clinical["label"].to_numpy() == (small["group"] == "preeclampsia").to_numpy()).all()
+    )
     assert c.clinical["label"].value_counts().to_dict() == {1: 13, 0: 11}  # 151/279 of 24, as the paper's share
     assert "NOT REAL" in (tmp_path / "c" / "README.txt").read_text().upper()
     # masks beside every image, same size as the image

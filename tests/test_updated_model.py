@@ -1,4 +1,5 @@
-"""An updated model file (`pe-renal validate --save-updated`): the update record is written only by `save_model`, checked
+"""An updated model file (`pe-renal validate --save-updated`): the update record is written only by `save_model`,
+checked
 key by key on loading, and a tampered record is refused by name."""
 import numpy as np
 import pytest

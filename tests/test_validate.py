@@ -19,7 +19,8 @@ def test_intervals_cover_the_truth():
     rng = np.random.default_rng(11)
     hits = np.zeros(3)
     for _ in range(400):
-        p = _expit(rng.normal(-0.5, 1.2, 300)); y = (rng.random(300) < p).astype(int)
+        p = _expit(rng.normal(-0.5, 1.2, 300))
+        y = (rng.random(300) < p).astype(int)
         oe, citl, (sl, _) = observed_expected(y, p), calibration_in_the_large(y, p, 0), calibration_slope(y, p, 0)
         hits += [oe.lo < 1 < oe.hi, citl.lo < 0 < citl.hi, sl.lo < 1 < sl.hi]
     assert ((hits >= 366) & (hits <= 393)).all(), hits
@@ -28,7 +29,8 @@ def test_intervals_cover_the_truth():
 def test_no_signal_is_read_as_none():
     "Risks unrelated to the outcome: the C-statistic's CI covers 0.5 and the slope's covers 0."
     rng = np.random.default_rng(3)
-    p = _expit(rng.normal(0, 1, 400)); y = (rng.random(400) < 0.4).astype(int)
+    p = _expit(rng.normal(0, 1, 400))
+    y = (rng.random(400) < 0.4).astype(int)
     s = calibration_summary(y, p, n_boot=0)
     assert s["c_lo"] < 0.5 < s["c_hi"] and s["slope_lo"] < 0 < s["slope_hi"]
 
@@ -36,7 +38,8 @@ def test_no_signal_is_read_as_none():
 def test_vote_shares_are_treated_as_the_study_treats_them():
     "KNN vote shares (0 and 1 among them): the slope and CITL equal pe_renal.evaluation's, which the study reports."
     rng = np.random.default_rng(5)
-    z = rng.normal(0, 1, 250); y = (rng.random(250) < _expit(1.4 * z)).astype(int)
+    z = rng.normal(0, 1, 250)
+    y = (rng.random(250) < _expit(1.4 * z)).astype(int)
     votes = np.round(9 * _expit(1.4 * z + rng.normal(0, 1, 250))) / 9
     assert {0.0, 1.0} <= set(votes)
     slope, citl = calibration_slope_intercept(y, votes)
@@ -46,10 +49,11 @@ def test_vote_shares_are_treated_as_the_study_treats_them():
 
 
 def test_updates_repair_a_shifted_baseline():
-    "A hospital with 3 times the odds: CITL near ln 3 before, 0 after the intercept update (and its bootstrap-corrected "
+    "A hospital with 3 times the odds: CITL near ln 3 before, 0 after the intercept update (and its bootstrap-corrected"
     "value stays within 0.1 of 0); a model too extreme (slope 0.5) gets slope 1 after logistic recalibration."
     rng = np.random.default_rng(8)
-    lp = rng.normal(-1, 1, 800); p = _expit(lp)
+    lp = rng.normal(-1, 1, 800)
+    p = _expit(lp)
     y = (rng.random(800) < _expit(lp + np.log(3))).astype(int)
     before = calibration_in_the_large(y, p)
     assert before.lo < np.log(3) < before.hi
@@ -75,7 +79,8 @@ def test_bad_input_is_named():
 def test_updating_table_starts_from_the_summary():
     "Without an update the table shows the calibration summary's own numbers, for vote shares too (the same logits)."
     rng = np.random.default_rng(9)
-    z = rng.normal(0, 1, 300); y = (rng.random(300) < _expit(1.2 * z)).astype(int)
+    z = rng.normal(0, 1, 300)
+    y = (rng.random(300) < _expit(1.2 * z)).astype(int)
     for p in (_expit(z + rng.normal(0, 0.5, 300)), np.round(7 * _expit(1.2 * z + rng.normal(0, 1, 300))) / 7):
         s = calibration_summary(y, p, n_boot=0)
         none = updating_table(y, p, n_boot=0).set_index("update").loc["none"]
@@ -87,7 +92,8 @@ def test_a_large_k_makes_vote_shares_too_modest_not_the_smoothing():
     """Why a tuned KNN's calibration slope is above 1 at its own hospital and at a second one: with k a large share of
     its training patients (the study's tuning, which judges AUC only, picks k = 21-25 of about 85) every vote averages
     far neighbours, so the shares crowd towards the training prevalence (too modest: slope > 1); a small k gives noisy,
-    too extreme shares (slope < 1 before the smoothing, which pulls 0 and 1 in). The Laplace smoothing of 0/1 shares is not the cause: the shares strictly inside
+    too extreme shares (slope < 1 before the smoothing, which pulls 0 and 1 in). The Laplace smoothing of 0/1 shares
+    is not the cause: the shares strictly inside
     (0, 1), unsmoothed, have a slope as far above 1. Known answer: the true risks have slope 1."""
     from sklearn.neighbors import KNeighborsClassifier
     from pe_renal.validate import logistic_fit

@@ -28,7 +28,8 @@ def _ours(x):
 
 @pytest.mark.parametrize("case", RMS.index.tolist())
 def test_matches_rms_val_prob(case):
-    """Every statistic equals val.prob's to 1e-6 (the fits converge to 1e-10; lowess is the same algorithm); the C-statistic
+    """Every statistic equals val.prob's to 1e-6 (the fits converge to 1e-10; lowess is the same algorithm); the
+    C-statistic
     equals Hmisc::somers2's exactly, and val.prob's own (from predicted risks rounded by lrm.fit) to 1e-3."""
     ours = _ours(CASES[CASES["case"] == case])
     for k, v in ours.items():
@@ -47,7 +48,8 @@ def test_the_cases_span_what_validation_meets():
 def test_committed_reference_is_what_rms_gives(tmp_path):
     "R recomputes the reference file from the committed cases; it must agree with what is committed."
     ok = subprocess.run(["Rscript", "-e", "quit(status = !requireNamespace('rms', quietly = TRUE))"]).returncode == 0
-    if not ok: pytest.skip("R's rms package is not installed (Debian: r-cran-rms)")
+    if not ok:
+        pytest.skip("R's rms package is not installed (Debian: r-cran-rms)")
     out = tmp_path / "ref.csv"
     r = subprocess.run(["Rscript", str(REF / "val_prob_reference.R"), str(REF / "val_prob_cases.csv"), str(out)],
                        capture_output=True, text=True, timeout=300)
@@ -62,12 +64,15 @@ def test_lowess_is_clevelands():
     x = np.linspace(0, 1, 50)
     assert np.allclose(lowess(x, 2 * x + 1)[1], 2 * x + 1)
     rng = np.random.default_rng(1)
-    x = np.sort(rng.random(30)); y = rng.random(30)
+    x = np.sort(rng.random(30))
+    y = rng.random(30)
     _, fit = lowess(x, y, delta=0)
     ns = int(2 / 3 * 30)
     for i in (0, 7, 15, 29):
-        d = np.abs(x - x[i]); near = np.argsort(d, kind="stable")[:ns]
-        h = d[near].max(); w = np.clip(1 - (d / h) ** 3, 0, None) ** 3
+        d = np.abs(x - x[i])
+        near = np.argsort(d, kind="stable")[:ns]
+        h = d[near].max()
+        w = np.clip(1 - (d / h) ** 3, 0, None) ** 3
         w[d > 0.999 * h] = 0
         A = np.column_stack([np.ones(30), x - x[i]]) * np.sqrt(w)[:, None]
         assert fit[i] == pytest.approx(np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)[0][0], abs=1e-10)
@@ -79,7 +84,7 @@ def _statsmodels_cases():
 
 @pytest.mark.parametrize("case, x", _statsmodels_cases(), ids=lambda v: v if isinstance(v, str) else "")
 def test_matches_statsmodels_glm_with_offset(case, x):
-    "CITL and the slope equal statsmodels' binomial GLMs (estimate and Wald CI); O:E equals the Poisson GLM with offset "
+    "CITL and the slope equal statsmodels' binomial GLMs (estimate and Wald CI); O:E equals the Poisson GLM with offset"
     "ln(p), whose variance 1/O exceeds the binomial one, 1/O - 1/n, by exactly 1/n."
     sm = pytest.importorskip("statsmodels.api")
     y, p = x["y"].to_numpy(), x["p"].to_numpy()

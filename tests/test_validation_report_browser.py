@@ -20,7 +20,8 @@ SECTIONS = ["1. Case mix: development vs validation patients", "2. Discriminatio
 
 @pytest.fixture(scope="module")
 def folder(request, tmp_path_factory):
-    if os.environ.get("PE_RENAL_TEST_VALIDATION"): return Path(os.environ["PE_RENAL_TEST_VALIDATION"])
+    if os.environ.get("PE_RENAL_TEST_VALIDATION"):
+        return Path(os.environ["PE_RENAL_TEST_VALIDATION"])
     from pe_renal.external import validate_cohort
     from pe_renal.synthetic import make_cohort
     study = request.getfixturevalue("study_results")
@@ -38,7 +39,8 @@ def rendered(folder):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((folder / "report.html").as_uri()); page.wait_for_load_state("load")
+        page.goto((folder / "report.html").as_uri())
+        page.wait_for_load_state("load")
         out = dict(text=page.inner_text("body"), errors=errors, title=page.title(),
                    status=page.inner_text("p.status") if page.query_selector("p.status") else "",
                    h1=page.inner_text("h1"), h2=[h.inner_text() for h in page.query_selector_all("h2")],
@@ -78,8 +80,9 @@ def test_every_number_has_its_interval_and_equals_the_tables(rendered, folder):
         assert r["C-statistic (DeLong 95% CI)"].startswith(f"{c.c:.3f} (")
     thr = next(t for t in rendered["tables"] if "Sensitivity (95% CI)" in t["header"])
     assert len(thr["rows"]) == len(cal) and all(CI.match(v) for r in thr["rows"] for v in r[2:]), thr
-    for t in rendered["tables"]:                         # every table but Table 1 has headings in words
-        if t["header"][:1] == ["variable"]: continue
+    for t in rendered["tables"]:  # every table but Table 1 has headings in words
+        if t["header"][:1] == ["variable"]:
+            continue
         assert all(h[:1].isupper() or h[:1] in "pz" for h in t["header"]), t["header"]
     text = rendered["text"]
     assert "Reading:" in text and all(f"{m}: risks" in text or f"{m}: observed" in text for m in cal["model"])

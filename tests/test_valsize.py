@@ -45,11 +45,15 @@ def test_net_benefit_variance_by_simulation():
     lp = lp_distribution(phi, c)
     parts = net_benefit_parts(phi, c, t, lp)
     rng = np.random.default_rng(4)
-    x = rng.normal(*lp, (4000, n)); y = rng.random((4000, n)) < _expit(x); pos = _expit(x) >= t
+    x = rng.normal(*lp, (4000, n))
+    y = rng.random((4000, n)) < _expit(x)
+    pos = _expit(x) >= t
     snb = ((pos & y).sum(1) - t / (1 - t) * (pos & ~y).sum(1)) / y.sum(1)
     assert snb.mean() == pytest.approx(parts["snb"], abs=0.01)
     assert snb.var() * n == pytest.approx(parts["n_var"], rel=0.1)
-    assert size_net_benefit(phi, c, t, width=0.2, lp=lp) == pytest.approx(parts["n_var"] / (0.2 / 3.919928) ** 2, rel=1e-6)
+    assert size_net_benefit(phi, c, t, width=0.2, lp=lp) == pytest.approx(
+        parts["n_var"] / (0.2 / 3.919928) ** 2, rel=1e-6
+    )
 
 
 def test_oe_and_c_precision_by_simulation():
@@ -59,11 +63,13 @@ def test_oe_and_c_precision_by_simulation():
     lp = lp_distribution(phi, c)
     n_oe, n_c = math.ceil(size_oe(phi, width=0.3)), math.ceil(size_c(phi, c, width=0.1))
     rng = np.random.default_rng(6)
-    x = rng.normal(*lp, (2000, n_oe)); y = rng.random((2000, n_oe)) < _expit(x)
+    x = rng.normal(*lp, (2000, n_oe))
+    y = rng.random((2000, n_oe)) < _expit(x)
     target = math.asinh(0.3 / 2) / 1.959964
     assert np.log(y.sum(1) / _expit(x).sum(1)).std() == pytest.approx(target, rel=0.1)
     cs = []
     for _ in range(300):
-        xc = rng.normal(*lp, n_c); cs.append(roc_auc((rng.random(n_c) < _expit(xc)).astype(int), xc))
+        xc = rng.normal(*lp, n_c)
+        cs.append(roc_auc((rng.random(n_c) < _expit(xc)).astype(int), xc))
     assert np.std(cs) == pytest.approx(0.1 / (2 * 1.959964), rel=0.1)
     assert size_slope(phi, c, width=0.2, lp=lp) > n_c           # the slope asks for more, as Riley et al. found

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pe_renal.core import CohortError, PeRenalError
+from pe_renal.core import CohortError
 from pe_renal.data import ABSURD, column_kind, load_cohort, to_numeric
 
 from conftest import write_cohort
@@ -35,8 +35,10 @@ BAD = ["inf", "-inf", "Infinity", "1e308", "-1e308", "1e400", f"{ABSURD:.0e}", "
 
 @st.composite
 def column(draw):
-    """(cells, the numbers meant (NaN: missing), the file's delimiter, which cells are not plain numbers). A decimal-comma
-    writer's point groups are never in a comma-separated file: there a lone point is a decimal point (the data contract)."""
+    """(cells, the numbers meant (NaN: missing), the file's delimiter, which cells are not plain numbers). A
+    decimal-comma
+    writer's point groups are never in a comma-separated file: there a lone point is a decimal point (the data
+    contract)."""
     sep = draw(st.sampled_from([",", ";", "\t"]))
     family = draw(st.sampled_from(["point", "comma"]))
     spellings = POINT if family == "point" else {k: f for k, f in COMMA.items() if sep != "," or k != "point groups"}
@@ -46,7 +48,10 @@ def column(draw):
     ns = draw(st.lists(st.one_of(st.none(), st.integers(-10**k, 10**k)), min_size=1, max_size=12))
     cells, want, bad = [], [], []
     for i, n in enumerate(ns):
-        if n is None: cells.append(None); want.append(np.nan); continue
+        if n is None:
+            cells.append(None)
+            want.append(np.nan)
+            continue
         x = n / 10**d
         cells.append(spellings[style if draw(st.integers(0, 3)) else draw(st.sampled_from(sorted(spellings)))](x, d))
         want.append(float(f"{x:.{d}f}"))
@@ -67,17 +72,23 @@ def _table(cells):
 @settings(SETTINGS, max_examples=200)   # fewer miss a misread 1,000 (checked by mutation)
 def test_every_cell_is_read_to_its_number_or_the_column_is_refused_by_name(col):
     cells, want, sep, bad = col
-    try: got = to_numeric(_table(cells), "x", "clinical.csv", sep=sep)
+    try:
+        got = to_numeric(_table(cells), "x", "clinical.csv", sep=sep)
     except CohortError as e:
         msg = str(e)
         assert "clinical.csv: column 'x'" in msg, msg
-        if not bad: assert "could be" in msg and "with a thousands separator" in msg, msg   # only an ambiguous spelling
+        if not bad:
+            assert "could be" in msg and "with a thousands separator" in msg, msg  # only an ambiguous spelling
         return
     assert not bad, (cells, got.tolist())                    # a unit, a date, inf or 1e308 is never read as a number
     np.testing.assert_array_equal(got.to_numpy(), want)      # exactly the number meant, NaN where the cell is empty
 
 
-@given(st.lists(st.integers(-10**6, 10**6), min_size=1, max_size=12), st.integers(0, 2), st.sampled_from([",", ";", "\t"]))
+@given(
+    st.lists(st.integers(-(10**6), 10**6), min_size=1, max_size=12),
+    st.integers(0, 2),
+    st.sampled_from([",", ";", "\t"]),
+)
 @SETTINGS
 def test_plain_numbers_are_always_read(ns, d, sep):
     "Positive control: numbers written with a point and fewer than three decimals, no groups, are never refused."
@@ -95,9 +106,13 @@ def test_plain_numbers_are_always_read(ns, d, sep):
     (["1.2", "0.9", "inf"], ["line 4 (patient P02): 'inf'"]),
 ])
 def test_each_kind_of_bad_value_is_named(cells, why):
-    with pytest.raises(CohortError) as e: to_numeric(_table(cells), "x", "clinical.csv")
-    for w in why: assert w in str(e.value), str(e.value)
-    assert "166.000 (" not in str(e.value).replace("or 166.000 (with a decimal comma)", "")   # never advice that changes a magnitude
+    with pytest.raises(CohortError) as e:
+        to_numeric(_table(cells), "x", "clinical.csv")
+    for w in why:
+        assert w in str(e.value), str(e.value)
+    assert "166.000 (" not in str(e.value).replace(
+        "or 166.000 (with a decimal comma)", ""
+    )  # never advice that changes a magnitude
 
 
 def test_thousands_separators_shown_by_the_column_are_read():
@@ -111,7 +126,9 @@ def test_column_kinds():
     assert column_kind(pd.Series(["29 y"] * 14)) == "unit"                    # never a 1-level (or 14-level) category
     assert column_kind(pd.Series([f"{a} y" for a in range(20, 34)])) == "unit"
     assert column_kind(pd.Series(["2024-03-0" + str(k % 6 + 1) for k in range(20)])) == "date"
-    assert column_kind(pd.Series(["nulliparous", "multiparous", "1"])) == "numeric"   # a number among text: checked as numbers
+    assert (
+        column_kind(pd.Series(["nulliparous", "multiparous", "1"])) == "numeric"
+    )  # a number among text: checked as numbers
     assert column_kind(pd.Series(["nulliparous", "multiparous"])) == "text"
     assert column_kind(pd.Series([None, None], dtype=object)) == "empty"
 
@@ -126,7 +143,8 @@ def base(tmp_path_factory):
 
 
 def _write(root, df, sep=","):
-    buf = io.StringIO(); df.to_csv(buf, index=False, sep=sep, quoting=csv.QUOTE_MINIMAL)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, sep=sep, quoting=csv.QUOTE_MINIMAL)
     (root / "clinical.csv").write_text(buf.getvalue(), encoding="utf-8")
 
 
@@ -136,7 +154,8 @@ def test_load_cohort_reads_each_value_right_or_refuses_it_by_name(base, col):
     "The same property through clinical.csv as `check` and `run` read it: a new column 'lab' in a random delimiter."
     cells, want, sep, bad = col
     base, df = base[0], base[1].copy()
-    df["lab"] = (cells * 12)[:12]; want = np.resize(want, 12)          # every cell at least once
+    df["lab"] = (cells * 12)[:12]
+    want = np.resize(want, 12)  # every cell at least once
     _write(base, df, sep)
     try:
         with warnings.catch_warnings():
@@ -152,16 +171,22 @@ def test_load_cohort_reads_each_value_right_or_refuses_it_by_name(base, col):
 def test_check_refuses_an_age_in_years_with_its_unit(tmp_path):
     "'29 y' in every row of age: refused naming the column and the unit, never a 14-level categorical predictor."
     root = write_cohort(tmp_path / "c", n=14)
-    df = pd.read_csv(root / "clinical.csv", dtype=str); df["age"] = df["age"] + " y"; _write(root, df)
-    with pytest.raises(CohortError, match=r"column 'age' .*\n(.*\n)*.*Unit\(s\) found: 'y'"): load_cohort(root, check_images=False)
-    (root / "cohort.toml").write_text('[clinical]\ncategorical = ["parity", "age"]\n')   # declared a category: said, not silent
+    df = pd.read_csv(root / "clinical.csv", dtype=str)
+    df["age"] = df["age"] + " y"
+    _write(root, df)
+    with pytest.raises(CohortError, match=r"column 'age' .*\n(.*\n)*.*Unit\(s\) found: 'y'"):
+        load_cohort(root, check_images=False)
+    (root / "cohort.toml").write_text(
+        '[clinical]\ncategorical = ["parity", "age"]\n'
+    )  # declared a category: said, not silent
     with pytest.warns(UserWarning, match="'age' is declared categorical in cohort.toml but holds numbers with a unit"):
         load_cohort(root, check_images=False)
 
 
 def test_a_date_column_is_refused_as_a_predictor_and_read_when_excluded(tmp_path):
     root = write_cohort(tmp_path / "c", n=12)
-    df = pd.read_csv(root / "clinical.csv", dtype=str); df["exam_date"] = [f"2024-03-0{k % 6 + 1}" for k in range(12)]
+    df = pd.read_csv(root / "clinical.csv", dtype=str)
+    df["exam_date"] = [f"2024-03-0{k % 6 + 1}" for k in range(12)]
     _write(root, df)
     with pytest.raises(CohortError, match="column 'exam_date' holds dates or times .* exam_date = \"date\""):
         load_cohort(root, check_images=False)
@@ -172,7 +197,9 @@ def test_a_date_column_is_refused_as_a_predictor_and_read_when_excluded(tmp_path
 
 def test_an_absurd_creatinine_is_refused_naming_its_cell(tmp_path):
     root = write_cohort(tmp_path / "c", n=12)
-    df = pd.read_csv(root / "clinical.csv", dtype=str); df.loc[4, "creatinine"] = "1e308"; _write(root, df)
+    df = pd.read_csv(root / "clinical.csv", dtype=str)
+    df.loc[4, "creatinine"] = "1e308"
+    _write(root, df)
     with pytest.raises(CohortError, match=r"column 'creatinine' (.*\n)*  - line 6 \(patient P04\): '1e308'"):
         load_cohort(root, check_images=False)
 
@@ -188,12 +215,15 @@ def test_predict_refuses_a_unit_in_a_numeric_column_as_check_does(capsys, study_
     num = load_model(out / "model.skops")["info"]["numeric"]
     assert num
     new = shutil.copytree(cohort, tmp_path / "new")
-    df = pd.read_csv(new / "clinical.csv", dtype=str); df[num[0]] = "26 y"; _write(new, df)
+    df = pd.read_csv(new / "clinical.csv", dtype=str)
+    df[num[0]] = "26 y"
+    _write(new, df)
     code = main(["predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "p.csv"),
                  "--cache", cfg.cache, "--allow-overlap"])
     err = capsys.readouterr().err
     assert code == 2 and f"column {num[0]!r}" in err and "Unit(s) found: 'y'" in err and "Traceback" not in err, err
-    df[num[0]] = "unknown"; _write(new, df)                   # text in every row: read as a category, refused by predict
+    df[num[0]] = "unknown"
+    _write(new, df)  # text in every row: read as a category, refused by predict
     code = main(["predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "p.csv"),
                  "--cache", cfg.cache, "--allow-overlap"])
     err = capsys.readouterr().err
