@@ -1,7 +1,7 @@
 # One command sets up and runs the demo; one command runs every test.
 #   make demo    create .venv, install pe_renal with everything it needs, run the demo study
 #   make demo-external RESULTS=DIR  a second synthetic hospital and the validation of DIR's model there
-#   make test    create .venv, install, run every test: each notebook from top to bottom and tests/, in parallel (pytest)
+#   make test    create .venv, install, lint (ruff), run every test: each notebook from top to bottom and tests/, in parallel (pytest)
 #   make test-fast  the same without the checks marked slow (end-to-end runs and statistical controls of 10 s or more)
 #   make lab     open the notebooks in JupyterLab (options with LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8890")
 # The install stamp depends on setup.py, settings.ini and pyproject.toml; nbdev_export leaves them alone
@@ -16,7 +16,7 @@ LAB_ARGS ?=
 TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))' 2>/dev/null || echo 2)
 PYTEST := PE_RENAL_QUIET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist worksteal --durations=15
 
-.PHONY: setup demo demo-external test test-fast test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
+.PHONY: setup demo demo-external lint test test-fast test-notebooks test-pytest check-export lab readme bench clean docs docs-preview
 
 $(STAMP): setup.py settings.ini pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pe_renal needs Python >= 3.10 (set PYTHON=...)"'
@@ -54,11 +54,15 @@ test-notebooks: setup
 test-pytest: setup
 	$(PYTEST) -m "not notebook"
 
-test: check-export
+# the lint gate: 120 characters a line, no unused imports, no statements joined with `;` (pyproject.toml [tool.ruff])
+lint: setup
+	$(BIN)/ruff check .
+
+test: check-export lint
 	$(PYTEST)
 
 # a quicker loop while editing: every notebook and test except the ones marked slow; `make test` before committing
-test-fast: check-export
+test-fast: check-export lint
 	$(PYTEST) -m "not slow"
 
 lab: setup

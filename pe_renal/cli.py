@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 import pe_renal
-from .core import Interrupted, PeRenalError, check_output, stoppable, path_error, staged_dir, seed_everything
+from .core import PeRenalError, check_output, stoppable, path_error
 from .settings import AGGREGATIONS, SETTING, STUDY_OPTIONS, add_options, help_text
 from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_sizes
 

@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path

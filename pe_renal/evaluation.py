@@ -688,7 +688,6 @@ def holm(p:np.ndarray)->np.ndarray:
     return out
 
 # %% ../nbs/06_evaluation.ipynb #32d10ce5
-import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
 from .core import PALETTE, set_style, save_figure   # shared by every module that draws

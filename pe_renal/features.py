@@ -11,9 +11,8 @@ import io
 import json
 import os
 import time
-import uuid
 import warnings
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

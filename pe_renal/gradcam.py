@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import PeRenalError, logger
+from .core import PeRenalError
 from .settings import GRADCAM_LAYERS
-from .data import Cohort, apply_roi, read_image, ROI_BOX
+from .data import Cohort, apply_roi, read_image
 from .features import Backbone, FeatureTransform, load_backbone, _roi_of
 
 # %% auto #0

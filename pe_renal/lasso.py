@@ -6,7 +6,6 @@
 from __future__ import annotations
 import copy
 import hashlib
-import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path

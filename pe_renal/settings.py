@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ import pandas as pd
 
 import pe_renal
 from pe_renal.core import (
-    CohortError,
     PeRenalError,
     PeRenalWarning,
     atomic_write,
@@ -29,14 +28,14 @@ from pe_renal.core import (
     seed_everything,
     staged_dir,
 )
-from .data import (FINETUNE_VAL_FRACTION, Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
+from .data import (Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
                            predictor_summary, split_cohort, table_one)
 from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
 from .external import knn_votes
 from .predict import development_fingerprint, protected_inputs, save_model
-from .settings import (GRADCAM_LAYERS, GRADCAM_METHODS, GRADCAM_PRESETS, GRADCAM_TARGETS, check_settings,
+from .settings import (GRADCAM_PRESETS, check_settings,
                                config_fields, make_config, settings_json)
 
 # %% auto #0

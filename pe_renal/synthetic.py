@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from scipy import fft, ndimage   # fft: about twice as fast as numpy.fft here, in single precision
 
-from .core import PeRenalError, staged_dir, atomic_write, stops_held, release_stops
+from .core import PeRenalError, staged_dir, stops_held, release_stops
 
 # %% auto #0
 __all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'SITE_DEFAULTS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams',

@@ -7,7 +7,8 @@ import torch
 from pe_renal.core import PeRenalError
 from pe_renal.features import FeatureTransform, load_backbone
 from pe_renal.gradcam import CAM_LAYERS, _known_case, cam_methods, compute_cams, explain_images, target_layer
-from pe_renal.study import GRADCAM_LAYERS, GRADCAM_METHODS, StudyConfig
+from pe_renal.settings import GRADCAM_LAYERS, GRADCAM_METHODS
+from pe_renal.study import StudyConfig
 
 
 def _ratio(m, blob): return float((m * blob).sum() / m.sum()) / blob.mean() if m.sum() > 0 else 0.0
