@@ -23,6 +23,10 @@ image_effect, lab_effect=0, annotation_rate=0)`, the study's 7:3 split, seed 42)
 Optimism = once_cv - fresh (and once_3f - refit_3f, same folds). With `--null`, the same under the null (`effect=0`):
 every true AUC is 0.5. A fold or model in which LASSO keeps no feature is the prevalence stand-in (AUC 0.5), as in
 `internal_validation`. Single-threaded; resnet18 from random weights (ImageNet weights cannot be downloaded offline).
+
+The report and run.json of a fine-tuned run quote these rows (mean and range over the seeds) from the copies shipped
+with the package: after a rerun, copy finetune_optimism.csv and finetune_optimism_null.csv to pe_renal/resources/
+(tests/test_quoted_figures.py checks that the two agree).
 """
 import argparse
 import json

@@ -17,7 +17,7 @@ from .core import PeRenalError, staged_dir, file_sha256
 from .data import Cohort, load_cohort, table_one
 from .evaluation import (delong_ci, delong_comparisons, threshold_metrics, decision_curve, roc_auc,
                                  plot_roc, plot_decision_curve)
-from .report import run_status, status_text
+from .status import run_status, status_text
 from .predict import (load_model, predict_cohort, protected_inputs, save_model, recalibrate_scores,
                               update_words, UPDATE_METHODS, _patient_key)
 from .validate import calibration_summary, calibration_curve_flexible, updating_table, fit_update
@@ -118,7 +118,7 @@ def _figures(y, probs, tables, fig_dir:Path, dpi:int, status:str=""):
     "The calibration, ROC and decision-curve figures, each stamped with the run's status as the study's figures are."
     import matplotlib.pyplot as plt
     from pe_renal.core import save_figure
-    from pe_renal.report import stamp_figure
+    from pe_renal.status import stamp_figure
     fig_dir.mkdir(parents=True, exist_ok=True)
     res = {m: {"validation": (y, p)} for m, p in probs.items()}
     _plot_calibration(tables["calibration_curves"], tables["calibration"], fig_dir/"calibration_validation", dpi)

@@ -16,7 +16,7 @@ import pandas as pd
 import pe_renal
 from .core import PeRenalError, PeRenalWarning, atomic_write, check_output, file_sha256
 from .data import ROI_BOX, Cohort, load_cohort, read_image
-from .report import run_status, status_text
+from .status import run_status, status_text
 
 
 # %% auto #0

@@ -30,9 +30,11 @@ from pe_renal.core import (
 )
 from .data import (Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
                            predictor_summary, split_cohort, table_one)
-from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
-                             finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
-                             write_readmes)
+from .status import STATUS_NOTES, run_status, stamp_figure
+from .columns import write_readmes
+from .quoted import GRADCAM_CAPTIONS, GRADCAM_WHAT, check_verdicts, finetune_validation_words, gradcam_choice
+from .tripod import tripod_checklist
+from .report import render_report
 from .external import knn_votes
 from .predict import development_fingerprint, protected_inputs, save_model
 from .settings import (GRADCAM_PRESETS, check_settings,

@@ -181,11 +181,18 @@ def _caption_problems(d: Path, r: _Report) -> list:
     return out
 
 
+REPORT_MODULES = ("status", "columns", "quoted", "tripod", "report")   # the modules whose words the report quotes
+
+
 def report_constants() -> set:
-    "Numbers written into the report's wording itself (criteria, rules): the template's and pe_renal.report's literals."
-    import pe_renal.report as R
-    tpl = Path(R.__file__).parent / "templates" / "report.html.j2"
-    return _tokens([tpl.read_text(encoding="utf-8"), Path(R.__file__).read_text(encoding="utf-8")], DECIMAL)
+    """Numbers written into the report's wording itself (criteria, rules): the template's and the report modules'
+    literals, and the benchmark figures the report quotes (read from the rows shipped with the package)."""
+    import importlib
+    from pe_renal.quoted import FINETUNE_OPTIMISM
+    mods = [importlib.import_module(f"pe_renal.{m}") for m in REPORT_MODULES]
+    tpl = Path(mods[-1].__file__).parent / "templates" / "report.html.j2"
+    texts = [tpl.read_text(encoding="utf-8"), *(Path(m.__file__).read_text(encoding="utf-8") for m in mods)]
+    return _tokens(texts + list(FINETUNE_OPTIMISM.values()), DECIMAL)
 
 
 def unsourced_numbers(d) -> list:

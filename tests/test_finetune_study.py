@@ -180,7 +180,8 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
 def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     "The report of a run validated with fine-tuning refitted per fold says so, and has no optimism warning."
     import shutil
-    from pe_renal.report import finetune_validation_words, render_report
+    from pe_renal.quoted import finetune_validation_words
+    from pe_renal.report import render_report
     d = shutil.copytree(tuned[2], tmp_path / "results")
     m = json.loads((d / "run.json").read_text())
     cfg = StudyConfig(
@@ -192,11 +193,11 @@ def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
     html = render_report(d).read_text()
     assert "again inside each of the" in html and "No .632+ bootstrap" in html
     # no warning box of a run fine-tuned once (the tables copied from that run still carry its NA reasons)
-    from pe_renal.report import FINETUNE_OPTIMISM
+    from pe_renal.quoted import FINETUNE_OPTIMISM
     assert '<div class="warn">The backbone was fine-tuned once' not in html
     assert f"and {FINETUNE_OPTIMISM['refit_null_cv_auc']} where it was 0.5" in html
     assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
-    from pe_renal.report import tripod_checklist
+    from pe_renal.tripod import tripod_checklist
     item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]
     assert "refitted in every fold" in item and ".632+" not in item
 

@@ -79,7 +79,7 @@ def test_study_and_cli_settings():
 
 def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_one_option_away():
     from pe_renal.cli import _config, build_parser
-    from pe_renal.report import gradcam_choice
+    from pe_renal.quoted import gradcam_choice
     paper, fine = ("signature", "gradcam", "layer4"), ("predicted", "hirescam", "layer2")
     cfg3 = lambda c: (c.gradcam_target, c.gradcam_method, c.gradcam_layer)
     assert cfg3(StudyConfig()) == paper                                            # frozen backbone: the paper's maps

@@ -62,7 +62,7 @@ def test_studyconfig_is_the_declaration():
 def test_modules_take_their_lists_from_the_declaration():
     from pe_renal.finetune import MODES
     from pe_renal.gradcam import CAM_LAYERS, cam_methods
-    from pe_renal.report import GRADCAM_PRESETS as report_presets
+    from pe_renal.quoted import GRADCAM_PRESETS as report_presets
     from pe_renal.settings import GRADCAM_PRESETS
     assert tuple(cam_methods()) == GRADCAM_METHODS and CAM_LAYERS == GRADCAM_LAYERS
     assert ("none", *MODES) == FINETUNE_MODES and report_presets is GRADCAM_PRESETS

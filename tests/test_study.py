@@ -342,7 +342,8 @@ def test_status_on_every_output(study):
 
 
 def test_a_real_looking_run_has_no_status_label(tmp_path):
-    from pe_renal.report import run_status, write_readmes
+    from pe_renal.columns import write_readmes
+    from pe_renal.status import run_status
     assert run_status(False, False) == ""
     (tmp_path / "tables").mkdir()
     write_readmes(tmp_path, "")

@@ -96,7 +96,7 @@ def test_tables_readme_describes_every_csv_and_every_column(saved):
     """tables/README.txt: every CSV of the folder with what it holds, and a meaning for every column (or the note for
     patterned ones)."""
     text = (saved["out"] / "tables" / "README.txt").read_text(encoding="utf-8")
-    from pe_renal.report import _COLUMNS, _TABLES
+    from pe_renal.columns import _COLUMNS, _TABLES
     for p in sorted((saved["out"] / "tables").glob("*.csv")):
         assert f"{p.name}: " in text and f"{p.name}: (not described)" not in text, p.name
         what, cols, pattern = _TABLES[p.stem]
