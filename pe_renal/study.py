@@ -34,7 +34,8 @@ from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdict
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
 from .external import knn_votes
-from .predict import development_fingerprint, protected_inputs, save_model
+from .model_file import save_model
+from .predict import development_fingerprint, protected_inputs
 from .settings import (GRADCAM_PRESETS, check_settings,
                                config_fields, make_config, settings_json)
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from .core import PeRenalError
 from .evaluation import check_scores, smoothed_probabilities, count_denominator, delong_ci
-from .predict import recalibrate_scores
+from .model_file import recalibrate_scores
 
 # %% auto #0
 __all__ = ['UPDATES', 'Estimate', 'logistic_fit', 'model_logits', 'observed_expected', 'calibration_in_the_large',
