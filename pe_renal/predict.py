@@ -235,8 +235,9 @@ def update_words(upd:dict)->str:
 # %% ../nbs/08c_predict.ipynb #1bd83f11
 class SavedModel:
     "A model file loaded and checked (`load_model`): it makes a cohort's features as in training, and scores them."
-    def __init__(self, path:str|Path):  # a model.skops written by `save_model`
-        self.path, self.obj = path, load_model(path)
+    def __init__(self, path:str|Path,   # a model.skops written by `save_model`
+                 obj:dict|None=None):   # what `load_model(path)` returned, when it is loaded already
+        self.path, self.obj = path, load_model(path) if obj is None else obj
         self.info, self.models, self.thresholds = self.obj["info"], self.obj["models"], self.obj["thresholds"]
         self.update = self.obj.get("update")  # the recalibration fitted at another hospital, if any
 
