@@ -260,11 +260,8 @@ class SavedModel:
         bb = _backbone_for(self.info, weights, self.path)
         if verbose and self.info["precision"] == "bf16" and resolve_device(device).type == "cpu" \
                 and not cpu_bf16_kernels():
-            print(
-                "Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take "
-                "longer.",
-                flush=True,
-            )
+            print("Features in bf16, as the model was developed; this CPU has no native bf16 kernels, so they take "
+                  "longer.", flush=True)
         return _model_inputs(self.info, self.models, cohort, bb, device, cache)
 
     def score(self, X:pd.DataFrame, labels:pd.Series|None=None)->pd.DataFrame:
@@ -346,6 +343,7 @@ def _check_label_column(info:dict, cohort:Cohort):
             category=PeRenalWarning,
         )
 
+# %% ../nbs/08c_predict.ipynb #944dbbf3
 def _read_cohort(cohort:str|Path|Cohort, info:dict)->Cohort:
     "The cohort to score, read with the model's columns only, each column it uses there and of the trained kind."
     need = list(info["numeric"]) + list(info["categorical"])
@@ -452,6 +450,7 @@ def _run_record(model:SavedModel, cohort:Cohort, pred:pd.DataFrame, status:str, 
                               if upd else None),
                 pe_renal=pe_renal.__version__)
 
+# %% ../nbs/08c_predict.ipynb #3314a4aa
 def _write_outputs(out:Path, pred:pd.DataFrame, metrics:pd.DataFrame|None, record:dict):
     "The predictions CSV, its metrics CSV (with labels) and the run's record beside it (OUT.json), each atomically."
     with atomic_write(out, "w") as f:
