@@ -18,8 +18,8 @@ from .data import Cohort, load_cohort, table_one
 from .evaluation import (delong_ci, delong_comparisons, threshold_metrics, decision_curve, roc_auc,
                                  plot_roc, plot_decision_curve)
 from .status import run_status, status_text
-from .predict import (load_model, predict_cohort, protected_inputs, save_model, recalibrate_scores,
-                              update_words, UPDATE_METHODS, _patient_key)
+from .model_file import save_model, patient_key, UPDATE_METHODS
+from .predict import SavedModel, predict_cohort, protected_inputs, update_words
 from .validate import calibration_summary, calibration_curve_flexible, updating_table, fit_update
 from .valsize import validation_sample_size
 
@@ -36,6 +36,7 @@ def _design(df:pd.DataFrame, numeric:list, categorical:list)->np.ndarray:
            else pd.DataFrame(index=df.index))
     return np.column_stack([num.to_numpy(), cat.to_numpy(), df["label"].to_numpy(float)])
 
+# %% ../nbs/08f_external.ipynb #08a28bd3
 def membership_c(development:pd.DataFrame, validation:pd.DataFrame, numeric:list, categorical:list,
                  seed:int=42, folds:int=5)->dict:
     "Cross-validated C-statistic (DeLong CI) of a logistic model telling validation (1) from development (0) patients."
@@ -51,6 +52,7 @@ def membership_c(development:pd.DataFrame, validation:pd.DataFrame, numeric:list
     return dict(c=a.auc, lo=a.lo, hi=a.hi, n_development=len(development), n_validation=len(validation),
                 columns=list(numeric) + list(categorical) + ["outcome"], folds=folds)
 
+# %% ../nbs/08f_external.ipynb #f880b579
 def case_mix_table(development:pd.DataFrame, validation:pd.DataFrame, numeric:list, categorical:list)->pd.DataFrame:
     "Table 1, development vs validation patients, with standardised differences (no tests)."
     both = pd.concat([development.assign(split="train"), validation.assign(split="test")], ignore_index=True)
@@ -70,6 +72,7 @@ def knn_votes(models:dict)->dict:
             out[m] = int(k)
     return out
 
+# %% ../nbs/08f_external.ipynb #3326d2e5
 def _external_tables(y:np.ndarray, probs:dict, thresholds:dict, n_boot:int, seed:int, votes:dict|None=None)->dict:
     "Calibration summary, curves, threshold metrics, updating, DeLong comparisons and decision curves of every model."
     cal, curves, thr, upd, dca = [], [], [], [], []
@@ -87,6 +90,7 @@ def _external_tables(y:np.ndarray, probs:dict, thresholds:dict, n_boot:int, seed
                 delong_comparisons=delong_comparisons({m: {"validation": (y, p)} for m, p in probs.items()}),
                 decision_curve=dca)
 
+# %% ../nbs/08f_external.ipynb #08dcf41f
 def _sample_size(y:np.ndarray, c:float)->pd.DataFrame:
     "Riley et al.'s minimum sizes at this cohort's prevalence and C (net benefit at the prevalence), against its size."
     phi = float(y.mean())
@@ -113,7 +117,7 @@ def _plot_calibration(curves:pd.DataFrame, cal:pd.DataFrame, path:Path, dpi:int)
     save_figure(fig, path, ("png",), dpi)
     plt.close(fig)
 
-
+# %% ../nbs/08f_external.ipynb #0d43c9d3
 def _figures(y, probs, tables, fig_dir:Path, dpi:int, status:str=""):
     "The calibration, ROC and decision-curve figures, each stamped with the run's status as the study's figures are."
     import matplotlib.pyplot as plt
@@ -142,6 +146,7 @@ def _num(v, d=3)->str:
     "A number to d decimals, never '-0.000'."
     return f"{round(float(v), d) + 0.0:.{d}f}"
 
+# %% ../nbs/08f_external.ipynb #7d4a3b2b
 def development_slopes(results:str|Path, models)->dict:
     """Each model's calibration slope [value, lo, hi] on the development hospital's held-out test patients, read from
     the study's tables/calibration.csv in the model's results folder (None where not finite); {} when there is none."""
@@ -156,6 +161,7 @@ def development_slopes(results:str|Path, models)->dict:
     num = lambda s: [float(x) if np.isfinite(x) else None for x in pd.to_numeric(s, errors="coerce")]
     return {m: v for m, *v in zip(t["model"], num(t["slope"]), num(t["slope_lo"]), num(t["slope_hi"]))}
 
+# %% ../nbs/08f_external.ipynb #b6dc2e30
 def _calibration_rows(cal:pd.DataFrame, dev:dict|None=None)->pd.DataFrame:
     "The calibration table as the report shows it; with the slope at development when the study's tables are there."
     rows = pd.DataFrame({"Model": cal["model"], "Patients (events)": [f"{r.n} ({r.events})" for r in cal.itertuples()],
@@ -171,6 +177,7 @@ def _calibration_rows(cal:pd.DataFrame, dev:dict|None=None)->pd.DataFrame:
     rows["Logit of the risks"] = cal["smoothing"].str.replace(r"\bm\b", "k", regex=True)   # a KNN's k votes
     return rows
 
+# %% ../nbs/08f_external.ipynb #5cec2d1e
 def _threshold_rows(thr:pd.DataFrame)->pd.DataFrame:
     "One row per model: its development threshold and each metric with its 95% CI."
     names = dict(sensitivity="Sensitivity", specificity="Specificity", ppv="PPV", npv="NPV", accuracy="Accuracy",
@@ -183,6 +190,7 @@ def _threshold_rows(thr:pd.DataFrame)->pd.DataFrame:
                        for k, lab in names.items() if k in g.index}})
     return pd.DataFrame(out)
 
+# %% ../nbs/08f_external.ipynb #f81bd561
 def _delong_rows(dl:pd.DataFrame)->pd.DataFrame:
     return pd.DataFrame({"Model A": dl["model_a"], "Model B": dl["model_b"], "AUC A": dl["auc_a"].map("{:.3f}".format),
                          "AUC B": dl["auc_b"].map("{:.3f}".format),
@@ -190,12 +198,14 @@ def _delong_rows(dl:pd.DataFrame)->pd.DataFrame:
                          "z": dl["z"].map("{:.2f}".format), "p": dl["p"].map("{:.3g}".format),
                          "p, Holm-adjusted": dl["p_holm"].map("{:.3g}".format)})
 
+# %% ../nbs/08f_external.ipynb #c3772ae7
 def _sample_rows(ss:pd.DataFrame)->pd.DataFrame:
     return pd.DataFrame({"Criterion": ss["criterion"], "Target precision": ss["target"],
                          "Patients needed": ss["patients"], "Events needed": ss["events"],
                          "Patients here": ss["this_cohort"],
                          "Enough": ss["enough"].map({True: "yes", False: "NO"})})
 
+# %% ../nbs/08f_external.ipynb #1e62f732
 def _updating_rows(upd:pd.DataFrame)->pd.DataFrame:
     words = {"none": "as developed", "intercept": "intercept update", "logistic": "logistic recalibration"}
     return pd.DataFrame({"Model": upd["model"], "Update": upd["update"].map(words),
@@ -205,6 +215,7 @@ def _updating_rows(upd:pd.DataFrame)->pd.DataFrame:
            for k, lab in (("citl", "Calibration-in-the-large"), ("slope", "Calibration slope"), ("oe", "O:E ratio"),
                           ("brier", "Brier"))}})
 
+# %% ../nbs/08f_external.ipynb #d8579b41
 def _table_html(df:pd.DataFrame)->str:
     return df.to_html(index=False, na_rep="", escape=True, border=0, classes="t")
 
@@ -215,6 +226,7 @@ table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}table.t td,
 padding:.3em .6em;text-align:left;vertical-align:top}.note{color:#555;font-size:.9em}
 img{max-width:48%;margin-right:1%}"""
 
+# %% ../nbs/08f_external.ipynb #b44c2f6f
 def _saved_update_html(s:dict|None)->str:
     "What `--save-updated` wrote, and how to use it; or how to write it."
     if not s:
@@ -230,6 +242,7 @@ def _saved_update_html(s:dict|None)->str:
             "recalibrated risks and says it is an updated model; its decisions at the development thresholds are "
             "unchanged. Its calibration is checked only on new patients of this hospital.</p>")
 
+# %% ../nbs/08f_external.ipynb #4bc68446
 def _reading(cal:pd.DataFrame)->str:
     "Each model's calibration in words: what its O:E ratio and slope intervals say."
     items = []
@@ -244,6 +257,7 @@ def _reading(cal:pd.DataFrame)->str:
         items.append(f"<li><b>{html.escape(str(r.model))}</b>: {oe}; {sl}.</li>")
     return "<p>Reading:</p><ul>" + "".join(items) + "</ul>"
 
+# %% ../nbs/08f_external.ipynb #0fddc619
 _CAL_NOTE = ("O:E ratio: observed / expected events (log-normal CI; 1 ideal, below 1: risks too high). "
              "Calibration-in-the-large: the intercept with the model's logit as offset (0 ideal; below 0: risks too "
              "high). Calibration slope: 1 ideal; below 1: risks too extreme; above 1: too modest. ICI / E50 / E90 / "
@@ -254,6 +268,7 @@ _CAL_NOTE = ("O:E ratio: observed / expected events (log-normal CI; 1 ideal, bel
              "k averages far neighbours, so its vote shares crowd towards the development prevalence: a slope above 1 "
              "at both hospitals is that property, not a change at this one (compare the slope at development).")
 
+# %% ../nbs/08f_external.ipynb #70d9cfe5
 def _head_html(meta:dict)->list[str]:
     "Status, title and what was validated on whom."
     e = html.escape
@@ -268,6 +283,7 @@ def _head_html(meta:dict)->list[str]:
             f"{100 * meta['prevalence']:.1f}%) of <code>{e(meta['cohort'])}</code>; {e(meta['validation'])}. "
             "The thresholds are those chosen at development, not re-chosen on these patients.</p>", upd]
 
+# %% ../nbs/08f_external.ipynb #4563be29
 def _case_mix_html(t:dict, meta:dict)->list[str]:
     cm, mem = t.get("case_mix"), meta.get("membership")
     if cm is None:
@@ -280,6 +296,7 @@ def _case_mix_html(t:dict, meta:dict)->list[str]:
             "barely overlap; a model of the clinical values and the outcome).</p>",
             _table_html(cm), f"<p class='note'>{html.escape(cm.attrs.get('note', ''))}</p>"]
 
+# %% ../nbs/08f_external.ipynb #6a473b47
 def _report_html(meta:dict, t:dict)->str:
     e = html.escape
     parts = _head_html(meta) + ["<h2>1. Case mix: development vs validation patients</h2>"] + _case_mix_html(t, meta)
@@ -313,6 +330,42 @@ def _report_html(meta:dict, t:dict)->str:
               f"{e(meta['model_sha256'][:16])}...</p>", "</body></html>"]
     return "\n".join(parts)
 
+# %% ../nbs/08f_external.ipynb #c89aeaf3
+def _check_save_updated(save_updated:str|None, obj:dict, model_path:str|Path):
+    "Refuse an unknown update method, or updating an updated model."
+    if save_updated is not None and save_updated not in UPDATE_METHODS:
+        raise PeRenalError(f"--save-updated {save_updated!r}: one of {', '.join(UPDATE_METHODS)}.")
+    if save_updated and obj.get("update"):
+        raise PeRenalError(f"{model_path} is already an updated model ({update_words(obj['update'])}); update the "
+                           "model it was made from (the model.skops of its results folder) instead.")
+
+# %% ../nbs/08f_external.ipynb #5397ac1d
+def _development_cohort(development:str|Path|None, model_path:str|Path)->Path|None:
+    "The development cohort folder: the one given, else the copy beside the model when there is one."
+    beside = Path(model_path).parent/"cohort"
+    return Path(development) if development else (beside if (beside/"clinical.csv").is_file() else None)
+
+# %% ../nbs/08f_external.ipynb #454d69ae
+def _outcomes(pred:pd.DataFrame, cohort:str|Path)->np.ndarray:
+    "The scored patients' outcomes (0/1), refused unless every patient has one and both classes occur."
+    if "label" not in pred or pred["label"].nunique() != 2:
+        raise PeRenalError(f"{cohort}: an external validation needs the outcome of every patient, both classes "
+                           "present (a cohort.toml [label] section naming the label column).")
+    return pred["label"].to_numpy(int)
+
+# %% ../nbs/08f_external.ipynb #e11b64a4
+def _meta(model_path:str|Path, val:Cohort, info:dict, y:np.ndarray, n_boot:int, seed:int, dev:Path|None)->dict:
+    "The validation's record: model, cohort, patients and events, bootstrap, status and whether it is external."
+    meta = dict(model=str(Path(model_path).absolute()), model_sha256=file_sha256(model_path), cohort=str(val.root),
+                n=len(y), events=int(y.sum()), prevalence=float(y.mean()), n_boot=n_boot, seed=seed,
+                pe_renal=pe_renal.__version__, development_cohort=str(dev) if dev else None)
+    meta["status"] = run_status(bool(info.get("synthetic")) or val.synthetic, bool(info.get("untrained")))
+    lines = [l.strip(" -") for l in status_text(meta["status"]).split("\n")[1:]]
+    meta["status_text"] = " ".join(l[:1].upper() + l[1:] for l in lines)
+    meta["validation"] = "external (no patient of this cohort has images the model was developed on)" \
+        if info.get("development") else "the model file does not record its development patients"
+    return meta
+
 # %% ../nbs/08f_external.ipynb #f3df7cb7
 def _save_updated(path:Path, obj:dict, model_path, val:Cohort, y:np.ndarray, probs:dict, votes:dict, method:str)->dict:
     "The model with `method`'s update of every model fitted on these patients, written by `save_model`; its record."
@@ -326,10 +379,11 @@ def _save_updated(path:Path, obj:dict, model_path, val:Cohort, y:np.ndarray, pro
         models[m] = dict(intercept=u["intercept"], slope=u["slope"], m=int(u["m"]))
     record = dict(method=method, site=val.root.name, n=int(len(y)), events=int(y.sum()),
                   based_on_sha256=file_sha256(model_path), models=models,
-                  patients=[_patient_key(p) for p in val.clinical["patient_id"].astype(str)])
+                  patients=[patient_key(p) for p in val.clinical["patient_id"].astype(str)])
     sha = save_model(path, obj["models"], obj["thresholds"], obj["info"], update=record)
     return {k: v for k, v in record.items() if k != "patients"} | dict(file=path.name, sha256=sha)
 
+# %% ../nbs/08f_external.ipynb #ed9e16cc
 def validate_cohort(model_path:str|Path,            # model.skops of a results folder
                     cohort:str|Path,                # the other hospital's cohort folder, with labels
                     out:str|Path,                   # validation results folder to create
@@ -341,41 +395,23 @@ def validate_cohort(model_path:str|Path,            # model.skops of a results f
                    )->Path:                         # the results folder
     "External validation of a saved model on another hospital's labelled patients: tables, figures and report.html."
     t0 = time.perf_counter()
-    obj = load_model(model_path)
-    info = obj["info"]
-    if save_updated is not None and save_updated not in UPDATE_METHODS:
-        raise PeRenalError(f"--save-updated {save_updated!r}: one of {', '.join(UPDATE_METHODS)}.")
-    if save_updated and obj.get("update"):
-        raise PeRenalError(f"{model_path} is already an updated model ({update_words(obj['update'])}); update the "
-                           "model it was made from (the model.skops of its results folder) instead.")
-    need = list(info["numeric"]) + list(info["categorical"])
-    beside = Path(model_path).parent/"cohort"
-    dev = Path(development) if development else (beside if (beside/"clinical.csv").is_file() else None)
+    model = SavedModel(model_path)
+    obj, info = model.obj, model.info
+    _check_save_updated(save_updated, obj, model_path)
+    dev = _development_cohort(development, model_path)
     inputs = protected_inputs(cohort, cache, weights, model_path) | {"development cohort": dev}
     with staged_dir(out, overwrite=overwrite, what="validation folder", inputs=inputs, marker="validate.json") as tmp:
         pred, _ = predict_cohort(model_path, cohort, None, weights, device, cache, verbose=verbose)   # overlap refused
-        if "label" not in pred or pred["label"].nunique() != 2:
-            raise PeRenalError(f"{cohort}: an external validation needs the outcome of every patient, both classes "
-                               "present (a cohort.toml [label] section naming the label column).")
-        y = pred["label"].to_numpy(int)
+        y = _outcomes(pred, cohort)
         probs = {m: pred[f"p_{m}"].to_numpy(float) for m in obj["models"]}
         votes = {} if obj.get("update") else knn_votes(obj["models"])    # updated risks are no vote shares
-        thresholds = {m: float(recalibrate_scores([t], obj["update"]["models"][m])[0]) if obj.get("update") else t
-                      for m, t in obj["thresholds"].items()}             # on the updated scale: the same decisions
-        tables = _external_tables(y, probs, thresholds, n_boot, seed, votes)
+        tables = _external_tables(y, probs, model.thresholds_scored, n_boot, seed, votes)
         main = "Composite" if "Composite" in probs else next(iter(probs))
         tables["sample_size"] = _sample_size(y, roc_auc(y, probs[main]))
-        val = load_cohort(cohort, features=need)
-        meta = dict(model=str(Path(model_path).absolute()), model_sha256=file_sha256(model_path), cohort=str(val.root),
-                    n=len(y), events=int(y.sum()), prevalence=float(y.mean()), n_boot=n_boot, seed=seed,
-                    pe_renal=pe_renal.__version__, development_cohort=str(dev) if dev else None)
-        meta["status"] = run_status(bool(info.get("synthetic")) or val.synthetic, bool(info.get("untrained")))
-        lines = [l.strip(" -") for l in status_text(meta["status"]).split("\n")[1:]]
-        meta["status_text"] = " ".join(l[:1].upper() + l[1:] for l in lines)
-        meta["validation"] = "external (no patient of this cohort has images the model was developed on)" \
-            if info.get("development") else "the model file does not record its development patients"
+        val = load_cohort(cohort, features=model.columns)
+        meta = _meta(model_path, val, info, y, n_boot, seed, dev)
         if dev is not None:
-            d = load_cohort(dev, features=need)
+            d = load_cohort(dev, features=model.columns)
             tables["case_mix"] = case_mix_table(d.clinical, val.clinical, info["numeric"], info["categorical"])
             meta["membership"] = membership_c(d.clinical, val.clinical, info["numeric"], info["categorical"], seed)
         (tmp/"tables").mkdir()

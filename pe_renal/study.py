@@ -36,7 +36,8 @@ from .quoted import GRADCAM_CAPTIONS, GRADCAM_WHAT, check_verdicts, finetune_val
 from .tripod import tripod_checklist
 from .report import render_report
 from .external import knn_votes
-from .predict import development_fingerprint, protected_inputs, save_model
+from .model_file import save_model
+from .predict import development_fingerprint, protected_inputs
 from .settings import (GRADCAM_PRESETS, check_settings,
                                config_fields, make_config, settings_json)
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from .core import PeRenalError
 from .evaluation import check_scores, smoothed_probabilities, count_denominator, delong_ci
-from .predict import recalibrate_scores
+from .model_file import recalibrate_scores
 
 # %% auto #0
 __all__ = ['UPDATES', 'Estimate', 'logistic_fit', 'model_logits', 'observed_expected', 'calibration_in_the_large',
@@ -27,8 +27,10 @@ class Estimate(NamedTuple):
     hi: float
     def __str__(self): return f"{self.value:.3f} ({self.lo:.3f} to {self.hi:.3f})"
 
+# %% ../nbs/08d_validate.ipynb #3f30f073
 def _z(alpha:float)->float: return float(stats.norm.ppf(1 - alpha / 2))
 
+# %% ../nbs/08d_validate.ipynb #4a80d040
 def logistic_fit(y, X,                 # 0/1 outcomes; (n, k) design matrix (include a column of ones for an intercept)
                  offset=None,          # a term added to the linear predictor with coefficient fixed at 1
                  max_iter:int=100, tol:float=1e-10,
@@ -65,6 +67,7 @@ def model_logits(y_prob,
     ps, rule = smoothed_probabilities(p, m)
     return np.log(ps / (1 - ps)), (rule if rule != "none" else "none (continuous risks)")
 
+# %% ../nbs/08d_validate.ipynb #6e163aeb
 def observed_expected(y_true, y_prob, alpha:float=0.05)->Estimate:
     "O:E ratio (observed / expected events) with its log-normal CI (SE of ln O:E = sqrt((1-φ)/(nφ)))."
     y, p = check_scores(y_true, y_prob, "y_prob")
@@ -74,6 +77,7 @@ def observed_expected(y_true, y_prob, alpha:float=0.05)->Estimate:
     se = np.sqrt((1 - o / n) / o)
     return Estimate(float(o / e), float(o / e * np.exp(-_z(alpha) * se)), float(o / e * np.exp(_z(alpha) * se)))
 
+# %% ../nbs/08d_validate.ipynb #c8411649
 def calibration_in_the_large(y_true, y_prob, m:int|None=None, alpha:float=0.05)->Estimate:
     "Intercept of the logistic recalibration with the model's logit as an offset (slope fixed at 1), Wald CI."
     y, p = check_scores(y_true, y_prob, "y_prob")
@@ -82,6 +86,7 @@ def calibration_in_the_large(y_true, y_prob, m:int|None=None, alpha:float=0.05)-
     h = _z(alpha) * np.sqrt(cov[0, 0])
     return Estimate(float(b[0]), float(b[0] - h), float(b[0] + h))
 
+# %% ../nbs/08d_validate.ipynb #f69605c1
 def calibration_slope(y_true, y_prob, m:int|None=None, alpha:float=0.05)->tuple[Estimate, float]:
     "Slope of the logistic regression of the outcome on the model's logit (Wald CI), and that regression's intercept."
     y, p = check_scores(y_true, y_prob, "y_prob")
@@ -112,6 +117,7 @@ def _local_fit(x, y, xs, nleft, nright, span_x):
             w = w * ((xs - a) / c * (x[j] - a) + 1)
     return float((w * y[j]).sum())
 
+# %% ../nbs/08d_validate.ipynb #f1023eae
 def lowess(x, y, f:float=2/3, delta:float|None=None)->tuple[np.ndarray, np.ndarray]:
     "Cleveland's lowess, no robustness iterations (R's `lowess(x, y, f, iter = 0)`): sorted x and the fitted values."
     o = np.argsort(x, kind="stable")
@@ -148,6 +154,7 @@ def _smooth_at(p, y, at)->np.ndarray:
     uy = np.bincount(inv, ys) / np.bincount(inv)
     return np.interp(at, ux, uy, left=np.nan, right=np.nan)
 
+# %% ../nbs/08d_validate.ipynb #045d67fe
 class CalibrationCurve(NamedTuple):
     "A flexible calibration curve on a grid of predicted risks, its bootstrap band, and the error summaries."
     curve: pd.DataFrame   # predicted, observed, lo, hi (band), on a grid within the predicted range
@@ -156,6 +163,7 @@ class CalibrationCurve(NamedTuple):
     e90: float
     emax: float
 
+# %% ../nbs/08d_validate.ipynb #03b004d4
 def calibration_curve_flexible(y_true, y_prob,
                                n_boot:int=200,     # bootstrap resamples for the band (0: none)
                                alpha:float=0.05, seed:int=42, n_grid:int=101,
@@ -207,6 +215,7 @@ def calibration_summary(y_true, y_prob,
 # %% ../nbs/08d_validate.ipynb #a120163d
 UPDATES = ("none", "intercept", "logistic")
 
+# %% ../nbs/08d_validate.ipynb #ece88f1e
 def fit_update(y_true, y_prob, method:str, m:int|None=None)->dict:
     "An update of a model's logit fitted on validation patients: {'method', 'intercept', 'slope', 'm'}."
     if method not in UPDATES:
@@ -222,6 +231,7 @@ def fit_update(y_true, y_prob, method:str, m:int|None=None)->dict:
         a, b = (float(v) for v in logistic_fit(y, np.column_stack([np.ones(len(y)), lp]))[0])
     return dict(method=method, intercept=a, slope=b, m=m)
 
+# %% ../nbs/08d_validate.ipynb #7799794c
 def apply_update(y_prob, update:dict)->np.ndarray:
     "The updated risks: expit(intercept + slope * logit(p)), the logit smoothed as when the update was fitted."
     p = np.asarray(y_prob, float)
@@ -240,11 +250,13 @@ def _update_metrics(y, lp_new, p_new)->np.ndarray:
         citl = slope = np.nan
     return np.array([citl, slope, y.sum() / p_new.sum(), np.mean((p_new - y) ** 2)])
 
+# %% ../nbs/08d_validate.ipynb #b4c8cb46
 def _updated(p, lp, u):
     "The updated logits and risks; without an update, the risks as predicted (as `calibration_summary` uses them)."
     lp_new = u["intercept"] + u["slope"] * lp
     return lp_new, (p if u["method"] == "none" else 1 / (1 + np.exp(-lp_new)))
 
+# %% ../nbs/08d_validate.ipynb #67aefc54
 def updating_table(y_true, y_prob, m:int|None=None,
                    n_boot:int=200, seed:int=42,
                   )->pd.DataFrame:     # one row per update: apparent and optimism-corrected CITL, slope, O:E, Brier

@@ -19,6 +19,7 @@ __all__ = ['lp_prevalence_c', 'lp_distribution', 'size_oe', 'size_c', 'size_slop
 # %% ../nbs/08e_valsize.ipynb #30925335
 def _expit(x): return 0.5 * (1 + np.tanh(0.5 * x))
 
+# %% ../nbs/08e_valsize.ipynb #91b4e2b7
 def _grid(mu:float, sigma:float, n:int=8001)->tuple[np.ndarray, np.ndarray]:
     "Points of the LP and their normal probability weights (trapezoid rule over +-10 SD, summing to 1)."
     z = np.linspace(-10, 10, n)
@@ -26,6 +27,7 @@ def _grid(mu:float, sigma:float, n:int=8001)->tuple[np.ndarray, np.ndarray]:
     w[[0, -1]] /= 2
     return mu + sigma * z, w / w.sum()
 
+# %% ../nbs/08e_valsize.ipynb #03fb029b
 def lp_prevalence_c(mu:float, sigma:float)->tuple[float, float]:
     "Outcome proportion and C-statistic of a calibrated model whose linear predictor is normal(mu, sigma)."
     x, w = _grid(mu, sigma)
@@ -37,6 +39,7 @@ def lp_prevalence_c(mu:float, sigma:float)->tuple[float, float]:
     F0 = (np.cumsum(f0) - f0 / 2) / f0.sum()             # P(LP0 < x), ties at x counted one half
     return float(phi), float((f1 * F0).sum() / phi)
 
+# %% ../nbs/08e_valsize.ipynb #21cbc319
 def lp_distribution(prevalence:float, c_statistic:float)->tuple[float, float]:
     "Mean and SD of a normal linear predictor giving this outcome proportion and C-statistic (a calibrated model)."
     if not 0 < prevalence < 1:
@@ -52,21 +55,25 @@ def lp_distribution(prevalence:float, c_statistic:float)->tuple[float, float]:
 # %% ../nbs/08e_valsize.ipynb #7ddbd3eb
 def _z(alpha): return float(stats.norm.ppf(1 - alpha / 2))
 
+# %% ../nbs/08e_valsize.ipynb #20cc3cb5
 def size_oe(prevalence:float, width:float=0.2, oe:float=1.0, alpha:float=0.05)->float:
     "Patients for a CI of the O:E ratio `width` wide around `oe`: SE(ln O/E) = sqrt((1-φ)/(nφ)) (Riley 2021, eq. 3)."
     se = math.asinh(width / (2 * oe)) / _z(alpha)               # oe·(exp(z·se) - exp(-z·se)) = width
     return (1 - prevalence) / (prevalence * se ** 2)
 
+# %% ../nbs/08e_valsize.ipynb #2ffc9c6f
 def _var_c(n, c, prevalence):
     "Newcombe's (2006) variance of the C-statistic with n·φ events and n·(1-φ) non-events."
     inflation = 1 + (n / 2 - 1) * (1 - c) / (2 - c) + (n / 2 - 1) * c / (1 + c)
     return c * (1 - c) * inflation / (n ** 2 * prevalence * (1 - prevalence))
 
+# %% ../nbs/08e_valsize.ipynb #56806fef
 def size_c(prevalence:float, c_statistic:float, width:float=0.1, alpha:float=0.05)->float:
     "Patients for a CI of the C-statistic `width` wide (Newcombe's variance, solved for n)."
     se = width / (2 * _z(alpha))
     return optimize.brentq(lambda n: _var_c(n, c_statistic, prevalence) - se ** 2, 2, 1e9, xtol=1e-9)
 
+# %% ../nbs/08e_valsize.ipynb #02992726
 def size_slope(prevalence:float, c_statistic:float, width:float=0.2, alpha:float=0.05, lp:tuple|None=None)->float:
     "Patients for a CI of the calibration slope `width` wide: [I⁻¹]₂₂ / SE², I the Fisher information per patient."
     x, w = _grid(*(lp or lp_distribution(prevalence, c_statistic)))
@@ -90,6 +97,7 @@ def net_benefit_parts(prevalence:float, c_statistic:float, threshold:float, lp:t
     return dict(sensitivity=float(sens), specificity=float(spec), snb=float(snb),
                 n_var=float((g ** 2 * pi).sum() - (g * pi).sum() ** 2))
 
+# %% ../nbs/08e_valsize.ipynb #6b590b8a
 def size_net_benefit(prevalence:float, c_statistic:float, threshold:float, width:float=0.2, alpha:float=0.05,
                      lp:tuple|None=None)->float:
     "Patients for a CI of the standardised net benefit at `threshold` `width` wide."

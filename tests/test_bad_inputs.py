@@ -634,7 +634,7 @@ def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(cap
 
 
 def load_model_columns(out):
-    from pe_renal.predict import load_model
+    from pe_renal.model_file import load_model
     info = load_model(out / "model.skops")["info"]
     return list(info["numeric"]) + list(info["categorical"])
 
@@ -722,7 +722,7 @@ def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
 
 def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_have_none(capsys, model, tmp_path):
     "The model file says how many training images had an ROI; new images without one are scored, with a warning."
-    from pe_renal.predict import load_model
+    from pe_renal.model_file import load_model
     d, m = model
     roi = load_model(m)["info"]["development"]["roi"]
     assert roi["box"] + roi["mask"] > roi["none"], roi        # the synthetic cohort's training images have boxes

@@ -155,7 +155,7 @@ def test_an_empty_weights_option_is_named(capsys, cohort_dir, tmp_path, monkeypa
 @pytest.mark.parametrize("info", [{}, {"numeric": [], "categorical": [], "weights": None, "backbone": "resnet18"}])
 def test_a_model_file_with_malformed_info_is_refused(capsys, cohort_dir, tmp_path, info):
     import skops.io as sio
-    from pe_renal.predict import MODEL_FORMAT
+    from pe_renal.model_file import MODEL_FORMAT
     model = tmp_path / "model.skops"
     model.write_bytes(sio.dumps({"format": MODEL_FORMAT, "models": {}, "thresholds": {}, "info": info}))
     refused(

@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from pe_renal.core import PeRenalError
-from pe_renal.predict import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, save_model
+from pe_renal.model_file import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, save_model
 
 OLD_PREFIXES = (
     "pe_renal.",

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from pe_renal.core import PeRenalError, file_sha256
-from pe_renal.predict import development_overlap, load_model, pixel_sha256, predict_cohort, save_model
+from pe_renal.model_file import load_model, save_model
+from pe_renal.predict import development_overlap, pixel_sha256, predict_cohort
 from pe_renal.data import IncorporationBias, load_cohort
 from pe_renal.synthetic import make_cohort
 

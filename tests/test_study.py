@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from pe_renal.core import PeRenalError, file_sha256
-from pe_renal.predict import load_model, predict_cohort
+from pe_renal.model_file import load_model
+from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pe_renal.predict import load_model
+from pe_renal.model_file import load_model
 from pe_renal.study import THRESHOLD_RULE
 
 MODELS = ["DL", "Clinical", "Composite"]

@@ -6,7 +6,7 @@ import pytest
 import skops.io as sio
 
 from pe_renal.core import PeRenalError
-from pe_renal.predict import MODEL_FILE_TYPES, load_model, model_file_types, recalibrate_scores, save_model
+from pe_renal.model_file import MODEL_FILE_TYPES, load_model, model_file_types, recalibrate_scores, save_model
 
 INFO = dict(backbone="resnet18", weights="random:seed0", precision="fp32", numeric=["a", "b"], categorical=[],
             deep_columns=[], transform=dict(size=32, resize="squash", mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2]))

@@ -210,7 +210,7 @@ def test_predict_refuses_a_unit_in_a_numeric_column_as_check_does(capsys, study_
     "'26 y' in a numeric column of a cohort to score: the same named refusal as `check` gives (exit 2), no traceback."
     import shutil
     from pe_renal.cli import main
-    from pe_renal.predict import load_model
+    from pe_renal.model_file import load_model
     _, cohort, cfg, out = study_results
     num = load_model(out / "model.skops")["info"]["numeric"]
     assert num
