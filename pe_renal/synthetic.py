@@ -23,7 +23,7 @@ from .core import PeRenalError, staged_dir, stops_held, release_stops
 __all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'SITE_DEFAULTS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams',
            'render_kidney', 'make_clinical', 'image_params', 'check_site', 'make_cohort']
 
-# %% ../nbs/02_synthetic.ipynb #c1f6d5de
+# %% ../nbs/02_synthetic.ipynb #897c44b3
 IMG_H, IMG_W = 360, 480   # rows, columns of a synthetic image
 
 def _smooth_noise(rng, shape, scale:float)->np.ndarray:
@@ -36,6 +36,7 @@ def _smooth_noise(rng, shape, scale:float)->np.ndarray:
     out = fft.irfft2(f, s=shape).astype(np.float32)
     return out / (out.std() + 1e-8)
 
+# %% ../nbs/02_synthetic.ipynb #74ee64d3
 def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarray:
     "Envelope of a complex scatterer field weighted by sqrt(reflectivity), blurred by a Gaussian PSF: Rayleigh speckle."
     h, w = refl.shape
