@@ -26,7 +26,7 @@ __all__ = ['logger', 'PALETTE', 'DOCS_FIGURE_LABEL', 'PeRenalError', 'CohortErro
            'progress', 'LogProgress', 'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops',
            'label_figure', 'set_style', 'save_figure']
 
-# %% ../nbs/00_core.ipynb #797b3fff
+# %% ../nbs/00_core.ipynb #d9a2bfb8
 class PeRenalError(Exception):
     "An error the user can fix; the message says where the problem is and what to do."
 
@@ -40,7 +40,7 @@ class PathError(PeRenalError):
     """A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is
     needed)."""
 
-
+# %% ../nbs/00_core.ipynb #f267a152
 def path_error(path:str|Path,   # the file or folder concerned
                e:OSError,       # the error the operating system gave
                doing:str="read", # "read" or "write"
@@ -57,13 +57,14 @@ def path_error(path:str|Path,   # the file or folder concerned
             errno.ENOENT: "it does not exist; check the path"}.get(e.errno, "check the path and its permissions")
     return PathError(f"{path}: cannot {doing} it ({e.strerror or type(e).__name__}): {hint}.")
 
-# %% ../nbs/00_core.ipynb #6ae2160d
+# %% ../nbs/00_core.ipynb #b5a8dbda
 def quote(value, limit:int=80)->str:
     """A value as an error message shows it: its repr, cut to about `limit` characters with its length said (a 2 MB
     cell stays readable)."""
     r = repr(value)
     return r if len(r) <= limit else f"{r[:limit - 20]}... ({len(str(value))} characters)"
 
+# %% ../nbs/00_core.ipynb #bdec60ec
 def format_problems(problems:list[str], # one line per problem found
                     limit:int=10,       # show at most this many
                    )->str:              # a bulleted list, shortened with a count of the rest
