@@ -260,12 +260,10 @@ def staged_dir(out:str|Path, # the results folder to create
                marker:str|None="run.json",# the file that marks an earlier folder of this kind
               )->Iterator[Path]:  # a temporary folder to fill; moved to `out` on success
     """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is
-    locked:
-    a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never
-    replaced
-    without `overwrite`: the finished results then go beside it, under a name the error gives. An existing empty folder
-    (a mount point included) is filled in place, and a link given as `out` is replaced by the new folder (the folder it
-    pointed to is left as it is)."""
+    locked: a second run into the same folder is refused at once. A folder that appears under the name meanwhile is
+    never replaced without `overwrite`: the finished results then go beside it, under a name the error gives. An
+    existing empty folder (a mount point included) is filled in place, and a link given as `out` is replaced by the new
+    folder (the folder it pointed to is left as it is)."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
     if out.is_symlink() and out.is_dir() and not _nonempty(out):
         out = _real(out)  # a link to an empty folder: fill it
@@ -330,8 +328,7 @@ def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
 # %% ../nbs/00_core.ipynb #15c709c0
 def _lock(out:Path, what:str, inside:bool=False):
     """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while
-    another
-    process holds it."""
+    another process holds it."""
     path = out/_LOCK if inside else out.with_name(f".{out.name}.lock")
     try:
         import fcntl
@@ -379,8 +376,7 @@ def progress(iterable:Iterable, # what to iterate over
              total:int|None=None, # number of items, when `iterable` has no len()
              **kwargs)->Iterable:
     """Wrap `iterable` in a progress bar on a terminal or in Jupyter; where stderr is a file (nohup, a SLURM or cron
-    log),
-    plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
+    log), plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
     quiet = os.environ.get("PE_RENAL_QUIET", "") not in ("", "0")
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     if total is None and hasattr(iterable, "__len__"):
@@ -398,10 +394,8 @@ def _duration(s:float)->str:
 # %% ../nbs/00_core.ipynb #3869fd6a
 class LogProgress:
     """Progress for a log file: a plain line to stderr at most every PE_RENAL_PROGRESS_EVERY seconds (default 30)
-    with the
-    stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a step
-    shorter than
-    that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
+    with the stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a
+    step shorter than that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
     def __init__(self, iterable=None, desc:str="", total:int|None=None):
         self.iterable, self.desc, self.total, self.n, self.postfix = iterable, desc, total, 0, ""
         try:
