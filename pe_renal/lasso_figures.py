@@ -12,12 +12,20 @@ import pandas as pd
 import seaborn as sns
 from sklearn.utils.validation import check_is_fitted
 
-from .core import set_style, save_figure
+from .core import atomic_write, set_style, save_figure
 from .lasso import LassoSelector
 
 # %% auto #0
 __all__ = ['plot_lasso_cv', 'plot_lasso_path', 'lasso_table', 'plot_lasso_coefficients', 'plot_selection_stability',
            'write_lasso']
+
+# %% ../nbs/04b_lasso_figures.ipynb #af256cd2
+def _mark_rules(ax, sel:LassoSelector, n_sel:np.ndarray):
+    "A vertical line at λ-min and at λ-1se, labelled with λ, the features kept there and which rule the fit used."
+    for a, name, ls in ((sel.alpha_min_, "λ-min", "--"), (sel.alpha_1se_, "λ-1se", ":")):
+        j = int(np.flatnonzero(sel.alphas_ == a)[0])
+        used = " (used)" if a == sel.alpha_ and (name == "λ-min") == (sel.rule == "min") else ""
+        ax.axvline(np.log(a), color="0.2", ls=ls, lw=1.3, label=f"{name} = {a:.3g}: {n_sel[j]} features{used}")
 
 # %% ../nbs/04b_lasso_figures.ipynb #b1aef9c8
 def plot_lasso_cv(sel:LassoSelector, # a fitted selector
@@ -33,10 +41,7 @@ def plot_lasso_cv(sel:LassoSelector, # a fitted selector
     ax.errorbar(
         x, sel.cv_mean_, yerr=sel.cv_se_, fmt="o", ms=3.5, color="#D55E00", ecolor="0.65", elinewidth=1, capsize=1.5
     )
-    for a, name, ls in ((sel.alpha_min_, "λ-min", "--"), (sel.alpha_1se_, "λ-1se", ":")):
-        j = int(np.flatnonzero(sel.alphas_ == a)[0])
-        used = " (used)" if a == sel.alpha_ and (name == "λ-min") == (sel.rule == "min") else ""
-        ax.axvline(np.log(a), color="0.2", ls=ls, lw=1.3, label=f"{name} = {a:.3g}: {n_sel[j]} features{used}")
+    _mark_rules(ax, sel, n_sel)
     metric = "mean squared error" if sel.method == "lasso" else "log loss"
     ax.set(xlabel="log(λ)", ylabel=f"CV {metric}", title=f"LASSO: {sel.n_splits_}-fold CV error")
     ax.legend(fontsize="small", loc="best")
@@ -151,6 +156,22 @@ def _cv_table(sel:LassoSelector)->pd.DataFrame:
         }
     )
 
+# %% ../nbs/04b_lasso_figures.ipynb #da24c7e7
+def _write_table(df:pd.DataFrame, out:Path, name:str)->Path:
+    "`df` as `tables/{name}.csv` of the results folder `out`, written atomically."
+    p = out/"tables"/f"{name}.csv"
+    with atomic_write(p, "w") as f:
+        df.to_csv(f, index=False)
+    return p
+
+# %% ../nbs/04b_lasso_figures.ipynb #38e09869
+def _write_figure(ax, out:Path, name:str, formats, dpi:int)->list[Path]:
+    "The figure of `ax` as `figures/{name}` of `out` in each format; the figure is closed."
+    fig = ax.figure
+    files = save_figure(fig, out / "figures" / name, formats, dpi)
+    plt.close(fig)
+    return files
+
 # %% ../nbs/04b_lasso_figures.ipynb #f4910ca5
 def write_lasso(sel:LassoSelector,          # a fitted selector
                 out_dir:str|Path,           # results folder (tables/ and figures/ are created inside)
@@ -159,27 +180,13 @@ def write_lasso(sel:LassoSelector,          # a fitted selector
                 dpi:int=300,
                )->list[Path]:               # the files written
     "Write the LASSO tables and figures."
-    from pe_renal.core import atomic_write
-
     out = Path(out_dir)
-    written = []
-
-    def table(df, name):
-        p = out/"tables"/f"{name}.csv"
-        with atomic_write(p, "w") as f:
-            df.to_csv(f, index=False)
-        written.append(p)
-    def figure(fn, name, *args):
-        fig = fn(*args).figure
-        written.extend(save_figure(fig, out / "figures" / name, formats, dpi))
-        plt.close(fig)
-
-    table(lasso_table(sel).reset_index(), "lasso_coefficients")
-    table(_cv_table(sel), "lasso_cv")
-    figure(plot_lasso_cv, "lasso_cv", sel)
-    figure(plot_lasso_path, "lasso_path", sel)
-    figure(plot_lasso_coefficients, "lasso_coefficients", sel)
+    written = [_write_table(lasso_table(sel).reset_index(), out, "lasso_coefficients"),
+               _write_table(_cv_table(sel), out, "lasso_cv")]
+    for plot, name in ((plot_lasso_cv, "lasso_cv"), (plot_lasso_path, "lasso_path"),
+                       (plot_lasso_coefficients, "lasso_coefficients")):
+        written += _write_figure(plot(sel), out, name, formats, dpi)
     if stability is not None:
-        table(stability, "selection_stability")
-        figure(plot_selection_stability, "selection_stability", stability)
+        written.append(_write_table(stability, out, "selection_stability"))
+        written += _write_figure(plot_selection_stability(stability), out, "selection_stability", formats, dpi)
     return written
