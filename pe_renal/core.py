@@ -26,7 +26,7 @@ __all__ = ['logger', 'PALETTE', 'DOCS_FIGURE_LABEL', 'PeRenalError', 'CohortErro
            'progress', 'LogProgress', 'Interrupted', 'check_stop', 'stoppable', 'stops_held', 'release_stops',
            'label_figure', 'set_style', 'save_figure']
 
-# %% ../nbs/00_core.ipynb #797b3fff
+# %% ../nbs/00_core.ipynb #d9a2bfb8
 class PeRenalError(Exception):
     "An error the user can fix; the message says where the problem is and what to do."
 
@@ -40,7 +40,7 @@ class PathError(PeRenalError):
     """A file or folder cannot be read or written (missing, no permission, name too long, a file where a folder is
     needed)."""
 
-
+# %% ../nbs/00_core.ipynb #f267a152
 def path_error(path:str|Path,   # the file or folder concerned
                e:OSError,       # the error the operating system gave
                doing:str="read", # "read" or "write"
@@ -57,13 +57,14 @@ def path_error(path:str|Path,   # the file or folder concerned
             errno.ENOENT: "it does not exist; check the path"}.get(e.errno, "check the path and its permissions")
     return PathError(f"{path}: cannot {doing} it ({e.strerror or type(e).__name__}): {hint}.")
 
-# %% ../nbs/00_core.ipynb #6ae2160d
+# %% ../nbs/00_core.ipynb #b5a8dbda
 def quote(value, limit:int=80)->str:
     """A value as an error message shows it: its repr, cut to about `limit` characters with its length said (a 2 MB
     cell stays readable)."""
     r = repr(value)
     return r if len(r) <= limit else f"{r[:limit - 20]}... ({len(str(value))} characters)"
 
+# %% ../nbs/00_core.ipynb #bdec60ec
 def format_problems(problems:list[str], # one line per problem found
                     limit:int=10,       # show at most this many
                    )->str:              # a bulleted list, shortened with a count of the rest
@@ -122,7 +123,7 @@ def atomic_write(path:str|Path, # final file name
         if tmp.exists():
             tmp.unlink()
 
-# %% ../nbs/00_core.ipynb #6fad24f0
+# %% ../nbs/00_core.ipynb #33d4bef2
 _LOCK = ".pe_renal.lock"    # the lock of a folder written in place (an existing empty folder, a mount point)
 
 def _leftover(p:Path)->bool:
@@ -133,12 +134,15 @@ def _leftover(p:Path)->bool:
     pid = rest.split("-")[0]
     return kind == "partial" and pid.isdigit() and len(rest.split("-")) == 2 and not _alive(int(pid))
 
+# %% ../nbs/00_core.ipynb #12bf6797
 def _nonempty(p:Path)->bool:
     "`p` exists and, if a folder, holds something other than what a killed run of pe_renal left."
     return p.exists() and (not p.is_dir() or any(not _leftover(q) for q in p.iterdir()))
 
+# %% ../nbs/00_core.ipynb #a323dc40
 def _real(p:str|Path)->Path: return Path(os.path.realpath(Path(p).expanduser()))
 
+# %% ../nbs/00_core.ipynb #c8ea8789
 def _input_folders(real:Path)->list[tuple[str, Path]]:
     "Cohort folders (clinical.csv + images.csv) and results folders (run.json) around `real`: inputs of other commands."
     found = []
@@ -149,6 +153,7 @@ def _input_folders(real:Path)->list[tuple[str, Path]]:
             found.append(("results folder", up))
     return found
 
+# %% ../nbs/00_core.ipynb #6e6b3e2f
 def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
     "Refuse an output that is, lies inside, or (a folder) contains an input: `--overwrite` never applies to an input."
     for name, p in [*((n, q) for n, q in (inputs or {}).items() if q is not None), *_input_folders(real)]:
@@ -164,6 +169,7 @@ def _check_inputs(out:Path, real:Path, inputs:dict, folder:bool, what:str):
                 f"Choose a {what} that does not contain your inputs."
             )
 
+# %% ../nbs/00_core.ipynb #30e80aef
 def check_output(
     out: str | Path,  # the file or folder a command will write
     inputs: dict | None = None,  # what must never be replaced or written into: {"cohort folder": path, ...}
@@ -209,10 +215,12 @@ def check_output(
         raise path_error(out, e, "write") from None
     return out
 
+# %% ../nbs/00_core.ipynb #88344215
 def _in_place(out:Path)->bool:
     "An existing folder (not a link) that is empty or a mount point: filled where it is, never renamed or replaced."
     return out.is_dir() and not out.is_symlink() and (not _nonempty(out) or os.path.ismount(out))
 
+# %% ../nbs/00_core.ipynb #dc1b6667
 def _alive(pid:int)->bool:
     try:
         os.kill(pid, 0)
@@ -222,10 +230,12 @@ def _alive(pid:int)->bool:
         return True  # exists, owned by someone else
     return True
 
+# %% ../nbs/00_core.ipynb #d9ad4883
 def _remove(p:Path):
     "Remove a file, a link (never what it points to) or a folder."
     shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
+# %% ../nbs/00_core.ipynb #1ac9caaf
 def _clean_stale(out:Path):
     "Remove temporary folders that an interrupted or killed earlier run of this tool left beside (or inside) `out`."
     for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
@@ -241,7 +251,7 @@ def _clean_stale(out:Path):
             if _leftover(p) and p.name != _LOCK:
                 _remove(p)
 
-
+# %% ../nbs/00_core.ipynb #3417f325
 @contextlib.contextmanager
 def staged_dir(out:str|Path, # the results folder to create
                overwrite:bool=False, # replace an existing, non-empty `out` (only one that holds `marker`)
@@ -250,12 +260,10 @@ def staged_dir(out:str|Path, # the results folder to create
                marker:str|None="run.json",# the file that marks an earlier folder of this kind
               )->Iterator[Path]:  # a temporary folder to fill; moved to `out` on success
     """Build a folder under a temporary name and move it into place only when complete. While it is built, `out` is
-    locked:
-    a second run into the same folder is refused at once. A folder that appears under the name meanwhile is never
-    replaced
-    without `overwrite`: the finished results then go beside it, under a name the error gives. An existing empty folder
-    (a mount point included) is filled in place, and a link given as `out` is replaced by the new folder (the folder it
-    pointed to is left as it is)."""
+    locked: a second run into the same folder is refused at once. A folder that appears under the name meanwhile is
+    never replaced without `overwrite`: the finished results then go beside it, under a name the error gives. An
+    existing empty folder (a mount point included) is filled in place, and a link given as `out` is replaced by the new
+    folder (the folder it pointed to is left as it is)."""
     out = check_output(out, inputs, overwrite, folder=True, marker=marker, what=what)
     if out.is_symlink() and out.is_dir() and not _nonempty(out):
         out = _real(out)  # a link to an empty folder: fill it
@@ -281,13 +289,14 @@ def staged_dir(out:str|Path, # the results folder to create
     finally:
         _unlock(lock)
 
-
+# %% ../nbs/00_core.ipynb #9ea7a069
 def _appeared(out:Path, alt:Path, what:str):
     return PeRenalError(
         f"{out} appeared while this run was working (another program wrote it), so it was left as it is; "
         f"this run's finished {what} is in {alt}."
     )
 
+# %% ../nbs/00_core.ipynb #4987cf0e
 def _publish(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     "Rename the finished `tmp` to `out`; an earlier `out` (a link: the link only) is removed when `overwrite`."
     if out.exists() or out.is_symlink():
@@ -302,7 +311,7 @@ def _publish(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     else:
         tmp.rename(out)
 
-
+# %% ../nbs/00_core.ipynb #7fe9b573
 def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
     "Move what `tmp` (inside `out`) holds into `out` itself: the folder stays, so a mount point keeps its volume."
     others = [p for p in out.iterdir() if p != tmp and p.name != _LOCK]
@@ -316,10 +325,10 @@ def _fill(out:Path, tmp:Path, overwrite:bool, what:str, tag:str):
         p.rename(out / p.name)
     tmp.rmdir()
 
+# %% ../nbs/00_core.ipynb #15c709c0
 def _lock(out:Path, what:str, inside:bool=False):
     """An exclusive, non-blocking lock on `out` (a file beside it, or inside when written in place); refused while
-    another
-    process holds it."""
+    another process holds it."""
     path = out/_LOCK if inside else out.with_name(f".{out.name}.lock")
     try:
         import fcntl
@@ -351,22 +360,23 @@ def _lock(out:Path, what:str, inside:bool=False):
     f.flush()
     return f, path
 
+# %% ../nbs/00_core.ipynb #c9d99e1f
 def _unlock(lock):
     f, path = lock
     with contextlib.suppress(OSError):
         path.unlink()
     f.close()
 
-# %% ../nbs/00_core.ipynb #e30291ed
+# %% ../nbs/00_core.ipynb #65946865
 logger = logging.getLogger("pe_renal")
 
+# %% ../nbs/00_core.ipynb #c939e947
 def progress(iterable:Iterable, # what to iterate over
              desc:str="",         # a few words shown before the bar
              total:int|None=None, # number of items, when `iterable` has no len()
              **kwargs)->Iterable:
     """Wrap `iterable` in a progress bar on a terminal or in Jupyter; where stderr is a file (nohup, a SLURM or cron
-    log),
-    plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
+    log), plain progress lines instead (`LogProgress`); nothing when PE_RENAL_QUIET is set."""
     quiet = os.environ.get("PE_RENAL_QUIET", "") not in ("", "0")
     interactive = "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     if total is None and hasattr(iterable, "__len__"):
@@ -376,16 +386,16 @@ def progress(iterable:Iterable, # what to iterate over
     from tqdm.auto import tqdm
     return tqdm(_checked(iterable), desc=desc, total=total, disable=quiet, leave=False, **kwargs)
 
+# %% ../nbs/00_core.ipynb #6d53fab5
 def _duration(s:float)->str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
+# %% ../nbs/00_core.ipynb #3869fd6a
 class LogProgress:
     """Progress for a log file: a plain line to stderr at most every PE_RENAL_PROGRESS_EVERY seconds (default 30)
-    with the
-    stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a step
-    shorter than
-    that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
+    with the stage, n/N, elapsed time and an estimate of the time left, and a last line when it ends; nothing for a
+    step shorter than that. Iterate over it, or call `update(n)` / `close()` as with a tqdm bar."""
     def __init__(self, iterable=None, desc:str="", total:int|None=None):
         self.iterable, self.desc, self.total, self.n, self.postfix = iterable, desc, total, 0, ""
         try:
@@ -430,6 +440,7 @@ class LogProgress:
 
     def __len__(self): return self.total or 0
 
+# %% ../nbs/00_core.ipynb #fdb509f0
 class Interrupted(KeyboardInterrupt):
     "The process was asked to stop: Ctrl-C, SIGTERM (schedulers, `timeout`) or SIGHUP (a closed terminal)."
 
@@ -437,26 +448,28 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-
+# %% ../nbs/00_core.ipynb #45935a06
 _STOP = {"signum": None}
 
 def _on_signal(signum, frame):
     _STOP["signum"] = signum
     raise Interrupted(signum)
 
+# %% ../nbs/00_core.ipynb #a4b76c03
 def check_stop():
     """Raise `Interrupted` if a stop signal arrived, even one whose exception was swallowed where it landed (a fork
     hook, a __del__)."""
     if _STOP["signum"] is not None:
         raise Interrupted(_STOP["signum"])
 
-
+# %% ../nbs/00_core.ipynb #0c1985f9
 def _checked(iterable):
     for x in iterable:
         check_stop()
         yield x
     check_stop()
 
+# %% ../nbs/00_core.ipynb #cdef25f2
 @contextlib.contextmanager
 def stoppable():
     """Within this block SIGTERM and SIGHUP stop the work like Ctrl-C does, so every partial output is removed; a stop
@@ -488,11 +501,12 @@ def stoppable():
             sys.unraisablehook = hook
         _STOP["signum"] = None
 
+# %% ../nbs/00_core.ipynb #83c6014e
 _STOP_SIGNALS = tuple(
     s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None
 )
 
-
+# %% ../nbs/00_core.ipynb #34033505
 @contextlib.contextmanager
 def stops_held():
     """Within this block a stop signal waits until the block ends, then stops the work as usual: for a step that must
@@ -507,17 +521,18 @@ def stops_held():
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
-
+# %% ../nbs/00_core.ipynb #f0a8ee8d
 def release_stops():
     "Let stop signals through again (the initializer of worker processes started inside `stops_held`)."
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
-# %% ../nbs/00_core.ipynb #c292638e
+# %% ../nbs/00_core.ipynb #6ed87cdb
 PALETTE = {"DL": "#0072B2", "Clinical": "#E69F00", "Composite": "#009E73"}   # one colour per model, everywhere
 
 DOCS_FIGURE_LABEL = "SYNTHETIC DATA · an illustration of the method, not a result"
 
+# %% ../nbs/00_core.ipynb #e8275aed
 def label_figure(fig,                      # a matplotlib figure
                  text:str=DOCS_FIGURE_LABEL,
                 ):
@@ -526,11 +541,13 @@ def label_figure(fig,                      # a matplotlib figure
     ["pe_renal.core:label_figure"]), so no figure on the site can be mistaken for a finding."""
     fig.text(0.5, 1.0, text, ha="center", va="bottom", fontsize=8, fontweight="bold", color="#8a0016")
 
+# %% ../nbs/00_core.ipynb #9a5160ca
 def set_style():
     "The seaborn look of every pe_renal figure (call before creating your own axes)."
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
 
+# %% ../nbs/00_core.ipynb #d10ae54e
 def save_figure(fig,                   # a matplotlib figure
                 path:str|Path,         # file name; the suffix is set per format
                 formats=("png",),      # any of png, svg, pdf

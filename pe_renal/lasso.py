@@ -27,11 +27,10 @@ from .settings import LASSO_METHODS, LASSO_RULES
 
 # %% auto #0
 __all__ = ['LASSO_CACHE_SIZE', 'cohort_severity', 'simulated_deep_features', 'NoFeaturesSelected', 'NoFeaturesSelectedError',
-           'LambdaAtGridEdge', 'lasso_cache_info', 'lasso_cache_clear', 'LinearSignature', 'LassoSelector',
-           'inner_folds', 'plot_lasso_cv', 'plot_lasso_path', 'lasso_table', 'plot_lasso_coefficients',
-           'stratified_bootstrap', 'selection_stability', 'plot_selection_stability', 'write_lasso']
+           'LambdaAtGridEdge', 'lasso_cache_info', 'lasso_cache_clear', 'check_label', 'LinearSignature',
+           'LassoSelector', 'inner_folds', 'stratified_bootstrap', 'selection_stability']
 
-# %% ../nbs/04_lasso.ipynb #22ae1a04
+# %% ../nbs/04_lasso.ipynb #70804d9e
 def cohort_severity(cohort_dir:str|Path, # a synthetic cohort folder (from `make_cohort`)
                    )->pd.Series:          # latent severity, indexed by patient_id
     "The hidden latent severity of each woman in a synthetic cohort (its truth/patients.csv)."
@@ -41,6 +40,7 @@ def cohort_severity(cohort_dir:str|Path, # a synthetic cohort folder (from `make
                            "truth/ folder; for a real cohort use the deep features from pe_renal.features.")
     return pd.read_csv(p, dtype={"patient_id": str}).set_index("patient_id")["severity"]
 
+# %% ../nbs/04_lasso.ipynb #6fc569fa
 def simulated_deep_features(severity:pd.Series, # latent severity per patient (index: patient_id)
                             n_features:int=2048, # columns deep_0000 ... (ResNet152's avgpool has 2048)
                             n_signal:int=32,     # columns that carry the severity
@@ -68,7 +68,7 @@ def simulated_deep_features(severity:pd.Series, # latent severity per patient (i
     df.attrs.update(simulated=True, signal_columns=[names[j] for j in cols])
     return df
 
-# %% ../nbs/04_lasso.ipynb #75a831f9
+# %% ../nbs/04_lasso.ipynb #494fafb5
 class NoFeaturesSelected(PeRenalWarning):
     "The LASSO kept no feature: no deep feature carries signal about the label at the chosen λ."
 
@@ -78,21 +78,24 @@ class NoFeaturesSelectedError(PeRenalError, ValueError):
 class LambdaAtGridEdge(PeRenalWarning):
     "λ-min is the smallest λ of the grid: the CV error might fall further for smaller λ."
 
+# %% ../nbs/04_lasso.ipynb #c04b12f8
 LASSO_CACHE_SIZE = 16
 _CACHE: OrderedDict = OrderedDict()
 _STATS = {"hits": 0, "misses": 0}
 
+# %% ../nbs/04_lasso.ipynb #36faeb24
 def lasso_cache_info()->dict:
     "Hits, misses and size of this process's cache of LASSO fits."
     return dict(_STATS, size=len(_CACHE), maxsize=LASSO_CACHE_SIZE)
 
+# %% ../nbs/04_lasso.ipynb #684658b6
 def lasso_cache_clear():
     "Forget every remembered LASSO fit (and reset the counters)."
     _CACHE.clear()
     _STATS.update(hits=0, misses=0)
 
-
-def _check_label(y, n:int, what:str="LASSO")->np.ndarray:
+# %% ../nbs/04_lasso.ipynb #7c778e81
+def check_label(y, n:int, what:str="LASSO")->np.ndarray:
     "0/1 labels as int, same length as X, both classes present."
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
@@ -110,9 +113,7 @@ def _check_label(y, n:int, what:str="LASSO")->np.ndarray:
         )
     return y
 
-# %% ../nbs/04_lasso.ipynb #91bb8153
-_NOT_IN_KEY = ("rule", "on_empty", "cache", "n_jobs")
-
+# %% ../nbs/04_lasso.ipynb #8da23994
 class LinearSignature(NamedTuple):
     "The LASSO score on the selected features: intercept + sum(coef * (x - mean) / scale)."
     features: list      # names of the selected features
@@ -125,38 +126,12 @@ class LinearSignature(NamedTuple):
     @property
     def bias(self)->float: return float(self.intercept - self.mean @ self.weights)
 
-class LassoSelector(TransformerMixin, BaseEstimator):
-    "Standardise, choose λ by stratified CV, keep the features whose LASSO coefficient is not zero."
-    def __init__(
-        self,
-        cv: int = 10,  # stratified CV folds for choosing λ
-        rule: str = "min",  # "min": least CV error; "1se": glmnet's one-standard-error rule
-        # "lasso": LASSO on the 0/1 label (exact LARS path, λ by CV MSE); "logistic": L1-penalised logistic
-        method: str = "lasso",
-        alphas=None,  # λ grid: number of values (default 100; 30 logistic) or the values
-        eps: float | None = None,  # smallest / largest λ (default 0.01 if patients < features, else 0.001)
-        solver: str = "liblinear",  # logistic only: "liblinear" or "saga"
-        max_iter: int = 10000,  # iterations of the solver
-        tol: float = 1e-4,  # convergence tolerance of the solver
-        random_state: int = 42,  # seed of the CV folds
-        on_empty: str = "warn",  # no feature kept: "warn" (select none) or "raise"
-        cache: bool = True,  # reuse an identical earlier fit from the in-memory cache
-        n_jobs: int | None = None,  # parallel CV folds
-    ):
-        self.cv, self.rule, self.method, self.alphas, self.eps, self.solver = cv, rule, method, alphas, eps, solver
-        self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
-        self.on_empty, self.cache, self.n_jobs = on_empty, cache, n_jobs
+# %% ../nbs/04_lasso.ipynb #0c8b6952
+_NOT_IN_KEY = ("rule", "on_empty", "cache", "n_jobs")
 
-    def _check_params(self):
-        for name, ok in (("rule", LASSO_RULES), ("method", LASSO_METHODS), ("on_empty", ("warn", "raise")),
-                         ("solver", ("liblinear", "saga"))):
-            if getattr(self, name) not in ok:
-                raise PeRenalError(
-                    f"LassoSelector: {name}={getattr(self, name)!r} is not one of {', '.join(map(repr, ok))}."
-                )
-        if int(self.cv) < 2:
-            raise PeRenalError(f"LassoSelector: cv={self.cv}; choosing λ needs at least 2 folds.")
-
+# %% ../nbs/04_lasso.ipynb #81bc9fdd
+class _SelectorInput:
+    "The feature names, the checked feature array and the cache key of a LassoSelector."
     def _names(self)->list:
         return (
             list(self.feature_names_in_)
@@ -192,60 +167,9 @@ class LassoSelector(TransformerMixin, BaseEstimator):
             h.update(np.asarray(v).tobytes() if np.ndim(v) else repr(v).encode())
         return h.hexdigest()
 
-    def fit(self, X, y):
-        "Learn the scaler, λ and the coefficients from the training patients (rows of X) and labels y."
-        self._check_params()
-        Xa = self._array(X, reset=True)
-        y = _check_label(y, len(Xa))
-        key = self._key(Xa, y) if self.cache else None
-        if key is not None and key in _CACHE:
-            _CACHE.move_to_end(key)
-            _STATS["hits"] += 1
-            state = _CACHE[key]
-        else:
-            state = _fit_lasso_cv(self, Xa, y)
-            if key is not None:
-                _STATS["misses"] += 1
-                _CACHE[key] = state
-                while len(_CACHE) > LASSO_CACHE_SIZE:
-                    _CACHE.popitem(last=False)
-        for k, v in state.items():
-            setattr(self, k, copy.deepcopy(v))  # a fit never shares arrays with the cache
-        self._apply_rule()
-        return self
-
-    def _apply_rule(self):
-        "Set alpha_, coef_, intercept_, support_ and selected_ from the cached path for the chosen rule."
-        self.alpha_ = self.alpha_min_ if self.rule == "min" else self.alpha_1se_
-        j = int(np.flatnonzero(self.alphas_ == self.alpha_)[0])
-        self.coef_, self.intercept_ = self.path_[:, j].copy(), float(self.path_intercept_[j])
-        self.support_ = self.coef_ != 0
-        self.selected_ = [f for f, keep in zip(self._names(), self.support_) if keep]
-        if self.alpha_min_ == self.alphas_[-1]:
-            warnings.warn(
-                f"λ-min ({self.alpha_min_:.4g}) is the smallest λ of the grid: the CV error may fall further for "
-                "smaller λ. Pass a smaller eps (or your own alphas) to extend the grid.",
-                LambdaAtGridEdge,
-                stacklevel=3,
-            )
-        if self.support_.any():
-            return
-        msg = (
-            f"LASSO kept no feature (λ = {self.alpha_:.4g}, rule '{self.rule}', {self.n_splits_}-fold CV on "
-            f"{self.n_samples_} patients): every coefficient is zero, which means that no deep feature carries signal "
-            "about the label at this λ. "
-        )
-        if self.on_empty == "raise":
-            raise NoFeaturesSelectedError(
-                msg + "A model on these features alone (the deep-learning model) cannot be built. "
-                "That is a result: report it (the composite model is then the clinical one). "
-                "Check that the features belong to the right patients, but do not change the λ "
-                "rule or the LASSO method until a feature appears: that selects on chance "
-                "(choose them before seeing the data)."
-            )
-        warnings.warn(msg + "transform() returns no columns; a model that also has clinical features (the composite "
-                      "model) continues on the clinical features only.", NoFeaturesSelected, stacklevel=3)
-
+# %% ../nbs/04_lasso.ipynb #b2d47ce0
+class _SelectorOutput:
+    "transform, feature names and the linear signature of a fitted LassoSelector."
     def transform(self, X):
         "The selected columns of X (a DataFrame keeps its index and column names)."
         check_is_fitted(self, "support_")
@@ -286,7 +210,97 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         return LinearSignature(list(self.selected_), self.scaler_.mean_[s].copy(), self.scaler_.scale_[s].copy(),
                                self.coef_[s].copy(), float(self.intercept_))
 
-# %% ../nbs/04_lasso.ipynb #95e1ae15
+# %% ../nbs/04_lasso.ipynb #74a741a4
+class _SelectorRule:
+    "λ, coefficients and selection of a LassoSelector from its cross-validated path, by its rule."
+    def _apply_rule(self):
+        "Set alpha_, coef_, intercept_, support_ and selected_ from the cached path for the chosen rule."
+        self.alpha_ = self.alpha_min_ if self.rule == "min" else self.alpha_1se_
+        j = int(np.flatnonzero(self.alphas_ == self.alpha_)[0])
+        self.coef_, self.intercept_ = self.path_[:, j].copy(), float(self.path_intercept_[j])
+        self.support_ = self.coef_ != 0
+        self.selected_ = [f for f, keep in zip(self._names(), self.support_) if keep]
+        if self.alpha_min_ == self.alphas_[-1]:
+            warnings.warn(
+                f"λ-min ({self.alpha_min_:.4g}) is the smallest λ of the grid: the CV error may fall further for "
+                "smaller λ. Pass a smaller eps (or your own alphas) to extend the grid.",
+                LambdaAtGridEdge,
+                stacklevel=3,
+            )
+        if self.support_.any():
+            return
+        msg = (
+            f"LASSO kept no feature (λ = {self.alpha_:.4g}, rule '{self.rule}', {self.n_splits_}-fold CV on "
+            f"{self.n_samples_} patients): every coefficient is zero, which means that no deep feature carries signal "
+            "about the label at this λ. "
+        )
+        if self.on_empty == "raise":
+            raise NoFeaturesSelectedError(
+                msg + "A model on these features alone (the deep-learning model) cannot be built. "
+                "That is a result: report it (the composite model is then the clinical one). "
+                "Check that the features belong to the right patients, but do not change the λ "
+                "rule or the LASSO method until a feature appears: that selects on chance "
+                "(choose them before seeing the data)."
+            )
+        warnings.warn(msg + "transform() returns no columns; a model that also has clinical features (the composite "
+                      "model) continues on the clinical features only.", NoFeaturesSelected, stacklevel=3)
+
+# %% ../nbs/04_lasso.ipynb #a482f3e9
+class LassoSelector(_SelectorInput, _SelectorRule, _SelectorOutput, TransformerMixin, BaseEstimator):
+    "Standardise, choose λ by stratified CV, keep the features whose LASSO coefficient is not zero."
+    def __init__(
+        self,
+        cv: int = 10,  # stratified CV folds for choosing λ
+        rule: str = "min",  # "min": least CV error; "1se": glmnet's one-standard-error rule
+        # "lasso": LASSO on the 0/1 label (exact LARS path, λ by CV MSE); "logistic": L1-penalised logistic
+        method: str = "lasso",
+        alphas=None,  # λ grid: number of values (default 100; 30 logistic) or the values
+        eps: float | None = None,  # smallest / largest λ (default 0.01 if patients < features, else 0.001)
+        solver: str = "liblinear",  # logistic only: "liblinear" or "saga"
+        max_iter: int = 10000,  # iterations of the solver
+        tol: float = 1e-4,  # convergence tolerance of the solver
+        random_state: int = 42,  # seed of the CV folds
+        on_empty: str = "warn",  # no feature kept: "warn" (select none) or "raise"
+        cache: bool = True,  # reuse an identical earlier fit from the in-memory cache
+        n_jobs: int | None = None,  # parallel CV folds
+    ):
+        self.cv, self.rule, self.method, self.alphas, self.eps, self.solver = cv, rule, method, alphas, eps, solver
+        self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
+        self.on_empty, self.cache, self.n_jobs = on_empty, cache, n_jobs
+
+    def _check_params(self):
+        for name, ok in (("rule", LASSO_RULES), ("method", LASSO_METHODS), ("on_empty", ("warn", "raise")),
+                         ("solver", ("liblinear", "saga"))):
+            if getattr(self, name) not in ok:
+                raise PeRenalError(
+                    f"LassoSelector: {name}={getattr(self, name)!r} is not one of {', '.join(map(repr, ok))}."
+                )
+        if int(self.cv) < 2:
+            raise PeRenalError(f"LassoSelector: cv={self.cv}; choosing λ needs at least 2 folds.")
+
+    def fit(self, X, y):
+        "Learn the scaler, λ and the coefficients from the training patients (rows of X) and labels y."
+        self._check_params()
+        Xa = self._array(X, reset=True)
+        y = check_label(y, len(Xa))
+        key = self._key(Xa, y) if self.cache else None
+        if key is not None and key in _CACHE:
+            _CACHE.move_to_end(key)
+            _STATS["hits"] += 1
+            state = _CACHE[key]
+        else:
+            state = _fit_lasso_cv(self, Xa, y)
+            if key is not None:
+                _STATS["misses"] += 1
+                _CACHE[key] = state
+                while len(_CACHE) > LASSO_CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+        for k, v in state.items():
+            setattr(self, k, copy.deepcopy(v))  # a fit never shares arrays with the cache
+        self._apply_rule()
+        return self
+
+# %% ../nbs/04_lasso.ipynb #70badf7a
 def _group_folds(y, groups, n_splits:int, seed)->list:
     """scikit-learn's `StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(X, y, groups)`, the fold
     search vectorised."""
@@ -324,6 +338,7 @@ def _group_folds(y, groups, n_splits:int, seed)->list:
     fold, rows = fold_of[g_inv], np.arange(len(g_inv))
     return [(rows[fold != k], rows[fold == k]) for k in range(n_splits)]
 
+# %% ../nbs/04_lasso.ipynb #149915cf
 def inner_folds(X,               # features of the rows being split (array or DataFrame)
                 y,               # 0/1 labels
                 n_splits:int,    # folds
@@ -336,6 +351,7 @@ def inner_folds(X,               # features of the rows being split (array or Da
         return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(Xa, y))
     return _group_folds(y, groups, n_splits, seed)
 
+# %% ../nbs/04_lasso.ipynb #f1c5a703
 def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     "Mean and SE of the CV error per λ (rows, λ decreasing); indices of λ-min and λ-1se (glmnet's rules)."
     mean = err.mean(1)
@@ -344,6 +360,7 @@ def _cv_summary(err:np.ndarray)->tuple[np.ndarray, np.ndarray, int, int]:
     i_1se = int(np.flatnonzero(mean <= mean[i_min] + se[i_min])[0])    # largest λ within one SE
     return mean, se, i_min, i_1se
 
+# %% ../nbs/04_lasso.ipynb #043cb2a1
 def _lasso_coefs_at(X:np.ndarray, y:np.ndarray, alphas:np.ndarray)->np.ndarray:
     """Exact LASSO coefficients (p x len(alphas)) at the given λ, from the piecewise-linear LARS-lasso path of centred
     X, y."""
@@ -368,6 +385,46 @@ def _lasso_coefs_at(X:np.ndarray, y:np.ndarray, alphas:np.ndarray)->np.ndarray:
     out[np.abs(out) < 1e-12] = 0.0  # rounding noise of the interpolation, not a selected feature
     return out
 
+# %% ../nbs/04_lasso.ipynb #ebf0f8aa
+def _lasso_cv(sel, Xs:np.ndarray, y:np.ndarray, folds:list, eps:float)->tuple:
+    "λ grid, CV error (λ x folds), coefficient path and intercepts of the LASSO on the 0/1 label (exact LARS paths)."
+    n = len(Xs)
+    yf = y.astype(float)
+    if sel.alphas is None or np.ndim(sel.alphas) == 0:  # glmnet's grid: log-spaced from the λ that keeps nothing
+        a_max = np.abs(Xs.T @ (yf - yf.mean())).max() / n
+        k = 100 if sel.alphas is None else int(sel.alphas)
+        alphas = np.logspace(np.log10(a_max), np.log10(a_max * eps), k) if a_max > 0 else np.array([1.0])
+    else:
+        alphas = np.sort(np.asarray(sel.alphas, float))[::-1]
+    err = np.empty((len(alphas), len(folds)))
+    for j, (tr, va) in enumerate(folds):                 # the exact LASSO path of each fold (LARS)
+        mu, ym = Xs[tr].mean(0), yf[tr].mean()
+        W = _lasso_coefs_at(Xs[tr] - mu, yf[tr] - ym, alphas)
+        err[:, j] = (((Xs[va] - mu) @ W + ym - yf[va][:, None]) ** 2).mean(0)
+    path = _lasso_coefs_at(Xs, yf - yf.mean(), alphas)
+    return alphas, err, path, np.full(len(alphas), yf.mean())        # standardised X has mean 0
+
+# %% ../nbs/04_lasso.ipynb #e3f198a8
+def _logistic_cv(sel, Xs:np.ndarray, y:np.ndarray, folds:list, eps:float)->tuple:
+    "λ grid, CV log loss (λ x folds), coefficient path and intercepts of the L1-penalised logistic regression."
+    from sklearn.svm import l1_min_c
+    n, p = Xs.shape
+    grid = 30 if sel.alphas is None else sel.alphas
+    Cs = (l1_min_c(Xs, y, loss="log") * np.logspace(0, np.log10(1 / eps), int(grid)) if np.ndim(grid) == 0
+          else np.sort(1.0 / (np.asarray(grid, float) * n)))
+    kw = dict(l1_ratio=1.0, solver=sel.solver, max_iter=sel.max_iter, tol=sel.tol, random_state=sel.random_state)
+    lcv = LogisticRegressionCV(Cs=Cs, l1_ratios=(1.0,), solver=sel.solver, cv=folds, scoring="neg_log_loss",
+                               max_iter=sel.max_iter, tol=sel.tol, random_state=sel.random_state,
+                               use_legacy_attributes=False, refit=False, n_jobs=sel.n_jobs).fit(Xs, y)
+    alphas, err = 1.0 / (lcv.Cs_ * n), -lcv.scores_[:, 0, :].T     # (λ, folds); Cs increasing = λ decreasing
+    path, path_icpt = np.zeros((p, len(Cs))), np.zeros(len(Cs))
+    m = LogisticRegression(C=Cs[0], warm_start=sel.solver == "saga", **kw)
+    for j, C in enumerate(Cs):
+        m.set_params(C=C).fit(Xs, y)
+        path[:, j], path_icpt[j] = m.coef_[0], m.intercept_[0]
+    return alphas, err, path, path_icpt
+
+# %% ../nbs/04_lasso.ipynb #2cc089b2
 def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
     "Scaler, folds, CV error of every λ and the coefficient path: the cached, rule-independent part of a fit."
     n, p = Xa.shape
@@ -382,141 +439,13 @@ def _fit_lasso_cv(self, Xa:np.ndarray, y:np.ndarray)->dict:
     eps = self.eps or (0.01 if n < p else 1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)   # only ever at the smallest λ of the grid
-        if self.method == "lasso":
-            yf = y.astype(float)
-            if (
-                self.alphas is None or np.ndim(self.alphas) == 0
-            ):  # glmnet's grid: log-spaced from the λ that keeps nothing
-                a_max = np.abs(Xs.T @ (yf - yf.mean())).max() / n
-                k = 100 if self.alphas is None else int(self.alphas)
-                alphas = np.logspace(np.log10(a_max), np.log10(a_max * eps), k) if a_max > 0 else np.array([1.0])
-            else:
-                alphas = np.sort(np.asarray(self.alphas, float))[::-1]
-            err = np.empty((len(alphas), len(folds)))
-            for j, (tr, va) in enumerate(folds):                 # the exact LASSO path of each fold (LARS)
-                mu, ym = Xs[tr].mean(0), yf[tr].mean()
-                W = _lasso_coefs_at(Xs[tr] - mu, yf[tr] - ym, alphas)
-                err[:, j] = (((Xs[va] - mu) @ W + ym - yf[va][:, None]) ** 2).mean(0)
-            path = _lasso_coefs_at(Xs, yf - yf.mean(), alphas)
-            path_icpt = np.full(len(alphas), yf.mean())        # standardised X has mean 0
-        else:
-            from sklearn.svm import l1_min_c
-            grid = 30 if self.alphas is None else self.alphas
-            Cs = (l1_min_c(Xs, y, loss="log") * np.logspace(0, np.log10(1 / eps), int(grid)) if np.ndim(grid) == 0
-                  else np.sort(1.0 / (np.asarray(grid, float) * n)))
-            kw = dict(
-                l1_ratio=1.0, solver=self.solver, max_iter=self.max_iter, tol=self.tol, random_state=self.random_state
-            )
-            lcv = LogisticRegressionCV(Cs=Cs, l1_ratios=(1.0,), solver=self.solver, cv=folds, scoring="neg_log_loss",
-                                       max_iter=self.max_iter, tol=self.tol, random_state=self.random_state,
-                                       use_legacy_attributes=False, refit=False, n_jobs=self.n_jobs).fit(Xs, y)
-            alphas, err = 1.0 / (lcv.Cs_ * n), -lcv.scores_[:, 0, :].T     # (λ, folds); Cs increasing = λ decreasing
-            path, path_icpt = np.zeros((p, len(Cs))), np.zeros(len(Cs))
-            m = LogisticRegression(C=Cs[0], warm_start=self.solver == "saga", **kw)
-            for j, C in enumerate(Cs):
-                m.set_params(C=C).fit(Xs, y)
-                path[:, j], path_icpt[j] = m.coef_[0], m.intercept_[0]
+        alphas, err, path, path_icpt = (_lasso_cv if self.method == "lasso" else _logistic_cv)(self, Xs, y, folds, eps)
     mean, se, i_min, i_1se = _cv_summary(err)
     return dict(scaler_=scaler, alphas_=np.asarray(alphas, float), cv_folds_=np.asarray(err, float), cv_mean_=mean,
                 cv_se_=se, path_=np.asarray(path, float), path_intercept_=np.asarray(path_icpt, float),
                 alpha_min_=float(alphas[i_min]), alpha_1se_=float(alphas[i_1se]), n_splits_=n_splits, n_samples_=n)
 
-# %% ../nbs/04_lasso.ipynb #48eb037f
-import matplotlib.pyplot as plt
-import seaborn as sns
-
-from .core import set_style, save_figure
-
-def plot_lasso_cv(sel:LassoSelector, # a fitted selector
-                  ax=None,           # matplotlib axis (default: a new figure)
-                 ):
-    "CV error (mean ± 1 SE) against log λ, with λ-min and λ-1se marked and their feature counts."
-    check_is_fitted(sel, "support_")
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4.3))
-    x = np.log(sel.alphas_)
-    n_sel = (sel.path_ != 0).sum(0)
-    ax.errorbar(
-        x, sel.cv_mean_, yerr=sel.cv_se_, fmt="o", ms=3.5, color="#D55E00", ecolor="0.65", elinewidth=1, capsize=1.5
-    )
-    for a, name, ls in ((sel.alpha_min_, "λ-min", "--"), (sel.alpha_1se_, "λ-1se", ":")):
-        j = int(np.flatnonzero(sel.alphas_ == a)[0])
-        used = " (used)" if a == sel.alpha_ and (name == "λ-min") == (sel.rule == "min") else ""
-        ax.axvline(np.log(a), color="0.2", ls=ls, lw=1.3, label=f"{name} = {a:.3g}: {n_sel[j]} features{used}")
-    metric = "mean squared error" if sel.method == "lasso" else "log loss"
-    ax.set(xlabel="log(λ)", ylabel=f"CV {metric}", title=f"LASSO: {sel.n_splits_}-fold CV error")
-    ax.legend(fontsize="small", loc="best")
-    return ax
-
-def plot_lasso_path(sel:LassoSelector, ax=None,
-                    label:int=8,    # name this many of the largest selected coefficients
-                   ):
-    """Coefficient paths against log λ: the largest selected in colour, other selected dark grey, never selected light
-    grey."""
-    check_is_fitted(sel, "support_")
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4.3))
-    x = np.log(sel.alphas_)
-    names = np.asarray(sel._names(), dtype=object)
-    ever = np.flatnonzero((sel.path_ != 0).any(1))
-    for j in ever:
-        if not sel.support_[j]:
-            ax.plot(x, sel.path_[j], color="0.78", lw=0.6)
-    sel_idx = np.flatnonzero(sel.support_)
-    top = sel_idx[np.argsort(-np.abs(sel.coef_[sel_idx]), kind="stable")[:label]]
-    for j in sel_idx:
-        if j not in top:
-            ax.plot(x, sel.path_[j], color="0.45", lw=0.9)
-    for c, j in zip(sns.color_palette("colorblind", len(top)), top):
-        ax.plot(x, sel.path_[j], color=c, lw=1.8, label=names[j])
-    ax.axvline(np.log(sel.alpha_), color="0.2", ls="--", lw=1.2)
-    ax.axhline(0, color="0.4", lw=0.8)
-    ax.set(xlabel="log(λ)", ylabel="coefficient (standardised features)",
-           title=f"Coefficient paths ({len(sel_idx)} kept at λ = {sel.alpha_:.3g})")
-    if sel_idx.size:
-        ax.legend(fontsize="x-small", loc="best", ncol=2)
-    return ax
-
-def lasso_table(sel:LassoSelector)->pd.DataFrame: # one row per selected feature, largest |coefficient| first
-    "The selected features with their coefficients (standardised and per raw unit) and training mean and SD."
-    check_is_fitted(sel, "support_")
-    s = sel.support_
-    df = pd.DataFrame(
-        {
-            "feature": sel.selected_,
-            "coefficient": sel.coef_[s],
-            "coefficient_raw": sel.coef_[s] / sel.scaler_.scale_[s],
-            "mean": sel.scaler_.mean_[s],
-            "sd": sel.scaler_.scale_[s],
-        }
-    )
-    df = df.iloc[np.argsort(-np.abs(df["coefficient"].to_numpy()), kind="stable")].reset_index(drop=True)
-    df.index = pd.RangeIndex(1, len(df) + 1, name="rank")
-    return df
-
-def plot_lasso_coefficients(sel:LassoSelector, ax=None,
-                            top:int=30, # show at most this many (largest |coefficient|)
-                           ):
-    "Bar chart of the selected coefficients (standardised scale), largest first."
-    set_style()
-    tab = lasso_table(sel).head(top)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
-    if len(tab) == 0:
-        ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return ax
-    tab = tab.assign(direction=np.where(tab["coefficient"] > 0, "higher in preeclampsia", "lower in preeclampsia"))
-    sns.barplot(tab, x="coefficient", y="feature", hue="direction", dodge=False, ax=ax,
-                palette={"higher in preeclampsia": "#D55E00", "lower in preeclampsia": "#0072B2"})
-    ax.axvline(0, color="0.3", lw=0.8)
-    ax.set(xlabel="LASSO coefficient (standardised)", ylabel="", title=f"Selected features ({int(sel.support_.sum())})")
-    ax.legend(fontsize="x-small", loc="lower right")
-    return ax
-
-# %% ../nbs/04_lasso.ipynb #0e574770
+# %% ../nbs/04_lasso.ipynb #5e2b4c65
 def _boot_support(Xa:np.ndarray, y:np.ndarray, idx:np.ndarray, sel:LassoSelector, refit_cv:bool)->np.ndarray:
     "Coefficients (standardised) of one bootstrap resample."
     Xb, yb = Xa[idx], y[idx]
@@ -533,6 +462,7 @@ def _boot_support(Xa:np.ndarray, y:np.ndarray, idx:np.ndarray, sel:LassoSelector
         return LogisticRegression(C=C, l1_ratio=1.0, solver=sel.solver, max_iter=sel.max_iter, tol=sel.tol,
                                   random_state=sel.random_state).fit(Xs, yb).coef_[0]
 
+# %% ../nbs/04_lasso.ipynb #42061178
 def stratified_bootstrap(y, n_boot:int, seed:int=42)->np.ndarray:
     "(n_boot, n) row indices, resampling each class with replacement (class sizes kept)."
     y = np.asarray(y)
@@ -543,6 +473,7 @@ def stratified_bootstrap(y, n_boot:int, seed:int=42)->np.ndarray:
         out[:, pos] = pos[rng.integers(0, len(pos), (n_boot, len(pos)))]
     return out
 
+# %% ../nbs/04_lasso.ipynb #1ec0d4c7
 def selection_stability(X,                   # training features (DataFrame with names, or array)
                         y,                   # 0/1 labels
                         selector:LassoSelector|None=None, # the selection to repeat (default LassoSelector())
@@ -569,72 +500,3 @@ def selection_stability(X,                   # training features (DataFrame with
     )
     df.attrs.update(n_boot=n_boot, refit_cv=refit_cv, alpha=sel.alpha_)
     return df
-
-def plot_selection_stability(stab:pd.DataFrame, # from `selection_stability`
-                             ax=None, top:int=30, # show the `top` most often kept features
-                            ):
-    "Selection frequency of the most often kept features; features kept on the full training set in colour."
-    set_style()
-    tab = stab.head(top)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.25 * max(len(tab), 4) + 1.2))
-    tab = tab.assign(full=np.where(tab["selected"], "kept on the full training set", "not kept on the full set"))
-    sns.barplot(tab, x="frequency", y="feature", hue="full", dodge=False, ax=ax,
-                palette={"kept on the full training set": "#009E73", "not kept on the full set": "0.7"})
-    ax.axvline(0.5, color="0.3", ls="--", lw=0.8)
-    ax.set(
-        xlim=(0, 1),
-        xlabel=f"selection frequency over {stab.attrs.get('n_boot', '?')} bootstrap resamples",
-        ylabel="",
-        title="Selection stability",
-    )
-    ax.legend(fontsize="x-small", loc="lower right")
-    return ax
-
-# %% ../nbs/04_lasso.ipynb #f4910ca5
-def write_lasso(sel:LassoSelector,          # a fitted selector
-                out_dir:str|Path,           # results folder (tables/ and figures/ are created inside)
-                stability:pd.DataFrame|None=None, # from `selection_stability`
-                formats=("png",),           # figure formats: png, svg, pdf
-                dpi:int=300,
-               )->list[Path]:               # the files written
-    "Write the LASSO tables and figures."
-    from pe_renal.core import atomic_write
-
-    out = Path(out_dir)
-    written = []
-
-    def table(df, name):
-        p = out/"tables"/f"{name}.csv"
-        with atomic_write(p, "w") as f:
-            df.to_csv(f, index=False)
-        written.append(p)
-    def figure(fn, name, *args):
-        fig = fn(*args).figure
-        written.extend(save_figure(fig, out / "figures" / name, formats, dpi))
-        plt.close(fig)
-
-    table(lasso_table(sel).reset_index(), "lasso_coefficients")
-    table(
-        pd.DataFrame(
-            {
-                "alpha": sel.alphas_,
-                "log_alpha": np.log(sel.alphas_),
-                "cv_mean": sel.cv_mean_,
-                "cv_se": sel.cv_se_,
-                "n_selected": (sel.path_ != 0).sum(0),
-                "rule": [
-                    ("min" if a == sel.alpha_min_ else "") + (" 1se" if a == sel.alpha_1se_ else "")
-                    for a in sel.alphas_
-                ],
-            }
-        ),
-        "lasso_cv",
-    )
-    figure(plot_lasso_cv, "lasso_cv", sel)
-    figure(plot_lasso_path, "lasso_path", sel)
-    figure(plot_lasso_coefficients, "lasso_coefficients", sel)
-    if stability is not None:
-        table(stability, "selection_stability")
-        figure(plot_selection_stability, "selection_stability", stability)
-    return written

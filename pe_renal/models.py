@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .core import PeRenalError, PeRenalWarning
 from .settings import CLASSIFIERS
-from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeaturesSelectedError, _check_label,
+from .lasso import (LassoSelector, LambdaAtGridEdge, NoFeaturesSelected, NoFeaturesSelectedError,
+                            check_label as _check_label,
                             inner_folds, simulated_deep_features, stratified_bootstrap)
 
 # %% auto #0

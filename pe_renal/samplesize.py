@@ -21,7 +21,7 @@ __all__ = ['Z95', 'PARAMETERS_NOTE', 'CSTATS', 'LEARNING_FRACTIONS', 'INSTABILIT
            'cohort_sample_size', 'sample_size_lines', 'learning_curve', 'plot_learning_curve', 'prediction_instability',
            'plot_instability', 'learning_words']
 
-# %% ../nbs/05b_samplesize.ipynb #b32e8092
+# %% ../nbs/05b_samplesize.ipynb #50d17edc
 Z95 = 1.96   # the 95% normal quantile of criterion 3, as published
 
 def _fraction(v, name:str, option:str)->float:
@@ -34,15 +34,18 @@ def _fraction(v, name:str, option:str)->float:
         raise PeRenalError(f"{option}: the {name} must be strictly between 0 and 1, got {v:g}.")
     return v
 
+# %% ../nbs/05b_samplesize.ipynb #d9d6d2e6
 def null_loglik(prevalence:float)->float:
     "The null (intercept-only) model's log-likelihood per patient: phi ln(phi) + (1 - phi) ln(1 - phi)."
     phi = _fraction(prevalence, "prevalence", "--prevalence")
     return phi * math.log(phi) + (1 - phi) * math.log(1 - phi)
 
+# %% ../nbs/05b_samplesize.ipynb #35bdd289
 def max_r2cs(prevalence:float)->float:
     "The largest Cox-Snell R² any model of a binary outcome with this prevalence can reach."
     return 1 - math.exp(2 * null_loglik(prevalence))
 
+# %% ../nbs/05b_samplesize.ipynb #595fdeeb
 def r2cs_from_nagelkerke(r2_nagelkerke:float, prevalence:float)->float:
     "Cox-Snell R² from a Nagelkerke R² (which is the Cox-Snell R² divided by its maximum)."
     return _fraction(r2_nagelkerke, "Nagelkerke R²", "--r2-nagelkerke") * max_r2cs(prevalence)
@@ -66,7 +69,7 @@ def r2cs_from_cstat(cstat:float,      # anticipated C-statistic (AUC), above 0.5
     ll_none = w @ log_expit(-(a + delta * x))                  # without it: x ~ N(0, 1)
     return float(-math.expm1(-2 * (phi * ll_events + (1 - phi) * ll_none - l0)))
 
-# %% ../nbs/05b_samplesize.ipynb #5940283d
+# %% ../nbs/05b_samplesize.ipynb #61315023
 def _ceil(x:float)->int: return math.ceil(x - 1e-9)   # rounded up, not pushed over by a floating-point crumb
 
 def patients_per_parameter(r2cs:float, shrinkage:float)->float:
@@ -76,6 +79,7 @@ def patients_per_parameter(r2cs:float, shrinkage:float)->float:
                           f"(--shrinkage {shrinkage:g}): a higher shrinkage target, e.g. the default 0.9.")
     return 1 / ((shrinkage - 1) * math.log(1 - r2cs / shrinkage))
 
+# %% ../nbs/05b_samplesize.ipynb #238e885c
 def _anticipated_r2cs(prevalence, r2cs=None, r2_nagelkerke=None, cstat=None)->tuple[float, str]:
     "The anticipated Cox-Snell R² and where it came from, from exactly one of the three inputs."
     given = {k: v for k, v in dict(r2cs=r2cs, r2_nagelkerke=r2_nagelkerke, cstat=cstat).items() if v is not None}
@@ -180,9 +184,10 @@ PARAMETERS_NOTE = ("Candidate parameters count everything screened, not what the
                    "offered to it plus every clinical model input (one per numeric column, levels - 1 per categorical "
                    "column).")
 
-# %% ../nbs/05b_samplesize.ipynb #094eb663
+# %% ../nbs/05b_samplesize.ipynb #28b69bc8
 CSTATS = (0.7, 0.8, 0.9)   # anticipated C-statistics the study's table considers
 
+# %% ../nbs/05b_samplesize.ipynb #7d9755aa
 def sample_size_table(n:int,            # patients the models are developed on (the training set)
                       events:int,       # of them, with the outcome
                       parameters:dict,  # from `candidate_parameters`: deep, clinical, total
@@ -225,7 +230,7 @@ def sample_size_words(table:pd.DataFrame, # from `sample_size_table`
              f"{r.criterion_3}), and would keep overfitting in check for at most {k12} candidate "
              f"parameter{'s' if k12 != 1 else ''}."))
 
-# %% ../nbs/05b_samplesize.ipynb #f443e9f8
+# %% ../nbs/05b_samplesize.ipynb #754f0a0b
 def cohort_sample_size(predictors:pd.DataFrame, # from `pe_renal.data.predictor_summary`
                        split:pd.DataFrame,      # from `pe_renal.data.split_cohort`: label and split columns
                        deep:int,                # deep features offered to the LASSO
@@ -237,6 +242,7 @@ def cohort_sample_size(predictors:pd.DataFrame, # from `pe_renal.data.predictor_
     params = candidate_parameters(predictors, deep)
     return sample_size_table(len(train), int(train["label"].sum()), params, cstats, shrinkage)
 
+# %% ../nbs/05b_samplesize.ipynb #3072d88d
 def sample_size_lines(table:pd.DataFrame, # from `sample_size_table`
                      )->list[str]:        # what `pe-renal check` prints
     "The sample-size table in words: the parameter count split into deep and clinical, each C's answer, the support."
@@ -253,7 +259,7 @@ def sample_size_lines(table:pd.DataFrame, # from `sample_size_table`
                    f"parameters ({r.supported_by_shrinkage} by criteria 1 and 2 alone)")
     return out + ["  " + sample_size_words(table)]
 
-# %% ../nbs/05b_samplesize.ipynb #b24e41d1
+# %% ../nbs/05b_samplesize.ipynb #197d75e7
 LEARNING_FRACTIONS = (0.4, 0.6, 0.8, 1.0)   # shares of the training patients the learning curve refits on
 
 def _sample(y:np.ndarray, f:float, seed:int)->np.ndarray:
@@ -264,6 +270,7 @@ def _sample(y:np.ndarray, f:float, seed:int)->np.ndarray:
         return np.arange(len(y))
     return np.sort(train_test_split(np.arange(len(y)), train_size=f, stratify=y, random_state=seed)[0])
 
+# %% ../nbs/05b_samplesize.ipynb #204ce822
 def learning_curve(models:dict,            # unfitted models, e.g. `pe_renal.models.make_models(data)`
                    X:pd.DataFrame, y,      # the training patients
                    fractions=LEARNING_FRACTIONS, # shares of them, each above 0 and at most 1
@@ -308,7 +315,7 @@ def plot_learning_curve(table:pd.DataFrame, # from `learning_curve`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_samplesize.ipynb #8a439ba8
+# %% ../nbs/05b_samplesize.ipynb #4c160144
 def prediction_instability(models:dict,          # unfitted models
                            X:pd.DataFrame, y,    # the training patients
                            n_boot:int=50,        # bootstrap resamples (stratified: class sizes kept)
@@ -333,6 +340,7 @@ def prediction_instability(models:dict,          # unfitted models
     summary = summary.reset_index()
     return long, summary
 
+# %% ../nbs/05b_samplesize.ipynb #b85ccdaf
 def plot_instability(long:pd.DataFrame, # from `prediction_instability`
                     ):                  # a matplotlib figure, one panel per model
     "The instability plot: every bootstrap model's risk for each patient against the original model's."

@@ -38,13 +38,15 @@ GRADCAM_PRESETS = {"paper": dict(gradcam_target="signature", gradcam_method="gra
                    "fine": dict(gradcam_target="predicted", gradcam_method="hirescam", gradcam_layer="layer2")}
 GRADCAM_CHOICES = ("auto", *GRADCAM_PRESETS)
 
-# %% ../nbs/00b_settings.ipynb #05f7730b
+# %% ../nbs/00b_settings.ipynb #05dfec79
 class SettingError(PeRenalError, TypeError):
     "A value of the wrong type for a parameter; the message names the parameter and the type it expects."
 
+# %% ../nbs/00b_settings.ipynb #53688215
 def _what(value)->str:
     return f"the text {value!r}" if isinstance(value, str) else f"{type(value).__name__} {value!r}"
 
+# %% ../nbs/00b_settings.ipynb #ce472584
 def as_whole(name:str, value, lo:int|None=None, hi:int|None=None, also:tuple=(), flag:str|None=None)->int:
     "`value` as a Python int from `lo` to `hi` (or one of `also`); a bool, a float or text is refused naming `name`."
     where = f" ({flag})" if flag else ""
@@ -57,6 +59,7 @@ def as_whole(name:str, value, lo:int|None=None, hi:int|None=None, also:tuple=(),
     raise PeRenalError(f"{name}{where} must be a whole number {want}"
                        f"{' (or ' + ', '.join(map(str, also)) + ')' if also else ''}, got {v}.")
 
+# %% ../nbs/00b_settings.ipynb #26ffef55
 def as_number(name:str, value, lo:float|None=None, hi:float|None=None, flag:str|None=None)->float:
     "`value` as a finite Python float strictly between `lo` and `hi`; a bool or text is refused naming `name`."
     where = f" ({flag})" if flag else ""
@@ -69,6 +72,7 @@ def as_number(name:str, value, lo:float|None=None, hi:float|None=None, flag:str|
         raise PeRenalError(f"{name}{where} must be between {lo} and {hi}, got {v}.")
     return v
 
+# %% ../nbs/00b_settings.ipynb #5a45ed31
 def as_choice(name:str, value, choices:tuple, flag:str|None=None)->str:
     "`value` as one of `choices` (a Python str); anything else is refused naming `name` and the choices."
     where = f" ({flag})" if flag else ""
@@ -78,6 +82,7 @@ def as_choice(name:str, value, choices:tuple, flag:str|None=None)->str:
         raise PeRenalError(f"{name}{where} must be one of {', '.join(choices)}, got {value!r}.")
     return str(value)
 
+# %% ../nbs/00b_settings.ipynb #c3c91b48
 def as_text(name:str, value, flag:str|None=None)->str:
     "`value` as a non-empty Python str (a path may be given as a `Path`)."
     where = f" ({flag})" if flag else ""
@@ -88,12 +93,14 @@ def as_text(name:str, value, flag:str|None=None)->str:
         raise PeRenalError(f"{name}{where} is empty: give a name or a path.")
     return v
 
+# %% ../nbs/00b_settings.ipynb #826b3e3f
 def as_flag(name:str, value)->bool:
     "`value` as a Python bool (True, False or a NumPy bool); 0, 1 or text are refused naming `name`."
     if not isinstance(value, (bool, np.bool_)):
         raise SettingError(f"{name} must be True or False, got {_what(value)}.")
     return bool(value)
 
+# %% ../nbs/00b_settings.ipynb #64c00bef
 def as_names(name:str, value, choices:tuple|None=None, one:bool=False)->list[str]:
     """`value` as a list of names: a list, tuple or array of strings. A single string is refused naming `name`
     (its letters would be taken as names), unless `one` says it is documented as one name."""
@@ -174,9 +181,11 @@ class Setting:
             return self.default_words
         return " ".join(self.default) if isinstance(self.default, tuple) else str(self.default)
 
-# %% ../nbs/00b_settings.ipynb #21204e37
+# %% ../nbs/00b_settings.ipynb #4ae5d781
 _W = "imagenet (ImageNet-pretrained), random (untrained), or a state-dict file"
-SETTINGS = (
+
+# %% ../nbs/00b_settings.ipynb #af94fb02
+_IMAGE_SETTINGS = (
     Setting("backbone", "text", "resnet152",
             "torchvision backbone of the deep features (resnet152 as the paper)",
             "--backbone", allowed_words="a torchvision model name (resnet18, resnet50, resnet152, ...)"),
@@ -209,6 +218,10 @@ SETTINGS = (
             "--gradcam-target", GRADCAM_TARGETS, optional=True, default_words="--gradcam's"),
     Setting("fallback", "flag", False,
             "demo only: use an untrained backbone when ImageNet weights are unavailable"),
+)
+
+# %% ../nbs/00b_settings.ipynb #8336325e
+_MODEL_SETTINGS = (
     Setting("lasso_rule", "choice", "min",
             "lambda rule of the LASSO: min (lowest CV error) or 1se",
             "--lasso-rule", LASSO_RULES),
@@ -242,6 +255,10 @@ SETTINGS = (
             "--cache", optional=True,
             default_words="$PE_RENAL_CACHE, else $XDG_CACHE_HOME/pe_renal, else ~/.cache/pe_renal",
             allowed_words="a folder"),
+)
+
+# %% ../nbs/00b_settings.ipynb #dbedf1cb
+_VALIDATION_SETTINGS = (
     Setting("cv_splits", "whole", 5,
             "folds of the repeated stratified cross-validation",
             "--cv-splits", lo=2),
@@ -270,6 +287,10 @@ SETTINGS = (
     Setting("shap_background", "whole", 25,
             "real training patients sampled as the SHAP background",
             lo=1),
+)
+
+# %% ../nbs/00b_settings.ipynb #d72991e2
+_OUTPUT_SETTINGS = (
     Setting("formats", "names", ("png",),
             "figure formats",
             "--formats", FIGURE_FORMATS),
@@ -286,20 +307,24 @@ SETTINGS = (
     Setting("synthetic", "flag", False,
             "set by the demo: every output says the data are synthetic"),
 )
+
+# %% ../nbs/00b_settings.ipynb #9d10fdf8
+SETTINGS = (*_IMAGE_SETTINGS, *_MODEL_SETTINGS, *_VALIDATION_SETTINGS, *_OUTPUT_SETTINGS)
 SETTING = {s.name: s for s in SETTINGS}
 
-# %% ../nbs/00b_settings.ipynb #a4ad3a52
+# %% ../nbs/00b_settings.ipynb #bf295fca
 def config_fields(settings:tuple=SETTINGS)->list:
     "(name, type, field) of each setting, for `dataclasses.make_dataclass`."
     return [(s.name, s.annotation, field(default=s.default)) for s in settings]
 
+# %% ../nbs/00b_settings.ipynb #3c6fbae7
 def check_settings(obj):
     "Replace each setting of the dataclass `obj` by its checked Python value (or raise naming the setting)."
     for f in fields(obj):
         if f.name in SETTING:
             setattr(obj, f.name, SETTING[f.name].check(getattr(obj, f.name)))
 
-
+# %% ../nbs/00b_settings.ipynb #293e3828
 def _plain(v):
     "A value as JSON holds it: NumPy scalars as Python numbers, tuples as lists."
     if isinstance(v, np.generic):
@@ -310,10 +335,12 @@ def _plain(v):
         return os.fspath(v)
     return v
 
+# %% ../nbs/00b_settings.ipynb #1ead5531
 def settings_json(obj)->dict:
     "The settings of the dataclass `obj` as run.json records them: JSON numbers, booleans, strings, lists and null."
     return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
 
+# %% ../nbs/00b_settings.ipynb #492c38e1
 def make_config(cls:type,     # a dataclass made from `config_fields`
                 config=None,  # None (the defaults), an instance of `cls`, or a dict of settings
                 name:str="config")->object:
@@ -330,11 +357,12 @@ def make_config(cls:type,     # a dataclass made from `config_fields`
                            f"{', '.join(f.name for f in fields(cls))}.")
     return cls(**config)
 
-# %% ../nbs/00b_settings.ipynb #b6ef41c6
+# %% ../nbs/00b_settings.ipynb #b9ac25b1
 def help_text(s:Setting)->str:
     "The --help line of a setting: its help and its default."
     return f"{s.help} (default {s.shown_default})"
 
+# %% ../nbs/00b_settings.ipynb #20bbd34b
 def _cli_type(s:Setting):
     "An argparse type for `s`: the text read as the setting's kind, then checked by its declaration."
     def parse(text:str):
@@ -353,6 +381,7 @@ def _cli_type(s:Setting):
     parse.__name__ = s.kind
     return parse
 
+# %% ../nbs/00b_settings.ipynb #0ca52c2d
 class _Given(argparse.Action):
     "Store the value and note that the user gave it (args.given)."
     def __call__(self, parser, namespace, values, option_string=None):
@@ -360,6 +389,7 @@ class _Given(argparse.Action):
         setattr(namespace, self.dest, value)
         namespace.given = set(getattr(namespace, "given", set())) | {self.dest}
 
+# %% ../nbs/00b_settings.ipynb #d3c99067
 def add_options(parser:argparse.ArgumentParser, # a command's parser
                 names:list[str],               # the settings it takes, by name
                 help:dict|None=None,           # a command's own help for some of them
@@ -379,6 +409,7 @@ def add_options(parser:argparse.ArgumentParser, # a command's parser
             kw.update(type=_cli_type(s), metavar=s.flag[2:].upper().replace("-", "_"))
         parser.add_argument(s.flag, **kw)
 
+# %% ../nbs/00b_settings.ipynb #0ac580bc
 STUDY_OPTIONS = [s.name for s in SETTINGS if s.flag]   # the options of `run` and `demo`, in the declaration's order
 
 # %% ../nbs/00b_settings.ipynb #ed03d231

@@ -314,7 +314,8 @@ class ModelStage:
 def models_stage(deep:pd.DataFrame, split:pd.DataFrame, cohort:Cohort, cfg:StudyConfig, tmp:Path)->ModelStage:
     "LASSO on the training deep features and the DL, clinical and composite models; selection stability."
     from pe_renal.models import model_data, fit_models, model_summary, lasso_of
-    from pe_renal.lasso import write_lasso, selection_stability
+    from pe_renal.lasso import selection_stability
+    from pe_renal.lasso_figures import write_lasso
     data = model_data(deep, split, cohort.numeric, [c for c in cohort.categorical if c in cohort.features])
     kw = dict(classifier=cfg.classifier, seed=cfg.seed, lasso={"rule": cfg.lasso_rule, "method": cfg.lasso_method})
     with warnings.catch_warnings(record=True) as caught:

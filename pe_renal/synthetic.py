@@ -10,6 +10,7 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from .core import PeRenalError, staged_dir, stops_held, release_stops
 __all__ = ['IMG_H', 'IMG_W', 'CLINICAL_UNITS', 'LABS', 'SITE_DEFAULTS', 'OUTCOME_DEFINING', 'EXCLUDE_REASON', 'KidneyParams',
            'render_kidney', 'make_clinical', 'image_params', 'check_site', 'make_cohort']
 
-# %% ../nbs/02_synthetic.ipynb #c1f6d5de
+# %% ../nbs/02_synthetic.ipynb #897c44b3
 IMG_H, IMG_W = 360, 480   # rows, columns of a synthetic image
 
 def _smooth_noise(rng, shape, scale:float)->np.ndarray:
@@ -35,6 +36,7 @@ def _smooth_noise(rng, shape, scale:float)->np.ndarray:
     out = fft.irfft2(f, s=shape).astype(np.float32)
     return out / (out.std() + 1e-8)
 
+# %% ../nbs/02_synthetic.ipynb #74ee64d3
 def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarray:
     "Envelope of a complex scatterer field weighted by sqrt(reflectivity), blurred by a Gaussian PSF: Rayleigh speckle."
     h, w = refl.shape
@@ -45,7 +47,7 @@ def _speckle(rng, refl:np.ndarray, sig_axial:float, sig_lateral:float)->np.ndarr
     psf = np.exp(-2 * np.pi**2 * ((sig_axial * fy)**2 + (sig_lateral * fx)**2)).astype(np.float32)
     return np.abs(fft.ifft2(fft.fft2(field) * psf)).astype(np.float32)
 
-# %% ../nbs/02_synthetic.ipynb #d6992fe9
+# %% ../nbs/02_synthetic.ipynb #a43b3e3c
 @dataclass
 class KidneyParams:
     "What one synthetic image shows. The first four depend on the latent severity."
@@ -61,14 +63,9 @@ class KidneyParams:
     annotate: bool = False
     calipers: bool = False
 
-def render_kidney(
-    p: KidneyParams,
-    rng: np.random.Generator,
-    gain: float = 1.0,  # the scanner's display gain (echo amplitude factor; 1.25 is about 2 dB brighter)
-    speckle: float = 1.0,  # the scanner's point-spread function, as a factor of its width (>1: coarser speckle)
-    blur: float = 0.0,  # the scanner's lower resolution, as a Gaussian blur of the image (SD in pixels)
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Draw one B-mode-like renal ultrasound image; returns (uint8 image, kidney mask, cortex mask)."
+# %% ../nbs/02_synthetic.ipynb #4029e79a
+def _sector(rng:np.random.Generator, depth_cm:float)->SimpleNamespace:
+    "The curved-array sector: pixel grid, the probe's apex, the fan, pixels per cm, each pixel's depth below the skin."
     H, W = IMG_H, IMG_W
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
     apex_y, apex_x = -70.0, W / 2 + rng.normal(0, 6)
@@ -78,73 +75,106 @@ def render_kidney(
     r0 = -apex_y + 4
     r1 = -apex_y + H - 6
     fan = (np.abs(th) < half) & (r > r0) & (r < r1)
-    ppc = (r1 - r0) / p.depth_cm                      # pixels per cm
+    ppc = (r1 - r0) / depth_cm                        # pixels per cm
     depth = np.clip((r - r0) / ppc, 0, None)          # cm below the skin
-    # kidney pose and shape
+    return SimpleNamespace(y=y, x=x, apex_x=apex_x, r0=r0, fan=fan, ppc=ppc, depth=depth)
+
+# %% ../nbs/02_synthetic.ipynb #70e97a27
+def _kidney_shape(rng:np.random.Generator, p:KidneyParams, s:SimpleNamespace)->SimpleNamespace:
+    "The kidney's pose in sector `s`, elliptic coordinates (rho: 1 at the capsule), the hilum's notch, the masks."
+    H = IMG_H
     cy = H * rng.uniform(0.50, 0.62)
-    cx = apex_x + rng.normal(0, 18)
-    a = p.length_cm / 2 * ppc
+    cx = s.apex_x + rng.normal(0, 18)
+    a = p.length_cm / 2 * s.ppc
     b = a * rng.uniform(0.44, 0.52)
     phi = np.deg2rad(p.angle_deg)
-    u = ((x - cx) * np.cos(phi) + (y - cy) * np.sin(phi)) / a
-    v = (-(x - cx) * np.sin(phi) + (y - cy) * np.cos(phi)) / b
+    u = ((s.x - cx) * np.cos(phi) + (s.y - cy) * np.sin(phi)) / a
+    v = (-(s.x - cx) * np.sin(phi) + (s.y - cy) * np.cos(phi)) / b
     rho = np.hypot(u, v)
     alpha = np.arctan2(v, u)
     hs = 1.0 if rng.random() < 0.5 else -1.0          # hilum towards the probe or away from it
     notch = (u / 0.20)**2 + ((v - hs * 1.0) / 0.36)**2 < 1
-    kidney = (rho <= 1.0) & ~notch & fan
+    kidney = (rho <= 1.0) & ~notch & s.fan
     rho_s = rng.uniform(0.36, 0.44)                   # renal sinus
     rho_m = 1.0 - p.cortex_frac                       # cortico-medullary junction
-    cap = 2.5 / b
     cortex = kidney & (rho > rho_m)
-    # tissue reflectivity
+    return SimpleNamespace(cy=cy, cx=cx, a=a, b=b, phi=phi, u=u, v=v, rho=rho, alpha=alpha, hs=hs, notch=notch,
+                           kidney=kidney, cortex=cortex, rho_s=rho_s, rho_m=rho_m, cap=2.5 / b)
+
+# %% ../nbs/02_synthetic.ipynb #c2caf863
+def _surroundings(rng:np.random.Generator, s:SimpleNamespace, k:SimpleNamespace)->np.ndarray:
+    "Reflectivity of the tissue around the kidney: fat under the skin, muscle, liver or spleen, perirenal fat."
+    H, W, depth = IMG_H, IMG_W, s.depth
     refl = np.where(depth < rng.uniform(0.6, 1.0), 0.5, 1.0).astype(np.float32)       # subcutaneous fat
     refl = np.where((depth > 1.0) & (depth < 2.2), 1.4 + 0.5 * np.sin(depth * 9), refl)  # muscle layers
     organ = np.exp(0.12 * _smooth_noise(rng, (H, W), 12))                            # liver/spleen texture
     refl = np.where(depth >= 2.2, organ, refl)
-    behind = (v * hs < 0) & (rho > 1.15) & (np.abs(u) < 1.3)
-    refl = np.where(behind & (depth > depth[int(np.clip(cy, 0, H-1)), int(np.clip(cx, 0, W-1))]), 0.7 * organ, refl)
-    fat = (rho > 1.0) & (rho < 1.12)
-    refl = np.where(fat, 1.6, refl)
+    behind = (k.v * k.hs < 0) & (k.rho > 1.15) & (np.abs(k.u) < 1.3)
+    centre = depth[int(np.clip(k.cy, 0, H - 1)), int(np.clip(k.cx, 0, W - 1))]
+    refl = np.where(behind & (depth > centre), 0.7 * organ, refl)
+    fat = (k.rho > 1.0) & (k.rho < 1.12)
+    return np.where(fat, 1.6, refl)
+
+# %% ../nbs/02_synthetic.ipynb #6634c454
+def _kidney_tissue(rng:np.random.Generator, p:KidneyParams, k:SimpleNamespace, refl:np.ndarray)->np.ndarray:
+    "`refl` with the kidney painted in: cortex, medullary pyramids between columns, echogenic sinus, bright capsule."
+    rho, rho_s, rho_m = k.rho, k.rho_s, k.rho_m
     n_pyr = int(rng.integers(7, 11))
     psi = rng.uniform(0, 2 * np.pi) + np.arange(n_pyr) * 2 * np.pi / n_pyr
     frac = np.clip((rho - rho_s) / max(rho_m - rho_s, 1e-3), 0, 1)
     step = 2 * np.pi / n_pyr
-    dang = np.abs(np.mod(alpha - psi[0] + step / 2, step) - step / 2)           # angle to the nearest pyramid axis
+    dang = np.abs(np.mod(k.alpha - psi[0] + step / 2, step) - step / 2)         # angle to the nearest pyramid axis
     pyramid = (rho > rho_s) & (rho < rho_m) & (dang < (np.pi / n_pyr) * 0.75 * (0.25 + 0.75 * frac))
     medulla_col = (rho > rho_s) & (rho <= rho_m) & ~pyramid
-    sinus_tex = np.exp(0.35 * _smooth_noise(rng, (H, W), 3))
+    sinus_tex = np.exp(0.35 * _smooth_noise(rng, (IMG_H, IMG_W), 3))
     refl = np.where(rho <= 1.0, p.cortex_echo, refl)
     refl = np.where(medulla_col, p.cortex_echo, refl)
     refl = np.where(pyramid, p.pyramid_echo, refl)
-    refl = np.where((rho <= rho_s) | (notch & (rho < 1.25)), 2.4 * sinus_tex, refl)
-    refl = np.where((np.abs(rho - 1.0) < cap) & ~notch, 3.2, refl)                    # capsule
-    refl = np.where(fan, refl, 0).astype(np.float32)
-    # acoustics
+    refl = np.where((rho <= rho_s) | (k.notch & (rho < 1.25)), 2.4 * sinus_tex, refl)
+    return np.where((np.abs(rho - 1.0) < k.cap) & ~k.notch, 3.2, refl)                # capsule
+
+# %% ../nbs/02_synthetic.ipynb #a79a1232
+def _acoustics(rng:np.random.Generator, p:KidneyParams, s:SimpleNamespace, k:SimpleNamespace, refl:np.ndarray,
+               gain:float, speckle:float, blur:float)->np.ndarray:
+    "The B-mode image in [0, 1] of reflectivity `refl`: speckle, attenuation with partial TGC, gain, log compression."
     sa, sl = speckle * rng.uniform(0.8, 1.1), speckle * rng.uniform(1.8, 2.6)
     env = 0.5 * (_speckle(rng, refl, sa, sl) + _speckle(rng, refl, sa, sl))          # two-look compounding
     att, tgc = 0.5 * 0.11 * 3.5, rng.uniform(0.75, 0.95)                             # dB/cm/MHz * ln(10)/20 * MHz
-    env *= np.exp(-att * depth * (1 - tgc)) * p.gain
-    ref = np.median(env[fan & (depth > 2.5) & ~(rho <= 1.3)]) + 1e-8  # soft tissue sits at mid-gray
-    db = 20 * np.log10(env / ref + 1e-6) + 20 * math.log10(
-        gain
-    )  # display gain (0 dB at 1); a Python float keeps float32
+    env *= np.exp(-att * s.depth * (1 - tgc)) * p.gain
+    ref = np.median(env[s.fan & (s.depth > 2.5) & ~(k.rho <= 1.3)]) + 1e-8  # soft tissue sits at mid-gray
+    # display gain (0 dB at 1); a Python float keeps float32
+    db = 20 * np.log10(env / ref + 1e-6) + 20 * math.log10(gain)
     img = np.clip(0.42 + db / p.dyn_range_db, 0, 1)
     if blur > 0:
         img = np.clip(ndimage.gaussian_filter(img, float(blur)), 0, 1)
-    img = np.where(fan, img, 0)
+    return np.where(s.fan, img, 0)
+
+# %% ../nbs/02_synthetic.ipynb #d3044d1d
+def render_kidney(
+    p: KidneyParams,
+    rng: np.random.Generator,
+    gain: float = 1.0,  # the scanner's display gain (echo amplitude factor; 1.25 is about 2 dB brighter)
+    speckle: float = 1.0,  # the scanner's point-spread function, as a factor of its width (>1: coarser speckle)
+    blur: float = 0.0,  # the scanner's lower resolution, as a Gaussian blur of the image (SD in pixels)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Draw one B-mode-like renal ultrasound image; returns (uint8 image, kidney mask, cortex mask)."
+    s = _sector(rng, p.depth_cm)
+    k = _kidney_shape(rng, p, s)
+    refl = _kidney_tissue(rng, p, k, _surroundings(rng, s, k))
+    img = _acoustics(rng, p, s, k, np.where(s.fan, refl, 0).astype(np.float32), gain, speckle, blur)
     img8 = Image.fromarray((img * 255).round().astype(np.uint8))
     if p.annotate:
-        _annotate(img8, p, rng, ppc, r0, cx, cy, a, phi)
-    return np.asarray(img8), kidney, cortex
+        _annotate(img8, p, rng, s.ppc, s.r0, k.cx, k.cy, k.a, k.phi)
+    return np.asarray(img8), k.kidney, k.cortex
 
+# %% ../nbs/02_synthetic.ipynb #93fd5d3d
 def _font(size:int):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:
         return ImageFont.load_default()
 
-
+# %% ../nbs/02_synthetic.ipynb #27cc877c
 def _annotate(im:Image.Image, p:KidneyParams, rng, ppc, r0, cx, cy, a, phi):
     "Burn in what scanners and sonographers add: labels, a depth scale, caliper marks."
     d = ImageDraw.Draw(im)
@@ -169,7 +199,7 @@ def _annotate(im:Image.Image, p:KidneyParams, rng, ppc, r0, cx, cy, a, phi):
             d.point([(px, py), (px + 1, py)], fill=255)
         d.text((8, H - 22), f"L {p.length_cm:.1f} cm", fill=240, font=_font(13))
 
-# %% ../nbs/02_synthetic.ipynb #05ab183a
+# %% ../nbs/02_synthetic.ipynb #01218fc0
 CLINICAL_UNITS = {
     "age_years": "years", "gestational_week": "weeks", "bmi_kg_m2": "kg/m²", "parity": "nulliparous / multiparous",
     "sbp_mmHg": "mmHg", "dbp_mmHg": "mmHg", "urine_protein_24h_g": "g/24 h", "serum_creatinine_umol_L": "µmol/L",
@@ -184,7 +214,7 @@ LABS = [
     "platelets_10e9_L",
 ]
 
-
+# %% ../nbs/02_synthetic.ipynb #e4b07c4a
 def make_clinical(n:int=279,              # number of women
                   n_pe:int|None=None,     # of whom with preeclampsia (default: 151/279 of n, as the paper)
                   seed:int=0,
@@ -243,7 +273,7 @@ def image_params(z:float,                 # latent severity of the patient
         dyn_range_db=float(rng.uniform(36, 46)), angle_deg=float(rng.normal(0, 10)),
         annotate=ann, calipers=bool(ann and rng.random() < 0.6))
 
-# %% ../nbs/02_synthetic.ipynb #d97fb992
+# %% ../nbs/02_synthetic.ipynb #3f8a932c
 def _render_patient(args):
     pid, z, seed_seq, opts, root = args
     rng = np.random.default_rng(seed_seq)
@@ -266,8 +296,10 @@ def _render_patient(args):
                          **{k: v for k, v in asdict(p).items() if k != "side"}))
     return rows
 
+# %% ../nbs/02_synthetic.ipynb #d16cbd9c
 SITE_DEFAULTS = dict(gain=1.0, speckle=1.0, blur=0.0, case_mix=0.0, id_prefix="S")   # the first hospital
 
+# %% ../nbs/02_synthetic.ipynb #ff2e45c7
 def check_site(site:dict|None)->dict:
     "The settings of a synthetic hospital, `SITE_DEFAULTS` where not given; an unknown key or a bad value is named."
     site = dict(SITE_DEFAULTS, **(site or {}))
@@ -286,10 +318,12 @@ def check_site(site:dict|None)->dict:
         site[k] = float(v)
     return site
 
+# %% ../nbs/02_synthetic.ipynb #86eb0c63
 # preeclampsia is diagnosed from blood pressure and proteinuria: these columns define the outcome
 OUTCOME_DEFINING = ["sbp_mmHg", "dbp_mmHg", "urine_protein_24h_g"]
 EXCLUDE_REASON = "defines the outcome (diagnostic criterion of preeclampsia)"
 
+# %% ../nbs/02_synthetic.ipynb #9863fcde
 _TOML = """# Synthetic cohort made by pe_renal.synthetic.make_cohort - NOT REAL PATIENTS.
 [label]
 column = "group"
@@ -304,6 +338,59 @@ outcome_defining = [%s]
 [clinical.exclude]
 """ % ", ".join(f'"{c}"' for c in OUTCOME_DEFINING) + "".join(f'{c} = "{EXCLUDE_REASON}"\n' for c in OUTCOME_DEFINING)
 
+# %% ../nbs/02_synthetic.ipynb #b38a754a
+def _check_cohort_args(n:int, effect, delta, image_effect, lab_effect, site:dict|None)->dict:
+    "Refuse a cohort too small to split or a knob that is not a finite number; the checked site settings."
+    if n < 2 * 5:
+        raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
+    for name, v in dict(effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect).items():
+        if not np.isfinite(float(v)):
+            raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
+    return check_site(site)
+
+# %% ../nbs/02_synthetic.ipynb #0cac7a3a
+def _render_all(jobs:list, n:int, n_jobs:int)->list:
+    "Every patient's image rows, rendered in `n_jobs` worker processes (or in this one); a stop cancels what is left."
+    from pe_renal.core import progress
+    if n_jobs <= 1:
+        return [_render_patient(j) for j in progress(jobs, "synthetic images")]
+    with ProcessPoolExecutor(n_jobs, initializer=release_stops) as ex:
+        try:
+            with stops_held():
+                done = ex.map(_render_patient, jobs, chunksize=2)  # every worker starts before a stop lands
+            return list(progress(done, "synthetic images", total=n))
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
+            # (small chunks: a stop waits for a few patients only)
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+
+# %% ../nbs/02_synthetic.ipynb #0381e094
+_CONTRACT = ["patient_id", "path", "side", "view", "x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask"]
+
+def _write_tables(root:Path, rows:list, clin:pd.DataFrame):
+    "images.csv and clinical.csv of the contract, the hidden truth beside them, and cohort.toml."
+    imgs = pd.DataFrame([r for rs in rows for r in rs])
+    imgs[_CONTRACT].to_csv(root/"images.csv", index=False)
+    imgs.drop(columns=["x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask", "view"]).to_csv(
+        root / "truth" / "images.csv", index=False
+    )
+    clin.drop(columns=["label", "severity"]).to_csv(root/"clinical.csv", index=False)
+    clin[["patient_id", "label", "severity"]].to_csv(root/"truth"/"patients.csv", index=False)
+    (root/"cohort.toml").write_text(_TOML)
+
+# %% ../nbs/02_synthetic.ipynb #18ff114c
+def _write_settings(root:Path, settings:dict, site:dict):
+    "synthetic.json (the settings, and the site where not the first) and a README that says these are not patients."
+    if site != SITE_DEFAULTS:
+        settings["site"] = site  # the first site's file stays as it always was
+    (root/"synthetic.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False))
+    (root/"README.txt").write_text(
+        "SYNTHETIC DATA - these are not real patients.\n"
+        "Made by pe_renal.synthetic.make_cohort for demonstrating and testing pe_renal.\n"
+        f"Settings: {json.dumps({k: v for k, v in settings.items() if k != 'units'})}\n"
+        "truth/ holds the hidden severity and image parameters; the analysis never reads it.\n")
+
+# %% ../nbs/02_synthetic.ipynb #6a03f685
 def make_cohort(
     out_dir: str | Path,  # folder to create (refused if it exists and is not empty)
     n: int = 279,  # number of women
@@ -322,54 +409,20 @@ def make_cohort(
 ) -> Path:                   # the cohort folder
     "Write a synthetic renal-ultrasound cohort in the cohort data contract."
     out_dir = Path(out_dir)
-    if n < 2 * 5:
-        raise PeRenalError(f"n={n} is too small for a cohort that can be split 7:3; use n >= 10.")
-    for name, v in dict(effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect).items():
-        if not np.isfinite(float(v)):
-            raise PeRenalError(f"{name} must be a finite number (--{name.replace('_', '-')}), got {v!r}.")
-    site = check_site(site)
+    site = _check_cohort_args(n, effect, delta, image_effect, lab_effect, site)
     clin = make_clinical(n, n_pe, seed, effect, delta, lab_effect, missing_rate, site["case_mix"], site["id_prefix"])
     opts = dict(image_effect=float(image_effect) * float(effect != 0), annotation_rate=annotation_rate,
                 two_views_rate=two_views_rate, scanner={k: site[k] for k in ("gain", "speckle", "blur")})
     seeds = np.random.SeedSequence([seed, 2]).spawn(n)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     with staged_dir(out_dir, overwrite=overwrite, what="cohort folder", marker="synthetic.json") as root:
-        (root / "images").mkdir()
-        (root / "masks").mkdir()
-        (root / "truth").mkdir()
+        for sub in ("images", "masks", "truth"):
+            (root / sub).mkdir()
         jobs = [(pid, z, s, opts, root) for pid, z, s in zip(clin["patient_id"], clin["severity"], seeds)]
-        from pe_renal.core import progress
-        if n_jobs > 1:
-            with ProcessPoolExecutor(n_jobs, initializer=release_stops) as ex:
-                try:
-                    with stops_held():
-                        done = ex.map(_render_patient, jobs, chunksize=2)  # every worker starts before a stop lands
-                    rows = list(progress(done, "synthetic images", total=n))
-                except BaseException:  # interrupted (Ctrl-C, SIGTERM): drop the patients not yet started, then clean up
-                    # (small chunks: a stop waits for a few patients only)
-                    ex.shutdown(wait=True, cancel_futures=True)
-                    raise
-        else:
-            rows = [_render_patient(j) for j in progress(jobs, "synthetic images")]
-        imgs = pd.DataFrame([r for rs in rows for r in rs])
-        contract = ["patient_id", "path", "side", "view", "x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask"]
-        imgs[contract].to_csv(root/"images.csv", index=False)
-        imgs.drop(columns=["x0", "y0", "x1", "y1", "kidney_mask", "cortex_mask", "view"]).to_csv(
-            root / "truth" / "images.csv", index=False
-        )
-        clin.drop(columns=["label", "severity"]).to_csv(root/"clinical.csv", index=False)
-        clin[["patient_id", "label", "severity"]].to_csv(root/"truth"/"patients.csv", index=False)
-        (root/"cohort.toml").write_text(_TOML)
+        _write_tables(root, _render_all(jobs, n, n_jobs), clin)
         settings = dict(generator="pe_renal.synthetic.make_cohort", n=n, n_pe=int(clin["label"].sum()), seed=seed,
                         effect=effect, delta=delta, image_effect=image_effect, lab_effect=lab_effect,
                         missing_rate=missing_rate, two_views_rate=two_views_rate, annotation_rate=annotation_rate,
                         units=CLINICAL_UNITS)
-        if site != SITE_DEFAULTS:
-            settings["site"] = site  # the first site's file stays as it always was
-        (root/"synthetic.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False))
-        (root/"README.txt").write_text(
-            "SYNTHETIC DATA - these are not real patients.\n"
-            "Made by pe_renal.synthetic.make_cohort for demonstrating and testing pe_renal.\n"
-            f"Settings: {json.dumps({k: v for k, v in settings.items() if k != 'units'})}\n"
-            "truth/ holds the hidden severity and image parameters; the analysis never reads it.\n")
+        _write_settings(root, settings, site)
     return out_dir

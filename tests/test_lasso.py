@@ -12,8 +12,9 @@ from sklearn.pipeline import make_pipeline
 
 from pe_renal.core import PeRenalError
 from pe_renal.lasso import (LassoSelector, NoFeaturesSelected, NoFeaturesSelectedError, lasso_cache_clear,
-                            lasso_cache_info, lasso_table, selection_stability, simulated_deep_features,
-                            stratified_bootstrap, write_lasso)
+                            lasso_cache_info, selection_stability, simulated_deep_features,
+                            stratified_bootstrap)
+from pe_renal.lasso_figures import lasso_table, write_lasso
 
 
 def sim_features(n=80, p=300, n_signal=10, strength=1.2, seed=0, effect=1.0):
