@@ -398,13 +398,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "iv_c
 
 @pytest.mark.skipif(not RESULTS.is_file(), reason="benchmark results not in this checkout")
 def test_quoted_coverage_figures_are_the_benchmarks():
-    "The coverage figures the README and 05_models quote are recomputed from the benchmark's per-seed rows."
+    "The coverage figures the README and 05a_internal quote are recomputed from the benchmark's per-seed rows."
     from bench_iv_coverage import summarise
     res = pd.read_csv(RESULTS)
     assert res["seed"].nunique() == 50 and (res["n_stand_in"] == res["n_deep_kept_0"]).all()
     s = summarise(res).set_index("model")
     root = RESULTS.parents[2]
-    nb = "".join("".join(c["source"]) for c in json.loads((root / "nbs" / "05_models.ipynb").read_text())["cells"])
+    nb = "".join("".join(c["source"]) for c in json.loads((root / "nbs" / "05a_internal.ipynb").read_text())["cells"])
     readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
     counts = ("seeds", "covered", "seeds_stand_in", "covered_stand_in")
     dl, cl, co = (
