@@ -56,32 +56,29 @@ class ModelData:
                 f"train {k.get('train', 0)}, test {k.get('test', 0)}), {len(self.deep)} deep features, "
                 f"{len(self.numeric)} numeric + {len(self.categorical)} categorical clinical features")
 
-# %% ../nbs/05_models.ipynb #98734641
-def model_data(deep:pd.DataFrame,      # deep features, one row per patient, indexed by patient_id
-               clinical:pd.DataFrame,  # from `pe_renal.data.split_cohort`: patient_id, label, split, clinical columns
-               numeric:list,           # numeric clinical feature columns (`cohort.numeric`)
-               categorical:list,       # categorical clinical feature columns
-              )->ModelData:
-    "Join deep features and the clinical table into the modelling table, checking that they fit together."
-    if "patient_id" in deep.columns:
-        deep = deep.set_index("patient_id")
-    deep = deep.copy()
-    deep.index = deep.index.astype(str)
+# %% ../nbs/05_models.ipynb #cf169535
+def _clinical_index(clinical:pd.DataFrame, numeric:list, categorical:list)->pd.DataFrame:
+    "The clinical table indexed by patient_id; refused without patient_id, label, split or a declared feature column."
     for c in ("patient_id", "label", "split"):
         if c not in clinical.columns:
             hint = " Split the cohort first with pe_renal.data.split_cohort." if c == "split" else ""
             raise PeRenalError(f"the clinical table has no column {c!r}.{hint}")
     clin = clinical.assign(patient_id=clinical["patient_id"].astype(str)).set_index("patient_id")
-    numeric, categorical = list(numeric), list(categorical)
     unknown = [c for c in numeric + categorical if c not in clin.columns]
     if unknown:
         raise PeRenalError(f"clinical feature column(s) {', '.join(map(repr, unknown))} are not in the clinical table.")
+    return clin
+
+# %% ../nbs/05_models.ipynb #6b9fb05a
+def _deep_rows(deep:pd.DataFrame, clin:pd.DataFrame, clinical_names:list)->pd.DataFrame:
+    """The deep features of the clinical table's patients, in its order; refused when a patient has two rows or none,
+    a name is also a clinical column, or a value is not a finite number."""
     if deep.index.duplicated().any():
         raise PeRenalError(
             f"deep features: patient(s) {', '.join(deep.index[deep.index.duplicated()].unique()[:5])} have "
             "more than one row; aggregate the features of a patient's images first (one row per patient)."
         )
-    clash = [c for c in deep.columns if c in numeric + categorical or c in ("label", "split")]
+    clash = [c for c in deep.columns if c in clinical_names or c in ("label", "split")]
     if clash:
         raise PeRenalError(
             f"column name(s) {', '.join(map(repr, clash[:5]))} are both deep features and clinical columns; rename one."
@@ -104,6 +101,22 @@ def model_data(deep:pd.DataFrame,      # deep features, one row per patient, ind
             f"deep features are missing or infinite for {len(rows)} patient(s) ({', '.join(rows[:5])}) in "
             f"{len(cols)} column(s) ({', '.join(cols[:5])}). Deep features are never imputed: re-extract them."
         )
+    return D
+
+# %% ../nbs/05_models.ipynb #b2b7b0a5
+def model_data(deep:pd.DataFrame,      # deep features, one row per patient, indexed by patient_id
+               clinical:pd.DataFrame,  # from `pe_renal.data.split_cohort`: patient_id, label, split, clinical columns
+               numeric:list,           # numeric clinical feature columns (`cohort.numeric`)
+               categorical:list,       # categorical clinical feature columns
+              )->ModelData:
+    "Join deep features and the clinical table into the modelling table, checking that they fit together."
+    if "patient_id" in deep.columns:
+        deep = deep.set_index("patient_id")
+    deep = deep.copy()
+    deep.index = deep.index.astype(str)
+    numeric, categorical = list(numeric), list(categorical)
+    clin = _clinical_index(clinical, numeric, categorical)
+    D = _deep_rows(deep, clin, numeric + categorical)
     X = pd.concat([D, clin[numeric].astype(float), clin[categorical].astype(object)], axis=1)
     X.index.name = "patient_id"
     y = pd.Series(_check_label(clin["label"].to_numpy(), len(clin), "labels"), index=X.index, name="label")
