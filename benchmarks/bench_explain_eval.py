@@ -52,7 +52,7 @@ print(
         f"max |diff| {diff:.1e}"
 )
 
-from pe_renal.evaluation import _recalibrate_many, smoothed_probabilities  # noqa: E402  (the second part of the benchmark)
+from pe_renal.calibration import _recalibrate_many, smoothed_probabilities  # noqa: E402  (the second part of the benchmark)
 rng = np.random.default_rng(0)
 n = 84
 y = rng.permutation(np.r_[np.ones(45), np.zeros(n - 45)])

@@ -45,7 +45,8 @@ from sklearn.metrics import roc_auc_score
 from pe_renal.data import load_cohort, split_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features
 from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
-from pe_renal.models import _fit_or_prevalence, internal_validation, make_model
+from pe_renal.models import make_model
+from pe_renal.internal import fit_or_prevalence, internal_validation
 from pe_renal.study import StudyConfig, finetune_refit, finetune_settings
 from pe_renal.synthetic import make_cohort
 
@@ -100,7 +101,7 @@ def one_seed(seed, tmp, fresh):
         once = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv).cv.folds
         refit = internal_validation(dl_model(f.columns), X, ytr, n_splits=a.refit_folds, n_repeats=1, **cv,
                                     refit=finetune_refit(c, X, list(f.columns), CFG, verbose=False)).cv.folds
-        m, stand_in = _fit_or_prevalence(dl_model(f.columns)["DL"], X, ytr)     # the study's DL model
+        m, stand_in = fit_or_prevalence(dl_model(f.columns)["DL"], X, ytr)     # the study's DL model
         ff = aggregate_features(extract_features(fresh, res.backbone, device="cpu", transform=TF, cache=False,
                                                  show_progress=False), fresh)
         yf = fresh.clinical.set_index("patient_id").loc[ff.index, "label"].to_numpy()

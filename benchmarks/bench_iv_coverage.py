@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pe_renal.models import ModelData, _fit_or_prevalence, demo_data, internal_validation, make_models
+from pe_renal.models import ModelData, demo_data, make_models
+from pe_renal.internal import fit_or_prevalence, internal_validation
 
 MODELS = ("DL", "Clinical", "Composite")
 
@@ -56,7 +57,7 @@ def one_seed(seed:int, n:int=120, truth:int=2000, features:int=40, n_signal:int=
         iv = internal_validation(models, X, y, n_boot=0, n_splits=splits, n_repeats=repeats, seed=seed, n_jobs=1)
     rows = []
     for r in iv.summary.itertuples():
-        final, stand_in = _fit_or_prevalence(models[r.model], X, y.to_numpy())
+        final, stand_in = fit_or_prevalence(models[r.model], X, y.to_numpy())
         f = iv.cv.folds[iv.cv.folds["model"] == r.model]
         rows.append(dict(seed=seed, model=r.model, auc=r.auc, lo=r.lo, hi=r.hi,
                          lo_wider=min(r.lo_ic, r.lo_nb), hi_wider=max(r.hi_ic, r.hi_nb), lo_ic=r.lo_ic, hi_ic=r.hi_ic,

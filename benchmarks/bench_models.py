@@ -18,7 +18,8 @@ import time
 os.environ.setdefault("PE_RENAL_QUIET", "1")
 
 from pe_renal.lasso import LassoSelector, lasso_cache_clear, lasso_cache_info
-from pe_renal.models import bootstrap_optimism, demo_data, fit_models, make_models, model_summary, repeated_cv
+from pe_renal.models import demo_data, fit_models, make_models, model_summary
+from pe_renal.internal import bootstrap_optimism, repeated_cv
 from sklearn.metrics import roc_auc_score
 
 

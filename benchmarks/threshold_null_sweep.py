@@ -20,7 +20,8 @@ import pandas as pd
 
 from pe_renal.evaluation import (METRICS, _counts, _rates, _strat_boot_idx, check_scores, performance_table,
                                  youden_threshold)
-from pe_renal.models import demo_data, fit_models, internal_validation, make_models
+from pe_renal.models import demo_data, fit_models, make_models
+from pe_renal.internal import internal_validation
 
 
 def old_stratified_bootstrap(y, s, th, n_boot=2000, seed=42):

@@ -15,8 +15,8 @@ import pandas as pd
 import pe_renal
 from .core import PeRenalError, staged_dir, file_sha256
 from .data import Cohort, load_cohort, table_one
-from .evaluation import (delong_ci, delong_comparisons, threshold_metrics, decision_curve, roc_auc,
-                                 plot_roc, plot_decision_curve)
+from .evaluation import delong_ci, delong_comparisons, threshold_metrics, roc_auc, plot_roc
+from .calibration import decision_curve, plot_decision_curve
 from .status import run_status, status_text
 from .model_file import save_model, patient_key, UPDATE_METHODS
 from .predict import SavedModel, predict_cohort, protected_inputs, update_words
@@ -102,13 +102,13 @@ def _sample_size(y:np.ndarray, c:float)->pd.DataFrame:
 def _plot_calibration(curves:pd.DataFrame, cal:pd.DataFrame, path:Path, dpi:int):
     import matplotlib.pyplot as plt
     from pe_renal.core import set_style, save_figure
-    from pe_renal.evaluation import _colour
+    from pe_renal.evaluation import model_colour
     set_style()
     fig, ax = plt.subplots(figsize=(5.2, 5.2))
     for i, (m, c) in enumerate(curves.groupby("model", sort=False)):
         r = cal.set_index("model").loc[m]
-        ax.fill_between(c["predicted"], c["lo"], c["hi"], color=_colour(m, i), alpha=0.15, lw=0)
-        ax.plot(c["predicted"], c["observed"], color=_colour(m, i), lw=2,
+        ax.fill_between(c["predicted"], c["lo"], c["hi"], color=model_colour(m, i), alpha=0.15, lw=0)
+        ax.plot(c["predicted"], c["observed"], color=model_colour(m, i), lw=2,
                 label=f"{m}: slope {r.slope:.2f}, CITL {r.citl:.2f}, ICI {r.ici:.3f}")
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="ideal")
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="Predicted probability", ylabel="Observed share (lowess)",

@@ -94,7 +94,7 @@ _UPDATE_KEYS = frozenset({"method", "site", "n", "events", "based_on_sha256", "p
 def recalibrate_scores(y_prob, update:dict)->np.ndarray:
     """A model's risks after an update fitted at another hospital: expit(intercept + slope * logit(p)), the logit of KNN
     vote shares smoothed as the study smooths them (`update['m']` votes; 0: continuous risks)."""
-    from pe_renal.evaluation import smoothed_probabilities
+    from pe_renal.calibration import smoothed_probabilities
     ps, _ = smoothed_probabilities(np.asarray(y_prob, float), update["m"])
     return 1 / (1 + np.exp(-(update["intercept"] + update["slope"] * np.log(ps / (1 - ps)))))
 

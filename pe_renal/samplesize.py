@@ -280,7 +280,7 @@ def learning_curve(models:dict,            # unfitted models, e.g. `pe_renal.mod
                   )->pd.DataFrame:         # model, fraction, n, events, auc, lo, hi, n_folds, no_features
     """Internal-validation AUC of the whole pipeline refitted on growing stratified fractions of the training
     patients; a fraction with fewer patients of a class than folds is left out."""
-    from pe_renal.models import _cv_auc_ci, repeated_cv
+    from pe_renal.internal import cv_auc_ci, repeated_cv
     y, rows = np.asarray(y).astype(int), []
     if not all(0 < f <= 1 for f in fractions):
         raise PeRenalError(f"learning curve: fractions must be in (0, 1], got {fractions}.")
@@ -294,7 +294,7 @@ def learning_curve(models:dict,            # unfitted models, e.g. `pe_renal.mod
             folds.append(cv.folds.assign(repeat=d + 1))
         folds = pd.concat(folds, ignore_index=True)
         for m, g in folds.groupby("model", sort=False):
-            ci = _cv_auc_ci(g, n=len(idx))
+            ci = cv_auc_ci(g, n=len(idx))
             rows.append(dict(model=m, fraction=f, n=len(idx), events=int(y[idx].sum()), auc=ci["auc"], lo=ci["lo"],
                              hi=ci["hi"], n_folds=len(g), no_features=int(g["no_features"].sum())))
     return pd.DataFrame(rows)
@@ -324,10 +324,10 @@ def prediction_instability(models:dict,          # unfitted models
     "Riley & Collins (2023): each patient's risk from bootstrap refits of the whole pipeline against the original's."
     from joblib import Parallel, delayed
     from pe_renal.lasso import stratified_bootstrap
-    from pe_renal.models import _fit_or_prevalence
+    from pe_renal.internal import fit_or_prevalence
     y = np.asarray(y).astype(int)
     def risk(rows):
-        fits = {m: _fit_or_prevalence(mod, X.iloc[rows], y[rows])[0] for m, mod in models.items()}
+        fits = {m: fit_or_prevalence(mod, X.iloc[rows], y[rows])[0] for m, mod in models.items()}
         return {m: f.predict_proba(X)[:, 1] for m, f in fits.items()}
     original, idx = risk(np.arange(len(y))), stratified_bootstrap(y, n_boot, seed)
     boots = Parallel(n_jobs=n_jobs)(delayed(risk)(idx[b]) for b in range(n_boot))

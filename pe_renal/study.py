@@ -388,8 +388,8 @@ FINETUNED_ONCE = (
 def mask_finetuned_once(iv, models:dict):
     """The internal validation with every estimate of a model that uses deep features set to NA, with the reason: for a
     backbone fine-tuned once on all training patients (`FINETUNED_ONCE`). The clinical model's estimates stay."""
-    from pe_renal.models import _uses_deep
-    deep = [m for m, mod in models.items() if _uses_deep(mod)]
+    from pe_renal.internal import uses_deep
+    deep = [m for m, mod in models.items() if uses_deep(mod)]
     s = iv.summary.copy()
     hit = s["model"].isin(deep)
     s.loc[hit, ["auc", "lo", "hi", "lo_ic", "hi_ic", "lo_nb", "hi_nb"]] = np.nan
@@ -433,7 +433,8 @@ def validation_stage(
     """Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+
     bootstrap."""
     import matplotlib.pyplot as plt
-    from pe_renal.models import make_models, internal_validation, plot_internal_validation
+    from pe_renal.models import make_models
+    from pe_renal.internal import internal_validation, plot_internal_validation
     from pe_renal.core import save_figure
     Xtr, ytr = models.data.part("train")
     unfitted = make_models(models.data, **models.options)
@@ -555,11 +556,11 @@ def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
     scores whose
     labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical to another takes its
     threshold (`SAME_RULE`)."""
-    from pe_renal.models import _uses_deep
+    from pe_renal.internal import uses_deep
     from pe_renal.evaluation import same_model
     rules, only = [THRESHOLD_RULE], None
     if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once":
-        deep = [m for m, mod in models.fitted.items() if _uses_deep(mod) and same_model(models.results, m) is None]
+        deep = [m for m, mod in models.fitted.items() if uses_deep(mod) and same_model(models.results, m) is None]
         only, words = _once_rule(oof, deep, finetuned)
         rules = [f"{', '.join(m for m in models.results if m not in deep)}: {THRESHOLD_RULE}", words]
         if only is None:
@@ -589,7 +590,7 @@ def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:Validatio
                      finetuned:FinetuneStage|None=None)->EvaluationStage:
     """ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold
     metrics, calibration, decision curves; predictions."""
-    from pe_renal.evaluation import write_evaluation
+    from pe_renal.calibration import write_evaluation
     thresholds, rule, used = choose_thresholds(validation.oof, models, cfg, finetuned)
     if used is not None:
         _csv(used, tmp / "tables" / "threshold_oof_scores.csv")  # which scores chose each threshold

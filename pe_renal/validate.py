@@ -11,7 +11,8 @@ import pandas as pd
 from scipy import stats
 
 from .core import PeRenalError
-from .evaluation import check_scores, smoothed_probabilities, count_denominator, delong_ci
+from .evaluation import check_scores, delong_ci
+from .calibration import smoothed_probabilities, count_denominator
 from .model_file import recalibrate_scores
 
 # %% auto #0

@@ -44,6 +44,7 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
 # the slowest notebooks and tests (`pytest --durations`): scheduled first, so that the parallel workers finish together.
 # Only the order of the run depends on these lists; what is not on them runs afterwards, in file order.
 SLOWEST_NOTEBOOKS = [
+    "05a_internal",
     "05_models",
     "07_gradcam",
     "09_study",

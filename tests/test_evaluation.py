@@ -3,19 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pe_renal.evaluation import (
-    METRICS,
-    EvaluationError,
-    calibration_curve,
-    calibration_slope_intercept,
-    calibration_table,
-    decision_curve,
-    delong_comparisons,
-    performance_table,
-    threshold_metrics,
-    write_evaluation,
-    youden_threshold,
-)
+from pe_renal.evaluation import (METRICS, EvaluationError, delong_comparisons, performance_table, threshold_metrics,
+                                 youden_threshold)
+from pe_renal.calibration import (calibration_curve, calibration_slope_intercept, calibration_table, decision_curve,
+                                  write_evaluation)
 
 
 def model(n, signal, seed):
@@ -148,7 +139,7 @@ def test_calibration_plot_shows_the_distribution_of_predicted_risks():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pe_renal.evaluation import plot_calibration
+    from pe_renal.calibration import plot_calibration
     y, p = knn_like(84, 25, 1.0, 8)
     ax = plot_calibration({"m": {"test": (y, p)}}, "test")
     spikes = [c for c in ax.collections if c.get_gid() == "predicted-risk-distribution"]
@@ -179,7 +170,7 @@ def test_calibration_ci_counts_separated_resamples_and_leaves_their_limit_unboun
     """A resample whose classes the score separates has no finite calibration slope: its likelihood heads to +inf. Such
     resamples are counted (n_separated) and enter the percentile interval as +inf, so the upper limit is unbounded once
     they are more than alpha/2 of them, instead of being dropped (which gave a finite, too narrow interval)."""
-    from pe_renal.evaluation import calibration_table
+    from pe_renal.calibration import calibration_table
     rng = np.random.default_rng(3)
     # small and strongly informative: many resamples are separated
     y = np.r_[np.zeros(8), np.ones(8)].astype(int)

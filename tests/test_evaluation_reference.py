@@ -4,7 +4,7 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from pe_renal.evaluation import calibration_slope_intercept, calibration_table, decision_curve, plot_decision_curve
+from pe_renal.calibration import calibration_slope_intercept, calibration_table, decision_curve, plot_decision_curve
 
 sm = pytest.importorskip("statsmodels.api")
 

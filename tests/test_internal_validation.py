@@ -1,4 +1,4 @@
-"""Internal validation (pe_renal.models.internal_validation): null and positive controls, the stand-in rule and the
+"""Internal validation (pe_renal.internal.internal_validation): null and positive controls, the stand-in rule and the
 count of stand-in folds (the composite's included), the contract written to run.json, the CV interval against
 hand-computed answers, its coverage of 0.5 on null cohorts and of the final model's true AUC by simulation, and inner CV
 folds that keep copies of a patient together."""
@@ -15,22 +15,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pe_renal.lasso import LassoSelector, inner_folds, stratified_bootstrap
-from pe_renal.models import (
-    FLAG_SHARE,
-    STAND_IN,
-    KAtGridEdge,
-    ModelData,
-    TunedClassifier,
-    _cv_auc_ci,
-    _no_feature_flag,
-    _warn_k_edge,
-    auc_632plus,
-    demo_data,
-    fit_models,
-    internal_validation,
-    make_models,
-    model_summary,
-)
+from pe_renal.models import (KAtGridEdge, ModelData, TunedClassifier, _warn_k_edge, demo_data, fit_models, make_models,
+                             model_summary)
+from pe_renal.internal import FLAG_SHARE, STAND_IN, cv_auc_ci, _no_feature_flag, auc_632plus, internal_validation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))   # the coverage simulation's code
 
@@ -163,7 +150,7 @@ def clip(auc, h): return max(0.0, auc - h), min(1.0, auc + h)
 
 @pytest.mark.parametrize("aucs, msq, wider", [(SPREAD, MSQ, "nb"), (TIGHT, MSQ, "ic"), (HIGH, [0.08] * 8, "nb")])
 def test_cv_interval_known_answer(aucs, msq, wider):
-    got = _cv_auc_ci(fold_table(aucs, msq), 200)
+    got = cv_auc_ci(fold_table(aucs, msq), 200)
     auc, h_ic, h_nb, h = by_hand(aucs, msq)
     assert got["auc"] == pytest.approx(auc, abs=1e-12)
     assert (got["lo_ic"], got["hi_ic"]) == pytest.approx(clip(auc, h_ic), abs=1e-6)
@@ -180,7 +167,7 @@ def test_cv_interval_is_not_the_one_with_half_the_variance():
     is more
     than 0.005, far above the 1e-6 the known answers are checked to, so they would catch it."""
     for aucs in (SPREAD, TIGHT):
-        got = _cv_auc_ci(fold_table(aucs, MSQ), 200)
+        got = cv_auc_ci(fold_table(aucs, MSQ), 200)
         auc, h_ic, h_nb, h = by_hand(aucs, MSQ, share=0.5)
         assert abs(got["hi_ic"] - (auc + h_ic)) > 0.005 and abs(got["hi_nb"] - (auc + h_nb)) > 0.005
         assert abs(got["hi"] - (auc + h)) > 0.005
@@ -219,13 +206,13 @@ def null_cv():
     """Null cohorts (effect=0: neither the clinical columns nor the simulated deep features carry the label), the DL and
     Clinical models, 3-fold CV x 2, no bootstrap; the first 40 cohorts (of 66) whose LASSO keeps a deep feature on all
     training patients (on the others DL is a stand-in, NA, and the cohort is skipped). About 40 s on one core."""
-    from pe_renal.models import _fit_or_prevalence
+    from pe_renal.internal import fit_or_prevalence
     out, seed = [], 0
     while len(out) < N_NULL:
         d = demo_data(n=100, effect=0, n_features=40, seed=seed)
         X, y = d.part("train")
         models = make_models(d, lasso={"cv": 5})           # λ by 5-fold CV (10 by default): quicker, as many stand-ins
-        if not _fit_or_prevalence(models["DL"], X, y)[1]:
+        if not fit_or_prevalence(models["DL"], X, y)[1]:
             iv = quiet(internal_validation, {m: models[m] for m in ("DL", "Clinical")}, X, y, n_boot=0, n_splits=3,
                        n_repeats=2, seed=seed, n_jobs=1)
             out.append((seed, len(y), iv))
@@ -411,13 +398,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "iv_c
 
 @pytest.mark.skipif(not RESULTS.is_file(), reason="benchmark results not in this checkout")
 def test_quoted_coverage_figures_are_the_benchmarks():
-    "The coverage figures the README and 05_models quote are recomputed from the benchmark's per-seed rows."
+    "The coverage figures the README and 05a_internal quote are recomputed from the benchmark's per-seed rows."
     from bench_iv_coverage import summarise
     res = pd.read_csv(RESULTS)
     assert res["seed"].nunique() == 50 and (res["n_stand_in"] == res["n_deep_kept_0"]).all()
     s = summarise(res).set_index("model")
     root = RESULTS.parents[2]
-    nb = "".join("".join(c["source"]) for c in json.loads((root / "nbs" / "05_models.ipynb").read_text())["cells"])
+    nb = "".join("".join(c["source"]) for c in json.loads((root / "nbs" / "05a_internal.ipynb").read_text())["cells"])
     readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
     counts = ("seeds", "covered", "seeds_stand_in", "covered_stand_in")
     dl, cl, co = (

@@ -9,7 +9,7 @@ or twice as wide fails.
 - the bootstrap intervals of the calibration slope and intercept against the likelihood (Wald) intervals of statsmodels
   on a large, correctly specified cohort, where the two agree.
 
-The CI of the internal validation (pe_renal.models.internal_validation / repeated_cv) is checked in
+The CI of the internal validation (pe_renal.internal.internal_validation / repeated_cv) is checked in
 tests/test_internal_validation.py and tests/test_models.py."""
 from fractions import Fraction as F
 
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pe_renal.evaluation import WILSON, calibration_table, delong_ci, threshold_metrics, wilson_ci
+from pe_renal.evaluation import WILSON, delong_ci, threshold_metrics, wilson_ci
+from pe_renal.calibration import calibration_table
 
 
 def sample_variance(v):

@@ -10,9 +10,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from pe_renal.core import PeRenalError
 from pe_renal.evaluation import delong_ci
 from pe_renal.lasso import NoFeaturesSelected, NoFeaturesSelectedError, inner_folds, lasso_cache_clear, lasso_cache_info
-from pe_renal.models import (ModelData, SafeStandardScaler, TunedClassifier, bootstrap_optimism, clinical_preprocessor,
-                             compare_classifiers, demo_data, fit_models, knn_grid, lasso_of, make_model, make_models,
-                             model_data, model_summary, repeated_cv)
+from pe_renal.models import (ModelData, SafeStandardScaler, TunedClassifier, clinical_preprocessor, compare_classifiers,
+                             demo_data, fit_models, knn_grid, lasso_of, make_model, make_models, model_data,
+                             model_summary)
+from pe_renal.internal import bootstrap_optimism, repeated_cv
 
 SMALL = dict(n=120, n_features=256, n_signal=16, seed=1)    # 84 training patients x 256 simulated deep features
 

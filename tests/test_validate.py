@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pe_renal.core import PeRenalError
-from pe_renal.evaluation import calibration_slope_intercept
+from pe_renal.calibration import calibration_slope_intercept
 from pe_renal.validate import (apply_update, calibration_in_the_large, calibration_slope, calibration_summary,
                                fit_update, observed_expected, updating_table)
 

@@ -11,7 +11,7 @@ def test_internal_validation_figure_raises_no_warning():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pe_renal.models import CVResult, plot_internal_validation
+    from pe_renal.internal import CVResult, plot_internal_validation
     rng = np.random.default_rng(0)
     folds = pd.DataFrame(dict(model=["DL"] * 5 + ["Clinical"] * 5, auc=rng.uniform(0.5, 0.9, 10), repeat=0,
                               fold=list(range(5)) * 2))
