@@ -251,7 +251,25 @@ def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str
     )  # 2: BatchNorm folded into the convolutions; 3: EXIF orientation applied
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
-# %% ../nbs/03_features.ipynb #5c7c7a65
+# %% ../nbs/03_features.ipynb #b5c554d8
+def _read_shard(shard:Path, dim:int)->tuple[pd.DataFrame|None, np.ndarray|None]:
+    "A shard's table and its features; (None, None) after setting aside a shard that is damaged (and saying so)."
+    data = shard.read_bytes()
+    try:
+        if hashlib.sha256(data).hexdigest() != shard.stem:
+            raise ValueError("content does not match its name")
+        df = pd.read_parquet(io.BytesIO(data))
+        X = np.stack(df["features"].to_numpy()).astype(np.float32) if len(df) else np.empty((0, dim), np.float32)
+        if X.shape[1] != dim or not np.isfinite(X).all():
+            raise ValueError("unexpected shape or values")
+    except Exception as e:
+        logger.warning(f"feature cache: corrupt shard {shard.name} ({e}); it is set aside and recomputed")
+        with contextlib.suppress(OSError):
+            shard.rename(shard.with_suffix(".corrupt"))
+        return None, None
+    return df, X
+
+# %% ../nbs/03_features.ipynb #107fd75a
 class FeatureCache:
     "Content-addressed parquet shards of features under cache_dir/model_key/."
     def __init__(self, cache_dir:str|Path, key:str, dim:int):
@@ -264,22 +282,8 @@ class FeatureCache:
         if not self.dir.is_dir() or not wanted:
             return found
         for shard in sorted(self.dir.glob("*.parquet")):
-            data = shard.read_bytes()
-            try:
-                if hashlib.sha256(data).hexdigest() != shard.stem:
-                    raise ValueError("content does not match its name")
-                df = pd.read_parquet(io.BytesIO(data))
-                X = (
-                    np.stack(df["features"].to_numpy()).astype(np.float32)
-                    if len(df)
-                    else np.empty((0, self.dim), np.float32)
-                )
-                if X.shape[1] != self.dim or not np.isfinite(X).all():
-                    raise ValueError("unexpected shape or values")
-            except Exception as e:
-                logger.warning(f"feature cache: corrupt shard {shard.name} ({e}); it is set aside and recomputed")
-                with contextlib.suppress(OSError):
-                    shard.rename(shard.with_suffix(".corrupt"))
+            df, X = _read_shard(shard, self.dim)
+            if df is None:
                 continue
             for k, x in zip(df["image_key"], X):
                 if k in wanted:

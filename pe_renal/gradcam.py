@@ -340,7 +340,40 @@ def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
-# %% ../nbs/07_gradcam.ipynb #b872b4ad
+# %% ../nbs/07_gradcam.ipynb #caa3aa25
+def _cam_row(row, it:dict, title:str):
+    "One image of the grid: its ROI, its map (with the kidney outline when known), and the randomised map if shown."
+    row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1)
+    row[0].set_title(title, fontsize=9)
+    row[0].axis("off")
+    sub = "Grad-CAM" + (
+        f" - {100 * it['kidney_energy_inside']:.0f}% in kidney ({100 * it['kidney_area_fraction']:.0f}% of area)"
+        if "kidney_energy_inside" in it
+        else ""
+    )
+    overlay(row[1], it["roi"], it["cam"], title=sub)
+    if it.get("truth") is not None:
+        row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
+    if len(row) == 3:
+        overlay(row[2], it["roi"], it["cam_randomised"],
+                title=f"randomised weights (rho {it['randomisation_spearman']:.2f})")
+
+# %% ../nbs/07_gradcam.ipynb #0d58e17d
+def _cam_colorbar(fig, axes):
+    "One colour bar for the maps, its grey triangle standing for the values below CAM_FLOOR (left uncoloured)."
+    import matplotlib as mpl
+    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")  # the grey triangle: below CAM_FLOOR, left uncoloured
+    cb = fig.colorbar(
+        mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap),
+        ax=axes[:, 1:].ravel().tolist(),
+        fraction=0.03,
+        pad=0.02,
+        extend="min",
+    )
+    cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+# %% ../nbs/07_gradcam.ipynb #9eec65c2
 def plot_cam_grid(
     items: list[dict],
     titles: list[str] | None = None,
@@ -352,42 +385,14 @@ def plot_cam_grid(
     """A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a
     caption."""
     import matplotlib.pyplot as plt
-    import matplotlib as mpl
     ncol = 3 if randomised and "cam_randomised" in items[0] else 2
     fig, axes = plt.subplots(len(items), ncol, figsize=(3.3 * ncol, 2.9 * len(items)), squeeze=False)
     for k, (row, it) in enumerate(zip(axes, items)):
-        t = (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}"
-        row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(t, fontsize=9)
-        row[0].axis("off")
-        sub = "Grad-CAM" + (
-            f" - {100 * it['kidney_energy_inside']:.0f}% in kidney ({100 * it['kidney_area_fraction']:.0f}% of area)"
-            if "kidney_energy_inside" in it
-            else ""
-        )
-        overlay(row[1], it["roi"], it["cam"], title=sub)
-        if it.get("truth") is not None:
-            row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
-        if ncol == 3:
-            overlay(
-                row[2],
-                it["roi"],
-                it["cam_randomised"],
-                title=f"randomised weights (rho {it['randomisation_spearman']:.2f})",
-            )
+        _cam_row(row, it, (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}")
     if note:
         fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
     fig.tight_layout()
-    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")  # the grey triangle: below CAM_FLOOR, left uncoloured
-    cb = fig.colorbar(
-        mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap),
-        ax=axes[:, 1:].ravel().tolist(),
-        fraction=0.03,
-        pad=0.02,
-        extend="min",
-    )
-    cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    _cam_colorbar(fig, axes)
     if caption:
         import textwrap
         fig.text(0.01, 0, textwrap.fill(caption, 120), fontsize=7.5, va="top", ha="left", color="#333")
