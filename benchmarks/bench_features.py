@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from pe_renal.data import load_cohort
-from pe_renal.features import _fold_batchnorm, cpu_bf16_kernels, extract_features, load_backbone, precision_choice
+from pe_renal.features import fold_batchnorm, cpu_bf16_kernels, extract_features, load_backbone, precision_choice
 from pe_renal.synthetic import make_cohort
 
 BACKBONE = "resnet152"
@@ -152,7 +152,7 @@ def main():
         import torchvision
         full = torchvision.models.resnet152(weights=None)
         r_naive = naive(table.iloc[: max(16, a.images // 4)], full)
-        folded = _fold_batchnorm(bb.model)
+        folded = fold_batchnorm(bb.model)
         r_bare = bare(folded, a.images, prec, batch=a.batch)
         r_unfolded = bare(bb.model, max(2 * a.batch, a.images // 4), prec, batch=a.batch)   # a rate: fewer images do
         t = time.perf_counter()

@@ -125,11 +125,11 @@ s = split_cohort(c, seed=42)
 train = s.loc[s.split == "train", "patient_id"].tolist()
 bb = load_backbone(a.backbone, "random")
 if a.components:
-    from pe_renal.features import _fold_batchnorm
+    from pe_renal.features import fold_batchnorm
     from pe_renal.finetune import DEFAULTS, LinearHead, split_network
     trunk, learn = split_network(bb.model, "last")
     x = torch.randn(32, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    ft, fm = (_fold_batchnorm(m).to(memory_format=torch.channels_last) for m in (trunk, bb.model))
+    ft, fm = (fold_batchnorm(m).to(memory_format=torch.channels_last) for m in (trunk, bb.model))
     with torch.no_grad():
         ft(x[:8])
         t = time.perf_counter()

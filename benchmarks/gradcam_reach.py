@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from pathlib import Path
 from pe_renal.data import load_cohort, split_cohort, apply_roi, read_image
-from pe_renal.features import FeatureTransform, load_backbone, _roi_of
+from pe_renal.features import FeatureTransform, load_backbone, roi_of
 from pe_renal.gradcam import DeepSignature, map_grid, uniform_map_ratio
 c = load_cohort(sys.argv[1])
 s = split_cohort(c, seed=42)
@@ -22,7 +22,7 @@ sig = DeepSignature(load_backbone("resnet18", "random").model, [0], [0.0], [1.0]
 tf, rows = FeatureTransform(size=224), []
 for i in np.flatnonzero(c.images["patient_id"].isin(te)):
     r = c.images.iloc[i]
-    box, _ = _roi_of(r)
+    box, _ = roi_of(r)
     kidney, cortex = (apply_roi(read_image(Path(c.root) / r[k]), box=box) > 0.5 for k in ("kidney_mask", "cortex_mask"))
     for stage in ("layer4", "layer3", "layer2"):
         g = map_grid(sig, stage, 224)

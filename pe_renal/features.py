@@ -24,12 +24,13 @@ from torch import nn
 from .core import PeRenalError, PeRenalWarning, atomic_write, file_sha256, logger, progress, quote
 from .settings import AGGREGATIONS, PRECISIONS, SettingError
 from .data import Cohort, apply_roi, read_image, ROI_BOX
+from .backbones import BACKBONES, Backbone, WeightsUnavailable, load_backbone  # noqa: F401 (importable here too)
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PRECISION_RULE', 'FeatureTransform', 'WeightsUnavailable', 'Backbone',
-           'load_backbone', 'cpu_bf16_kernels', 'cuda_bf16', 'resolve_device', 'precision_choice', 'resolve_precision',
-           'bf16_agreement', 'ImageDataset', 'default_cache_dir', 'image_keys', 'model_key', 'FeatureCache',
-           'feature_names', 'check_batch_size', 'extract_features', 'aggregate_features', 'cohort_features']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'PRECISION_RULE', 'FeatureTransform', 'cpu_bf16_kernels', 'cuda_bf16',
+           'resolve_device', 'precision_choice', 'resolve_precision', 'autocast', 'bf16_agreement', 'image_table',
+           'roi_of', 'ImageDataset', 'default_cache_dir', 'image_keys', 'model_key', 'FeatureCache', 'feature_names',
+           'check_batch_size', 'fold_batchnorm', 'extract_features', 'aggregate_features', 'cohort_features']
 
 # %% ../nbs/03_features.ipynb #73b169f7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,158 +72,7 @@ class FeatureTransform:
     def settings(self) -> dict:
         return {"size": self.size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
 
-# %% ../nbs/03_features.ipynb #ced537da
-BACKBONES = {  # name: (torchvision builder, weights enum, feature dimension, classifier attribute)
-    "resnet152": ("resnet152", "ResNet152_Weights", 2048, "fc"),
-    "resnet101": ("resnet101", "ResNet101_Weights", 2048, "fc"),
-    "resnet50": ("resnet50", "ResNet50_Weights", 2048, "fc"),
-    "resnet34": ("resnet34", "ResNet34_Weights", 512, "fc"),
-    "resnet18": ("resnet18", "ResNet18_Weights", 512, "fc"),
-    "densenet121": ("densenet121", "DenseNet121_Weights", 1024, "classifier"),
-    "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", 1280, "classifier"),
-    "convnext_tiny": ("convnext_tiny", "ConvNeXt_Tiny_Weights", 768, "classifier"),
-}
-
-class WeightsUnavailable(PeRenalError):
-    "ImageNet weights were asked for but are neither in the torch cache nor downloadable."
-
-@dataclass
-class Backbone:
-    "A feature extractor and the identity of what it is."
-    model: nn.Module      # outputs (batch, dim) pooled features
-    name: str             # e.g. "resnet152"
-    weights: str          # e.g. "imagenet:IMAGENET1K_V2", "random:seed0", "file:3fa2..."
-    dim: int              # feature dimension
-    untrained: bool       # True when the weights are random (features do not reflect ImageNet learning)
-    note: str = ""        # a sentence for every output that depends on these features
-
-def _weights_enum(name:str):
-    import torchvision.models as tvm
-    if name not in BACKBONES:
-        raise PeRenalError(f"unknown backbone {name!r}. Available: {', '.join(BACKBONES)}.")
-    return getattr(tvm, BACKBONES[name][1]).DEFAULT
-
-def _imagenet_state_dict(name:str):
-    "ImageNet weights from the torch cache, downloading only when not cached; a clear error otherwise."
-    w = _weights_enum(name)
-    fname = os.path.basename(w.url)
-    cache = Path(torch.hub.get_dir())/"checkpoints"
-    path = cache/fname
-    if path.is_file():
-        try:
-            return w, torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise WeightsUnavailable(
-                f"The cached ImageNet weights {path} cannot be read ({e}); delete the file and download it again."
-            ) from None
-    offline = os.environ.get("PE_RENAL_OFFLINE", "") not in ("", "0")
-    err = "PE_RENAL_OFFLINE is set" if offline else None
-    if not offline:
-        import socket
-
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(20)
-        try:
-            return w, w.get_state_dict(progress=False, check_hash=True)
-        except Exception as e:
-            err = f"{type(e).__name__}: {e}"
-        finally:
-            socket.setdefaulttimeout(old)
-    raise WeightsUnavailable(
-        f"ImageNet weights for {name} ({w}) are not in the torch cache and could not be downloaded ({err}).\n"
-        f"To provide them: on a machine with internet, download\n  {w.url}\n"
-        f"and copy the file to\n  {path}\n(the folder is $TORCH_HOME/hub/checkpoints; set TORCH_HOME to use another), "
-        f"or pass the file's path as the weights (--weights /path/to/{fname}).\n"
-        "To run without them, use weights='random' (--weights random): an untrained backbone whose features "
-        "do not reflect ImageNet learning.")
-
-def _strip_head(model:nn.Module, name:str)->nn.Module:
-    attr = BACKBONES[name][3]
-    if name.startswith("resnet"):
-        model.fc = nn.Identity()
-    elif attr == "classifier" and name.startswith("densenet"):
-        model.classifier = nn.Identity()
-    else:  # efficientnet / convnext: keep the pooling/flatten layers of the head, drop the final Linear
-        head = getattr(model, attr)
-        if isinstance(head, nn.Sequential):
-            layers = [m for m in head if not isinstance(m, (nn.Linear, nn.Dropout))]
-            setattr(model, attr, nn.Sequential(*layers, nn.Flatten(1)))
-        else:
-            setattr(model, attr, nn.Identity())
-    return model.eval()
-
-def load_backbone(name:str="resnet152",   # a key of BACKBONES
-                  weights:str="imagenet", # "imagenet", "random", or a path to a state-dict file
-                  seed:int=0,             # initialisation seed of random weights
-                  fallback:bool=False,    # demo only: on missing ImageNet weights, use random ones (and say so)
-                 )->Backbone:
-    "Build a torchvision backbone with its classifier removed, with stated weights."
-    import torchvision.models as tvm
-
-    if name not in BACKBONES:
-        raise PeRenalError(f"unknown backbone {name!r}. Available: {', '.join(BACKBONES)}.")
-    builder, _, dim, _ = BACKBONES[name]
-    weights = str(weights)
-    if weights == "imagenet":
-        try:
-            w, sd = _imagenet_state_dict(name)
-        except WeightsUnavailable as e:
-            if not fallback:
-                raise
-            logger.warning(str(e).split("\n")[0])
-            bb = load_backbone(name, "random", seed)
-            bb.note = (
-                f"UNTRAINED BACKBONE: ImageNet weights for {name} were not available, so the deep features come from "
-                f"a randomly initialised {name} (seed {seed}); they do not reflect ImageNet learning."
-            )
-            return bb
-        model = getattr(tvm, builder)(weights=None)
-        model.load_state_dict(sd)
-        return Backbone(_strip_head(model, name), name, f"imagenet:{w.name}", dim, False,
-                        f"Deep features from {name} with ImageNet weights ({w.name}).")
-    if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = getattr(tvm, builder)(weights=None)
-        return Backbone(_strip_head(model, name), name, f"random:seed{seed}", dim, True,
-                        f"UNTRAINED BACKBONE: deep features from a randomly initialised {name} (seed {seed}); "
-                        "they do not reflect ImageNet learning.")
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise PeRenalError(
-            f"weights {weights!r}: not 'imagenet' or 'random', and no such file. Give 'imagenet', "
-            "'random', or the path of a state-dict file saved with torch.save(model.state_dict(), path)."
-        )
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PeRenalError(
-            f"{path}: cannot be read as PyTorch weights ({type(e).__name__}: {e}). "
-            "Save them with torch.save(model.state_dict(), path)."
-        ) from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise PeRenalError(f"{path}: holds a {type(sd).__name__}, not a state dict.")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    model = getattr(tvm, builder)(weights=None)
-    head = BACKBONES[name][3]
-    try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith(head)]
-        unexpected = [k for k in unexpected if not k.startswith(head)]
-    except RuntimeError as e:  # shape mismatches
-        missing, unexpected = [str(e).split("\n")[1].strip()[:120] if "\n" in str(e) else str(e)[:120]], []
-    if missing or unexpected:
-        raise PeRenalError(
-            f"{path}: these weights do not fit a {name} (missing {len(missing)} keys, e.g. {missing[:3]}; "
-            f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}). Is it the right backbone (--backbone)?"
-        )
-    digest = file_sha256(path)[:16]
-    return Backbone(_strip_head(model, name), name, f"file:{digest}", dim, False,
-                    f"Deep features from {name} with weights from {path.name} (sha256 {digest}...).")
-
-# %% ../nbs/03_features.ipynb #84771588
+# %% ../nbs/03_features.ipynb #1db3175e
 def cpu_bf16_kernels()->bool:
     "True when this CPU multiplies bf16 natively: AMX tiles or AVX512-BF16 instructions."
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -237,7 +87,7 @@ def cuda_bf16()->bool:
     except TypeError:
         return bool(torch.cuda.is_bf16_supported())  # an older PyTorch: no emulation to exclude
 
-
+# %% ../nbs/03_features.ipynb #1b467984
 def resolve_device(device:str="auto")->torch.device:
     "'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."
     if device == "auto":
@@ -246,6 +96,7 @@ def resolve_device(device:str="auto")->torch.device:
         raise PeRenalError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return torch.device(device)
 
+# %% ../nbs/03_features.ipynb #1bc3803b
 PRECISION_RULE = (
     "auto: bf16 on a CUDA GPU that supports it natively, else fp16; bf16 on a CPU with native bf16 kernels "
     "(AMX or AVX512-BF16) when the network's bf16 features agree with its fp32 ones on a fixed input "
@@ -270,43 +121,33 @@ def precision_choice(precision:str,              # "auto", "fp32", "bf16" or "fp
     if not cpu_bf16_kernels():
         return dict(precision="fp32", **base, reason="this CPU has no native bf16 kernels (AMX or AVX512-BF16)")
     if backbone is None:
-        return dict(
-            precision="bf16", **base, reason="this CPU has native bf16 kernels (no network given to check agreement on)"
-        )
+        return dict(precision="bf16", **base,
+                    reason="this CPU has native bf16 kernels (no network given to check agreement on)")
     agree = bf16_agreement(backbone, size=size)
     if agree["agrees"]:
-        return dict(
-            precision="bf16",
-            **base,
-            agreement=agree,
-            reason="this CPU has native bf16 kernels and bf16 features agree with fp32 (cosine >= "
-                f"{agree['min_cosine']:.5f})",
-        )
-    return dict(
-        precision="fp32",
-        **base,
-        agreement=agree,
-        reason="this CPU has native bf16 kernels, but bf16 features disagree with fp32 (cosine "
-            f"{agree['min_cosine']:.5f} "
-        f"< {agree['threshold']})",
-    )
+        return dict(precision="bf16", **base, agreement=agree, reason="this CPU has native bf16 kernels and bf16 "
+                    f"features agree with fp32 (cosine >= {agree['min_cosine']:.5f})")
+    return dict(precision="fp32", **base, agreement=agree, reason="this CPU has native bf16 kernels, but bf16 features "
+                f"disagree with fp32 (cosine {agree['min_cosine']:.5f} < {agree['threshold']})")
 
+# %% ../nbs/03_features.ipynb #36c10a72
 def resolve_precision(precision:str, device:torch.device, backbone:Backbone|None=None, size:int=224)->str:
     "The precision `precision_choice` picks."
     return precision_choice(precision, device, backbone, size)["precision"]
 
-def _autocast(device:torch.device, precision:str):
+# %% ../nbs/03_features.ipynb #a612d814
+def autocast(device:torch.device, precision:str):
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
+# %% ../nbs/03_features.ipynb #e4c674be
 def _cosines(a:np.ndarray, b:np.ndarray)->np.ndarray:
     return (a*b).sum(1) / np.maximum(np.linalg.norm(a, axis=1)*np.linalg.norm(b, axis=1), 1e-30)
 
 # (backbone, weights, size, n_images) -> min cosine: the same network gives the same answer, once per process
 _AGREEMENT = {}
-
 
 def bf16_agreement(backbone:Backbone,
                    size:int=224,          # input image size
@@ -322,23 +163,18 @@ def bf16_agreement(backbone:Backbone,
             model.eval()
             with torch.inference_mode():
                 f32 = model(x).float().numpy()
-                with _autocast(torch.device("cpu"), "bf16"):
+                with autocast(torch.device("cpu"), "bf16"):
                     b16 = model(x).float().numpy()
         finally:
             model.train(was)
         cos = _cosines(f32, b16)
         _AGREEMENT[key] = float(cos.min()) if np.isfinite(cos).all() else float("nan")
     cos = _AGREEMENT[key]
-    return dict(
-        min_cosine=round(cos, 6),
-        threshold=threshold,
-        agrees=bool(cos >= threshold),
-        n_images=int(n_images),
-        size=int(size),
-    )
+    return dict(min_cosine=round(cos, 6), threshold=threshold, agrees=bool(cos >= threshold), n_images=int(n_images),
+                size=int(size))
 
-# %% ../nbs/03_features.ipynb #f6e9721c
-def _image_table(images)->pd.DataFrame:
+# %% ../nbs/03_features.ipynb #77b87edf
+def image_table(images)->pd.DataFrame:
     "Accept a Cohort, its images table, or a list of paths; return a table with abspath and optional ROI."
     if isinstance(images, Cohort):
         df = images.images
@@ -358,16 +194,18 @@ def _image_table(images)->pd.DataFrame:
             raise PeRenalError("the image table needs a column 'abspath' (or 'path').")
     return df
 
-def _roi_of(r)->tuple:
+# %% ../nbs/03_features.ipynb #831fef91
+def roi_of(r)->tuple:
     box = tuple(float(r[c]) for c in ROI_BOX) if all(c in r and pd.notna(r[c]) for c in ROI_BOX) else None
     mask = r["mask_abspath"] if isinstance(r.get("mask_abspath", None), str) else None
     return box, mask
 
+# %% ../nbs/03_features.ipynb #36943a0d
 class ImageDataset(torch.utils.data.Dataset):
     "Images (with ROI) of a cohort as normalised tensors for a backbone."
     def __init__(self, table:pd.DataFrame, transform:FeatureTransform):
         self.paths = table["abspath"].tolist()
-        self.rois = [_roi_of(r) for _, r in table.iterrows()]
+        self.rois = [roi_of(r) for _, r in table.iterrows()]
         self.transform = transform
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
@@ -376,7 +214,7 @@ class ImageDataset(torch.utils.data.Dataset):
         img = apply_roi(img, box=box, mask=read_image(mask) if mask else None)
         return self.transform(img), i
 
-# %% ../nbs/03_features.ipynb #d4edcf84
+# %% ../nbs/03_features.ipynb #ea75b389
 def _cache_root()->Path:
     "$PE_RENAL_CACHE if set; else pe_renal under the XDG cache folder ($XDG_CACHE_HOME when absolute, else ~/.cache)."
     if os.environ.get("PE_RENAL_CACHE"):
@@ -386,21 +224,22 @@ def _cache_root()->Path:
         Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
     ) / "pe_renal"  # the XDG rule: a relative path is ignored
 
-
 def default_cache_dir()->Path:
     """Where features are cached unless told otherwise: $PE_RENAL_CACHE/features, else
     $XDG_CACHE_HOME/pe_renal/features, by default ~/.cache/pe_renal/features."""
     return _cache_root()/"features"
 
+# %% ../nbs/03_features.ipynb #86896a63
 def image_keys(table:pd.DataFrame)->list[str]:
     "Content key of each image: SHA-256 of the file's bytes plus its ROI (box or mask bytes)."
     keys = []
     for _, r in table.iterrows():
-        box, mask = _roi_of(r)
+        box, mask = roi_of(r)
         roi = "box:" + ",".join(f"{v:.3f}" for v in box) if box else ("mask:" + file_sha256(mask) if mask else "none")
         keys.append(hashlib.sha256(f"{file_sha256(r['abspath'])}|{roi}".encode()).hexdigest())
     return keys
 
+# %% ../nbs/03_features.ipynb #59564acc
 def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str:
     "Hash of everything besides the image that determines a feature vector."
     spec = dict(
@@ -412,6 +251,25 @@ def model_key(backbone:Backbone, transform:FeatureTransform, precision:str)->str
     )  # 2: BatchNorm folded into the convolutions; 3: EXIF orientation applied
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
+# %% ../nbs/03_features.ipynb #b5c554d8
+def _read_shard(shard:Path, dim:int)->tuple[pd.DataFrame|None, np.ndarray|None]:
+    "A shard's table and its features; (None, None) after setting aside a shard that is damaged (and saying so)."
+    data = shard.read_bytes()
+    try:
+        if hashlib.sha256(data).hexdigest() != shard.stem:
+            raise ValueError("content does not match its name")
+        df = pd.read_parquet(io.BytesIO(data))
+        X = np.stack(df["features"].to_numpy()).astype(np.float32) if len(df) else np.empty((0, dim), np.float32)
+        if X.shape[1] != dim or not np.isfinite(X).all():
+            raise ValueError("unexpected shape or values")
+    except Exception as e:
+        logger.warning(f"feature cache: corrupt shard {shard.name} ({e}); it is set aside and recomputed")
+        with contextlib.suppress(OSError):
+            shard.rename(shard.with_suffix(".corrupt"))
+        return None, None
+    return df, X
+
+# %% ../nbs/03_features.ipynb #107fd75a
 class FeatureCache:
     "Content-addressed parquet shards of features under cache_dir/model_key/."
     def __init__(self, cache_dir:str|Path, key:str, dim:int):
@@ -424,22 +282,8 @@ class FeatureCache:
         if not self.dir.is_dir() or not wanted:
             return found
         for shard in sorted(self.dir.glob("*.parquet")):
-            data = shard.read_bytes()
-            try:
-                if hashlib.sha256(data).hexdigest() != shard.stem:
-                    raise ValueError("content does not match its name")
-                df = pd.read_parquet(io.BytesIO(data))
-                X = (
-                    np.stack(df["features"].to_numpy()).astype(np.float32)
-                    if len(df)
-                    else np.empty((0, self.dim), np.float32)
-                )
-                if X.shape[1] != self.dim or not np.isfinite(X).all():
-                    raise ValueError("unexpected shape or values")
-            except Exception as e:
-                logger.warning(f"feature cache: corrupt shard {shard.name} ({e}); it is set aside and recomputed")
-                with contextlib.suppress(OSError):
-                    shard.rename(shard.with_suffix(".corrupt"))
+            df, X = _read_shard(shard, self.dim)
+            if df is None:
                 continue
             for k, x in zip(df["image_key"], X):
                 if k in wanted:
@@ -460,11 +304,12 @@ class FeatureCache:
                 f.write(data)
         return path
 
-# %% ../nbs/03_features.ipynb #85706f39
+# %% ../nbs/03_features.ipynb #b543db79
 def feature_names(dim:int)->list[str]:
     "Column names of the deep features: deep_0000, deep_0001, ..."
     return [f"deep_{j:04d}" for j in range(dim)]
 
+# %% ../nbs/03_features.ipynb #9f42a80b
 def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|None:
     """A whole number >= 1, or None: then the default for the device (8 on CPU, where it keeps activations in cache; 32
     on CUDA)."""
@@ -476,6 +321,79 @@ def check_batch_size(batch_size:int|None, device:torch.device|None=None)->int|No
         )
     return int(batch_size)
 
+# %% ../nbs/03_features.ipynb #6ecc954d
+def fold_batchnorm(model:nn.Module)->nn.Module:
+    """A copy of an eval-mode network with each BatchNorm folded into its convolution (a plain copy if it cannot be
+    traced)."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval(), inplace=False)
+    except Exception as e:  # a custom network torch.fx cannot trace: run a copy as it is
+        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})")
+        return copy.deepcopy(model)
+
+# %% ../nbs/03_features.ipynb #85f522be
+def _run_backbone(bb:Backbone, table:pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress
+                 )->np.ndarray:
+    "The backbone over these images in batches (BatchNorm folded); non-finite features are an error that says why."
+    model = fold_batchnorm(bb.model).to(dev).to(memory_format=torch.channels_last)
+    if num_workers is None:
+        num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
+    loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, pin_memory=dev.type == "cuda",
+                                         persistent_workers=False, prefetch_factor=2 if num_workers else None)
+    out = np.zeros((len(table), bb.dim), np.float32)
+    batches = progress(loader, f"{bb.name} features", total=len(loader)) if show_progress else loader
+    with torch.inference_mode(), autocast(dev, prec):
+        for x, idx in batches:
+            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            out[idx.numpy()] = model(x).float().cpu().numpy()
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if len(bad):
+        names = table["path"].iloc[bad].astype(str).tolist() if "path" in table else [str(i) for i in table.index[bad]]
+        fix = (
+            f"the reduced precision ({prec}) overflowed: rerun with --precision fp32 (precision='fp32')"
+            if prec != "fp32"
+            else "in fp32 this means extreme pixel values in these images or damaged weights: check the images "
+            "(re-export them as 8- or 16-bit) and the weights file"
+        )
+        raise PeRenalError(f"{bb.name} produced non-finite features for {len(bad)} image(s): {', '.join(names[:10])}"
+                           f"{' ...' if len(bad) > 10 else ''}; {fix}.")
+    return out
+
+# %% ../nbs/03_features.ipynb #0fa2a3d1
+def _reuse(keys:list, store:FeatureCache|None, known, prec:str, dim:int)->tuple[np.ndarray, list, list]:
+    "(features so far, rows not in the cache, rows the backbone must run on): the cache first, then `known`."
+    cached = store.load(set(keys)) if store else {}
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    X = np.zeros((len(keys), dim), np.float32)
+    for i, k in enumerate(keys):
+        if k in cached:
+            X[i] = cached[k]
+    given = known([keys[i] for i in todo], prec) if known is not None and todo else {}
+    for i in todo:
+        if keys[i] in given:
+            X[i] = given[keys[i]]
+    return X, todo, [i for i in todo if keys[i] not in given]
+
+# %% ../nbs/03_features.ipynb #9f9f78bd
+def _store_new(store:FeatureCache, keys:list, todo:list, X:np.ndarray):
+    "Add the new features to the cache; a cache that cannot be written loses nothing (a warning says so)."
+    new = dict.fromkeys(keys[i] for i in todo)          # duplicates of one image are stored once
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    try:
+        store.save(list(new), X[[first[k] for k in new]])
+    except OSError as e:  # the features are computed: a cache that cannot be written loses nothing
+        warnings.warn(
+            f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features were computed "
+            "and are used, but will be computed again next time. Give a writable folder with --cache "
+            "(or PE_RENAL_CACHE).",
+            stacklevel=3,
+            category=PeRenalWarning,
+        )
+
+# %% ../nbs/03_features.ipynb #6e01df36
 def extract_features(images,                         # Cohort, its images table, or a list of image paths
                      backbone:str|Backbone="resnet152",
                      weights:str="imagenet",          # "imagenet", "random", or a state-dict file
@@ -492,102 +410,27 @@ def extract_features(images,                         # Cohort, its images table,
                                                       # features it can give without running the backbone
                     )->pd.DataFrame:                  # one row per image, columns deep_0000...
     "Deep features of every image: batched, cached, with the weights stated in `attrs`."
-    table = _image_table(images)
+    table = image_table(images)
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
     dev = resolve_device(device)
     batch_size = check_batch_size(batch_size, dev)
     transform = transform or FeatureTransform()
     choice = precision_choice(precision, dev, bb, size=transform.size)
     prec = choice["precision"]
-    names = feature_names(bb.dim)
     t0 = time.perf_counter()
     keys = image_keys(table)
     store = None if cache is False else FeatureCache(default_cache_dir() if cache in (None, True) else cache,
                                                      model_key(bb, transform, prec), bb.dim)
-    cached = store.load(set(keys)) if store else {}
-    todo = [i for i, k in enumerate(keys) if k not in cached]
-    X = np.zeros((len(table), bb.dim), np.float32)
-    for i, k in enumerate(keys):
-        if k in cached:
-            X[i] = cached[k]
-    given = known([keys[i] for i in todo], prec) if known is not None and todo else {}
-    for i in todo:
-        if keys[i] in given:
-            X[i] = given[keys[i]]
-    run = [i for i in todo if keys[i] not in given]
+    X, todo, run = _reuse(keys, store, known, prec, bb.dim)
     if run:
         X[run] = _run_backbone(bb, table.iloc[run], transform, dev, prec, batch_size, num_workers, show_progress)
-    if todo:
-        if store:
-            new = dict.fromkeys(keys[i] for i in todo)          # duplicates of one image are stored once
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            try:
-                store.save(list(new), X[[first[k] for k in new]])
-            except OSError as e:  # the features are computed: a cache that cannot be written loses nothing
-                warnings.warn(
-                    f"the feature cache {store.dir} could not be written ({e.strerror or e}); the features "
-                        "were computed "
-                    "and are used, but will be computed again next time. Give a writable folder with --cache "
-                    "(or PE_RENAL_CACHE).",
-                    stacklevel=2,
-                    category=PeRenalWarning,
-                )
-    out = pd.DataFrame(X, index=table.index, columns=names)
+    if todo and store:
+        _store_new(store, keys, todo, X)
+    out = pd.DataFrame(X, index=table.index, columns=feature_names(bb.dim))
     out.attrs["pe_renal"] = dict(
-        backbone=bb.name,
-        weights=bb.weights,
-        untrained=bb.untrained,
-        note=bb.note,
-        precision=prec,
-        device=str(dev),
-        batch_size=int(batch_size),
-        transform=transform.settings(),
-        n_images=len(table),
-        precision_choice=choice,
-        n_cached=len(table) - len(todo),
-        n_known=len(todo) - len(run),
-        seconds=round(time.perf_counter() - t0, 2),
-    )
-    return out
-
-def _fold_batchnorm(model:nn.Module)->nn.Module:
-    """A copy of an eval-mode network with each BatchNorm folded into its convolution (a plain copy if it cannot be
-    traced)."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model.eval(), inplace=False)
-    except Exception as e:  # a custom network torch.fx cannot trace: run a copy as it is
-        logger.info(f"BatchNorm folding skipped ({type(e).__name__}: {e})")
-        return copy.deepcopy(model)
-
-
-def _run_backbone(
-    bb: Backbone, table: pd.DataFrame, transform, dev, prec, batch_size, num_workers, show_progress
-) -> np.ndarray:
-    model = _fold_batchnorm(bb.model).to(dev).to(memory_format=torch.channels_last)
-    if num_workers is None:
-        num_workers = 1 if (os.cpu_count() or 1) <= 2 else 2
-    loader = torch.utils.data.DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, pin_memory=dev.type == "cuda",
-                                         persistent_workers=False, prefetch_factor=2 if num_workers else None)
-    out = np.zeros((len(table), bb.dim), np.float32)
-    batches = progress(loader, f"{bb.name} features", total=len(loader)) if show_progress else loader
-    with torch.inference_mode(), _autocast(dev, prec):
-        for x, idx in batches:
-            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            out[idx.numpy()] = model(x).float().cpu().numpy()
-    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-    if len(bad):
-        names = table["path"].iloc[bad].astype(str).tolist() if "path" in table else [str(i) for i in table.index[bad]]
-        fix = (
-            f"the reduced precision ({prec}) overflowed: rerun with --precision fp32 (precision='fp32')"
-            if prec != "fp32"
-            else "in fp32 this means extreme pixel values in these images or damaged weights: check the images "
-            "(re-export them as 8- or 16-bit) and the weights file"
-        )
-        raise PeRenalError(f"{bb.name} produced non-finite features for {len(bad)} image(s): {', '.join(names[:10])}"
-                           f"{' ...' if len(bad) > 10 else ''}; {fix}.")
+        backbone=bb.name, weights=bb.weights, untrained=bb.untrained, note=bb.note, precision=prec, device=str(dev),
+        batch_size=int(batch_size), transform=transform.settings(), n_images=len(table), precision_choice=choice,
+        n_cached=len(table) - len(todo), n_known=len(todo) - len(run), seconds=round(time.perf_counter() - t0, 2))
     return out
 
 # %% ../nbs/03_features.ipynb #73cc0e63

@@ -9,7 +9,7 @@ import copy
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,140 +19,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, progress
-from .settings import FINETUNE_MODES
-from .data import Cohort, apply_roi, read_image
-from pe_renal.features import (
-    Backbone,
-    FeatureTransform,
-    check_batch_size,
-    extract_features,
-    image_keys,
-    load_backbone,
-    resolve_device,
-    precision_choice,
-    _autocast,
-    _fold_batchnorm,
-    _image_table,
-    _roi_of,
-)
+from .data import Cohort
+from .features import (
+    Backbone, FeatureTransform, autocast, check_batch_size, extract_features, fold_batchnorm, image_keys, image_table,
+    load_backbone, precision_choice, resolve_device)
+from .finetune_parts import (  # noqa: F401 (importable from here too, as they always were)
+    DEFAULTS, MODES, STUDY_DEFAULTS, LinearHead, UltrasoundAugment, ViewDataset, calibrate_batchnorm, inner_split,
+    loss_weights, read_rois, split_network)
 
 # %% auto #0
-__all__ = ['MODES', 'DEFAULTS', 'STUDY_DEFAULTS', 'FORMAT', 'TRAIN_THREADS', 'SELECT', 'UltrasoundAugment', 'split_network',
-           'LinearHead', 'inner_split', 'read_rois', 'ViewDataset', 'TrunkActivations', 'FinetuneResult',
-           'calibrate_batchnorm', 'finetune_backbone', 'finetuned_features', 'plot_training_curve', 'save_finetuned',
+__all__ = ['FORMAT', 'TRAIN_THREADS', 'SELECT', 'TrunkActivations', 'FinetuneResult', 'FinetuneSettings', 'FinetuneData',
+           'finetune_data', 'finetune_backbone', 'finetuned_features', 'plot_training_curve', 'save_finetuned',
            'load_finetuned']
 
-# %% ../nbs/03b_finetune.ipynb #bf3a838b
-@dataclass(frozen=True)
-class UltrasoundAugment:
-    """Random changes of a B-mode ROI that keep depth pointing down: crop inside the ROI, small rotation and shift,
-    gain and contrast."""
-
-    scale: tuple = (0.70, 1.0)     # share of the ROI's area kept by the random crop
-    ratio: tuple = (0.8, 1.25)     # aspect ratio of the crop, relative to the ROI's
-    degrees: float = 8.0           # largest rotation either way (a probe is never turned upside down)
-    translate: float = 0.05        # largest shift, as a share of the side
-    gain: tuple = (0.8, 1.25)      # overall gain (multiplies the gray level)
-    contrast: tuple = (0.8, 1.25)  # gamma of the log-compressed image (changes the apparent dynamic range)
-
-    def __call__(self, img:np.ndarray, rng:np.random.Generator)->np.ndarray:
-        h, w = img.shape
-        area, r = rng.uniform(*self.scale), np.exp(rng.uniform(*np.log(self.ratio)))
-        ch, cw = int(np.clip(round(h * np.sqrt(area / r)), 1, h)), int(np.clip(round(w * np.sqrt(area * r)), 1, w))
-        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        t = torch.from_numpy(np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw], np.float32))[None, None]
-        a = np.deg2rad(rng.uniform(-self.degrees, self.degrees))
-        tx, ty = rng.uniform(-self.translate, self.translate, 2) * 2
-        theta = torch.tensor(
-            [[np.cos(a), -np.sin(a) * ch / cw, tx], [np.sin(a) * cw / ch, np.cos(a), ty]], dtype=torch.float32
-        )
-        grid = F.affine_grid(theta[None], list(t.shape), align_corners=False)
-        t = F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
-        gain, gamma = rng.uniform(*self.gain), rng.uniform(*self.contrast)
-        return (gain * t.clamp(0, 1) ** gamma).clamp(0, 1).numpy()
-
-    def settings(self)->dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-# %% ../nbs/03b_finetune.ipynb #2958d22d
-MODES = FINETUNE_MODES[1:]   # "head", "last", "full": the declared modes but "none"
-DEFAULTS = {  # mode: (epochs, learning rate) - chosen on the synthetic known answers below
-    "head": (30, 1e-2), "last": (20, 1e-3), "full": (15, 3e-4)}
-# what a study run passes to `finetune_backbone` when asked to fine-tune without further settings: the last block
-# (cheap on CPU: the trunk is computed once), 2 cached views, 12 epochs, the final epoch kept (an inner validation of
-# a few dozen patients is too noisy to choose an epoch; measured below)
-STUDY_DEFAULTS = dict(mode="last", epochs=12, views=2, select="last")
-
-def split_network(model:nn.Module, # a backbone's network (pooled features out), e.g. `load_backbone(...).model`
-                  mode:str="last", # "head", "last" or "full"
-                 )->tuple[nn.Module, nn.Module]: # (frozen trunk, trainable part); trunk(x) feeds trainable(.)
-    "Cut a backbone into the part that stays frozen and the part that is trained; both share the model's modules."
-    if mode not in MODES:
-        raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    if mode == "head":
-        return model, nn.Identity()
-    if mode == "full":
-        return nn.Identity(), model
-    if not hasattr(model, "layer4"):
-        raise PeRenalError(
-            f"mode 'last' is available for ResNet backbones; for {type(model).__name__} use 'head' or 'full'."
-        )
-    m = model
-    trunk = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, *list(m.layer4)[:-1])
-    return trunk, nn.Sequential(m.layer4[-1], m.avgpool, nn.Flatten(1), m.fc)
-
-class LinearHead(nn.Module):
-    "Standardise the pooled features with fixed training statistics, then one linear logit (P(PE) > 0.5 when > 0)."
-    def __init__(self, mean:torch.Tensor, std:torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6).clone())
-        self.linear = nn.Linear(len(self.mean), 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, f): return self.linear((f.float() - self.mean) / self.std)[:, 0]
-
-# %% ../nbs/03b_finetune.ipynb #3d41fb57
-def inner_split(labels:pd.Series,        # 0/1 label per training patient, indexed by patient_id
-                val_fraction:float=0.2,  # share of the training patients held out for early stopping
-                seed:int=0,
-               )->tuple[list, list]:     # (inner-training patient ids, inner-validation patient ids)
-    "Stratified split of the training patients into an inner training and an inner validation part."
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < val_fraction < 1:
-        raise PeRenalError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    n_val = np.ceil(val_fraction * len(labels))
-    counts = labels.value_counts().reindex([0, 1], fill_value=0)
-    if (counts * val_fraction < 2).any() or n_val < 4:
-        raise PeRenalError(
-            f"fine-tuning needs at least 2 patients of each class in the inner validation part; the training "
-            f"set has {counts[0]} normal and {counts[1]} positive patients and val_fraction={val_fraction}. "
-            "Use a larger val_fraction or fine-tune on a larger cohort (or --finetune none)."
-        )
-    tr, va = train_test_split(list(labels.index), test_size=val_fraction, random_state=seed, stratify=labels.to_numpy())
-    return tr, va
-
-def read_rois(table:pd.DataFrame)->list[np.ndarray]:
-    "Every image of the table, ROI applied, as float arrays in [0, 1] (read once, augmented many times)."
-    out = []
-    for _, r in table.iterrows():
-        box, mask = _roi_of(r)
-        out.append(apply_roi(read_image(r["abspath"]), box=box, mask=read_image(mask) if mask else None))
-    return out
-
-class ViewDataset(torch.utils.data.Dataset):
-    "View `view` of every ROI: 0 is the image as the feature extractor sees it, others are seeded augmentations."
-    def __init__(self, rois:list, transform:FeatureTransform, augment:UltrasoundAugment|None, seed:int=0, view:int=0):
-        self.rois, self.transform, self.augment, self.seed, self.view = rois, transform, augment, seed, view
-    def __len__(self): return len(self.rois)
-    def __getitem__(self, i):
-        img = self.rois[i]
-        if self.view and self.augment is not None:
-            img = self.augment(img, np.random.default_rng([self.seed, self.view, i]))
-        return self.transform(img), i
-
-# %% ../nbs/03b_finetune.ipynb #5b7ac0c0
+# %% ../nbs/03b_finetune.ipynb #d925f945
 @dataclass
 class TrunkActivations:
     """The frozen trunk's output for the plain view of some images, kept from fine-tuning so their features need only
@@ -166,6 +46,7 @@ class TrunkActivations:
     @property
     def nbytes(self)->int: return sum(a.numel() * a.element_size() for a in self.acts.values())
 
+# %% ../nbs/03b_finetune.ipynb #cb484acf
 @dataclass
 class FinetuneResult:
     "A fine-tuned backbone, its head, how training went, and the bytes of its weights file."
@@ -175,15 +56,14 @@ class FinetuneResult:
     best_epoch: int           # the epoch whose weights were kept (highest inner-validation AUC)
     info: dict                # settings, patients, timings: for run.json
     blob: bytes = field(repr=False, default=b"")  # the weights file's content (`save_finetuned` writes it)
-    trunk: TrunkActivations | None = field(
-        repr=False, default=None
-    )  # head/last: plain-view trunk outputs (`finetuned_features`)
+    trunk: TrunkActivations | None = field(repr=False, default=None)  # head/last: plain-view trunk outputs
 
     @property
     def sha256(self)->str:
         import hashlib
         return hashlib.sha256(self.blob).hexdigest()
 
+# %% ../nbs/03b_finetune.ipynb #b234b094
 FORMAT = "pe_renal-finetuned/1"
 
 def _note(info:dict)->str:
@@ -192,22 +72,16 @@ def _note(info:dict)->str:
             f"{info['epochs_run']}) on {info['n_train_patients']} training patients (inner validation "
             f"{info['n_val_patients']}), starting from {start}.")
 
-def _result(
-    start: Backbone, model: nn.Module, head: LinearHead, history: pd.DataFrame, info: dict, trunk=None
-) -> FinetuneResult:
+# %% ../nbs/03b_finetune.ipynb #15a5a9e7
+def _result(start:Backbone, model:nn.Module, head:LinearHead, history:pd.DataFrame, info:dict, trunk=None
+           )->FinetuneResult:
     "Serialise the fine-tuned weights (trunk state dict + head + settings) and name the backbone by their SHA-256."
     import hashlib
     info = {**info, "note": _note(info)}
     buf = io.BytesIO()
-    torch.save(
-        {
-            "format": FORMAT,
-            "state_dict": model.state_dict(),
-            "head": head.state_dict(),
-            "finetune": json.dumps({k: v for k, v in info.items() if not k.endswith("seconds")}, default=str),
-        },
-        buf,
-    )  # no timing: same seed, same file
+    settings = json.dumps({k: v for k, v in info.items() if not k.endswith("seconds")}, default=str)
+    torch.save({"format": FORMAT, "state_dict": model.state_dict(), "head": head.state_dict(), "finetune": settings},
+               buf)  # no timing: same seed, same file
     blob = buf.getvalue()
     digest = hashlib.sha256(blob).hexdigest()
     if info["mode"] == "head":  # the trunk did not change: the features are the starting backbone's, under its own name
@@ -216,17 +90,13 @@ def _result(
         bb = Backbone(model, start.name, f"file:{digest[:16]}", start.dim, False, info["note"])
     return FinetuneResult(bb, head, history, info["best_epoch"], {**info, "sha256": digest}, blob, trunk)
 
+# %% ../nbs/03b_finetune.ipynb #07154931
 def _loader(ds, batch_size, dev, num_workers, shuffle=False, generator=None):
-    return torch.utils.data.DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=dev.type == "cuda",
-        prefetch_factor=2 if num_workers else None,
-    )
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       num_workers=num_workers, pin_memory=dev.type == "cuda",
+                                       prefetch_factor=2 if num_workers else None)
 
+# %% ../nbs/03b_finetune.ipynb #8214d39d
 TRAIN_THREADS = 1   # CPU threads of the learning steps: a sum split over threads rounds differently for each count
 
 @contextlib.contextmanager
@@ -240,36 +110,32 @@ def _cpu_threads(n:int|None):
     finally:
         torch.set_num_threads(old)
 
-
+# %% ../nbs/03b_finetune.ipynb #e9c35c1d
 def _as_trunk_output(x:torch.Tensor, prec:str)->torch.Tensor:
-    """Kept trunk outputs (stored as fp32) in the dtype the trunk produced them in. Under autocast a residual sum
-    with an
-    fp32 input runs in fp32, so without this the part that learns would not compute what one pass of the whole
-    network does."""
+    "Kept trunk outputs (stored as fp32) in the dtype the trunk produced them in."
     return x if prec == "fp32" else x.to(torch.bfloat16 if prec == "bf16" else torch.float16)
 
+# %% ../nbs/03b_finetune.ipynb #0ef79afd
 @torch.no_grad()
-def _trunk_outputs(
-    trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None
-) -> list[torch.Tensor]:
+def _trunk_outputs(trunk, rois, transform, augment, seed, views, dev, prec, batch_size, num_workers, bar=None
+                  )->list[torch.Tensor]:
     "Frozen-trunk activations of each view of each ROI, kept on the CPU: computed once, reused every epoch."
-    net = (
-        _fold_batchnorm(trunk).to(dev).to(memory_format=torch.channels_last)
-        if not isinstance(trunk, nn.Identity)
-        else trunk
-    )
+    if isinstance(trunk, nn.Identity):
+        net = trunk
+    else:
+        net = fold_batchnorm(trunk).to(dev).to(memory_format=torch.channels_last)
     out = []
     for v in range(views):
         chunks = []
         for x, _ in _loader(ViewDataset(rois, transform, augment, seed, v), batch_size, dev, num_workers):
-            with _autocast(dev, prec):
+            with autocast(dev, prec):
                 chunks.append(net(x.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu())
             if bar is not None:
                 bar.update(len(x))
         out.append(torch.cat(chunks))
     return out
 
-# %% ../nbs/03b_finetune.ipynb #a8df979b
+# %% ../nbs/03b_finetune.ipynb #33af78bd
 def _auc(y, s)->float:
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else np.nan
@@ -279,34 +145,7 @@ def _patient_mean(logits:np.ndarray, groups:np.ndarray)->tuple[np.ndarray, np.nd
     codes, uniq = pd.factorize(groups)
     return np.bincount(codes, logits, len(uniq)) / np.bincount(codes, minlength=len(uniq)), codes
 
-def _weights(y:np.ndarray, groups:np.ndarray)->torch.Tensor:
-    "Per-image loss weights: each patient weighs 1 whatever her number of images, and both classes weigh the same."
-    codes, _ = pd.factorize(groups)
-    per = np.bincount(codes)[codes]
-    n_cls = np.array([len(np.unique(codes[y == c])) for c in (0, 1)], float)
-    w = 1.0 / per / n_cls[y] * len(np.unique(codes)) / 2
-    return torch.as_tensor(w, dtype=torch.float32)
-
-@torch.no_grad()
-def calibrate_batchnorm(net:nn.Module, # the part being trained
-                        batches,       # iterable of input batches (the plain training views)
-                       )->nn.Module:
-    """Reset the BatchNorm statistics of `net` to the mean and variance of its inputs (random starting weights need
-    this)."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return net
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # None: a plain average over the batches
-    net.train()
-    for xb in batches:
-        net(xb)
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    return net.eval()
-
+# %% ../nbs/03b_finetune.ipynb #dd0f9e44
 SELECT = ("auc", "loss", "last")
 
 def _better(select:str, new:tuple, best:tuple)->bool:
@@ -320,271 +159,319 @@ def _better(select:str, new:tuple, best:tuple)->bool:
 
 def _state(*modules)->list[dict]: return [copy.deepcopy(m.state_dict()) for m in modules]
 
-def finetune_backbone(
-    cohort: Cohort,  # the cohort (images and labels)
-    train_ids: list,  # the TRAINING patients: the only ones fine-tuning sees
-    backbone: str | Backbone = "resnet152",  # a name `load_backbone` accepts, or a loaded Backbone
-    weights: str = "imagenet",  # starting weights: "imagenet", "random" or a state-dict file
-    mode: str = "last",  # "head" (linear probe), "last" (last residual block + head), "full"
-    epochs: int | None = None,  # most epochs (default per mode, see DEFAULTS)
-    lr: float | None = None,  # AdamW learning rate (default per mode)
-    batch_size: int | None = None,  # images per step (default 16 on CPU, 64 on CUDA)
-    weight_decay: float = 1e-4,
-    val_fraction: float = 0.2,  # training patients held out (by patient, stratified) for early stopping
-    patience: int = 6,  # stop after this many epochs without a better inner-validation score
-    select: str = "auc",  # epoch kept: "auc" (highest inner-validation AUC, ties to lower loss),
-    # "loss" (lowest inner-validation loss) or "last" (no early stopping)
-    views: int = 4,  # head/last: views per image through the frozen trunk (1 plain + augmented)
-    augment: UltrasoundAugment | None = UltrasoundAugment(),  # None: no augmentation
-    transform: FeatureTransform | None = None,  # the feature extractor's preprocessing (default FeatureTransform())
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",  # as `extract_features` (`precision_choice`): trunk, training, kept outputs
-    num_workers: int | None = None,  # image decoding processes (default 0 on CPU, 4 on CUDA)
-    fallback: bool = False,  # demo only: random starting weights when ImageNet is unavailable
-    keep_trunk: bool = True,  # head/last: keep the plain-view trunk outputs in the result, so that
-    # `finetuned_features` does not run the trunk on these images again
-    show_progress: bool = True,
-) -> FinetuneResult:
-    """Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to
-    keep."""
-    t0 = time.perf_counter()
-    if mode not in MODES:
-        raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    epochs = int(DEFAULTS[mode][0] if epochs is None else epochs)
-    lr = float(DEFAULTS[mode][1] if lr is None else lr)  # 0 is refused below
-    if select not in SELECT:
-        raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {select!r}.")
-    if epochs < 1 or lr <= 0 or views < 1:
-        raise PeRenalError(f"epochs ({epochs}) and views ({views}) must be >= 1 and lr ({lr}) > 0.")
-    start = (
-        backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=seed, fallback=fallback)
-    )
-    transform = transform or FeatureTransform()
-    dev = resolve_device(device)
-    choice = precision_choice(precision, dev, start, size=transform.size)
-    prec = choice["precision"]  # as extraction picks it
-    batch_size = int(batch_size or (64 if dev.type == "cuda" else 16))
-    num_workers = (4 if dev.type == "cuda" else 0) if num_workers is None else int(num_workers)
-    # patients and images: the training patients only
+# %% ../nbs/03b_finetune.ipynb #07f43f5c
+@dataclass(frozen=True)
+class FinetuneSettings:
+    "How to fine-tune: the part that learns, the optimiser, the epoch kept, the views, and where it runs."
+    mode: str = "last"             # "head" (linear probe), "last" (last residual block + head), "full"
+    epochs: int | None = None      # most epochs (default per mode, see DEFAULTS)
+    lr: float | None = None        # AdamW learning rate (default per mode)
+    batch_size: int | None = None  # images per step (default 16 on CPU, 64 on CUDA)
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2      # training patients held out (by patient, stratified) for early stopping
+    patience: int = 6              # stop after this many epochs without a better inner-validation score
+    select: str = "auc"            # epoch kept: "auc" (highest inner-validation AUC, ties to lower loss),
+                                   # "loss" (lowest inner-validation loss) or "last" (no early stopping)
+    views: int = 4                 # head/last: views per image through the frozen trunk (1 plain + augmented)
+    augment: UltrasoundAugment | None = UltrasoundAugment()  # None: no augmentation
+    transform: FeatureTransform | None = None  # the feature extractor's preprocessing (default FeatureTransform())
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"        # as `extract_features` (`precision_choice`): trunk, training, kept outputs
+    num_workers: int | None = None # image decoding processes (default 0 on CPU, 4 on CUDA)
+    keep_trunk: bool = True        # head/last: keep the plain-view trunk outputs in the result, so that
+                                   # `finetuned_features` does not run the trunk on these images again
+    show_progress: bool = True
+
+    def __post_init__(self): self.schedule()
+
+    def schedule(self)->tuple[int, float]:
+        "(epochs, learning rate): as given, else the mode's defaults; a setting that cannot work is refused."
+        if self.mode not in MODES:
+            raise PeRenalError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
+        epochs = int(DEFAULTS[self.mode][0] if self.epochs is None else self.epochs)
+        lr = float(DEFAULTS[self.mode][1] if self.lr is None else self.lr)  # 0 is refused below
+        if self.select not in SELECT:
+            raise PeRenalError(f"select must be one of {', '.join(SELECT)}, got {self.select!r}.")
+        if epochs < 1 or lr <= 0 or self.views < 1:
+            raise PeRenalError(f"epochs ({epochs}) and views ({self.views}) must be >= 1 and lr ({lr}) > 0.")
+        return epochs, lr
+
+# %% ../nbs/03b_finetune.ipynb #8641317f
+def _settings(settings:FinetuneSettings|None=None, # the settings to start from (default FinetuneSettings())
+                      **kwargs,                            # fields of FinetuneSettings that override them
+                     )->FinetuneSettings:
+    "One `FinetuneSettings` from an optional object and keyword overrides."
+    if settings is not None and not isinstance(settings, FinetuneSettings):
+        raise PeRenalError(f"settings must be a FinetuneSettings, got {type(settings).__name__} {settings!r}.")
+    unknown = [k for k in kwargs if k not in FinetuneSettings.__dataclass_fields__]
+    if unknown:
+        raise TypeError(f"finetune_backbone() got an unexpected keyword argument {unknown[0]!r}")
+    return FinetuneSettings(**kwargs) if settings is None else replace(settings, **kwargs)
+
+# %% ../nbs/03b_finetune.ipynb #1fe9e4f2
+@dataclass
+class _Run:
+    "A run's settings resolved for this machine and mode."
+    start: Backbone
+    transform: FeatureTransform
+    dev: torch.device
+    choice: dict       # `precision_choice`: the precision and why
+    epochs: int
+    lr: float
+    batch_size: int
+    num_workers: int
+
+    @property
+    def prec(self)->str: return self.choice["precision"]
+
+def _resolve(s:FinetuneSettings, backbone:str|Backbone, weights:str, fallback:bool)->_Run:
+    start = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, seed=s.seed,
+                                                                         fallback=fallback)
+    transform = s.transform or FeatureTransform()
+    dev = resolve_device(s.device)
+    choice = precision_choice(s.precision, dev, start, size=transform.size)  # as extraction picks it
+    batch_size = int(s.batch_size or (64 if dev.type == "cuda" else 16))
+    num_workers = (4 if dev.type == "cuda" else 0) if s.num_workers is None else int(s.num_workers)
+    return _Run(start, transform, dev, choice, *s.schedule(), batch_size, num_workers)
+
+# %% ../nbs/03b_finetune.ipynb #964519d0
+@dataclass
+class FinetuneData:
+    "The training patients' images, split by patient into inner training and inner validation ('train', 'val')."
+    train_ids: list   # the training patients (each once): all that fine-tuning sees
+    patients: dict    # part -> patient ids
+    images: dict      # part -> rows of the images table
+    y: dict           # part -> 0/1 label of each image
+    groups: dict      # part -> patient id of each image
+    rois: dict        # part -> each image's ROI as a float array in [0, 1]
+
+def finetune_data(cohort:Cohort, train_ids:list, val_fraction:float=0.2, seed:int=0)->FinetuneData:
+    "The inner training and inner validation images of the training patients, ROIs read."
     clin = cohort.clinical.set_index("patient_id")
     train_ids = list(dict.fromkeys(train_ids))
     unknown = [p for p in train_ids if p not in clin.index]
     if unknown:
         raise PeRenalError(f"fine-tuning: patient(s) {unknown[:5]} are not in {cohort.root / 'clinical.csv'}.")
-    inner_tr, inner_va = inner_split(clin.loc[train_ids, "label"].astype(int), val_fraction, seed)
-    table = _image_table(cohort)
-    parts = {k: table[table["patient_id"].isin(set(ids))] for k, ids in (("train", inner_tr), ("val", inner_va))}
+    patients = dict(zip(("train", "val"), inner_split(clin.loc[train_ids, "label"].astype(int), val_fraction, seed)))
+    table = image_table(cohort)
+    parts = {k: table[table["patient_id"].isin(set(ids))] for k, ids in patients.items()}
     y = {k: np.array(clin.loc[t["patient_id"], "label"].astype(int)) for k, t in parts.items()}
     g = {k: t["patient_id"].to_numpy() for k, t in parts.items()}
-    rois = {k: read_rois(t) for k, t in parts.items()}
-    # the network: a copy of the backbone, cut into a frozen trunk and the part that learns
-    # the learning steps on a fixed number of CPU threads (TRAIN_THREADS), so that the weights do not depend on how many
-    # the machine or OMP_NUM_THREADS gives; the frozen trunk, inference only, gives the same outputs on any number and
-    # uses all
-    with torch.random.fork_rng(devices=[]), _cpu_threads(TRAIN_THREADS if dev.type == "cpu" else None) as all_threads:
-        torch.manual_seed(seed)
-        model = copy.deepcopy(start.model).float()
-        trunk, learn = split_network(model, mode)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in learn.parameters():
-            p.requires_grad_(True)
-        cached = mode != "full"
-        n_tr = len(rois["train"]) * (views if cached else 1) + len(rois["val"])
-        bar = (
-            progress(range(n_tr), f"fine-tuning ({mode}): frozen trunk", total=n_tr)
-            if show_progress and cached
-            else None
-        )
-        t_trunk = time.perf_counter()
-        if cached:
-            with _cpu_threads(all_threads):
-                X = {
-                    "train": _trunk_outputs(
-                        trunk,
-                        rois["train"],
-                        transform,
-                        augment,
-                        seed,
-                        views if augment else 1,
-                        dev,
-                        prec,
-                        batch_size,
-                        num_workers,
-                        bar,
-                    ),
-                    "val": _trunk_outputs(
-                        trunk, rois["val"], transform, None, seed, 1, dev, prec, batch_size, num_workers, bar
-                    ),
-                }
-            if bar is not None:
-                bar.close()
-        t_trunk = time.perf_counter() - t_trunk
-        kept = None
-        if cached and keep_trunk:                                     # views (no copy) of the plain view of every image
-            keys = image_keys(parts["train"]) + image_keys(parts["val"])
-            kept = TrunkActivations(dict(zip(keys, [*X["train"][0].unbind(), *X["val"][0].unbind()])), prec,
-                                    transform.settings(), mode)
-        learn.to(dev)
-        plain = lambda: (
-            X["train"][0].split(batch_size)
-            if cached
-            else (x for x, _ in _loader(ViewDataset(rois["train"], transform, None), batch_size, dev, num_workers))
-        )
-        calibrate_batchnorm(learn, (x.to(dev) for x in plain()))
-        with torch.inference_mode():  # head standardisation from the starting network
-            learn.eval()
-            f0 = torch.cat([learn(x.to(dev)).float().cpu() for x in plain()])
-        head = LinearHead(f0.mean(0), f0.std(0)).to(dev)
-        params = [p for p in learn.parameters() if p.requires_grad] + list(head.parameters())
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and prec == "fp16")
-        w = _weights(y["train"], g["train"])
-        yt = torch.as_tensor(y["train"], dtype=torch.float32)
-        gen = torch.Generator().manual_seed(seed)
-        rows, best, best_state, since = [], (-np.inf, np.inf), None, 0
-        epochs_bar = (
-            progress(range(1, epochs + 1), f"fine-tuning ({mode})", total=epochs)
-            if show_progress
-            else range(1, epochs + 1)
-        )
-        for epoch in epochs_bar:
-            te = time.perf_counter()
-            learn.train()
-            head.train()
-            total, seen = 0.0, 0
-            if cached:
-                order = torch.randperm(len(yt), generator=gen)
-                pick = torch.randint(len(X["train"]), (len(yt),), generator=gen)
-                batches = ((torch.stack([X["train"][int(v)][int(i)] for v, i in zip(pick[b], b)]), b)
-                           for b in order.split(batch_size))
-            else:
-                ds = ViewDataset(rois["train"], transform, augment, seed, view=epoch if augment else 0)
-                batches = _loader(ds, batch_size, dev, num_workers, shuffle=True, generator=gen)
-            for xb, idx in batches:
-                xb = xb.to(dev, non_blocking=True)
-                if cached:
-                    xb = _as_trunk_output(xb, prec)
-                if xb.ndim == 4:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with _autocast(dev, prec):
-                    logit = head(learn(xb))
-                loss = (
-                    F.binary_cross_entropy_with_logits(logit.float(), yt[idx].to(dev), reduction="none")
-                    * w[idx].to(dev)
-                ).sum() / w[idx].sum().to(dev)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                total += loss.item() * len(idx)
-                seen += len(idx)
-            sched.step()
-            vl, va = _evaluate(
-                learn,
-                head,
-                X["val"][0] if cached else rois["val"],
-                y["val"],
-                g["val"],
-                transform,
-                dev,
-                prec,
-                batch_size,
-                num_workers,
-            )
-            rows.append(
-                dict(epoch=epoch, train_loss=total / seen, val_loss=vl, val_auc=va, seconds=time.perf_counter() - te)
-            )
-            if hasattr(epochs_bar, "set_postfix"):
-                epochs_bar.set_postfix(loss=f"{total / seen:.3f}", val_auc=f"{va:.3f}")
-            if best_state is None or _better(select, (va, vl), best):
-                best, best_state, since, best_epoch = (va, vl), _state(learn, head), 0, epoch
-            else:
-                since += 1
-            if since >= patience and select != "last":
-                break
-        learn.load_state_dict(best_state[0])
-        head.load_state_dict(best_state[1])
-    model = model.cpu().eval()
-    head = head.cpu().eval()
-    for p in list(model.parameters()) + list(head.parameters()):
-        p.requires_grad_(True)  # as load_backbone leaves them (Grad-CAM needs it)
-    history = pd.DataFrame(rows)
-    info = dict(
-        mode=mode,
-        start_weights=start.weights,
-        start_untrained=start.untrained,
-        backbone=start.name,
-        epochs=epochs,
-        epochs_run=len(rows),
-        best_epoch=best_epoch,
-        lr=lr,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        val_fraction=val_fraction,
-        patience=patience,
-        select=select,
-        views=views if cached else None,
-        augment=augment.settings() if augment else None,
-        transform=transform.settings(),
-        seed=seed,
-        device=str(dev),
-        precision=prec,
-        precision_reason=choice["reason"],
-        n_train_patients=len(inner_tr),
-        n_val_patients=len(inner_va),
-        n_train_images=len(rois["train"]),
-        n_val_images=len(rois["val"]),
-        best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
-        seconds=round(time.perf_counter() - t0, 1),
-        trunk_seconds=round(t_trunk, 1),
-        train_patients=list(map(str, train_ids)),
-        val_patients=list(map(str, inner_va)),
-    )
-    return _result(start, model, head, history, info, kept)
+    return FinetuneData(train_ids, patients, parts, y, g, {k: read_rois(t) for k, t in parts.items()})
 
+# %% ../nbs/03b_finetune.ipynb #545f6511
+def _trainable_copy(start:Backbone, mode:str)->tuple[nn.Module, nn.Module, nn.Module]:
+    "(network, frozen trunk, learning part) of a float copy of the starting network; only the learning part learns."
+    model = copy.deepcopy(start.model).float()
+    trunk, learn = split_network(model, mode)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in learn.parameters():
+        p.requires_grad_(True)
+    return model, trunk, learn
+
+# %% ../nbs/03b_finetune.ipynb #758a93fa
+def _frozen_trunk(trunk:nn.Module, data:FinetuneData, s:FinetuneSettings, run:_Run, threads:int
+                 )->tuple[dict, TrunkActivations|None]:
+    "head/last: the trunk's outputs of each view of the inner-training images and the plain inner-validation ones."
+    n = len(data.rois["train"]) * s.views + len(data.rois["val"])
+    bar = progress(range(n), f"fine-tuning ({s.mode}): frozen trunk", total=n) if s.show_progress else None
+    common = (run.dev, run.prec, run.batch_size, run.num_workers, bar)
+    with _cpu_threads(threads):
+        X = {"train": _trunk_outputs(trunk, data.rois["train"], run.transform, s.augment, s.seed,
+                                     s.views if s.augment else 1, *common),
+             "val": _trunk_outputs(trunk, data.rois["val"], run.transform, None, s.seed, 1, *common)}
+    if bar is not None:
+        bar.close()
+    if not s.keep_trunk:
+        return X, None
+    keys = image_keys(data.images["train"]) + image_keys(data.images["val"])   # views (no copy) of the plain view
+    acts = dict(zip(keys, [*X["train"][0].unbind(), *X["val"][0].unbind()]))
+    return X, TrunkActivations(acts, run.prec, run.transform.settings(), s.mode)
+
+# %% ../nbs/03b_finetune.ipynb #2eba178e
+def _plain_views(X:dict|None, data:FinetuneData, run:_Run):
+    "The plain inner-training views as the part that learns takes them: kept trunk outputs, or images (full mode)."
+    if X is not None:
+        return X["train"][0].split(run.batch_size)
+    ds = ViewDataset(data.rois["train"], run.transform, None)
+    return (x for x, _ in _loader(ds, run.batch_size, run.dev, run.num_workers))
+
+def _start_head(learn:nn.Module, X:dict|None, data:FinetuneData, run:_Run)->LinearHead:
+    "Calibrate the learning part's BatchNorm, then a zero head standardised on its features."
+    calibrate_batchnorm(learn, (x.to(run.dev) for x in _plain_views(X, data, run)))
+    with torch.inference_mode():  # head standardisation from the starting network
+        learn.eval()
+        f0 = torch.cat([learn(x.to(run.dev)).float().cpu() for x in _plain_views(X, data, run)])
+    return LinearHead(f0.mean(0), f0.std(0)).to(run.dev)
+
+# %% ../nbs/03b_finetune.ipynb #dce312d7
+def _epoch_batches(X:dict|None, data:FinetuneData, s:FinetuneSettings, run:_Run, epoch:int, gen:torch.Generator):
+    "(inputs, image indices) of one epoch's batches, in a seeded order; head/last: a seeded view of each image."
+    if X is not None:
+        n = len(data.y["train"])
+        order = torch.randperm(n, generator=gen)
+        pick = torch.randint(len(X["train"]), (n,), generator=gen)
+        return ((torch.stack([X["train"][int(v)][int(i)] for v, i in zip(pick[b], b)]), b)
+                for b in order.split(run.batch_size))
+    ds = ViewDataset(data.rois["train"], run.transform, s.augment, s.seed, view=epoch if s.augment else 0)
+    return _loader(ds, run.batch_size, run.dev, run.num_workers, shuffle=True, generator=gen)
+
+# %% ../nbs/03b_finetune.ipynb #1f4b3400
+def _train_epoch(learn:nn.Module, head:LinearHead, opt, scaler, batches, y:torch.Tensor, w:torch.Tensor,
+                 cached:bool, run:_Run)->float:
+    "One optimiser step per batch; the epoch's mean training loss."
+    learn.train()
+    head.train()
+    total, seen = 0.0, 0
+    for xb, idx in batches:
+        xb = xb.to(run.dev, non_blocking=True)
+        if cached:
+            xb = _as_trunk_output(xb, run.prec)
+        if xb.ndim == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(run.dev, run.prec):
+            logit = head(learn(xb))
+        loss = (F.binary_cross_entropy_with_logits(logit.float(), y[idx].to(run.dev), reduction="none")
+                * w[idx].to(run.dev)).sum() / w[idx].sum().to(run.dev)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+    return total / seen
+
+# %% ../nbs/03b_finetune.ipynb #cbc8cc14
 @torch.inference_mode()
 def _evaluate(learn, head, X, y, groups, transform, dev, prec, batch_size, num_workers)->tuple[float, float]:
     "Inner-validation loss (per image, class-balanced) and AUC (per patient, mean logit)."
     learn.eval()
     head.eval()
-    src = (
-        X.split(batch_size)
-        if torch.is_tensor(X)
-        else (x for x, _ in _loader(ViewDataset(X, transform, None), batch_size, dev, num_workers))
-    )
+    if torch.is_tensor(X):
+        src = X.split(batch_size)
+    else:
+        src = (x for x, _ in _loader(ViewDataset(X, transform, None), batch_size, dev, num_workers))
     logits = []
     for xb in src:
         xb = _as_trunk_output(xb.to(dev), prec) if torch.is_tensor(X) else xb.to(dev)
-        with _autocast(dev, prec):
+        with autocast(dev, prec):
             logits.append(head(learn(xb)).float().cpu())
     s = torch.cat(logits)
-    w = _weights(y, groups)
-    loss = float(
-        (F.binary_cross_entropy_with_logits(s, torch.as_tensor(y, dtype=torch.float32), reduction="none") * w).sum()
-        / w.sum()
-    )
+    w = loss_weights(y, groups)
+    bce = F.binary_cross_entropy_with_logits(s, torch.as_tensor(y, dtype=torch.float32), reduction="none")
+    loss = float((bce * w).sum() / w.sum())
     sp, codes = _patient_mean(s.numpy().astype(float), groups)
     yp = np.zeros(len(sp), int)
     yp[codes] = y
     return loss, _auc(yp, sp)
 
+# %% ../nbs/03b_finetune.ipynb #885cd29f
+def _fit(learn:nn.Module, head:LinearHead, X:dict|None, data:FinetuneData, s:FinetuneSettings, run:_Run
+        )->tuple[list[dict], int]:
+    "Train with early stopping: one history row per epoch, and the kept epoch (its weights loaded back)."
+    params = [p for p in learn.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=run.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=run.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.dev.type == "cuda" and run.prec == "fp16")
+    w, yt = loss_weights(data.y["train"], data.groups["train"]), torch.as_tensor(data.y["train"], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(s.seed)
+    val = (X["val"][0] if X is not None else data.rois["val"], data.y["val"], data.groups["val"], run.transform,
+           run.dev, run.prec, run.batch_size, run.num_workers)
+    rows, best, best_state, since = [], (-np.inf, np.inf), None, 0
+    epochs = range(1, run.epochs + 1)
+    bar = progress(epochs, f"fine-tuning ({s.mode})", total=run.epochs) if s.show_progress else epochs
+    for epoch in bar:
+        te = time.perf_counter()
+        batches = _epoch_batches(X, data, s, run, epoch, gen)
+        loss = _train_epoch(learn, head, opt, scaler, batches, yt, w, X is not None, run)
+        sched.step()
+        vl, va = _evaluate(learn, head, *val)
+        rows.append(dict(epoch=epoch, train_loss=loss, val_loss=vl, val_auc=va, seconds=time.perf_counter() - te))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.3f}", val_auc=f"{va:.3f}")
+        if best_state is None or _better(s.select, (va, vl), best):
+            best, best_state, since, best_epoch = (va, vl), _state(learn, head), 0, epoch
+        else:
+            since += 1
+        if since >= s.patience and s.select != "last":
+            break
+    learn.load_state_dict(best_state[0])
+    head.load_state_dict(best_state[1])
+    return rows, best_epoch
+
+# %% ../nbs/03b_finetune.ipynb #e0cf658d
+def _finetune_info(s:FinetuneSettings, run:_Run, data:FinetuneData, history:pd.DataFrame, best_epoch:int,
+                   seconds:float, trunk_seconds:float)->dict:
+    "The settings, patients, precision and timings of a run (the key order is part of the weights file)."
+    cached = s.mode != "full"
+    return dict(
+        mode=s.mode, start_weights=run.start.weights, start_untrained=run.start.untrained, backbone=run.start.name,
+        epochs=run.epochs, epochs_run=len(history), best_epoch=best_epoch, lr=run.lr, batch_size=run.batch_size,
+        weight_decay=s.weight_decay, val_fraction=s.val_fraction, patience=s.patience, select=s.select,
+        views=s.views if cached else None, augment=s.augment.settings() if s.augment else None,
+        transform=run.transform.settings(), seed=s.seed, device=str(run.dev), precision=run.prec,
+        precision_reason=run.choice["reason"], n_train_patients=len(data.patients["train"]),
+        n_val_patients=len(data.patients["val"]), n_train_images=len(data.rois["train"]),
+        n_val_images=len(data.rois["val"]),
+        best_val_auc=float(history.loc[history.epoch == best_epoch, "val_auc"].iloc[0]),
+        seconds=round(seconds, 1), trunk_seconds=round(trunk_seconds, 1),
+        train_patients=list(map(str, data.train_ids)), val_patients=list(map(str, data.patients["val"])))
+
+# %% ../nbs/03b_finetune.ipynb #9f7117ad
+def _released(*modules:nn.Module)->tuple:
+    "Trained modules on the CPU in eval mode, gradients on as `load_backbone` leaves them (Grad-CAM needs it)."
+    for m in modules:
+        m.cpu().eval()
+        for p in m.parameters():
+            p.requires_grad_(True)
+    return modules
+
+# %% ../nbs/03b_finetune.ipynb #55b4a31b
+def finetune_backbone(cohort:Cohort,                      # the cohort (images and labels)
+                      train_ids:list,                     # the TRAINING patients: the only ones fine-tuning sees
+                      backbone:str|Backbone="resnet152",  # a name `load_backbone` accepts, or a loaded Backbone
+                      weights:str="imagenet",             # starting weights: "imagenet", "random" or a state-dict file
+                      settings:FinetuneSettings|None=None, # how to fine-tune (default `FinetuneSettings()`)
+                      fallback:bool=False,                # demo only: random starting weights when ImageNet is missing
+                      **kwargs,                           # fields of `FinetuneSettings` (mode, epochs, lr, select, ...)
+                     )->FinetuneResult:
+    """Fine-tune a backbone as a PE classifier on the training patients only, with inner validation for the epoch to
+    keep."""
+    t0 = time.perf_counter()
+    s = _settings(settings, **kwargs)
+    run = _resolve(s, backbone, weights, fallback)
+    data = finetune_data(cohort, train_ids, s.val_fraction, s.seed)
+    with torch.random.fork_rng(devices=[]), _cpu_threads(TRAIN_THREADS if run.dev.type == "cpu" else None) as threads:
+        torch.manual_seed(s.seed)
+        model, trunk, learn = _trainable_copy(run.start, s.mode)
+        t_trunk = time.perf_counter()
+        X, kept = _frozen_trunk(trunk, data, s, run, threads) if s.mode != "full" else (None, None)
+        t_trunk = time.perf_counter() - t_trunk
+        head = _start_head(learn.to(run.dev), X, data, run)
+        rows, best_epoch = _fit(learn, head, X, data, s, run)
+    model, head = _released(model, head)
+    history = pd.DataFrame(rows)
+    info = _finetune_info(s, run, data, history, best_epoch, time.perf_counter() - t0, t_trunk)
+    return _result(run.start, model, head, history, info, kept)
+
+# %% ../nbs/03b_finetune.ipynb #2529a7da
 @torch.inference_mode()
 def _tail_features(result:FinetuneResult, acts:list, dev, prec, batch_size)->np.ndarray:
     "Pooled features from kept trunk outputs: only the part that learned runs (nothing at all in head mode)."
     tail = split_network(result.backbone.model, result.trunk.mode)[1]
-    net = tail if isinstance(tail, nn.Identity) else _fold_batchnorm(tail).to(dev).to(memory_format=torch.channels_last)
+    net = tail if isinstance(tail, nn.Identity) else fold_batchnorm(tail).to(dev).to(memory_format=torch.channels_last)
     out = []
     for i in range(0, len(acts), batch_size):
         x = _as_trunk_output(torch.stack(acts[i:i + batch_size]).to(dev), prec)
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(dev, prec):
+        with autocast(dev, prec):
             out.append(net(x).float().cpu().numpy())
     return np.concatenate(out)
 
+# %% ../nbs/03b_finetune.ipynb #1a4cdd8e
 def finetuned_features(images,                       # Cohort, its images table, or a list of image paths
                        result:FinetuneResult,        # from `finetune_backbone`
                        device:str="auto", precision:str="auto", # as `extract_features`
@@ -608,24 +495,13 @@ def finetuned_features(images,                       # Cohort, its images table,
             return {}
         X = _tail_features(result, [kept.acts[k] for k in keys], dev, prec, batch_size)
         if not np.isfinite(X).all():
-            raise PeRenalError(
-                f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun with "
-                "--precision fp32 (precision='fp32')."
-            )
+            raise PeRenalError(f"{bb.name} produced non-finite features from the kept trunk outputs ({prec}); rerun "
+                               "with --precision fp32 (precision='fp32').")
         return dict(zip(keys, X))
 
-    out = extract_features(
-        images,
-        bb,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        transform=transform,
-        cache=cache,
-        show_progress=show_progress,
-        known=known,
-    )
+    out = extract_features(images, bb, device=device, precision=precision, batch_size=batch_size,
+                           num_workers=num_workers, transform=transform, cache=cache, show_progress=show_progress,
+                           known=known)
     out.attrs["pe_renal"]["n_trunk_reused"] = out.attrs["pe_renal"].pop("n_known")
     return out
 
@@ -655,12 +531,8 @@ def plot_training_curve(result:FinetuneResult|pd.DataFrame, # a result, or its h
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
-    title = (
-        f"Fine-tuning ({result.info['mode']}, kept epoch {best})"
-        if isinstance(result, FinetuneResult)
-        else "Fine-tuning"
-    )
-    ax.set_title(title)
+    ax.set_title(f"Fine-tuning ({result.info['mode']}, kept epoch {best})" if isinstance(result, FinetuneResult)
+                 else "Fine-tuning")
     return ax.figure
 
 # %% ../nbs/03b_finetune.ipynb #f1026654
@@ -679,10 +551,10 @@ def save_finetuned(result:FinetuneResult, # from `finetune_backbone`
         raise PeRenalError(f"{path}: the written file does not match the weights in memory; disk problem?")
     return digest
 
-def load_finetuned(
-    path: str | Path,  # a weights file written by `save_finetuned`
-    sha256: str | None = None,  # the SHA-256 recorded with it (run.json): checked when given
-) -> tuple[Backbone, LinearHead, dict]:  # the backbone (as `load_backbone` builds it), the head, the settings
+# %% ../nbs/03b_finetune.ipynb #b3105504
+def load_finetuned(path:str|Path,          # a weights file written by `save_finetuned`
+                   sha256:str|None=None,   # the SHA-256 recorded with it (run.json): checked when given
+                  )->tuple[Backbone, LinearHead, dict]:  # the backbone (as `load_backbone` builds it), head, settings
     """Load fine-tuned weights, verifying their SHA-256; the backbone is the one `extract_features` would use for this
     file."""
     path = Path(path)
@@ -690,16 +562,12 @@ def load_finetuned(
         raise PeRenalError(f"{path}: fine-tuned weights file not found (it is in the results folder).")
     digest = file_sha256(path)
     if sha256 is not None and digest != sha256.lower():
-        raise PeRenalError(
-            f"{path}: SHA-256 {digest[:16]}... differs from the recorded {sha256[:16]}...; the file was changed "
-            "or is not the one this model was trained with."
-        )
+        raise PeRenalError(f"{path}: SHA-256 {digest[:16]}... differs from the recorded {sha256[:16]}...; the file was "
+                           "changed or is not the one this model was trained with.")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise PeRenalError(
-            f"{path}: not a fine-tuned weights file written by pe_renal (format "
-                f"{obj.get('format') if isinstance(obj, dict) else '?'})."
-        )
+        raise PeRenalError(f"{path}: not a fine-tuned weights file written by pe_renal (format "
+                           f"{obj.get('format') if isinstance(obj, dict) else '?'}).")
     info = json.loads(obj["finetune"])
     bb = load_backbone(info["backbone"], str(path))
     if info["mode"] == "head":

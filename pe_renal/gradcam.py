@@ -17,14 +17,14 @@ from torch import nn
 from .core import PeRenalError
 from .settings import GRADCAM_LAYERS
 from .data import Cohort, apply_roi, read_image
-from .features import Backbone, FeatureTransform, load_backbone, _roi_of
+from .features import Backbone, FeatureTransform, load_backbone, roi_of
 
 # %% auto #0
 __all__ = ['HeadLogit', 'CAM_LAYERS', 'CAM_FLOOR', 'DeepSignature', 'head_signature', 'cam_methods', 'target_layer',
            'compute_cams', 'cam_to_roi', 'localisation', 'map_grid', 'uniform_map_ratio', 'randomised_signature',
            'explain_images', 'checks_table', 'overlay', 'plot_cam_grid']
 
-# %% ../nbs/07_gradcam.ipynb #b0363c6c
+# %% ../nbs/07_gradcam.ipynb #e2d6cead
 class DeepSignature(nn.Module):
     "Backbone -> pooled features -> standardised selected features -> LASSO linear score, differentiable."
     def __init__(self, backbone:nn.Module, index, mean, scale, coef, intercept:float, sign:float=1.0):
@@ -55,6 +55,7 @@ class DeepSignature(nn.Module):
         f = self.backbone(x).float()[:, self.index]
         return (self.sign * (self.intercept + ((f - self.mean) / self.scale) @ self.coef))[:, None]   # (B, 1)
 
+# %% ../nbs/07_gradcam.ipynb #3e11ed2c
 def head_signature(result,                        # a `FinetuneResult`, or (backbone, head) from `load_finetuned`
                    sign:float=1.0,                # +1: evidence for preeclampsia; -1: evidence for normal
                   )->DeepSignature:
@@ -66,8 +67,7 @@ def head_signature(result,                        # a `FinetuneResult`, or (back
 
 HeadLogit = head_signature   # the Grad-CAM target by name
 
-
-# %% ../nbs/07_gradcam.ipynb #dc4300ec
+# %% ../nbs/07_gradcam.ipynb #6d453874
 def cam_methods()->dict:
     "CAM methods of pytorch-grad-cam selectable by name."
     import pytorch_grad_cam as pgc
@@ -83,7 +83,7 @@ def cam_methods()->dict:
         "eigencam": pgc.EigenCAM,
     }
 
-
+# %% ../nbs/07_gradcam.ipynb #016f2021
 CAM_LAYERS = GRADCAM_LAYERS   # ResNet stages whose last block Grad-CAM can explain (layer4: the last)
 
 def target_layer(model:nn.Module,         # a torchvision backbone
@@ -108,12 +108,13 @@ def target_layer(model:nn.Module,         # a torchvision backbone
         f"cannot find the last convolutional block of {type(model).__name__}; pass target_layer explicitly."
     )
 
-
+# %% ../nbs/07_gradcam.ipynb #73ebe354
 class _Score:
     "pytorch-grad-cam target: the (only) output of the signature, times a sign (-1: evidence for the other class)."
     def __init__(self, sign:float=1.0): self.sign = float(sign)
     def __call__(self, out): return self.sign * out[..., 0]
 
+# %% ../nbs/07_gradcam.ipynb #c45ce875
 def compute_cams(
     signature: DeepSignature,  # the differentiable deep signature
     x: torch.Tensor,  # (B, 3, S, S) preprocessed images
@@ -161,7 +162,7 @@ def cam_to_roi(cam:np.ndarray, roi_shape:tuple, transform:FeatureTransform)->np.
         core[..., top : top + s, left : left + s] = t
     return F.interpolate(core, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
 
-# %% ../nbs/07_gradcam.ipynb #54e2ce25
+# %% ../nbs/07_gradcam.ipynb #40780965
 class _TinyCNN(nn.Module):
     "A shallow CNN with small receptive fields and a ResNet-like `layer4`, for checks with a known answer."
     def __init__(self, seed:int=0):
@@ -173,6 +174,7 @@ class _TinyCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
     def forward(self, x): return self.pool(self.layer4(self.stem(x))).flatten(1)
 
+# %% ../nbs/07_gradcam.ipynb #bb5f27ad
 def _known_case(model:nn.Module|None=None, size:int=128, seed:int=0):
     "An image with a blob in its top-left quadrant, and a signature of the channels the blob switches on."
     model = (model or _TinyCNN(seed)).eval()
@@ -191,7 +193,7 @@ def _known_case(model:nn.Module|None=None, size:int=128, seed:int=0):
     mean, scale = f[1][keep], np.full(len(keep), np.abs(d[keep]).mean() + 1e-6, np.float32)
     return DeepSignature(model, keep, mean, scale, np.ones(len(keep), np.float32), 0.0), x[:1], blob
 
-# %% ../nbs/07_gradcam.ipynb #5de8a1f3
+# %% ../nbs/07_gradcam.ipynb #501fd1ac
 def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
     "Share of CAM energy inside a mask vs the mask's share of the area."
     m = np.asarray(mask) > 0
@@ -202,6 +204,7 @@ def localisation(cam:np.ndarray, mask:np.ndarray)->dict:
     area = float(m.mean())
     return dict(energy_inside=energy, area_fraction=area, ratio=energy / area if area > 0 else np.nan)
 
+# %% ../nbs/07_gradcam.ipynb #5f1fcd23
 @contextmanager
 def _grid_of(signature:DeepSignature, layer:nn.Module|str|None):
     """Within the block, each forward pass appends the (rows, columns) of `layer`'s output to the yielded list (None if
@@ -214,7 +217,7 @@ def _grid_of(signature:DeepSignature, layer:nn.Module|str|None):
     finally:
         hook.remove()
 
-
+# %% ../nbs/07_gradcam.ipynb #1c205f98
 def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple|None:
     "Rows and columns of the activation grid a map is computed on: the layer's output for a `size` x `size` input."
     net, training = signature.backbone, signature.backbone.training
@@ -226,6 +229,7 @@ def map_grid(signature:DeepSignature, layer:nn.Module|str|None, size:int)->tuple
         net.train(training)
     return grid[0]
 
+# %% ../nbs/07_gradcam.ipynb #4618f03c
 def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio is measured against (the kidney)
                       grid:tuple,                   # (rows, columns) of the map's activation grid (`map_grid`)
                       transform:FeatureTransform,   # how the ROI became the network's input
@@ -249,6 +253,7 @@ def uniform_map_ratio(mask:np.ndarray,              # ROI-shaped mask the ratio 
     up = (up - up.min()) / (up.max() - up.min() + 1e-7)
     return localisation(cam_to_roi(up.numpy(), m.shape, transform), m)["ratio"]
 
+# %% ../nbs/07_gradcam.ipynb #849e3bc1
 def _spearman(a:np.ndarray, b:np.ndarray)->float:
     from scipy.stats import spearmanr
 
@@ -256,13 +261,27 @@ def _spearman(a:np.ndarray, b:np.ndarray)->float:
         return np.nan
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
+# %% ../nbs/07_gradcam.ipynb #bc6675ec
 def randomised_signature(signature:DeepSignature, name:str, seed:int=12345)->DeepSignature:
     "The same signature on a backbone with randomised weights (model randomisation test)."
     rnd = load_backbone(name, "random", seed=seed)
     return DeepSignature(rnd.model, signature.index.numpy(), signature.mean.numpy(), signature.scale.numpy(),
                          signature.coef.numpy(), signature.intercept, signature.sign)
 
-# %% ../nbs/07_gradcam.ipynb #1c053bc8
+# %% ../nbs/07_gradcam.ipynb #edb1b5ec
+def _image_item(cohort:Cohort, i:int, mask_column:str)->dict:
+    "Row `i` of the images table: the whole image, its ROI box, the ROI image and (where there is one) the kidney mask."
+    r = cohort.images.iloc[i]
+    full = read_image(r["abspath"])
+    box, mask_path = roi_of(r)
+    roi = apply_roi(full, box=box, mask=read_image(mask_path) if mask_path else None)
+    truth = None
+    if mask_column in cohort.images.columns and isinstance(r.get(mask_column), str):
+        tm = read_image(Path(cohort.root)/r[mask_column]) > 0.5
+        truth = apply_roi(tm.astype(np.float32), box=box, mask=read_image(mask_path) if mask_path else None) > 0.5
+    return dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth)
+
+# %% ../nbs/07_gradcam.ipynb #f81788b4
 def explain_images(
     cohort: Cohort,  # the cohort the images belong to
     rows: list[int],  # row numbers of cohort.images to explain
@@ -279,21 +298,8 @@ def explain_images(
 ) -> list[dict]:                 # one dict per image: roi, cam, full image, box, checks
     "Grad-CAM maps of the deep signature for chosen images, mapped onto their ROI, with honesty checks."
     transform = transform or FeatureTransform()
-    items, xs = [], []
-    for i in rows:
-        r = cohort.images.iloc[i]
-        full = read_image(r["abspath"])
-        box, mask_path = _roi_of(r)
-        roi = apply_roi(full, box=box, mask=read_image(mask_path) if mask_path else None)
-        truth = None
-        if mask_column in cohort.images.columns and isinstance(r.get(mask_column), str):
-            tm = read_image(Path(cohort.root)/r[mask_column]) > 0.5
-            truth = apply_roi(tm.astype(np.float32), box=box, mask=read_image(mask_path) if mask_path else None) > 0.5
-        items.append(
-            dict(row=int(i), patient_id=r["patient_id"], path=r["path"], full=full, box=box, roi=roi, truth=truth)
-        )
-        xs.append(transform(roi))
-    x = torch.stack(xs)
+    items = [_image_item(cohort, i, mask_column) for i in rows]
+    x = torch.stack([transform(it["roi"]) for it in items])
     with _grid_of(signature, layer) as grid, torch.inference_mode():   # the map's grid, read on the way
         scores = signature.float().eval()(x)[:, 0].numpy()
     signs = np.where(scores > 0, 1.0, -1.0) if predicted_class else np.ones(len(x))
@@ -317,13 +323,14 @@ def explain_images(
             it["randomisation_spearman"] = _spearman(it["cam"], it["cam_randomised"])
     return items
 
+# %% ../nbs/07_gradcam.ipynb #cbb549a2
 def checks_table(items:list[dict])->pd.DataFrame:
     "The honesty-check numbers of explained images, one row each."
     cols = ["patient_id", "path", "score", "explains", "kidney_energy_inside", "kidney_area_fraction", "kidney_ratio",
             "kidney_ratio_uniform", "randomisation_spearman"]
     return pd.DataFrame([{c: it.get(c, np.nan) for c in cols} for it in items])
 
-# %% ../nbs/07_gradcam.ipynb #c9e104f1
+# %% ../nbs/07_gradcam.ipynb #2d88bdd7
 CAM_FLOOR = 0.02   # map values below this (of the map's maximum) are left uncoloured: the grey image shows through
 
 def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
@@ -333,7 +340,40 @@ def overlay(ax, img:np.ndarray, cam:np.ndarray, alpha:float=0.45, title:str=""):
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
+# %% ../nbs/07_gradcam.ipynb #caa3aa25
+def _cam_row(row, it:dict, title:str):
+    "One image of the grid: its ROI, its map (with the kidney outline when known), and the randomised map if shown."
+    row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1)
+    row[0].set_title(title, fontsize=9)
+    row[0].axis("off")
+    sub = "Grad-CAM" + (
+        f" - {100 * it['kidney_energy_inside']:.0f}% in kidney ({100 * it['kidney_area_fraction']:.0f}% of area)"
+        if "kidney_energy_inside" in it
+        else ""
+    )
+    overlay(row[1], it["roi"], it["cam"], title=sub)
+    if it.get("truth") is not None:
+        row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
+    if len(row) == 3:
+        overlay(row[2], it["roi"], it["cam_randomised"],
+                title=f"randomised weights (rho {it['randomisation_spearman']:.2f})")
 
+# %% ../nbs/07_gradcam.ipynb #0d58e17d
+def _cam_colorbar(fig, axes):
+    "One colour bar for the maps, its grey triangle standing for the values below CAM_FLOOR (left uncoloured)."
+    import matplotlib as mpl
+    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")  # the grey triangle: below CAM_FLOOR, left uncoloured
+    cb = fig.colorbar(
+        mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap),
+        ax=axes[:, 1:].ravel().tolist(),
+        fraction=0.03,
+        pad=0.02,
+        extend="min",
+    )
+    cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+# %% ../nbs/07_gradcam.ipynb #9eec65c2
 def plot_cam_grid(
     items: list[dict],
     titles: list[str] | None = None,
@@ -345,42 +385,14 @@ def plot_cam_grid(
     """A grid: ROI with Grad-CAM, the kidney outline (when known), and the randomised-weights map; a colour bar and a
     caption."""
     import matplotlib.pyplot as plt
-    import matplotlib as mpl
     ncol = 3 if randomised and "cam_randomised" in items[0] else 2
     fig, axes = plt.subplots(len(items), ncol, figsize=(3.3 * ncol, 2.9 * len(items)), squeeze=False)
     for k, (row, it) in enumerate(zip(axes, items)):
-        t = (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}"
-        row[0].imshow(it["roi"], cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(t, fontsize=9)
-        row[0].axis("off")
-        sub = "Grad-CAM" + (
-            f" - {100 * it['kidney_energy_inside']:.0f}% in kidney ({100 * it['kidney_area_fraction']:.0f}% of area)"
-            if "kidney_energy_inside" in it
-            else ""
-        )
-        overlay(row[1], it["roi"], it["cam"], title=sub)
-        if it.get("truth") is not None:
-            row[1].contour(it["truth"], levels=[0.5], colors="white", linewidths=0.7)
-        if ncol == 3:
-            overlay(
-                row[2],
-                it["roi"],
-                it["cam_randomised"],
-                title=f"randomised weights (rho {it['randomisation_spearman']:.2f})",
-            )
+        _cam_row(row, it, (titles[k] if titles else f"{it['patient_id']}") + f"\n{score_name} {it['score']:.2f}")
     if note:
         fig.suptitle(note, fontsize=9, color="darkred", y=1.0)
     fig.tight_layout()
-    cmap = mpl.colormaps["jet"].with_extremes(under="0.55")  # the grey triangle: below CAM_FLOOR, left uncoloured
-    cb = fig.colorbar(
-        mpl.cm.ScalarMappable(mpl.colors.Normalize(CAM_FLOOR, 1), cmap=cmap),
-        ax=axes[:, 1:].ravel().tolist(),
-        fraction=0.03,
-        pad=0.02,
-        extend="min",
-    )
-    cb.set_label(f"Grad-CAM (normalised: 0 low, 1 highest; grey: below {CAM_FLOOR}, no colour)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    _cam_colorbar(fig, axes)
     if caption:
         import textwrap
         fig.text(0.01, 0, textwrap.fill(caption, 120), fontsize=7.5, va="top", ha="left", color="#333")

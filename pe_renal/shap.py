@@ -48,11 +48,12 @@ def model_inputs(model,                 # a fitted model from pe_renal.models (P
     cols = pd.DataFrame(info, columns=["feature", "variable", "family"])
     return pd.DataFrame(Z, index=X.index, columns=cols["feature"]), cols
 
-# %% ../nbs/08_shap.ipynb #3ab25cf5
+# %% ../nbs/08_shap.ipynb #94ec14cf
 def _batch_size(max_evals:int, n_background:int, n_features:int, budget:int=8_000_000)->int:
     "Masked samples the model scores per call: all of a patient's at once where they fit in `budget` values (64 MB)."
     return int(max(1, min(max_evals, budget // max(1, n_background * n_features))))
 
+# %% ../nbs/08_shap.ipynb #24d357df
 _NUMBA_MODULES = ("shap.utils._masked_model", "shap.maskers._tabular", "shap.links", "shap.explainers._permutation")
 
 @contextlib.contextmanager
@@ -72,7 +73,7 @@ def _interpreted(modules=_NUMBA_MODULES):
         for mod, k, obj in saved:
             setattr(mod, k, obj)
 
-
+# %% ../nbs/08_shap.ipynb #5abae3b5
 def explain_model(
     model,  # a fitted model (Pipeline: features -> classifier)
     X_train: pd.DataFrame,  # training patients: the background is drawn from them
@@ -113,7 +114,7 @@ def explain_model(
     out.background = list(Ztr.index[rows])
     return out
 
-# %% ../nbs/08_shap.ipynb #f64e8684
+# %% ../nbs/08_shap.ipynb #fe3bf8d8
 def shap_values_table(ex)->pd.DataFrame:
     "SHAP values per patient (rows) and input (columns), with the expected value and the prediction."
     t = pd.DataFrame(ex.values, index=pd.Index(ex.patients, name="patient_id"), columns=ex.feature_names)
@@ -121,6 +122,7 @@ def shap_values_table(ex)->pd.DataFrame:
     t.insert(1, "prediction", ex.prediction)
     return t
 
+# %% ../nbs/08_shap.ipynb #89137c65
 FAMILY_NOTES = {
     "mean_net_contribution": "mean over patients of the sum of the family's SHAP values: how far, on average and with "
                              "sign, the family moves P(preeclampsia) from the expected value (probability units)",
@@ -131,6 +133,7 @@ FAMILY_NOTES = {
                                  "(their values can cancel within a patient), so it is not a share of the prediction",
     "share_of_summed_importance": "sum_of_feature_importance / its total over families; grows with n_features too"}
 
+# %% ../nbs/08_shap.ipynb #99fbfd30
 def importance(ex)->dict:
     """Mean |SHAP| per feature and per variable (one-hot columns summed); per family (deep vs clinical) the net
     contribution first."""
@@ -158,7 +161,7 @@ def importance(ex)->dict:
     fam.attrs["notes"] = FAMILY_NOTES
     return {"feature": feat, "variable": var, "family": fam}
 
-# %% ../nbs/08_shap.ipynb #65c95ff2
+# %% ../nbs/08_shap.ipynb #f217d45c
 import contextlib
 
 @contextlib.contextmanager
@@ -178,7 +181,7 @@ def _tolerant_ioff():
     finally:
         plt.ioff = orig
 
-
+# %% ../nbs/08_shap.ipynb #a2455cf5
 def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite model"):
     import matplotlib.pyplot as plt
     shap = import_shap()
@@ -188,7 +191,7 @@ def plot_beeswarm(ex, max_display:int=15, title:str="SHAP values, composite mode
     fig.axes[0].set_title(title, fontsize=11)
     return fig
 
-
+# %% ../nbs/08_shap.ipynb #725d6bb3
 def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composite model"):
     import matplotlib.pyplot as plt
     shap = import_shap()
@@ -199,7 +202,7 @@ def plot_importance_bar(ex, max_display:int=15, title:str="Mean |SHAP|, composit
     fig.axes[0].set_title(title, fontsize=11)
     return fig
 
-
+# %% ../nbs/08_shap.ipynb #6c130899
 def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     "How one patient's inputs move her probability away from the expected value."
     import matplotlib.pyplot as plt
@@ -211,6 +214,7 @@ def plot_waterfall(ex, i:int, max_display:int=12, title:str|None=None):
     fig.axes[0].set_title(title or f"Patient {ex.patients[i]}: P(preeclampsia) = {ex.prediction[i]:.2f}", fontsize=11)
     return fig
 
+# %% ../nbs/08_shap.ipynb #74eb3c71
 def plot_families(imp:dict, title:str="Mean |net contribution| per feature family"):
     "Bars: mean |net contribution| per family (deep vs clinical); labels: its signed mean and the number of inputs."
     import matplotlib.pyplot as plt
@@ -234,7 +238,7 @@ def plot_families(imp:dict, title:str="Mean |net contribution| per feature famil
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/08_shap.ipynb #32ce822a
 def write_shap(ex, out_dir:str|Path, formats=("png",), dpi:int=300)->dict:
     "Write SHAP values, importance tables and figures into out_dir/tables and out_dir/figures."
     import matplotlib.pyplot as plt

@@ -194,9 +194,9 @@ def test_bad_options(small_cohort):
 
 
 def test_batchnorm_folding_keeps_the_features_and_the_backbone():
-    from pe_renal.features import _fold_batchnorm
+    from pe_renal.features import fold_batchnorm
     bb = load_backbone("resnet18", "random")
-    folded = _fold_batchnorm(bb.model)
+    folded = fold_batchnorm(bb.model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bb.model.modules()) == 20     # the backbone is untouched
     x = torch.randn(3, 3, 96, 96)
@@ -211,7 +211,7 @@ def test_batchnorm_folding_keeps_the_features_and_the_backbone():
 
         def forward(self, x): return self.scale * (x if x.sum() > 0 else -x)
     m = DataDependent()
-    c = _fold_batchnorm(m)
+    c = fold_batchnorm(m)
     assert isinstance(c, DataDependent) and c is not m and c.scale is not m.scale
     torch.testing.assert_close(c(x), m(x))
 

@@ -70,6 +70,22 @@ def test_only_training_patients_are_read(small, monkeypatch):
     )
 
 
+def test_a_settings_object_is_the_keyword_arguments(small):
+    "FinetuneSettings carries what the keyword arguments do: the same weights; keywords override it; typos are refused."
+    c, tr, _ = small
+    bb = load_backbone("resnet18", "random")
+    by_kw = finetune_backbone(c, tr, bb, mode="head", seed=0, **FAST)
+    by_obj = finetune_backbone(c, tr, bb, settings=ft.FinetuneSettings(mode="head", seed=0, **FAST))
+    assert by_obj.sha256 == by_kw.sha256 and by_obj.info["epochs"] == 2
+    over = finetune_backbone(c, tr, bb, settings=ft.FinetuneSettings(mode="head", seed=0, **FAST), epochs=1)
+    assert over.info["epochs"] == 1 and over.sha256 != by_kw.sha256                   # the keyword wins
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        finetune_backbone(c, tr, bb, epoch=3, **FAST)
+    with pytest.raises(PeRenalError, match="settings must be a FinetuneSettings"):
+        finetune_backbone(c, tr, bb, "random", "last")
+    with pytest.raises(PeRenalError, match="select must be one of"):                 # refused before any weights load
+        ft.FinetuneSettings(select="best")
+
 def test_head_mode_keeps_the_features(small):
     "A linear probe does not change the network: same weights id, same features."
     c, tr, _ = small
