@@ -23,7 +23,8 @@ from torch import nn
 
 from .core import PeRenalError, PeRenalWarning, atomic_write, file_sha256, logger, progress, quote
 from .settings import AGGREGATIONS, PRECISIONS, SettingError
-from .data import Cohort, apply_roi, read_image, ROI_BOX
+from .data import Cohort
+from .images import ROI_BOX, apply_roi, read_image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PRECISION_RULE', 'FeatureTransform', 'WeightsUnavailable', 'Backbone',

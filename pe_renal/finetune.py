@@ -20,7 +20,8 @@ from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, progress
 from .settings import FINETUNE_MODES
-from .data import Cohort, apply_roi, read_image
+from .data import Cohort
+from .images import apply_roi, read_image
 from pe_renal.features import (
     Backbone,
     FeatureTransform,

@@ -125,7 +125,8 @@ def demo_data(n:int=279,           # women in the synthetic cohort
               **feature_kw,        # passed to `simulated_deep_features` (n_signal, signal, ...)
              )->ModelData:
     "Synthetic cohort + SIMULATED deep features, ready for the models (demo and tests)."
-    from pe_renal.data import load_cohort, split_cohort
+    from pe_renal.data import load_cohort
+    from pe_renal.split import split_cohort
     from pe_renal.lasso import cohort_severity
     if cohort_dir is None:
         from pe_renal.synthetic import OUTCOME_DEFINING, make_clinical

@@ -28,8 +28,8 @@ from pe_renal.core import (
     seed_everything,
     staged_dir,
 )
-from .data import (Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
-                           predictor_summary, split_cohort, table_one)
+from .data import Cohort, load_cohort, predictor_summary
+from .split import check_finetune_sizes, check_split_sizes, split_cohort, table_one
 from .report import (GRADCAM_CAPTIONS, GRADCAM_WHAT, STATUS_NOTES, check_verdicts, gradcam_choice,
                              finetune_validation_words, render_report, run_status, stamp_figure, tripod_checklist,
                              write_readmes)
