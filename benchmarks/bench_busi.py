@@ -40,7 +40,8 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from pe_renal.data import load_cohort, read_image
+from pe_renal.data import load_cohort
+from pe_renal.images import read_image
 from pe_renal.evaluation import delong_ci, delong_test
 from pe_renal.features import extract_features, load_backbone
 from pe_renal.models import make_model

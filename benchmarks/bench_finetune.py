@@ -32,7 +32,8 @@ import numpy as np
 os.environ.setdefault("PE_RENAL_QUIET", "1")
 import torch
 
-from pe_renal.data import load_cohort, split_cohort
+from pe_renal.data import load_cohort
+from pe_renal.split import split_cohort
 from pe_renal.features import extract_features, load_backbone
 from pe_renal.finetune import finetune_backbone
 

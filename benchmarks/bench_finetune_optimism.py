@@ -42,7 +42,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pe_renal.data import load_cohort, split_cohort
+from pe_renal.data import load_cohort
+from pe_renal.split import split_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features
 from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
 from pe_renal.models import make_model

@@ -17,7 +17,8 @@ import pandas as pd
 import pe_renal
 from .core import PeRenalError, check_output, stoppable, path_error
 from .settings import AGGREGATIONS, SETTING, STUDY_OPTIONS, add_options, help_text
-from .data import load_cohort, split_cohort, check_split_sizes, check_finetune_sizes
+from .data import load_cohort
+from .split import split_cohort, check_split_sizes, check_finetune_sizes
 
 # %% auto #0
 __all__ = ['SEED', 'CHECK_OPTIONS', 'FEATURE_OPTIONS', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo',

@@ -43,7 +43,7 @@ def check_scores(y_true, y_score, name:str="y_score")->tuple[np.ndarray, np.ndar
     vals = set(pd.unique(y).tolist())
     if not vals <= {0, 1, True, False}:
         raise EvaluationError(f"labels must be 0/1 (1 = preeclampsia); found values {sorted(map(str, vals))[:6]}. "
-                              "Encode them with pe_renal.data.encode_label or cohort.toml.")
+                              "Encode them with pe_renal.clinical.encode_label or cohort.toml.")
     y = y.astype(int)
     if len(set(y.tolist())) < 2:
         raise EvaluationError(f"only one class present ({len(y)} patients, all label {y[0]}): an AUC needs both "

@@ -14,7 +14,8 @@ import pandas as pd
 
 import pe_renal
 from .core import PeRenalError, staged_dir, file_sha256
-from .data import Cohort, load_cohort, table_one
+from .data import Cohort, load_cohort
+from .split import table_one
 from .evaluation import delong_ci, delong_comparisons, threshold_metrics, roc_auc, plot_roc
 from .calibration import decision_curve, plot_decision_curve
 from .status import run_status, status_text

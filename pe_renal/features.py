@@ -23,7 +23,8 @@ from torch import nn
 
 from .core import PeRenalError, PeRenalWarning, atomic_write, file_sha256, logger, progress, quote
 from .settings import AGGREGATIONS, PRECISIONS, SettingError
-from .data import Cohort, apply_roi, read_image, ROI_BOX
+from .data import Cohort
+from .images import apply_roi, read_image, ROI_BOX
 from .backbones import BACKBONES, Backbone, WeightsUnavailable, load_backbone  # noqa: F401 (importable here too)
 
 # %% auto #0

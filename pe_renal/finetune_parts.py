@@ -14,7 +14,7 @@ from torch import nn
 
 from .core import PeRenalError
 from .settings import FINETUNE_MODES
-from .data import apply_roi, read_image
+from .images import apply_roi, read_image
 from .features import FeatureTransform, roi_of
 
 # %% auto #0

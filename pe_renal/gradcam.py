@@ -16,7 +16,8 @@ from torch import nn
 
 from .core import PeRenalError
 from .settings import GRADCAM_LAYERS
-from .data import Cohort, apply_roi, read_image
+from .data import Cohort
+from .images import apply_roi, read_image
 from .features import Backbone, FeatureTransform, load_backbone, roi_of
 
 # %% auto #0

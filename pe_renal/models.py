@@ -61,7 +61,7 @@ def _clinical_index(clinical:pd.DataFrame, numeric:list, categorical:list)->pd.D
     "The clinical table indexed by patient_id; refused without patient_id, label, split or a declared feature column."
     for c in ("patient_id", "label", "split"):
         if c not in clinical.columns:
-            hint = " Split the cohort first with pe_renal.data.split_cohort." if c == "split" else ""
+            hint = " Split the cohort first with pe_renal.split.split_cohort." if c == "split" else ""
             raise PeRenalError(f"the clinical table has no column {c!r}.{hint}")
     clin = clinical.assign(patient_id=clinical["patient_id"].astype(str)).set_index("patient_id")
     unknown = [c for c in numeric + categorical if c not in clin.columns]
@@ -105,7 +105,7 @@ def _deep_rows(deep:pd.DataFrame, clin:pd.DataFrame, clinical_names:list)->pd.Da
 
 # %% ../nbs/05_models.ipynb #b2b7b0a5
 def model_data(deep:pd.DataFrame,      # deep features, one row per patient, indexed by patient_id
-               clinical:pd.DataFrame,  # from `pe_renal.data.split_cohort`: patient_id, label, split, clinical columns
+               clinical:pd.DataFrame,  # from `pe_renal.split.split_cohort`: patient_id, label, split, clinical columns
                numeric:list,           # numeric clinical feature columns (`cohort.numeric`)
                categorical:list,       # categorical clinical feature columns
               )->ModelData:
@@ -122,7 +122,7 @@ def model_data(deep:pd.DataFrame,      # deep features, one row per patient, ind
     y = pd.Series(check_label(clin["label"].to_numpy(), len(clin), "labels"), index=X.index, name="label")
     split = clin["split"].astype(str).str.lower()
     if not split.isin(["train", "test"]).all() or split.nunique() < 2:
-        raise PeRenalError("the split column must hold 'train' and 'test' (use pe_renal.data.split_cohort).")
+        raise PeRenalError("the split column must hold 'train' and 'test' (use pe_renal.split.split_cohort).")
     return ModelData(X, y, split.rename("split"), list(D.columns), numeric, categorical)
 
 # %% ../nbs/05_models.ipynb #60f67d36
@@ -135,7 +135,8 @@ def demo_data(n:int=279,           # women in the synthetic cohort
               **feature_kw,        # passed to `simulated_deep_features` (n_signal, signal, ...)
              )->ModelData:
     "Synthetic cohort + SIMULATED deep features, ready for the models (demo and tests)."
-    from pe_renal.data import load_cohort, split_cohort
+    from pe_renal.data import load_cohort
+    from pe_renal.split import split_cohort
     from pe_renal.lasso import cohort_severity
     if cohort_dir is None:
         from pe_renal.synthetic import OUTCOME_DEFINING, make_clinical

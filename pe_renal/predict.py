@@ -14,7 +14,8 @@ import pandas as pd
 
 import pe_renal
 from .core import PeRenalError, PeRenalWarning, atomic_write, check_output, file_sha256
-from .data import ROI_BOX, Cohort, load_cohort, read_image
+from .images import ROI_BOX, read_image
+from .data import Cohort, load_cohort
 from .model_file import load_model, patient_key, recalibrate_scores
 from .status import run_status, status_text
 

@@ -232,7 +232,7 @@ def sample_size_words(table:pd.DataFrame, # from `sample_size_table`
 
 # %% ../nbs/05b_samplesize.ipynb #754f0a0b
 def cohort_sample_size(predictors:pd.DataFrame, # from `pe_renal.data.predictor_summary`
-                       split:pd.DataFrame,      # from `pe_renal.data.split_cohort`: label and split columns
+                       split:pd.DataFrame,      # from `pe_renal.split.split_cohort`: label and split columns
                        deep:int,                # deep features offered to the LASSO
                        cstats=CSTATS,           # anticipated C-statistics
                        shrinkage:float=0.9,

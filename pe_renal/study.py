@@ -28,8 +28,8 @@ from pe_renal.core import (
     seed_everything,
     staged_dir,
 )
-from .data import (Cohort, check_finetune_sizes, check_split_sizes, load_cohort,
-                           predictor_summary, split_cohort, table_one)
+from .data import Cohort, load_cohort, predictor_summary
+from .split import check_finetune_sizes, check_split_sizes, split_cohort, table_one
 from .status import STATUS_NOTES, run_status, stamp_figure
 from .columns import write_readmes
 from .quoted import GRADCAM_CAPTIONS, GRADCAM_WHAT, check_verdicts, finetune_validation_words, gradcam_choice

@@ -120,7 +120,7 @@ def test_predict_checks_its_output_before_scoring(capsys, tmp_path, cohort_dir):
 
 
 def test_an_unreadable_clinical_csv_is_named(capsys, cohort_dir, monkeypatch):
-    import pe_renal.data as data
+    import pe_renal.tables as data   # clinical.csv is opened by read_table
     target = cohort_dir / "clinical.csv"
     if os.geteuid() == 0:   # root reads any file: make the open fail as it would for a normal user
         def deny(p, *a, **k):
@@ -682,7 +682,7 @@ def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp
 
 def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     "check --finetune / --finetune-cv refuse, before any work, what run would refuse later, with advice that works."
-    from pe_renal.data import check_finetune_sizes
+    from pe_renal.split import check_finetune_sizes
     root = write_cohort(tmp_path / "c", n=20)                      # 7 + 7 training patients: too few to fine-tune
     code, out, err = cli(capsys, "check", root)
     assert code == 0, err

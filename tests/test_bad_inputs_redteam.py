@@ -335,7 +335,7 @@ def test_excels_sep_line_is_named(capsys, cohort_dir):
 
 
 def test_a_multi_frame_image_is_said_to_be_read_at_its_first_frame(tmp_path):
-    from pe_renal.data import read_image
+    from pe_renal.images import read_image
     rng = np.random.default_rng(0)
     frames = [Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)) for _ in range(3)]
     frames[0].save(tmp_path / "cine.gif", save_all=True, append_images=frames[1:])

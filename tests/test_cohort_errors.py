@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pe_renal.core import CohortError
-from pe_renal.data import load_cohort, split_cohort
+from pe_renal.data import load_cohort
+from pe_renal.split import split_cohort
 
 from conftest import tree_state, write_cohort
 

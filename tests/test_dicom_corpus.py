@@ -17,7 +17,7 @@ from pydicom.data import get_testdata_files
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from pe_renal.core import CohortError
-from pe_renal.data import read_image
+from pe_renal.images import read_image
 
 LUMA = np.array([0.299, 0.587, 0.114])
 # refused for the file's own fault: name -> (the fault, words of the refusal)

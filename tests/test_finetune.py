@@ -9,7 +9,8 @@ import torch
 import pe_renal.features
 import pe_renal.finetune as ft
 from pe_renal.core import PeRenalError
-from pe_renal.data import load_cohort, split_cohort
+from pe_renal.data import load_cohort
+from pe_renal.split import split_cohort
 from pe_renal.evaluation import delong_ci
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features, load_backbone
 from pe_renal.finetune import finetune_backbone, load_finetuned, save_finetuned

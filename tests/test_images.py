@@ -6,7 +6,8 @@ import tifffile
 from PIL import Image
 
 from pe_renal.core import CohortError
-from pe_renal.data import load_cohort, read_image
+from pe_renal.data import load_cohort
+from pe_renal.images import read_image
 
 from conftest import write_cohort
 
@@ -167,7 +168,7 @@ def test_exif_orientation_is_applied_as_viewers_do_and_the_roi_follows(tmp_path,
     marked region."""
     import tifffile
     from PIL import Image
-    from pe_renal.data import apply_roi, read_image
+    from pe_renal.images import apply_roi, read_image
 
     stored = np.zeros((40, 60), np.uint8)
     stored[:10, :30] = 255  # a bright block in the stored top-left corner

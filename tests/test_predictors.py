@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pe_renal.core import CohortError
-from pe_renal.data import IncorporationBias, load_cohort, predictor_summary, split_cohort
+from pe_renal.data import IncorporationBias, load_cohort, predictor_summary
+from pe_renal.split import split_cohort
 
 from conftest import write_cohort
 

@@ -13,7 +13,8 @@ def test_finetuning_weights_do_not_depend_on_the_thread_count(tmp_path, precisio
     number:
     bf16 weights are bit-identical with 1 and 2 threads; fp32 ones agree to rounding (a residual of ~1e-4 in the largest
     weight difference, seen on one machine, that left a study's tables unchanged)."""
-    from pe_renal.data import load_cohort, split_cohort
+    from pe_renal.data import load_cohort
+    from pe_renal.split import split_cohort
     from pe_renal.features import FeatureTransform, load_backbone
     from pe_renal.finetune import finetune_backbone
     from pe_renal.synthetic import make_cohort

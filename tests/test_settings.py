@@ -176,7 +176,8 @@ NAME = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, m
 def test_a_single_string_is_never_read_letter_by_letter(name, tmp_path_factory):
     "load_cohort(features=), table_one(columns=, categorical=), extract_features(images): a string is refused by name."
     import pandas as pd
-    from pe_renal.data import load_cohort, table_one
+    from pe_renal.data import load_cohort
+    from pe_renal.split import table_one
     from pe_renal.features import extract_features
     with pytest.raises(SettingError, match="features must be a list of names"):
         load_cohort(tmp_path_factory.getbasetemp(), features=name)
@@ -191,7 +192,8 @@ def test_a_single_string_is_never_read_letter_by_letter(name, tmp_path_factory):
 
 @pytest.mark.parametrize("bad", [3, 2.5, None, {"a": 1}])
 def test_wrong_types_for_paths_and_tables_are_named(bad):
-    from pe_renal.data import load_cohort, table_one
+    from pe_renal.data import load_cohort
+    from pe_renal.split import table_one
     from pe_renal.features import extract_features
     if bad is not None:
         with pytest.raises(SettingError, match="path must be text or a path"):
@@ -206,7 +208,7 @@ def test_wrong_types_for_paths_and_tables_are_named(bad):
 @given(test_size=ANY_VALUE, seed=ANY_VALUE)
 def test_split_cohort_checks_its_settings_as_studyconfig_does(test_size, seed):
     import pandas as pd
-    from pe_renal.data import split_cohort
+    from pe_renal.split import split_cohort
     df = pd.DataFrame(dict(patient_id=[f"P{i}" for i in range(20)], label=[0, 1] * 10))
     try:
         SETTING["test_size"].check(test_size)

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pe_renal.data import load_cohort, split_cohort, table_one
+from pe_renal.data import load_cohort
+from pe_renal.split import split_cohort, table_one
 
 from conftest import write_cohort
 
@@ -162,7 +163,7 @@ def test_table_one_by_split_reports_smd_not_p_values():
 
 
 def test_smd_known_answers():
-    from pe_renal.data import smd_categorical, smd_numeric
+    from pe_renal.split import smd_categorical, smd_numeric
     assert smd_numeric([1, 2, 3], [1, 2, 3]) == 0
     assert smd_numeric([0, 2], [1, 3]) == pytest.approx(-1 / np.sqrt(2))
     assert smd_categorical([0.5, 0.5], [0.7, 0.3]) == pytest.approx(0.2 / np.sqrt((0.25 + 0.21) / 2))

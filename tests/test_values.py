@@ -1,7 +1,7 @@
-"""The one clinical value parser (pe_renal.data: `to_numeric`, `decimal_mark`, `column_kind`). Property-based: clinical
-columns written in the spellings real spreadsheets use (decimal comma, thousands separators, units, dates, inf, 1e308)
-are each read to the number meant or refused naming the column, never read to another number; then the same through
-`load_cohort` (as `check` and `run` read it) and `predict`."""
+"""The one clinical value parser (pe_renal.values: `to_numeric`, `decimal_mark`, `column_kind`).
+Property-based: clinical columns written in the spellings real spreadsheets use (decimal comma, thousands
+separators, units, dates, inf, 1e308) are each read to the number meant or refused naming the column, never read to
+another number; then the same through `load_cohort` (as `check` and `run` read it) and `predict`."""
 import csv
 import io
 import warnings
@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pe_renal.core import CohortError
-from pe_renal.data import ABSURD, column_kind, load_cohort, to_numeric
+from pe_renal.data import load_cohort
+from pe_renal.values import ABSURD, column_kind, to_numeric
 
 from conftest import write_cohort
 
