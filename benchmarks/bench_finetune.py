@@ -56,7 +56,8 @@ torch.set_num_threads(a.threads)
 if a.study:
     import tempfile
     from pathlib import Path
-    from pe_renal.study import StudyConfig, features_stage, finetune_stage, split_stage
+    from pe_renal.stages import features_stage, finetune_stage, split_stage
+    from pe_renal.study import StudyConfig
 
     c = load_cohort(a.cohort, check_images=False)
     load = lambda: round(os.getloadavg()[0], 2)

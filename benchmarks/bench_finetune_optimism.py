@@ -42,7 +42,9 @@ from pe_renal.data import load_cohort, split_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features
 from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
 from pe_renal.models import _fit_or_prevalence, internal_validation, make_model
-from pe_renal.study import StudyConfig, finetune_refit, finetune_settings
+from pe_renal.stages import finetune_settings
+from pe_renal.stages_eval import finetune_refit
+from pe_renal.study import StudyConfig
 from pe_renal.synthetic import make_cohort
 
 p = argparse.ArgumentParser()
