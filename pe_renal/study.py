@@ -25,7 +25,15 @@ from .study_config import Stages, StudyConfig, run_versions, write_csv
 # %% auto #0
 __all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study']
 
-# %% ../nbs/09_study.ipynb #8e0371ea
+# %% ../nbs/09_study.ipynb #2f92342f
+def _lasso_summary(sel, data, cfg:StudyConfig)->dict|None:
+    "The composite model's LASSO in run.json: how many deep features it kept, of how many, at which alpha."
+    if sel is None:
+        return None
+    return dict(selected=int(len(sel.selected_)), candidates=len(data.deep), alpha=float(sel.alpha_),
+                rule=cfg.lasso_rule, method=cfg.lasso_method)
+
+# %% ../nbs/09_study.ipynb #55aa2c31
 def _summary(c, s, f, m, g, cfg:StudyConfig)->dict:
     "What the report and the checklist need to know about this run, beyond the tables."
     split, sel, data, cohort = s.split, m.selector, m.data, c.cohort
@@ -33,8 +41,6 @@ def _summary(c, s, f, m, g, cfg:StudyConfig)->dict:
     clinical = list(data.numeric) + list(data.categorical)
     split_kind = ("imposed (split column)" if cohort.has_split
                   else f"stratified random {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}")
-    lasso = None if sel is None else dict(selected=int(len(sel.selected_)), candidates=len(data.deep),
-                                          alpha=float(sel.alpha_), rule=cfg.lasso_rule, method=cfg.lasso_method)
     return dict(
         patients=int(len(split)), cohort_patients=int(cohort.n_patients), events=int(split["label"].sum()),
         images=int(cohort.n_images), split=per_split, split_kind=split_kind, label_column=cohort.label_name,
@@ -43,7 +49,8 @@ def _summary(c, s, f, m, g, cfg:StudyConfig)->dict:
         outcome_defining=list(cohort.outcome_defining), incorporation_bias=list(cohort.incorporation_bias),
         table1_notes=dict(by_group=s.table1.attrs.get("note", ""), by_split=s.table1_by_split.attrs.get("note", "")),
         missing={k: int(v) for k, v in split[clinical].isna().sum().items() if v},
-        lasso=lasso, gradcam_note=g.note, gradcam_choice=gradcam_choice(cfg), model_warnings=m.warnings,
+        lasso=_lasso_summary(sel, data, cfg), gradcam_note=g.note, gradcam_choice=gradcam_choice(cfg),
+        model_warnings=m.warnings,
     )
 
 # %% ../nbs/09_study.ipynb #eed58ef4
@@ -74,17 +81,20 @@ def run_warnings(stages:dict, synthetic:bool)->list[str]:
     )
     return warn + [f"Incorporation bias: {w}." for w in stages["cohort"].cohort.incorporation_bias]
 
-# %% ../nbs/09_study.ipynb #905d8adf
+# %% ../nbs/09_study.ipynb #1993e5b3
+def _finetune_record(ft, cfg:StudyConfig)->dict|None:
+    "What run.json records of the fine-tuning: its settings and result, its weights file (None: a frozen backbone)."
+    if ft is None or ft.result is None:
+        return None
+    return {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
+            "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
+            "internal_validation": finetune_validation_words(cfg)}
+
+# %% ../nbs/09_study.ipynb #9f2f5a03
 def run_manifest(stages:dict, cfg:StudyConfig, started:datetime.datetime, times:dict, model_hash:str,
                  synthetic:bool, status:str)->dict:
     "The manifest of a run (run.json) as a dict."
     c, s, f, m, e = (stages[k] for k in ("cohort", "split", "features", "models", "evaluation"))
-    ft = stages.get("finetune")
-    finetune = None if ft is None or ft.result is None else {
-        **{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
-        "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
-        "internal_validation": finetune_validation_words(cfg),
-    }
     manifest = dict(
         pe_renal=pe_renal.__version__, started=started.isoformat(timespec="seconds"),
         finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), cohort=c.path,
@@ -95,7 +105,7 @@ def run_manifest(stages:dict, cfg:StudyConfig, started:datetime.datetime, times:
                "threshold_rule": e.threshold_rule},
         split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json,
         summary=_summary(c, s, f, m, stages["gradcam"], cfg), input_sha256=c.input_sha256, timings_s=times,
-        finetune=finetune,
+        finetune=_finetune_record(stages.get("finetune"), cfg),
     )
     if "samplesize" in stages:
         manifest["summary"]["sample_size"] = stages["samplesize"].summary
