@@ -23,7 +23,10 @@ from .stages_eval import evaluation_stage, gradcam_stage, shap_stage, validation
 from .study_config import Stages, StudyConfig, run_versions, write_csv
 
 # %% auto #0
-__all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study']
+__all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study', 'StudyConfig']
+
+# %% ../nbs/09_study.ipynb #6440aafb
+_all_ = ["StudyConfig"]
 
 # %% ../nbs/09_study.ipynb #2f92342f
 def _lasso_summary(sel, data, cfg:StudyConfig)->dict|None:
