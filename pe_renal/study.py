@@ -20,13 +20,13 @@ from .settings import make_config, settings_json
 from .stages import (cohort_stage, features_stage, finetune_stage, learning_stage, models_stage,
                              samplesize_stage, split_stage)
 from .stages_eval import evaluation_stage, gradcam_stage, shap_stage, validation_stage
-from .study_config import Stages, StudyConfig, run_versions, write_csv
+from .study_config import StageError, Stages, StudyConfig, run_versions, write_csv
 
 # %% auto #0
-__all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study', 'StudyConfig']
+__all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study', 'StudyConfig', 'StageError']
 
-# %% ../nbs/09_study.ipynb #6440aafb
-_all_ = ["StudyConfig"]
+# %% ../nbs/09_study.ipynb #f3e0dfb1
+_all_ = ["StudyConfig", "StageError"]
 
 # %% ../nbs/09_study.ipynb #2f92342f
 def _lasso_summary(sel, data, cfg:StudyConfig)->dict|None:
