@@ -70,7 +70,7 @@ lab: setup
 
 readme: setup
 	$(BIN)/jupyter nbconvert --log-level=WARN --to markdown nbs/index.ipynb --output-dir . --output README
-	sed -i.bak -E 's#\]\(([0-9][0-9][a-z]?_[a-z_]+)\.ipynb\)#](nbs/\1.ipynb)#g' README.md && rm -f README.md.bak
+	sed -i.bak -E 's#\]\(([0-9][0-9][a-z]?[0-9]?_[a-z_]+)\.ipynb\)#](nbs/\1.ipynb)#g' README.md && rm -f README.md.bak
 
 bench: setup
 	$(BIN)/python benchmarks/bench_synthetic.py

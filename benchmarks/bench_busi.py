@@ -16,7 +16,7 @@ AUC of the pooled out-of-fold predictions with its DeLong 95% CI, the mean of th
 
 With `--finetune last|full|head`, fine-tuned rows on the grouped folds: in each fold a backbone (`--ft-backbone`,
 default resnet18, at `--ft-size` pixels) is fine-tuned on that fold's training images only, with the study's settings
-(`pe_renal.study.finetune_settings`), and the fold's held-out images are scored (a) by LASSO -> KNN on that network's
+(`pe_renal.stages.finetune_settings`), and the fold's held-out images are scored (a) by LASSO -> KNN on that network's
 pooled features, as `pe-renal run --finetune MODE --finetune-cv refit` validates, and (b) by the fine-tuned head's own
 logit; beside them the same backbone frozen, on the same folds, for comparison:
 
@@ -43,9 +43,11 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from pe_renal.data import load_cohort
 from pe_renal.images import read_image
 from pe_renal.evaluation import delong_ci, delong_test
-from pe_renal.features import extract_features, load_backbone
+from pe_renal.features import extract_features
+from pe_renal.backbones import load_backbone
 from pe_renal.models import make_model
-from pe_renal.study import StudyConfig, finetune_settings
+from pe_renal.stages import finetune_settings
+from pe_renal.study import StudyConfig
 
 CONFLICTS = ["busi_benign_042", "busi_benign_131", "busi_malignant_051", "busi_benign_399", "busi_malignant_093",
              "busi_benign_433", "busi_malignant_145"]

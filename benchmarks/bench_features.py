@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from pe_renal.data import load_cohort
-from pe_renal.features import fold_batchnorm, cpu_bf16_kernels, extract_features, load_backbone, precision_choice
+from pe_renal.features import fold_batchnorm, cpu_bf16_kernels, extract_features, precision_choice
+from pe_renal.backbones import load_backbone
 from pe_renal.synthetic import make_cohort
 
 BACKBONE = "resnet152"

@@ -34,7 +34,8 @@ import torch
 
 from pe_renal.data import load_cohort
 from pe_renal.split import split_cohort
-from pe_renal.features import extract_features, load_backbone
+from pe_renal.features import extract_features
+from pe_renal.backbones import load_backbone
 from pe_renal.finetune import finetune_backbone
 
 p = argparse.ArgumentParser()
@@ -57,7 +58,8 @@ torch.set_num_threads(a.threads)
 if a.study:
     import tempfile
     from pathlib import Path
-    from pe_renal.study import StudyConfig, features_stage, finetune_stage, split_stage
+    from pe_renal.stages import features_stage, finetune_stage, split_stage
+    from pe_renal.study import StudyConfig
 
     c = load_cohort(a.cohort, check_images=False)
     load = lambda: round(os.getloadavg()[0], 2)
@@ -127,7 +129,7 @@ train = s.loc[s.split == "train", "patient_id"].tolist()
 bb = load_backbone(a.backbone, "random")
 if a.components:
     from pe_renal.features import fold_batchnorm
-    from pe_renal.finetune import DEFAULTS, LinearHead, split_network
+    from pe_renal.finetune_parts import DEFAULTS, LinearHead, split_network
     trunk, learn = split_network(bb.model, "last")
     x = torch.randn(32, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     ft, fm = (fold_batchnorm(m).to(memory_format=torch.channels_last) for m in (trunk, bb.model))

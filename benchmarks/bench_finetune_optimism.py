@@ -45,10 +45,13 @@ from sklearn.metrics import roc_auc_score
 from pe_renal.data import load_cohort
 from pe_renal.split import split_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, extract_features
-from pe_renal.finetune import STUDY_DEFAULTS, finetune_backbone, finetuned_features
+from pe_renal.finetune_parts import STUDY_DEFAULTS
+from pe_renal.finetune import finetune_backbone, finetuned_features
 from pe_renal.models import make_model
 from pe_renal.internal import fit_or_prevalence, internal_validation
-from pe_renal.study import StudyConfig, finetune_refit, finetune_settings
+from pe_renal.stages import finetune_settings
+from pe_renal.stages_eval import finetune_refit
+from pe_renal.study import StudyConfig
 from pe_renal.synthetic import make_cohort
 
 p = argparse.ArgumentParser()

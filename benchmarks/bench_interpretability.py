@@ -19,7 +19,7 @@ import torch
 
 from pe_renal.models import demo_data, fit_models
 from pe_renal.shap import explain_model, importance
-from pe_renal.features import load_backbone
+from pe_renal.backbones import load_backbone
 from pe_renal.gradcam import DeepSignature, compute_cams
 
 

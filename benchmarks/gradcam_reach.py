@@ -15,7 +15,8 @@ from pathlib import Path
 from pe_renal.data import load_cohort
 from pe_renal.split import split_cohort
 from pe_renal.images import apply_roi, read_image
-from pe_renal.features import FeatureTransform, load_backbone, roi_of
+from pe_renal.features import FeatureTransform, roi_of
+from pe_renal.backbones import load_backbone
 from pe_renal.gradcam import DeepSignature, map_grid, uniform_map_ratio
 c = load_cohort(sys.argv[1])
 s = split_cohort(c, seed=42)

@@ -5,297 +5,27 @@
 # %% ../nbs/10_cli.ipynb #3479469e
 from __future__ import annotations
 import argparse
-import contextlib
-import json
 import signal
 import sys
-import time
-from pathlib import Path
-
-import pandas as pd
 
 import pe_renal
-from .core import PeRenalError, check_output, stoppable, path_error
+from .core import PeRenalError, stoppable, path_error
 from .settings import AGGREGATIONS, SETTING, STUDY_OPTIONS, add_options, help_text
-from .data import load_cohort
-from .split import split_cohort, check_split_sizes, check_finetune_sizes
+from .commands import (cmd_check, cmd_demo, cmd_features, cmd_predict, cmd_report, cmd_run, cmd_samplesize,
+                       cmd_synth, cmd_validate)
 
 # %% auto #0
-__all__ = ['SEED', 'CHECK_OPTIONS', 'FEATURE_OPTIONS', 'cmd_check', 'cmd_synth', 'cmd_features', 'cmd_run', 'cmd_demo',
-           'cmd_report', 'cmd_predict', 'cmd_validate', 'cmd_samplesize', 'sample_size_section',
-           'sample_size_check_options', 'add_samplesize_parser', 'build_parser', 'main']
+__all__ = ['SEED', 'CHECK_OPTIONS', 'FEATURE_OPTIONS', 'sample_size_check_options', 'add_samplesize_parser', 'build_parser',
+           'main']
 
-# %% ../nbs/10_cli.ipynb #2de3603d
-@contextlib.contextmanager
-def _warnings_printed(cmd:str):
-    "Warnings raised inside, printed as they come, once each, as `pe-renal CMD: warning: ...` on stderr."
-    import warnings
-    seen = set()
-    def show(message, category, filename, lineno, file=None, line=None):
-        if str(message) not in seen:
-            seen.add(str(message))
-            print(f"pe-renal {cmd}: warning: {message}", file=sys.stderr, flush=True)
-
-    with warnings.catch_warnings():                          # said every run, whatever was said before in the process
-        warnings.simplefilter("always", UserWarning)
-        warnings.showwarning = show
-        yield
-
-def cmd_check(args)->int:
-    "Validate a cohort folder and print its summary."
-    with _warnings_printed("check"):
-        cohort = load_cohort(args.cohort)
-    print(cohort.summary())
-    if cohort.has_split and "test_size" in args.given:
-        print(
-            "pe-renal check: warning: --test-size is not used: clinical.csv imposes the split (its split column).",
-            file=sys.stderr,
-        )
-    split = split_cohort(cohort, test_size=args.test_size, seed=args.seed)   # the same checks as `run` ...
-    check_split_sizes(split, cv_splits=args.cv_splits)                         # ... with the same settings
-    check_finetune_sizes(split, args.finetune, args.finetune_cv, args.cv_splits)
-    if not cohort.has_split:
-        s = split["split"].value_counts()
-        print(
-            f"  a {1 - args.test_size:.0%}:{args.test_size:.0%} split (seed {args.seed}) gives "
-                f"{s.get('train', 0)} training / "
-            f"{s.get('test', 0)} test patients, enough for {args.cv_splits}-fold cross-validation"
-        )
-    print("\n".join(sample_size_section(cohort, split, args)))
-    print(
-        "OK: the cohort follows the data contract" + (" (SYNTHETIC: not real patients)." if cohort.synthetic else ".")
-    )
-    return 0
-
-def cmd_synth(args)->int:
-    "Write a synthetic cohort."
-    from pe_renal.synthetic import make_cohort
-    t = time.perf_counter()
-    check_output(
-        args.out, None, args.overwrite, marker="synthetic.json", what="cohort folder"
-    )  # before any image is made
-    n_pe = None if args.prevalence is None else int(round(args.n * args.prevalence))   # None: the paper's share
-    if n_pe is not None and not 0 < n_pe < args.n:
-        raise PeRenalError(f"--prevalence {args.prevalence:g} gives {n_pe} of {args.n} women with preeclampsia; "
-                           "both groups need at least one woman (a prevalence further from 0 and 1, or a larger --n).")
-    site = dict(gain=args.gain, speckle=args.speckle, blur=args.blur, case_mix=args.case_mix, id_prefix=args.id_prefix)
-    out = make_cohort(
-        args.out, n=args.n, seed=args.seed, effect=args.effect, n_pe=n_pe, site=site, overwrite=args.overwrite
-    )
-    print(f"Synthetic cohort (NOT real patients) written to {out} in {time.perf_counter()-t:.1f} s")
-    return 0
-
-def cmd_features(args)->int:
-    "Extract deep features of a cohort and write them to a parquet or CSV file."
-    from pe_renal.features import extract_features, aggregate_features
-    from pe_renal.core import atomic_write
-    out = Path(args.out)
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise PeRenalError(f"--out {out}: give a file name ending in .parquet or .csv.")
-    check_output(out, _inputs(args), args.overwrite, folder=False, what="features file")
-    check_output(out.with_name(out.name + ".json"), _inputs(args), args.overwrite, folder=False, what="settings file")
-    with _warnings_printed("features"):  # each warning of the cohort and the extraction once, as it comes
-        cohort = load_cohort(args.cohort)
-        print(
-            f"{cohort.n_images} images of {cohort.n_patients} patients -> {args.backbone} ({args.weights}) "
-            "features ...",
-            flush=True,
-        )
-        feats = extract_features(
-            cohort,
-            backbone=args.backbone,
-            weights=args.weights,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            cache=False if args.no_cache else (args.cache or None),
-        )
-    meta = dict(feats.attrs["pe_renal"])
-    if args.per == "patient":
-        feats = aggregate_features(feats, cohort, how=args.aggregate)
-    else:
-        feats.insert(0, "patient_id", cohort.images["patient_id"].to_numpy())
-        feats.insert(1, "path", cohort.images["path"].to_numpy())
-    with atomic_write(out) as f:
-        feats.to_parquet(f) if out.suffix.lower() == ".parquet" else feats.to_csv(f, index=args.per == "patient")
-    meta.update(per=args.per, aggregation=args.aggregate if args.per == "patient" else None, cohort=str(cohort.root))
-    with atomic_write(out.with_name(out.name + ".json"), "w") as f:
-        json.dump(meta, f, indent=2)
-    print(
-        f"{meta['note']}\n{feats.shape[0]} rows x {meta['n_images'] and feats.filter(like='deep_').shape[1]} features "
-        f"({meta['n_cached']} of {meta['n_images']} images from the cache, {meta['seconds']} s, "
-            f"{meta['precision']}) -> {out}"
-    )
-    return 0
-
-def _inputs(args)->dict:
-    "What a command reads and must never write over, into, or around."
-    from pe_renal.predict import protected_inputs
-    return protected_inputs(getattr(args, "cohort", None), False if getattr(args, "no_cache", False) else args.cache,
-                            getattr(args, "weights", None), getattr(args, "model", None))
-
-def _config(args, **extra):
-    """The StudyConfig of a `run` or `demo` command line: each declared option it was given (or its default), checked
-    once."""
-    from pe_renal.study import StudyConfig
-    return StudyConfig(**{n: getattr(args, n) for n in STUDY_OPTIONS if hasattr(args, n)}, **extra)
-
-def cmd_run(args)->int:
-    "Run the whole study on a cohort folder."
-    from pe_renal.study import run_study
-
-    with _warnings_printed("run"):
-        out = run_study(args.cohort, args.out, _config(args), overwrite=args.overwrite)
-    print(f"Report: {Path(out)/'report.html'}")
-    return 0
-
-def cmd_demo(args)->int:
-    """Make the default synthetic cohort and run the whole study on it (offline: with an untrained backbone, said
-    plainly)."""
-    import tempfile
-    from pe_renal.synthetic import make_cohort
-    from pe_renal.study import run_study
-    out = Path(args.out)
-    check_output(out, _inputs(args), args.overwrite)   # refuse before spending time on the cohort
-    print("Demo: synthetic cohort of 279 women (151 preeclampsia) - NOT real patients.", flush=True)
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pe_renal_demo_") as d:
-        cohort = make_cohort(Path(d)/"cohort", n=279, seed=args.seed)
-        print(f"[0] synthetic cohort written in {time.perf_counter() - t:.0f} s", flush=True)
-        with _warnings_printed("demo"):
-            res = run_study(
-                cohort,
-                out,
-                _config(args, fallback=args.weights == "imagenet", synthetic=True),
-                overwrite=args.overwrite,
-                copy_cohort=True,
-            )  # keep the demo cohort with its results, for `pe-renal predict` and checks
-    print(f"Report: {Path(res)/'report.html'}  (total {time.perf_counter() - t:.0f} s)")
-    return 0
-
-def cmd_report(args)->int:
-    "Render report.html again from an existing results folder (nothing is rerun; no other file changes)."
-    from pe_renal.report import render_report
-
-    with _warnings_printed("report"):
-        path = render_report(args.results)
-    print(f"Report: {path}")
-    return 0
-
-def cmd_predict(args)->int:
-    "Score new patients with a saved model."
-    from pe_renal.predict import predict_cohort
-    with _warnings_printed("predict"):
-        pred, metrics = predict_cohort(args.model, args.cohort, args.out, weights=args.weights, device=args.device,
-                                       cache=args.cache, overwrite=args.overwrite, allow_overlap=args.allow_overlap)
-    print(f"{len(pred)} patients scored -> {args.out}")
-    if metrics is not None:
-        v = metrics["validation"].iloc[0]
-        print(
-            "External validation (labels present):"
-            if v == "external"
-            else f"External validation (labels present), {v.removeprefix('external ')}:"
-            if v.startswith("external")
-            else f"NOT external validation (labels present): {v.removeprefix('NOT external: ')}."
-            if v.startswith("NOT")
-            else f"Validation (labels present), {v}:"
-        )
-        where = "from training, on the updated scale" if "model_update" in metrics else "from training"
-        for r in metrics.itertuples():
-            print(f"  {r.model:<10} AUC {r.auc:.3f} ({r.auc_lo:.3f}-{r.auc_hi:.3f})  sensitivity {r.sensitivity:.3f}  "
-                  f"specificity {r.specificity:.3f}  (threshold {r.threshold:.3g} {where})")
-    return 0
-
-def cmd_validate(args)->int:
-    "External validation of a saved model at another hospital: a results folder with its own report.html."
-    from pe_renal.external import validate_cohort
-    with _warnings_printed("validate"):
-        out = validate_cohort(args.model, args.cohort, args.out, development=args.development, n_boot=args.boot,
-                              seed=args.seed, weights=args.weights, device=args.device, cache=args.cache,
-                              overwrite=args.overwrite, save_updated=args.save_updated)
-    if args.save_updated:
-        print(f"Updated model: {Path(out) / 'updated_model.skops'} (pe-renal predict --model accepts it)")
-    print(f"Report: {Path(out)/'report.html'}")
-    return 0
-
-# %% ../nbs/10_cli.ipynb #75b96d86
-def cmd_samplesize(args)->int:
-    "Riley et al.'s minimum sample size for a prediction model of a binary outcome."
-    from pe_renal.samplesize import PARAMETERS_NOTE, riley_sample_size
-
-    s = riley_sample_size(
-        args.parameters,
-        args.prevalence,
-        r2cs=args.r2cs,
-        r2_nagelkerke=args.r2_nagelkerke,
-        cstat=args.cstat,
-        shrinkage=args.shrinkage,
-    )
-    print("Minimum sample size to develop a prediction model of a binary outcome (Riley et al., BMJ 2020;368:m441):")
-    print("\n".join(s.lines()))
-    print(PARAMETERS_NOTE)
-    return 0
-
-def sample_size_section(cohort, split:pd.DataFrame, args)->list[str]:
-    "The lines `pe-renal check` prints about the cohort's sample size (pe_renal.samplesize)."
-    from pe_renal.data import predictor_summary
-    from pe_renal.samplesize import CSTATS, cohort_sample_size, sample_size_lines
-
-    if not cohort.has_labels:
-        return []
-    cstats = CSTATS if args.cstat is None else (args.cstat,)
-    return sample_size_lines(cohort_sample_size(predictor_summary(cohort, split), split, args.deep_features, cstats))
-
-def sample_size_check_options(c):
-    "The options of `pe-renal check` for its sample-size section."
-    c.add_argument(
-        "--deep-features",
-        type=_whole(0),
-        default=2048,
-        help="deep features `run` will offer the LASSO, counted as candidate parameters (default 2048: resnet152's; "
-        "512 for resnet18 or resnet34)",
-    )
-    c.add_argument("--cstat", type=_finite, default=None,
-                   help="anticipated C-statistic for the sample-size section (default: 0.7, 0.8 and 0.9)")
-
-def add_samplesize_parser(sub):
-    "The `pe-renal samplesize` subcommand."
-    z = sub.add_parser(
-        "samplesize",
-        help="minimum sample size of a prediction model (Riley et al. 2020)",
-        description="Minimum sample size to develop a prediction model of a binary outcome by the three criteria "
-        "of Riley et al. (BMJ 2020;368:m441): expected shrinkage, optimism in Nagelkerke R², overall "
-        "risk. Give the candidate parameters, the prevalence and one anticipated performance.",
-    )
-    z.add_argument(
-        "--parameters",
-        type=_whole(1),
-        required=True,
-        help="candidate parameters: every predictor considered (each deep feature offered to a selection, one per "
-        "numeric column, levels - 1 per categorical column), not only those kept",
-    )
-    z.add_argument("--prevalence", type=_finite, required=True, help="anticipated outcome prevalence, e.g. 0.174")
-    z.add_argument("--r2cs", type=_finite, default=None, help="anticipated Cox-Snell R²")
-    z.add_argument("--r2-nagelkerke", type=_finite, default=None, help="anticipated Nagelkerke R² (instead of --r2cs)")
-    z.add_argument(
-        "--cstat",
-        type=_finite,
-        default=None,
-        help="anticipated C-statistic (instead of --r2cs), converted to a Cox-Snell R² (binormal model, rounded "
-            "to 3 decimals)",
-    )
-    z.add_argument(
-        "--shrinkage", type=_finite, default=0.9, help="target expected uniform shrinkage of criterion 1 (default 0.9)"
-    )
-    z.set_defaults(func=cmd_samplesize)
-
-# %% ../nbs/10_cli.ipynb #2e3760dd
+# %% ../nbs/10_cli.ipynb #5c3d7b3f
 def _path(s:str)->str:
     "An argparse type: a path, refused when empty or blank (an empty value would mean the working folder)."
     if not s.strip():
         raise argparse.ArgumentTypeError("an empty value is not a path: give a file or folder name")
     return s
 
+# %% ../nbs/10_cli.ipynb #d52e06a6
 def _whole(lo:int, hi:int|None=None):
     "An argparse type: a whole number from `lo` (to `hi`); anything else is refused naming the option."
     def parse(s:str)->int:
@@ -309,6 +39,7 @@ def _whole(lo:int, hi:int|None=None):
                                          + (f"at least {lo}" if hi is None else f"from {lo} to {hi}"))
     return parse
 
+# %% ../nbs/10_cli.ipynb #41adcefd
 def _finite(s:str)->float:
     "An argparse type: a finite number (not nan or inf)."
     try:
@@ -319,6 +50,7 @@ def _finite(s:str)->float:
         raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
     return v
 
+# %% ../nbs/10_cli.ipynb #415e1720
 SEED = _whole(0, 2**32 - 1)
 CHECK_OPTIONS = [
     "seed",
@@ -329,6 +61,7 @@ CHECK_OPTIONS = [
 ]  # the limits of `run` that `check` applies
 FEATURE_OPTIONS = ["backbone", "weights", "device", "precision", "batch_size", "cache"]  # the settings of `features`
 
+# %% ../nbs/10_cli.ipynb #f0a67946
 class _Parser(argparse.ArgumentParser):
     """argparse, with an error that is the message and where to read more, not the whole usage of a command of 30
     options."""
@@ -336,8 +69,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options.)\n")
 
-def _commands(sub):
-    "The subcommands that take no study setting beyond those of `check`: check, synth, report."
+# %% ../nbs/10_cli.ipynb #ec2d0043
+def sample_size_check_options(c):
+    "The options of `pe-renal check` for its sample-size section."
+    c.add_argument(
+        "--deep-features",
+        type=_whole(0),
+        default=2048,
+        help="deep features `run` will offer the LASSO, counted as candidate parameters (default 2048: resnet152's; "
+        "512 for resnet18 or resnet34)",
+    )
+    c.add_argument("--cstat", type=_finite, default=None,
+                   help="anticipated C-statistic for the sample-size section (default: 0.7, 0.8 and 0.9)")
+
+# %% ../nbs/10_cli.ipynb #2cd7547f
+def _check_command(sub):
+    "check: the options are those of `run` that limit the cohort's size, and the sample-size section's."
     c = sub.add_parser(
         "check",
         help="validate a cohort folder and print a summary",
@@ -348,6 +95,10 @@ def _commands(sub):
     add_options(c, CHECK_OPTIONS)
     sample_size_check_options(c)
     c.set_defaults(func=cmd_check)
+
+# %% ../nbs/10_cli.ipynb #6cec9990
+def _synth_command(sub):
+    "synth: the size, seed and effect of a synthetic cohort, and what differs at another hospital."
     s = sub.add_parser(
         "synth",
         help="write a synthetic cohort (not real patients)",
@@ -363,6 +114,13 @@ def _commands(sub):
     )
     s.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--effect", type=_finite, default=1.0, help="group difference; 0 = no signal (negative control)")
+    _site_options(s)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    s.set_defaults(func=cmd_synth)
+
+# %% ../nbs/10_cli.ipynb #54c6d58f
+def _site_options(s):
+    "The options of `pe-renal synth` for a second hospital (each default: as the first site)."
     g = s.add_argument_group("another hospital", "what differs at a second site (each default: as the first site)")
     g.add_argument("--prevalence", type=_finite, default=None, metavar="P",
                    help="share of women with preeclampsia, between 0 and 1 (default 151/279, as the paper)")
@@ -384,15 +142,19 @@ def _commands(sub):
         help="every clinical value shifted by this many SDs (default 0; 0.5 = older, heavier, higher values)",
     )
     g.add_argument("--id-prefix", default="S", help="patient ids are this prefix and a number (default S)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    s.set_defaults(func=cmd_synth)
+
+# %% ../nbs/10_cli.ipynb #e133e2f3
+def _report_command(sub):
+    "report: render report.html again from a results folder."
     rp = sub.add_parser("report", help="render report.html again from a results folder",
                         description="Render report.html from what a results folder holds (run.json, tables, figures), "
                                     "without rerunning anything: e.g. after updating pe_renal's report template.")
     rp.add_argument("results", type=_path, help="results folder written by `pe-renal run` or `pe-renal demo`")
     rp.set_defaults(func=cmd_report)
 
+# %% ../nbs/10_cli.ipynb #f999731a
 def _features_command(sub):
+    "features: the backbone's settings, one row per patient or per image, and the cache."
     f = sub.add_parser(
         "features",
         help="deep features of a cohort's images (cached)",
@@ -417,8 +179,9 @@ def _features_command(sub):
     f.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     f.set_defaults(func=cmd_features)
 
-def _study_commands(sub):
-    "run and demo: every declared setting with a flag (`pe_renal.settings.STUDY_OPTIONS`)."
+# %% ../nbs/10_cli.ipynb #deb2091d
+def _run_command(sub):
+    "run: a cohort folder, a results folder, and every study setting."
     r = sub.add_parser(
         "run",
         help="run the whole study on a cohort",
@@ -430,6 +193,10 @@ def _study_commands(sub):
     add_options(r, STUDY_OPTIONS)
     r.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     r.set_defaults(func=cmd_run)
+
+# %% ../nbs/10_cli.ipynb #10df7139
+def _demo_command(sub):
+    "demo: a results folder and every study setting, the weights' help saying what happens offline."
     d = sub.add_parser(
         "demo",
         help="run the whole study on the default synthetic cohort",
@@ -450,7 +217,9 @@ def _study_commands(sub):
     d.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     d.set_defaults(func=cmd_demo)
 
+# %% ../nbs/10_cli.ipynb #dfbf0722
 def _predict_command(sub):
+    "predict: the new patients, the model, the predictions file."
     pr = sub.add_parser(
         "predict",
         help="score new patients with a saved model",
@@ -483,6 +252,39 @@ def _predict_command(sub):
     )
     pr.set_defaults(func=cmd_predict)
 
+# %% ../nbs/10_cli.ipynb #bfb7c203
+def add_samplesize_parser(sub):
+    "The `pe-renal samplesize` subcommand."
+    z = sub.add_parser(
+        "samplesize",
+        help="minimum sample size of a prediction model (Riley et al. 2020)",
+        description="Minimum sample size to develop a prediction model of a binary outcome by the three criteria "
+        "of Riley et al. (BMJ 2020;368:m441): expected shrinkage, optimism in Nagelkerke R², overall "
+        "risk. Give the candidate parameters, the prevalence and one anticipated performance.",
+    )
+    z.add_argument(
+        "--parameters",
+        type=_whole(1),
+        required=True,
+        help="candidate parameters: every predictor considered (each deep feature offered to a selection, one per "
+        "numeric column, levels - 1 per categorical column), not only those kept",
+    )
+    z.add_argument("--prevalence", type=_finite, required=True, help="anticipated outcome prevalence, e.g. 0.174")
+    z.add_argument("--r2cs", type=_finite, default=None, help="anticipated Cox-Snell R²")
+    z.add_argument("--r2-nagelkerke", type=_finite, default=None, help="anticipated Nagelkerke R² (instead of --r2cs)")
+    z.add_argument(
+        "--cstat",
+        type=_finite,
+        default=None,
+        help="anticipated C-statistic (instead of --r2cs), converted to a Cox-Snell R² (binormal model, rounded "
+            "to 3 decimals)",
+    )
+    z.add_argument(
+        "--shrinkage", type=_finite, default=0.9, help="target expected uniform shrinkage of criterion 1 (default 0.9)"
+    )
+    z.set_defaults(func=cmd_samplesize)
+
+# %% ../nbs/10_cli.ipynb #961966a5
 def _validate_command(sub):
     "validate: a saved model at another hospital (`pe_renal.external`)."
     va = sub.add_parser(
@@ -519,20 +321,19 @@ def _validate_command(sub):
     va.add_argument("--overwrite", action="store_true", help="replace an earlier validation folder")
     va.set_defaults(func=cmd_validate)
 
+# %% ../nbs/10_cli.ipynb #056a9e8c
 def build_parser()->argparse.ArgumentParser:
     "The `pe-renal` parser; the study's options come from their one declaration (`pe_renal.settings.SETTINGS`)."
     p = _Parser(prog="pe-renal", description="Renal ultrasound deep learning for preeclampsia: "
                                 "reproduce the study on your own cohort.")
     p.add_argument("--version", action="version", version=f"pe_renal {pe_renal.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _commands(sub)
-    _features_command(sub)
-    _study_commands(sub)
-    _predict_command(sub)
-    add_samplesize_parser(sub)
-    _validate_command(sub)
+    for add in (_check_command, _synth_command, _report_command, _features_command, _run_command, _demo_command,
+                _predict_command, add_samplesize_parser, _validate_command):
+        add(sub)
     return p
 
+# %% ../nbs/10_cli.ipynb #634c873c
 def main(argv:list[str]|None=None)->int:
     "Entry point of the `pe-renal` command."
     try:
@@ -557,8 +358,7 @@ def main(argv:list[str]|None=None)->int:
         )
         return 128 + getattr(e, "signum", signal.SIGINT)
 
-# %% ../nbs/10_cli.ipynb #18659bf2
+# %% ../nbs/10_cli.ipynb #6c55930b
 #| eval: false
 if __name__ == "__main__":
     sys.exit(main())  # `python -m pe_renal.cli ...` as `pe-renal ...`
-

@@ -20,9 +20,18 @@ from torch import nn
 
 from .core import PeRenalError, atomic_write, file_sha256, progress
 from .data import Cohort
-from .features import (
-    Backbone, FeatureTransform, autocast, check_batch_size, extract_features, fold_batchnorm, image_keys, image_table,
-    load_backbone, precision_choice, resolve_device)
+from .backbones import Backbone, load_backbone
+from pe_renal.features import (
+    FeatureTransform,
+    autocast,
+    check_batch_size,
+    extract_features,
+    fold_batchnorm,
+    image_keys,
+    image_table,
+    precision_choice,
+    resolve_device,
+)
 from .finetune_parts import (  # noqa: F401 (importable from here too, as they always were)
     DEFAULTS, MODES, STUDY_DEFAULTS, LinearHead, UltrasoundAugment, ViewDataset, calibrate_batchnorm, inner_split,
     loss_weights, read_rois, split_network)

@@ -18,7 +18,8 @@ from .core import PeRenalError
 from .settings import GRADCAM_LAYERS
 from .data import Cohort
 from .images import apply_roi, read_image
-from .features import Backbone, FeatureTransform, load_backbone, roi_of
+from .backbones import Backbone, load_backbone
+from .features import FeatureTransform, roi_of
 
 # %% auto #0
 __all__ = ['HeadLogit', 'CAM_LAYERS', 'CAM_FLOOR', 'DeepSignature', 'head_signature', 'cam_methods', 'target_layer',

@@ -53,7 +53,7 @@ def protected_inputs(cohort:str|Path|Cohort|None=None, # cohort folder (or a loa
 # %% ../nbs/08c_predict.ipynb #ba02629f
 def _backbone_for(info:dict, weights:str|None, model_path:str|Path|None=None):
     "The backbone that makes the features the model was trained on; refused when its weights are not those."
-    from pe_renal.features import load_backbone
+    from pe_renal.backbones import load_backbone
     wid = info["weights"]
     if info.get(
         "finetune_sha256"

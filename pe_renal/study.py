@@ -4,876 +4,131 @@
 
 # %% ../nbs/09_study.ipynb #b2b9eabc
 from __future__ import annotations
-import contextlib
-import dataclasses
 import datetime
 import json
-import platform
-import shutil
 import sys
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 import pe_renal
-from pe_renal.core import (
-    PeRenalError,
-    PeRenalWarning,
-    atomic_write,
-    file_sha256,
-    seed_everything,
-    staged_dir,
-)
-from .data import Cohort, load_cohort, predictor_summary
-from .split import check_finetune_sizes, check_split_sizes, split_cohort, table_one
-from .status import STATUS_NOTES, run_status, stamp_figure
-from .columns import write_readmes
-from .quoted import GRADCAM_CAPTIONS, GRADCAM_WHAT, check_verdicts, finetune_validation_words, gradcam_choice
-from .tripod import tripod_checklist
-from .report import render_report
-from .external import knn_votes
-from .model_file import save_model
+from .core import atomic_write, seed_everything, staged_dir
+from .data import Cohort
+from .report import (GRADCAM_WHAT, STATUS_NOTES, finetune_validation_words, gradcam_choice, render_report,
+                             run_status, stamp_figure, tripod_checklist, write_readmes)
 from .predict import development_fingerprint, protected_inputs
-from .settings import (GRADCAM_PRESETS, check_settings,
-                               config_fields, make_config, settings_json)
+from .model_file import save_model
+from .settings import make_config, settings_json
+from .stages import (cohort_stage, features_stage, finetune_stage, learning_stage, models_stage,
+                             samplesize_stage, split_stage)
+from .stages_eval import evaluation_stage, gradcam_stage, shap_stage, validation_stage
+from .study_config import StageError, Stages, StudyConfig, run_versions, write_csv
 
 # %% auto #0
-__all__ = ['StudyConfig', 'FINETUNED_ONCE', 'THRESHOLD_RULE', 'ONCE_RULE', 'ONCE_OPTIMISTIC', 'SAME_RULE', 'StageError',
-           'pick_cases', 'CohortStage', 'cohort_stage', 'SplitStage', 'split_stage', 'FeatureStage', 'FinetuneStage',
-           'finetune_settings', 'finetune_stage', 'features_stage', 'ModelStage', 'models_stage', 'ValidationStage',
-           'finetune_refit', 'mask_finetuned_once', 'same_model_rows', 'validation_stage', 'EvaluationStage',
-           'oof_thresholds', 'choose_thresholds', 'evaluation_stage', 'signature_agreement', 'GradcamStage',
-           'gradcam_stage', 'ShapStage', 'shap_stage', 'SampleSizeStage', 'samplesize_stage', 'LearningStage',
-           'learning_stage', 'report_stage', 'run_study']
+__all__ = ['model_info', 'run_warnings', 'run_manifest', 'report_stage', 'run_study', 'StudyConfig', 'StageError']
 
-# %% ../nbs/09_study.ipynb #bbda1432
-class _CrossChecks:
-    """The checks across settings of `StudyConfig`; each setting alone is checked by its declaration
-    (`pe_renal.settings`)."""
+# %% ../nbs/09_study.ipynb #f3e0dfb1
+_all_ = ["StudyConfig", "StageError"]
 
-    def __post_init__(self):
-        check_settings(self)
-        if self.finetune_cv == "refit" and self.finetune in ("none", "head"):
-            raise PeRenalError(
-                "finetune_cv='refit' refits the fine-tuning inside every CV fold: set finetune to 'last' or 'full' "
-                "(in 'head' mode the backbone's features do not change, so there is nothing to refit)."
-            )
-        if self.gradcam == "fine" and self.finetune == "none":
-            raise PeRenalError(
-                "gradcam='fine' explains the fine-tuned head: set finetune to 'head', 'last' or 'full', or use "
-                "gradcam='paper'."
-            )
-        for k, v in GRADCAM_PRESETS[self.gradcam_preset].items():
-            if getattr(self, k) is None:
-                setattr(self, k, "layer4" if k == "gradcam_layer" and not self.backbone.startswith("resnet") else v)
-        if self.gradcam_target != "signature" and self.finetune == "none":
-            raise PeRenalError(
-                f"gradcam_target={self.gradcam_target!r} needs a fine-tuned head: set finetune to 'head', "
-                    "'last' or 'full'."
-            )
-        if self.gradcam_layer != "layer4" and not self.backbone.startswith("resnet"):
-            raise PeRenalError(
-                f"gradcam_layer={self.gradcam_layer!r} names a ResNet stage; {self.backbone} has none: use "
-                    "'layer4' (its last block)."
-            )
-
-    @property
-    def gradcam_preset(self)->str:  # "paper" or "fine": what `gradcam` resolves to
-        if self.gradcam != "auto":
-            return self.gradcam
-        return "fine" if self.finetune in ("last", "full") else "paper"
-
-StudyConfig = dataclasses.make_dataclass(
-    "StudyConfig",
-    config_fields(),
-    bases=(_CrossChecks,),
-    namespace={
-        "__doc__": "Every setting of a run, one field per `pe_renal.settings.SETTINGS` entry (type, default, allowed "
-            "values and "
-        "help are declared there); checked on creation and recorded in run.json.",
-        "__module__": __name__,
-    },
-)
-
-# %% ../nbs/09_study.ipynb #461ec5ab
-class StageError(PeRenalError):
-    "A stage of the study failed; the message names the stage."
-
-class _Stages:
-    "Runs named stages in order: one line each (when verbose), timed, and a failure that names its stage."
-    def __init__(self, verbose:bool=True): self.times, self.verbose = {}, verbose
-
-    @contextlib.contextmanager
-    def timed(self, name:str, what:str):
-        if self.verbose:
-            print(f"[{len(self.times) + 1}] {name}: {what} ...", flush=True)
-        t = time.perf_counter()
-        try:
-            yield
-        except PeRenalError as e:
-            if isinstance(e, StageError):
-                raise
-            raise StageError(f"stage '{name}' failed: {e}") from None
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:
-            raise StageError(f"stage '{name}' failed with an unexpected {type(e).__name__}: {e}") from e
-        finally:
-            self.times[name] = round(time.perf_counter() - t, 2)
-
-    def __call__(self, name:str, what:str, fn, *args, **kwargs):
-        "Run `fn(*args, **kwargs)` as the stage `name` and return its result."
-        with self.timed(name, what):
-            return fn(*args, **kwargs)
-
-# %% ../nbs/09_study.ipynb #63014d69
-def pick_cases(y:np.ndarray, p:np.ndarray, threshold:float, per_cell:int=1)->list[tuple[int, str]]:
-    "Indices of the most confident true positive, false positive, false negative and true negative (per_cell each)."
-    pred = p >= threshold
-    out = []
-    for name, mask, order in (("true positive", pred & (y == 1), -p), ("false positive", pred & (y == 0), -p),
-                              ("false negative", ~pred & (y == 1), p), ("true negative", ~pred & (y == 0), p)):
-        idx = np.flatnonzero(mask)
-        out += [(int(i), name) for i in idx[np.argsort(order[idx], kind="stable")][:per_cell]]
-    return out
-
-# %% ../nbs/09_study.ipynb #7ab6b880
-def _versions()->dict:
-    import importlib.metadata as md
-    v = {"pe_renal": pe_renal.__version__, "python": platform.python_version(), "platform": platform.platform()}
-    for p in (
-        "numpy",
-        "pandas",
-        "scikit-learn",
-        "scipy",
-        "torch",
-        "torchvision",
-        "shap",
-        "grad-cam",
-        "skops",
-        "pydicom",
-    ):
-        with contextlib.suppress(Exception):
-            v[p] = md.version(p)
-    return v
-
-def _input_hashes(cohort:Cohort)->dict:
-    files = {"clinical.csv": cohort.root/"clinical.csv", "images.csv": cohort.root/"images.csv"}
-    if (cohort.root / "cohort.toml").exists():
-        files["cohort.toml"] = cohort.root / "cohort.toml"
-    known = (
-        dict(zip(cohort.images["path"], cohort.images["sha256"])) if "sha256" in cohort.images else {}
-    )  # read by load_cohort
-    for _, r in cohort.images.iterrows():
-        files[r["path"]] = Path(r["abspath"])
-        if isinstance(r.get("mask_abspath"), str):
-            files[r["mask"]] = Path(r["mask_abspath"])
-    return {k: known.get(k) or file_sha256(p) for k, p in files.items()}
-
-def _csv(df:pd.DataFrame, path:Path, index:bool=False):
-    with atomic_write(path, "w") as f:
-        df.to_csv(f, index=index)
-
-
-@dataclass
-class CohortStage:
-    cohort: Cohort          # the loaded, validated cohort
-    input_sha256: dict      # file name -> SHA-256 of every input file
-    path: str               # where the cohort is, as run.json records it (the copy in the results, when copied)
-
-def cohort_stage(cohort:str|Path|Cohort, tmp:Path, out:Path, copy_cohort:bool=False)->CohortStage:
-    "Load and validate the cohort, hash its files, and copy it into the results when asked."
-    cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
-    hashes = _input_hashes(cohort)
-    if copy_cohort:
-        shutil.copytree(cohort.root, tmp / "cohort")  # inside the staged folder: all or nothing
-    return CohortStage(cohort, hashes, str(Path(out).absolute()/"cohort") if copy_cohort else str(cohort.root))
-
-@dataclass
-class SplitStage:
-    split: pd.DataFrame          # clinical table with a `split` column (train/test)
-    table1: pd.DataFrame         # baseline characteristics by group
-    table1_by_split: pd.DataFrame
-    predictors: (
-        pd.DataFrame
-    )  # every candidate clinical column: role, reason, kind, model inputs (attrs["note"]: in words)
-
-
-def split_stage(cohort:Cohort, cfg:StudyConfig, tmp:Path)->SplitStage:
-    "Split by patient (imposed or stratified 7:3) and describe the groups and the split (Table 1)."
-    split = split_cohort(cohort, test_size=cfg.test_size, seed=cfg.seed)
-    check_split_sizes(split, cfg.cv_splits)            # before any feature is computed, as `pe-renal check` does
-    check_finetune_sizes(split, cfg.finetune, cfg.finetune_cv, cfg.cv_splits)
-    _csv(split[["patient_id", "label", "split"]], tmp/"split.csv")
-    t1 = table_one(split, categorical=cohort.categorical)
-    t1s = table_one(split, by="split", categorical=cohort.categorical)
-    _csv(t1, tmp / "tables" / "table1_by_group.csv")
-    _csv(t1s, tmp / "tables" / "table1_by_split.csv")
-    pred = predictor_summary(cohort, split)
-    _csv(pred, tmp/"tables"/"predictors.csv")                  # every candidate: used or excluded, and why
-    return SplitStage(split, t1, t1s, pred)
-
-@dataclass
-class FeatureStage:
-    backbone: object             # the loaded backbone (`.untrained`, `.note`, `.weights`)
-    transform: object            # FeatureTransform used for every image
-    precision: str
-    deep: pd.DataFrame           # deep features, one row per patient
-    meta: dict                   # what extract_features recorded
-
-@dataclass
-class FinetuneStage:
-    result: object|None          # FinetuneResult (None when the backbone stays frozen)
-    file: str|None               # the weights file in the results folder
-    sha256: str|None
-
-def finetune_settings(cfg:StudyConfig)->dict:
-    "What a study passes to `finetune_backbone` (the study stage and every refit in internal validation alike)."
-    from pe_renal.finetune import STUDY_DEFAULTS
-    from pe_renal.features import FeatureTransform
-
-    epochs = (
-        cfg.epochs
-        if cfg.epochs is not None
-        else (STUDY_DEFAULTS["epochs"] if cfg.finetune == STUDY_DEFAULTS["mode"] else None)
-    )
-    return dict(
-        mode=cfg.finetune,
-        epochs=epochs,
-        seed=cfg.seed,
-        views=STUDY_DEFAULTS["views"],
-        select=STUDY_DEFAULTS["select"],  # see 03b_finetune: why
-        transform=FeatureTransform(size=cfg.image_size),
-        device=cfg.device,
-        precision=cfg.precision,  # as the features
-        fallback=cfg.fallback,
-    )
-
-def finetune_stage(cohort:Cohort, split:pd.DataFrame, cfg:StudyConfig, tmp:Path, verbose:bool=True)->FinetuneStage:
-    """Fine-tune the backbone on the training patients only (inner validation by patient); save its weights and
-    training curve."""
-    if cfg.finetune == "none":
-        return FinetuneStage(None, None, None)
-    import matplotlib.pyplot as plt
-    from pe_renal.finetune import finetune_backbone, save_finetuned, plot_training_curve
-    from pe_renal.core import save_figure
-
-    train_ids = split.loc[split["split"] == "train", "patient_id"].tolist()  # the test patients never touch fine-tuning
-    res = finetune_backbone(
-        cohort, train_ids, cfg.backbone, cfg.weights, **finetune_settings(cfg), show_progress=verbose
-    )
-    name = f"finetuned_{cfg.backbone}.pt"
-    digest = save_finetuned(res, tmp/name)
-    _csv(res.history, tmp/"tables"/"finetune_history.csv")
-    fig = plot_training_curve(res)
-    save_figure(fig, tmp / "figures" / "finetune_curve", cfg.formats, cfg.dpi)
-    plt.close(fig)
-    if verbose:
-        print("    " + res.info["note"])
-    return FinetuneStage(res, name, digest)
-
-def features_stage(cohort:Cohort, cfg:StudyConfig, verbose:bool=True, finetuned:FinetuneStage|None=None)->FeatureStage:
-    "Deep features of every image (cached), averaged per patient: of the fine-tuned network when there is one."
-    from pe_renal.features import extract_features, aggregate_features, load_backbone, FeatureTransform
-    ft = finetuned.result if finetuned is not None else None
-    bb = ft.backbone if ft is not None else load_backbone(cfg.backbone, cfg.weights, fallback=cfg.fallback)
-    transform = FeatureTransform(size=cfg.image_size)
-    kw = dict(
-        device=cfg.device,
-        precision=cfg.precision,
-        batch_size=cfg.batch_size,  # "auto" decided on this network
-        transform=transform,
-        cache=cfg.cache,
-        show_progress=verbose,
-    )
-    if ft is None:
-        feats = extract_features(cohort, bb, **kw)
-    else:  # the frozen trunk's outputs kept from fine-tuning are reused (the same features, computed once)
-        from pe_renal.finetune import finetuned_features
-
-        feats = finetuned_features(cohort, ft, **kw)
-        ft.trunk = None  # used once: free their memory
-    prec = feats.attrs["pe_renal"]["precision"]
-    if bb.untrained and verbose:
-        print("    " + bb.note)
-    return FeatureStage(bb, transform, prec, aggregate_features(feats, cohort), dict(feats.attrs["pe_renal"]))
-
-@dataclass
-class ModelStage:
-    data: object                 # ModelData: modelling table and split
-    fitted: dict                 # {"DL", "Clinical", "Composite"}: fitted pipelines
-    results: dict                # {model: {"train": (y, p), "test": (y, p)}}
-    selector: object|None        # the composite model's LASSO selector
-    options: dict                # how the models were made (for refits in validation)
-    warnings: list               # LASSO / fitting warnings worth reporting
-
-def models_stage(deep:pd.DataFrame, split:pd.DataFrame, cohort:Cohort, cfg:StudyConfig, tmp:Path)->ModelStage:
-    "LASSO on the training deep features and the DL, clinical and composite models; selection stability."
-    from pe_renal.models import model_data, fit_models, model_summary, lasso_of
-    from pe_renal.lasso import selection_stability
-    from pe_renal.lasso_figures import write_lasso
-    data = model_data(deep, split, cohort.numeric, [c for c in cohort.categorical if c in cohort.features])
-    kw = dict(classifier=cfg.classifier, seed=cfg.seed, lasso={"rule": cfg.lasso_rule, "method": cfg.lasso_method})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fitted, results = fit_models(data, **kw)
-    notes = sorted(
-        {str(w.message) for w in caught if any(k in str(w.message) for k in ("LASSO", "not fitted", "KNN:"))}
-    )
-    if "Composite" not in fitted:
-        raise PeRenalError("the composite model could not be fitted.")
-    _csv(model_summary(fitted), tmp/"tables"/"models.csv")
-    sel = lasso_of(fitted["Composite"])
-    stab = None
-    if sel is not None and len(sel.selected_) and cfg.stability_boot:
-        Xtr, ytr = data.part("train")
-        stab = selection_stability(
-            Xtr[data.deep], ytr, selector=sel, n_boot=cfg.stability_boot, seed=cfg.seed, n_jobs=cfg.n_jobs
-        )
-    if sel is not None:
-        write_lasso(sel, tmp, stability=stab, formats=cfg.formats, dpi=cfg.dpi)
-    return ModelStage(data, fitted, results, sel, kw, notes)
-
-# %% ../nbs/09_study.ipynb #04a5fc60
-@dataclass
-class ValidationStage:
-    table: pd.DataFrame  # the internal-validation estimates: model, method, auc, lo, hi, n_resamples, reason, ...
-    json: dict  # {model: {method, auc, lo, hi, n_resamples, reason}}: the primary estimate, for run.json
-    details: dict                # further tables written (name -> DataFrame), e.g. per-fold AUCs
-    oof: pd.DataFrame|None = None # out-of-fold scores of the training patients: model, repeat, patient_id, label, score
-
-def finetune_refit(cohort:Cohort, X:pd.DataFrame, deep:list, cfg:StudyConfig, verbose:bool=True):
-    """For `internal_validation(refit=...)`: fine-tune again on a fold's training patients only; X with that network's
-    features."""
-    from pe_renal.finetune import finetune_backbone, finetuned_features
-    from pe_renal.features import load_backbone, aggregate_features
-    kw = finetune_settings(cfg)
-    start = load_backbone(cfg.backbone, cfg.weights, seed=cfg.seed, fallback=cfg.fallback)   # as finetune_stage starts
-    ids = X.index.astype(str)
-    images = cohort.images[cohort.images["patient_id"].astype(str).isin(set(ids))]
-    done = [0]
-    def refit(tr:np.ndarray)->pd.DataFrame:
-        t = time.perf_counter()
-        try:
-            res = finetune_backbone(cohort, list(ids[tr]), start, **kw, show_progress=False)
-        except PeRenalError as e:
-            raise PeRenalError(
-                f"refitting the fine-tuning in CV fold {done[0] + 1} ({len(tr)} training patients): {e} With "
-                "more folds (--cv-splits) each fold keeps more patients; or validate with --finetune-cv once."
-            ) from None
-        f = finetuned_features(images, res, device=cfg.device, precision=cfg.precision, batch_size=cfg.batch_size,
-                               transform=kw["transform"], cache=False, show_progress=False)   # nothing to reuse later
-        feats = aggregate_features(f, images).loc[ids, deep]
-        done[0] += 1
-        if verbose:
-            print(
-                f"    fold {done[0]}: fine-tuned on {len(tr)} of the {len(ids)} training patients, the other "
-                f"{len(ids) - len(tr)} scored ({time.perf_counter() - t:.0f} s)",
-                flush=True,
-            )
-        return X.assign(**{c: feats[c].to_numpy() for c in deep})
-    return refit
-
-FINETUNED_ONCE = (
-    "not estimated: the backbone was fine-tuned once on all training patients, so the held-out patients of "
-    "every resample were seen, with their labels, by the network that made their deep features, and any estimate "
-    "would be optimistic (0.83 on a null cohort, where the truth is 0.5); quote the held-out test AUC, or rerun "
-    "with --finetune-cv refit"
-)
-
-def mask_finetuned_once(iv, models:dict):
-    """The internal validation with every estimate of a model that uses deep features set to NA, with the reason: for a
-    backbone fine-tuned once on all training patients (`FINETUNED_ONCE`). The clinical model's estimates stay."""
-    from pe_renal.internal import uses_deep
-    deep = [m for m, mod in models.items() if uses_deep(mod)]
-    s = iv.summary.copy()
-    hit = s["model"].isin(deep)
-    s.loc[hit, ["auc", "lo", "hi", "lo_ic", "hi_ic", "lo_nb", "hi_nb"]] = np.nan
-    s.loc[hit, "flag"] = None
-    s.loc[hit, "reason"] = FINETUNED_ONCE
-    s.attrs = dict(iv.summary.attrs)
-    cs = iv.cv.summary.copy()
-    num = [c for c in cs.columns if c != "model" and pd.api.types.is_numeric_dtype(cs[c])]
-    cs.loc[cs["model"].isin(deep), num] = np.nan
-    cs.attrs = dict(iv.cv.summary.attrs)
-    folds = iv.cv.folds[~iv.cv.folds["model"].isin(deep)].reset_index(drop=True)
-    boot = iv.bootstrap[~iv.bootstrap["model"].isin(deep)].reset_index(drop=True) if len(iv.bootstrap) else iv.bootstrap
-    return dataclasses.replace(iv, summary=s, cv=type(iv.cv)(folds, cs), bootstrap=boot)
-
-def same_model_rows(iv, results:dict):
-    """The internal validation with a model identical to an earlier one (Composite = Clinical when the LASSO kept no
-    deep
-    feature) given that model's estimates, `same_as` naming it: one model, one number. Its own folds stay in the
-    fold table."""
-    from pe_renal.evaluation import same_model
-    s = iv.summary.copy()
-    s["same_as"] = ""
-    for m in results:
-        other = same_model(results, m)
-        if other is None or other not in set(s["model"]):
-            continue
-        for key in s.loc[s["model"] == m, "key"]:
-            src = s[(s["model"] == other) & (s["key"] == key)]
-            dst = s.index[(s["model"] == m) & (s["key"] == key)]
-            if len(src) != 1:
-                continue
-            for c in s.columns.drop(["model", "key", "primary", "same_as"]):
-                s.loc[dst, c] = src[c].iloc[0]
-            s.loc[dst, "same_as"] = other
-    s.attrs = dict(iv.summary.attrs)
-    return dataclasses.replace(iv, summary=s)
-
-def validation_stage(
-    models: ModelStage, cfg: StudyConfig, tmp: Path, cohort: Cohort | None = None, verbose: bool = True
-) -> ValidationStage:
-    """Internal validation of the whole pipeline on the training set: repeated stratified CV (primary) and the .632+
-    bootstrap."""
-    import matplotlib.pyplot as plt
-    from pe_renal.models import make_models
-    from pe_renal.internal import internal_validation, plot_internal_validation
-    from pe_renal.core import save_figure
-    Xtr, ytr = models.data.part("train")
-    unfitted = make_models(models.data, **models.options)
-    refit = None
-    if cfg.finetune_cv == "refit":  # fine-tuning inside every fold (StudyConfig: last/full only): CV only
-        if cohort is None:
-            raise PeRenalError("validation_stage: finetune_cv='refit' needs the cohort (its images).")
-        refit = finetune_refit(cohort, Xtr, list(models.data.deep), cfg, verbose)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        iv = internal_validation(unfitted, Xtr, ytr, n_boot=0 if refit else cfg.n_boot, n_splits=cfg.cv_splits,
-                                 n_repeats=cfg.cv_repeats, seed=cfg.seed, n_jobs=cfg.n_jobs, refit=refit)
-    if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once":
-        iv = mask_finetuned_once(iv, unfitted)
-    iv = same_model_rows(iv, models.results)           # Composite = Clinical: one model, one estimate
-    table = iv.summary.drop(columns=["key"], errors="ignore")
-    rows = iv.oof["row"].to_numpy(int)
-    oof = pd.DataFrame(
-        dict(
-            model=iv.oof["model"],
-            repeat=iv.oof["repeat"],
-            patient_id=Xtr.index[rows],
-            label=np.asarray(ytr)[rows],
-            score=iv.oof["score"],
-        )
-    )
-    details = {"internal_validation_cv_folds": iv.cv.folds, "threshold_oof_scores": oof}
-    if len(iv.bootstrap):
-        details["internal_validation_bootstrap"] = iv.bootstrap
-    _csv(table, tmp/"tables"/"internal_validation.csv")
-    for name, df in details.items():
-        _csv(df, tmp / "tables" / f"{name}.csv")
-    fig = plot_internal_validation(iv)
-    fig = getattr(fig, "figure", fig)
-    save_figure(fig, tmp / "figures" / "internal_validation", cfg.formats, cfg.dpi)
-    plt.close("all")
-    js = iv.to_json()
-    for r in iv.summary[iv.summary["same_as"] != ""].itertuples():
-        js[r.model]["same_as"] = r.same_as
-    return ValidationStage(table, js, details, oof)
-
-@dataclass
-class EvaluationStage:
-    tables: dict  # performance, performance_formatted, delong_comparisons, ...
-    thresholds: dict  # model -> Youden threshold on the out-of-fold scores of the training patients (`THRESHOLD_RULE`)
-    predictions: pd.DataFrame    # one row per patient: split, label, p_<model>, pred_<model>
-    threshold_rule: str = ""     # how the thresholds were chosen, in words (`choose_thresholds`)
-
-THRESHOLD_RULE = ("Youden index on the out-of-fold predictions of the training patients (every repeat of the internal "
-                  "cross-validation pooled), so that no patient is scored by a model that saw her")
-ONCE_RULE = (
-    "{models}: Youden index on the out-of-fold predictions of only the {n} training patients ({pos} with "
-    "preeclampsia) that the fine-tuning held out as its inner validation (every repeat pooled). The backbone was "
-    "fine-tuned once on the other training patients, whose deep features therefore come from a network trained on "
-    "their labels, so their out-of-fold scores are optimistic ({auc}); the labels of these {n} never changed the "
-    "network, which keeps its last epoch (chosen by no score)"
-)
-ONCE_OPTIMISTIC = (
-    "{models}: OPTIMISTIC, Youden index on the out-of-fold predictions of all training patients, although the "
-    "backbone was fine-tuned once on them (their deep features come from a network trained on their labels), "
-    "because {why}"
-)
-SAME_RULE = "{model} is the {other} model{why}: the same prediction for every patient, so its threshold is {other}'s"
-
-def oof_thresholds(oof:pd.DataFrame|None, results:dict, only:dict|None=None)->dict:
-    """Each model's Youden threshold on the out-of-fold CV scores of the training patients (`THRESHOLD_RULE`):
-    in-sample KNN
-    scores, where every patient is among her own neighbours, would put it too high. `only` = {model: patient ids}: that
-    model's threshold is chosen on those patients' out-of-fold scores alone. Models without out-of-fold scores fall back
-    to the training scores, with a warning."""
-    from pe_renal.evaluation import youden_threshold
-    out = {}
-    for m in results:
-        o = oof[oof["model"] == m] if oof is not None and len(oof) else None
-        if o is not None and only and m in only:
-            o = o[o["patient_id"].astype(str).isin(set(map(str, only[m])))]
-        if o is not None and len(o) and o["label"].nunique() == 2:
-            out[m] = youden_threshold(o["label"].to_numpy(int), o["score"].to_numpy(float))
-        else:
-            warnings.warn(
-                f"{m}: no out-of-fold scores; its threshold is the Youden index of its in-sample training scores.",
-                stacklevel=2,
-                category=PeRenalWarning,
-            )
-            out[m] = youden_threshold(*results[m]["train"])
-    return out
-
-def _pooled_auc(o:pd.DataFrame)->str:
-    from pe_renal.evaluation import roc_auc
-    return f"{roc_auc(o['label'].to_numpy(int), o['score'].to_numpy(float)):.2f}" if o["label"].nunique() == 2 else "NA"
-
-def _once_rule(oof:pd.DataFrame|None, deep:list, finetuned)->tuple[dict|None, str]:
-    """For a backbone fine-tuned once: the patients whose out-of-fold scores choose the deep models' thresholds (its
-    inner
-    validation, whose labels never changed the network), and the rule in words; (None, why optimistic) when there
-    are none."""
-    names = ", ".join(deep)
-    info = finetuned.result.info if finetuned is not None and finetuned.result is not None else {}
-    unseen = set(map(str, info.get("val_patients", [])))
-    if info.get("select") != "last":
-        why = "the fine-tuning chose its epoch on its inner validation's labels"
-        return None, ONCE_OPTIMISTIC.format(models=names, why=why)
-    o = oof[oof["model"].isin(deep) & oof["patient_id"].astype(str).isin(unseen)] if oof is not None else pd.DataFrame()
-    if not len(o) or o.groupby("model")["label"].nunique().min() < 2:
-        return None, ONCE_OPTIMISTIC.format(
-            models=names, why="the patients held out of the fine-tuning have no out-of-fold scores of both classes"
-        )
-    per = o.drop_duplicates("patient_id")
-    auc = ", ".join(f"{m} AUC {_pooled_auc(oof[oof['model'] == m])} on all training patients, "
-                    f"{_pooled_auc(o[o['model'] == m])} on these" for m in deep)
-    words = ONCE_RULE.format(models=names, n=len(per), pos=int(per["label"].sum()), auc=auc)
-    return {m: sorted(unseen) for m in deep}, words
-
-def choose_thresholds(oof:pd.DataFrame|None, models:ModelStage, cfg:StudyConfig,
-                      finetuned=None)->tuple[dict, str, pd.DataFrame|None]:
-    """Each model's threshold, the rule that chose them in words, and the out-of-fold scores with
-    `chooses_threshold` (the
-    rows each threshold was chosen on): `THRESHOLD_RULE`; with a backbone fine-tuned once, the deep models' on
-    scores whose
-    labels never trained the network (`ONCE_RULE`, else `ONCE_OPTIMISTIC`); a model identical to another takes its
-    threshold (`SAME_RULE`)."""
-    from pe_renal.internal import uses_deep
-    from pe_renal.evaluation import same_model
-    rules, only = [THRESHOLD_RULE], None
-    if cfg.finetune in ("last", "full") and cfg.finetune_cv == "once":
-        deep = [m for m, mod in models.fitted.items() if uses_deep(mod) and same_model(models.results, m) is None]
-        only, words = _once_rule(oof, deep, finetuned)
-        rules = [f"{', '.join(m for m in models.results if m not in deep)}: {THRESHOLD_RULE}", words]
-        if only is None:
-            warnings.warn(f"thresholds: {words}.", stacklevel=2, category=PeRenalWarning)
-    thresholds = oof_thresholds(oof, models.results, only)
-    empty = models.selector is not None and not len(models.selector.selected_)
-    for m in models.results:
-        other = same_model(models.results, m)
-        if other is None:
-            continue
-        thresholds[m] = thresholds[other]
-        rules.append(SAME_RULE.format(model=m, other=other, why=" (the LASSO kept no deep feature)" if empty else ""))
-    return thresholds, "; ".join(rules), _used_rows(oof, models.results, only)
-
-def _used_rows(oof:pd.DataFrame|None, results:dict, only:dict|None)->pd.DataFrame|None:
-    "The out-of-fold scores with `chooses_threshold`: True for the rows a model's own threshold was chosen on."
-    from pe_renal.evaluation import same_model
-
-    if oof is None:
+# %% ../nbs/09_study.ipynb #2f92342f
+def _lasso_summary(sel, data, cfg:StudyConfig)->dict|None:
+    "The composite model's LASSO in run.json: how many deep features it kept, of how many, at which alpha."
+    if sel is None:
         return None
-    own = {m for m in results if same_model(results, m) is None}
-    pick = [m in own and (not only or m not in only or str(p) in set(map(str, only[m])))
-            for m, p in zip(oof["model"], oof["patient_id"])]
-    return oof.assign(chooses_threshold=pick)
+    return dict(selected=int(len(sel.selected_)), candidates=len(data.deep), alpha=float(sel.alpha_),
+                rule=cfg.lasso_rule, method=cfg.lasso_method)
 
-def evaluation_stage(models:ModelStage, split:pd.DataFrame, validation:ValidationStage, cfg:StudyConfig, tmp:Path,
-                     finetuned:FinetuneStage|None=None)->EvaluationStage:
-    """ROC, AUC with DeLong CI (apparent on training, held-out on test), paired DeLong tests on the test set, threshold
-    metrics, calibration, decision curves; predictions."""
-    from pe_renal.calibration import write_evaluation
-    thresholds, rule, used = choose_thresholds(validation.oof, models, cfg, finetuned)
-    if used is not None:
-        _csv(used, tmp / "tables" / "threshold_oof_scores.csv")  # which scores chose each threshold
-    tables = write_evaluation(
-        models.results,
-        tmp,
-        formats=cfg.formats,
-        dpi=cfg.dpi,
-        n_boot=cfg.n_boot_ci,
-        seed=cfg.seed,
-        internal=validation.json,
-        counts=knn_votes(models.fitted),
-        thresholds=thresholds,
-    )
-    X = models.data.X
-    pred = split[["patient_id", "split", "label"]].set_index("patient_id").loc[X.index]
-    for m, mod in models.fitted.items():
-        pred[f"p_{m}"] = mod.predict_proba(X)[:, 1]
-        pred[f"pred_{m}"] = (pred[f"p_{m}"] >= thresholds[m]).astype(int)
-    _csv(pred.reset_index(), tmp/"predictions.csv")
-    return EvaluationStage(tables, thresholds, pred, rule)
-
-# %% ../nbs/09_study.ipynb #090016df
-def signature_agreement(selector, X:pd.DataFrame, results:dict)->pd.DataFrame:
-    """Rank agreement (Spearman) on the test patients between the deep signature Grad-CAM explains and each model's
-    P(preeclampsia)."""
-    from scipy.stats import spearmanr
-    sig = selector.linear_signature()
-    score = sig.intercept + ((X[list(sig.features)].to_numpy(float) - sig.mean) / sig.scale) @ sig.coef
-    rows = []
-    for m, r in results.items():
-        p = np.asarray(r["test"][1], float)
-        rho = spearmanr(score, p)[0] if np.ptp(p) > 0 and np.ptp(score) > 0 else np.nan
-        rows.append(dict(model=m, spearman_with_signature=rho, n_test=len(p)))
-    return pd.DataFrame(rows)
-
-@dataclass
-class GradcamStage:
-    checks: pd.DataFrame|None    # one row per explained image, with the check verdicts; None without a deep signature
-    note: str                    # why there is no map, when there is none
-
-def gradcam_stage(cohort:Cohort, features:FeatureStage, models:ModelStage, evaluation:EvaluationStage,
-                  cfg:StudyConfig, tmp:Path, finetuned:FinetuneStage|None=None)->GradcamStage:
-    "Grad-CAM of the deep signature on test patients from each cell of the composite model's confusion matrix."
-    import matplotlib.pyplot as plt
-    from pe_renal.gradcam import DeepSignature, explain_images, plot_cam_grid, checks_table
-    from pe_renal.core import save_figure
-    sel = models.selector
-    if cfg.gradcam_target in ("head", "predicted") and finetuned is not None and finetuned.result is not None:
-        from pe_renal.gradcam import head_signature
-        target = head_signature(finetuned.result)      # the fine-tuned head's logit: evidence for preeclampsia
-    elif sel is None or not len(sel.selected_):
-        return GradcamStage(None, "LASSO selected no deep feature, so there is no deep signature to explain.")
-    else:
-        target = DeepSignature.from_selector(features.backbone, sel)
-    yt, pt = models.results["Composite"]["test"]
-    Xte = models.data.part("test")[0]
-    if sel is not None and len(sel.selected_):
-        _csv(signature_agreement(sel, Xte, models.results), tmp/"tables"/"gradcam_signature_agreement.csv")
-    cases = pick_cases(yt, pt, evaluation.thresholds["Composite"], cfg.gradcam_per_cell)
-    pids = Xte.index.to_numpy()
-    img_pids = cohort.images["patient_id"].to_numpy()
-    rows, titles, names = [], [], []                  # every image of each patient shown, not only the first
-    for i, name in cases:
-        for r in np.flatnonzero(img_pids == pids[i]):
-            view = " ".join(
-                str(cohort.images.iloc[r][k])
-                for k in ("side", "view")
-                if k in cohort.images and pd.notna(cohort.images.iloc[r][k])
-            )
-            rows.append(int(r))
-            names.append((i, name))
-            titles.append(f"{pids[i]}{' ' + view if view else ''}: {name}\np = {pt[i]:.2f}")
-    predicted = cfg.gradcam_target == "predicted"  # each map: evidence for the class the head predicts for the image
-    items = explain_images(cohort, rows, target, cfg.backbone,
-                           features.transform, method=cfg.gradcam_method, predicted_class=predicted,
-                           layer=None if cfg.gradcam_layer == "layer4" else cfg.gradcam_layer)
-    fig = plot_cam_grid(items, titles, note=features.backbone.note if features.backbone.untrained else "",
-                        caption=GRADCAM_CAPTIONS[cfg.gradcam_target],
-                        score_name="deep signature" if cfg.gradcam_target == "signature" else "head logit")
-    save_figure(fig, tmp / "figures" / "gradcam_grid", cfg.formats, cfg.dpi)
-    plt.close(fig)
-    checks = checks_table(items)
-    checks.insert(1, "case", [name for _, name in names])
-    checks.insert(2, "p_composite", [float(pt[i]) for i, _ in names])
-    checks = check_verdicts(checks)
-    _csv(checks, tmp/"tables"/"gradcam_checks.csv")
-    return GradcamStage(checks, "")
-
-@dataclass
-class ShapStage:
-    tables: dict                 # shap_values, shap_importance_feature / _variable / _family
-
-def shap_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->ShapStage:
-    "SHAP values of the composite model's P(preeclampsia) on the test patients; importance per feature and family."
-    import matplotlib.pyplot as plt
-    from pe_renal.shap import explain_model, write_shap
-    (Xtr, _), (Xte, _) = models.data.part("train"), models.data.part("test")
-    ex = explain_model(models.fitted["Composite"], Xtr, Xte, n_background=cfg.shap_background, seed=cfg.seed)
-    tables = write_shap(ex, tmp, cfg.formats, cfg.dpi)
-    plt.close("all")
-    return ShapStage(tables)
-
-# %% ../nbs/09_study.ipynb #8f45ee81
-@dataclass
-class SampleSizeStage:
-    table: pd.DataFrame  # `pe_renal.samplesize.sample_size_table`: one row per anticipated C-statistic
-    summary: dict  # what run.json's summary records: the sentence, the parameter count, the table in short
-
-
-def samplesize_stage(split:SplitStage, models:ModelStage, tmp:Path)->SampleSizeStage:
-    "Riley et al.'s minimum sample size for the study's candidate parameters, and what its training patients support."
-    from pe_renal.samplesize import PARAMETERS_NOTE, cohort_sample_size, sample_size_words
-    table = cohort_sample_size(split.predictors, split.split, len(models.data.deep))
-    _csv(table, tmp/"tables"/"sample_size.csv")
-    r = table.iloc[0]
-    summary = dict(sentence=sample_size_words(table), parameters_note=PARAMETERS_NOTE, parameters=int(r.parameters),
-                   deep=int(r.deep), clinical=int(r.clinical), n=int(r.n), events=int(r.events),
-                   required={f"{c:g}": int(n) for c, n in zip(table["cstat"], table["n_required"])},
-                   supported={f"{c:g}": int(k) for c, k in zip(table["cstat"], table["supported_parameters"])})
-    return SampleSizeStage(table, summary)
-
-@dataclass
-class LearningStage:
-    curve: pd.DataFrame  # `pe_renal.samplesize.learning_curve`: AUC per model and share of the training patients
-    instability: pd.DataFrame    # mean absolute prediction error per model (Riley & Collins 2023)
-    words: str                   # the composite model's curve and instability in words
-
-def learning_stage(models:ModelStage, cfg:StudyConfig, tmp:Path)->LearningStage:
-    """Learning curve and prediction instability of the whole pipeline, refitted on the training patients
-    (pe_renal.samplesize)."""
-    import matplotlib.pyplot as plt
-    from pe_renal.core import save_figure
-    from pe_renal.models import make_models
-    from pe_renal.samplesize import (
-        INSTABILITY_BOOT,
-        learning_curve,
-        learning_words,
-        plot_instability,
-        plot_learning_curve,
-        prediction_instability,
-    )
-    Xtr, ytr = models.data.part("train")
-    unfitted = make_models(models.data, **models.options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        curve = learning_curve(unfitted, Xtr, ytr, n_splits=cfg.cv_splits, seed=cfg.seed, n_jobs=cfg.n_jobs)
-        long, mape = prediction_instability(
-            unfitted, Xtr, ytr, n_boot=INSTABILITY_BOOT, seed=cfg.seed, n_jobs=cfg.n_jobs
-        )
-    _csv(curve, tmp / "tables" / "learning_curve.csv")
-    _csv(mape, tmp / "tables" / "prediction_instability.csv")
-    for name, fig in (
-        ("learning_curve", plot_learning_curve(curve)),
-        ("prediction_instability", plot_instability(long)),
-    ):
-        save_figure(fig, tmp/"figures"/name, cfg.formats, cfg.dpi)
-    plt.close("all")
-    words = learning_words(curve, mape)
-    if cfg.finetune in ("last", "full"):
-        words += (
-            " The backbone's fine-tuning is held fixed in these refits (done once on all training patients): "
-            "optimistic."
-        )
-    return LearningStage(curve, mape, words)
-
-# %% ../nbs/09_study.ipynb #f59500c4
-def _summary(c:CohortStage, s:SplitStage, f:FeatureStage, m:ModelStage, g:GradcamStage, cfg:StudyConfig)->dict:
+# %% ../nbs/09_study.ipynb #55aa2c31
+def _summary(c, s, f, m, g, cfg:StudyConfig)->dict:
     "What the report and the checklist need to know about this run, beyond the tables."
-    split, sel, data = s.split, m.selector, m.data
+    split, sel, data, cohort = s.split, m.selector, m.data, c.cohort
     per_split = {k: {"patients": int(len(v)), "events": int(v["label"].sum())} for k, v in split.groupby("split")}
     clinical = list(data.numeric) + list(data.categorical)
+    split_kind = ("imposed (split column)" if cohort.has_split
+                  else f"stratified random {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}")
     return dict(
-        patients=int(len(split)),
-        cohort_patients=int(c.cohort.n_patients),
-        events=int(split["label"].sum()),
-        images=int(c.cohort.n_images),
-        split=per_split,
-        split_kind="imposed (split column)"
-        if c.cohort.has_split
-        else f"stratified random {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}",
-        label_column=c.cohort.label_name,
-        positive=str(c.cohort.positive),
-        clinical_predictors=clinical,
-        deep_candidates=len(data.deep),
-        predictors_note=s.predictors.attrs["note"],
-        excluded=dict(c.cohort.excluded),
-        outcome_defining=list(c.cohort.outcome_defining),
-        incorporation_bias=list(c.cohort.incorporation_bias),
+        patients=int(len(split)), cohort_patients=int(cohort.n_patients), events=int(split["label"].sum()),
+        images=int(cohort.n_images), split=per_split, split_kind=split_kind, label_column=cohort.label_name,
+        positive=str(cohort.positive), clinical_predictors=clinical, deep_candidates=len(data.deep),
+        predictors_note=s.predictors.attrs["note"], excluded=dict(cohort.excluded),
+        outcome_defining=list(cohort.outcome_defining), incorporation_bias=list(cohort.incorporation_bias),
         table1_notes=dict(by_group=s.table1.attrs.get("note", ""), by_split=s.table1_by_split.attrs.get("note", "")),
         missing={k: int(v) for k, v in split[clinical].isna().sum().items() if v},
-        lasso=None
-        if sel is None
-        else dict(
-            selected=int(len(sel.selected_)),
-            candidates=len(data.deep),
-            alpha=float(sel.alpha_),
-            rule=cfg.lasso_rule,
-            method=cfg.lasso_method,
-        ),
-        gradcam_note=g.note,
-        gradcam_choice=gradcam_choice(cfg),
+        lasso=_lasso_summary(sel, data, cfg), gradcam_note=g.note, gradcam_choice=gradcam_choice(cfg),
         model_warnings=m.warnings,
     )
 
-def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:
-    "Save the model, label every output with the run's status, write run.json, the checklist and report.html."
-    t0 = time.perf_counter()
+# %% ../nbs/09_study.ipynb #eed58ef4
+def model_info(stages:dict, cfg:StudyConfig, synthetic:bool, status:str)->dict:
+    "What the model file records beside the fitted models: how to make its inputs, and what it was developed on."
     c, s, f, m, e = (stages[k] for k in ("cohort", "split", "features", "models", "evaluation"))
-    synthetic = bool(cfg.synthetic or getattr(c.cohort, "synthetic", False))
-    bb, status = f.backbone, run_status(synthetic, f.backbone.untrained)
-    Xtr, ytr = m.data.part("train")
+    bb, (_, ytr) = f.backbone, m.data.part("train")
     info = dict(
-        backbone=cfg.backbone,
-        weights=bb.weights,
-        untrained=bb.untrained,
-        note=bb.note,
-        transform=f.transform.settings(),
-        precision=f.precision,
-        aggregation="mean",
-        deep_columns=list(m.data.deep),
-        numeric=list(m.data.numeric),
-        categorical=list(m.data.categorical),
-        label_column=c.cohort.label_name,
-        positive=c.cohort.positive,
-        synthetic=synthetic,
-        status=status,
-        trained_on=c.path,
-        n_train=int(len(ytr)),
-        development=development_fingerprint(c.cohort, s.split, c.input_sha256),
-        threshold_rule=e.threshold_rule,
+        backbone=cfg.backbone, weights=bb.weights, untrained=bb.untrained, note=bb.note,
+        transform=f.transform.settings(), precision=f.precision, aggregation="mean", deep_columns=list(m.data.deep),
+        numeric=list(m.data.numeric), categorical=list(m.data.categorical), label_column=c.cohort.label_name,
+        positive=c.cohort.positive, synthetic=synthetic, status=status, trained_on=c.path, n_train=int(len(ytr)),
+        development=development_fingerprint(c.cohort, s.split, c.input_sha256), threshold_rule=e.threshold_rule,
     )
     ft = stages.get("finetune")
     if ft is not None and ft.result is not None:
         info.update(finetune_file=ft.file, finetune_sha256=ft.sha256, finetune_mode=cfg.finetune)
-    model_hash = save_model(tmp/"model.skops", m.fitted, e.thresholds, info)
+    return info
+
+# %% ../nbs/09_study.ipynb #4294c4c5
+def run_warnings(stages:dict, synthetic:bool)->list[str]:
+    "The warnings run.json and the report open with."
+    bb, m = stages["features"].backbone, stages["models"]
     warn = (
         ([f"SYNTHETIC DATA: {STATUS_NOTES['SYNTHETIC DATA']}"] if synthetic else [])
         + ([bb.note] if bb.untrained else [])
         + m.warnings
     )
-    warn += [f"Incorporation bias: {w}." for w in c.cohort.incorporation_bias]
+    return warn + [f"Incorporation bias: {w}." for w in stages["cohort"].cohort.incorporation_bias]
+
+# %% ../nbs/09_study.ipynb #1993e5b3
+def _finetune_record(ft, cfg:StudyConfig)->dict|None:
+    "What run.json records of the fine-tuning: its settings and result, its weights file (None: a frozen backbone)."
+    if ft is None or ft.result is None:
+        return None
+    return {**{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
+            "file": ft.file, "sha256": ft.sha256, "refitted_per_fold": cfg.finetune_cv == "refit",
+            "internal_validation": finetune_validation_words(cfg)}
+
+# %% ../nbs/09_study.ipynb #9f2f5a03
+def run_manifest(stages:dict, cfg:StudyConfig, started:datetime.datetime, times:dict, model_hash:str,
+                 synthetic:bool, status:str)->dict:
+    "The manifest of a run (run.json) as a dict."
+    c, s, f, m, e = (stages[k] for k in ("cohort", "split", "features", "models", "evaluation"))
     manifest = dict(
-        pe_renal=pe_renal.__version__,
-        started=started.isoformat(timespec="seconds"),
-        finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        cohort=c.path,
-        data="synthetic (not real patients)" if synthetic else "user cohort",
-        status=status,
-        config=settings_json(cfg),
-        versions=_versions(),
-        features={**f.meta, "backbone": cfg.backbone},
-        weights=bb.weights,
-        untrained_backbone=bb.untrained,
-        warnings=warn,
-        model={
-            "file": "model.skops",
-            "sha256": model_hash,
-            "thresholds": e.thresholds,
-            "threshold_rule": e.threshold_rule,
-        },
-        split=s.split["split"].value_counts().to_dict(),
-        internal_validation=stages["validation"].json,
-        summary=_summary(c, s, f, m, stages["gradcam"], cfg),
-        input_sha256=c.input_sha256,
-        timings_s=times,
-        finetune=None
-        if ft is None or ft.result is None
-        else {
-            **{k: v for k, v in ft.result.info.items() if k not in ("train_patients", "val_patients")},
-            "file": ft.file,
-            "sha256": ft.sha256,
-            "refitted_per_fold": cfg.finetune_cv == "refit",
-            "internal_validation": finetune_validation_words(cfg),
-        },
+        pe_renal=pe_renal.__version__, started=started.isoformat(timespec="seconds"),
+        finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), cohort=c.path,
+        data="synthetic (not real patients)" if synthetic else "user cohort", status=status,
+        config=settings_json(cfg), versions=run_versions(), features={**f.meta, "backbone": cfg.backbone},
+        weights=f.backbone.weights, untrained_backbone=f.backbone.untrained, warnings=run_warnings(stages, synthetic),
+        model={"file": "model.skops", "sha256": model_hash, "thresholds": e.thresholds,
+               "threshold_rule": e.threshold_rule},
+        split=s.split["split"].value_counts().to_dict(), internal_validation=stages["validation"].json,
+        summary=_summary(c, s, f, m, stages["gradcam"], cfg), input_sha256=c.input_sha256, timings_s=times,
+        finetune=_finetune_record(stages.get("finetune"), cfg),
     )
     if "samplesize" in stages:
         manifest["summary"]["sample_size"] = stages["samplesize"].summary
     if "learning" in stages:
         manifest["summary"]["learning"] = stages["learning"].words
+    return manifest
+
+# %% ../nbs/09_study.ipynb #fa7ac8d5
+def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.datetime, times:dict)->dict:
+    "Save the model, label every output with the run's status, write run.json, the checklist and report.html."
+    t0 = time.perf_counter()
+    synthetic = bool(cfg.synthetic or getattr(stages["cohort"].cohort, "synthetic", False))
+    status = run_status(synthetic, stages["features"].backbone.untrained)
+    info = model_info(stages, cfg, synthetic, status)
+    model_hash = save_model(tmp/"model.skops", stages["models"].fitted, stages["evaluation"].thresholds, info)
+    manifest = run_manifest(stages, cfg, started, times, model_hash, synthetic, status)
     for p in sorted((tmp / "figures").glob("*.png")):
         stamp_figure(p, status)
-    _csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
+    write_csv(tripod_checklist(manifest), tmp/"tables"/"tripod_ai.csv")
     write_readmes(tmp, status)                                    # after the last table: its README describes every one
     manifest["timings_s"] = {**times, "report": round(time.perf_counter() - t0, 2)}
     with atomic_write(tmp / "run.json", "w") as fh:
@@ -881,7 +136,44 @@ def report_stage(stages:dict, cfg:StudyConfig, tmp:Path, started:datetime.dateti
     render_report(tmp)
     return manifest
 
-# %% ../nbs/09_study.ipynb #ddfee75d
+# %% ../nbs/09_study.ipynb #2388639d
+def _model_stages(stage:Stages, cohort, cfg:StudyConfig, tmp:Path, out:Path, copy_cohort:bool, verbose:bool)->dict:
+    "Run the stages from the cohort to the fitted models (and their sample size and learning curve)."
+    r = {"cohort": stage("cohort", "load and validate", cohort_stage, cohort, tmp, out, copy_cohort)}
+    c = r["cohort"].cohort
+    r["split"] = stage("split", f"{'imposed' if c.has_split else 'stratified 7:3'} split by patient, Table 1",
+                       split_stage, c, cfg, tmp)
+    if cfg.finetune != "none":
+        r["finetune"] = stage("finetune", f"fine-tune {cfg.backbone} ({cfg.finetune}) on the training patients only",
+                              finetune_stage, c, r["split"].split, cfg, tmp, verbose)
+    r["features"] = stage("features", f"{cfg.backbone} deep features of {c.n_images} images",
+                          features_stage, c, cfg, verbose, r.get("finetune"))
+    r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
+                        models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
+    r["samplesize"] = stage("samplesize", "Riley et al.'s minimum sample size for the candidate parameters",
+                            samplesize_stage, r["split"], r["models"], tmp)
+    if cfg.learning_curve:
+        r["learning"] = stage("learning", "learning curve and prediction instability (refits of the whole pipeline)",
+                              learning_stage, r["models"], cfg, tmp)
+    return r
+
+# %% ../nbs/09_study.ipynb #91f0b805
+def _judging_stages(stage:Stages, r:dict, cfg:StudyConfig, tmp:Path, verbose:bool)->dict:
+    "Run the stages that validate, evaluate and explain the fitted models; add their results to `r`."
+    c = r["cohort"].cohort
+    refit = f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds"
+    r["validation"] = stage("validation", f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})"
+                            + (refit if cfg.finetune_cv == "refit" else f" and .632+ bootstrap ({cfg.n_boot})"),
+                            validation_stage, r["models"], cfg, tmp, c, verbose)
+    r["evaluation"] = stage("evaluation", "ROC, DeLong, metrics, calibration, decision curves", evaluation_stage,
+                            r["models"], r["split"].split, r["validation"], cfg, tmp, r.get("finetune"))
+    r["gradcam"] = stage(
+        "gradcam", f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of {GRADCAM_WHAT[cfg.gradcam_target]} on test patients",
+        gradcam_stage, c, r["features"], r["models"], r["evaluation"], cfg, tmp, r.get("finetune"))
+    r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)
+    return r
+
+# %% ../nbs/09_study.ipynb #79375c9f
 def run_study(
     cohort: str | Path | Cohort,  # cohort folder (or a loaded Cohort)
     out: str | Path,  # results folder to create
@@ -895,95 +187,15 @@ def run_study(
 
     matplotlib.use("Agg", force=False) if "ipykernel" not in sys.modules else None
     cfg = make_config(StudyConfig, config)
-    stage, r = _Stages(verbose), {}
+    stage = Stages(verbose)
     started = datetime.datetime.now().astimezone()
     seed_everything(cfg.seed)
     out = Path(out)
     with staged_dir(out, overwrite=overwrite, inputs=protected_inputs(cohort, cfg.cache, cfg.weights)) as tmp:
         (tmp / "tables").mkdir()
         (tmp / "figures").mkdir()
-        r["cohort"] = stage("cohort", "load and validate", cohort_stage, cohort, tmp, out, copy_cohort)
-        c = r["cohort"].cohort
-        r["split"] = stage(
-            "split",
-            f"{'imposed' if c.has_split else 'stratified 7:3'} split by patient, Table 1",
-            split_stage,
-            c,
-            cfg,
-            tmp,
-        )
-        if cfg.finetune != "none":
-            r["finetune"] = stage(
-                "finetune",
-                f"fine-tune {cfg.backbone} ({cfg.finetune}) on the training patients only",
-                finetune_stage,
-                c,
-                r["split"].split,
-                cfg,
-                tmp,
-                verbose,
-            )
-        r["features"] = stage(
-            "features",
-            f"{cfg.backbone} deep features of {c.n_images} images",
-            features_stage,
-            c,
-            cfg,
-            verbose,
-            r.get("finetune"),
-        )
-        r["models"] = stage("models", "LASSO + DL / clinical / composite models on the training set",
-                            models_stage, r["features"].deep, r["split"].split, c, cfg, tmp)
-        r["samplesize"] = stage("samplesize", "Riley et al.'s minimum sample size for the candidate parameters",
-                                samplesize_stage, r["split"], r["models"], tmp)
-        if cfg.learning_curve:
-            r["learning"] = stage(
-                "learning",
-                "learning curve and prediction instability (refits of the whole pipeline)",
-                learning_stage,
-                r["models"],
-                cfg,
-                tmp,
-            )
-        r["validation"] = stage(
-            "validation",
-            f"repeated CV ({cfg.cv_splits} folds x {cfg.cv_repeats})"
-            + (
-                f", fine-tuning refitted in each of the {cfg.cv_splits * cfg.cv_repeats} folds"
-                if cfg.finetune_cv == "refit"
-                else f" and .632+ bootstrap ({cfg.n_boot})"
-            ),
-            validation_stage,
-            r["models"],
-            cfg,
-            tmp,
-            c,
-            verbose,
-        )
-        r["evaluation"] = stage(
-            "evaluation",
-            "ROC, DeLong, metrics, calibration, decision curves",
-            evaluation_stage,
-            r["models"],
-            r["split"].split,
-            r["validation"],
-            cfg,
-            tmp,
-            r.get("finetune"),
-        )
-        r["gradcam"] = stage(
-            "gradcam",
-            f"{cfg.gradcam_method} ({cfg.gradcam_layer}) of {GRADCAM_WHAT[cfg.gradcam_target]} on test patients",
-            gradcam_stage,
-            c,
-            r["features"],
-            r["models"],
-            r["evaluation"],
-            cfg,
-            tmp,
-            r.get("finetune"),
-        )
-        r["shap"] = stage("shap", "SHAP of the composite model on the test patients", shap_stage, r["models"], cfg, tmp)
+        r = _model_stages(stage, cohort, cfg, tmp, out, copy_cohort, verbose)
+        _judging_stages(stage, r, cfg, tmp, verbose)
         stage("report", "model file, status labels, run.json, TRIPOD+AI checklist, report.html",
               report_stage, r, cfg, tmp, started, stage.times)
     if verbose:

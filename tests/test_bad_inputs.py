@@ -369,7 +369,8 @@ def test_non_finite_features_name_the_images_and_a_fix_that_applies(cohort_dir):
     "A network that overflows on one image in fp32: the message names that image and does not advise fp32 again."
     import torch
     from pe_renal.data import load_cohort
-    from pe_renal.features import Backbone, extract_features
+    from pe_renal.backbones import Backbone
+    from pe_renal.features import extract_features
 
     class Overflows(torch.nn.Module):
         def forward(self, x):

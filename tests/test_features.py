@@ -18,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 
 from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
-from pe_renal.features import (FeatureTransform, WeightsUnavailable, aggregate_features, cohort_features,
-                               extract_features, load_backbone)
+from pe_renal.features import FeatureTransform, aggregate_features, cohort_features, extract_features
+from pe_renal.backbones import WeightsUnavailable, load_backbone
 from pe_renal.synthetic import make_cohort
 
 from conftest import write_cohort

@@ -12,7 +12,8 @@ from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
 from pe_renal.split import split_cohort
 from pe_renal.evaluation import delong_ci
-from pe_renal.features import FeatureTransform, aggregate_features, extract_features, load_backbone
+from pe_renal.features import FeatureTransform, aggregate_features, extract_features
+from pe_renal.backbones import load_backbone
 from pe_renal.finetune import finetune_backbone, load_finetuned, save_finetuned
 from pe_renal.gradcam import head_signature
 from pe_renal.synthetic import make_cohort

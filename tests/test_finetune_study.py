@@ -42,7 +42,7 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     assert "finetune_optimism.md" in ft["internal_validation"] and "NA" in ft["internal_validation"]
     # fine-tuned once: no internal-validation estimate for the models on the fine-tuned features, anywhere; the
     # clinical one stands
-    from pe_renal.study import FINETUNED_ONCE
+    from pe_renal.stages_eval import FINETUNED_ONCE
     iv = m["internal_validation"]
     assert {k: (v["auc"], v["lo"], v["hi"], v["reason"]) for k, v in iv.items() if k != "Clinical"} == \
         {"DL": (None, None, None, FINETUNED_ONCE), "Composite": (None, None, None, FINETUNED_ONCE)}
@@ -136,7 +136,8 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
     "--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only."
     import pe_renal.finetune as ft_mod
     from pe_renal.data import load_cohort
-    from pe_renal.study import features_stage, models_stage, split_stage, validation_stage
+    from pe_renal.stages import features_stage, models_stage, split_stage
+    from pe_renal.stages_eval import validation_stage
     seen, real = [], ft_mod.finetune_backbone
     def spy(cohort, train_ids, *a, **k):
         seen.append(sorted(map(str, train_ids)))

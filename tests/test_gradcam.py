@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pe_renal.core import PeRenalError
-from pe_renal.features import FeatureTransform, load_backbone
+from pe_renal.features import FeatureTransform
+from pe_renal.backbones import load_backbone
 from pe_renal.gradcam import (DeepSignature, _known_case, cam_to_roi, checks_table, compute_cams, explain_images,
                               localisation)
 from pe_renal.lasso import LassoSelector

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pe_renal.core import PeRenalError
-from pe_renal.features import FeatureTransform, load_backbone
+from pe_renal.features import FeatureTransform
+from pe_renal.backbones import load_backbone
 from pe_renal.gradcam import CAM_LAYERS, _known_case, cam_methods, compute_cams, explain_images, target_layer
 from pe_renal.settings import GRADCAM_LAYERS, GRADCAM_METHODS
 from pe_renal.study import StudyConfig
@@ -40,7 +41,7 @@ def test_layer_names_resolve_and_bad_names_are_clear_errors():
 def test_randomised_comparison_uses_the_same_stage(tmp_path, monkeypatch):
     from pe_renal import gradcam
     from pe_renal.data import load_cohort
-    from pe_renal.finetune import LinearHead
+    from pe_renal.finetune_parts import LinearHead
     from pe_renal.gradcam import head_signature
     from pe_renal.synthetic import make_cohort
     c = load_cohort(make_cohort(tmp_path / "c", n=10, seed=2, n_jobs=1))
@@ -68,17 +69,19 @@ def test_study_and_cli_settings():
         StudyConfig(gradcam_layer="layer1")
     with pytest.raises(PeRenalError, match="ResNet stage"):
         StudyConfig(backbone="densenet121", gradcam_layer="layer3")
-    from pe_renal.cli import _config, build_parser
+    from pe_renal.cli import build_parser
+    from pe_renal.commands import config_of
     args = build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", "--gradcam-layer", "layer2",
                                       "--gradcam-method", "hirescam"])
-    cfg = _config(args)
+    cfg = config_of(args)
     assert (cfg.gradcam_layer, cfg.gradcam_method) == ("layer2", "hirescam")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "C", "--out", "R", "--gradcam-layer", "layer1"])
 
 
 def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_one_option_away():
-    from pe_renal.cli import _config, build_parser
+    from pe_renal.cli import build_parser
+    from pe_renal.commands import config_of
     from pe_renal.quoted import gradcam_choice
     paper, fine = ("signature", "gradcam", "layer4"), ("predicted", "hirescam", "layer2")
     cfg3 = lambda c: (c.gradcam_target, c.gradcam_method, c.gradcam_layer)
@@ -113,7 +116,7 @@ def test_a_fine_tuned_backbone_leads_with_maps_that_localise_and_the_paper_is_on
     assert c["why"].endswith("changed by the options: target head")
     c = gradcam_choice(StudyConfig())
     assert (c["preset"], c["other"]) == ("paper", "--gradcam fine") and "changed" not in c["why"]
-    parse = lambda *a: _config(build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", *a]))
+    parse = lambda *a: config_of(build_parser().parse_args(["run", "C", "--out", "R", "--backbone", "resnet18", *a]))
     assert (
         cfg3(parse("--finetune", "full")) == fine and cfg3(parse("--finetune", "full", "--gradcam", "paper")) == paper
     )

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pe_renal.core import PeRenalError
-from pe_renal.features import FeatureTransform, load_backbone
+from pe_renal.features import FeatureTransform
+from pe_renal.backbones import load_backbone
 from pe_renal.gradcam import DeepSignature, _known_case, checks_table, compute_cams, explain_images
 from pe_renal.study import StudyConfig
 

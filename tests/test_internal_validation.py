@@ -279,7 +279,7 @@ def test_positive_control_cv_interval_excludes_one_half():
 def test_masked_estimates_keep_no_interval():
     """A model fine-tuned once on all training patients is not estimated: none of its intervals, nor a flag, is left in
     the table."""
-    from pe_renal.study import FINETUNED_ONCE, mask_finetuned_once
+    from pe_renal.stages_eval import FINETUNED_ONCE, mask_finetuned_once
     d = demo_data(n=100, effect=1.0, n_features=40, seed=2)
     models = make_models(d)
     iv = quiet(internal_validation, models, *d.part("train"), n_boot=2, n_splits=3, n_repeats=1, n_jobs=1)

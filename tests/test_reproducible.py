@@ -15,7 +15,8 @@ def test_finetuning_weights_do_not_depend_on_the_thread_count(tmp_path, precisio
     weight difference, seen on one machine, that left a study's tables unchanged)."""
     from pe_renal.data import load_cohort
     from pe_renal.split import split_cohort
-    from pe_renal.features import FeatureTransform, load_backbone
+    from pe_renal.features import FeatureTransform
+    from pe_renal.backbones import load_backbone
     from pe_renal.finetune import finetune_backbone
     from pe_renal.synthetic import make_cohort
     c = load_cohort(make_cohort(tmp_path / "c", n=30, seed=2, image_effect=3.0, n_jobs=1))

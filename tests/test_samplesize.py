@@ -202,7 +202,8 @@ def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp
     import shutil
     from pe_renal.models import demo_data
     from pe_renal.report import render_report
-    from pe_renal.study import ModelStage, StudyConfig, learning_stage
+    from pe_renal.stages import ModelStage, learning_stage
+    from pe_renal.study import StudyConfig
     out = tmp_path / "res"
     shutil.copytree(study_results[3], out)
     data = demo_data(n=140, effect=0, n_features=100, seed=3)

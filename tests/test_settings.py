@@ -60,7 +60,7 @@ def test_studyconfig_is_the_declaration():
 
 
 def test_modules_take_their_lists_from_the_declaration():
-    from pe_renal.finetune import MODES
+    from pe_renal.finetune_parts import MODES
     from pe_renal.gradcam import CAM_LAYERS, cam_methods
     from pe_renal.quoted import GRADCAM_PRESETS as report_presets
     from pe_renal.settings import GRADCAM_PRESETS
@@ -79,8 +79,8 @@ def test_the_command_line_and_python_say_the_same(capsys):
 def test_run_takes_every_declared_option():
     args = build_parser().parse_args(["run", "C", "--out", "R", "--test-size", "0.25", "--formats", "png", "pdf",
                                       "--seed", "7", "--jobs", "-1"])
-    from pe_renal.cli import _config
-    cfg = _config(args)
+    from pe_renal.commands import config_of
+    cfg = config_of(args)
     assert (cfg.test_size, cfg.formats, cfg.seed, cfg.n_jobs) == (0.25, ("png", "pdf"), 7, -1)
     assert args.given == {"test_size", "formats", "seed", "n_jobs"}
 

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pe_renal.model_file import load_model
-from pe_renal.study import THRESHOLD_RULE
+from pe_renal.stages_eval import THRESHOLD_RULE
 
 MODELS = ["DL", "Clinical", "Composite"]
 

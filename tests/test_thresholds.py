@@ -11,7 +11,8 @@ import pytest
 
 from pe_renal.evaluation import youden_threshold
 from pe_renal.models import make_model
-from pe_renal.study import THRESHOLD_RULE, StudyConfig, choose_thresholds
+from pe_renal.stages_eval import THRESHOLD_RULE, choose_thresholds
+from pe_renal.study import StudyConfig
 
 N, REPEATS = 60, 2
 
