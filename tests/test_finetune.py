@@ -16,7 +16,7 @@ from pe_renal.finetune import finetune_backbone, load_finetuned, save_finetuned
 from pe_renal.gradcam import head_signature
 from pe_renal.synthetic import make_cohort
 
-TF = FeatureTransform(size=32)   # small inputs: the checks below are about equality, not about size (bf16 is emulated)
+TF = FeatureTransform(size=48)
 FAST = dict(transform=TF, epochs=2, views=2, show_progress=False)
 
 TF64 = FeatureTransform(size=64)
@@ -223,7 +223,7 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(
     np.testing.assert_array_equal(again.to_numpy(), got.to_numpy())
     # another preprocessing than the trunk ran with: no reuse, a plain forward pass of every image
     ran.clear()
-    ft.finetuned_features(c, res, transform=FeatureTransform(size=24), cache=False, show_progress=False)
+    ft.finetuned_features(c, res, transform=FeatureTransform(size=40), cache=False, show_progress=False)
     assert ran == [c.n_images]
     # another precision than the trunk ran in (asked for): no reuse either
     ran.clear()
