@@ -328,13 +328,21 @@ def model(study_results):
     return d, out / "model.skops"
 
 
-def _new(d, tmp_path, n=16, seed=5):
-    return make_cohort(tmp_path / f"new{seed}", n=n, seed=seed)
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    "16 new women (seed 5), written once for the predict tests below: each test edits a copy of its own."
+    return make_cohort(tmp_path_factory.mktemp("fresh") / "new5", n=16, seed=5)
 
 
-def test_predict_scores_a_cohort_whose_labels_are_all_one_value(capsys, model, tmp_path):
+def _new(fresh, tmp_path):
+    "A copy of `fresh` (the same images, so their features come from the cache after the first predict)."
+    import shutil
+    return shutil.copytree(fresh, tmp_path / fresh.name)
+
+
+def test_predict_scores_a_cohort_whose_labels_are_all_one_value(capsys, model, fresh, tmp_path):
     d, m = model
-    new = _new(d, tmp_path)
+    new = _new(fresh, tmp_path)
     clin = pd.read_csv(new / "clinical.csv", dtype=str)
     clin["group"] = "preeclampsia"
     clin.to_csv(new / "clinical.csv", index=False)
@@ -345,9 +353,9 @@ def test_predict_scores_a_cohort_whose_labels_are_all_one_value(capsys, model, t
     assert len(p) == 16 and (p["label"] == 1).all() and not (tmp_path / "p_metrics.csv").exists()
 
 
-def test_predict_warns_about_categories_never_seen_in_training(capsys, model, tmp_path):
+def test_predict_warns_about_categories_never_seen_in_training(capsys, model, fresh, tmp_path):
     d, m = model
-    new = _new(d, tmp_path)
+    new = _new(fresh, tmp_path)
     clin = pd.read_csv(new / "clinical.csv", dtype=str)
     col = "parity"
     assert col in clin, clin.columns
@@ -549,7 +557,7 @@ def test_two_commands_into_one_folder_at_once_leave_one_complete_result(tmp_path
     out = tmp_path / "same"
     procs = [
         subprocess.Popen(
-            [PE_RENAL, "synth", "--out", str(out), "--n", "120", "--seed", str(s)],
+            [PE_RENAL, "synth", "--out", str(out), "--n", "40", "--seed", str(s)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -563,7 +571,7 @@ def test_two_commands_into_one_folder_at_once_leave_one_complete_result(tmp_path
     assert ("is writing" in refused_err or "already exists" in refused_err) and "Traceback" not in refused_err, (
         refused_err
     )
-    assert (out / "clinical.csv").is_file() and len(pd.read_csv(out / "clinical.csv")) == 120
+    assert (out / "clinical.csv").is_file() and len(pd.read_csv(out / "clinical.csv")) == 40
     assert not [p for p in tmp_path.iterdir() if p.name != "same"]                 # no leftovers beside it
 
 
@@ -721,13 +729,13 @@ def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
         check_finetune_sizes(split, "last", "refit", better - 1)
 
 
-def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_have_none(capsys, model, tmp_path):
+def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_have_none(capsys, model, fresh, tmp_path):
     "The model file says how many training images had an ROI; new images without one are scored, with a warning."
     from pe_renal.model_file import load_model
     d, m = model
     roi = load_model(m)["info"]["development"]["roi"]
     assert roi["box"] + roi["mask"] > roi["none"], roi        # the synthetic cohort's training images have boxes
-    new = _new(d, tmp_path)
+    new = _new(fresh, tmp_path)
     code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
     assert code == 0 and "ROI crops" not in err, err          # boxes given: no warning (negative control)
     imgs = pd.read_csv(new / "images.csv")

@@ -19,27 +19,53 @@ from conftest import like_a_real_cohort
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
-@pytest.fixture(scope="module")
-def sites(study_results, tmp_path_factory):
-    """Two more hospitals drawn like the study's cohort (n=70, seed 0, delta 2.5): the same one, and one at 20%
-    prevalence."""
-    d = tmp_path_factory.mktemp("sites")
-    same = make_cohort(d / "same", n=160, seed=11, delta=2.5, n_jobs=2, site=dict(id_prefix="B"))
-    prev = make_cohort(d / "prev", n=160, seed=12, delta=2.5, n_pe=32, n_jobs=2, site=dict(id_prefix="C"))
-    for c in (same, prev):
-        like_a_real_cohort(c)  # as the study's cohort (three parity levels, a kept outcome column)
-    return d, same, prev
-
-
 def _run(study_results, cohort, out, **kw):
     return validate_cohort(study_results[3] / "model.skops", cohort, out, n_boot=50, cache=study_results[2].cache,
                            device="cpu", verbose=False, dpi=60, **kw)
 
 
+def _site(tmp_path_factory, request, name, real=True, **kw):
+    """A hospital drawn like the study's cohort (n=160, delta 2.5; `real`: as real cohorts, three parity levels and a
+    kept outcome column), written once per session and shared by the xdist workers (conftest.build_once)."""
+    from conftest import build_once
+    def build(d):
+        c = make_cohort(d / name, n=160, delta=2.5, n_jobs=2, **kw)
+        if real:
+            like_a_real_cohort(c)
+    return build_once(tmp_path_factory, request, f"external_{name}", build) / name
+
+
+def _validated(tmp_path_factory, request, study_results, cohort, name, **kw):
+    "`validate_cohort` of the study's model on `cohort`, run once per session; the tests only read it."
+    from conftest import build_once
+    return build_once(tmp_path_factory, request, f"external_{name}", lambda d: _run(study_results, cohort, d / "v",
+                                                                                     **kw)) / "v"
+
+
+@pytest.fixture(scope="module")
+def sites(study_results, tmp_path_factory, request):
+    """Two more hospitals drawn like the study's cohort (n=70, seed 0, delta 2.5): the same one, and one at 20%
+    prevalence."""
+    same = _site(tmp_path_factory, request, "same", seed=11, site=dict(id_prefix="B"))
+    prev = _site(tmp_path_factory, request, "prev", seed=12, n_pe=32, site=dict(id_prefix="C"))
+    return same.parent, same, prev
+
+
+@pytest.fixture(scope="module")
+def v_same(study_results, sites, tmp_path_factory, request):
+    "The validation at the same hospital: read by its own test and, as the first scanner, by the scanner-shift test."
+    return _validated(tmp_path_factory, request, study_results, sites[1], "v_same")
+
+
+@pytest.fixture(scope="module")
+def v_prev(study_results, sites, tmp_path_factory, request):
+    "The validation at 20% prevalence, saving its logistic update (written after the tables, which it changes not)."
+    return _validated(tmp_path_factory, request, study_results, sites[2], "v_prev", save_updated="logistic")
+
+
 @pytest.mark.slow
-def test_same_site_looks_like_the_first(study_results, sites):
-    d, same, _ = sites
-    out = _run(study_results, same, d / "v_same")
+def test_same_site_looks_like_the_first(study_results, v_same):
+    out = v_same
     cal = pd.read_csv(out / "tables" / "calibration.csv").set_index("model")
     meta = json.loads((out / "validate.json").read_text())
     assert meta["development_cohort"] and meta["membership"]["c"] <= 0.6
@@ -64,9 +90,8 @@ def test_same_site_looks_like_the_first(study_results, sites):
 
 
 @pytest.mark.slow
-def test_shifted_prevalence_is_repaired_by_the_intercept_update(study_results, sites):
-    d, _, prev = sites
-    out = _run(study_results, prev, d / "v_prev")
+def test_shifted_prevalence_is_repaired_by_the_intercept_update(v_prev):
+    out = v_prev
     cal = pd.read_csv(out / "tables" / "calibration.csv").set_index("model")
     r = cal.loc["Clinical"]
     assert r.citl_hi < 0, r                               # 20% instead of 54%: the risks are too high
@@ -96,13 +121,13 @@ def test_cli_validate_needs_labels(study_results, tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_update_is_what_predict_applies(study_results, sites, capsys):
+def test_saved_update_is_what_predict_applies(study_results, sites, v_prev, tmp_path, capsys):
     """`--save-updated logistic` writes updated_model.skops; predict on it gives validate's updated risks, says it is an
     updated model and on what, keeps the decisions, and calls its own fitting patients not external."""
     from pe_renal.predict import predict_cohort
     from pe_renal.validate import apply_update, calibration_summary
-    d, same, prev = sites
-    out = _run(study_results, prev, d / "v_upd", save_updated="logistic")
+    _, same, prev = sites
+    out = v_prev
     upd = pd.read_csv(out / "tables" / "updating.csv").query("update == 'logistic'").set_index("model")
     dev = pd.read_csv(out / "predictions.csv").set_index("patient_id")
     votes = json.loads((out / "validate.json").read_text())["saved_update"]["models"]
@@ -126,22 +151,19 @@ def test_saved_update_is_what_predict_applies(study_results, sites, capsys):
     )
     assert (other["validation"] == "external").all() and other["model_update"].str.contains("of prev").all()
     with pytest.raises(PeRenalError, match="already an updated model"):
-        validate_cohort(out / "updated_model.skops", same, d / "v_again", save_updated="intercept", verbose=False)
+        validate_cohort(out / "updated_model.skops", same, tmp_path / "v", save_updated="intercept", verbose=False)
 
 
 @pytest.mark.slow
-def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, sites):
+def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, v_same, tmp_path_factory, request):
     """The same women (seed 11) scanned with coarser speckle and a blur, and with every clinical value 0.5 SD higher:
     the deep-feature model ranks them worse than the same women on the first scanner (paired DeLong), and the case mix
     is visible (membership C well above 0.5, standardised differences near 0.5); `same` is the control."""
     from pe_renal.evaluation import delong_test
-    from pe_renal.predict import predict_cohort
-    d, same, _ = sites
-    shifted = make_cohort(d / "scanner", n=160, seed=11, delta=2.5, n_jobs=2,
-                          site=dict(id_prefix="E", blur=2.0, speckle=2.0, case_mix=0.5))
-    out = _run(study_results, shifted, d / "v_scanner")
-    base, _ = predict_cohort(study_results[3] / "model.skops", same, cache=study_results[2].cache, device="cpu",
-                             verbose=False)
+    shifted = _site(tmp_path_factory, request, "scanner", real=False, seed=11,
+                    site=dict(id_prefix="E", blur=2.0, speckle=2.0, case_mix=0.5))
+    out = _run(study_results, shifted, tmp_path_factory.mktemp("v_scanner") / "v")
+    base = pd.read_csv(v_same / "predictions.csv")           # the same women on the first scanner (validate's predict)
     cal = pd.read_csv(out / "tables" / "calibration.csv").set_index("model")
     new = pd.read_csv(out / "predictions.csv")
     base, new = (t.assign(n=t["patient_id"].str[1:]).set_index("n").sort_index() for t in (base, new))

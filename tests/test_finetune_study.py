@@ -12,7 +12,7 @@ from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
-            stability_boot=0, shap_background=5, dpi=100, image_size=96)
+            stability_boot=0, shap_background=5, dpi=100, image_size=64)
 
 
 @pytest.fixture(scope="module", params=["fp32", "bf16"])
