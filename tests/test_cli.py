@@ -19,9 +19,10 @@ from pe_renal.core import PathError, PeRenalError, check_output, staged_dir
 from conftest import refused, tree_state, write_cohort
 
 
-
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
+
+# ---- results folders never replace or sit inside an input ------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["cohort", "inside", "above", "cache"])
 def test_results_never_replace_or_sit_inside_an_input(capsys, tmp_path, cohort_dir, where):
@@ -64,6 +65,8 @@ def test_predict_never_writes_over_its_model_or_into_the_cohort(capsys, tmp_path
     assert model.read_bytes() == b"the model" and not (cohort_dir / "p.csv").exists()
 
 
+# ---- output locations that cannot be used are named before any work --------------------------------------------------
+
 def test_an_output_whose_parent_is_a_file_is_named_before_any_work(capsys, tmp_path, cohort_dir):
     f = tmp_path / "afile"
     f.write_text("x")
@@ -91,6 +94,8 @@ def test_predict_checks_its_output_before_scoring(capsys, tmp_path, cohort_dir):
             "--cache", tmp_path / "cache", says=["taken.csv already exists"])
     assert not (tmp_path / "cache").exists()   # nothing was scored (the model is not even read)
 
+
+# ---- interruption: Ctrl-C, SIGTERM, SIGHUP and a killed run leave nothing half-written -------------------------------
 
 def _start(cmd, faulthandler=False):
     # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults;
@@ -170,6 +175,8 @@ def test_a_stop_signal_that_lands_where_python_cannot_raise_is_quiet_and_still_s
     check_stop()                                       # leaving the block forgets the stop ...
     assert sys.unraisablehook is hook                  # ... and gives the caller's hook back
 
+
+# ---- option values are checked where they are parsed, naming the option ----------------------------------------------
 
 @pytest.mark.parametrize(
     "argv, option",
@@ -252,6 +259,8 @@ def test_a_cache_inside_the_cohort_is_refused_by_every_command(capsys, cohort_di
     assert tree_state(cohort_dir) == before and not (tmp_path / "r").exists()
 
 
+# ---- one output folder, two writers ----------------------------------------------------------------------------------
+
 def test_a_folder_being_written_is_locked_and_one_that_appears_meanwhile_is_never_replaced(tmp_path):
     from pe_renal.core import staged_dir
     out = tmp_path / "results"
@@ -301,6 +310,8 @@ def test_two_commands_into_one_folder_at_once_leave_one_complete_result(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name != "same"]                 # no leftovers beside it
 
 
+# ---- OS errors name the file being written ---------------------------------------------------------------------------
+
 def test_a_full_disk_is_reported_with_the_file_being_written(capsys, cohort_dir, tmp_path, monkeypatch):
     import pe_renal.core as core
     def full(fd): raise OSError(errno.ENOSPC, "No space left on device")        # as the kernel says it: no file name
@@ -322,10 +333,14 @@ def test_a_full_disk_is_reported_with_the_file_being_written(capsys, cohort_dir,
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], err
 
 
+# ---- the command itself ----------------------------------------------------------------------------------------------
+
 def test_python_dash_m_runs_the_cli():
     r = subprocess.run([sys.executable, "-m", "pe_renal.cli", "--version"], capture_output=True, text=True, timeout=120)
     assert "pe_renal" in r.stdout + r.stderr
 
+
+# ---- empty folders, mount points and links as outputs ----------------------------------------------------------------
 
 def test_an_existing_empty_results_folder_is_filled(tmp_path):
     out = tmp_path / "results"
@@ -348,6 +363,8 @@ def test_synth_never_writes_inside_a_cohort(capsys, cohort_dir):
     )
     assert sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*")) == before
 
+
+# ---- the output rule for every command and every input (property-based) ----------------------------------------------
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

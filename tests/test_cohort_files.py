@@ -28,6 +28,8 @@ from pe_renal.data import load_cohort
 from conftest import cli, edit, refused, tree_state, write_cohort
 
 
+# ---- unreadable files, over-long paths, non-finite or duplicated entries are named -----------------------------------
+
 def test_an_unreadable_clinical_csv_is_named(capsys, cohort_dir, monkeypatch):
     import pe_renal.tables as data   # clinical.csv is opened by read_table
     target = cohort_dir / "clinical.csv"
@@ -62,6 +64,8 @@ def test_duplicated_column_name_fails_check(capsys, cohort_dir):
     (cohort_dir / "clinical.csv").write_text("\n".join(text) + "\n")
     refused(capsys, "check", cohort_dir, says=["'age'", "more than once"])
 
+
+# ---- `check` says OK only when `run` can succeed ---------------------------------------------------------------------
 
 def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_path):
     root = write_cohort(tmp_path / "c", n=16)   # 8 + 8: a 7:3 split leaves 6 + 5 for training
@@ -109,6 +113,8 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
+# ---- separators, byte-order marks and misplaced keys -----------------------------------------------------------------
+
 @pytest.mark.parametrize("sep", [";", "\t"])
 def test_semicolon_or_tab_separated_csv_is_read(capsys, cohort_dir, sep):
     for f in ("clinical.csv", "images.csv"):
@@ -133,6 +139,8 @@ def test_a_top_level_key_is_told_where_it_belongs(capsys, cohort_dir):
     (cohort_dir / "cohort.toml").write_text('positive = "pe"\n')
     refused(capsys, "check", cohort_dir, says=["section [label]"])
 
+
+# ---- `check` applies the limits fine-tuning will meet ----------------------------------------------------------------
 
 def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     "check --finetune / --finetune-cv refuse, before any work, what run would refuse later, with advice that works."
@@ -173,6 +181,8 @@ def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
     with pytest.raises(PeRenalError):
         check_finetune_sizes(split, "last", "refit", better - 1)
 
+
+# ---- clinical.csv: headers, rows, Unicode and many columns -----------------------------------------------------------
 
 def test_a_column_without_a_header_is_refused(capsys, cohort_dir):
     df = pd.read_csv(cohort_dir / "clinical.csv")
@@ -225,6 +235,8 @@ def test_many_columns_raise_no_pandas_performance_warning(cohort_dir):
     assert not [x for x in w if "fragmented" in str(x.message)]
 
 
+# ---- cohort.toml: the features and the label -------------------------------------------------------------------------
+
 def test_a_feature_listed_twice_fails_check(capsys, cohort_dir):
     (cohort_dir / "cohort.toml").write_text('[clinical]\nfeatures = ["age", "age", "creatinine"]\n')
     refused(capsys, "check", cohort_dir, says=["cohort.toml", "'age'"])
@@ -235,6 +247,8 @@ def test_label_column_among_features_is_named_as_the_label(capsys, cohort_dir):
     err = refused(capsys, "check", cohort_dir, says=["'label'"])
     assert "does not have" not in err, err
 
+
+# ---- images.csv: ROI boxes and paths ---------------------------------------------------------------------------------
 
 def test_a_roi_box_of_a_pixel_or_two_fails_check(capsys, cohort_dir):
     edit(cohort_dir / "images.csv", lambda d: d.assign(x0="0.1", y0="0.2", x1="0.8", y1="0.9"))
@@ -253,6 +267,8 @@ def test_windows_backslash_paths(capsys, cohort_dir):
     assert code == 0 or "backslash" in err.replace(str(cohort_dir), "").lower(), err   # the folder's name has the word
 
 
+# ---- an imposed split ------------------------------------------------------------------------------------------------
+
 def test_check_says_test_size_is_not_used_with_an_imposed_split(capsys, cohort_dir):
     edit(
         cohort_dir / "clinical.csv",
@@ -263,6 +279,8 @@ def test_check_says_test_size_is_not_used_with_an_imposed_split(capsys, cohort_d
     code, out, err = cli(capsys, "check", cohort_dir)
     assert code == 0 and "--test-size" not in err
 
+
+# ---- what is still accepted, and the cases next to each refusal ------------------------------------------------------
 
 def test_trailing_empty_columns_are_dropped_unnamed_columns_with_values_refused(cohort_dir):
     """Excel's empty trailing columns (',,' on every line) are dropped without a word; an unnamed column with values is
@@ -361,6 +379,8 @@ def test_cohort_toml_that_is_a_folder_is_named(capsys, cohort_dir):
     (cohort_dir / "cohort.toml").mkdir()
     refused(capsys, "check", cohort_dir, says=["cohort.toml", "a folder, not a file"])
 
+
+# ---- malformed files of any shape never crash `check` and never write (property-based) -------------------------------
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -9,7 +9,6 @@ from pe_renal.synthetic import make_cohort
 from conftest import cli, refused
 
 
-
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     "16 new women (seed 5), written once for the predict tests below: each test edits a copy of its own."

@@ -9,7 +9,6 @@ import pytest
 from conftest import cli, refused, tree_state
 
 
-
 def _copy_results(study_results, tmp_path):
     import shutil
     return shutil.copytree(study_results[3], tmp_path / "results")
