@@ -1,6 +1,7 @@
-"Shared fixtures: small cohort folders written in the data contract."
+"Shared fixtures: small cohort folders written in the data contract, the study run once, the in-process command."
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,37 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def cohort_dir(tmp_path) -> Path:
-    return write_cohort(tmp_path / "cohort")
+    "20 patients: a 7:3 split leaves 7 of each class for training, enough for the run's 5-fold cross-validation."
+    return write_cohort(tmp_path / "cohort", n=20)
+
+
+def cli(capsys, *argv):
+    "Run `pe-renal ARGV` in-process; return (status, stdout, stderr). A traceback would raise here and fail the test."
+    from pe_renal.cli import main  # imported late: pytest_configure sets the caches first
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def refused(capsys, *argv, says=()):
+    """Run `pe-renal ARGV`: it must fail with status 2, its error naming each of `says`, and naming it outside the test
+    folder's own path (a word found only in /tmp/pytest-of-.../test_x0/ does not count)."""
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+
+    def words(text):
+        return re.sub(r"\S*pytest-\S*/", "", text).lower()  # the test folders' own names do not count
+    for s in says:
+        assert s.lower() in err.lower() and words(s) in words(err), f"{s!r} not in:\n{err}"
+    return err
+
+
+def edit(path: Path, fn):
+    "Read a cohort CSV as text, change it with fn(df) -> df, write it back."
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fn(df).to_csv(path, index=False)
 
 
 def tree_state(root: Path) -> dict:
@@ -191,3 +222,10 @@ def cpu_kind(request, monkeypatch):
     import pe_renal.features as F
     monkeypatch.setattr(F, "cpu_bf16_kernels", lambda: request.param == "bf16")
     return request.param
+
+
+@pytest.fixture(scope="module")
+def model(study_results):
+    "The session's small synthetic study (tests/conftest.py): its folder and saved model."
+    d, cohort, cfg, out = study_results
+    return d, out / "model.skops"

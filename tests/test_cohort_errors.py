@@ -18,6 +18,12 @@ from conftest import tree_state, write_cohort
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
+@pytest.fixture
+def cohort_dir(tmp_path) -> Path:
+    "The 12-patient cohort that the counts and line numbers below are written for (tests/conftest.py's has 20)."
+    return write_cohort(tmp_path / "cohort")
+
+
 def edit_csv(path, fn):
     df = pd.read_csv(path, dtype=str)
     df = fn(df)

@@ -1,4 +1,7 @@
-"""Threshold metrics, calibration and decision curves: behaviour beyond the reference values."""
+"""Threshold metrics, calibration and decision curves: behaviour beyond the reference values, and metrics undefined
+everywhere without a numpy warning."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -378,3 +381,16 @@ def test_models_tied_in_auc_with_different_scores_are_tested_and_kept_in_holms_f
     np.testing.assert_allclose(d.loc[tested, "p_holm"], holm(d.loc[tested, "p"].to_numpy()))
     m = tested.sum()                                              # Holm by hand: the smallest p times the family's size
     assert d.loc[tested, "p_holm"].min() == pytest.approx(min(1, m * d.loc[tested, "p"].min()))
+
+
+# ---- threshold metrics that are undefined ----------------------------------------------------------------------------
+
+def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
+    from pe_renal.evaluation import threshold_metrics
+
+    y = np.array([0, 1] * 10)
+    s = np.linspace(0, 0.5, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = threshold_metrics(y, s, threshold=0.9, n_boot=50)
+    assert np.isnan(out.loc["ppv", "value"]) if "ppv" in out.index else True

@@ -1,4 +1,5 @@
-"""Deep features: order, aggregation, cache behaviour, weights options, image flavours, and controls."""
+"""Deep features: order, aggregation, cache behaviour (kept when the cache cannot be written), weights options, image
+flavours, non-finite features named with their images, and controls."""
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from pe_renal.features import FeatureTransform, aggregate_features, cohort_featu
 from pe_renal.backbones import WeightsUnavailable, load_backbone
 from pe_renal.synthetic import make_cohort
 
-from conftest import write_cohort
+from conftest import cli, refused, write_cohort
 
 SMALL = dict(backbone="resnet18", weights="random", transform=FeatureTransform(size=64), show_progress=False)
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
@@ -387,3 +388,53 @@ def test_the_test_session_never_touches_the_users_cache():
     assert "pe_renal_tests_" in str(default_cache_dir()) and not str(default_cache_dir()).startswith(
         str(Path.home() / ".cache")
     )
+
+
+# ---- features: non-finite values, an unwritable cache, an empty weights option ---------------------------------------
+
+def test_non_finite_features_name_the_images_and_a_fix_that_applies(cohort_dir):
+    "A network that overflows on one image in fp32: the message names that image and does not advise fp32 again."
+    import torch
+    from pe_renal.data import load_cohort
+    from pe_renal.backbones import Backbone
+    from pe_renal.features import extract_features
+
+    class Overflows(torch.nn.Module):
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3), keepdim=True).flatten(1)
+            return torch.where(m > m.max() - 1e-6, torch.full_like(m, float("inf")), m).repeat(1, 4)
+
+    bb = Backbone(Overflows(), "overflows", "random:test", 4, untrained=True)
+    cohort = load_cohort(cohort_dir)
+    with pytest.raises(PeRenalError) as e:
+        extract_features(
+            cohort, bb, device="cpu", precision="fp32", batch_size=len(cohort.images), cache=False, show_progress=False
+        )
+    msg = str(e.value)
+    assert "1 image(s): images/p" in msg and "check the images" in msg and "--precision fp32" not in msg
+
+
+def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp_path):
+    (tmp_path / "afile").write_text("a file where the cache folder should be")
+    out = tmp_path / "f.parquet"
+    code, stdout, err = cli(
+        capsys,
+        "features",
+        cohort_dir,
+        "--out",
+        out,
+        "--weights",
+        "random",
+        "--backbone",
+        "resnet18",
+        "--cache",
+        tmp_path / "afile" / "cache",
+    )
+    assert code == 0 and out.is_file() and len(pd.read_parquet(out)) == 20, err
+    assert "could not be written" in err and "afile" in err
+
+
+def test_an_empty_weights_option_is_named(capsys, cohort_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.csv", "--backbone", "resnet18", "--weights", "",
+            says=["--weights"])

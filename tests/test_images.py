@@ -1,4 +1,7 @@
-"""Every supported image flavour reads as the same 2-D float32 array in [0, 1]; DICOM gives pixels only."""
+"""Every supported image flavour reads as the same 2-D float32 array in [0, 1]; DICOM gives pixels only. Images that
+cannot be used as read are named: non-finite pixels fail `check`, a very large or a multi-frame image is warned of."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +12,7 @@ from pe_renal.core import CohortError
 from pe_renal.data import load_cohort
 from pe_renal.images import read_image
 
-from conftest import write_cohort
+from conftest import refused, write_cohort
 
 H, W = 48, 64
 G = np.linspace(0, 1, H * W, dtype=np.float64).reshape(H, W)  # a gradient that uses the whole range
@@ -185,3 +188,39 @@ def test_exif_orientation_is_applied_as_viewers_do_and_the_roi_follows(tmp_path,
     ys, xs = np.nonzero(shown > 0.5)                                        # the block where a viewer shows it
     crop = apply_roi(img, box=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
     assert crop.mean() > 0.9                                                 # the box drawn on screen holds the block
+
+
+# ---- awkward image files ---------------------------------------------------------------------------------------------
+
+def test_an_image_with_non_finite_pixels_fails_check(capsys, cohort_dir):
+    a = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    a[5, 5] = np.nan
+    tifffile.imwrite(cohort_dir / "images" / "nan.tif", a)
+    img = pd.read_csv(cohort_dir / "images.csv")
+    img.loc[0, "path"] = "images/nan.tif"
+    img.to_csv(cohort_dir / "images.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["images/nan.tif", "not finite"])
+
+
+def test_a_very_large_image_is_named_in_its_warning(cohort_dir, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)      # the images are 40x50 = 2000 pixels: over, but under 2x
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        load_cohort(cohort_dir)
+    big = [str(x.message) for x in w if "pixels" in str(x.message)]
+    assert big and all("p00_0.png" in m or "images/" in m for m in big[:1]), big
+
+
+def test_a_multi_frame_image_is_said_to_be_read_at_its_first_frame(tmp_path):
+    from pe_renal.images import read_image
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "cine.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.gif")
+    with pytest.warns(UserWarning, match=r"cine.gif: an image of 3 frames .* the first frame is analysed"):
+        first = read_image(tmp_path / "cine.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(
+            read_image(tmp_path / "still.gif"), first
+        )  # the first frame, and no word for a still

@@ -1,4 +1,5 @@
-"""The synthetic cohort: the paper's cohort from the command line, signal when asked for, none at effect 0."""
+"""The synthetic cohort: the paper's cohort from the command line, signal when asked for, none at effect 0; the
+smallest one passes `check`, and a study run on one says it is synthetic without being told."""
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from scipy import stats
 from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
 from pe_renal.synthetic import make_cohort
+
+from conftest import cli
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
@@ -91,3 +94,25 @@ def test_settings_recorded_and_bad_arguments(tmp_path):
         make_cohort(tmp_path / "d", n=4)
     with pytest.raises(PeRenalError, match="n_pe"):
         make_cohort(tmp_path / "e", n=20, n_pe=20)
+
+
+# ---- the synthetic cohort through the command line -------------------------------------------------------------------
+
+def test_a_run_on_a_synthetic_cohort_says_so_without_being_told(model):
+    "The cohort comes from make_cohort (its synthetic.json marks it); the config does not say synthetic=True."
+    import json
+    d, m = model
+    run = json.loads((m.parent / "run.json").read_text())
+    assert run["config"]["synthetic"] is False
+    assert "SYNTHETIC" in run["status"] and run["data"] == "synthetic (not real patients)"
+    assert (
+        "SYNTHETIC" in (m.parent / "report.html").read_text()
+        and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()
+    )
+
+
+def test_the_smallest_cohort_synth_writes_passes_check(capsys, tmp_path):
+    code, _, err = cli(capsys, "synth", "--out", tmp_path / "s", "--n", "20")
+    assert code == 0, err
+    code, out, err = cli(capsys, "check", tmp_path / "s")
+    assert code == 0 and "OK" in out, err

@@ -16,7 +16,7 @@ from pe_renal.core import CohortError
 from pe_renal.data import load_cohort
 from pe_renal.values import ABSURD, column_kind, to_numeric
 
-from conftest import write_cohort
+from conftest import refused, write_cohort
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -230,3 +230,41 @@ def test_predict_refuses_a_unit_in_a_numeric_column_as_check_does(capsys, study_
     err = capsys.readouterr().err
     assert code == 2 and repr(num[0]) in err and "'unknown'" in err and "Traceback" not in err, err
     assert not (tmp_path / "p.csv").exists()
+
+
+# ---- clinical values through `check` ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e999"])
+def test_non_finite_clinical_value_fails_check(capsys, cohort_dir, value):
+    clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str)
+    clin.loc[4, "creatinine"] = value
+    clin.to_csv(cohort_dir / "clinical.csv", index=False)
+    refused(capsys, "check", cohort_dir, says=["'creatinine'", "line 6", repr(value)])
+
+
+def test_decimal_commas(capsys, cohort_dir):
+    from pe_renal.data import load_cohort
+    clin = pd.read_csv(cohort_dir / "clinical.csv", dtype=str)
+    comma = clin.assign(creatinine=clin["creatinine"].str.replace(".", ",", regex=False))
+    comma.to_csv(cohort_dir / "clinical.csv", index=False, sep=";")      # as spreadsheets in many locales save it
+    c = load_cohort(cohort_dir)
+    np.testing.assert_allclose(c.clinical["creatinine"], clin["creatinine"].astype(float))
+    assert "creatinine" in c.numeric
+    comma.to_csv(cohort_dir / "clinical.csv", index=False)  # quoted "44,4" in a comma-separated file: the
+    c = load_cohort(cohort_dir)  # values show their decimal comma, so read alike
+    np.testing.assert_allclose(c.clinical["creatinine"], clin["creatinine"].astype(float))
+    comma.assign(creatinine=["166,000"] * len(comma)).to_csv(
+        cohort_dir / "clinical.csv", index=False
+    )  # 166000 or 166.0?
+    refused(capsys, "check", cohort_dir, says=["'creatinine'", "166000 (with a thousands separator) or 166.000"])
+
+
+def test_semicolon_file_with_decimal_commas_and_a_comma_in_a_name_reads_the_numbers(cohort_dir):
+    want = load_cohort(cohort_dir, check_images=False).clinical["creatinine"].to_numpy()
+    df = pd.read_csv(cohort_dir / "clinical.csv", dtype=str).rename(
+        columns={"creatinine": "creatinine (umol/L, serum)"}
+    )
+    df["creatinine (umol/L, serum)"] = df["creatinine (umol/L, serum)"].str.replace(".", ",", regex=False)
+    df.to_csv(cohort_dir / "clinical.csv", sep=";", index=False)
+    got = load_cohort(cohort_dir, check_images=False).clinical["creatinine (umol/L, serum)"].to_numpy()
+    np.testing.assert_array_equal(got, want)
