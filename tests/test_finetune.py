@@ -39,9 +39,9 @@ def _dl_auc(c, f, tr, te, y):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    "30 women with an image signal, split 7:3."
+    "30 women with an image signal, one image each (the checks here compare runs, not accuracy), split 7:3."
     c = load_cohort(make_cohort(tmp_path_factory.mktemp("ft") / "c", n=30, seed=2, image_effect=3.0, lab_effect=0.0,
-                                annotation_rate=0.0, n_jobs=1))
+                                annotation_rate=0.0, two_views_rate=0.0, n_jobs=1))
     s = split_cohort(c, seed=0)
     return c, s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
 
@@ -101,7 +101,8 @@ def test_head_mode_keeps_the_features(small):
 
 def test_weights_file_round_trip_and_cli(small, tmp_path):
     c, tr, _ = small
-    res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), mode="last", seed=0, **FAST)
+    res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), mode="last", seed=0,
+                            **{**FAST, "epochs": 1, "views": 1})   # the file, not the training, is checked here
     path = tmp_path / "w.pt"
     digest = save_finetuned(res, path)
     bb = load_backbone("resnet18", weights=str(path))
@@ -212,7 +213,7 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(
     holds."""
     c, tr, _ = small
     bb = load_backbone("resnet18", "random")
-    res = finetune_backbone(c, tr, bb, mode=mode, seed=0, **FAST)
+    res = finetune_backbone(c, tr, bb, mode=mode, seed=0, **{**FAST, "epochs": 1, "views": 1})   # one pass is enough
     n_kept = int(c.images.patient_id.isin(set(tr)).sum())
     assert (
         len(res.trunk.acts) == n_kept and res.trunk.precision == res.info["precision"] == cpu_kind
