@@ -313,8 +313,7 @@ def _warn_incorporation_bias(root:Path, bias:list, use:list|None):
         tail = (
             f" but {'is' if one else 'are'} used as {'a predictor' if one else 'predictors'}: the "
                 "clinical and composite "
-            "models would partly rediscover the diagnosis, so their performance is optimistic "
-                "(incorporation bias). "
+            "models would partly rediscover the diagnosis, so their performance is optimistic (incorporation bias). "
             f"Exclude {it} in cohort.toml (under [clinical.exclude]: {bias[0]} = \"defines the outcome\"), "
             f"or keep {it} knowingly: the report states it."
         )

@@ -433,8 +433,7 @@ def delong_comparisons(results:dict)->pd.DataFrame:
                         z=np.nan,
                         p=np.nan,
                         note="identical predictions (e.g. the LASSO kept no deep feature, so the composite "
-                            "model is the "
-                        "clinical one): nothing to test",
+                            "model is the clinical one): nothing to test",
                     )
                 )
                 continue

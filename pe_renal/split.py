@@ -151,8 +151,7 @@ def check_finetune_sizes(split:pd.DataFrame,   # from `split_cohort`
         raise CohortError(
             f"clinical.csv: with --finetune-cv refit every one of the {cv_splits} CV folds fine-tunes on its training "
             f"part, which keeps as few as {fold_train(cv_splits)} patients of a class; fine-tuning needs "
-                f"{need} of each. "
-            f"Either {fix}, or validate with --finetune-cv once."
+                f"{need} of each. Either {fix}, or validate with --finetune-cv once."
         )
 
 # %% ../nbs/01b_split.ipynb #1faa2e88
@@ -212,8 +211,7 @@ def table_one_note(by:str="label",         # "label" (tests) or "split" (SMD)
             "SMD: standardised mean difference between training and test (Austin 2009; for a numeric "
                 "variable it compares the "
             "means, whatever the summary shown); |SMD| < 0.1 is a negligible imbalance. No tests: the "
-                "split is random, so "
-            "their null hypothesis is true by construction."
+                "split is random, so their null hypothesis is true by construction."
         )
     else:
         s += (

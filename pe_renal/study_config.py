@@ -64,8 +64,7 @@ StudyConfig = dataclasses.make_dataclass(
     bases=(_CrossChecks,),
     namespace={
         "__doc__": "Every setting of a run, one field per `pe_renal.settings.SETTINGS` entry (type, default, allowed "
-            "values and "
-        "help are declared there); checked on creation and recorded in run.json.",
+            "values and help are declared there); checked on creation and recorded in run.json.",
         "__module__": __name__,
     },
 )
