@@ -16,7 +16,7 @@ import pandas as pd
 from .core import PeRenalError, PeRenalWarning
 from .data import Cohort
 from .external import knn_votes
-from .report import GRADCAM_CAPTIONS, check_verdicts
+from .quoted import GRADCAM_CAPTIONS, check_verdicts
 from .stages import FeatureStage, FinetuneStage, ModelStage, finetune_settings
 from .study_config import StudyConfig, write_csv
 

@@ -13,8 +13,11 @@ from pathlib import Path
 import pe_renal
 from .core import atomic_write, seed_everything, staged_dir
 from .data import Cohort
-from .report import (GRADCAM_WHAT, STATUS_NOTES, finetune_validation_words, gradcam_choice, render_report,
-                             run_status, stamp_figure, tripod_checklist, write_readmes)
+from .quoted import GRADCAM_WHAT, finetune_validation_words, gradcam_choice
+from .status import STATUS_NOTES, run_status, stamp_figure
+from .report import render_report
+from .tripod import tripod_checklist
+from .columns import write_readmes
 from .predict import development_fingerprint, protected_inputs
 from .model_file import save_model
 from .settings import make_config, settings_json
