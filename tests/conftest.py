@@ -229,3 +229,49 @@ def model(study_results):
     "The session's small synthetic study (tests/conftest.py): its folder and saved model."
     d, cohort, cfg, out = study_results
     return d, out / "model.skops"
+
+
+# --- what a person sees of an HTML page (the report, the validation report): headless Debian Chromium ---------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# markup or an HTML entity shown as text: a page that escaped what it should have rendered
+MARKUP = re.compile(
+    r"<\s*/?\s*(table|thead|tbody|tr|td|th|div|span|p|br|img|details|summary)\b|&(lt|gt|amp|quot|nbsp|#\d+);", re.I
+)
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+def read_in_chromium(html: Path, screenshot: Path | None = None) -> dict:
+    """What Chromium shows of `html`: body text, title, status line, h1 and h2 headings, each table (its data-source and
+    data-filter, header and cell texts), each image (alt, loaded, natural width and height) and the page's script
+    errors; with `screenshot`, a full-page screenshot with every <details> opened."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(Path(html).as_uri())
+        page.wait_for_load_state("load")
+        out = dict(
+            text=page.inner_text("body"), errors=errors, title=page.title(),
+            status=page.inner_text("p.status") if page.query_selector("p.status") else "",
+            h1=page.inner_text("h1") if page.query_selector("h1") else "",
+            h2=[h.inner_text() for h in page.query_selector_all("h2")],
+            tables=page.evaluate("""Array.from(document.querySelectorAll('table')).map(t => ({
+                source: t.dataset.source || '', filter: t.dataset.filter || '',
+                header: Array.from(t.querySelectorAll('thead th')).map(c => c.textContent.trim()),
+                rows: Array.from(t.querySelectorAll('tbody tr'))
+                  .map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))"""),
+            imgs=page.evaluate(
+                "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+            ),
+        )
+        if screenshot:
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return out

@@ -5,29 +5,14 @@ results folder (e.g. a `pe-renal demo` output) to check that report instead.
 """
 import hashlib
 import os
-import re
 from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import MARKUP, needs_chromium, read_in_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-MARKUP = re.compile(
-    r"<\s*/?\s*(table|thead|tbody|tr|td|th|div|span|p|br|img|details|summary)\b|&(lt|gt|amp|quot|nbsp|#\d+);", re.I
-)
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -40,31 +25,10 @@ def results(request):
 @pytest.fixture(scope="module")
 def rendered(results, tmp_path_factory):
     "What Chromium shows: body text, tables (source and cell texts), images, and a full-page screenshot."
-    sync_api = pytest.importorskip("playwright.sync_api")
     shot = tmp_path_factory.mktemp("browser") / "report.png"
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((results / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        text = page.inner_text("body")
-        tables = page.evaluate("""Array.from(document.querySelectorAll('table')).map(t => ({
-            source: t.dataset.source || '', filter: t.dataset.filter || '',
-            header: Array.from(t.querySelectorAll('thead th')).map(c => c.textContent.trim()),
-            rows: Array.from(t.querySelectorAll('tbody tr'))
-              .map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))""")
-        imgs = page.evaluate(
-            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
-        )
-        page.evaluate(
-            "document.querySelectorAll('details').forEach(d => d.open = true)"
-        )  # the screenshot shows everything
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+    out = read_in_chromium(results / "report.html", screenshot=shot)
     print(f"screenshot: {shot}")
-    return dict(text=text, tables=tables, imgs=imgs, errors=errors, screenshot=shot)
+    return dict(out, screenshot=shot)
 
 
 def test_visible_text_has_no_markup(rendered):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_report_browser import ARGS, CHROMIUM, MARKUP
+from conftest import MARKUP, needs_chromium, read_in_chromium
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed")
+pytestmark = needs_chromium
 CI = re.compile(r"^-?\d+\.\d{3} \(-?\d+\.\d{3} to -?\d+\.\d{3}\)$")
 SECTIONS = ["1. Case mix: development vs validation patients", "2. Discrimination and calibration",
             "3. Threshold metrics at the development thresholds", "4. Decision curve at this hospital's prevalence",
@@ -33,24 +33,8 @@ def folder(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rendered(folder):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((folder / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        out = dict(text=page.inner_text("body"), errors=errors, title=page.title(),
-                   status=page.inner_text("p.status") if page.query_selector("p.status") else "",
-                   h1=page.inner_text("h1"), h2=[h.inner_text() for h in page.query_selector_all("h2")],
-                   tables=page.evaluate("""Array.from(document.querySelectorAll('table')).map(t => ({
-                       header: Array.from(t.querySelectorAll('thead th')).map(c => c.textContent.trim()),
-                       rows: Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(
-                           c => c.textContent.trim()))}))"""),
-                   imgs=page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"))
-        browser.close()
-    return out
+    out = read_in_chromium(folder / "report.html")
+    return dict(out, imgs=[i[:3] for i in out["imgs"]])  # alt, loaded, natural width
 
 
 @pytest.mark.slow
