@@ -275,3 +275,76 @@ def read_in_chromium(html: Path, screenshot: Path | None = None) -> dict:
             page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return out
+
+
+# --- external validation ---------------------------------------------------------------------------------------------
+def external_site(tmp_path_factory, request, name: str, real: bool = True, **kw) -> Path:
+    """A second hospital drawn like the study's cohort (delta 2.5, `kw` to make_cohort; `real`: as real cohorts, three
+    parity levels and a kept outcome column), written once per session and shared by the xdist workers."""
+    from pe_renal.synthetic import make_cohort
+
+    def build(d):
+        c = make_cohort(d / name, delta=2.5, n_jobs=2, **kw)
+        if real:
+            like_a_real_cohort(c)
+    return build_once(tmp_path_factory, request, f"external_{name}", build) / name
+
+
+def cohort_subset(src: Path, dst: Path, keep) -> Path:
+    """The patients `keep` (ids) of cohort folder `src` as a cohort folder `dst`: its tables' rows of those patients,
+    its settings, and their images and masks (hard links: the same files, so their features are found in the cache)."""
+    import json
+    import shutil
+    keep = set(keep)
+    dst.mkdir(parents=True)
+    for f in ("cohort.toml", "README.txt"):
+        shutil.copy(src / f, dst / f)
+    for t in ("clinical.csv", "images.csv", "truth/patients.csv", "truth/images.csv"):
+        df = pd.read_csv(src / t, dtype=str, keep_default_na=False)
+        (dst / t).parent.mkdir(exist_ok=True)
+        df[df["patient_id"].isin(keep)].to_csv(dst / t, index=False)
+    imgs = pd.read_csv(dst / "images.csv", dtype=str)
+    for f in pd.concat([imgs["path"], imgs["kidney_mask"], imgs["cortex_mask"]]):
+        (dst / f).parent.mkdir(exist_ok=True)
+        os.link(src / f, dst / f)
+    truth = pd.read_csv(dst / "truth/patients.csv")
+    meta = json.loads((src / "synthetic.json").read_text())
+    (dst / "synthetic.json").write_text(json.dumps(meta | dict(n=len(truth), n_pe=int(truth["label"].sum()),
+                                                                subset_of=src.name), indent=2))
+    return dst
+
+
+def external_validated(tmp_path_factory, request, study_results, cohort: Path, name: str, **kw) -> Path:
+    "`validate_cohort` of the study's model on `cohort` (50 resamples, small figures), once per session; read only."
+    from pe_renal.external import validate_cohort
+
+    def build(d):
+        validate_cohort(study_results[3] / "model.skops", cohort, d / "v", n_boot=50, cache=study_results[2].cache,
+                        device="cpu", verbose=False, dpi=60, **kw)
+    return build_once(tmp_path_factory, request, f"external_{name}", build) / "v"
+
+
+EXTERNAL_N = 80            # patients of the second site drawn like the first
+
+
+@pytest.fixture(scope="session")
+def external_sites(study_results, tmp_path_factory, request):
+    """Two more hospitals: `same`, drawn like the study's cohort (n=80, seed 11); `prev`, its women without
+    preeclampsia and a quarter as many with it (20% prevalence instead of 54%: the same patients given each outcome,
+    another share of them), as a hospital with another prevalence is. `prev`'s images are `same`'s, scored once."""
+    same = external_site(tmp_path_factory, request, "same", n=EXTERNAL_N, seed=11, site=dict(id_prefix="B"))
+
+    def build(d):
+        y = pd.read_csv(same / "truth/patients.csv").set_index("patient_id")["label"]
+        controls, cases = y.index[y == 0], y.index[y == 1]
+        cohort_subset(same, d / "prev", list(controls) + list(cases[: round(len(controls) / 4)]))
+    prev = build_once(tmp_path_factory, request, "external_prev", build) / "prev"
+    return same, prev
+
+
+@pytest.fixture(scope="session")
+def v_prev(study_results, external_sites, tmp_path_factory, request):
+    """The validation at 20% prevalence, saving its logistic update (written after the tables, which it changes not):
+    read by tests/test_external.py and, as a person sees its report, by tests/test_validation_report_browser.py."""
+    return external_validated(tmp_path_factory, request, study_results, external_sites[1], "v_prev",
+                              save_updated="logistic")

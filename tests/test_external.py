@@ -1,11 +1,9 @@
 """`pe-renal validate` on the shared small study: a second synthetic site from the same generator looks like the first
 (membership C <= 0.6, O:E intervals covering 1, slopes as at the first hospital); a site with another prevalence is
-miscalibrated in the large
-and repaired by the intercept update; development patients are refused as predict refuses them."""
+miscalibrated in the large and repaired by the intercept update; a scanner shift lowers the deep-feature model's AUC
+and a case-mix shift is seen; development patients are refused as predict refuses them. The sites and their
+validations are built once per session (tests/conftest.py, `external_sites`)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,9 +12,7 @@ import pytest
 from pe_renal.core import PeRenalError
 from pe_renal.external import validate_cohort
 from pe_renal.synthetic import make_cohort
-from conftest import like_a_real_cohort
-
-PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
+from conftest import EXTERNAL_N, cli, external_site, external_validated
 
 
 def _run(study_results, cohort, out, **kw):
@@ -24,43 +20,18 @@ def _run(study_results, cohort, out, **kw):
                            device="cpu", verbose=False, dpi=60, **kw)
 
 
-def _site(tmp_path_factory, request, name, real=True, **kw):
-    """A hospital drawn like the study's cohort (n=160, delta 2.5; `real`: as real cohorts, three parity levels and a
-    kept outcome column), written once per session and shared by the xdist workers (conftest.build_once)."""
-    from conftest import build_once
-    def build(d):
-        c = make_cohort(d / name, n=160, delta=2.5, n_jobs=2, **kw)
-        if real:
-            like_a_real_cohort(c)
-    return build_once(tmp_path_factory, request, f"external_{name}", build) / name
-
-
-def _validated(tmp_path_factory, request, study_results, cohort, name, **kw):
-    "`validate_cohort` of the study's model on `cohort`, run once per session; the tests only read it."
-    from conftest import build_once
-    return build_once(tmp_path_factory, request, f"external_{name}", lambda d: _run(study_results, cohort, d / "v",
-                                                                                     **kw)) / "v"
-
-
 @pytest.fixture(scope="module")
-def sites(study_results, tmp_path_factory, request):
-    """Two more hospitals drawn like the study's cohort (n=70, seed 0, delta 2.5): the same one, and one at 20%
+def sites(external_sites):
+    """The two hospitals of tests/conftest.py (`external_sites`): the same one (n=80, seed 11) and one at 20%
     prevalence."""
-    same = _site(tmp_path_factory, request, "same", seed=11, site=dict(id_prefix="B"))
-    prev = _site(tmp_path_factory, request, "prev", seed=12, n_pe=32, site=dict(id_prefix="C"))
+    same, prev = external_sites
     return same.parent, same, prev
 
 
 @pytest.fixture(scope="module")
 def v_same(study_results, sites, tmp_path_factory, request):
     "The validation at the same hospital: read by its own test and, as the first scanner, by the scanner-shift test."
-    return _validated(tmp_path_factory, request, study_results, sites[1], "v_same")
-
-
-@pytest.fixture(scope="module")
-def v_prev(study_results, sites, tmp_path_factory, request):
-    "The validation at 20% prevalence, saving its logistic update (written after the tables, which it changes not)."
-    return _validated(tmp_path_factory, request, study_results, sites[2], "v_prev", save_updated="logistic")
+    return external_validated(tmp_path_factory, request, study_results, sites[1], "v_same")
 
 
 @pytest.mark.slow
@@ -106,24 +77,23 @@ def test_development_patients_are_refused(study_results, tmp_path):
     assert not (tmp_path / "v").exists()
 
 
-@pytest.mark.slow
-def test_cli_validate_needs_labels(study_results, tmp_path):
+def test_cli_validate_needs_labels(study_results, tmp_path, capsys):
     "The command is there, and a cohort without labels is refused with a message, not a traceback."
     import shutil
     c = tmp_path / "nolabels"
     make_cohort(c, n=12, seed=21, n_jobs=1, site=dict(id_prefix="D"))
     (c / "cohort.toml").unlink()
     shutil.rmtree(c / "truth")
-    r = subprocess.run([PE_RENAL, "validate", str(c), "--model", str(study_results[3] / "model.skops"),
-                        "--out", str(tmp_path / "v"), "--boot", "10", "--device", "cpu",
-                        "--cache", str(study_results[2].cache)], capture_output=True, text=True)
-    assert r.returncode != 0 and "outcome of every patient" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    code, out, err = cli(capsys, "validate", c, "--model", study_results[3] / "model.skops", "--out", tmp_path / "v",
+                         "--boot", "10", "--device", "cpu", "--cache", study_results[2].cache)
+    assert code == 2 and "outcome of every patient" in err and not (tmp_path / "v").exists(), err
 
 
 @pytest.mark.slow
-def test_saved_update_is_what_predict_applies(study_results, sites, v_prev, tmp_path, capsys):
+def test_saved_update_is_what_predict_applies(study_results, sites, v_prev, scanner_site, tmp_path, capsys):
     """`--save-updated logistic` writes updated_model.skops; predict on it gives validate's updated risks, says it is an
-    updated model and on what, keeps the decisions, and calls its own fitting patients not external."""
+    updated model and on what, keeps the decisions, and calls its own fitting patients not external (and the women
+    of another hospital, `scanner_site`, external)."""
     from pe_renal.predict import predict_cohort
     from pe_renal.validate import apply_update, calibration_summary
     _, same, prev = sites
@@ -134,7 +104,9 @@ def test_saved_update_is_what_predict_applies(study_results, sites, v_prev, tmp_
     with pytest.warns(UserWarning, match="patients this model was updated on"):
         pred, metrics = predict_cohort(out / "updated_model.skops", prev, cache=study_results[2].cache, device="cpu")
     said = capsys.readouterr().out
-    assert "An updated model: logistic recalibration fitted on 160 patients (32 with preeclampsia) of prev" in said
+    y = pd.read_csv(prev / "truth" / "patients.csv")["label"]
+    said_n = f"{len(y)} patients ({y.sum()} with preeclampsia) of prev"
+    assert f"An updated model: logistic recalibration fitted on {said_n}" in said, said
     pred = pred.set_index("patient_id").loc[dev.index]
     for m in upd.index:
         mine = apply_update(dev[f"p_{m}"], dict(method="logistic", intercept=upd.loc[m, "a"], slope=upd.loc[m, "b"],
@@ -147,22 +119,29 @@ def test_saved_update_is_what_predict_applies(study_results, sites, v_prev, tmp_
         assert abs(s["citl"]) < 1e-6 and abs(s["slope"] - 1) < 1e-6, (m, s)
     assert metrics["validation"].str.startswith("NOT external").all()
     _, other = predict_cohort(
-        out / "updated_model.skops", same, cache=study_results[2].cache, device="cpu", verbose=False
+        out / "updated_model.skops", scanner_site, cache=study_results[2].cache, device="cpu", verbose=False
     )
     assert (other["validation"] == "external").all() and other["model_update"].str.contains("of prev").all()
     with pytest.raises(PeRenalError, match="already an updated model"):
         validate_cohort(out / "updated_model.skops", same, tmp_path / "v", save_updated="intercept", verbose=False)
 
 
+@pytest.fixture(scope="module")
+def scanner_site(tmp_path_factory, request):
+    """The same women as `same` (seed 11) scanned with much coarser speckle and a strong blur, and with every clinical
+    value 0.5 SD higher."""
+    return external_site(tmp_path_factory, request, "scanner", real=False, n=EXTERNAL_N, seed=11,
+                         site=dict(id_prefix="E", blur=5.0, speckle=3.0, case_mix=0.5))
+
+
 @pytest.mark.slow
-def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, v_same, tmp_path_factory, request):
+def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, v_same, scanner_site, tmp_path_factory,
+                                                          request):
     """The same women (seed 11) scanned with coarser speckle and a blur, and with every clinical value 0.5 SD higher:
     the deep-feature model ranks them worse than the same women on the first scanner (paired DeLong), and the case mix
     is visible (membership C well above 0.5, standardised differences near 0.5); `same` is the control."""
     from pe_renal.evaluation import delong_test
-    shifted = _site(tmp_path_factory, request, "scanner", real=False, seed=11,
-                    site=dict(id_prefix="E", blur=2.0, speckle=2.0, case_mix=0.5))
-    out = _run(study_results, shifted, tmp_path_factory.mktemp("v_scanner") / "v")
+    out = external_validated(tmp_path_factory, request, study_results, scanner_site, "v_scanner")
     base = pd.read_csv(v_same / "predictions.csv")           # the same women on the first scanner (validate's predict)
     cal = pd.read_csv(out / "tables" / "calibration.csv").set_index("model")
     new = pd.read_csv(out / "predictions.csv")

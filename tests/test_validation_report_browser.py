@@ -1,6 +1,7 @@
 """The validation report (`pe-renal validate`) as a person sees it: opened in headless Chromium and read as rendered
 text, headings, tables and images. Set PE_RENAL_TEST_VALIDATION to a validation folder to check that one instead of a
-small validation of the shared study's model at a synthetic second site."""
+small validation of the shared study's model at a synthetic second site (tests/conftest.py `v_prev`, shared with
+tests/test_external.py)."""
 import json
 import os
 import re
@@ -19,16 +20,11 @@ SECTIONS = ["1. Case mix: development vs validation patients", "2. Discriminatio
 
 
 @pytest.fixture(scope="module")
-def folder(request, tmp_path_factory):
+def folder(request):
+    "The folder given, else the session's validation at a second site with 20% prevalence (tests/conftest.py)."
     if os.environ.get("PE_RENAL_TEST_VALIDATION"):
         return Path(os.environ["PE_RENAL_TEST_VALIDATION"])
-    from pe_renal.external import validate_cohort
-    from pe_renal.synthetic import make_cohort
-    study = request.getfixturevalue("study_results")
-    d = tmp_path_factory.mktemp("validation_report")
-    site = make_cohort(d / "siteB", n=60, seed=31, delta=2.5, n_pe=18, n_jobs=2, site=dict(id_prefix="B", case_mix=0.5))
-    return validate_cohort(study[3] / "model.skops", site, d / "validation", n_boot=20, cache=study[2].cache,
-                           device="cpu", verbose=False, dpi=60, save_updated="intercept")
+    return request.getfixturevalue("v_prev")
 
 
 @pytest.fixture(scope="module")
