@@ -329,9 +329,10 @@ EXTERNAL_N = 80            # patients of the second site drawn like the first
 
 @pytest.fixture(scope="session")
 def external_sites(study_results, tmp_path_factory, request):
-    """Two more hospitals: `same`, drawn like the study's cohort (n=80, seed 11); `prev`, its women without
-    preeclampsia and a quarter as many with it (20% prevalence instead of 54%: the same patients given each outcome,
-    another share of them), as a hospital with another prevalence is. `prev`'s images are `same`'s, scored once."""
+    """Two more hospitals: `same`, drawn like the study's cohort (n=80, seed 11); `prev`, all of its women without
+    preeclampsia and a quarter as many with it: 20% prevalence instead of 54%, each outcome's patients drawn as at the
+    first hospital (a shift of prevalence alone, what make_cohort's n_pe draws too). `prev`'s images are `same`'s, so
+    their features are extracted once."""
     same = external_site(tmp_path_factory, request, "same", n=EXTERNAL_N, seed=11, site=dict(id_prefix="B"))
 
     def build(d):
