@@ -60,7 +60,7 @@ def test_positive_control_is_near_a_large_held_out_set():
     """Fitted on 150 patients, validated internally; the test AUC of the same pipeline on 350 held-out patients (SE
     ~0.02).
     Both estimators refit on fewer patients (CV: 4/5; bootstrap: ~63% distinct), so they may sit a little below it."""
-    d = demo_data(n=500, effect=1.0, n_features=40, seed=1)
+    d = demo_data(n=500, effect=1.0, n_features=100, seed=1)
     rng = np.random.default_rng(0)
     train = rng.choice(len(d.y), 150, replace=False)
     split = pd.Series("test", index=d.y.index, name="split")
