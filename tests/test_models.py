@@ -225,7 +225,9 @@ def test_safe_scaler():
     np.testing.assert_allclose(SafeStandardScaler().fit_transform(np.arange(6.0).reshape(3, 2)).mean(0), 0)
 
 
-def test_internal_validation_reproducible_and_parallel(data):
+def test_internal_validation_reproducible_and_parallel():
+    "The same seed gives the same folds and resamples in parallel (40 deep features: cheaper than the shared data)."
+    data = demo_data(**(SMALL | dict(n_features=40)))
     X, y = data.part("train")
     models = make_models(data)
     a = repeated_cv(models, X, y, n_splits=3, n_repeats=1, seed=5)

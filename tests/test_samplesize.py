@@ -194,27 +194,32 @@ def test_run_writes_the_table_the_report_section_and_tripod_item_10(study_result
 
 
 @pytest.mark.slow
-def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp_path):
+def test_learning_stage_on_a_null_cohort_is_flat_and_reported(study_results, tmp_path, monkeypatch):
     """`run --learning-curve`'s stage on simulated features without signal: every point's interval covers 0.5; its
-    tables, figures and words reach the report of a results folder (the shared small run, copied)."""
+    tables, figures and words reach the report of a results folder (the shared small run, copied). Kept small: 3-fold
+    CV (the run's `cv_splits`) and 8 bootstrap refits for the instability (the run's INSTABILITY_BOOT, 50, patched:
+    the stage must read it, as the n_boot column shows)."""
     import html
     import json
     import shutil
+    from pe_renal import samplesize
     from pe_renal.models import demo_data
     from pe_renal.report import render_report
     from pe_renal.stages import ModelStage, learning_stage
     from pe_renal.study import StudyConfig
     out = tmp_path / "res"
     shutil.copytree(study_results[3], out)
-    data = demo_data(n=140, effect=0, n_features=100, seed=3)
+    assert samplesize.INSTABILITY_BOOT == 50
+    monkeypatch.setattr(samplesize, "INSTABILITY_BOOT", 8)
+    data = demo_data(n=140, effect=0, n_features=40, seed=3)
     ms = ModelStage(data, {}, {}, None, dict(classifier="knn", seed=42, lasso={"rule": "min", "method": "lasso"}), [])
-    st_ = learning_stage(ms, StudyConfig(dpi=60), out)
+    st_ = learning_stage(ms, StudyConfig(dpi=60, cv_splits=3), out)
     curve = pd.read_csv(out / "tables" / "learning_curve.csv")
     assert ((curve["lo"] <= 0.5) & (0.5 <= curve["hi"])).all(), curve
-    assert sorted(set(curve["fraction"])) == [0.4, 0.6, 0.8, 1.0]
+    assert sorted(set(curve["fraction"])) == [0.4, 0.6, 0.8, 1.0] and set(curve["n_folds"]) == {2 * 3}, curve
     assert set(curve["model"]) == {"DL", "Clinical", "Composite"}
     mape = pd.read_csv(out / "tables" / "prediction_instability.csv")
-    assert (mape["mape"] > 0).all() and (mape["n_boot"] == 50).all()
+    assert (mape["mape"] > 0).all() and (mape["n_boot"] == 8).all()
     assert "includes 0.5" in st_.words
     m = json.loads((out / "run.json").read_text())
     m["summary"]["learning"] = st_.words
