@@ -349,3 +349,23 @@ def v_prev(study_results, external_sites, tmp_path_factory, request):
     read by tests/test_external.py and, as a person sees its report, by tests/test_validation_report_browser.py."""
     return external_validated(tmp_path_factory, request, study_results, external_sites[1], "v_prev",
                               save_updated="logistic")
+
+# --- fine-tuning ---
+def shared_cohort(tmp_path_factory, request, name:str, **kw) -> Path:
+    """The synthetic cohort `make_cohort(**kw)` (one process, n_jobs=1), written once per session into a folder every
+    xdist worker reads: the fine-tuning tests and the fine-tuned studies only read their cohort."""
+    from pe_renal.synthetic import make_cohort
+    return build_once(tmp_path_factory, request, name, lambda d: make_cohort(d / "cohort", n_jobs=1, **kw)) / "cohort"
+
+
+@pytest.fixture(scope="session")
+def ft_small_cohort(tmp_path_factory, request) -> Path:
+    "30 women with a strong image signal and no lab signal, one image each: fine-tuning runs compared with each other."
+    return shared_cohort(tmp_path_factory, request, "ft_small_cohort", n=30, seed=2, image_effect=3.0, lab_effect=0.0,
+                         annotation_rate=0.0, two_views_rate=0.0)
+
+
+@pytest.fixture(scope="session")
+def ft_study_cohort(tmp_path_factory, request) -> Path:
+    "40 women (delta 2.5): the cohort of the fine-tuned studies (fp32 and bf16)."
+    return shared_cohort(tmp_path_factory, request, "ft_study_cohort", n=40, seed=3, delta=2.5)

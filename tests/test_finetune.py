@@ -38,10 +38,10 @@ def _dl_auc(c, f, tr, te, y):
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    "30 women with an image signal, one image each (the checks here compare runs, not accuracy), split 7:3."
-    c = load_cohort(make_cohort(tmp_path_factory.mktemp("ft") / "c", n=30, seed=2, image_effect=3.0, lab_effect=0.0,
-                                annotation_rate=0.0, two_views_rate=0.0, n_jobs=1))
+def small(ft_small_cohort):
+    """30 women with an image signal, one image each (the checks here compare runs, not accuracy), split 7:3; the
+    cohort is written once per session (tests/conftest.py)."""
+    c = load_cohort(ft_small_cohort)
     s = split_cohort(c, seed=0)
     return c, s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
 
@@ -156,7 +156,9 @@ def test_head_signature_is_the_head_logit(small):
 @pytest.mark.slow
 def test_null_cohort_held_out_auc_covers_half(tmp_path):
     """Known answer, negative control: no signal anywhere, so the fine-tuned features of the held-out patients carry
-    none (a leak of test patients into fine-tuning would show up here as a high AUC)."""
+    none (a leak of test patients into fine-tuning would show up here as a high AUC). The positive control, the same
+    fine-tuning (`KNOWN`) on 60 women whose kidneys show the severity, is checked in nbs/03b_finetune.ipynb ("Did it
+    learn?"): the fine-tuned DL model's held-out CI excludes 0.5 and beats the frozen one."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -164,7 +166,7 @@ def test_null_cohort_held_out_auc_covers_half(tmp_path):
     s = split_cohort(c, seed=0)
     y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
-    res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), **KNOWN)   # as the positive control below
+    res = finetune_backbone(c, tr, load_backbone("resnet18", "random"), **KNOWN)   # as the positive control
     f = aggregate_features(extract_features(c, res.backbone, transform=TF64, cache=False, show_progress=False), c)
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=5000)).fit(f.loc[tr], y[tr])
     auc = delong_ci(y[te], clf.predict_proba(f.loc[te])[:, 1])
@@ -181,26 +183,6 @@ def test_select_criterion(small):
     assert res.best_epoch == len(res.history) == 3 and res.info["select"] == "last"
     with pytest.raises(PeRenalError, match="select must be"):
         finetune_backbone(c, tr, bb, select="best", **FAST)
-
-
-@pytest.mark.slow
-def test_image_signal_fine_tuned_dl_model_beats_frozen(tmp_path):
-    """Known answer, positive: 60 women whose kidneys show the severity (strong group difference, delta=3) and whose
-    labs do not. From an untrained resnet18 (64 px), the frozen features give LASSO nothing it keeps at the 1-SE rule
-    (no DL model: AUC 0.5 by construction), while the `last`-mode fine-tuned features give a DL model whose held-out
-    AUC CI excludes 0.5 (measured: 0.838, 0.623-1.000)."""
-    c = load_cohort(make_cohort(tmp_path / "c", n=60, seed=5, delta=3.0, image_effect=0.5, lab_effect=0.0,
-                                annotation_rate=0.0, n_jobs=1))
-    s = split_cohort(c, seed=0)
-    y = s.set_index("patient_id")["label"]
-    tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()
-    feats = lambda bb: aggregate_features(extract_features(c, bb, transform=TF64, cache=False, show_progress=False), c)
-    bb = load_backbone("resnet18", "random")
-    frozen = _dl_auc(c, feats(bb), tr, te, y)
-    tuned = _dl_auc(c, feats(finetune_backbone(c, tr, bb, **KNOWN).backbone), tr, te, y)
-    print("image signal: DL model held-out AUC, frozen", frozen, "fine-tuned", tuned)
-    assert tuned is not None and tuned.lo > 0.5, tuned
-    assert tuned.auc > (0.5 if frozen is None else frozen.auc), (tuned, frozen)
 
 
 @pytest.mark.parametrize("mode", ["last", "head"])
@@ -240,15 +222,17 @@ def test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass(
     again = extract_features(c, res.backbone, transform=TF, cache=tmp_path, show_progress=False)
     assert again.attrs["pe_renal"]["n_cached"] == c.n_images
     np.testing.assert_array_equal(again.to_numpy(), got.to_numpy())
-    # another preprocessing than the trunk ran with: no reuse, a plain forward pass of every image
+    # another preprocessing than the trunk ran with: no reuse, a plain forward pass of every image (here 4 images
+    # whose trunk outputs were kept)
+    few = c.images[c.images.patient_id.isin(set(tr))].head(4)
     ran.clear()
-    ft.finetuned_features(c, res, transform=FeatureTransform(size=40), cache=False, show_progress=False)
-    assert ran == [c.n_images]
+    ft.finetuned_features(few, res, transform=FeatureTransform(size=40), cache=False, show_progress=False)
+    assert ran == [len(few)]
     # another precision than the trunk ran in (asked for): no reuse either
     ran.clear()
-    other = ft.finetuned_features(c, res, transform=TF, precision="bf16" if cpu_kind == "fp32" else "fp32", cache=False,
-                                  show_progress=False)
-    assert ran == [c.n_images] and other.attrs["pe_renal"]["n_trunk_reused"] == 0
+    other = ft.finetuned_features(few, res, transform=TF, precision="bf16" if cpu_kind == "fp32" else "fp32",
+                                  cache=False, show_progress=False)
+    assert ran == [len(few)] and other.attrs["pe_renal"]["n_trunk_reused"] == 0
     # negative control: activations that are not this trunk's give other features, and the comparison sees it
     res.trunk.acts = {k: v.roll(1, 0) for k, v in res.trunk.acts.items()}
     wrong = ft.finetuned_features(c, res, transform=TF, cache=False, show_progress=False)

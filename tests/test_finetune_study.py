@@ -16,21 +16,20 @@ FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv
 
 
 @pytest.fixture(scope="module", params=["fp32", "bf16"])
-def tuned(tmp_path_factory, request):
+def tuned(tmp_path_factory, request, ft_study_cohort):
     """One fine-tuned study per kind of CPU that `precision="auto"` tells apart (without native bf16 kernels: fp32; with
     them: bf16), whichever this CPU is; each built once per session even when xdist sends this module's tests to
     different
-    workers."""
+    workers. Both read the same cohort (`ft_study_cohort`, written once per session)."""
     import pe_renal.features as F
     from conftest import build_once
     def build(d):
-        cohort = make_cohort(d / "cohort", n=40, seed=3, delta=2.5)
         cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(F, "cpu_bf16_kernels", lambda: request.param == "bf16")
-            run_study(cohort, d / "results", cfg, verbose=False)
+            run_study(ft_study_cohort, d / "results", cfg, verbose=False)
     d = build_once(tmp_path_factory, request, f"ft_{request.param}", build)
-    return d, d / "cohort", d / "results"
+    return d, ft_study_cohort, d / "results"
 
 
 def test_finetuned_weights_curve_and_manifest(tuned):

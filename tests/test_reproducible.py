@@ -8,18 +8,18 @@ import torch
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_finetuning_weights_do_not_depend_on_the_thread_count(tmp_path, precision):
+def test_finetuning_weights_do_not_depend_on_the_thread_count(ft_small_cohort, precision):
     """The learning steps run on a fixed number of CPU threads and the frozen trunk gives the same outputs on any
     number:
     bf16 weights are bit-identical with 1 and 2 threads; fp32 ones agree to rounding (a residual of ~1e-4 in the largest
-    weight difference, seen on one machine, that left a study's tables unchanged)."""
+    weight difference, seen on one machine, that left a study's tables unchanged). The cohort: 30 women, one image
+    each, written once per session (tests/conftest.py)."""
     from pe_renal.data import load_cohort
     from pe_renal.split import split_cohort
     from pe_renal.features import FeatureTransform
     from pe_renal.backbones import load_backbone
     from pe_renal.finetune import finetune_backbone
-    from pe_renal.synthetic import make_cohort
-    c = load_cohort(make_cohort(tmp_path / "c", n=30, seed=2, image_effect=3.0, n_jobs=1))
+    c = load_cohort(ft_small_cohort)
     s = split_cohort(c, seed=0)
     tr = s.loc[s.split == "train", "patient_id"].tolist()
     weights, before = [], torch.get_num_threads()
