@@ -21,7 +21,6 @@ from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, cohort_features, extract_features
 from pe_renal.backbones import WeightsUnavailable, load_backbone
-from pe_renal.synthetic import make_cohort
 
 from conftest import cli, refused, write_cohort
 
@@ -323,8 +322,8 @@ def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch,
     assert ch["rule"] == F.PRECISION_RULE and ("agree with fp32" if kernels else "no native bf16") in ch["reason"], ch
 
 
-def _held_out_auc(effect, tmp_path):
-    c = load_cohort(make_cohort(tmp_path / f"c{effect}", n=120, seed=3, effect=effect))
+def _held_out_auc(root):
+    c = load_cohort(root)
     X = cohort_features(c, backbone="resnet18", weights="random", cache=False, transform=FeatureTransform(size=96),
                         show_progress=False).to_numpy()
     y = c.clinical["label"].to_numpy()
@@ -333,9 +332,10 @@ def _held_out_auc(effect, tmp_path):
 
 
 @pytest.mark.slow
-def test_positive_and_negative_control(tmp_path):
-    "Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not."
-    pos, neg = _held_out_auc(1.0, tmp_path), _held_out_auc(0.0, tmp_path)
+def test_positive_and_negative_control(synthetic_signal, synthetic_null):
+    """Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not (the
+    session's two shared cohorts of 120 women, one image each)."""
+    pos, neg = _held_out_auc(synthetic_signal), _held_out_auc(synthetic_null)
     assert pos > 0.65, pos
     assert 0.35 < neg < 0.62, neg
     assert pos - neg > 0.1

@@ -65,8 +65,9 @@ def _auc(y, s):
     return stats.mannwhitneyu(s[y == 1], s[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
 
 
-def test_images_and_labs_carry_the_signal(tmp_path):
-    root = make_cohort(tmp_path / "c", n=80, seed=2)
+def test_images_and_labs_carry_the_signal(synthetic_signal):
+    "The session's shared cohort with the default signal (120 women, one image each)."
+    root = synthetic_signal
     d = _cortex_brightness(root)
     assert _auc(d["label"].to_numpy(), d["cortex"].to_numpy()) > 0.7          # brighter cortex in preeclampsia
     clin = pd.read_csv(root / "clinical.csv").merge(d.reset_index()[["patient_id", "label"]], on="patient_id")
@@ -75,8 +76,9 @@ def test_images_and_labs_carry_the_signal(tmp_path):
 
 
 @pytest.mark.slow
-def test_effect_zero_means_no_signal(tmp_path):
-    root = make_cohort(tmp_path / "c", n=120, seed=5, effect=0)
+def test_effect_zero_means_no_signal(synthetic_null):
+    "The session's shared cohort drawn with effect 0 (120 women, one image each)."
+    root = synthetic_null
     d = _cortex_brightness(root)
     y = d["label"].to_numpy()
     assert 0.35 < _auc(y, d["cortex"].to_numpy()) < 0.65
