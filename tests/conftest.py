@@ -369,3 +369,23 @@ def ft_small_cohort(tmp_path_factory, request) -> Path:
 def ft_study_cohort(tmp_path_factory, request) -> Path:
     "40 women (delta 2.5): the cohort of the fine-tuned studies (fp32 and bf16)."
     return shared_cohort(tmp_path_factory, request, "ft_study_cohort", n=40, seed=3, delta=2.5)
+# --- features, synthetic data and explanations ---
+
+def _synthetic_pair(tmp_path_factory, request, effect: float, seed: int) -> Path:
+    "A synthetic cohort of 120 women, one image each, written once per session (every xdist worker reads it)."
+    from pe_renal.synthetic import make_cohort
+    d = build_once(tmp_path_factory, request, f"synthetic_effect{effect:g}",
+                   lambda d: make_cohort(d / "c", n=120, seed=seed, effect=effect, two_views_rate=0))
+    return d / "c"
+
+
+@pytest.fixture(scope="session")
+def synthetic_signal(tmp_path_factory, request) -> Path:
+    "The positive control of the generator and of deep features: a synthetic cohort with its default signal."
+    return _synthetic_pair(tmp_path_factory, request, 1.0, 2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_null(tmp_path_factory, request) -> Path:
+    "The negative control: a synthetic cohort drawn with effect 0 (no signal in images or labs)."
+    return _synthetic_pair(tmp_path_factory, request, 0.0, 3)

@@ -21,7 +21,6 @@ from pe_renal.core import PeRenalError
 from pe_renal.data import load_cohort
 from pe_renal.features import FeatureTransform, aggregate_features, cohort_features, extract_features
 from pe_renal.backbones import WeightsUnavailable, load_backbone
-from pe_renal.synthetic import make_cohort
 
 from conftest import cli, refused, write_cohort
 
@@ -73,11 +72,11 @@ def test_cache_hit_miss_invalidation(small_cohort, tmp_path):
     b = extract_features(small_cohort, cache=tmp_path, **SMALL)
     assert b.attrs["pe_renal"]["n_cached"] == 20
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
-    # any setting that changes the features is a different key: a miss
+    # any setting that changes the features is a different key: a miss (two cached images are enough to see it)
     other = "bf16" if a.attrs["pe_renal"]["precision"] == "fp32" else "fp32"
     for kw in (dict(transform=FeatureTransform(size=64, resize="stretch")), dict(precision=other),
                dict(weights="random", seed=1)):
-        c = extract_features(small_cohort, cache=tmp_path, **{**SMALL, **kw})
+        c = extract_features(small_cohort.images.iloc[:2], cache=tmp_path, **{**SMALL, **kw})
         assert c.attrs["pe_renal"]["n_cached"] == 0, kw
     # a changed image (same name) is a miss for that image only
     p = Path(small_cohort.images["abspath"].iloc[0])
@@ -323,8 +322,8 @@ def test_features_record_why_auto_chose_its_precision(small_cohort, monkeypatch,
     assert ch["rule"] == F.PRECISION_RULE and ("agree with fp32" if kernels else "no native bf16") in ch["reason"], ch
 
 
-def _held_out_auc(effect, tmp_path):
-    c = load_cohort(make_cohort(tmp_path / f"c{effect}", n=120, seed=3, effect=effect))
+def _held_out_auc(root):
+    c = load_cohort(root)
     X = cohort_features(c, backbone="resnet18", weights="random", cache=False, transform=FeatureTransform(size=96),
                         show_progress=False).to_numpy()
     y = c.clinical["label"].to_numpy()
@@ -333,9 +332,10 @@ def _held_out_auc(effect, tmp_path):
 
 
 @pytest.mark.slow
-def test_positive_and_negative_control(tmp_path):
-    "Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not."
-    pos, neg = _held_out_auc(1.0, tmp_path), _held_out_auc(0.0, tmp_path)
+def test_positive_and_negative_control(synthetic_signal, synthetic_null):
+    """Deep features of the synthetic cohort separate the classes on held-out folds; with effect 0 they do not (the
+    session's two shared cohorts of 120 women, one image each)."""
+    pos, neg = _held_out_auc(synthetic_signal), _held_out_auc(synthetic_null)
     assert pos > 0.65, pos
     assert 0.35 < neg < 0.62, neg
     assert pos - neg > 0.1

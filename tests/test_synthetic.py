@@ -20,22 +20,22 @@ from conftest import cli
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
-def test_cli_synth_gives_the_paper_cohort(tmp_path):
-    """`pe-renal synth` without --n draws the paper's 279 women (151 with preeclampsia); a small one is rendered and
-    read."""
+def test_cli_synth_gives_the_paper_cohort(tmp_path, capsys):
+    """`pe-renal synth` without --n draws the paper's 279 women (151 with preeclampsia); the smallest cohort it writes
+    (20 women) is rendered, read and passes `check`."""
     from pe_renal.cli import build_parser
     from pe_renal.synthetic import make_clinical
     args = build_parser().parse_args(["synth", "--out", str(tmp_path / "x")])
     paper = make_clinical(n=args.n, seed=args.seed, effect=args.effect)  # the table make_cohort writes, without images
     assert len(paper) == 279 and paper["group"].value_counts().to_dict() == {"preeclampsia": 151, "normal": 128}
-    r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "24"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    r = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c"), "--n", "20"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr                # the installed command, once; `check` and the refusal in-process
     c = load_cohort(tmp_path / "c")
-    small = make_clinical(n=24, seed=args.seed, effect=args.effect)
+    small = make_clinical(n=20, seed=args.seed, effect=args.effect)
     assert (
-        c.n_patients == 24 and (c.clinical["label"].to_numpy() == (small["group"] == "preeclampsia").to_numpy()).all()
+        c.n_patients == 20 and (c.clinical["label"].to_numpy() == (small["group"] == "preeclampsia").to_numpy()).all()
     )
-    assert c.clinical["label"].value_counts().to_dict() == {1: 13, 0: 11}  # 151/279 of 24, as the paper's share
+    assert c.clinical["label"].value_counts().to_dict() == {1: 11, 0: 9}  # 151/279 of 20, as the paper's share
     assert "NOT REAL" in (tmp_path / "c" / "README.txt").read_text().upper()
     # masks beside every image, same size as the image
     row = pd.read_csv(tmp_path / "c" / "images.csv").iloc[0]
@@ -43,9 +43,12 @@ def test_cli_synth_gives_the_paper_cohort(tmp_path):
     assert np.asarray(Image.open(tmp_path / "c" / row["kidney_mask"])).shape == img.shape
     # ids do not give away the label
     assert not c.clinical["patient_id"].str.contains("PE|N", regex=True).any()
+    # the smallest cohort synth writes passes check
+    code, out, err = cli(capsys, "check", tmp_path / "c")
+    assert code == 0 and "OK" in out, err
     # the existing folder is refused with a clear message
-    r2 = subprocess.run([PE_RENAL, "synth", "--out", str(tmp_path / "c")], capture_output=True, text=True)
-    assert r2.returncode == 2 and "already exists" in r2.stderr and "Traceback" not in r2.stderr
+    code, _, err = cli(capsys, "synth", "--out", tmp_path / "c")
+    assert code == 2 and "already exists" in err and "Traceback" not in err
 
 
 def _cortex_brightness(root):
@@ -65,8 +68,9 @@ def _auc(y, s):
     return stats.mannwhitneyu(s[y == 1], s[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
 
 
-def test_images_and_labs_carry_the_signal(tmp_path):
-    root = make_cohort(tmp_path / "c", n=80, seed=2)
+def test_images_and_labs_carry_the_signal(synthetic_signal):
+    "The session's shared cohort with the default signal (120 women, one image each)."
+    root = synthetic_signal
     d = _cortex_brightness(root)
     assert _auc(d["label"].to_numpy(), d["cortex"].to_numpy()) > 0.7          # brighter cortex in preeclampsia
     clin = pd.read_csv(root / "clinical.csv").merge(d.reset_index()[["patient_id", "label"]], on="patient_id")
@@ -75,8 +79,9 @@ def test_images_and_labs_carry_the_signal(tmp_path):
 
 
 @pytest.mark.slow
-def test_effect_zero_means_no_signal(tmp_path):
-    root = make_cohort(tmp_path / "c", n=120, seed=5, effect=0)
+def test_effect_zero_means_no_signal(synthetic_null):
+    "The session's shared cohort drawn with effect 0 (120 women, one image each)."
+    root = synthetic_null
     d = _cortex_brightness(root)
     y = d["label"].to_numpy()
     assert 0.35 < _auc(y, d["cortex"].to_numpy()) < 0.65
@@ -109,10 +114,3 @@ def test_a_run_on_a_synthetic_cohort_says_so_without_being_told(model):
         "SYNTHETIC" in (m.parent / "report.html").read_text()
         and "SYNTHETIC" in (m.parent / "tables" / "README.txt").read_text()
     )
-
-
-def test_the_smallest_cohort_synth_writes_passes_check(capsys, tmp_path):
-    code, _, err = cli(capsys, "synth", "--out", tmp_path / "s", "--n", "20")
-    assert code == 0, err
-    code, out, err = cli(capsys, "check", tmp_path / "s")
-    assert code == 0 and "OK" in out, err
