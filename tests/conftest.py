@@ -389,3 +389,37 @@ def synthetic_signal(tmp_path_factory, request) -> Path:
 def synthetic_null(tmp_path_factory, request) -> Path:
     "The negative control: a synthetic cohort drawn with effect 0 (no signal in images or labs)."
     return _synthetic_pair(tmp_path_factory, request, 0.0, 3)
+# --- known answers, model files, overlap, predict, report ---
+def first_patients(src: Path, dst: Path, n: int) -> Path:
+    """A copy of the first n patients of the cohort folder `src` in `dst`: their rows of every table (truth/ too), the
+    same image and mask files byte for byte (so their deep features come from the feature cache), cohort.toml and the
+    synthetic marker."""
+    import shutil
+    clin = pd.read_csv(src / "clinical.csv", dtype=str, keep_default_na=False)
+    keep = set(clin["patient_id"][:n])
+    for rel in ("clinical.csv", "images.csv", "truth/patients.csv", "truth/images.csv"):
+        if (src / rel).is_file():
+            df = pd.read_csv(src / rel, dtype=str, keep_default_na=False)
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            df[df["patient_id"].isin(keep)].to_csv(dst / rel, index=False)
+    imgs = pd.read_csv(dst / "images.csv", dtype=str, keep_default_na=False)
+    for col in ("path", "kidney_mask", "cortex_mask"):
+        for rel in imgs.get(col, []):
+            if rel:
+                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / rel, dst / rel)
+    for rel in ("cohort.toml", "synthetic.json", "README.txt"):
+        if (src / rel).is_file():
+            shutil.copyfile(src / rel, dst / rel)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def new_patients(tmp_path_factory, request) -> Path:
+    """40 new women with a strong signal (seed 11, delta 2.5, as the shared study): built once per session; tests copy
+    it (`first_patients`) before editing it. Their deep features, once computed under the shared study's cache, are
+    read from it by every later copy."""
+    from pe_renal.synthetic import make_cohort
+    d = build_once(tmp_path_factory, request, "new_patients",
+                   lambda d: make_cohort(d / "cohort", n=40, seed=11, delta=2.5, n_jobs=1))
+    return d / "cohort"

@@ -47,7 +47,8 @@ def study(study_results):
 
 @pytest.fixture(scope="module")
 def null_cohort(tmp_path_factory):
-    return make_cohort(tmp_path_factory.mktemp("null") / "cohort", n=40, seed=12, effect=0)   # no signal anywhere
+    "40 women, no signal anywhere (effect=0)."
+    return make_cohort(tmp_path_factory.mktemp("null") / "cohort", n=40, seed=12, effect=0, n_jobs=1)
 
 
 def truth(cohort):
@@ -56,12 +57,6 @@ def truth(cohort):
 
 
 def covers_half(lo, hi): return (np.asarray(lo) < 0.5) & (np.asarray(hi) > 0.5)
-
-
-def test_the_study_writes_nothing_into_the_cohort(study):
-    d, cohort, cfg, out, before = study
-    predict_cohort(out / "model.skops", cohort, cache=cfg.cache, allow_overlap=True)
-    assert tree_state(cohort) == before
 
 
 def test_study_positive_control_test_auc_above_chance(study):
@@ -112,8 +107,10 @@ def test_study_negative_control_test_auc_ci_covers_half(study, null_cohort, tmp_
         assert perf["same_as"].isna().all() and run["model"]["threshold_rule"].count(";") == 0
 
 
-def test_predict_on_the_study_cohort_reproduces_predictions_csv(study):
-    d, cohort, cfg, out, _ = study
+def test_predict_on_the_study_cohort_reproduces_predictions_csv_and_nothing_is_written_into_it(study):
+    """The study's model scoring its own cohort gives the written predictions exactly (said NOT external); neither the
+    study nor predict wrote anything into the cohort folder."""
+    d, cohort, cfg, out, before = study
     written = pd.read_csv(out / "predictions.csv").set_index("patient_id")
     with pytest.raises(PeRenalError, match="not external validation"):  # its own development cohort: refused ...
         predict_cohort(out / "model.skops", cohort, cache=cfg.cache)
@@ -129,11 +126,12 @@ def test_predict_on_the_study_cohort_reproduces_predictions_csv(study):
     cols = [f"{k}_{m}" for m in MODELS for k in ("p", "pred")]
     pd.testing.assert_frame_equal(pred[["label"] + cols], written[["label"] + cols], check_exact=True)
     assert set(metrics["model"]) == set(MODELS)
+    assert tree_state(cohort) == before, "the study or predict wrote into the cohort folder"
 
 
-def test_predict_with_signal_auc_is_delong_of_the_written_scores(study, tmp_path, capsys):
+def test_predict_with_signal_auc_is_delong_of_the_written_scores(study, new_patients, tmp_path, capsys):
     d, cohort, cfg, out, _ = study
-    new = make_cohort(tmp_path / "new", n=40, seed=11, delta=2.5)
+    new = new_patients                                   # 40 new women with signal (tests/conftest.py)
     rc = pe_renal_main(["predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "p.csv"),
                         "--cache", cfg.cache, "--device", "cpu"])
     printed = capsys.readouterr().out

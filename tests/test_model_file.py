@@ -78,10 +78,27 @@ def test_an_unknown_class_and_an_unlisted_ufunc_are_refused_by_name(tmp_path, st
     _refused(_write(tmp_path / "c.skops", _model_dict(real["models"], info={"p": pd.Timestamp(0)})), "Timestamp")
 
 
-def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_results):
-    """Each classifier and LASSO method, with and without categorical columns, with and without fine-tuned weights named
-    in the file, and the shared study's own file: every file holds nothing off the list and loads, and together they
-    write every type on it (set equality: a type no configuration writes has no business on a security list)."""
+CONFIGS = (("knn", "lasso", True, False), ("logistic", "logistic", True, True), ("svm", "lasso", True, False),
+           ("rf", "lasso", True, False), ("knn", "logistic", False, True), ("logistic", "lasso", False, False))
+FOREST_TREES = 4       # fewer trees than the default 200: the same classes written, in a fraction of the time
+
+
+def _few_trees(base):
+    "`_base_classifier` as pe_renal defines it, its random forest with FOREST_TREES trees (nothing else changed)."
+    from sklearn.ensemble import RandomForestClassifier
+
+    def make(name, seed):
+        est = base(name, seed)
+        return est.set_params(n_estimators=FOREST_TREES) if isinstance(est, RandomForestClassifier) else est
+    return make
+
+
+@pytest.fixture(scope="module")
+def configuration_files(tmp_path_factory):
+    """A model file of each configuration: each classifier and LASSO method, with and without categorical columns,
+    with and without fine-tuned weights named in the file (48 patients, 12 deep features), with the fitted models and
+    the test part of their data: {config: (path, fitted, data)}."""
+    import pe_renal.models as M
     from pe_renal.models import fit_models, model_data
 
     rng = np.random.default_rng(0)
@@ -95,22 +112,40 @@ def test_the_list_is_exactly_what_every_configuration_writes(tmp_path, study_res
     clin = pd.DataFrame(dict(patient_id=ids, label=y, split=["train"] * 34 + ["test"] * 14, age=rng.normal(30, 5, n),
                              crea=np.where(rng.random(n) < .1, np.nan, rng.normal(55, 8, n)),
                              parity=rng.choice(["a", "b", "c"], n)))
+    root, files = tmp_path_factory.mktemp("configurations"), {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(M, "_base_classifier", _few_trees(M._base_classifier))
+        for clf, method, cat, tuned in CONFIGS:
+            data = model_data(deep, clin, ["age", "crea"], ["parity"] if cat else [])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
+            path = root / f"{clf}_{method}_{cat}.skops"
+            info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32",
+                        numeric=["age", "crea"], categorical=["parity"] if cat else [], deep_columns=list(deep.columns),
+                        n_train=34, auc=0.5, ok=True, none=None,
+                        transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
+            if tuned:
+                info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
+            save_model(path, fitted, {k: 0.5 for k in fitted}, info)
+            files[clf, method, cat, tuned] = path, fitted, data
+    return files
+
+
+def test_the_list_is_exactly_what_every_configuration_writes(configuration_files, study_results):
+    """Each classifier and LASSO method, with and without categorical columns, with and without fine-tuned weights named
+    in the file, and the shared study's own file: every file holds nothing off the list and loads, and together they
+    write every type on it (set equality: a type no configuration writes has no business on a security list). The
+    forests have FOREST_TREES trees: the number of trees changes how many objects a file holds, not their types."""
+    from sklearn.ensemble import RandomForestClassifier
+
     written = model_file_types(study_results[3] / "model.skops")
-    configs = (("knn", "lasso", True, False), ("logistic", "logistic", True, True), ("svm", "lasso", True, False),
-               ("rf", "lasso", True, False), ("knn", "logistic", False, True), ("logistic", "lasso", False, False))
-    for clf, method, cat, tuned in configs:
-        data = model_data(deep, clin, ["age", "crea"], ["parity"] if cat else [])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitted, _ = fit_models(data, classifier=clf, seed=0, lasso={"method": method})
-        path = tmp_path / f"{clf}_{method}_{cat}.skops"
-        info = dict(classifier=clf, backbone="resnet18", weights="random:seed0", precision="fp32",
-                    numeric=["age", "crea"], categorical=["parity"] if cat else [], deep_columns=list(deep.columns),
-                    n_train=34, auc=0.5, ok=True, none=None,
-                    transform=dict(size=224, resize="pad", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
-        if tuned:
-            info.update(finetune="last", finetune_file="finetuned_resnet18.pt", finetune_sha256="0" * 64)
-        save_model(path, fitted, {k: 0.5 for k in fitted}, info)
+    assert set(configuration_files) == set(CONFIGS)
+    knn = model_file_types(configuration_files["knn", "lasso", True, False][0])
+    assert written <= knn, written - knn       # the file tampered with below holds every type the study's file holds
+    for (clf, *_), (path, fitted, data) in configuration_files.items():
+        forest = fitted["Composite"].named_steps["classifier"].best_estimator_
+        assert (clf == "rf") == isinstance(forest, RandomForestClassifier)
         types = model_file_types(path)
         assert types <= MODEL_FILE_TYPES, (clf, types - MODEL_FILE_TYPES)
         written |= types
@@ -151,12 +186,12 @@ def _nodes(n, out):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_and_tampered_model_files_never_load_foreign_objects(study_results, tmp_path_factory, data):
+def test_random_and_tampered_model_files_never_load_foreign_objects(configuration_files, tmp_path_factory, data):
     """Random bytes, random zips, and a real model file with nodes swapped for others (dangerous or merely
-    misplaced): load_model
-    returns a pe_renal model built only from listed types, or refuses with a PeRenalError naming the file; never
-    anything else."""
-    real = study_results[3] / "model.skops"
+    misplaced): load_model returns a pe_renal model built only from listed types, or refuses with a PeRenalError naming
+    the file; never anything else. The real file is the KNN configuration's with a categorical column: the types of
+    the study's own file (a KNN study), in a schema small enough to tamper with quickly (12 deep features, not 512)."""
+    real = configuration_files["knn", "lasso", True, False][0]
     with zipfile.ZipFile(real) as z:
         files = {n: z.read(n) for n in z.namelist()}
     kind = data.draw(st.sampled_from(["bytes", "zip", "tamper"]))

@@ -14,7 +14,8 @@ from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.model_file import load_model, save_model
 from pe_renal.predict import development_overlap, pixel_sha256, predict_cohort
 from pe_renal.data import IncorporationBias, load_cohort
-from pe_renal.synthetic import make_cohort
+
+from conftest import first_patients
 
 
 def renumber(root, prefix:str):
@@ -47,8 +48,10 @@ def resaved_copy(cohort, dst):
 
 
 def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_path):
+    "12 development patients, their images re-saved into other files: every one of them is found by its pixels."
     _, cohort, cfg, out = study_results
-    new = resaved_copy(cohort, tmp_path / "resaved")
+    new = resaved_copy(first_patients(cohort, tmp_path / "part", 12), tmp_path / "resaved")
+    assert pd.read_csv(new / "clinical.csv")["group"].nunique() == 2          # both classes: metrics are computed
     old_imgs, new_imgs = pd.read_csv(cohort / "images.csv"), pd.read_csv(new / "images.csv")
     assert not set(map(file_sha256, new / new_imgs["path"])) & set(
         map(file_sha256, cohort / old_imgs["path"])
@@ -79,17 +82,17 @@ def test_resaved_development_images_are_refused_as_overlap(study_results, tmp_pa
     )
 
 
-def test_most_development_ids_are_overlap_and_new_ids_are_external(study_results, tmp_path):
+def test_most_development_ids_are_overlap_and_new_ids_are_external(study_results, other_images, tmp_path):
     """A cohort with other images but the ids of most development patients (the same women, re-imaged or re-exported) is
     refused; the same cohort with new ids is external; a generated cohort scored by a generated model only warns (the
     generator numbers every cohort S0001, S0002, ...)."""
     _, cohort, cfg, out = study_results
-    other = make_cohort(tmp_path / "other", n=24, seed=5)
+    other = shutil.copytree(other_images, tmp_path / "other")                   # generated: S0001 ... S0012
     info = load_model(out / "model.skops")["info"]
     o = development_overlap(info, load_cohort(other, require_label=False))
-    assert o["n_overlap"] == 0 and o["n_ids"] == 24 and not o["most_ids"]        # both synthetic: ids say nothing
+    assert o["n_overlap"] == 0 and o["n_ids"] == 12 and not o["most_ids"]        # both synthetic: ids say nothing
     (other / "synthetic.json").unlink()
-    with pytest.raises(PeRenalError, match=r"24 of 24 patient ids \(100%\)"):
+    with pytest.raises(PeRenalError, match=r"12 of 12 patient ids \(100%\)"):
         predict_cohort(out / "model.skops", other, cache=cfg.cache, verbose=False)
     renumber(other, "N")
     o = development_overlap(info, load_cohort(other, require_label=False))
@@ -116,9 +119,9 @@ def _cli(args, capsys):
 
 
 @pytest.fixture(scope="module")
-def other_images(tmp_path_factory):
-    "12 new patients' images (drawn once for the module; each test works on its own copy)."
-    return make_cohort(tmp_path_factory.mktemp("other") / "c", n=12, seed=5, n_jobs=1)
+def other_images(new_patients, tmp_path_factory):
+    "12 new patients' images (the session's new women, tests/conftest.py; each test works on its own copy)."
+    return first_patients(new_patients, tmp_path_factory.mktemp("other") / "c", 12)
 
 
 def test_development_files_copied_and_renamed_are_not_external_whatever_their_ids(study_results, other_images, tmp_path,

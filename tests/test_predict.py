@@ -4,15 +4,13 @@ file with malformed info is refused as damaged. (Patients the model was develope
 import pandas as pd
 import pytest
 
-from pe_renal.synthetic import make_cohort
-
-from conftest import cli, refused
+from conftest import cli, first_patients, refused
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    "16 new women (seed 5), written once for the predict tests below: each test edits a copy of its own."
-    return make_cohort(tmp_path_factory.mktemp("fresh") / "new5", n=16, seed=5)
+def fresh(new_patients, tmp_path_factory):
+    "16 of the session's new women (tests/conftest.py), copied once for the tests below: each edits its own copy."
+    return first_patients(new_patients, tmp_path_factory.mktemp("fresh") / "new5", 16)
 
 
 def _new(fresh, tmp_path):
@@ -54,10 +52,9 @@ def test_predict_warns_about_categories_never_seen_in_training(capsys, model, fr
     assert not (tmp_path / "q.csv").exists()
 
 
-def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(capsys, study_results, tmp_path):
-    import shutil
+def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(capsys, study_results, fresh, tmp_path):
     _, cohort, cfg, out = study_results
-    new = shutil.copytree(cohort, tmp_path / "new")
+    new = _new(fresh, tmp_path)
     df = pd.read_csv(new / "clinical.csv")
     used = load_model_columns(out)
     unused = [c for c in df.columns if c not in used + ["patient_id", "group", "label"]]
@@ -76,13 +73,12 @@ def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(cap
         tmp_path / "p.csv",
         "--cache",
         cfg.cache,
-        "--allow-overlap",
     )
     assert code == 0 and (tmp_path / "p.csv").is_file(), err
     df[used[0]] = None  # a column the model uses, empty: refused by name
     df.to_csv(new / "clinical.csv", index=False)
     refused(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "q.csv", "--cache", cfg.cache,
-            "--allow-overlap", says=[used[0], "empty"])
+            says=[used[0], "empty"])
 
 
 def load_model_columns(out):
@@ -97,7 +93,7 @@ def test_predict_warns_when_the_model_was_trained_on_roi_crops_and_the_images_ha
     d, m = model
     roi = load_model(m)["info"]["development"]["roi"]
     assert roi["box"] + roi["mask"] > roi["none"], roi        # the synthetic cohort's training images have boxes
-    new = _new(fresh, tmp_path)
+    new = first_patients(fresh, tmp_path / "new", 4)          # 4 women: their images without boxes are new features
     code, out, err = cli(capsys, "predict", new, "--model", m, "--out", tmp_path / "p.csv", "--cache", d / "cache")
     assert code == 0 and "ROI crops" not in err, err          # boxes given: no warning (negative control)
     imgs = pd.read_csv(new / "images.csv")
