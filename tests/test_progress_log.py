@@ -1,14 +1,9 @@
 """Progress for batch users: where stderr is a file (nohup, a SLURM or cron log), plain rate-limited lines
 instead of a bar."""
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 from conftest import write_cohort
-
-PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
 def test_log_progress_lines_say_stage_count_elapsed_and_time_left(monkeypatch, capsys):
@@ -25,30 +20,23 @@ def test_log_progress_lines_say_stage_count_elapsed_and_time_left(monkeypatch, c
     assert capsys.readouterr().err == ""
 
 
-def test_a_command_whose_stderr_is_a_file_logs_progress(tmp_path):
+def test_a_command_whose_stderr_is_a_file_logs_progress(tmp_path, monkeypatch):
+    """`pe-renal features` with its stderr a log file (run in this process, its stderr the file: the choice of a bar or
+    plain lines is made when the command starts, from what stderr is)."""
+    from pe_renal.cli import main
     root = write_cohort(tmp_path / "c", n=12)
-    env = {k: v for k, v in os.environ.items() if k != "PE_RENAL_QUIET"} | {"PE_RENAL_PROGRESS_EVERY": "0"}
+    monkeypatch.delenv("PE_RENAL_QUIET", raising=False)
+    monkeypatch.setenv("PE_RENAL_PROGRESS_EVERY", "0")
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)    # as from a shell, not a notebook
     with open(tmp_path / "log.txt", "w") as log:
-        r = subprocess.run(
-            [
-                PE_RENAL,
-                "features",
-                str(root),
-                "--out",
-                str(tmp_path / "f.parquet"),
-                "--backbone",
-                "resnet18",
-                "--weights",
-                "random",
-                "--no-cache",
-                "--batch-size",
-                "4",
-            ],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
+        monkeypatch.setattr(sys, "stdout", log)
+        monkeypatch.setattr(sys, "stderr", log)
+        code = main([
+            "features", str(root), "--out", str(tmp_path / "f.parquet"), "--backbone", "resnet18", "--weights",
+            "random", "--no-cache", "--batch-size", "4",
+        ])
+        monkeypatch.undo()
     text = (tmp_path / "log.txt").read_text()
-    assert r.returncode == 0, text
+    assert code == 0, text
     assert "resnet18 features: 1/3 (33%)" in text and "resnet18 features: done, 3/3 (100%)" in text, text
     assert "\r" not in text                                                # no terminal bar redrawing itself in the log

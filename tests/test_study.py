@@ -20,7 +20,7 @@ from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
 from pe_renal.synthetic import make_cohort
 
-from conftest import tree_state
+from conftest import cli, refused, tree_state, write_cohort
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5)
@@ -130,32 +130,25 @@ OVERLAP = "default:.*also occur among the patients this model was developed on:U
 # demo cohort reuses patient ids
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def new_patients(tmp_path_factory) -> Path:
+    "20 new synthetic women (another seed) with labels, shared by the prediction tests: they only read it."
+    return make_cohort(tmp_path_factory.mktemp("new") / "new", n=20, seed=11, n_jobs=1)
+
+
 @pytest.mark.filterwarnings(OVERLAP)
-def test_predict_new_patients_with_labels(study, tmp_path):
+def test_predict_new_patients_with_labels(study, new_patients, tmp_path, capsys):
+    "`pe-renal predict` (in this process: the command's own code, without a second start of Python and torch)."
     d, cohort, cfg, out = study
-    new = make_cohort(tmp_path / "new", n=30, seed=11)
-    r = subprocess.run(
-        [
-            PE_RENAL,
-            "predict",
-            str(new),
-            "--model",
-            str(out / "model.skops"),
-            "--out",
-            str(tmp_path / "p.csv"),
-            "--cache",
-            str(d / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    new = new_patients
+    code, stdout, err = cli(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "p.csv",
+                            "--cache", d / "cache")
+    assert code == 0, err
     p = pd.read_csv(tmp_path / "p.csv")
-    assert len(p) == 30 and {"p_DL", "p_Clinical", "p_Composite", "pred_Composite", "label"} <= set(p.columns)
+    assert len(p) == 20 and {"p_DL", "p_Clinical", "p_Composite", "pred_Composite", "label"} <= set(p.columns)
     m = pd.read_csv(tmp_path / "p_metrics.csv")
     assert set(m["model"]) == {"DL", "Clinical", "Composite"} and m["auc"].between(0, 1).all()
-    assert "AUC" in r.stdout and "SYNTHETIC DATA · UNTRAINED BACKBONE" in r.stdout
+    assert "AUC" in stdout and "SYNTHETIC DATA · UNTRAINED BACKBONE" in stdout
     side = json.loads((tmp_path / "p.csv.json").read_text())
     assert side["status"] == "SYNTHETIC DATA · UNTRAINED BACKBONE" and side["model_sha256"] == file_sha256(
         out / "model.skops"
@@ -166,11 +159,10 @@ def test_predict_new_patients_with_labels(study, tmp_path):
     np.testing.assert_allclose(pred["p_Composite"], p["p_Composite"])
 
 
-@pytest.mark.slow
 @pytest.mark.filterwarnings(OVERLAP)
-def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
+def test_predict_without_labels_and_with_a_missing_column(study, new_patients, tmp_path, capsys):
     d, cohort, cfg, out = study
-    new = make_cohort(tmp_path / "new", n=20, seed=12)
+    new = Path(shutil.copytree(new_patients, tmp_path / "new"))     # changed below: a copy of the shared cohort
     clin = pd.read_csv(new / "clinical.csv")
     (new / "cohort.toml").rename(tmp_path / "cohort.toml")  # labels present, but nothing says which column
     with pytest.warns(
@@ -185,12 +177,8 @@ def test_predict_without_labels_and_with_a_missing_column(study, tmp_path):
     assert not [w for w in said if "label column" in str(w.message)]   # no labels anywhere: nothing to say
     assert metrics is None and "label" not in pred.columns and len(pred) == 20
     clin.drop(columns=["group", "serum_creatinine_umol_L"]).to_csv(new / "clinical.csv", index=False)
-    r = subprocess.run(
-        [PE_RENAL, "predict", str(new), "--model", str(out / "model.skops"), "--out", str(tmp_path / "q.csv")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 2 and "serum_creatinine_umol_L" in r.stderr and "Traceback" not in r.stderr
+    refused(capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "q.csv",
+            says=["serum_creatinine_umol_L"])          # status 2, the column named, no traceback
     assert not (tmp_path / "q.csv").exists()
 
 
@@ -203,7 +191,7 @@ def test_model_file_is_checked(tmp_path):
 
 
 def test_a_failing_stage_is_named(tmp_path):
-    cohort = make_cohort(tmp_path / "c", n=30, seed=0)
+    cohort = write_cohort(tmp_path / "c", n=20)         # passes the cohort and split stages
     with pytest.raises(PeRenalError, match="stage 'features'"):
         run_study(
             cohort,
@@ -261,13 +249,32 @@ def _interrupt_during_features(cmd, sig):
     return proc.returncode, "".join(lines)
 
 
+def _run_with_threads(cmd, threads, capsys):
+    """`pe-renal run` after an interruption: with 1 thread in this process (torch's and the BLAS libraries' thread
+    count set to 1 for the call, then restored) or with more in a process of its own (OMP_NUM_THREADS)."""
+    if threads > 1:
+        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        return r.returncode, r.stdout + r.stderr
+    import torch
+    from threadpoolctl import threadpool_limits
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threadpool_limits(1):
+            code, out, err = cli(capsys, *cmd[1:])
+    finally:
+        torch.set_num_threads(before)
+    return code, out + err
+
+
 @pytest.mark.slow
-def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(tmp_path):
+def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(tmp_path, capsys):
     """Ctrl-C, then a hard kill, in the middle of the features stage: nothing under the results folder's name (Ctrl-C
     also removes its temporary folder); a rerun succeeds each time, and the two reruns (same input and seed, each with
-    a fresh feature cache, one with OMP_NUM_THREADS=1 and one with 2) choose the same precision and write the same
-    numbers: a study depends on its inputs, settings and hardware, not on the thread count or the state of a cache."""
-    cohort = make_cohort(tmp_path / "c", n=30, seed=0)
+    a fresh feature cache, one with 1 thread and one with 2 in a process of its own) choose the same precision and
+    write the same numbers: a study depends on its inputs, settings and hardware, not on the thread count or the state
+    of a cache. (The rerun after Ctrl-C runs in this process: it saves a start of Python and torch.)"""
+    cohort = make_cohort(tmp_path / "c", n=30, seed=0, n_jobs=1)
     outs = []
     for sig in (signal.SIGINT, signal.SIGKILL):
         out = tmp_path / f"results_{sig.name}"
@@ -295,14 +302,11 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
         assert not out.exists()                        # nothing under the final name
         if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
             assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
-        threads = "1" if sig == signal.SIGINT else "2"
-        r = subprocess.run(
+        code, text = _run_with_threads(
             cmd + ["--backbone", "resnet18", "--image-size", "96", "--cache", str(tmp_path / f"rerun_{sig.name}")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": threads},
+            1 if sig == signal.SIGINT else 2, capsys,
         )
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert code == 0, text
         assert (out / "report.html").is_file()
         assert not (out / "cohort").exists()           # `run` does not copy the patients' images (only the demo does)
         outs.append(out)
