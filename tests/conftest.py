@@ -42,47 +42,81 @@ def write_cohort(root: Path, n: int = 12, images_per_patient: int = 1, seed: int
     return root
 
 
-# the slowest notebooks and tests (`pytest --durations`): scheduled first, so that the parallel workers finish together.
-# Only the order of the run depends on these lists; what is not on them runs afterwards, in file order.
+# The slowest notebooks and tests (about 4 s or more in a quiet run, `pytest --durations`), slowest first. One list, two
+# uses: they are scheduled first, so that the parallel workers finish together, and they are the checks `make test-fast`
+# leaves out (marked `slow` here, beside the tests marked in their own files). What is not on them runs afterwards, in
+# file order.
 SLOWEST_NOTEBOOKS = [
-    "05a_internal",
-    "05_models",
     "07_gradcam",
     "09_study",
+    "05a_internal",
     "03b_finetune",
-    "03_features",
-    "02_synthetic",
+    "05_models",
     "08_shap",
+    "03_features",
+    "05b_samplesize",
+    "02_synthetic",
     "04_lasso",
+    "04b_lasso_figures",
+    "06b_calibration",
 ]
 SLOWEST_TESTS = [
-    "test_interrupted_runs_leave_no_results_folder",
-    "test_cli_synth_gives_the_paper_cohort",
+    "test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results",
+    "test_study_positive_control_test_auc_above_chance",
+    "test_cv_interval_covers_the_final_models_true_auc",
+    "test_image_signal_fine_tuned_network_learns_it",
+    "test_cv_interval_covers_one_half_on_null_cohorts",
+    "test_perturbing_the_test_patients_changes_nothing_that_was_fitted",
+    "test_null_control_is_centred_on_one_half_with_cis_covering_it",
+    "test_study_negative_control_test_auc_ci_covers_half",
     "test_positive_and_negative_control",
     "test_finetuned_weights_curve_and_manifest",
+    "test_status_headings_and_figures_are_shown",
+    "test_predict_new_patients_with_labels",
     "test_perturbing_the_test_patients_changes_no_fine_tuned_weight",
-    "test_null_control_is_centred",
-    "test_image_signal_fine_tuned_dl_model_beats_frozen",
+    "test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only",
+    "test_saved_update_is_what_predict_applies",
     "test_null_cohort_held_out_auc_covers_half",
+    "test_predict_without_labels_and_with_a_missing_column",
+    "test_contract",
+    "test_predict_with_signal_auc_is_delong_of_the_written_scores",
+    "test_internal_validation_reproducible_and_parallel",
+    "test_a_failing_notebook_fails_and_says_where",
+    "test_committed_reference_is_what_rms_gives",
+    "test_positive_control_is_near_a_large_held_out_set",
+    "test_learning_stage_on_a_null_cohort_is_flat_and_reported",
     "test_cli_features",
-    "test_effect_zero_means_no_signal",
-    "test_images_and_labs_carry_the_signal",
+    "test_a_runner_that_dies_is_reported_and_replaced",
+    "test_the_list_is_exactly_what_every_configuration_writes",
+    "test_same_site_looks_like_the_first",
+    "test_finetuned_features_reuse_the_trunk_and_equal_a_plain_forward_pass",
+    "test_a_command_whose_stderr_is_a_file_logs_progress",
+    "test_resaved_development_images_are_refused_as_overlap",
+    "test_finetuning_weights_do_not_depend_on_the_thread_count",
+    "test_predict_on_the_study_cohort_reproduces_predictions_csv_and_nothing_is_written_into_it",
+    "test_compare_classifiers",
+    "test_predict_uses_the_finetuned_weights_and_checks_their_hash",
+    "test_visible_text_has_no_markup",
+    "test_every_module_imports_under_warnings_as_errors",
+    "test_weights_file_round_trip_and_cli",
+    "test_two_commands_into_one_folder_at_once_leave_one_complete_result",
+    "test_scanner_shift_lowers_the_auc_and_case_mix_is_seen",
 ]
 
 
 def pytest_collection_modifyitems(config, items):
-    "The slowest notebooks first, then the slowest tests, then the others in file order."
-    def rank(item):
-        nb = (
-            item.callspec.params.get("nb")
-            if item.get_closest_marker("notebook") and hasattr(item, "callspec")
-            else None
-        )
-        if nb is not None:
-            return SLOWEST_NOTEBOOKS.index(nb.stem) if nb.stem in SLOWEST_NOTEBOOKS else len(SLOWEST_NOTEBOOKS)
+    "The slowest notebooks first, then the slowest tests, then the others in file order; the listed ones marked slow."
+    def listed(item) -> tuple:
+        "(0, place) for a listed notebook, (1, place) for a listed test, (2, 0) for the others."
+        nb = item.get_closest_marker("notebook") and hasattr(item, "callspec") and item.callspec.params.get("nb")
+        if nb:
+            return (0, SLOWEST_NOTEBOOKS.index(nb.stem)) if nb.stem in SLOWEST_NOTEBOOKS else (2, 0)
         slow = [i for i, t in enumerate(SLOWEST_TESTS) if item.name.startswith(t)]
-        return len(SLOWEST_NOTEBOOKS) + 1 + (slow[0] if slow else len(SLOWEST_TESTS))
-    items.sort(key=rank)           # stable: the other tests keep their order
+        return (1, slow[0]) if slow else (2, 0)
+    for item in items:
+        if listed(item)[0] < 2:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=listed)         # stable: the other tests keep their order
 
 
 @pytest.fixture
