@@ -71,6 +71,7 @@ SLOWEST_TESTS = [
     "test_study_negative_control_test_auc_ci_covers_half",
     "test_positive_and_negative_control",
     "test_finetuned_weights_curve_and_manifest",
+    "test_report_and_run_json_of_a_refitted_validation",
     "test_status_headings_and_figures_are_shown",
     "test_predict_new_patients_with_labels",
     "test_perturbing_the_test_patients_changes_no_fine_tuned_weight",
