@@ -217,6 +217,53 @@ def like_a_real_cohort(root: Path) -> Path:
     return root
 
 
+def shared_cohort(tmp_path_factory, request, name: str, folder: str = "cohort", real: bool = False, **kw) -> Path:
+    """The synthetic cohort `make_cohort(**kw)` (one process unless `n_jobs` says otherwise; `real`: made like a real
+    cohort, `like_a_real_cohort`), written once per session into a folder every xdist worker reads. Tests only read it:
+    `cohort_subset` copies it for a test that edits."""
+    from pe_renal.synthetic import make_cohort
+
+    def build(d):
+        c = make_cohort(d / folder, **{"n_jobs": 1, **kw})
+        if real:
+            like_a_real_cohort(c)
+    return build_once(tmp_path_factory, request, name, build) / folder
+
+
+def cohort_subset(src: Path, dst: Path, keep, link: bool = True) -> Path:
+    """The patients `keep` (ids) of cohort folder `src` as a cohort folder `dst`: its tables' rows of those patients
+    (truth/ too), its settings, and their images and masks, hard links of the same files (`link`) or copies byte for
+    byte (for a test that edits them); either way their deep features are found in the feature cache."""
+    import json
+    import shutil
+    keep = set(keep)
+    dst.mkdir(parents=True)
+    for f in ("cohort.toml", "README.txt"):
+        if (src / f).is_file():
+            shutil.copyfile(src / f, dst / f)
+    for t in ("clinical.csv", "images.csv", "truth/patients.csv", "truth/images.csv"):
+        if (src / t).is_file():
+            df = pd.read_csv(src / t, dtype=str, keep_default_na=False)
+            (dst / t).parent.mkdir(exist_ok=True)
+            df[df["patient_id"].isin(keep)].to_csv(dst / t, index=False)
+    imgs = pd.read_csv(dst / "images.csv", dtype=str, keep_default_na=False)
+    for f in [f for col in ("path", "kidney_mask", "cortex_mask") for f in imgs.get(col, []) if f]:
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        (os.link if link else shutil.copyfile)(src / f, dst / f)
+    if (src / "synthetic.json").is_file():
+        truth = pd.read_csv(dst / "truth/patients.csv")
+        meta = json.loads((src / "synthetic.json").read_text())
+        (dst / "synthetic.json").write_text(json.dumps(meta | dict(n=len(truth), n_pe=int(truth["label"].sum()),
+                                                                    subset_of=src.name), indent=2))
+    return dst
+
+
+def first_patients(src: Path, dst: Path, n: int) -> Path:
+    "A copy (`cohort_subset`, files copied) of the first n patients of the cohort folder `src`, for a test to edit."
+    clin = pd.read_csv(src / "clinical.csv", dtype=str, keep_default_na=False)
+    return cohort_subset(src, dst, clin["patient_id"][:n], link=False)
+
+
 # small figures (dpi 100) wherever a test does not look at their resolution: at 300 dpi about a quarter of a small
 # study's time is drawing and stamping PNGs
 TEST_DPI = 100
@@ -316,37 +363,8 @@ def read_in_chromium(html: Path, screenshot: Path | None = None) -> dict:
 def external_site(tmp_path_factory, request, name: str, real: bool = True, **kw) -> Path:
     """A second hospital drawn like the study's cohort (delta 2.5, `kw` to make_cohort; `real`: as real cohorts, three
     parity levels and a kept outcome column), written once per session and shared by the xdist workers."""
-    from pe_renal.synthetic import make_cohort
-
-    def build(d):
-        c = make_cohort(d / name, delta=2.5, n_jobs=2, **kw)
-        if real:
-            like_a_real_cohort(c)
-    return build_once(tmp_path_factory, request, f"external_{name}", build) / name
-
-
-def cohort_subset(src: Path, dst: Path, keep) -> Path:
-    """The patients `keep` (ids) of cohort folder `src` as a cohort folder `dst`: its tables' rows of those patients,
-    its settings, and their images and masks (hard links: the same files, so their features are found in the cache)."""
-    import json
-    import shutil
-    keep = set(keep)
-    dst.mkdir(parents=True)
-    for f in ("cohort.toml", "README.txt"):
-        shutil.copy(src / f, dst / f)
-    for t in ("clinical.csv", "images.csv", "truth/patients.csv", "truth/images.csv"):
-        df = pd.read_csv(src / t, dtype=str, keep_default_na=False)
-        (dst / t).parent.mkdir(exist_ok=True)
-        df[df["patient_id"].isin(keep)].to_csv(dst / t, index=False)
-    imgs = pd.read_csv(dst / "images.csv", dtype=str)
-    for f in pd.concat([imgs["path"], imgs["kidney_mask"], imgs["cortex_mask"]]):
-        (dst / f).parent.mkdir(exist_ok=True)
-        os.link(src / f, dst / f)
-    truth = pd.read_csv(dst / "truth/patients.csv")
-    meta = json.loads((src / "synthetic.json").read_text())
-    (dst / "synthetic.json").write_text(json.dumps(meta | dict(n=len(truth), n_pe=int(truth["label"].sum()),
-                                                                subset_of=src.name), indent=2))
-    return dst
+    return shared_cohort(tmp_path_factory, request, f"external_{name}", folder=name, real=real, delta=2.5, n_jobs=2,
+                         **kw)
 
 
 def external_validated(tmp_path_factory, request, study_results, cohort: Path, name: str, **kw) -> Path:
@@ -386,13 +404,6 @@ def v_prev(study_results, external_sites, tmp_path_factory, request):
                               save_updated="logistic")
 
 # --- fine-tuning ---
-def shared_cohort(tmp_path_factory, request, name:str, **kw) -> Path:
-    """The synthetic cohort `make_cohort(**kw)` (one process, n_jobs=1), written once per session into a folder every
-    xdist worker reads: the fine-tuning tests and the fine-tuned studies only read their cohort."""
-    from pe_renal.synthetic import make_cohort
-    return build_once(tmp_path_factory, request, name, lambda d: make_cohort(d / "cohort", n_jobs=1, **kw)) / "cohort"
-
-
 @pytest.fixture(scope="session")
 def ft_small_cohort(tmp_path_factory, request) -> Path:
     "30 women with a strong image signal and no lab signal, one image each: fine-tuning runs compared with each other."
@@ -408,10 +419,8 @@ def ft_study_cohort(tmp_path_factory, request) -> Path:
 
 def _synthetic_pair(tmp_path_factory, request, effect: float, seed: int) -> Path:
     "A synthetic cohort of 120 women, one image each, written once per session (every xdist worker reads it)."
-    from pe_renal.synthetic import make_cohort
-    d = build_once(tmp_path_factory, request, f"synthetic_effect{effect:g}",
-                   lambda d: make_cohort(d / "c", n=120, seed=seed, effect=effect, two_views_rate=0))
-    return d / "c"
+    return shared_cohort(tmp_path_factory, request, f"synthetic_effect{effect:g}", folder="c", n=120, seed=seed,
+                         effect=effect, two_views_rate=0)
 
 
 @pytest.fixture(scope="session")
@@ -425,36 +434,9 @@ def synthetic_null(tmp_path_factory, request) -> Path:
     "The negative control: a synthetic cohort drawn with effect 0 (no signal in images or labs)."
     return _synthetic_pair(tmp_path_factory, request, 0.0, 3)
 # --- known answers, model files, overlap, predict, report ---
-def first_patients(src: Path, dst: Path, n: int) -> Path:
-    """A copy of the first n patients of the cohort folder `src` in `dst`: their rows of every table (truth/ too), the
-    same image and mask files byte for byte (so their deep features come from the feature cache), cohort.toml and the
-    synthetic marker."""
-    import shutil
-    clin = pd.read_csv(src / "clinical.csv", dtype=str, keep_default_na=False)
-    keep = set(clin["patient_id"][:n])
-    for rel in ("clinical.csv", "images.csv", "truth/patients.csv", "truth/images.csv"):
-        if (src / rel).is_file():
-            df = pd.read_csv(src / rel, dtype=str, keep_default_na=False)
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            df[df["patient_id"].isin(keep)].to_csv(dst / rel, index=False)
-    imgs = pd.read_csv(dst / "images.csv", dtype=str, keep_default_na=False)
-    for col in ("path", "kidney_mask", "cortex_mask"):
-        for rel in imgs.get(col, []):
-            if rel:
-                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src / rel, dst / rel)
-    for rel in ("cohort.toml", "synthetic.json", "README.txt"):
-        if (src / rel).is_file():
-            shutil.copyfile(src / rel, dst / rel)
-    return dst
-
-
 @pytest.fixture(scope="session")
 def new_patients(tmp_path_factory, request) -> Path:
     """40 new women with a strong signal (seed 11, delta 2.5, as the shared study): built once per session; tests copy
     it (`first_patients`) before editing it. Their deep features, once computed under the shared study's cache, are
     read from it by every later copy."""
-    from pe_renal.synthetic import make_cohort
-    d = build_once(tmp_path_factory, request, "new_patients",
-                   lambda d: make_cohort(d / "cohort", n=40, seed=11, delta=2.5, n_jobs=1))
-    return d / "cohort"
+    return shared_cohort(tmp_path_factory, request, "new_patients", n=40, seed=11, delta=2.5)

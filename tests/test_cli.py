@@ -53,14 +53,8 @@ def test_predict_never_writes_over_its_model_or_into_the_cohort(capsys, tmp_path
     model.write_bytes(b"the model")
     refused(capsys, "predict", cohort_dir, "--model", model, "--out", model, "--overwrite", says=["model file"])
     refused(
-        capsys,
-        "predict",
-        cohort_dir,
-        "--model",
-        model,
-        "--out",
-        cohort_dir / "p.csv",
-        says=["inside the cohort folder"],
+        capsys, "predict", cohort_dir, "--model", model, "--out", cohort_dir / "p.csv",
+        says=["inside the cohort folder"]
     )
     assert model.read_bytes() == b"the model" and not (cohort_dir / "p.csv").exists()
 
@@ -101,13 +95,9 @@ def _start(cmd, faulthandler=False):
     # a suite started in the background ignores SIGINT and a child would inherit that: give it the defaults;
     # its own session, so that a kill can reach its worker processes too, as a scheduler's does
     return subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"} if faulthandler else None,
-        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)],
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
     )
 
 
@@ -212,13 +202,9 @@ def test_library_settings_are_checked_too(tmp_path):
     from pe_renal.synthetic import make_cohort
 
     for kw, option in (
-        (dict(seed=-1), "--seed"),
-        (dict(epochs=0), "--epochs"),
-        (dict(n_jobs=0), "--jobs"),
-        (dict(n_boot=-1), "--boot"),
-        (dict(cv_splits=1), "--cv-splits"),
-        (dict(cv_repeats=0), "--cv-repeats"),
-        (dict(stability_boot=-1), "--stability-boot"),
+        (dict(seed=-1), "--seed"), (dict(epochs=0), "--epochs"), (dict(n_jobs=0), "--jobs"),
+        (dict(n_boot=-1), "--boot"), (dict(cv_splits=1), "--cv-splits"), (dict(cv_repeats=0), "--cv-repeats"),
+        (dict(stability_boot=-1), "--stability-boot")
     ):
         with pytest.raises(PeRenalError, match=option):
             StudyConfig(**kw)
@@ -229,12 +215,8 @@ def test_library_settings_are_checked_too(tmp_path):
     from pe_renal.data import load_cohort
     with pytest.raises(PeRenalError, match="epochs"):  # 0 epochs is refused, not taken for the default
         finetune_backbone(
-            load_cohort(write_cohort(tmp_path / "w", n=20)),
-            [f"P{i:02d}" for i in range(14)],
-            "resnet18",
-            "random",
-            epochs=0,
-            show_progress=False,
+            load_cohort(write_cohort(tmp_path / "w", n=20)), [f"P{i:02d}" for i in range(14)], "resnet18", "random",
+            epochs=0, show_progress=False
         )
 
 
@@ -243,16 +225,8 @@ def test_a_cache_inside_the_cohort_is_refused_by_every_command(capsys, cohort_di
     before = tree_state(cohort_dir)
     cache = cohort_dir / where
     refused(
-        capsys,
-        "run",
-        cohort_dir,
-        "--out",
-        tmp_path / "r",
-        "--cache",
-        cache,
-        "--weights",
-        "random",
-        says=["inside the cohort"],
+        capsys, "run", cohort_dir, "--out", tmp_path / "r", "--cache", cache, "--weights", "random",
+        says=["inside the cohort"]
     )
     refused(capsys, "features", cohort_dir, "--out", tmp_path / "f.parquet", "--cache", cache, "--weights", "random",
             says=["inside the cohort"])
@@ -318,17 +292,8 @@ def test_a_full_disk_is_reported_with_the_file_being_written(capsys, cohort_dir,
     monkeypatch.setattr(core.os, "fsync", full)
     out = tmp_path / "f.parquet"
     err = refused(
-        capsys,
-        "features",
-        cohort_dir,
-        "--out",
-        out,
-        "--weights",
-        "random",
-        "--backbone",
-        "resnet18",
-        "--no-cache",
-        says=["disk is full", "f.parquet"],
+        capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18", "--no-cache",
+        says=["disk is full", "f.parquet"]
     )
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], err
 
@@ -353,13 +318,8 @@ def test_an_existing_empty_results_folder_is_filled(tmp_path):
 def test_synth_never_writes_inside_a_cohort(capsys, cohort_dir):
     before = sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*"))
     refused(
-        capsys,
-        "synth",
-        "--out",
-        cohort_dir / "sub",
-        "--n",
-        20,
-        says=["inside the cohort folder", "never written into an input"],
+        capsys, "synth", "--out", cohort_dir / "sub", "--n", 20,
+        says=["inside the cohort folder", "never written into an input"]
     )
     assert sorted(p.relative_to(cohort_dir) for p in cohort_dir.rglob("*")) == before
 

@@ -79,36 +79,12 @@ def test_classes_too_small_for_the_runs_cross_validation_fail_check(capsys, tmp_
     refused(capsys, "run", root, "--out", tmp_path / "r", "--dpi", "5", "--backbone", "resnet18", "--weights", "random",
             "--cache", tmp_path / "cache", says=["dpi", "30 to 1200"])
     refused(
-        capsys,
-        "run",
-        root,
-        "--out",
-        tmp_path / "r",
-        "--image-size",
-        "8",
-        "--backbone",
-        "resnet18",
-        "--weights",
-        "random",
-        "--cache",
-        tmp_path / "cache",
-        says=["--image-size", "32 to 1024"],
+        capsys, "run", root, "--out", tmp_path / "r", "--image-size", "8", "--backbone", "resnet18", "--weights",
+        "random", "--cache", tmp_path / "cache", says=["--image-size", "32 to 1024"]
     )
     refused(
-        capsys,
-        "run",
-        root,
-        "--out",
-        tmp_path / "r",
-        "--finetune-cv",
-        "refit",
-        "--backbone",
-        "resnet18",
-        "--weights",
-        "random",
-        "--cache",
-        tmp_path / "cache",
-        says=["refit", "set finetune"],
+        capsys, "run", root, "--out", tmp_path / "r", "--finetune-cv", "refit", "--backbone", "resnet18", "--weights",
+        "random", "--cache", tmp_path / "cache", says=["refit", "set finetune"]
     )
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
@@ -152,20 +128,8 @@ def test_check_applies_the_limits_fine_tuning_will_meet(capsys, tmp_path):
         capsys, "check", root, "--finetune", "last", says=["--finetune last", "at least 10 of each", "--finetune none"]
     )
     refused(
-        capsys,
-        "run",
-        root,
-        "--out",
-        tmp_path / "r",
-        "--finetune",
-        "last",
-        "--weights",
-        "random",
-        "--backbone",
-        "resnet18",
-        "--cache",
-        tmp_path / "cache",
-        says=["at least 10 of each"],
+        capsys, "run", root, "--out", tmp_path / "r", "--finetune", "last", "--weights", "random", "--backbone",
+        "resnet18", "--cache", tmp_path / "cache", says=["at least 10 of each"]
     )
     assert (
         not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()

@@ -418,17 +418,8 @@ def test_an_unwritable_cache_keeps_the_computed_features(capsys, cohort_dir, tmp
     (tmp_path / "afile").write_text("a file where the cache folder should be")
     out = tmp_path / "f.parquet"
     code, stdout, err = cli(
-        capsys,
-        "features",
-        cohort_dir,
-        "--out",
-        out,
-        "--weights",
-        "random",
-        "--backbone",
-        "resnet18",
-        "--cache",
-        tmp_path / "afile" / "cache",
+        capsys, "features", cohort_dir, "--out", out, "--weights", "random", "--backbone", "resnet18", "--cache",
+        tmp_path / "afile" / "cache"
     )
     assert code == 0 and out.is_file() and len(pd.read_parquet(out)) == 20, err
     assert "could not be written" in err and "afile" in err

@@ -125,13 +125,8 @@ MSQ = [0.30, 0.28, 0.35, 0.33, 0.31, 0.29, 0.27, 0.34]      # each fold's mean s
 def fold_table(aucs, msq, no_features=()):
     return pd.DataFrame(
         dict(
-            repeat=[1] * 4 + [2] * 4,
-            fold=[1, 2, 3, 4] * 2,
-            auc=aucs,
-            ic_msq=msq,
-            n_train=150,
-            n_test=50,
-            no_features=[i in no_features for i in range(8)],
+            repeat=[1] * 4 + [2] * 4, fold=[1, 2, 3, 4] * 2, auc=aucs, ic_msq=msq, n_train=150, n_test=50,
+            no_features=[i in no_features for i in range(8)]
         )
     )
 

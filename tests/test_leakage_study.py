@@ -16,12 +16,8 @@ from pe_renal.study import StudyConfig, run_study
 from test_finetune_study import tuned  # noqa: F401  (the fine-tuned study, built once per session)
 
 FITTED = (
-    "split.csv",
-    "tables/lasso_coefficients.csv",
-    "tables/internal_validation.csv",
-    "tables/threshold_oof_scores.csv",
-    "tables/models.csv",
-    "tables/internal_validation_cv_folds.csv",
+    "split.csv", "tables/lasso_coefficients.csv", "tables/internal_validation.csv", "tables/threshold_oof_scores.csv",
+    "tables/models.csv", "tables/internal_validation_cv_folds.csv"
 )
 
 

@@ -18,12 +18,7 @@ from pe_renal.core import PeRenalError
 from pe_renal.model_file import MODEL_FILE_TYPES, MODEL_FORMAT, load_model, model_file_types, save_model
 
 OLD_PREFIXES = (
-    "pe_renal.",
-    "sklearn.",
-    "numpy.",
-    "scipy.sparse.",
-    "builtins.",
-    "collections.",
+    "pe_renal.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections."
 )  # the rule this replaced
 
 

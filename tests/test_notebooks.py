@@ -66,12 +66,8 @@ class NotebookRunner:
             self._release()  # a runner that stopped: its pipes closed, not leaked
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("notebook_runner.py"))],
-                env=self.env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
+                [sys.executable, str(Path(__file__).with_name("notebook_runner.py"))], env=self.env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
             )
         self.replies = queue.Queue()
         def read(q=self.replies, out=self.proc.stdout):

@@ -64,15 +64,7 @@ def test_predict_ignores_columns_the_model_never_uses_but_not_those_it_needs(cap
     df["empty_extra"] = None
     df.to_csv(new / "clinical.csv", index=False)
     code, outp, err = cli(
-        capsys,
-        "predict",
-        new,
-        "--model",
-        out / "model.skops",
-        "--out",
-        tmp_path / "p.csv",
-        "--cache",
-        cfg.cache,
+        capsys, "predict", new, "--model", out / "model.skops", "--out", tmp_path / "p.csv", "--cache", cfg.cache
     )
     assert code == 0 and (tmp_path / "p.csv").is_file(), err
     df[used[0]] = None  # a column the model uses, empty: refused by name

@@ -26,13 +26,10 @@ def youden(y, s):
 def saved(study_results):
     out = study_results[3]
     return dict(
-        out=out,
-        run=json.loads((out / "run.json").read_text()),
-        pred=pd.read_csv(out / "predictions.csv"),
+        out=out, run=json.loads((out / "run.json").read_text()), pred=pd.read_csv(out / "predictions.csv"),
         perf=pd.read_csv(out / "tables" / "performance.csv"),
-        oof=pd.read_csv(out / "tables" / "threshold_oof_scores.csv"),
-        split=pd.read_csv(out / "split.csv"),
-        model=load_model(out / "model.skops"),
+        oof=pd.read_csv(out / "tables" / "threshold_oof_scores.csv"), split=pd.read_csv(out / "split.csv"),
+        model=load_model(out / "model.skops")
     )
 
 
