@@ -105,8 +105,14 @@ SLOWEST_TESTS = [
 ]
 
 
+# the session's whole-study builds (each a run_study or more, shared by every test that asks): a test that needs one is
+# an end-to-end check, marked slow too, so `make test-fast` runs no whole study
+WHOLE_STUDY_FIXTURES = {"study_results", "external_sites", "v_prev"}
+
+
 def pytest_collection_modifyitems(config, items):
-    "The slowest notebooks first, then the slowest tests, then the others in file order; the listed ones marked slow."
+    """The slowest notebooks first, then the slowest tests, then the others in file order; the listed ones, and those
+    that need a whole study, marked slow."""
     def listed(item) -> tuple:
         "(0, place) for a listed notebook, (1, place) for a listed test, (2, 0) for the others."
         nb = item.get_closest_marker("notebook") and hasattr(item, "callspec") and item.callspec.params.get("nb")
@@ -115,7 +121,7 @@ def pytest_collection_modifyitems(config, items):
         slow = [i for i, t in enumerate(SLOWEST_TESTS) if item.name.startswith(t)]
         return (1, slow[0]) if slow else (2, 0)
     for item in items:
-        if listed(item)[0] < 2:
+        if listed(item)[0] < 2 or WHOLE_STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     items.sort(key=listed)         # stable: the other tests keep their order
 
