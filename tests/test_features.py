@@ -2,8 +2,6 @@
 flavours, non-finite features named with their images, and controls."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,6 @@ from pe_renal.backbones import WeightsUnavailable, load_backbone
 from conftest import cli, refused, write_cohort
 
 SMALL = dict(backbone="resnet18", weights="random", transform=FeatureTransform(size=64), show_progress=False)
-PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 
 
 @pytest.fixture(scope="module")
@@ -342,11 +339,12 @@ def test_positive_and_negative_control(synthetic_signal, synthetic_null):
 
 
 def test_cli_features(small_cohort, tmp_path, capsys, monkeypatch):
+    "`pe-renal features` in this process (the installed command starts in tests/test_study.py and test_synthetic.py)."
     out = tmp_path / "f.parquet"
-    r = subprocess.run([PE_RENAL, "features", str(small_cohort.root), "--out", str(out), "--backbone", "resnet18",
-                        "--weights", "random", "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr                # the installed command, once; the refusals below run in-process
-    assert "UNTRAINED" in r.stdout
+    code, stdout, err = cli(capsys, "features", small_cohort.root, "--out", out, "--backbone", "resnet18", "--weights",
+                            "random", "--cache", tmp_path / "cache")
+    assert code == 0, err
+    assert "UNTRAINED" in stdout
     df = pd.read_parquet(out)
     assert df.shape == (10, 512) and df.index.name == "patient_id"
     assert json.loads((tmp_path / "f.parquet.json").read_text())["weights"] == "random:seed0"

@@ -26,13 +26,12 @@ from pe_renal.models import demo_data, make_model
 from pe_renal.shap import explain_model, model_inputs
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
-from pe_renal.synthetic import make_cohort
 
-from conftest import tree_state, write_cohort
+from conftest import cohort_subset, tree_state, write_cohort
 
 MODELS = ["DL", "Clinical", "Composite"]
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
-            stability_boot=0, shap_background=5, dpi=100)
+            stability_boot=0, shap_background=5, dpi=30)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -46,9 +45,11 @@ def study(study_results):
 
 
 @pytest.fixture(scope="module")
-def null_cohort(tmp_path_factory):
-    "40 women, no signal anywhere (effect=0)."
-    return make_cohort(tmp_path_factory.mktemp("null") / "cohort", n=40, seed=12, effect=0, n_jobs=1)
+def null_cohort(synthetic_null, tmp_path_factory):
+    """40 women, no signal anywhere (effect=0): the first 40 of the session's 120 drawn without signal
+    (tests/conftest.py `synthetic_null`, one image each; hard links, read only)."""
+    ids = pd.read_csv(synthetic_null / "clinical.csv", dtype=str)["patient_id"][:40]
+    return cohort_subset(synthetic_null, tmp_path_factory.mktemp("null") / "cohort", ids)
 
 
 def truth(cohort):

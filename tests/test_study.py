@@ -18,9 +18,8 @@ from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.model_file import load_model
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
-from pe_renal.synthetic import make_cohort
 
-from conftest import cli, refused, tree_state, write_cohort
+from conftest import cli, cohort_subset, refused, tree_state, write_cohort
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5)
@@ -131,9 +130,12 @@ OVERLAP = "default:.*also occur among the patients this model was developed on:U
 
 
 @pytest.fixture(scope="module")
-def new_patients(tmp_path_factory) -> Path:
-    "20 new synthetic women (another seed) with labels, shared by the prediction tests: they only read it."
-    return make_cohort(tmp_path_factory.mktemp("new") / "new", n=20, seed=11, n_jobs=1)
+def new_patients(new_patients, tmp_path_factory) -> Path:
+    """20 new synthetic women with labels, the first of the session's 40 (tests/conftest.py, hard links: their deep
+    features are read from the shared study's cache once computed), shared by the prediction tests and the interrupted
+    runs: they only read it."""
+    ids = pd.read_csv(new_patients / "clinical.csv", dtype=str)["patient_id"][:20]
+    return cohort_subset(new_patients, tmp_path_factory.mktemp("new") / "new", ids)
 
 
 @pytest.mark.filterwarnings(OVERLAP)
@@ -252,8 +254,10 @@ def _interrupt_during_features(cmd, sig):
 def _run_with_threads(cmd, threads, capsys):
     """`pe-renal run` after an interruption: with 1 thread in this process (torch's and the BLAS libraries' thread
     count set to 1 for the call, then restored) or with more in a process of its own (OMP_NUM_THREADS)."""
-    if threads > 1:
-        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if threads > 1:  # waiting threads sleep instead of spinning: the same arithmetic, without burning a core meanwhile
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
+               "OPENBLAS_THREAD_TIMEOUT": "4"}
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         return r.returncode, r.stdout + r.stderr
     import torch
     from threadpoolctl import threadpool_limits
@@ -268,13 +272,15 @@ def _run_with_threads(cmd, threads, capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(tmp_path, capsys):
+def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_results(new_patients, tmp_path, capsys):
     """Ctrl-C, then a hard kill, in the middle of the features stage: nothing under the results folder's name (Ctrl-C
     also removes its temporary folder); a rerun succeeds each time, and the two reruns (same input and seed, each with
     a fresh feature cache, one with 1 thread and one with 2 in a process of its own) choose the same precision and
     write the same numbers: a study depends on its inputs, settings and hardware, not on the thread count or the state
-    of a cache. (The rerun after Ctrl-C runs in this process: it saves a start of Python and torch.)"""
-    cohort = make_cohort(tmp_path / "c", n=30, seed=0, n_jobs=1)
+    of a cache. (The rerun after Ctrl-C runs in this process: it saves a start of Python and torch.) The cohort: 20 new
+    women with a strong signal (the LASSO keeps deep features, so the deep features reach every table compared); the
+    reruns small (3-fold CV, 64-pixel images, 30 dpi figures): what is compared is that they agree."""
+    cohort = new_patients
     outs = []
     for sig in (signal.SIGINT, signal.SIGKILL):
         out = tmp_path / f"results_{sig.name}"
@@ -292,8 +298,10 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
             "3",
             "--stability-boot",
             "5",
+            "--cv-splits",
+            "3",
             "--dpi",
-            "100",
+            "30",
         ]
         code, text = _interrupt_during_features(
             cmd + ["--backbone", "resnet50", "--cache", str(tmp_path / f"cache_{sig.name}")], sig
@@ -303,7 +311,7 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
         if sig == signal.SIGINT:                       # a clean interruption also removes its temporary folder
             assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
         code, text = _run_with_threads(
-            cmd + ["--backbone", "resnet18", "--image-size", "96", "--cache", str(tmp_path / f"rerun_{sig.name}")],
+            cmd + ["--backbone", "resnet18", "--image-size", "64", "--cache", str(tmp_path / f"rerun_{sig.name}")],
             1 if sig == signal.SIGINT else 2, capsys,
         )
         assert code == 0, text
@@ -321,6 +329,7 @@ def test_interrupted_runs_leave_no_results_folder_and_reruns_give_the_same_resul
     ]:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     m = [json.loads((o / "run.json").read_text()) for o in outs]
+    assert m[0]["summary"]["lasso"]["selected"] > 0, m[0]["summary"]["lasso"]   # deep features reach the tables
     assert m[0]["features"]["precision_choice"] == m[1]["features"]["precision_choice"]
     assert (
         m[0]["features"]["precision_choice"]["asked"] == "auto"
