@@ -9,7 +9,6 @@ import pytest
 from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
-from pe_renal.synthetic import make_cohort
 
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
             stability_boot=0, shap_background=5, dpi=100, image_size=64)
@@ -32,7 +31,8 @@ def tuned(tmp_path_factory, request, ft_study_cohort):
     return d, ft_study_cohort, d / "results"
 
 
-def test_finetuned_weights_curve_and_manifest(tuned):
+def check_weights_curve_and_manifest(tuned):
+    "The weights file and its SHA-256, curve, the manifest, the NA validation and the report of a run fine-tuned once."
     d, cohort, out = tuned
     m = json.loads((out / "run.json").read_text())
     ft = m["finetune"]
@@ -104,12 +104,17 @@ def test_finetuned_weights_curve_and_manifest(tuned):
     assert "except the fine-tuning of the backbone" in item
 
 
-def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
+def check_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
+    "`predict` runs the saved fine-tuned network (the run's scores again) and refuses a changed weights file."
+    from conftest import cohort_subset
     d, cohort, out = tuned
     # a fresh cache: predict runs the whole saved network on every image, the run reused the trunk kept from fine-tuning
-    pred, _ = predict_cohort(
-        out / "model.skops", cohort, cache=str(tmp_path / "fresh"), verbose=False, allow_overlap=True
-    )
+    # (the first 12 women, training and test patients, are enough to compare: each image's features are its own)
+    split = pd.read_csv(out / "split.csv")
+    few = split["patient_id"].astype(str).head(12).tolist()
+    assert set(split.set_index("patient_id").loc[few, "split"]) == {"train", "test"}
+    pred, _ = predict_cohort(out / "model.skops", cohort_subset(cohort, tmp_path / "few", few),
+                             cache=str(tmp_path / "fresh"), verbose=False, allow_overlap=True)
     m = json.loads((out / "run.json").read_text())
     assert m["features"].get("n_trunk_reused", 0) > 0
     kind = d.name.removeprefix("ft_")  # the kind of CPU the run was made on
@@ -117,7 +122,7 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
         m["features"]["precision"] == m["finetune"]["precision"] == kind
         and m["features"]["precision_choice"]["asked"] == "auto"
     )
-    own = pd.read_csv(out / "predictions.csv").set_index("patient_id")
+    own = pd.read_csv(out / "predictions.csv").set_index("patient_id").loc[few]
     got = pred.set_index("patient_id").loc[own.index]
     pd.testing.assert_series_equal(got["p_Composite"], own["p_Composite"], check_names=False, atol=1e-6)
     bad = tmp_path / "changed.pt"
@@ -125,14 +130,48 @@ def test_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_pat
     blob[-10] ^= 1
     bad.write_bytes(bytes(blob))
     with pytest.raises(PeRenalError, match="SHA-256"):
-        predict_cohort(
-            out / "model.skops", cohort, weights=str(bad), cache=str(d / "cache"), verbose=False, allow_overlap=True
-        )
+        predict_cohort(out / "model.skops", tmp_path / "few", weights=str(bad), cache=str(d / "cache"), verbose=False,
+                       allow_overlap=True)
+
+
+def check_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
+    "The report of a run validated with fine-tuning refitted per fold says so, and has no optimism warning."
+    import shutil
+    from pe_renal.quoted import finetune_validation_words
+    from pe_renal.report import render_report
+    d = shutil.copytree(tuned[2], tmp_path / "results")
+    m = json.loads((d / "run.json").read_text())
+    cfg = StudyConfig(
+        finetune="last", finetune_cv="refit", cv_splits=m["config"]["cv_splits"], cv_repeats=m["config"]["cv_repeats"]
+    )
+    m["config"]["finetune_cv"] = "refit"
+    m["finetune"].update(refitted_per_fold=True, internal_validation=finetune_validation_words(cfg))
+    (d / "run.json").write_text(json.dumps(m))
+    html = render_report(d).read_text()
+    assert "again inside each of the" in html and "No .632+ bootstrap" in html
+    # no warning box of a run fine-tuned once (the tables copied from that run still carry its NA reasons)
+    from pe_renal.quoted import FINETUNE_OPTIMISM
+    assert '<div class="warn">The backbone was fine-tuned once' not in html
+    assert f"and {FINETUNE_OPTIMISM['refit_null_cv_auc']} where it was 0.5" in html
+    assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
+    from pe_renal.tripod import tripod_checklist
+    item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]
+    assert "refitted in every fold" in item and ".632+" not in item
+
+
+def test_finetuned_weights_curve_and_manifest_predict_and_refitted_report(tuned, tmp_path):
+    """Everything read from one fine-tuned study of each kind of CPU, in one test: an xdist worker never waits for
+    another to finish building the study it reads. Each check says which it is when it fails."""
+    check_weights_curve_and_manifest(tuned)
+    check_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path / "predict")
+    check_report_and_run_json_of_a_refitted_validation(tuned, tmp_path / "refit")
 
 
 @pytest.mark.slow
-def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_path, monkeypatch):
-    "--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only."
+def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(study_results, tmp_path, monkeypatch):
+    """--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only. The
+    cohort: 50 of the 70 women of the session's study (delta 2.5, made like a real cohort), hard links of its files."""
+    from conftest import cohort_subset
     import pe_renal.finetune as ft_mod
     from pe_renal.data import load_cohort
     from pe_renal.stages import features_stage, models_stage, split_stage
@@ -143,7 +182,9 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
         return real(cohort, train_ids, *a, **k)
 
     monkeypatch.setattr(ft_mod, "finetune_backbone", spy)
-    cohort = load_cohort(make_cohort(tmp_path / "cohort", n=50, seed=5, delta=2.5))
+    truth = pd.read_csv(study_results[1] / "truth" / "patients.csv", dtype=str)
+    ids = truth.groupby("label")["patient_id"].head(25)        # 25 of each class: 10 of each in every fold's part
+    cohort = load_cohort(cohort_subset(study_results[1], tmp_path / "cohort", ids))
     cfg = StudyConfig(
         **{**FAST, "cv_splits": 3, "cv_repeats": 1, "image_size": 64},
         finetune="last",
@@ -175,31 +216,6 @@ def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(tmp_
     monkeypatch.setattr(ft_mod, "finetune_backbone", too_few)  # a fold too small to fine-tune: named, with a way out
     with pytest.raises(PeRenalError, match=r"CV fold 1 \(2\d training patients\): fine-tuning needs .*--cv-splits"):
         validation_stage(models, cfg, tmp_path, cohort, verbose=False)
-
-
-def test_report_and_run_json_of_a_refitted_validation(tuned, tmp_path):
-    "The report of a run validated with fine-tuning refitted per fold says so, and has no optimism warning."
-    import shutil
-    from pe_renal.quoted import finetune_validation_words
-    from pe_renal.report import render_report
-    d = shutil.copytree(tuned[2], tmp_path / "results")
-    m = json.loads((d / "run.json").read_text())
-    cfg = StudyConfig(
-        finetune="last", finetune_cv="refit", cv_splits=m["config"]["cv_splits"], cv_repeats=m["config"]["cv_repeats"]
-    )
-    m["config"]["finetune_cv"] = "refit"
-    m["finetune"].update(refitted_per_fold=True, internal_validation=finetune_validation_words(cfg))
-    (d / "run.json").write_text(json.dumps(m))
-    html = render_report(d).read_text()
-    assert "again inside each of the" in html and "No .632+ bootstrap" in html
-    # no warning box of a run fine-tuned once (the tables copied from that run still carry its NA reasons)
-    from pe_renal.quoted import FINETUNE_OPTIMISM
-    assert '<div class="warn">The backbone was fine-tuned once' not in html
-    assert f"and {FINETUNE_OPTIMISM['refit_null_cv_auc']} where it was 0.5" in html
-    assert "refitted inside each of the 3" in m["finetune"]["internal_validation"]
-    from pe_renal.tripod import tripod_checklist
-    item = tripod_checklist(m).set_index("item number").loc["12c", "what this run reports"]
-    assert "refitted in every fold" in item and ".632+" not in item
 
 
 def test_refit_needs_a_fine_tuned_run_and_sizes_are_checked():
