@@ -2,7 +2,7 @@
 #   make demo    create .venv, install pe_renal with everything it needs, run the demo study
 #   make demo-external RESULTS=DIR  a second synthetic hospital and the validation of DIR's model there
 #   make test    create .venv, install, lint (ruff), run every test: each notebook from top to bottom and tests/, in parallel (pytest)
-#   make test-fast  the same without the checks marked slow (about 4 s or more, or needing a whole study)
+#   make test-fast  the same without the checks marked slow (about 3 s or more, or needing a whole study)
 #   make lab     open the notebooks in JupyterLab (options with LAB_ARGS, e.g. LAB_ARGS="--no-browser --port 8890")
 # The install stamp depends on setup.py, settings.ini and pyproject.toml; nbdev_export leaves them alone
 # (update_pyproject = False in settings.ini), so exporting does not trigger a reinstall.
