@@ -545,7 +545,7 @@ def label_figure(fig,                      # a matplotlib figure
 def set_style():
     """The seaborn look of every pe_renal figure (call before creating your own axes). Titles sit at the top of their
     axes (`axes.titley` = 1.0) instead of being placed by measuring every tick label first: pe_renal's figures have no
-    ticks above their axes, so they look the same and are drawn about a third faster."""
+    ticks above their axes, so they look the same and are drawn faster (`benchmarks/profile_study.py`: save_figure)."""
     import matplotlib as mpl
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)

@@ -277,10 +277,11 @@ def cohort_subset(src: Path, dst: Path, keep, link: bool = True) -> Path:
     return dst
 
 
-def first_patients(src: Path, dst: Path, n: int) -> Path:
-    "A copy (`cohort_subset`, files copied) of the first n patients of the cohort folder `src`, for a test to edit."
+def first_patients(src: Path, dst: Path, n: int, link: bool = False) -> Path:
+    """The first n patients of the cohort folder `src` as a cohort folder `dst` (`cohort_subset`): copies for a test to
+    edit, or hard links (`link`) for one that only reads them."""
     clin = pd.read_csv(src / "clinical.csv", dtype=str, keep_default_na=False)
-    return cohort_subset(src, dst, clin["patient_id"][:n], link=False)
+    return cohort_subset(src, dst, clin["patient_id"][:n], link=link)
 
 
 # small figures (dpi 100) wherever a test does not look at their resolution: at 300 dpi about a quarter of a small
@@ -422,7 +423,8 @@ def v_prev(study_results, external_sites, tmp_path_factory, request):
     return external_validated(tmp_path_factory, request, study_results, external_sites[1], "v_prev",
                               save_updated="logistic")
 
-# --- fine-tuning ---
+
+# --- fine-tuning ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ft_small_cohort(tmp_path_factory, request) -> Path:
     "30 women with a strong image signal and no lab signal, one image each: fine-tuning runs compared with each other."
@@ -434,8 +436,9 @@ def ft_small_cohort(tmp_path_factory, request) -> Path:
 def ft_study_cohort(tmp_path_factory, request) -> Path:
     "40 women (delta 2.5): the cohort of the fine-tuned studies (fp32 and bf16)."
     return shared_cohort(tmp_path_factory, request, "ft_study_cohort", n=40, seed=3, delta=2.5)
-# --- features, synthetic data and explanations ---
 
+
+# --- features, synthetic data and explanations ------------------------------------------------------------------------
 def _synthetic_pair(tmp_path_factory, request, effect: float, seed: int) -> Path:
     "A synthetic cohort of 120 women, one image each, written once per session (every xdist worker reads it)."
     return shared_cohort(tmp_path_factory, request, f"synthetic_effect{effect:g}", folder="c", n=120, seed=seed,
@@ -452,7 +455,9 @@ def synthetic_signal(tmp_path_factory, request) -> Path:
 def synthetic_null(tmp_path_factory, request) -> Path:
     "The negative control: a synthetic cohort drawn with effect 0 (no signal in images or labs)."
     return _synthetic_pair(tmp_path_factory, request, 0.0, 3)
-# --- known answers, model files, overlap, predict, report ---
+
+
+# --- known answers, model files, overlap, predict, report -------------------------------------------------------------
 @pytest.fixture(scope="session")
 def new_patients(tmp_path_factory, request) -> Path:
     """40 new women with a strong signal (seed 11, delta 2.5, as the shared study): built once per session; tests copy

@@ -43,7 +43,7 @@ def run_one(req: dict) -> int:
     cfg = nbdev.config.get_config()
     os.chdir(cfg.nbs_path)                                     # where nbdev_test runs the notebooks
     # the figures a notebook displays are drawn as plain PNG, not at twice the resolution (nbdev_test's retina): a test
-    # throws the outputs away, and the figures' code runs all the same (07_gradcam: 27 s -> 19 s)
+    # throws the outputs away, and the figures' code runs all the same (`pytest --durations`: 07_gradcam, 08_shap)
     nbdev.test.CaptureShell = functools.partial(execnb.shell.CaptureShell, mpl_format="png")
     ok, _ = nbdev.test.test_nb(Path(req["nb"]), skip_flags=cfg.tst_flags.split(), force_flags=[],
                                basepath=cfg.config_path)

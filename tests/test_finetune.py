@@ -18,6 +18,8 @@ from pe_renal.finetune import finetune_backbone, load_finetuned, save_finetuned
 from pe_renal.gradcam import head_signature
 from pe_renal.synthetic import make_cohort
 
+from conftest import first_patients
+
 TF = FeatureTransform(size=48)
 FAST = dict(transform=TF, epochs=2, views=2, show_progress=False)
 
@@ -163,9 +165,7 @@ def test_null_cohort_held_out_auc_covers_half(synthetic_null, tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from conftest import cohort_subset
-    ids = pd.read_csv(synthetic_null / "clinical.csv", dtype=str)["patient_id"][:60]
-    c = load_cohort(cohort_subset(synthetic_null, tmp_path / "c", ids))
+    c = load_cohort(first_patients(synthetic_null, tmp_path / "c", 60, link=True))
     s = split_cohort(c, seed=0)
     y = s.set_index("patient_id")["label"]
     tr, te = s.loc[s.split == "train", "patient_id"].tolist(), s.loc[s.split == "test", "patient_id"].tolist()

@@ -10,6 +10,8 @@ from pe_renal.core import PeRenalError, file_sha256
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
 
+from conftest import build_once, cohort_subset
+
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
             stability_boot=0, shap_background=5, dpi=100, image_size=64)
 
@@ -21,7 +23,6 @@ def tuned(tmp_path_factory, request, ft_study_cohort):
     different
     workers. Both read the same cohort (`ft_study_cohort`, written once per session)."""
     import pe_renal.features as F
-    from conftest import build_once
     def build(d):
         cfg = StudyConfig(**FAST, finetune="last", epochs=2, gradcam_target="head", cache=str(d / "cache"))
         with pytest.MonkeyPatch.context() as mp:
@@ -106,7 +107,6 @@ def check_weights_curve_and_manifest(tuned):
 
 def check_predict_uses_the_finetuned_weights_and_checks_their_hash(tuned, tmp_path):
     "`predict` runs the saved fine-tuned network (the run's scores again) and refuses a changed weights file."
-    from conftest import cohort_subset
     d, cohort, out = tuned
     # a fresh cache: predict runs the whole saved network on every image, the run reused the trunk kept from fine-tuning
     # (the first 12 women, training and test patients, are enough to compare: each image's features are its own)
@@ -171,7 +171,6 @@ def test_finetuned_weights_curve_and_manifest_predict_and_refitted_report(tuned,
 def test_refit_per_fold_fine_tunes_every_fold_on_its_training_patients_only(study_results, tmp_path, monkeypatch):
     """--finetune-cv refit: the validation stage fine-tunes once per CV fold, on the fold's training patients only. The
     cohort: 50 of the 70 women of the session's study (delta 2.5, made like a real cohort), hard links of its files."""
-    from conftest import cohort_subset
     import pe_renal.finetune as ft_mod
     from pe_renal.data import load_cohort
     from pe_renal.stages import features_stage, models_stage, split_stage

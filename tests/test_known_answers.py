@@ -27,7 +27,7 @@ from pe_renal.shap import explain_model, model_inputs
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
 
-from conftest import cohort_subset, tree_state, write_cohort
+from conftest import first_patients, tree_state, write_cohort
 
 MODELS = ["DL", "Clinical", "Composite"]
 FAST = dict(backbone="resnet18", weights="random", device="cpu", cv_splits=3, cv_repeats=1, n_boot=0, n_boot_ci=50,
@@ -48,8 +48,7 @@ def study(study_results):
 def null_cohort(synthetic_null, tmp_path_factory):
     """40 women, no signal anywhere (effect=0): the first 40 of the session's 120 drawn without signal
     (tests/conftest.py `synthetic_null`, one image each; hard links, read only)."""
-    ids = pd.read_csv(synthetic_null / "clinical.csv", dtype=str)["patient_id"][:40]
-    return cohort_subset(synthetic_null, tmp_path_factory.mktemp("null") / "cohort", ids)
+    return first_patients(synthetic_null, tmp_path_factory.mktemp("null") / "cohort", 40, link=True)
 
 
 def truth(cohort):

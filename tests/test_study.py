@@ -19,7 +19,7 @@ from pe_renal.model_file import load_model
 from pe_renal.predict import predict_cohort
 from pe_renal.study import StudyConfig, run_study
 
-from conftest import cli, cohort_subset, refused, tree_state, write_cohort
+from conftest import cli, first_patients, refused, tree_state, write_cohort
 
 PE_RENAL = str(Path(sys.executable).with_name("pe-renal"))
 FAST = dict(backbone="resnet18", weights="random", cv_repeats=1, n_boot=3, n_boot_ci=100, stability_boot=5)
@@ -134,8 +134,7 @@ def new_patients(new_patients, tmp_path_factory) -> Path:
     """20 new synthetic women with labels, the first of the session's 40 (tests/conftest.py, hard links: their deep
     features are read from the shared study's cache once computed), shared by the prediction tests and the interrupted
     runs: they only read it."""
-    ids = pd.read_csv(new_patients / "clinical.csv", dtype=str)["patient_id"][:20]
-    return cohort_subset(new_patients, tmp_path_factory.mktemp("new") / "new", ids)
+    return first_patients(new_patients, tmp_path_factory.mktemp("new") / "new", 20, link=True)
 
 
 @pytest.mark.filterwarnings(OVERLAP)
