@@ -1,4 +1,5 @@
 "Shared fixtures: small cohort folders written in the data contract, the study run once, the in-process command."
+import functools
 import hashlib
 import os
 import re
@@ -123,6 +124,26 @@ SLOWEST_TESTS = [
 WHOLE_STUDY_FIXTURES = {"study_results", "external_sites", "v_prev"}
 
 
+@functools.lru_cache(maxsize=None)
+def asked_at_run_time(source: str) -> frozenset:
+    """The fixtures a test file asks for by name while it runs (`request.getfixturevalue("name")`, a string literal):
+    pytest's fixture closure does not see them, so the whole-study rule treats every test of that file as needing
+    them."""
+    import ast
+    return frozenset(
+        n.args[0].value for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "getfixturevalue"
+        and n.args and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)
+    )
+
+
+def needs_whole_study(item) -> bool:
+    "The test asks for a whole-study build: in its fixture closure, or by name at run time somewhere in its file."
+    path = getattr(item, "path", None)
+    late = asked_at_run_time(path.read_text()) if path is not None and path.suffix == ".py" else frozenset()
+    return bool(WHOLE_STUDY_FIXTURES & (set(getattr(item, "fixturenames", ())) | late))
+
+
 def pytest_collection_modifyitems(config, items):
     """The slowest notebooks first, then the slowest tests, then the others in file order; the listed ones, and those
     that need a whole study, marked slow."""
@@ -134,7 +155,7 @@ def pytest_collection_modifyitems(config, items):
         slow = [i for i, t in enumerate(SLOWEST_TESTS) if item.name.startswith(t)]
         return (1, slow[0]) if slow else (2, 0)
     for item in items:
-        if listed(item)[0] < 2 or WHOLE_STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if listed(item)[0] < 2 or needs_whole_study(item):
             item.add_marker(pytest.mark.slow)
     items.sort(key=listed)         # stable: the other tests keep their order
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import MARKUP, needs_chromium, read_in_chromium
 
-pytestmark = [needs_chromium, pytest.mark.slow]   # each reads a whole study (the session's, unless one is given)
+pytestmark = [needs_chromium]
 
 
 @pytest.fixture(scope="module")

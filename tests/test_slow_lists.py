@@ -30,3 +30,14 @@ def test_every_listed_test_notebook_and_fixture_exists():
 
 def test_a_name_that_no_longer_exists_is_found():
     assert unmatched(["test_a", "test_gone"], {"test_a_thing", "test_other"}) == ["test_gone"]
+
+
+def test_a_study_asked_for_at_run_time_marks_its_file_slow():
+    "A fixture asked for by name inside another fixture is seen, as pytest's own fixture closure would not see it."
+    from conftest import asked_at_run_time
+    src = 'def results(request):\n    return request.getfixturevalue("study_results")[3]\n'
+    assert asked_at_run_time(src) == {"study_results"}
+    assert asked_at_run_time('def f(request):\n    return request.getfixturevalue(name)\n') == set()
+    assert asked_at_run_time('x = "getfixturevalue(\'study_results\')"\n') == set()   # a string, not a call
+    for f in ("test_report_browser.py", "test_validation_report_browser.py"):
+        assert asked_at_run_time((TESTS / f).read_text()) & WHOLE_STUDY_FIXTURES, f

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import MARKUP, needs_chromium, read_in_chromium
 
-pytestmark = [needs_chromium, pytest.mark.slow]   # each reads a whole study (the session's, unless one is given)
+pytestmark = [needs_chromium]
 CI = re.compile(r"^-?\d+\.\d{3} \(-?\d+\.\d{3} to -?\d+\.\d{3}\)$")
 SECTIONS = ["1. Case mix: development vs validation patients", "2. Discrimination and calibration",
             "3. Threshold metrics at the development thresholds", "4. Decision curve at this hospital's prevalence",
