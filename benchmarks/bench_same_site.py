@@ -47,21 +47,26 @@ def site_rows(seed:int, val:Path)->list[dict]:
             for r in cal.itertuples()]
 
 
-def markdown(t:pd.DataFrame, cmd:str)->str:
+def markdown(t:pd.DataFrame, dev:pd.DataFrame, cmd:str)->str:
     f = lambda v, lo, hi: f"{v:.2f} ({lo:.2f}-{hi:.2f})"  # noqa: E731
+    sites, n = t.site_seed.nunique(), int(t.n.iloc[0])
+    members = int((t.drop_duplicates("site_seed").membership_c <= 0.6).sum())
     lines = ["# The same hospital twice: calibration of the demo's model at sites drawn from its own generator", "",
              f"    {cmd}", "",
-             f"`pe-renal demo` (default settings: 279 women, ResNet152, untrained offline), then {t.site_seed.nunique()} "
-             f"second sites of {int(t.n.iloc[0])} women from the same generator (`pe-renal synth --seed S`), each "
-             "validated with `pe-renal validate`.", "",
+             "`pe-renal demo` (default settings: 279 women, ResNet152, untrained offline), then "
+             f"{sites} second sites of {n} women from the same generator (`pe-renal synth --seed S`), each validated "
+             "with `pe-renal validate`.", "",
              "| site seed | model | O:E (95% CI) | calibration slope (95% CI) | C (95% CI) | membership C |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in t.itertuples():
         lines.append(f"| {r.site_seed} | {r.model} | {f(r.oe, r.oe_lo, r.oe_hi)} | "
                      f"{f(r.slope, r.slope_lo, r.slope_hi)} | {f(r.c, r.c_lo, r.c_hi)} | {r.membership_c:.3f} |")
     lines += ["", f"O:E intervals covering 1: {int(t.oe_covers_1.sum())} of {len(t)}; calibration-slope intervals "
-              f"covering 1: {int(t.slope_covers_1.sum())} of {len(t)}; membership C <= 0.6 at "
-              f"{int((t.drop_duplicates('site_seed').membership_c <= 0.6).sum())} of {t.site_seed.nunique()} sites."]
+              f"covering 1: {int(t.slope_covers_1.sum())} of {len(t)}; membership C <= 0.6 at {members} of {sites} "
+              "sites.", "",
+              "The same models' calibration slope at the development hospital (its held-out test patients, "
+              "tables/calibration.csv of the demo): "
+              + "; ".join(f"{r.model} {f(r.slope, r.slope_lo, r.slope_hi)}" for r in dev.itertuples()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +94,9 @@ def main(argv=None):
     t.to_csv(a.out.with_suffix(".csv"), index=False)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_same_site.py" + (
         f" --sites {a.sites}" if a.sites != 4 else "") + (f" --n {a.n}" if a.n != 279 else "")
-    a.out.with_suffix(".md").write_text(markdown(t, cmd))
-    print(markdown(t, cmd))
+    dev = pd.read_csv(w / "dev" / "tables" / "calibration.csv").query("cohort == 'test'")
+    a.out.with_suffix(".md").write_text(markdown(t, dev, cmd))
+    print(markdown(t, dev, cmd))
 
 
 if __name__ == "__main__":

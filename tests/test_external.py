@@ -2,8 +2,10 @@
 (membership C <= 0.6, O:E intervals covering 1, slopes as at the first hospital); a site with another prevalence is
 miscalibrated in the large and repaired by the intercept update; a scanner shift lowers the deep-feature model's AUC
 and a case-mix shift is seen; development patients are refused as predict refuses them. The sites and their
-validations are built once per session (tests/conftest.py, `external_sites`)."""
+validations are built once per session (tests/conftest.py, `external_sites`). The paper-sized same-site figures the
+README quotes are those of `benchmarks/bench_same_site.py`."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,3 +160,33 @@ def test_scanner_shift_lowers_the_auc_and_case_mix_is_seen(study_results, v_same
     mix = pd.read_csv(out / "tables" / "case_mix.csv").dropna(subset=["SMD"]).set_index("variable")
     numeric = mix[mix["level"].str.startswith(("median", "mean"))]["SMD"].abs()
     assert numeric.median() > 0.25 and abs(mix.loc["outcome", "SMD"]) < 0.1, mix   # values shifted, prevalence not
+
+
+SAME_SITE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "same_site_validation.csv"
+
+
+@pytest.mark.skipif(not SAME_SITE.is_file(), reason="benchmark results not in this checkout")
+def test_quoted_same_site_figures_are_the_benchmarks():
+    """The paper-sized same-site validation the README quotes (`benchmarks/bench_same_site.py`: the demo's model at 4
+    second sites of 279 women from its own generator) is recomputed from the benchmark's rows: each interval's
+    'covers 1' from its bounds, the counts and each model's range of slopes."""
+    t = pd.read_csv(SAME_SITE)
+    assert t.groupby("site_seed").size().eq(3).all() and (t.n == 279).all()
+    assert (t.oe_covers_1 == ((t.oe_lo < 1) & (1 < t.oe_hi))).all()
+    assert (t.slope_covers_1 == ((t.slope_lo < 1) & (1 < t.slope_hi))).all()
+    sites, members = t.site_seed.nunique(), int((t.drop_duplicates("site_seed").membership_c <= 0.6).sum())
+    r = t.groupby("model")["slope"].agg(["min", "max"])
+    quoted = [f"O:E covered 1 in {int(t.oe_covers_1.sum())} of {len(t)} intervals",
+              f"the membership C was at most 0.6 at {members} of {sites} sites",
+              f"the calibration slope covered 1 in {int(t.slope_covers_1.sum())} of {len(t)}",
+              f"Clinical {r.loc['Clinical', 'min']:.2f} to {r.loc['Clinical', 'max']:.2f}",
+              f"DL {r.loc['DL', 'min']:.2f} to {r.loc['DL', 'max']:.2f}",
+              f"Composite {r.loc['Composite', 'min']:.2f} to {r.loc['Composite', 'max']:.2f}"]
+    readme = " ".join((SAME_SITE.parents[2] / "README.md").read_text(encoding="utf-8").split())
+    for q in quoted:
+        assert q in readme, q
+    nb = json.loads((SAME_SITE.parents[2] / "nbs" / "08f_external.ipynb").read_text())
+    nb = " ".join("".join("".join(c["source"]) for c in nb["cells"]).split())
+    assert f"slope {r.loc['Clinical', 'min']:.2f} to {r.loc['Clinical', 'max']:.2f} at four sites" in nb and sites == 4
+    md = SAME_SITE.with_suffix(".md").read_text()
+    assert f"calibration-slope intervals covering 1: {int(t.slope_covers_1.sum())} of {len(t)}" in md
