@@ -394,3 +394,19 @@ def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
         warnings.simplefilter("error", RuntimeWarning)
         out = threshold_metrics(y, s, threshold=0.9, n_boot=50)
     assert np.isnan(out.loc["ppv", "value"]) if "ppv" in out.index else True
+
+
+def test_youden_threshold_is_the_best_cut_of_sklearns_roc_curve():
+    """The Youden threshold reaches the largest sensitivity + specificity - 1 over every cut of scikit-learn's
+    `roc_curve` (positive if score >= threshold), and where one cut is best it is that cut's score exactly: the
+    threshold is not the neighbouring candidate of the best one."""
+    from sklearn.metrics import roc_curve
+    for seed in range(5):
+        y, s = model(60, 1.0, seed)
+        fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+        j = tpr - fpr
+        th = youden_threshold(y, s)
+        assert ((s >= th) & (y == 1)).mean() / y.mean() - ((s >= th) & (y == 0)).mean() / (1 - y.mean()) == \
+            pytest.approx(j.max(), abs=1e-12)
+        if np.isclose(j, j.max(), rtol=0, atol=1e-12).sum() == 1:
+            assert th == thr[np.argmax(j)]
