@@ -129,3 +129,22 @@ def test_scaled_brier_is_against_the_observed_share_given_to_everyone():
     assert b == pytest.approx(np.mean((p - y) ** 2)) and scaled == pytest.approx(1 - b / ref)
     assert brier_scaled(y, np.full(len(y), y.mean()))[1] == pytest.approx(0, abs=1e-12)
     assert brier_scaled(y, np.clip(y, 1e-9, 1 - 1e-9))[1] == pytest.approx(1)
+
+
+def test_updates_fitted_here_are_perfect_in_sample_and_corrected_for_their_optimism():
+    """An update refitted on the validation patients is calibrated in the large on them by construction (the logistic
+    score equations: O:E 1 and CITL 0; the logistic update also slope 1), and its apparent Brier score is optimistic:
+    the bootstrap-corrected Brier is worse (higher) than the apparent one, more so for two fitted parameters than for
+    one; without an update nothing is fitted, so the corrected numbers are the apparent ones (negative control)."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        lp = rng.normal(-0.5, 1.5, 100)
+        y = (rng.random(100) < _expit(0.5 + 0.6 * lp)).astype(int)
+        u = updating_table(y, _expit(lp), m=0, n_boot=50, seed=1).set_index("update")
+        none, icpt, logi = u.loc["none"], u.loc["intercept"], u.loc["logistic"]
+        for k in ("citl", "slope", "oe", "brier"):
+            assert none[f"{k}_corrected"] == none[f"{k}_apparent"]
+        for r in (icpt, logi):
+            assert r.oe_apparent == pytest.approx(1, abs=1e-8) and r.citl_apparent == pytest.approx(0, abs=1e-8)
+        assert logi.slope_apparent == pytest.approx(1, abs=1e-8)
+        assert 0 < icpt.brier_corrected - icpt.brier_apparent < logi.brier_corrected - logi.brier_apparent
