@@ -410,3 +410,17 @@ def test_youden_threshold_is_the_best_cut_of_sklearns_roc_curve():
             pytest.approx(j.max(), abs=1e-12)
         if np.isclose(j, j.max(), rtol=0, atol=1e-12).sum() == 1:
             assert th == thr[np.argmax(j)]
+
+
+def test_calibration_table_brier_is_of_the_risks_as_predicted_not_the_smoothed_ones():
+    """The Brier score of the calibration table is scikit-learn's `brier_score_loss` of the vote shares as the model
+    gives them (0 and 1 included); the Laplace smoothing serves the logit of the slope and intercept only, and would
+    move the Brier score (checked: it differs here)."""
+    from sklearn.metrics import brier_score_loss
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 120)
+    p = np.clip(np.round(5 * (0.5 * y + rng.uniform(-0.3, 0.7, 120))) / 5, 0, 1)   # shares of k = 5 votes
+    assert ((p == 0) | (p == 1)).any()
+    row = calibration_table({"m": {"test": (y, p)}}, n_boot=0).iloc[0]
+    assert row["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert "m=5" in row["smoothing"] and brier_score_loss(y, (5 * p + 1) / 7) != pytest.approx(row["brier"])
