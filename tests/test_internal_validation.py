@@ -428,3 +428,18 @@ def test_quoted_coverage_figures_are_the_benchmarks():
         f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']} ({dl['coverage_wider']:.0%})",
     ):
         assert q in nb, q
+
+
+def test_influence_curve_term_is_delongs_variance_at_any_prevalence():
+    """A validation fold's mean squared influence-curve value over its n patients, divided by n, is DeLong's variance
+    of the AUC (placement variances over cases and over controls, ddof 0; pe_renal.evaluation's placements) when the
+    prevalence is the fold's own: a case's term is scaled by the prevalence, a control's by 1 - prevalence, which an
+    unbalanced fold (30 cases of 120, ties included) tells apart."""
+    from pe_renal.evaluation import delong_placements
+    from pe_renal.internal import _ic_msq
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.r_[np.ones(30, int), np.zeros(90, int)])
+    s = np.round(rng.normal(0.8 * y, 1), 1)
+    _, v10, v01 = delong_placements(y, s)
+    assert _ic_msq(y, s, 0.25) / 120 == pytest.approx(v10.var() / 30 + v01.var() / 90, rel=1e-12)
+    assert _ic_msq(y, np.zeros(120), 0.25) == pytest.approx((4 + 4 / 3) / 12)      # a stand-in: a coin's variance
