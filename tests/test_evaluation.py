@@ -424,3 +424,20 @@ def test_calibration_table_brier_is_of_the_risks_as_predicted_not_the_smoothed_o
     row = calibration_table({"m": {"test": (y, p)}}, n_boot=0).iloc[0]
     assert row["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
     assert "m=5" in row["smoothing"] and brier_score_loss(y, (5 * p + 1) / 7) != pytest.approx(row["brier"])
+
+
+def test_reliability_curve_bins_are_blocks_of_sorted_risks_with_wilson_95_intervals():
+    """The reliability curve on 100 continuous risks: 5 quantile bins (about 20 patients each), each a block of the
+    sorted risks whose mean is the bin's predicted value and whose event share is its observed value, with the 95%
+    Wilson interval of statsmodels' `proportion_confint`."""
+    from statsmodels.stats.proportion import proportion_confint
+    rng = np.random.default_rng(8)
+    p = rng.uniform(0.05, 0.95, 100)
+    y = (rng.random(100) < p).astype(int)
+    cc = calibration_curve(y, p)
+    assert len(cc) == 5 and cc["n"].sum() == 100 and cc["n"].between(19, 21).all()
+    o = np.argsort(p)
+    for (_, r), block in zip(cc.iterrows(), np.split(o, np.cumsum(cc["n"])[:-1])):
+        k = y[block].sum()
+        assert r["predicted"] == pytest.approx(p[block].mean()) and r["observed"] == pytest.approx(k / r["n"])
+        assert [r["lo"], r["hi"]] == pytest.approx(proportion_confint(k, r["n"], alpha=0.05, method="wilson"))
