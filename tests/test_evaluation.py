@@ -441,3 +441,20 @@ def test_reliability_curve_bins_are_blocks_of_sorted_risks_with_wilson_95_interv
         k = y[block].sum()
         assert r["predicted"] == pytest.approx(p[block].mean()) and r["observed"] == pytest.approx(k / r["n"])
         assert [r["lo"], r["hi"]] == pytest.approx(proportion_confint(k, r["n"], alpha=0.05, method="wilson"))
+
+
+def test_holm_family_is_each_held_out_cohorts_comparisons():
+    """Holm's adjustment runs within each held-out cohort, never across cohorts: with three models scored on a test
+    and an external cohort, each cohort's three adjusted p-values are statsmodels' Holm of that cohort's three raw
+    p-values (a family of six would adjust them more)."""
+    from statsmodels.stats.multitest import multipletests
+    rng = np.random.default_rng(6)
+    tr, te, ex = model(100, 1.0, 0), model(90, 1.0, 1), model(70, 1.0, 2)
+    res = {name: {"train": tr, "test": (te[0], te[1] + rng.normal(0, sd, 90)),
+                  "external": (ex[0], ex[1] + rng.normal(0, sd, 70))}
+           for name, sd in (("A", 0.3), ("B", 1.5), ("C", 3))}
+    d = delong_comparisons(res)
+    assert sorted(d["cohort"].value_counts().items()) == [("external", 3), ("test", 3)]
+    for _, g in d.groupby("cohort"):
+        np.testing.assert_allclose(g["p_holm"], multipletests(g["p"], method="holm")[1], rtol=1e-12)
+    assert not np.allclose(d["p_holm"], multipletests(d["p"], method="holm")[1])
