@@ -394,3 +394,67 @@ def test_threshold_metrics_undefined_everywhere_raise_no_numpy_warning():
         warnings.simplefilter("error", RuntimeWarning)
         out = threshold_metrics(y, s, threshold=0.9, n_boot=50)
     assert np.isnan(out.loc["ppv", "value"]) if "ppv" in out.index else True
+
+
+def test_youden_threshold_is_the_best_cut_of_sklearns_roc_curve():
+    """The Youden threshold reaches the largest sensitivity + specificity - 1 over every cut of scikit-learn's
+    `roc_curve` (positive if score >= threshold), and where one cut is best it is that cut's score exactly: the
+    threshold is not the neighbouring candidate of the best one."""
+    from sklearn.metrics import roc_curve
+    for seed in range(5):
+        y, s = model(60, 1.0, seed)
+        fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+        j = tpr - fpr
+        th = youden_threshold(y, s)
+        assert ((s >= th) & (y == 1)).mean() / y.mean() - ((s >= th) & (y == 0)).mean() / (1 - y.mean()) == \
+            pytest.approx(j.max(), abs=1e-12)
+        if np.isclose(j, j.max(), rtol=0, atol=1e-12).sum() == 1:
+            assert th == thr[np.argmax(j)]
+
+
+def test_calibration_table_brier_is_of_the_risks_as_predicted_not_the_smoothed_ones():
+    """The Brier score of the calibration table is scikit-learn's `brier_score_loss` of the vote shares as the model
+    gives them (0 and 1 included); the Laplace smoothing serves the logit of the slope and intercept only, and would
+    move the Brier score (checked: it differs here)."""
+    from sklearn.metrics import brier_score_loss
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 120)
+    p = np.clip(np.round(5 * (0.5 * y + rng.uniform(-0.3, 0.7, 120))) / 5, 0, 1)   # shares of k = 5 votes
+    assert ((p == 0) | (p == 1)).any()
+    row = calibration_table({"m": {"test": (y, p)}}, n_boot=0).iloc[0]
+    assert row["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert "m=5" in row["smoothing"] and brier_score_loss(y, (5 * p + 1) / 7) != pytest.approx(row["brier"])
+
+
+def test_reliability_curve_bins_are_blocks_of_sorted_risks_with_wilson_95_intervals():
+    """The reliability curve on 100 continuous risks: 5 quantile bins (about 20 patients each), each a block of the
+    sorted risks whose mean is the bin's predicted value and whose event share is its observed value, with the 95%
+    Wilson interval of statsmodels' `proportion_confint`."""
+    from statsmodels.stats.proportion import proportion_confint
+    rng = np.random.default_rng(8)
+    p = rng.uniform(0.05, 0.95, 100)
+    y = (rng.random(100) < p).astype(int)
+    cc = calibration_curve(y, p)
+    assert len(cc) == 5 and cc["n"].sum() == 100 and cc["n"].between(19, 21).all()
+    o = np.argsort(p)
+    for (_, r), block in zip(cc.iterrows(), np.split(o, np.cumsum(cc["n"])[:-1])):
+        k = y[block].sum()
+        assert r["predicted"] == pytest.approx(p[block].mean()) and r["observed"] == pytest.approx(k / r["n"])
+        assert [r["lo"], r["hi"]] == pytest.approx(proportion_confint(k, r["n"], alpha=0.05, method="wilson"))
+
+
+def test_holm_family_is_each_held_out_cohorts_comparisons():
+    """Holm's adjustment runs within each held-out cohort, never across cohorts: with three models scored on a test
+    and an external cohort, each cohort's three adjusted p-values are statsmodels' Holm of that cohort's three raw
+    p-values (a family of six would adjust them more)."""
+    from statsmodels.stats.multitest import multipletests
+    rng = np.random.default_rng(6)
+    tr, te, ex = model(100, 1.0, 0), model(90, 1.0, 1), model(70, 1.0, 2)
+    res = {name: {"train": tr, "test": (te[0], te[1] + rng.normal(0, sd, 90)),
+                  "external": (ex[0], ex[1] + rng.normal(0, sd, 70))}
+           for name, sd in (("A", 0.3), ("B", 1.5), ("C", 3))}
+    d = delong_comparisons(res)
+    assert sorted(d["cohort"].value_counts().items()) == [("external", 3), ("test", 3)]
+    for _, g in d.groupby("cohort"):
+        np.testing.assert_allclose(g["p_holm"], multipletests(g["p"], method="holm")[1], rtol=1e-12)
+    assert not np.allclose(d["p_holm"], multipletests(d["p"], method="holm")[1])

@@ -428,3 +428,48 @@ def test_quoted_coverage_figures_are_the_benchmarks():
         f"covered DL in {round(dl['coverage_wider'] * dl['seeds'])} of {dl['seeds']} ({dl['coverage_wider']:.0%})",
     ):
         assert q in nb, q
+
+
+def test_influence_curve_term_is_delongs_variance_at_any_prevalence():
+    """A validation fold's mean squared influence-curve value over its n patients, divided by n, is DeLong's variance
+    of the AUC (placement variances over cases and over controls, ddof 0; pe_renal.evaluation's placements) when the
+    prevalence is the fold's own: a case's term is scaled by the prevalence, a control's by 1 - prevalence, which an
+    unbalanced fold (30 cases of 120, ties included) tells apart."""
+    from pe_renal.evaluation import delong_placements
+    from pe_renal.internal import _ic_msq
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.r_[np.ones(30, int), np.zeros(90, int)])
+    s = np.round(rng.normal(0.8 * y, 1), 1)
+    _, v10, v01 = delong_placements(y, s)
+    assert _ic_msq(y, s, 0.25) / 120 == pytest.approx(v10.var() / 30 + v01.var() / 90, rel=1e-12)
+    assert _ic_msq(y, np.zeros(120), 0.25) == pytest.approx((4 + 4 / 3) / 12)      # a stand-in: a coin's variance
+
+
+def test_632plus_row_is_efrons_formula_of_the_mean_out_of_bag_auc():
+    """The .632+ row recomputed from raw ingredients with a plain logistic regression: each resample's out-of-bag AUC
+    is that of the model fitted on the resample and scored on the patients it left out (scikit-learn); the estimate is
+    Efron & Tibshirani's formula, written out here, of the apparent AUC and the MEAN out-of-bag AUC (not the mean of
+    per-resample estimates), and the interval the 2.5-97.5 percentiles of the per-resample estimates."""
+    from sklearn.linear_model import LogisticRegression
+    from pe_renal.lasso import stratified_bootstrap
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(80, 4)), columns=list("abcd"))
+    y = (rng.random(80) < 1 / (1 + np.exp(-1.5 * X["a"]))).astype(int)
+    iv = internal_validation({"LR": LogisticRegression()}, X, y, n_boot=20, n_splits=3, n_repeats=1, seed=5)
+    oob = []
+    for idx in stratified_bootstrap(y, 20, 5):
+        out = np.setdiff1d(np.arange(80), idx)
+        s = LogisticRegression().fit(X.iloc[idx], y[idx]).predict_proba(X.iloc[out])[:, 1]
+        oob.append(roc_auc_score(y[out], s))
+    np.testing.assert_allclose(iv.bootstrap["auc_oob"], oob, rtol=1e-10)
+    app = roc_auc_score(y, LogisticRegression().fit(X, y).predict_proba(X)[:, 1])
+
+    def efron(a):
+        r = min(max((app - a) / (app - 0.5), 0), 1)
+        w = 0.632 / (1 - 0.368 * r)
+        return (1 - w) * app + w * a
+    row = iv.summary.set_index("key").loc["632+"]
+    assert row["apparent_auc"] == pytest.approx(app, rel=1e-12)
+    assert row["auc"] == pytest.approx(efron(np.mean(oob)), rel=1e-12)
+    assert [row["lo"], row["hi"]] == pytest.approx(np.percentile([efron(a) for a in oob], [2.5, 97.5]), rel=1e-12)
+    assert abs(efron(np.mean(oob)) - np.mean([efron(a) for a in oob])) > 1e-4     # the two orders differ here

@@ -270,3 +270,12 @@ def test_paper_size_positive_control():
     fitted, results = fit_models(demo_data())
     a = delong_ci(*results["Composite"]["test"])
     assert a.lo > 0.6, a
+
+
+def test_knn_grid_is_the_odd_k_from_3_below_the_training_size():
+    """The KNN tuning grid is every odd k from 3 to k_max (25), capped below the training patients of a fold: never
+    k = 1 (a 0/1 vote share, no risk) nor an even k (tied votes), for each weighting asked."""
+    assert knn_grid(100) == {"n_neighbors": [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25], "weights": ["uniform"]}
+    assert knn_grid(10)["n_neighbors"] == [3, 5, 7, 9] and knn_grid(9)["n_neighbors"] == [3, 5, 7]
+    assert knn_grid(60, 11, ("uniform", "distance")) == {"n_neighbors": [3, 5, 7, 9, 11],
+                                                         "weights": ["uniform", "distance"]}

@@ -181,3 +181,16 @@ def test_random_split_of_a_null_cohort_is_balanced_by_smd():
     for seed in range(5):
         t = table_one(split_cohort(paper_table(seed=seed), seed=seed), by="split", categorical=["cat"])
         assert t["SMD"].dropna().abs().max() < 0.3
+
+
+def test_table_one_mean_rule_p_is_welchs_not_students():
+    """The 'mean' rule's p-value is Welch's, written out here (unequal variances, Welch-Satterthwaite degrees of
+    freedom), on groups of unequal size and spread, where Student's pooled t-test gives another p."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 40), rng.normal(0.9, 3, 12)
+    d = pd.DataFrame(dict(patient_id=range(52), label=np.r_[np.zeros(40, int), np.ones(12, int)], x=np.r_[a, b]))
+    va, vb = a.var(ddof=1) / 40, b.var(ddof=1) / 12
+    df = (va + vb) ** 2 / (va ** 2 / 39 + vb ** 2 / 11)
+    p = 2 * stats.t.sf(abs(a.mean() - b.mean()) / np.sqrt(va + vb), df)
+    got = table_one(d, continuous="mean").set_index("variable").loc["x", "p"]
+    assert got == f"{p:.3f}" and got != f"{stats.ttest_ind(a, b).pvalue:.3f}"

@@ -6,7 +6,7 @@ import pytest
 from pe_renal.core import PeRenalError
 from pe_renal.calibration import calibration_slope_intercept
 from pe_renal.validate import (apply_update, calibration_in_the_large, calibration_slope, calibration_summary,
-                               fit_update, observed_expected, updating_table)
+                               brier_scaled, fit_update, observed_expected, updating_table)
 
 
 def _expit(x):
@@ -115,3 +115,36 @@ def test_a_large_k_makes_vote_shares_too_modest_not_the_smoothing():
             q = p[inside]
             raw = logistic_fit(yt[inside], np.column_stack([np.ones(inside.sum()), np.log(q / (1 - q))]))[0][1]
             assert (s.value > 1.3 and raw > 1.2) if k == 25 else raw < 1, (k, s, raw)
+
+
+def test_scaled_brier_is_against_the_observed_share_given_to_everyone():
+    """The scaled Brier score is 1 - Brier / Brier of the model that gives every patient the observed share (not
+    0.5): that model scores exactly 0, perfect risks 1, and any risks 1 - their Brier over the reference Brier
+    computed here from the outcomes; at 20% prevalence so that a reference of 0.25 would differ."""
+    rng = np.random.default_rng(2)
+    y = (rng.random(250) < 0.2).astype(int)
+    p = _expit(rng.normal(-1.4 + 1.5 * y, 1))
+    b, scaled = brier_scaled(y, p)
+    ref = np.mean((y.mean() - y) ** 2)
+    assert b == pytest.approx(np.mean((p - y) ** 2)) and scaled == pytest.approx(1 - b / ref)
+    assert brier_scaled(y, np.full(len(y), y.mean()))[1] == pytest.approx(0, abs=1e-12)
+    assert brier_scaled(y, np.clip(y, 1e-9, 1 - 1e-9))[1] == pytest.approx(1)
+
+
+def test_updates_fitted_here_are_perfect_in_sample_and_corrected_for_their_optimism():
+    """An update refitted on the validation patients is calibrated in the large on them by construction (the logistic
+    score equations: O:E 1 and CITL 0; the logistic update also slope 1), and its apparent Brier score is optimistic:
+    the bootstrap-corrected Brier is worse (higher) than the apparent one, more so for two fitted parameters than for
+    one; without an update nothing is fitted, so the corrected numbers are the apparent ones (negative control)."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        lp = rng.normal(-0.5, 1.5, 100)
+        y = (rng.random(100) < _expit(0.5 + 0.6 * lp)).astype(int)
+        u = updating_table(y, _expit(lp), m=0, n_boot=50, seed=1).set_index("update")
+        none, icpt, logi = u.loc["none"], u.loc["intercept"], u.loc["logistic"]
+        for k in ("citl", "slope", "oe", "brier"):
+            assert none[f"{k}_corrected"] == none[f"{k}_apparent"]
+        for r in (icpt, logi):
+            assert r.oe_apparent == pytest.approx(1, abs=1e-8) and r.citl_apparent == pytest.approx(0, abs=1e-8)
+        assert logi.slope_apparent == pytest.approx(1, abs=1e-8)
+        assert 0 < icpt.brier_corrected - icpt.brier_apparent < logi.brier_corrected - logi.brier_apparent
