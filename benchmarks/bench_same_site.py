@@ -37,16 +37,14 @@ def covers(lo, hi, x=1.0):
     return bool(lo < x < hi)
 
 
-def votes(cal:pd.DataFrame)->dict:
-    "Each model's number of votes m, from the smoothing note of a calibration table ('Laplace ..., m=23')."
-    return {r.model: int(r.smoothing.split("m=")[1]) for r in cal.itertuples()}
-
-
-def development_recalibration(dev:Path, m:dict)->dict:
+def development_recalibration(dev:Path)->dict:
     """What calibrating at development would give: a logistic recalibration of each model's vote shares fitted on the
     training patients' out-of-fold scores (tables/threshold_oof_scores.csv: the internal CV's repeats pooled, the scores
     the threshold rule uses), as `pe_renal.validate.fit_update` fits one at a second hospital."""
+    from pe_renal.external import knn_votes
+    from pe_renal.model_file import load_model
     from pe_renal.validate import fit_update
+    m = knn_votes(load_model(dev / "model.skops")["models"])      # each KNN's k, as validate reads it
     oof = pd.read_csv(dev / "tables" / "threshold_oof_scores.csv")
     return {k: fit_update(o["label"].to_numpy(), o["score"].to_numpy(), "logistic", m=m[k])
             for k, o in oof.groupby("model")}
@@ -111,14 +109,13 @@ def main(argv=None):
     cache = a.cache or w / "cache"
     if not (w / "dev" / "model.skops").is_file():
         run("demo", "--out", w / "dev", "--cache", cache)
-    rows, recal = [], None
+    rows, recal = [], development_recalibration(w / "dev")
     for s in range(1, a.sites + 1):
         site, val = w / f"site{s}", w / f"val{s}"
         if not site.exists():
             run("synth", "--out", site, "--seed", s, "--n", a.n, "--id-prefix", f"B{s}")
         if not (val / "validate.json").is_file():
             run("validate", site, "--model", w / "dev" / "model.skops", "--out", val, "--cache", cache)
-        recal = recal or development_recalibration(w / "dev", votes(pd.read_csv(val / "tables" / "calibration.csv")))
         rows += site_rows(s, val, recal)
     t = pd.DataFrame(rows)
     t.to_csv(a.out.with_suffix(".csv"), index=False)

@@ -137,10 +137,16 @@ def asked_at_run_time(source: str) -> frozenset:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _asked_in_file(path: Path) -> frozenset:
+    "`asked_at_run_time` of a test file, read once per session (not once per test)."
+    return asked_at_run_time(path.read_text()) if path.suffix == ".py" else frozenset()
+
+
 def needs_whole_study(item) -> bool:
     "The test asks for a whole-study build: in its fixture closure, or by name at run time somewhere in its file."
     path = getattr(item, "path", None)
-    late = asked_at_run_time(path.read_text()) if path is not None and path.suffix == ".py" else frozenset()
+    late = _asked_in_file(path) if path is not None else frozenset()
     return bool(WHOLE_STUDY_FIXTURES & (set(getattr(item, "fixturenames", ())) | late))
 
 
